@@ -1,0 +1,100 @@
+//===- KVQAttrs.td - kvq enums and attributes --------------*- tablegen -*-===//
+
+#ifndef KVQ_ATTRS_TD
+#define KVQ_ATTRS_TD
+
+include "kvq/Dialect/KVQ/IR/KVQDialect.td"
+include "mlir/IR/EnumAttr.td"
+
+//===----------------------------------------------------------------------===//
+// Enums (printed as keywords, never as integers)
+//===----------------------------------------------------------------------===//
+
+def KVQ_AxisToken : I32EnumAttrCase<"token", 0>;
+def KVQ_AxisChannel : I32EnumAttrCase<"channel", 1>;
+def KVQ_Axis : I32EnumAttr<"Axis",
+    "which elements share a scale: consecutive channels of one token, or "
+    "consecutive tokens of one channel",
+    [KVQ_AxisToken, KVQ_AxisChannel]> {
+  let cppNamespace = "::mlir::kvq";
+  let genSpecializedAttr = 0;
+}
+
+def KVQ_ModeAsymmetric : I32EnumAttrCase<"asymmetric", 0>;
+def KVQ_ModeSymmetric : I32EnumAttrCase<"symmetric", 1>;
+def KVQ_Mode : I32EnumAttr<"Mode",
+    "asymmetric (scale and zero point = group minimum) or symmetric "
+    "(scale only, codes centred on 2^(bits-1))",
+    [KVQ_ModeAsymmetric, KVQ_ModeSymmetric]> {
+  let cppNamespace = "::mlir::kvq";
+  let genSpecializedAttr = 0;
+}
+
+def KVQ_OrderLinear : I32EnumAttrCase<"linear", 0>;
+def KVQ_OrderInterleaved : I32EnumAttrCase<"interleaved", 1>;
+def KVQ_PackOrder : I32EnumAttr<"PackOrder",
+    "where code j of a 32-bit word lives: `linear` puts it in bits "
+    "[j*bits, (j+1)*bits); `interleaved` puts code 2i in slot i and code "
+    "2i+1 in slot i + n/2, so one mask yields a pair for a half2",
+    [KVQ_OrderLinear, KVQ_OrderInterleaved]> {
+  let cppNamespace = "::mlir::kvq";
+  let genSpecializedAttr = 0;
+}
+
+//===----------------------------------------------------------------------===//
+// #kvq.scheme
+//===----------------------------------------------------------------------===//
+
+def KVQ_SchemeAttr : KVQ_Attr<"Scheme", "scheme"> {
+  let summary = "How a KV tensor is quantized";
+  let description = [{
+    A quantization scheme. Parameters:
+    - `bits`: 2, 4 or 8 bits per code;
+    - `group`: how many elements share one scale, a power of two in
+      [16, 256] or the keyword `head_dim` (one group per head vector);
+    - `axis`: `token` groups consecutive channels of one token (KIVI values,
+      Hugging Face QuantizedCache); `channel` groups consecutive tokens of
+      one channel (KIVI keys);
+    - `mode`: `asymmetric` (default) or `symmetric`;
+    - `scale`: storage type of scales and zero points, `f16` (default) or
+      `f32`;
+    - `order`: packing order inside a 32-bit word, `linear` (default) or
+      `interleaved`.
+
+    Parameters with their default value may be omitted and are not printed.
+
+    ```mlir
+    #kvq.scheme<bits = 2, group = 32, axis = channel>
+    #kvq.scheme<bits = 4, group = head_dim, axis = token, mode = symmetric,
+                scale = f32, order = interleaved>
+    ```
+  }];
+  let parameters = (ins
+    "unsigned":$bits,
+    "unsigned":$group,
+    "::mlir::kvq::Axis":$axis,
+    "::mlir::kvq::Mode":$mode,
+    "::mlir::Type":$scaleType,
+    "::mlir::kvq::PackOrder":$order
+  );
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// Group value that means "one group per head vector".
+    static constexpr unsigned kWholeHeadDim = 0;
+
+    bool isWholeHeadDim() const { return getGroup() == kWholeHeadDim; }
+    bool isSymmetric() const { return getMode() == ::mlir::kvq::Mode::symmetric; }
+    bool hasZeroPoints() const { return !isSymmetric(); }
+    /// Number of elements sharing one scale for a head of `headDim` channels.
+    unsigned groupSize(int64_t headDim) const {
+      return isWholeHeadDim() ? static_cast<unsigned>(headDim) : getGroup();
+    }
+    /// Number of codes in one 32-bit word.
+    unsigned codesPerWord() const { return 32 / getBits(); }
+    /// Largest unsigned code, 2^bits - 1.
+    unsigned maxCode() const { return (1u << getBits()) - 1; }
+  }];
+}
+
+#endif // KVQ_ATTRS_TD

@@ -1,0 +1,227 @@
+//===- KVQOps.td - kvq operations --------------------------*- tablegen -*-===//
+//
+// Tensors use the KV-cache layout [batch, heads, tokens, head_dim]. Codes are
+// i8 tensors of unsigned codes (unpacked) or i32 tensors of packed words.
+// Shapes of packed words and scales follow from the scheme; the verifiers
+// check them with the helpers in KVQLayout.h, which the lowering reuses.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_OPS_TD
+#define KVQ_OPS_TD
+
+include "kvq/Dialect/KVQ/IR/KVQAttrs.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+//===----------------------------------------------------------------------===//
+// Type constraints
+//===----------------------------------------------------------------------===//
+
+def KVQ_HalfTensor4D : 4DTensorOf<[F16, BF16]>;
+def KVQ_HalfTensor3D : 3DTensorOf<[F16, BF16]>;
+def KVQ_CodeTensor : 4DTensorOf<[I8]>;
+def KVQ_WordTensor : 4DTensorOf<[I32]>;
+def KVQ_CodeOrWordTensor : 4DTensorOf<[I8, I32]>;
+def KVQ_ScaleTensor : 4DTensorOf<[F16, F32]>;
+def KVQ_LengthsTensor : 2DTensorOf<[I32]>;
+
+//===----------------------------------------------------------------------===//
+// Quantization
+//===----------------------------------------------------------------------===//
+
+def KVQ_QuantizeOp : KVQ_Op<"quantize", [Pure]> {
+  let summary = "Quantize fp16/bf16 KV tensors to codes, scales and zero points";
+  let description = [{
+    Splits `input` into groups as the scheme says and quantizes each group:
+    asymmetric `scale = (max - min) / (2^bits - 1)`, zero point `min`;
+    symmetric `scale = amax / (2^(bits-1) - 1)` and no zero points. Scale and
+    zero are rounded to their storage type before the codes are computed;
+    codes round half to even and are clamped.
+
+    `codes` is an i8 tensor with the input's shape (one unsigned code per
+    element), or, after `--kvq-fuse`, an i32 tensor of packed words (the
+    layout `kvq.pack` produces). Scales are `[B, H, T, D/group]` for
+    `axis = token` and `[B, H, T/group, D]` for `axis = channel`.
+
+    ```mlir
+    %codes, %scales, %zeros = kvq.quantize %v scheme <bits = 2, group = 32, axis = token>
+        : tensor<1x8x64x128xf16>
+        -> tensor<1x8x64x128xi8>, tensor<1x8x64x4xf16>, tensor<1x8x64x4xf16>
+    ```
+  }];
+  let arguments = (ins KVQ_HalfTensor4D:$input, KVQ_SchemeAttr:$scheme);
+  let results = (outs KVQ_CodeOrWordTensor:$codes, KVQ_ScaleTensor:$scales,
+                      Optional<KVQ_ScaleTensor>:$zeros);
+  let assemblyFormat = [{
+    $input `scheme` $scheme attr-dict `:` type($input) `->`
+    type($codes) `,` type($scales) (`,` type($zeros)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def KVQ_PackOp : KVQ_Op<"pack", [Pure]> {
+  let summary = "Pack unsigned codes little-endian into 32-bit words";
+  let description = [{
+    Packs `32 / bits` codes into each i32 word: along channels for
+    `axis = token` (`[B, H, T, D] -> [B, H, T, D*bits/32]`) and along tokens
+    for `axis = channel` (`[B, H, T, D] -> [B, H, T*bits/32, D]`, so one word
+    holds consecutive tokens of one channel and a warp reading consecutive
+    words reads consecutive channels). The scheme's `order` says where each
+    code lives inside its word.
+
+    ```mlir
+    %words = kvq.pack %codes scheme <bits = 4, group = 64, axis = token>
+        : tensor<1x8x64x128xi8> -> tensor<1x8x64x16xi32>
+    ```
+  }];
+  let arguments = (ins KVQ_CodeTensor:$codes, KVQ_SchemeAttr:$scheme);
+  let results = (outs KVQ_WordTensor:$words);
+  let assemblyFormat = [{
+    $codes `scheme` $scheme attr-dict `:` type($codes) `->` type($words)
+  }];
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def KVQ_UnpackOp : KVQ_Op<"unpack", [Pure]> {
+  let summary = "Unpack 32-bit words into unsigned codes";
+  let description = [{
+    The inverse of `kvq.pack` for the same scheme.
+
+    ```mlir
+    %codes = kvq.unpack %words scheme <bits = 2, group = 32, axis = channel>
+        : tensor<1x8x4x128xi32> -> tensor<1x8x64x128xi8>
+    ```
+  }];
+  let arguments = (ins KVQ_WordTensor:$words, KVQ_SchemeAttr:$scheme);
+  let results = (outs KVQ_CodeTensor:$codes);
+  let assemblyFormat = [{
+    $words `scheme` $scheme attr-dict `:` type($words) `->` type($codes)
+  }];
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def KVQ_DequantizeOp : KVQ_Op<"dequantize", [Pure]> {
+  let summary = "Reconstruct fp16/bf16 values from codes, scales and zero points";
+  let description = [{
+    Computes `code * scale + zero` (asymmetric) or
+    `(code - 2^(bits-1)) * scale` (symmetric) in fp32 and rounds to the
+    result type. `codes` may be unpacked i8 codes or packed i32 words.
+    `kvq.dequantize` of a `kvq.quantize` is *not* folded away: quantization
+    loses information, so the round trip is not the identity.
+
+    ```mlir
+    %k = kvq.dequantize %words, %scales, %zeros scheme <bits = 2, group = 32, axis = channel>
+        : tensor<1x8x4x128xi32>, tensor<1x8x2x128xf16>, tensor<1x8x2x128xf16>
+        -> tensor<1x8x64x128xf16>
+    ```
+  }];
+  let arguments = (ins KVQ_CodeOrWordTensor:$codes, KVQ_ScaleTensor:$scales,
+                       Optional<KVQ_ScaleTensor>:$zeros,
+                       KVQ_SchemeAttr:$scheme);
+  let results = (outs KVQ_HalfTensor4D:$output);
+  let assemblyFormat = [{
+    $codes `,` $scales (`,` $zeros^)? `scheme` $scheme attr-dict `:`
+    type($codes) `,` type($scales) (`,` type($zeros)^)? `->` type($output)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Decode attention
+//===----------------------------------------------------------------------===//
+
+class KVQ_AttentionOp<string mnemonic> : KVQ_Op<mnemonic,
+    [Pure, AttrSizedOperandSegments]> {
+  let results = (outs KVQ_HalfTensor3D:$output);
+  let hasVerifier = 1;
+  code commonDescription = [{
+    For each batch `b` and query head `h`, with kv head
+    `kvh = h / (Hq / Hkv)` (GQA/MQA):
+    `out[b, h] = sum_t softmax_t(scale * <q[b, h], K[b, kvh, t]>) * V[b, kvh, t]`
+    over the fp16 sink tokens, the body tokens and the fp16 residual tokens,
+    in that order. `lengths` is `[B, 3]` i32: the number of valid sink, body
+    and residual tokens of each sequence (rows may differ, so a batch may
+    hold sequences of different lengths). Softmax runs in fp32 with max
+    subtraction; a sequence with no tokens yields zeros.
+  }];
+}
+
+def KVQ_AttentionOp : KVQ_AttentionOp<"attention"> {
+  let summary = "Decode attention over fp16/bf16 keys and values";
+  let description = commonDescription # [{
+
+    ```mlir
+    %out = kvq.attention %q, keys(%k), values(%v) sink(%sk, %sv)
+        residual(%rk, %rv) lengths(%lens) scale 0.0883883461
+        : (tensor<2x32x128xf16>, tensor<2x8x256x128xf16>,
+           tensor<2x8x256x128xf16>, tensor<2x8x4x128xf16>,
+           tensor<2x8x4x128xf16>, tensor<2x8x128x128xf16>,
+           tensor<2x8x128x128xf16>, tensor<2x3xi32>) -> tensor<2x32x128xf16>
+    ```
+  }];
+  let arguments = (ins KVQ_HalfTensor3D:$query,
+                       KVQ_HalfTensor4D:$keys, KVQ_HalfTensor4D:$values,
+                       Optional<KVQ_HalfTensor4D>:$sink_keys,
+                       Optional<KVQ_HalfTensor4D>:$sink_values,
+                       Optional<KVQ_HalfTensor4D>:$residual_keys,
+                       Optional<KVQ_HalfTensor4D>:$residual_values,
+                       KVQ_LengthsTensor:$lengths,
+                       F32Attr:$softmax_scale);
+  let assemblyFormat = [{
+    $query `,` `keys` `(` $keys `)` `,` `values` `(` $values `)`
+    (`sink` `(` $sink_keys^ `,` $sink_values `)`)?
+    (`residual` `(` $residual_keys^ `,` $residual_values `)`)?
+    `lengths` `(` $lengths `)` `scale` $softmax_scale attr-dict `:`
+    functional-type(operands, results)
+  }];
+}
+
+def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
+  let summary = "Decode attention reading quantized keys and values directly";
+  let description = commonDescription # [{
+
+    The body keys and values are packed words with their scales (and zero
+    points for asymmetric schemes); they are unpacked in registers and never
+    materialized. `--kvq-fuse` forms this op from `kvq.attention` over
+    `kvq.dequantize` results. Key and value schemes are independent.
+
+    ```mlir
+    %out = kvq.quantized_attention %q,
+        keys(%kw, %ks, %kz) scheme <bits = 2, group = 32, axis = channel>,
+        values(%vw, %vs, %vz) scheme <bits = 2, group = 32, axis = token>
+        lengths(%lens) scale 0.125
+        : (tensor<1x4x64xf16>, tensor<1x4x4x64xi32>, tensor<1x4x2x64xf16>,
+           tensor<1x4x2x64xf16>, tensor<1x4x64x4xi32>, tensor<1x4x64x2xf16>,
+           tensor<1x4x64x2xf16>, tensor<1x3xi32>) -> tensor<1x4x64xf16>
+    ```
+  }];
+  let arguments = (ins KVQ_HalfTensor3D:$query,
+                       KVQ_WordTensor:$key_codes, KVQ_ScaleTensor:$key_scales,
+                       Optional<KVQ_ScaleTensor>:$key_zeros,
+                       KVQ_WordTensor:$value_codes,
+                       KVQ_ScaleTensor:$value_scales,
+                       Optional<KVQ_ScaleTensor>:$value_zeros,
+                       Optional<KVQ_HalfTensor4D>:$sink_keys,
+                       Optional<KVQ_HalfTensor4D>:$sink_values,
+                       Optional<KVQ_HalfTensor4D>:$residual_keys,
+                       Optional<KVQ_HalfTensor4D>:$residual_values,
+                       KVQ_LengthsTensor:$lengths,
+                       KVQ_SchemeAttr:$key_scheme,
+                       KVQ_SchemeAttr:$value_scheme,
+                       F32Attr:$softmax_scale);
+  let assemblyFormat = [{
+    $query `,`
+    `keys` `(` $key_codes `,` $key_scales (`,` $key_zeros^)? `)`
+        `scheme` $key_scheme `,`
+    `values` `(` $value_codes `,` $value_scales (`,` $value_zeros^)? `)`
+        `scheme` $value_scheme
+    (`sink` `(` $sink_keys^ `,` $sink_values `)`)?
+    (`residual` `(` $residual_keys^ `,` $residual_values `)`)?
+    `lengths` `(` $lengths `)` `scale` $softmax_scale attr-dict `:`
+    functional-type(operands, results)
+  }];
+}
+
+#endif // KVQ_OPS_TD

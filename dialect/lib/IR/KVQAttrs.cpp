@@ -1,0 +1,150 @@
+//===- KVQAttrs.cpp - #kvq.scheme parsing, printing, verification ----------===//
+
+#include "kvq/Dialect/KVQ/IR/KVQAttrs.h"
+#include "kvq/Dialect/KVQ/IR/KVQDialect.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/MathExtras.h"
+
+using namespace mlir;
+using namespace mlir::kvq;
+
+#include "kvq/Dialect/KVQ/IR/KVQEnums.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "kvq/Dialect/KVQ/IR/KVQAttrs.cpp.inc"
+
+void KVQDialect::registerAttributes() {
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "kvq/Dialect/KVQ/IR/KVQAttrs.cpp.inc"
+      >();
+}
+
+//===----------------------------------------------------------------------===//
+// Verification
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+SchemeAttr::verify(function_ref<InFlightDiagnostic()> emitError, unsigned bits,
+                   unsigned group, Axis axis, Mode mode, Type scaleType,
+                   PackOrder order) {
+  if (bits != 2 && bits != 4 && bits != 8)
+    return emitError() << "bits must be 2, 4 or 8, got " << bits;
+  if (group != kWholeHeadDim &&
+      (!llvm::isPowerOf2_32(group) || group < 16 || group > 256))
+    return emitError() << "group must be a power of two in [16, 256] or "
+                          "'head_dim', got "
+                       << group;
+  if (!scaleType || !(scaleType.isF16() || scaleType.isF32()))
+    return emitError() << "scale type must be f16 or f32, got " << scaleType;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Assembly: #kvq.scheme<bits = 4, group = 64, axis = token, ...>
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Parses `keyword` as one of the cases of an enum, naming the valid ones
+/// if it is not.
+template <typename EnumT>
+ParseResult parseEnumKeyword(AsmParser &parser, StringRef paramName,
+                             std::optional<EnumT> (*symbolize)(StringRef),
+                             StringRef validCases, EnumT &result) {
+  SMLoc loc = parser.getCurrentLocation();
+  StringRef keyword;
+  if (parser.parseKeyword(&keyword))
+    return failure();
+  std::optional<EnumT> value = symbolize(keyword);
+  if (!value)
+    return parser.emitError(loc) << "'" << paramName << "' must be one of "
+                                 << validCases << ", got '" << keyword << "'";
+  result = *value;
+  return success();
+}
+} // namespace
+
+Attribute SchemeAttr::parse(AsmParser &parser, Type) {
+  unsigned bits = 0;
+  unsigned group = 0;
+  Axis axis = Axis::token;
+  Mode mode = Mode::asymmetric;
+  PackOrder order = PackOrder::linear;
+  Type scaleType = Float16Type::get(parser.getContext());
+  llvm::StringSet<> seen;
+  SMLoc start = parser.getCurrentLocation();
+
+  auto parseParam = [&]() -> ParseResult {
+    SMLoc loc = parser.getCurrentLocation();
+    StringRef key;
+    if (parser.parseKeyword(&key) || parser.parseEqual())
+      return failure();
+    if (!seen.insert(key).second)
+      return parser.emitError(loc) << "scheme parameter '" << key
+                                   << "' given twice";
+    if (key == "bits")
+      return parser.parseInteger(bits);
+    if (key == "group") {
+      if (succeeded(parser.parseOptionalKeyword("head_dim"))) {
+        group = kWholeHeadDim;
+        return success();
+      }
+      SMLoc groupLoc = parser.getCurrentLocation();
+      if (parser.parseInteger(group))
+        return failure();
+      if (group == kWholeHeadDim)
+        return parser.emitError(groupLoc)
+               << "group must be a power of two in [16, 256] or 'head_dim', "
+                  "got 0";
+      return success();
+    }
+    if (key == "axis")
+      return parseEnumKeyword<Axis>(parser, key, symbolizeAxis,
+                                    "'token', 'channel'", axis);
+    if (key == "mode")
+      return parseEnumKeyword<Mode>(parser, key, symbolizeMode,
+                                    "'asymmetric', 'symmetric'", mode);
+    if (key == "order")
+      return parseEnumKeyword<PackOrder>(parser, key, symbolizePackOrder,
+                                         "'linear', 'interleaved'", order);
+    if (key == "scale")
+      return parser.parseType(scaleType);
+    return parser.emitError(loc)
+           << "unknown scheme parameter '" << key
+           << "' (expected bits, group, axis, mode, scale, order)";
+  };
+
+  if (parser.parseLess() ||
+      parser.parseCommaSeparatedList(AsmParser::Delimiter::None, parseParam) ||
+      parser.parseGreater())
+    return {};
+  for (StringRef required : {"bits", "group", "axis"}) {
+    if (!seen.contains(required)) {
+      parser.emitError(start) << "scheme is missing required parameter '"
+                              << required << "'";
+      return {};
+    }
+  }
+  return parser.getChecked<SchemeAttr>(parser.getContext(), bits, group, axis,
+                                       mode, scaleType, order);
+}
+
+void SchemeAttr::print(AsmPrinter &printer) const {
+  printer << "<bits = " << getBits() << ", group = ";
+  if (isWholeHeadDim())
+    printer << "head_dim";
+  else
+    printer << getGroup();
+  printer << ", axis = " << stringifyAxis(getAxis());
+  if (getMode() != Mode::asymmetric)
+    printer << ", mode = " << stringifyMode(getMode());
+  if (!getScaleType().isF16())
+    printer << ", scale = " << getScaleType();
+  if (getOrder() != PackOrder::linear)
+    printer << ", order = " << stringifyPackOrder(getOrder());
+  printer << ">";
+}

@@ -1,0 +1,267 @@
+//===- KVQOps.cpp - kvq operation verifiers and folders --------------------===//
+
+#include "kvq/Dialect/KVQ/IR/KVQOps.h"
+#include "kvq/Dialect/KVQ/IR/KVQLayout.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::kvq;
+
+#define GET_OP_CLASSES
+#include "kvq/Dialect/KVQ/IR/KVQOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Shared verification helpers
+//===----------------------------------------------------------------------===//
+
+namespace {
+ArrayRef<int64_t> shapeOf(Value value) {
+  return cast<RankedTensorType>(value.getType()).getShape();
+}
+
+Type elementTypeOf(Value value) {
+  return cast<RankedTensorType>(value.getType()).getElementType();
+}
+
+/// The shape of the codes that `codes` holds: its own shape for i8 codes,
+/// the unpacked shape for i32 words.
+SmallVector<int64_t, 4> codeShapeOf(SchemeAttr scheme, Value codes) {
+  ArrayRef<int64_t> shape = shapeOf(codes);
+  if (elementTypeOf(codes).isInteger(32))
+    return unpackedShape(scheme, shape);
+  return SmallVector<int64_t, 4>(shape);
+}
+
+/// Checks codes, scales and zero points of one quantized tensor whose
+/// unpacked shape is `codeShape`. `what` prefixes messages ("key ", ...).
+LogicalResult verifyQuantizedTensor(Operation *op, StringRef what,
+                                    SchemeAttr scheme,
+                                    ArrayRef<int64_t> codeShape, Value codes,
+                                    Value scales, Value zeros) {
+  auto emitError = [&]() { return op->emitOpError() << what; };
+  if (failed(verifySchemeFitsShape(scheme, codeShape, emitError)))
+    return failure();
+
+  bool packed = elementTypeOf(codes).isInteger(32);
+  SmallVector<int64_t, 4> expectedCodes =
+      packed ? packedShape(scheme, codeShape)
+             : SmallVector<int64_t, 4>(codeShape);
+  if (!isCompatibleShape(expectedCodes, shapeOf(codes)))
+    return emitError() << (packed ? "packed words" : "codes") << " have shape "
+                       << formatShape(shapeOf(codes)) << ", expected "
+                       << formatShape(expectedCodes) << " for "
+                       << scheme.getBits() << "-bit codes of shape "
+                       << formatShape(codeShape);
+
+  SmallVector<int64_t, 4> expectedScales = scalesShape(scheme, codeShape);
+  for (auto [name, value] : {std::pair<StringRef, Value>{"scales", scales},
+                             std::pair<StringRef, Value>{"zero points", zeros}}) {
+    if (!value)
+      continue;
+    if (!isCompatibleShape(expectedScales, shapeOf(value)))
+      return emitError() << name << " have shape "
+                         << formatShape(shapeOf(value)) << ", expected "
+                         << formatShape(expectedScales);
+    if (elementTypeOf(value) != scheme.getScaleType())
+      return emitError() << name << " element type " << elementTypeOf(value)
+                         << " does not match the scheme's scale type "
+                         << scheme.getScaleType();
+  }
+  if (scheme.hasZeroPoints() && !zeros)
+    return emitError() << "asymmetric scheme needs zero points";
+  if (!scheme.hasZeroPoints() && zeros)
+    return emitError() << "symmetric scheme takes no zero points";
+  return success();
+}
+
+/// One K/V segment of an attention op, with the name used in diagnostics.
+struct KVSegment {
+  StringRef name;
+  ArrayRef<int64_t> keyShape;
+  ArrayRef<int64_t> valueShape;
+  Type elementType; // null when the segment is quantized
+};
+
+/// Checks what every decode attention op shares: query/output/segment shapes
+/// and element types, the GQA head ratio, lengths and the softmax scale.
+LogicalResult verifyAttention(Operation *op, Value query, Value output,
+                              ArrayRef<KVSegment> segments, Value lengths,
+                              float softmaxScale) {
+  ArrayRef<int64_t> q = shapeOf(query);
+  Type halfType = elementTypeOf(query);
+  if (query.getType() != output.getType())
+    return op->emitOpError() << "output type " << output.getType()
+                             << " must match the query type "
+                             << query.getType();
+  int64_t batch = q[0], queryHeads = q[1], headDim = q[2];
+  if (ShapedType::isDynamic(headDim))
+    return op->emitOpError() << "head_dim (the last query dimension) must be static";
+
+  int64_t kvHeads = segments.front().keyShape[kHeadDim];
+  for (const KVSegment &segment : segments) {
+    for (ArrayRef<int64_t> shape : {segment.keyShape, segment.valueShape}) {
+      SmallVector<int64_t, 4> expected = {batch, kvHeads, shape[kTokenDim],
+                                          headDim};
+      if (!isCompatibleShape(expected, shape))
+        return op->emitOpError()
+               << segment.name << " have shape " << formatShape(shape)
+               << ", expected " << formatShape(expected)
+               << " (batch and head_dim of the query, kv heads of the keys)";
+    }
+    if (!isCompatibleShape(segment.keyShape, segment.valueShape))
+      return op->emitOpError()
+             << segment.name << " keys (" << formatShape(segment.keyShape)
+             << ") and values (" << formatShape(segment.valueShape)
+             << ") must have the same shape";
+    if (segment.elementType && segment.elementType != halfType)
+      return op->emitOpError()
+             << segment.name << " element type " << segment.elementType
+             << " does not match the query element type " << halfType;
+  }
+
+  if (!ShapedType::isDynamic(kvHeads) && kvHeads <= 0)
+    return op->emitOpError() << "kv heads must be positive, got " << kvHeads;
+  if (!ShapedType::isDynamic(queryHeads) && !ShapedType::isDynamic(kvHeads) &&
+      queryHeads % kvHeads != 0)
+    return op->emitOpError() << "query heads (" << queryHeads
+                             << ") must be a multiple of kv heads (" << kvHeads
+                             << ")";
+
+  SmallVector<int64_t, 2> expectedLengths = {batch, 3};
+  if (!isCompatibleShape(expectedLengths, shapeOf(lengths)))
+    return op->emitOpError()
+           << "lengths have shape " << formatShape(shapeOf(lengths))
+           << ", expected " << formatShape(expectedLengths)
+           << " (sink, body and residual token counts per sequence)";
+
+  if (!(softmaxScale > 0.0f) || !std::isfinite(softmaxScale))
+    return op->emitOpError() << "softmax scale must be positive and finite, got "
+                             << softmaxScale;
+  return success();
+}
+
+/// Appends the optional fp16 sink and residual segments of an attention op.
+template <typename AttentionOp>
+void appendOptionalSegments(AttentionOp op, SmallVectorImpl<KVSegment> &out) {
+  if (op.getSinkKeys())
+    out.push_back({"sink", shapeOf(op.getSinkKeys()),
+                   shapeOf(op.getSinkValues()),
+                   elementTypeOf(op.getSinkKeys())});
+  if (op.getResidualKeys())
+    out.push_back({"residual", shapeOf(op.getResidualKeys()),
+                   shapeOf(op.getResidualValues()),
+                   elementTypeOf(op.getResidualKeys())});
+}
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// QuantizeOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult QuantizeOp::verify() {
+  return verifyQuantizedTensor(*this, "", getScheme(), shapeOf(getInput()),
+                               getCodes(), getScales(), getZeros());
+}
+
+//===----------------------------------------------------------------------===//
+// PackOp / UnpackOp
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Checks that `words` is the packed form of `codes` under `scheme`.
+LogicalResult verifyPacking(Operation *op, SchemeAttr scheme, Value codes,
+                            Value words) {
+  ArrayRef<int64_t> codeShape = shapeOf(codes);
+  if (failed(verifySchemeFitsShape(scheme, codeShape,
+                                   [&]() { return op->emitOpError(); })))
+    return failure();
+  SmallVector<int64_t, 4> expected = packedShape(scheme, codeShape);
+  if (!isCompatibleShape(expected, shapeOf(words)))
+    return op->emitOpError()
+           << "packed words have shape " << formatShape(shapeOf(words))
+           << ", expected " << formatShape(expected) << " for "
+           << scheme.getBits() << "-bit codes of shape "
+           << formatShape(codeShape);
+  return success();
+}
+} // namespace
+
+LogicalResult PackOp::verify() {
+  return verifyPacking(*this, getScheme(), getCodes(), getWords());
+}
+
+OpFoldResult PackOp::fold(FoldAdaptor) {
+  // pack(unpack(w)) == w when both use the same layout.
+  auto unpack = getCodes().getDefiningOp<UnpackOp>();
+  if (unpack && unpack.getScheme() == getScheme() &&
+      unpack.getWords().getType() == getType())
+    return unpack.getWords();
+  return {};
+}
+
+LogicalResult UnpackOp::verify() {
+  return verifyPacking(*this, getScheme(), getCodes(), getWords());
+}
+
+OpFoldResult UnpackOp::fold(FoldAdaptor) {
+  // unpack(pack(c)) == c: packing is lossless for codes in range.
+  auto pack = getWords().getDefiningOp<PackOp>();
+  if (pack && pack.getScheme() == getScheme() &&
+      pack.getCodes().getType() == getType())
+    return pack.getCodes();
+  return {};
+}
+
+//===----------------------------------------------------------------------===//
+// DequantizeOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult DequantizeOp::verify() {
+  SmallVector<int64_t, 4> codeShape = codeShapeOf(getScheme(), getCodes());
+  if (!isCompatibleShape(codeShape, shapeOf(getOutput())))
+    return emitOpError() << "output has shape "
+                         << formatShape(shapeOf(getOutput()))
+                         << ", but the codes hold "
+                         << formatShape(codeShape);
+  return verifyQuantizedTensor(*this, "", getScheme(), shapeOf(getOutput()),
+                               getCodes(), getScales(), getZeros());
+}
+
+//===----------------------------------------------------------------------===//
+// AttentionOp / QuantizedAttentionOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AttentionOp::verify() {
+  if (static_cast<bool>(getSinkKeys()) != static_cast<bool>(getSinkValues()) ||
+      static_cast<bool>(getResidualKeys()) !=
+          static_cast<bool>(getResidualValues()))
+    return emitOpError() << "sink and residual segments need both keys and values";
+  SmallVector<KVSegment, 3> segments = {
+      {"keys/values", shapeOf(getKeys()), shapeOf(getValues()),
+       elementTypeOf(getKeys())}};
+  appendOptionalSegments(*this, segments);
+  return verifyAttention(*this, getQuery(), getOutput(), segments,
+                         getLengths(), getSoftmaxScale().convertToFloat());
+}
+
+LogicalResult QuantizedAttentionOp::verify() {
+  SmallVector<int64_t, 4> keyShape = codeShapeOf(getKeyScheme(), getKeyCodes());
+  SmallVector<int64_t, 4> valueShape =
+      codeShapeOf(getValueScheme(), getValueCodes());
+  if (failed(verifyQuantizedTensor(*this, "key ", getKeyScheme(), keyShape,
+                                   getKeyCodes(), getKeyScales(),
+                                   getKeyZeros())) ||
+      failed(verifyQuantizedTensor(*this, "value ", getValueScheme(),
+                                   valueShape, getValueCodes(),
+                                   getValueScales(), getValueZeros())))
+    return failure();
+  SmallVector<KVSegment, 3> segments = {
+      {"quantized keys/values", keyShape, valueShape, Type()}};
+  appendOptionalSegments(*this, segments);
+  return verifyAttention(*this, getQuery(), getOutput(), segments,
+                         getLengths(), getSoftmaxScale().convertToFloat());
+}

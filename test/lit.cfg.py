@@ -1,0 +1,40 @@
+# -*- Python -*-
+# lit configuration of the kvq test suite.
+
+import os
+import shutil
+
+import lit.formats
+from lit.llvm import llvm_config
+
+config.name = "kvq"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir"]
+config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.kvq_obj_root, "test")
+
+# Captured variables are local to a CHECK-LABEL block unless prefixed by $.
+config.environment["FILECHECK_OPTS"] = "--enable-var-scope --dump-input=fail"
+
+llvm_config.use_default_substitutions()
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+llvm_config.add_tool_substitutions(
+    ["kvq-opt"], [config.kvq_tools_dir])
+llvm_config.add_tool_substitutions(
+    ["FileCheck", "not", "count"], [config.llvm_tools_dir])
+
+# Features: nvrtc when the toolkit's nvrtc library exists, cuda when a driver
+# library exists (tests marked REQUIRES: cuda are reported unsupported here).
+def have_library(name):
+    for d in ["/usr/lib/x86_64-linux-gnu", "/usr/local/cuda/lib64", "/usr/lib64",
+              "/usr/local/cuda/targets/x86_64-linux/lib"]:
+        if os.path.exists(os.path.join(d, name)):
+            return True
+    return False
+
+if have_library("libnvrtc.so") or have_library("libnvrtc.so.13"):
+    config.available_features.add("nvrtc")
+if have_library("libcuda.so.1"):
+    config.available_features.add("cuda")
+

@@ -1,0 +1,9 @@
+# -*- Python -*-
+# Runs the gtest binaries of test/unit, one lit result per gtest case.
+
+import lit.formats
+
+config.name = "kvq-unit"
+config.test_source_root = config.kvq_unit_test_dir
+config.test_exec_root = config.kvq_unit_test_dir
+config.test_format = lit.formats.GoogleTest(".", "-tests")
