@@ -1,4 +1,5 @@
-//===- LayoutTest.cpp - shapes of codes, words and scales ------------------===//
+//===- LayoutTest.cpp - shapes of codes, words and scales
+//------------------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQLayout.h"
 #include "kvq/Registration/Registration.h"
@@ -34,9 +35,8 @@ protected:
       message = diag.str();
       return success();
     });
-    (void)verifySchemeFitsShape(s, shape, [&]() {
-      return emitError(UnknownLoc::get(&context));
-    });
+    (void)verifySchemeFitsShape(
+        s, shape, [&]() { return emitError(UnknownLoc::get(&context)); });
     return message;
   }
   MLIRContext context;

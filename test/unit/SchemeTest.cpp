@@ -1,4 +1,5 @@
-//===- SchemeTest.cpp - #kvq.scheme from C++ -------------------------------===//
+//===- SchemeTest.cpp - #kvq.scheme from C++
+//-------------------------------===//
 //
 // The attribute as the runtime and the lowering see it: construction,
 // verification messages, derived quantities, and parse/print round trips.
@@ -59,7 +60,8 @@ protected:
 
 TEST_F(SchemeTest, AcceptsEveryValidCombination) {
   for (unsigned bits : {2u, 4u, 8u})
-    for (unsigned group : {16u, 32u, 64u, 128u, 256u, SchemeAttr::kWholeHeadDim})
+    for (unsigned group :
+         {16u, 32u, 64u, 128u, 256u, SchemeAttr::kWholeHeadDim})
       for (Axis axis : {Axis::token, Axis::channel})
         for (Mode mode : {Mode::asymmetric, Mode::symmetric})
           EXPECT_TRUE(make(bits, group, axis, mode))
@@ -82,8 +84,10 @@ TEST_F(SchemeTest, RejectsGroupsOutsidePowersOfTwoIn16To256) {
 }
 
 TEST_F(SchemeTest, RejectsScaleTypesOtherThanF16AndF32) {
-  EXPECT_TRUE(make(4, 64, Axis::token, Mode::asymmetric, Float32Type::get(&context)));
-  EXPECT_FALSE(make(4, 64, Axis::token, Mode::asymmetric, BFloat16Type::get(&context)));
+  EXPECT_TRUE(
+      make(4, 64, Axis::token, Mode::asymmetric, Float32Type::get(&context)));
+  EXPECT_FALSE(
+      make(4, 64, Axis::token, Mode::asymmetric, BFloat16Type::get(&context)));
   EXPECT_EQ(lastError, "scale type must be f16 or f32, got 'bf16'");
 }
 
@@ -95,7 +99,8 @@ TEST_F(SchemeTest, DerivedQuantities) {
   EXPECT_EQ(kivi.groupSize(128), 32u);
   EXPECT_TRUE(kivi.hasZeroPoints());
 
-  SchemeAttr whole = make(8, SchemeAttr::kWholeHeadDim, Axis::token, Mode::symmetric);
+  SchemeAttr whole =
+      make(8, SchemeAttr::kWholeHeadDim, Axis::token, Mode::symmetric);
   ASSERT_TRUE(whole);
   EXPECT_EQ(whole.groupSize(80), 80u);
   EXPECT_EQ(whole.codesPerWord(), 4u);
@@ -109,9 +114,9 @@ TEST_F(SchemeTest, PrintsDefaultsOmittedAndRoundTrips) {
   EXPECT_EQ(text, "#kvq.scheme<bits = 4, group = 64, axis = token>");
   EXPECT_EQ(parse(text), scheme);
 
-  SchemeAttr full = make(2, SchemeAttr::kWholeHeadDim, Axis::channel,
-                         Mode::symmetric, Float32Type::get(&context),
-                         PackOrder::interleaved);
+  SchemeAttr full =
+      make(2, SchemeAttr::kWholeHeadDim, Axis::channel, Mode::symmetric,
+           Float32Type::get(&context), PackOrder::interleaved);
   text.clear();
   llvm::raw_string_ostream(text) << Attribute(full);
   EXPECT_EQ(text, "#kvq.scheme<bits = 2, group = head_dim, axis = channel, "
@@ -129,7 +134,8 @@ TEST_F(SchemeTest, ParseErrorsNameTheProblem) {
   EXPECT_EQ(lastError, "scheme is missing required parameter 'axis'");
   EXPECT_FALSE(parse("#kvq.scheme<bits = 4, group = 64, axis = row>"));
   EXPECT_EQ(lastError, "'axis' must be one of 'token', 'channel', got 'row'");
-  EXPECT_FALSE(parse("#kvq.scheme<bits = 4, bits = 2, group = 64, axis = token>"));
+  EXPECT_FALSE(
+      parse("#kvq.scheme<bits = 4, bits = 2, group = 64, axis = token>"));
   EXPECT_EQ(lastError, "scheme parameter 'bits' given twice");
 }
 

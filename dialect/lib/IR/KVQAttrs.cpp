@@ -1,4 +1,5 @@
-//===- KVQAttrs.cpp - #kvq.scheme parsing, printing, verification ----------===//
+//===- KVQAttrs.cpp - #kvq.scheme parsing, printing, verification
+//----------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQAttrs.h"
 #include "kvq/Dialect/KVQ/IR/KVQDialect.h"
@@ -28,10 +29,9 @@ void KVQDialect::registerAttributes() {
 // Verification
 //===----------------------------------------------------------------------===//
 
-LogicalResult
-SchemeAttr::verify(function_ref<InFlightDiagnostic()> emitError, unsigned bits,
-                   unsigned group, Axis axis, Mode mode, Type scaleType,
-                   PackOrder order) {
+LogicalResult SchemeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 unsigned bits, unsigned group, Axis axis,
+                                 Mode mode, Type scaleType, PackOrder order) {
   if (bits != 2 && bits != 4 && bits != 8)
     return emitError() << "bits must be 2, 4 or 8, got " << bits;
   if (group != kWholeHeadDim &&
@@ -84,8 +84,8 @@ Attribute SchemeAttr::parse(AsmParser &parser, Type) {
     if (parser.parseKeyword(&key) || parser.parseEqual())
       return failure();
     if (!seen.insert(key).second)
-      return parser.emitError(loc) << "scheme parameter '" << key
-                                   << "' given twice";
+      return parser.emitError(loc)
+             << "scheme parameter '" << key << "' given twice";
     if (key == "bits")
       return parser.parseInteger(bits);
     if (key == "group") {
@@ -124,8 +124,8 @@ Attribute SchemeAttr::parse(AsmParser &parser, Type) {
     return {};
   for (StringRef required : {"bits", "group", "axis"}) {
     if (!seen.contains(required)) {
-      parser.emitError(start) << "scheme is missing required parameter '"
-                              << required << "'";
+      parser.emitError(start)
+          << "scheme is missing required parameter '" << required << "'";
       return {};
     }
   }

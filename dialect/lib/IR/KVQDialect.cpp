@@ -1,4 +1,5 @@
-//===- KVQDialect.cpp - kvq dialect registration ---------------------------===//
+//===- KVQDialect.cpp - kvq dialect registration
+//---------------------------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQDialect.h"
 #include "kvq/Dialect/KVQ/IR/KVQAttrs.h"

@@ -1,4 +1,5 @@
-//===- KVQLayout.cpp - shapes of codes, words and scales -------------------===//
+//===- KVQLayout.cpp - shapes of codes, words and scales
+//-------------------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQLayout.h"
 
@@ -9,9 +10,11 @@ using namespace mlir;
 using namespace mlir::kvq;
 
 namespace {
-/// `extent * num / den`, keeping dynamic extents dynamic.
+/// `extent * num / den`, keeping dynamic extents dynamic. A zero `den` (a
+/// whole-head_dim group of an empty head, which the verifier rejects) gives a
+/// dynamic extent rather than a division by zero.
 int64_t scaleExtent(int64_t extent, int64_t num, int64_t den) {
-  if (ShapedType::isDynamic(extent))
+  if (ShapedType::isDynamic(extent) || den == 0)
     return extent;
   return extent * num / den;
 }

@@ -1,4 +1,5 @@
-//===- KVQOps.cpp - kvq operation verifiers and folders --------------------===//
+//===- KVQOps.cpp - kvq operation verifiers and folders
+//--------------------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQOps.h"
 #include "kvq/Dialect/KVQ/IR/KVQLayout.h"
@@ -58,8 +59,9 @@ LogicalResult verifyQuantizedTensor(Operation *op, StringRef what,
                        << formatShape(codeShape);
 
   SmallVector<int64_t, 4> expectedScales = scalesShape(scheme, codeShape);
-  for (auto [name, value] : {std::pair<StringRef, Value>{"scales", scales},
-                             std::pair<StringRef, Value>{"zero points", zeros}}) {
+  for (auto [name, value] :
+       {std::pair<StringRef, Value>{"scales", scales},
+        std::pair<StringRef, Value>{"zero points", zeros}}) {
     if (!value)
       continue;
     if (!isCompatibleShape(expectedScales, shapeOf(value)))
@@ -94,12 +96,13 @@ LogicalResult verifyAttention(Operation *op, Value query, Value output,
   ArrayRef<int64_t> q = shapeOf(query);
   Type halfType = elementTypeOf(query);
   if (query.getType() != output.getType())
-    return op->emitOpError() << "output type " << output.getType()
-                             << " must match the query type "
-                             << query.getType();
+    return op->emitOpError()
+           << "output type " << output.getType()
+           << " must match the query type " << query.getType();
   int64_t batch = q[0], queryHeads = q[1], headDim = q[2];
   if (ShapedType::isDynamic(headDim))
-    return op->emitOpError() << "head_dim (the last query dimension) must be static";
+    return op->emitOpError()
+           << "head_dim (the last query dimension) must be static";
 
   int64_t kvHeads = segments.front().keyShape[kHeadDim];
   for (const KVSegment &segment : segments) {
@@ -127,9 +130,9 @@ LogicalResult verifyAttention(Operation *op, Value query, Value output,
     return op->emitOpError() << "kv heads must be positive, got " << kvHeads;
   if (!ShapedType::isDynamic(queryHeads) && !ShapedType::isDynamic(kvHeads) &&
       queryHeads % kvHeads != 0)
-    return op->emitOpError() << "query heads (" << queryHeads
-                             << ") must be a multiple of kv heads (" << kvHeads
-                             << ")";
+    return op->emitOpError()
+           << "query heads (" << queryHeads
+           << ") must be a multiple of kv heads (" << kvHeads << ")";
 
   SmallVector<int64_t, 2> expectedLengths = {batch, 3};
   if (!isCompatibleShape(expectedLengths, shapeOf(lengths)))
@@ -139,14 +142,23 @@ LogicalResult verifyAttention(Operation *op, Value query, Value output,
            << " (sink, body and residual token counts per sequence)";
 
   if (!(softmaxScale > 0.0f) || !std::isfinite(softmaxScale))
-    return op->emitOpError() << "softmax scale must be positive and finite, got "
-                             << softmaxScale;
+    return op->emitOpError()
+           << "softmax scale must be positive and finite, got " << softmaxScale;
   return success();
 }
 
 /// Appends the optional fp16 sink and residual segments of an attention op.
+/// A segment needs both its keys and its values; only the generic syntax can
+/// spell half of one.
 template <typename AttentionOp>
-void appendOptionalSegments(AttentionOp op, SmallVectorImpl<KVSegment> &out) {
+LogicalResult appendOptionalSegments(AttentionOp op,
+                                     SmallVectorImpl<KVSegment> &out) {
+  if (static_cast<bool>(op.getSinkKeys()) !=
+          static_cast<bool>(op.getSinkValues()) ||
+      static_cast<bool>(op.getResidualKeys()) !=
+          static_cast<bool>(op.getResidualValues()))
+    return op.emitOpError()
+           << "sink and residual segments need both keys and values";
   if (op.getSinkKeys())
     out.push_back({"sink", shapeOf(op.getSinkKeys()),
                    shapeOf(op.getSinkValues()),
@@ -155,6 +167,7 @@ void appendOptionalSegments(AttentionOp op, SmallVectorImpl<KVSegment> &out) {
     out.push_back({"residual", shapeOf(op.getResidualKeys()),
                    shapeOf(op.getResidualValues()),
                    elementTypeOf(op.getResidualKeys())});
+  return success();
 }
 } // namespace
 
@@ -225,8 +238,7 @@ LogicalResult DequantizeOp::verify() {
   if (!isCompatibleShape(codeShape, shapeOf(getOutput())))
     return emitOpError() << "output has shape "
                          << formatShape(shapeOf(getOutput()))
-                         << ", but the codes hold "
-                         << formatShape(codeShape);
+                         << ", but the codes hold " << formatShape(codeShape);
   return verifyQuantizedTensor(*this, "", getScheme(), shapeOf(getOutput()),
                                getCodes(), getScales(), getZeros());
 }
@@ -236,16 +248,13 @@ LogicalResult DequantizeOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult AttentionOp::verify() {
-  if (static_cast<bool>(getSinkKeys()) != static_cast<bool>(getSinkValues()) ||
-      static_cast<bool>(getResidualKeys()) !=
-          static_cast<bool>(getResidualValues()))
-    return emitOpError() << "sink and residual segments need both keys and values";
-  SmallVector<KVSegment, 3> segments = {
-      {"keys/values", shapeOf(getKeys()), shapeOf(getValues()),
-       elementTypeOf(getKeys())}};
-  appendOptionalSegments(*this, segments);
-  return verifyAttention(*this, getQuery(), getOutput(), segments,
-                         getLengths(), getSoftmaxScale().convertToFloat());
+  SmallVector<KVSegment, 3> segments = {{"keys/values", shapeOf(getKeys()),
+                                         shapeOf(getValues()),
+                                         elementTypeOf(getKeys())}};
+  if (failed(appendOptionalSegments(*this, segments)))
+    return failure();
+  return verifyAttention(*this, getQuery(), getOutput(), segments, getLengths(),
+                         getSoftmaxScale().convertToFloat());
 }
 
 LogicalResult QuantizedAttentionOp::verify() {
@@ -261,7 +270,8 @@ LogicalResult QuantizedAttentionOp::verify() {
     return failure();
   SmallVector<KVSegment, 3> segments = {
       {"quantized keys/values", keyShape, valueShape, Type()}};
-  appendOptionalSegments(*this, segments);
-  return verifyAttention(*this, getQuery(), getOutput(), segments,
-                         getLengths(), getSoftmaxScale().convertToFloat());
+  if (failed(appendOptionalSegments(*this, segments)))
+    return failure();
+  return verifyAttention(*this, getQuery(), getOutput(), segments, getLengths(),
+                         getSoftmaxScale().convertToFloat());
 }

@@ -1,4 +1,5 @@
-//===- Registration.cpp - what every kvq tool registers --------------------===//
+//===- Registration.cpp - what every kvq tool registers
+//--------------------===//
 
 #include "kvq/Registration/Registration.h"
 

@@ -1,4 +1,5 @@
-//===- Fuse.cpp - fuse quantize+pack and dequantize+attention --------------===//
+//===- Fuse.cpp - fuse quantize+pack and dequantize+attention
+//--------------===//
 //
 // Each pattern removes an intermediate tensor that a kernel would otherwise
 // write to global memory and read back. Decode attention is memory-bound, so
@@ -36,19 +37,21 @@ struct FuseQuantizeIntoPack : OpRewritePattern<PackOp> {
                                 PatternRewriter &rewriter) const override {
     auto quantize = pack.getCodes().getDefiningOp<QuantizeOp>();
     if (!quantize)
-      return rewriter.notifyMatchFailure(pack, "codes do not come from kvq.quantize");
+      return rewriter.notifyMatchFailure(pack,
+                                         "codes do not come from kvq.quantize");
     if (quantize.getScheme() != pack.getScheme())
       return rewriter.notifyMatchFailure(pack, "schemes differ");
     if (!quantize.getCodes().hasOneUse())
-      return rewriter.notifyMatchFailure(pack, "unpacked codes have other users");
+      return rewriter.notifyMatchFailure(pack,
+                                         "unpacked codes have other users");
 
     SmallVector<Type, 3> resultTypes = {pack.getType(),
                                         quantize.getScales().getType()};
     if (quantize.getZeros())
       resultTypes.push_back(quantize.getZeros().getType());
-    auto fused = QuantizeOp::create(rewriter, quantize.getLoc(), resultTypes,
-                                    quantize->getOperands(),
-                                    quantize->getAttrs());
+    auto fused =
+        QuantizeOp::create(rewriter, quantize.getLoc(), resultTypes,
+                           quantize->getOperands(), quantize->getAttrs());
     rewriter.replaceAllUsesWith(quantize.getScales(), fused.getScales());
     if (quantize.getZeros())
       rewriter.replaceAllUsesWith(quantize.getZeros(), fused.getZeros());
@@ -69,7 +72,8 @@ struct FuseUnpackIntoDequantize : OpRewritePattern<DequantizeOp> {
                                 PatternRewriter &rewriter) const override {
     auto unpack = dequantize.getCodes().getDefiningOp<UnpackOp>();
     if (!unpack)
-      return rewriter.notifyMatchFailure(dequantize, "codes are not unpacked words");
+      return rewriter.notifyMatchFailure(dequantize,
+                                         "codes are not unpacked words");
     if (unpack.getScheme() != dequantize.getScheme())
       return rewriter.notifyMatchFailure(dequantize, "schemes differ");
     rewriter.modifyOpInPlace(dequantize, [&] {
@@ -86,10 +90,9 @@ struct FuseUnpackIntoDequantize : OpRewritePattern<DequantizeOp> {
 /// Returns the dequantize that produces `value` from packed words, if any.
 DequantizeOp getPackedDequantize(Value value) {
   auto dequantize = value.getDefiningOp<DequantizeOp>();
-  if (!dequantize ||
-      !cast<RankedTensorType>(dequantize.getCodes().getType())
-           .getElementType()
-           .isInteger(32))
+  if (!dequantize || !cast<RankedTensorType>(dequantize.getCodes().getType())
+                          .getElementType()
+                          .isInteger(32))
     return nullptr;
   return dequantize;
 }
@@ -112,8 +115,8 @@ struct FuseDequantizeIntoAttention : OpRewritePattern<AttentionOp> {
         keys.getScales(), keys.getZeros(), values.getCodes(),
         values.getScales(), values.getZeros(), attention.getSinkKeys(),
         attention.getSinkValues(), attention.getResidualKeys(),
-        attention.getResidualValues(), attention.getLengths(),
-        keys.getScheme(), values.getScheme(), attention.getSoftmaxScaleAttr());
+        attention.getResidualValues(), attention.getLengths(), keys.getScheme(),
+        values.getScheme(), attention.getSoftmaxScaleAttr());
     return success();
   }
 };

@@ -13,13 +13,18 @@
 #include "kvq/Dialect/KVQ/IR/KVQAttrs.h"
 
 #include "mlir/IR/Diagnostics.h"
-#include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/SmallVector.h"
 
 namespace mlir::kvq {
 
 /// Dimension indices of the KV layout.
-enum KVDim : unsigned { kBatchDim = 0, kHeadDim = 1, kTokenDim = 2, kChannelDim = 3 };
+enum KVDim : unsigned {
+  kBatchDim = 0,
+  kHeadDim = 1,
+  kTokenDim = 2,
+  kChannelDim = 3
+};
 
 /// Shape of the packed words for codes of shape `codeShape`.
 llvm::SmallVector<int64_t, 4> packedShape(SchemeAttr scheme,
@@ -42,9 +47,9 @@ bool isCompatibleShape(llvm::ArrayRef<int64_t> expected,
 /// static and divisible by the group, token-axis words filled exactly, and
 /// for `axis = channel` a whole number of token groups. Reports the first
 /// problem through `emitError`, naming the bad value.
-LogicalResult verifySchemeFitsShape(SchemeAttr scheme,
-                                    llvm::ArrayRef<int64_t> codeShape,
-                                    llvm::function_ref<InFlightDiagnostic()> emitError);
+LogicalResult
+verifySchemeFitsShape(SchemeAttr scheme, llvm::ArrayRef<int64_t> codeShape,
+                      llvm::function_ref<InFlightDiagnostic()> emitError);
 
 /// Formats a shape as "1x8x?x128" for diagnostics.
 std::string formatShape(llvm::ArrayRef<int64_t> shape);

@@ -1,0 +1,31 @@
+// RUN: kvq-opt %s | kvq-opt | FileCheck %s
+// RUN: kvq-opt %s --mlir-print-op-generic | kvq-opt | FileCheck %s
+
+// CHECK-LABEL: func.func @token_axis_asymmetric
+// CHECK: %{{.*}}, %{{.*}}, %{{.*}} = kvq.quantize %{{.*}} scheme <bits = 2, group = 32, axis = token>
+// CHECK-SAME: : tensor<1x8x64x128xf16> -> tensor<1x8x64x128xi8>, tensor<1x8x64x4xf16>, tensor<1x8x64x4xf16>
+func.func @token_axis_asymmetric(%v: tensor<1x8x64x128xf16>) -> tensor<1x8x64x128xi8> {
+  %c, %s, %z = kvq.quantize %v scheme <bits = 2, group = 32, axis = token>
+      : tensor<1x8x64x128xf16> -> tensor<1x8x64x128xi8>, tensor<1x8x64x4xf16>, tensor<1x8x64x4xf16>
+  return %c : tensor<1x8x64x128xi8>
+}
+
+// Symmetric schemes have no zero points.
+// CHECK-LABEL: func.func @channel_axis_symmetric_bf16
+// CHECK: %{{.*}}, %{{.*}} = kvq.quantize %{{.*}} scheme <bits = 8, group = 64, axis = channel, mode = symmetric, scale = f32>
+// CHECK-SAME: : tensor<2x4x128x64xbf16> -> tensor<2x4x128x64xi8>, tensor<2x4x2x64xf32>{{$}}
+func.func @channel_axis_symmetric_bf16(%k: tensor<2x4x128x64xbf16>) -> tensor<2x4x2x64xf32> {
+  %c, %s = kvq.quantize %k scheme <bits = 8, group = 64, axis = channel, mode = symmetric, scale = f32>
+      : tensor<2x4x128x64xbf16> -> tensor<2x4x128x64xi8>, tensor<2x4x2x64xf32>
+  return %s : tensor<2x4x2x64xf32>
+}
+
+// After fusion quantize may produce packed words directly.
+// CHECK-LABEL: func.func @packed_result_dynamic_tokens
+// CHECK: kvq.quantize %{{.*}} scheme <bits = 4, group = head_dim, axis = token>
+// CHECK-SAME: : tensor<?x2x?x96xf16> -> tensor<?x2x?x12xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>
+func.func @packed_result_dynamic_tokens(%v: tensor<?x2x?x96xf16>) -> tensor<?x2x?x12xi32> {
+  %w, %s, %z = kvq.quantize %v scheme <bits = 4, group = head_dim, axis = token>
+      : tensor<?x2x?x96xf16> -> tensor<?x2x?x12xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>
+  return %w : tensor<?x2x?x12xi32>
+}
