@@ -4,6 +4,7 @@
 #include "kvq/Registration/Registration.h"
 
 #include "kvq/Dialect/KVQ/IR/KVQDialect.h"
+#include "kvq/Conversion/Passes.h"
 #include "kvq/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -12,13 +13,21 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
+using namespace mlir;
+
 void mlir::kvq::registerKVQDialects(DialectRegistry &registry) {
-  registry.insert<mlir::kvq::KVQDialect, mlir::arith::ArithDialect,
-                  mlir::func::FuncDialect, mlir::tensor::TensorDialect>();
+  // What kvq IR parses (kvq, func, arith, tensor) and what its lowerings
+  // produce (gpu, scf, memref, math, emitc).
+  registry.insert<KVQDialect, arith::ArithDialect, emitc::EmitCDialect,
+                  func::FuncDialect, gpu::GPUDialect, math::MathDialect,
+                  memref::MemRefDialect, scf::SCFDialect,
+                  tensor::TensorDialect>();
 }
 
 void mlir::kvq::registerKVQPasses() {
   registerKVQTransformsPasses();
+  registerKVQConversionPasses();
+  registerKVQToCUDAPipeline();
   // Upstream passes that kvq pipelines and tests use.
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();

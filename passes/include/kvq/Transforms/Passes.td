@@ -36,4 +36,30 @@ def KVQFuse : Pass<"kvq-fuse"> {
   let dependentDialects = ["::mlir::kvq::KVQDialect"];
 }
 
+def KVQPlan : Pass<"kvq-plan"> {
+  let summary = "Choose the launch configuration of each kvq kernel";
+  let description = [{
+    Records, as a `plan` dictionary on every `kvq.quantize`,
+    `kvq.dequantize` and `kvq.quantized_attention`, how its kernel will run
+    on the target arch: threads per block, tokens per attention tile (sized
+    so the fp32 K/V tiles, queries and scores fit the shared-memory budget),
+    the smallest split of the token range and the arch's SM count (the
+    runtime picks the split count at launch from these and the sequence
+    lengths). The lowering reads only this dictionary, so a human can see
+    the plan in the IR and override any entry by writing it: entries already
+    present are kept and validated, missing ones are filled in.
+
+    ```mlir
+    %o = kvq.quantized_attention ... {plan = {arch = "sm_90", min_tokens_per_split = 128 : i32,
+        shared_bytes = 34576 : i32, sm_count = 132 : i32, threads = 128 : i32,
+        tile_tokens = 32 : i32}} : ...
+    ```
+  }];
+  let options = [
+    Option<"arch", "arch", "std::string", /*default=*/"\"sm_90\"",
+           "Target architecture, sm_75 to sm_121">,
+  ];
+  let dependentDialects = ["::mlir::kvq::KVQDialect"];
+}
+
 #endif // KVQ_TRANSFORMS_PASSES_TD

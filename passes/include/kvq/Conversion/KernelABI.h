@@ -1,0 +1,62 @@
+//===- KernelABI.h - argument lists of the generated kernels ----*- C++ -*-===//
+//
+// The contract between the kernels KVQToGPU generates and the runtime that
+// launches them. Pointers are device pointers to dense row-major tensors in
+// the [batch, heads, tokens, head_dim] layout (KVQLayout.h gives the shapes
+// of packed words and scales); `H` is the half type (__half or
+// __nv_bfloat16), `S` the scale storage type. Optional arguments in [ ] are
+// present only when the spec has them (zero points for asymmetric schemes,
+// sink/residual segments).
+//
+// quantize   (const H* input, uint32_t* words, S* scales, [S* zeros],
+//             int rows, int tokens, int in_tokens, int out_tokens,
+//             int out_offset)
+//   Quantizes tokens [0, tokens) of each of `rows` (= batch × heads) input
+//   rows of `in_tokens` tokens into token positions [out_offset,
+//   out_offset + tokens) of a store holding `out_tokens` tokens per row.
+//   grid (ceil(work / threads)), block (threads).
+//
+// dequantize (const uint32_t* words, const S* scales, [const S* zeros],
+//             H* output, int rows, int tokens, int in_tokens, int in_offset,
+//             int out_tokens)
+//   The inverse: token positions [in_offset, in_offset + tokens) of the
+//   store into tokens [0, tokens) of an output of `out_tokens` per row.
+//
+// attention  (const H* q, float* partial_out, float* partial_max,
+//             float* partial_sum, const uint32_t* key_words,
+//             const S* key_scales, [const S* key_zeros],
+//             const uint32_t* value_words, const S* value_scales,
+//             [const S* value_zeros], [const H* sink_keys,
+//             const H* sink_values], [const H* residual_keys,
+//             const H* residual_values], const int* lengths, int kv_heads,
+//             int body_capacity, int sink_capacity, int residual_capacity,
+//             int tokens_per_split, float softmax_scale)
+//   grid (body_splits + 1, kv_heads, batch): split s < body_splits handles
+//   quantized tokens [s·tokens_per_split, (s+1)·tokens_per_split); the last
+//   split handles the fp16 sink and residual tokens. Partial results are
+//   [batch, q_heads, splits, head_dim] (unnormalized) and [batch, q_heads,
+//   splits] (running max and sum).
+//
+// combine    (const float* partial_out, const float* partial_max,
+//             const float* partial_sum, H* out, int splits)
+//   grid (q_heads, batch): merges the splits by log-sum-exp.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_CONVERSION_KERNELABI_H
+#define KVQ_CONVERSION_KERNELABI_H
+
+namespace mlir::kvq {
+
+/// Names of the discardable attributes KVQToGPU puts on each gpu.func, read
+/// by codegen (the header comment) and by the runtime (launch geometry).
+namespace abi {
+inline constexpr const char *kKernelKind = "kvq.kind"; // quantize, ...
+inline constexpr const char *kThreads = "kvq.threads";
+inline constexpr const char *kSpec = "kvq.spec";  // human-readable spec
+inline constexpr const char *kPlan = "kvq.plan";  // the plan dictionary
+} // namespace abi
+
+} // namespace mlir::kvq
+
+#endif // KVQ_CONVERSION_KERNELABI_H

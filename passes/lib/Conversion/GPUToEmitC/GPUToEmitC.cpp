@@ -1,0 +1,574 @@
+//===- GPUToEmitC.cpp - kvq's GPU kernels to EmitC -------------------------===//
+//
+// The upstream arith lowering keeps LLVM semantics in C (casts to unsigned
+// around every add, guards on every shift, NaN checks on every compare),
+// which makes kernels unreadable. kvq's kernels only use arith in ways whose
+// C meaning is the LLVM one (32-bit index math that never overflows, shift
+// amounts below 32, codes and word fields that are non-negative), so the
+// patterns below map each op to the plain C operator or a prelude helper.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvq/Conversion/Passes.h"
+
+#include "mlir/Conversion/SCFToEmitC/SCFToEmitC.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/EmitC/IR/EmitC.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/Transforms/DialectConversion.h"
+
+#include "llvm/ADT/SmallString.h"
+
+#include <cmath>
+
+namespace mlir::kvq {
+#define GEN_PASS_DEF_GPUTOEMITC
+#include "kvq/Conversion/Passes.h.inc"
+} // namespace mlir::kvq
+
+using namespace mlir;
+using namespace mlir::kvq;
+
+namespace {
+
+constexpr const char *kSiteAttr = "kvq.site";
+constexpr const char *kSharedNamesAttr = "kvq.shared_names";
+
+//===----------------------------------------------------------------------===//
+// Types
+//===----------------------------------------------------------------------===//
+
+/// C spelling of a scalar type in kvq kernels.
+std::string cTypeName(Type type) {
+  if (type.isF32()) return "float";
+  if (type.isF16()) return "__half";
+  if (type.isBF16()) return "__nv_bfloat16";
+  if (type.isInteger(32)) return "int32_t";
+  if (type.isInteger(1)) return "bool";
+  return "void";
+}
+
+class KernelTypeConverter : public TypeConverter {
+public:
+  explicit KernelTypeConverter(MLIRContext *context) {
+    addConversion([](Type type) -> std::optional<Type> {
+      if (type.isF32() || type.isInteger(32) || type.isInteger(1))
+        return type;
+      return std::nullopt;
+    });
+    // 32-bit index math everywhere: kernels never address 2^31 elements of
+    // one tensor (the runtime checks).
+    addConversion([context](IndexType) -> Type {
+      return IntegerType::get(context, 32);
+    });
+    addConversion([context](FloatType type) -> std::optional<Type> {
+      if (type.isF16() || type.isBF16())
+        return emitc::OpaqueType::get(context, cTypeName(type));
+      if (type.isF32())
+        return type;
+      return std::nullopt;
+    });
+    addConversion([this](MemRefType type) -> std::optional<Type> {
+      Type element = convertType(type.getElementType());
+      if (!element || type.getRank() != 1)
+        return std::nullopt;
+      return emitc::PointerType::get(element);
+    });
+    auto materialize = [](OpBuilder &builder, Type type, ValueRange inputs,
+                          Location loc) -> Value {
+      return UnrealizedConversionCastOp::create(builder, loc, type, inputs)
+          .getResult(0);
+    };
+    addSourceMaterialization(materialize);
+    addTargetMaterialization(materialize);
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// Kernels, ids, barriers, shuffles
+//===----------------------------------------------------------------------===//
+
+struct GPUFuncToEmitC : OpConversionPattern<gpu::GPUFuncOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(gpu::GPUFuncOp func, OpAdaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!func.isKernel())
+      return rewriter.notifyMatchFailure(func, "not a kernel");
+    TypeConverter::SignatureConversion signature(
+        func.getBody().getNumArguments());
+    for (auto [i, type] : llvm::enumerate(func.getArgumentTypes())) {
+      Type converted = getTypeConverter()->convertType(type);
+      if (!converted)
+        return rewriter.notifyMatchFailure(func, "argument type not supported");
+      signature.addInputs(i, converted);
+    }
+    SmallVector<Attribute> specifiers = {rewriter.getStringAttr("extern \"C\" __global__")};
+    if (auto threads = func->getAttrOfType<IntegerAttr>("kvq.threads"))
+      specifiers.push_back(rewriter.getStringAttr(
+          "__launch_bounds__(" + std::to_string(threads.getInt()) + ")"));
+    auto type = rewriter.getFunctionType(signature.getConvertedTypes(), {});
+    auto emitcFunc =
+        emitc::FuncOp::create(rewriter, func.getLoc(), func.getName(), type);
+    emitcFunc.setSpecifiersAttr(rewriter.getArrayAttr(specifiers));
+    for (NamedAttribute attr : func->getDiscardableAttrs())
+      if (attr.getName().strref().starts_with("kvq."))
+        emitcFunc->setAttr(attr.getName(), attr.getValue());
+    rewriter.inlineRegionBefore(func.getBody(), emitcFunc.getBody(),
+                                emitcFunc.end());
+    if (failed(rewriter.convertRegionTypes(&emitcFunc.getBody(),
+                                           *getTypeConverter(), &signature)))
+      return failure();
+    rewriter.eraseOp(func);
+    return success();
+  }
+};
+
+struct GPUReturnToEmitC : OpConversionPattern<gpu::ReturnOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(gpu::ReturnOp op, OpAdaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    rewriter.replaceOpWithNewOp<emitc::ReturnOp>(op, Value());
+    return success();
+  }
+};
+
+/// threadIdx.x, blockIdx.y, ... as int literals.
+template <typename IdOp>
+struct GPUIdToEmitC : OpConversionPattern<IdOp> {
+  GPUIdToEmitC(const TypeConverter &converter, MLIRContext *context,
+               StringRef builtin)
+      : OpConversionPattern<IdOp>(converter, context), builtin(builtin) {}
+
+  LogicalResult
+  matchAndRewrite(IdOp op, typename IdOp::Adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    std::string text = "(int)" + builtin + "." +
+                       stringifyDimension(op.getDimension()).str();
+    rewriter.replaceOpWithNewOp<emitc::LiteralOp>(
+        op, rewriter.getI32Type(), rewriter.getStringAttr(text));
+    return success();
+  }
+
+  std::string builtin;
+};
+
+struct GPUBarrierToEmitC : OpConversionPattern<gpu::BarrierOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(gpu::BarrierOp op, OpAdaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(op, TypeRange(),
+                                                     "__syncthreads", ValueRange());
+    return success();
+  }
+};
+
+struct GPUShuffleToEmitC : OpConversionPattern<gpu::ShuffleOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(gpu::ShuffleOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (op.getMode() != gpu::ShuffleMode::XOR)
+      return rewriter.notifyMatchFailure(op, "only xor shuffles are generated");
+    if (!op.getValid().use_empty())
+      return rewriter.notifyMatchFailure(op, "the valid flag is never used");
+    Type type = getTypeConverter()->convertType(op.getShuffleResult().getType());
+    ArrayAttr args = rewriter.getArrayAttr(
+        {emitc::OpaqueAttr::get(getContext(), "0xffffffffu"),
+         rewriter.getIndexAttr(0), rewriter.getIndexAttr(1)});
+    Value result = emitc::CallOpaqueOp::create(
+                       rewriter, op.getLoc(), TypeRange{type}, "__shfl_xor_sync",
+                       ValueRange{adaptor.getValue(), adaptor.getOffset()}, args)
+                       .getResult(0);
+    Value valid = emitc::ConstantOp::create(rewriter, op.getLoc(),
+                                            rewriter.getI1Type(),
+                                            rewriter.getBoolAttr(true));
+    rewriter.replaceOp(op, {result, valid});
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// Memory: every access through a macro with a site id
+//===----------------------------------------------------------------------===//
+
+bool isShared(MemRefType type) {
+  auto space = dyn_cast_or_null<gpu::AddressSpaceAttr>(type.getMemorySpace());
+  return space && space.getValue() == gpu::AddressSpace::Workgroup;
+}
+
+struct LoadToEmitC : OpConversionPattern<memref::LoadOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(memref::LoadOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    auto site = op->getAttrOfType<IntegerAttr>(kSiteAttr);
+    if (!site)
+      return rewriter.notifyMatchFailure(op, "no site id");
+    Type type = getTypeConverter()->convertType(op.getType());
+    StringRef macro = isShared(op.getMemRefType()) ? "KVQ_LDS" : "KVQ_LDG";
+    ArrayAttr args = rewriter.getArrayAttr(
+        {site, rewriter.getIndexAttr(0), rewriter.getIndexAttr(1)});
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{type}, macro,
+        ValueRange{adaptor.getMemref(), adaptor.getIndices()[0]}, args);
+    return success();
+  }
+};
+
+struct StoreToEmitC : OpConversionPattern<memref::StoreOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(memref::StoreOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    auto site = op->getAttrOfType<IntegerAttr>(kSiteAttr);
+    if (!site)
+      return rewriter.notifyMatchFailure(op, "no site id");
+    StringRef macro = isShared(op.getMemRefType()) ? "KVQ_STS" : "KVQ_STG";
+    ArrayAttr args = rewriter.getArrayAttr({site, rewriter.getIndexAttr(0),
+                                            rewriter.getIndexAttr(1),
+                                            rewriter.getIndexAttr(2)});
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange(), macro,
+        ValueRange{adaptor.getMemref(), adaptor.getIndices()[0],
+                   adaptor.getValue()},
+        args);
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// Arithmetic with C semantics
+//===----------------------------------------------------------------------===//
+
+/// The C spelling of a constant: `42`, `0.5f`, `(-3.0f)`, `KVQ_INF`.
+std::optional<std::string> constantText(Attribute value) {
+  if (auto integer = dyn_cast<IntegerAttr>(value)) {
+    if (integer.getType().isInteger(1))
+      return std::string(integer.getValue().isZero() ? "false" : "true");
+    int64_t v = integer.getValue().getSExtValue();
+    return v < 0 ? "(" + std::to_string(v) + ")" : std::to_string(v);
+  }
+  auto real = dyn_cast<FloatAttr>(value);
+  if (!real || !real.getType().isF32())
+    return std::nullopt;
+  const APFloat &apf = real.getValue();
+  if (apf.isNaN())
+    return std::nullopt;
+  if (apf.isInfinity()) // nvrtc has no INFINITY; the prelude defines KVQ_INF.
+    return std::string(apf.isNegative() ? "(-KVQ_INF)" : "KVQ_INF");
+  // Shortest text that reads back as the same float.
+  llvm::SmallString<32> digits;
+  apf.toString(digits, /*FormatPrecision=*/0, /*FormatMaxPadding=*/0);
+  std::string text(digits);
+  if (text.find_first_of(".eE") == std::string::npos)
+    text += ".0";
+  text += "f";
+  return apf.isNegative() ? "(" + text + ")" : text;
+}
+
+/// Constants become literals, so the C++ emitter prints them where they are
+/// used instead of declaring a variable per constant.
+struct ConstantToEmitC : OpConversionPattern<arith::ConstantOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(arith::ConstantOp op, OpAdaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Type type = getTypeConverter()->convertType(op.getType());
+    std::optional<std::string> text = constantText(op.getValue());
+    if (!type || !text)
+      return rewriter.notifyMatchFailure(op, "constant not supported");
+    rewriter.replaceOpWithNewOp<emitc::LiteralOp>(op, type, *text);
+    return success();
+  }
+};
+
+/// An op that maps to one EmitC op of the same operands.
+template <typename SourceOp, typename TargetOp>
+struct DirectToEmitC : OpConversionPattern<SourceOp> {
+  using OpConversionPattern<SourceOp>::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SourceOp op, typename SourceOp::Adaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Type type = this->getTypeConverter()->convertType(op.getType());
+    rewriter.replaceOpWithNewOp<TargetOp>(op, type, adaptor.getOperands());
+    return success();
+  }
+};
+
+/// An op that becomes a call of a CUDA builtin or a prelude helper.
+template <typename SourceOp>
+struct CallToEmitC : OpConversionPattern<SourceOp> {
+  CallToEmitC(const TypeConverter &converter, MLIRContext *context,
+              StringRef callee)
+      : OpConversionPattern<SourceOp>(converter, context), callee(callee) {}
+  LogicalResult
+  matchAndRewrite(SourceOp op, typename SourceOp::Adaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Type type = this->getTypeConverter()->convertType(op.getType());
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{type}, callee, adaptor.getOperands());
+    return success();
+  }
+  std::string callee;
+};
+
+/// Conversions between numeric types are C casts. uitofp/fptoui only see
+/// non-negative values below 2^31 (codes) in kvq kernels, where the signed
+/// cast is the same.
+template <typename SourceOp>
+struct CastToEmitC : OpConversionPattern<SourceOp> {
+  using OpConversionPattern<SourceOp>::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SourceOp op, typename SourceOp::Adaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Type type = this->getTypeConverter()->convertType(op.getType());
+    rewriter.replaceOpWithNewOp<emitc::CastOp>(op, type, adaptor.getIn());
+    return success();
+  }
+};
+
+/// index_cast between i32 and index is the identity once index is i32.
+struct IndexCastToEmitC : OpConversionPattern<arith::IndexCastOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(arith::IndexCastOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!adaptor.getIn().getType().isInteger(32))
+      return rewriter.notifyMatchFailure(op, "only 32-bit index casts");
+    rewriter.replaceOp(op, adaptor.getIn());
+    return success();
+  }
+};
+
+struct CmpIToEmitC : OpConversionPattern<arith::CmpIOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(arith::CmpIOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    std::optional<emitc::CmpPredicate> predicate;
+    switch (op.getPredicate()) {
+    case arith::CmpIPredicate::eq: predicate = emitc::CmpPredicate::eq; break;
+    case arith::CmpIPredicate::ne: predicate = emitc::CmpPredicate::ne; break;
+    case arith::CmpIPredicate::slt: predicate = emitc::CmpPredicate::lt; break;
+    case arith::CmpIPredicate::sle: predicate = emitc::CmpPredicate::le; break;
+    case arith::CmpIPredicate::sgt: predicate = emitc::CmpPredicate::gt; break;
+    case arith::CmpIPredicate::sge: predicate = emitc::CmpPredicate::ge; break;
+    default:
+      return rewriter.notifyMatchFailure(op, "unsigned compare not generated");
+    }
+    rewriter.replaceOpWithNewOp<emitc::CmpOp>(op, rewriter.getI1Type(),
+                                              *predicate, adaptor.getLhs(),
+                                              adaptor.getRhs());
+    return success();
+  }
+};
+
+/// Ordered float compares are C's operators (false on NaN); une is `!=`.
+struct CmpFToEmitC : OpConversionPattern<arith::CmpFOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(arith::CmpFOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    std::optional<emitc::CmpPredicate> predicate;
+    switch (op.getPredicate()) {
+    case arith::CmpFPredicate::OEQ: predicate = emitc::CmpPredicate::eq; break;
+    case arith::CmpFPredicate::UNE: predicate = emitc::CmpPredicate::ne; break;
+    case arith::CmpFPredicate::OLT: predicate = emitc::CmpPredicate::lt; break;
+    case arith::CmpFPredicate::OLE: predicate = emitc::CmpPredicate::le; break;
+    case arith::CmpFPredicate::OGT: predicate = emitc::CmpPredicate::gt; break;
+    case arith::CmpFPredicate::OGE: predicate = emitc::CmpPredicate::ge; break;
+    default:
+      return rewriter.notifyMatchFailure(op, "predicate not generated");
+    }
+    rewriter.replaceOpWithNewOp<emitc::CmpOp>(op, rewriter.getI1Type(),
+                                              *predicate, adaptor.getLhs(),
+                                              adaptor.getRhs());
+    return success();
+  }
+};
+
+struct SelectToEmitC : OpConversionPattern<arith::SelectOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(arith::SelectOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Type type = getTypeConverter()->convertType(op.getType());
+    rewriter.replaceOpWithNewOp<emitc::ConditionalOp>(
+        op, type, adaptor.getCondition(), adaptor.getTrueValue(),
+        adaptor.getFalseValue());
+    return success();
+  }
+};
+
+/// and/or: logical on i1, bitwise on i32.
+template <typename SourceOp, typename LogicalOp, typename BitwiseOp>
+struct AndOrToEmitC : OpConversionPattern<SourceOp> {
+  using OpConversionPattern<SourceOp>::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SourceOp op, typename SourceOp::Adaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Type type = this->getTypeConverter()->convertType(op.getType());
+    if (type.isInteger(1))
+      rewriter.replaceOpWithNewOp<LogicalOp>(op, type, adaptor.getLhs(),
+                                             adaptor.getRhs());
+    else
+      rewriter.replaceOpWithNewOp<BitwiseOp>(op, type, adaptor.getLhs(),
+                                             adaptor.getRhs());
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// Pass
+//===----------------------------------------------------------------------===//
+
+/// Gives every memory access a site id (per kernel, in program order) and
+/// turns shared-memory buffers into named KVQ_SHARED arrays.
+void prepareKernel(gpu::GPUFuncOp func) {
+  int64_t site = 0;
+  Builder attrBuilder(func.getContext());
+  func.walk([&](Operation *op) {
+    if (isa<memref::LoadOp, memref::StoreOp>(op))
+      op->setAttr(kSiteAttr, attrBuilder.getI32IntegerAttr(site++));
+  });
+
+  auto names = func->getAttrOfType<ArrayAttr>(kSharedNamesAttr);
+  OpBuilder builder = OpBuilder::atBlockBegin(&func.getBody().front());
+  for (auto [i, attribution] :
+       llvm::enumerate(func.getWorkgroupAttributions())) {
+    Value buffer = attribution;
+    auto type = cast<MemRefType>(buffer.getType());
+    std::string name = "smem_";
+    if (names && i < names.size())
+      name += cast<StringAttr>(names[i]).str();
+    else
+      name += std::to_string(i);
+    emitc::VerbatimOp::create(
+        builder, func.getLoc(),
+        builder.getStringAttr("KVQ_SHARED(" + cTypeName(type.getElementType()) +
+                              ", " + name + ", " +
+                              std::to_string(type.getNumElements()) + ");"));
+    Type pointer = emitc::PointerType::get(type.getElementType());
+    Value literal = emitc::LiteralOp::create(builder, func.getLoc(), pointer,
+                                             builder.getStringAttr(name));
+    Value asMemRef =
+        UnrealizedConversionCastOp::create(builder, func.getLoc(), type, literal)
+            .getResult(0);
+    buffer.replaceAllUsesWith(asMemRef);
+  }
+}
+
+struct GPUToEmitCPass : kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MLIRContext *context = &getContext();
+    module.walk([](gpu::GPUFuncOp func) { prepareKernel(func); });
+
+    KernelTypeConverter typeConverter(context);
+    RewritePatternSet patterns(context);
+    populateGPUToEmitCPatterns(typeConverter, patterns);
+
+    ConversionTarget target(*context);
+    // Everything inside kernels must end up as EmitC ...
+    target.addLegalDialect<emitc::EmitCDialect>();
+    target.addIllegalDialect<arith::ArithDialect, math::MathDialect,
+                             memref::MemRefDialect, scf::SCFDialect>();
+    target.addIllegalOp<gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp,
+                        gpu::BlockIdOp, gpu::GridDimOp, gpu::BlockDimOp,
+                        gpu::BarrierOp, gpu::ShuffleOp>();
+    // ... the container stays until the kernels are hoisted out below, and
+    // casts between converted and original types are reconciled after.
+    target.addLegalOp<gpu::GPUModuleOp, UnrealizedConversionCastOp>();
+    if (failed(applyPartialConversion(module, target, std::move(patterns))))
+      return signalPassFailure();
+
+    // Hoist the kernels to the top level, where the C++ emitter expects them.
+    for (auto gpuModule :
+         llvm::make_early_inc_range(module.getOps<gpu::GPUModuleOp>())) {
+      for (Operation &op : llvm::make_early_inc_range(*gpuModule.getBody()))
+        op.moveBefore(gpuModule);
+      gpuModule.erase();
+    }
+    module->removeAttr(gpu::GPUDialect::getContainerModuleAttrName());
+
+    // Reconcile the casts the conversion left between pointer types.
+    SmallVector<UnrealizedConversionCastOp> casts;
+    module.walk([&](UnrealizedConversionCastOp cast) { casts.push_back(cast); });
+    for (UnrealizedConversionCastOp cast : casts) {
+      if (cast.getNumOperands() == 1 && cast.getNumResults() == 1) {
+        Value input = cast.getOperand(0);
+        if (input.getType() == cast.getResult(0).getType()) {
+          cast.getResult(0).replaceAllUsesWith(input);
+          cast.erase();
+        }
+      }
+    }
+    bool leftovers = false;
+    module.walk([&](Operation *op) {
+      if (isa<UnrealizedConversionCastOp>(op)) {
+        // A memref view of a pointer whose users all became EmitC.
+        if (op->use_empty()) {
+          op->erase();
+          return;
+        }
+      }
+      if (op->getDialect() && !isa<emitc::EmitCDialect>(op->getDialect()) &&
+          !isa<ModuleOp>(op)) {
+        op->emitError("kvq-gpu-to-emitc left this op unconverted");
+        leftovers = true;
+      }
+    });
+    if (leftovers)
+      signalPassFailure();
+  }
+};
+
+} // namespace
+
+void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
+                                           RewritePatternSet &patterns) {
+  MLIRContext *context = patterns.getContext();
+  patterns.add<GPUFuncToEmitC, GPUReturnToEmitC, GPUBarrierToEmitC,
+               GPUShuffleToEmitC, LoadToEmitC, StoreToEmitC, ConstantToEmitC,
+               IndexCastToEmitC, CmpIToEmitC, CmpFToEmitC, SelectToEmitC,
+               DirectToEmitC<arith::AddIOp, emitc::AddOp>,
+               DirectToEmitC<arith::SubIOp, emitc::SubOp>,
+               DirectToEmitC<arith::MulIOp, emitc::MulOp>,
+               DirectToEmitC<arith::DivSIOp, emitc::DivOp>,
+               DirectToEmitC<arith::RemSIOp, emitc::RemOp>,
+               DirectToEmitC<arith::AddFOp, emitc::AddOp>,
+               DirectToEmitC<arith::SubFOp, emitc::SubOp>,
+               DirectToEmitC<arith::MulFOp, emitc::MulOp>,
+               DirectToEmitC<arith::DivFOp, emitc::DivOp>,
+               AndOrToEmitC<arith::AndIOp, emitc::LogicalAndOp,
+                            emitc::BitwiseAndOp>,
+               AndOrToEmitC<arith::OrIOp, emitc::LogicalOrOp,
+                            emitc::BitwiseOrOp>,
+               CastToEmitC<arith::ExtFOp>, CastToEmitC<arith::TruncFOp>,
+               CastToEmitC<arith::SIToFPOp>, CastToEmitC<arith::UIToFPOp>,
+               CastToEmitC<arith::FPToUIOp>, CastToEmitC<arith::FPToSIOp>>(
+      typeConverter, context);
+  patterns.add<GPUIdToEmitC<gpu::ThreadIdOp>>(typeConverter, context,
+                                              "threadIdx");
+  patterns.add<GPUIdToEmitC<gpu::BlockIdOp>>(typeConverter, context, "blockIdx");
+  patterns.add<GPUIdToEmitC<gpu::GridDimOp>>(typeConverter, context, "gridDim");
+  patterns.add<GPUIdToEmitC<gpu::BlockDimOp>>(typeConverter, context, "blockDim");
+  patterns.add<CallToEmitC<arith::MaxNumFOp>>(typeConverter, context, "fmaxf");
+  patterns.add<CallToEmitC<arith::MinNumFOp>>(typeConverter, context, "fminf");
+  patterns.add<CallToEmitC<math::AbsFOp>>(typeConverter, context, "fabsf");
+  patterns.add<CallToEmitC<math::ExpOp>>(typeConverter, context, "__expf");
+  patterns.add<CallToEmitC<math::RoundEvenOp>>(typeConverter, context, "rintf");
+  patterns.add<CallToEmitC<arith::MinSIOp>>(typeConverter, context, "kvq_min");
+  patterns.add<CallToEmitC<arith::MaxSIOp>>(typeConverter, context, "kvq_max");
+  patterns.add<CallToEmitC<arith::ShRUIOp>>(typeConverter, context, "kvq_shr");
+  patterns.add<CallToEmitC<arith::ShLIOp>>(typeConverter, context, "kvq_shl");
+  populateSCFToEmitCConversionPatterns(patterns, typeConverter);
+}

@@ -1,0 +1,492 @@
+//===- AttentionKernel.cpp - fused decode attention over quantized KV -----===//
+//
+// Flash-decoding. Grid (body splits + 1, kv heads, batch); a block handles a
+// range of tokens for *all* query heads of its GQA group, so every KV byte
+// is read from global memory once. Per tile of `tile` tokens:
+//   1. stage: threads read consecutive packed words (coalesced), unpack and
+//      dequantize them in registers, and write fp32 K and V tiles to shared
+//      memory (fp16 sink/residual tiles are converted the same way);
+//   2. scores: one thread per (query head, token) dots q with K;
+//   3. softmax: one warp per query head updates the running max and sum;
+//   4. P·V: each thread accumulates its (query head, channel) outputs in
+//      registers.
+// The last split handles the fp16 sink and residual tokens, so a launch
+// covers the whole sequence; a small combine kernel merges the splits by
+// log-sum-exp.
+//
+//===----------------------------------------------------------------------===//
+
+#include "KernelBuilder.h"
+#include "Kernels.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace mlir;
+using namespace mlir::kvq;
+
+namespace {
+
+MemRefType globalBuffer(Type elementType) {
+  return MemRefType::get({ShapedType::kDynamic}, elementType);
+}
+
+MemRefType sharedBuffer(MLIRContext *context, int64_t count, Type type) {
+  auto space = gpu::AddressSpaceAttr::get(context,
+                                          gpu::GPUDialect::getWorkgroupAddressSpace());
+  return MemRefType::get({count}, type, MemRefLayoutAttrInterface(), space);
+}
+
+/// The kernel arguments, by name.
+struct AttentionArgs {
+  Value q, partialOut, partialMax, partialSum;
+  Value keyWords, keyScales, keyZeros, valueWords, valueScales, valueZeros;
+  Value sinkKeys, sinkValues, residualKeys, residualValues;
+  Value lengths, kvHeads, bodyCapacity, sinkCapacity, residualCapacity,
+      tokensPerSplit, softmaxScale;
+};
+
+/// Static facts about the kernel being generated.
+struct AttentionShape {
+  SchemeAttr keyScheme, valueScheme;
+  int64_t headDim, gqa, threads, tile;
+  Type half;
+  int64_t keyStride() const { return headDim + 1; } // pad: no bank conflicts
+};
+
+/// Shared-memory buffers (workgroup attributions of the kernel).
+struct SharedBuffers {
+  Value q, keys, values, probs, runningMax, runningSum, correction;
+};
+
+/// Writes the dequantized body tile [t0, t0 + valid) of one quantized
+/// tensor into `tile` (row stride `rowStride`), one thread per packed word.
+void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
+                    SchemeAttr scheme, Value words, Value scales, Value zeros,
+                    Value headRow, Value bodyCapacity, Value t0, Value valid,
+                    Value tile, int64_t rowStride) {
+  int64_t perWord = scheme.codesPerWord();
+  int64_t group = scheme.groupSize(s.headDim);
+  Value d = kb.i32(s.headDim);
+  Value tid = kb.threadIdx();
+  Value step = kb.i32(s.threads);
+  auto scaleAndZero = [&](Value index) -> std::pair<Value, Value> {
+    Value scale = kb.toF32(kb.load(scales, index));
+    Value zero = zeros ? kb.toF32(kb.load(zeros, index)) : Value();
+    return {scale, zero};
+  };
+
+  if (scheme.getAxis() == Axis::token) {
+    int64_t wordsPerRow = s.headDim / perWord;
+    Value count = kb.mul(valid, kb.i32(wordsPerRow));
+    kb.forLoop(tid, count, step, [&](Value i) {
+      Value t = kb.div(i, kb.i32(wordsPerRow));
+      Value w = kb.rem(i, kb.i32(wordsPerRow));
+      Value row = kb.add(kb.mul(headRow, bodyCapacity), kb.add(t0, t));
+      Value word =
+          kb.load(words, kb.add(kb.mul(row, kb.i32(wordsPerRow)), w));
+      Value groupIndex = kb.div(w, kb.i32(group / perWord));
+      auto [scale, zero] = scaleAndZero(
+          kb.add(kb.mul(row, kb.i32(s.headDim / group)), groupIndex));
+      Value base = kb.add(kb.mul(t, kb.i32(rowStride)),
+                          kb.mul(w, kb.i32(perWord)));
+      for (int64_t j = 0; j < perWord; ++j)
+        kb.store(kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                   scale, zero),
+                 tile, kb.add(base, kb.i32(j)));
+    });
+    return;
+  }
+
+  // axis = channel: word (token block, channel); valid is a whole number of
+  // groups, so of words.
+  Value count = kb.mul(kb.div(valid, kb.i32(perWord)), d);
+  kb.forLoop(tid, count, step, [&](Value i) {
+    Value channel = kb.rem(i, d);
+    Value wordRow = kb.div(i, d);
+    Value globalRow = kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(perWord))),
+                             kb.add(kb.div(t0, kb.i32(perWord)), wordRow));
+    Value word = kb.load(words, kb.add(kb.mul(globalRow, d), channel));
+    Value firstToken = kb.mul(wordRow, kb.i32(perWord));
+    Value scaleRow =
+        kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(group))),
+               kb.div(kb.add(t0, firstToken), kb.i32(group)));
+    auto [scale, zero] = scaleAndZero(kb.add(kb.mul(scaleRow, d), channel));
+    for (int64_t j = 0; j < perWord; ++j) {
+      Value t = kb.add(firstToken, kb.i32(j));
+      kb.store(kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                 scale, zero),
+               tile, kb.add(kb.mul(t, kb.i32(rowStride)), channel));
+    }
+  });
+}
+
+/// Converts fp16 tokens [t0, t0 + valid) of a sink/residual segment into
+/// the fp32 K and V tiles.
+void stageHalf(KernelBuilder &kb, const AttentionShape &s,
+               const SharedBuffers &smem, Value keys, Value values,
+               Value headRow, Value capacity, Value t0, Value valid) {
+  Value d = kb.i32(s.headDim);
+  Value count = kb.mul(valid, d);
+  kb.forLoop(kb.threadIdx(), count, kb.i32(s.threads), [&](Value i) {
+    Value t = kb.div(i, d);
+    Value channel = kb.rem(i, d);
+    Value index = kb.add(
+        kb.mul(kb.add(kb.mul(headRow, capacity), kb.add(t0, t)), d), channel);
+    kb.store(kb.toF32(kb.load(keys, index)), smem.keys,
+             kb.add(kb.mul(t, kb.i32(s.keyStride())), channel));
+    kb.store(kb.toF32(kb.load(values, index)), smem.values,
+             kb.add(kb.mul(t, d), channel));
+  });
+}
+
+} // namespace
+
+LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
+                                               gpu::GPUModuleOp module) {
+  auto queryType = cast<RankedTensorType>(op.getQuery().getType());
+  auto keyWordsType = cast<RankedTensorType>(op.getKeyCodes().getType());
+  int64_t queryHeads = queryType.getShape()[1];
+  int64_t kvHeads = keyWordsType.getShape()[1];
+  if (ShapedType::isDynamic(queryHeads) || ShapedType::isDynamic(kvHeads))
+    return op.emitOpError("needs static query and kv head counts to fix the "
+                          "GQA ratio of the kernel");
+  FailureOr<int64_t> threads = getPlanInt(op, "threads");
+  FailureOr<int64_t> tile = getPlanInt(op, "tile_tokens");
+  if (failed(threads) || failed(tile))
+    return failure();
+
+  AttentionShape s{op.getKeyScheme(), op.getValueScheme(),
+                   queryType.getShape()[2], queryHeads / kvHeads, *threads,
+                   *tile, queryType.getElementType()};
+  bool hasSink = static_cast<bool>(op.getSinkKeys());
+  bool hasResidual = static_cast<bool>(op.getResidualKeys());
+  MLIRContext *ctx = op.getContext();
+  OpBuilder builder(op);
+  Type i32 = builder.getI32Type(), f32 = builder.getF32Type();
+  Type keyStorage = s.keyScheme.getScaleType();
+  Type valueStorage = s.valueScheme.getScaleType();
+
+  //===--- signature (KernelABI.h) -----------------------------------===//
+  SmallVector<Type> args = {globalBuffer(s.half), globalBuffer(f32),
+                            globalBuffer(f32), globalBuffer(f32),
+                            globalBuffer(i32), globalBuffer(keyStorage)};
+  if (s.keyScheme.hasZeroPoints())
+    args.push_back(globalBuffer(keyStorage));
+  args.append({globalBuffer(i32), globalBuffer(valueStorage)});
+  if (s.valueScheme.hasZeroPoints())
+    args.push_back(globalBuffer(valueStorage));
+  if (hasSink)
+    args.append(2, globalBuffer(s.half));
+  if (hasResidual)
+    args.append(2, globalBuffer(s.half));
+  args.push_back(globalBuffer(i32));
+  args.append(5, i32);
+  args.push_back(f32);
+
+  SmallVector<Type> shared = {
+      sharedBuffer(ctx, s.gqa * s.headDim, f32),        // q (pre-scaled)
+      sharedBuffer(ctx, s.tile * s.keyStride(), f32),   // K tile
+      sharedBuffer(ctx, s.tile * s.headDim, f32),       // V tile
+      sharedBuffer(ctx, s.gqa * s.tile, f32),           // scores / probs
+      sharedBuffer(ctx, s.gqa, f32),                    // running max
+      sharedBuffer(ctx, s.gqa, f32),                    // running sum
+      sharedBuffer(ctx, s.gqa, f32)};                   // rescale factor
+
+  std::string segments = std::string(hasSink ? "s" : "") +
+                         (hasResidual ? "r" : "");
+  std::string name = llvm::formatv(
+      "kvq_attn_k{0}_v{1}_d{2}_g{3}_{4}{5}{6}", schemeTag(s.keyScheme),
+      schemeTag(s.valueScheme), s.headDim, s.gqa, halfTag(s.half),
+      segments.empty() ? "" : "_", segments);
+  std::string keyText, valueText;
+  llvm::raw_string_ostream(keyText) << Attribute(s.keyScheme);
+  llvm::raw_string_ostream(valueText) << Attribute(s.valueScheme);
+  std::string spec = llvm::formatv(
+      "attention keys {0} values {1} head_dim={2} gqa={3} dtype={4} "
+      "sink={5} residual={6}",
+      keyText, valueText, s.headDim, s.gqa, halfTag(s.half),
+      hasSink ? "yes" : "no", hasResidual ? "yes" : "no");
+  auto plan = op->getAttrOfType<DictionaryAttr>("plan");
+  gpu::GPUFuncOp func = createKernel(builder, module, op.getLoc(), name,
+                                     "attention", args, shared, s.threads,
+                                     spec, plan);
+  func->setAttr("kvq.shared_names",
+                builder.getStrArrayAttr({"q", "keys", "values", "probs",
+                                         "running_max", "running_sum",
+                                         "rescale"}));
+
+  //===--- body -------------------------------------------------------===//
+  ImplicitLocOpBuilder b(op.getLoc(), builder);
+  b.setInsertionPoint(func.getBody().front().getTerminator());
+  KernelBuilder kb(b);
+  AttentionArgs a;
+  {
+    auto it = func.getArguments().begin();
+    a.q = *it++; a.partialOut = *it++; a.partialMax = *it++;
+    a.partialSum = *it++; a.keyWords = *it++; a.keyScales = *it++;
+    if (s.keyScheme.hasZeroPoints()) a.keyZeros = *it++;
+    a.valueWords = *it++; a.valueScales = *it++;
+    if (s.valueScheme.hasZeroPoints()) a.valueZeros = *it++;
+    if (hasSink) { a.sinkKeys = *it++; a.sinkValues = *it++; }
+    if (hasResidual) { a.residualKeys = *it++; a.residualValues = *it++; }
+    a.lengths = *it++; a.kvHeads = *it++; a.bodyCapacity = *it++;
+    a.sinkCapacity = *it++; a.residualCapacity = *it++;
+    a.tokensPerSplit = *it++; a.softmaxScale = *it++;
+  }
+  SharedBuffers smem;
+  {
+    auto attrs = func.getWorkgroupAttributions();
+    smem = {attrs[0], attrs[1], attrs[2], attrs[3], attrs[4], attrs[5],
+            attrs[6]};
+  }
+
+  Value d = kb.i32(s.headDim);
+  Value gqa = kb.i32(s.gqa);
+  Value tileTokens = kb.i32(s.tile);
+  Value step = kb.i32(s.threads);
+  Value zero = kb.i32(0);
+  Value tid = kb.threadIdx();
+  Value lane = kb.rem(tid, kb.i32(32));
+  Value warp = kb.div(tid, kb.i32(32));
+  Value split = kb.blockIdx(gpu::Dimension::x);
+  Value kvHead = kb.blockIdx(gpu::Dimension::y);
+  Value batch = kb.blockIdx(gpu::Dimension::z);
+  Value splits = kb.gridDim(gpu::Dimension::x);
+  Value headRow = kb.add(kb.mul(batch, a.kvHeads), kvHead);
+  Value firstQueryRow = kb.mul(headRow, gqa); // (batch, first q head)
+
+  kb.comment("this sequence's sink, quantized and residual token counts");
+  Value sinkLen = kb.load(a.lengths, kb.mul(batch, kb.i32(3)));
+  Value bodyLen = kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(1)));
+  Value residualLen =
+      kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(2)));
+
+  kb.comment("stage the GQA group's queries, pre-multiplied by the softmax "
+             "scale");
+  kb.forLoop(tid, kb.mul(gqa, d), step, [&](Value i) {
+    Value x = kb.toF32(kb.load(a.q, kb.add(kb.mul(firstQueryRow, d), i)));
+    kb.store(kb.fmul(x, a.softmaxScale), smem.q, i);
+  });
+  kb.ifThen(kb.lt(tid, gqa), [&] {
+    kb.store(kb.negInf(), smem.runningMax, tid);
+    kb.store(kb.f32(0.0), smem.runningSum, tid);
+  });
+
+  kb.comment("tiles of this split: quantized tokens, or (last split) the fp16 "
+             "sink and residual tokens");
+  Value isFp16Split = kb.eq(split, kb.sub(splits, kb.i32(1)));
+  Value bodyBegin = kb.mul(split, a.tokensPerSplit);
+  Value bodyEnd = kb.min(kb.add(bodyBegin, a.tokensPerSplit), bodyLen);
+  Value bodyTiles = kb.select(
+      isFp16Split, zero,
+      kb.max(zero, kb.ceilDiv(kb.sub(bodyEnd, bodyBegin), tileTokens)));
+  Value sinkTiles =
+      hasSink ? kb.select(isFp16Split, kb.ceilDiv(sinkLen, tileTokens), zero)
+              : zero;
+  Value residualTiles =
+      hasResidual
+          ? kb.select(isFp16Split, kb.ceilDiv(residualLen, tileTokens), zero)
+          : zero;
+  Value tiles = kb.add(bodyTiles, kb.add(sinkTiles, residualTiles));
+
+  int64_t accumulators = (s.gqa * s.headDim + s.threads - 1) / s.threads;
+  SmallVector<Value> initAcc(accumulators, kb.f32(0.0));
+  kb.barrier();
+
+  SmallVector<Value> acc = kb.forLoop(
+      zero, tiles, kb.i32(1), initAcc,
+      [&](Value tileIndex, ValueRange carried) -> SmallVector<Value> {
+        kb.comment("1. stage the K and V tile as fp32 in shared memory");
+        Value valid = kb.ifElse(
+            kb.lt(tileIndex, bodyTiles), {kb.i32Type()},
+            [&]() -> SmallVector<Value> {
+              Value t0 = kb.add(bodyBegin, kb.mul(tileIndex, tileTokens));
+              Value n = kb.min(tileTokens, kb.sub(bodyEnd, t0));
+              stageQuantized(kb, s, s.keyScheme, a.keyWords, a.keyScales,
+                             a.keyZeros, headRow, a.bodyCapacity, t0, n,
+                             smem.keys, s.keyStride());
+              stageQuantized(kb, s, s.valueScheme, a.valueWords,
+                             a.valueScales, a.valueZeros, headRow,
+                             a.bodyCapacity, t0, n, smem.values, s.headDim);
+              return {n};
+            },
+            [&]() -> SmallVector<Value> {
+              Value fp16Tile = kb.sub(tileIndex, bodyTiles);
+              auto residualTile = [&]() -> SmallVector<Value> {
+                if (!hasResidual)
+                  return {zero};
+                Value t0 = kb.mul(kb.sub(fp16Tile, sinkTiles), tileTokens);
+                Value n = kb.min(tileTokens, kb.sub(residualLen, t0));
+                stageHalf(kb, s, smem, a.residualKeys, a.residualValues,
+                          headRow, a.residualCapacity, t0, n);
+                return {n};
+              };
+              if (!hasSink)
+                return residualTile();
+              return kb.ifElse(
+                  kb.lt(fp16Tile, sinkTiles), {kb.i32Type()},
+                  [&]() -> SmallVector<Value> {
+                    Value t0 = kb.mul(fp16Tile, tileTokens);
+                    Value n = kb.min(tileTokens, kb.sub(sinkLen, t0));
+                    stageHalf(kb, s, smem, a.sinkKeys, a.sinkValues, headRow,
+                              a.sinkCapacity, t0, n);
+                    return {n};
+                  },
+                  residualTile);
+            })[0];
+        kb.barrier();
+
+        kb.comment("2. scores: one thread per (query head, token)");
+        kb.forLoop(tid, kb.mul(gqa, tileTokens), step, [&](Value i) {
+          Value head = kb.div(i, tileTokens);
+          Value t = kb.rem(i, tileTokens);
+          Value score = kb.ifElse(
+              kb.lt(t, valid), {kb.f32Type()},
+              [&]() -> SmallVector<Value> {
+                Value qBase = kb.mul(head, d);
+                Value kBase = kb.mul(t, kb.i32(s.keyStride()));
+                return kb.forLoop(
+                    zero, d, kb.i32(1), {kb.f32(0.0)},
+                    [&](Value c, ValueRange sum) -> SmallVector<Value> {
+                      Value qv = kb.load(smem.q, kb.add(qBase, c));
+                      Value kv = kb.load(smem.keys, kb.add(kBase, c));
+                      return {kb.fadd(sum[0], kb.fmul(qv, kv))};
+                    });
+              },
+              [&]() -> SmallVector<Value> { return {kb.negInf()}; })[0];
+          kb.store(score, smem.probs, i);
+        });
+        kb.barrier();
+
+        kb.comment("3. online softmax: one warp per query head");
+        kb.forLoop(warp, gqa, kb.i32(s.threads / 32), [&](Value head) {
+          Value base = kb.mul(head, tileTokens);
+          Value tileMax = kb.forLoop(
+              lane, tileTokens, kb.i32(32), {kb.negInf()},
+              [&](Value t, ValueRange m) -> SmallVector<Value> {
+                return {kb.fmax(m[0], kb.load(smem.probs, kb.add(base, t)))};
+              })[0];
+          for (int offset = 16; offset >= 1; offset /= 2)
+            tileMax = kb.fmax(tileMax, kb.shuffleXor(tileMax, offset));
+          Value oldMax = kb.load(smem.runningMax, head);
+          Value newMax = kb.fmax(oldMax, tileMax);
+          // Nothing seen yet: keep exp() away from (-inf) - (-inf).
+          Value safeMax =
+              kb.select(kb.feq(newMax, kb.negInf()), kb.f32(0.0), newMax);
+          Value tileSum = kb.forLoop(
+              lane, tileTokens, kb.i32(32), {kb.f32(0.0)},
+              [&](Value t, ValueRange sum) -> SmallVector<Value> {
+                Value index = kb.add(base, t);
+                Value p = kb.exp(kb.fsub(kb.load(smem.probs, index), safeMax));
+                kb.store(p, smem.probs, index);
+                return {kb.fadd(sum[0], p)};
+              })[0];
+          for (int offset = 16; offset >= 1; offset /= 2)
+            tileSum = kb.fadd(tileSum, kb.shuffleXor(tileSum, offset));
+          kb.ifThen(kb.eq(lane, zero), [&] {
+            Value correction = kb.exp(kb.fsub(oldMax, safeMax));
+            Value oldSum = kb.load(smem.runningSum, head);
+            kb.store(kb.fadd(kb.fmul(oldSum, correction), tileSum),
+                     smem.runningSum, head);
+            kb.store(newMax, smem.runningMax, head);
+            kb.store(correction, smem.correction, head);
+          });
+        });
+        kb.barrier();
+
+        kb.comment("4. P·V: each thread owns (query head, channel) outputs");
+        SmallVector<Value> next;
+        for (int64_t k = 0; k < accumulators; ++k) {
+          Value i = kb.add(tid, kb.i32(k * s.threads));
+          Value inRange = kb.lt(i, kb.mul(gqa, d));
+          Value safeI = kb.select(inRange, i, zero);
+          Value head = kb.div(safeI, d);
+          Value channel = kb.rem(safeI, d);
+          Value scaled =
+              kb.fmul(carried[k], kb.load(smem.correction, head));
+          Value updated = kb.forLoop(
+              zero, valid, kb.i32(1), {scaled},
+              [&](Value t, ValueRange sum) -> SmallVector<Value> {
+                Value p =
+                    kb.load(smem.probs, kb.add(kb.mul(head, tileTokens), t));
+                Value v = kb.load(smem.values, kb.add(kb.mul(t, d), channel));
+                return {kb.fadd(sum[0], kb.fmul(p, v))};
+              })[0];
+          next.push_back(kb.select(inRange, updated, carried[k]));
+        }
+        kb.barrier();
+        return next;
+      });
+
+  kb.comment("write this split's unnormalized output, running max and sum");
+  for (int64_t k = 0; k < accumulators; ++k) {
+    Value i = kb.add(tid, kb.i32(k * s.threads));
+    kb.ifThen(kb.lt(i, kb.mul(gqa, d)), [&] {
+      Value head = kb.div(i, d);
+      Value channel = kb.rem(i, d);
+      Value row = kb.add(kb.mul(kb.add(firstQueryRow, head), splits), split);
+      kb.store(acc[k], a.partialOut, kb.add(kb.mul(row, d), channel));
+    });
+  }
+  kb.ifThen(kb.lt(tid, gqa), [&] {
+    Value row = kb.add(kb.mul(kb.add(firstQueryRow, tid), splits), split);
+    kb.store(kb.load(smem.runningMax, tid), a.partialMax, row);
+    kb.store(kb.load(smem.runningSum, tid), a.partialSum, row);
+  });
+
+  //===--- combine kernel ---------------------------------------------===//
+  int64_t combineThreads = std::min<int64_t>(s.headDim, 128);
+  SmallVector<Type> combineArgs = {globalBuffer(f32), globalBuffer(f32),
+                                   globalBuffer(f32), globalBuffer(s.half), i32};
+  gpu::GPUFuncOp combine = createKernel(
+      builder, module, op.getLoc(), name + "_combine", "combine", combineArgs,
+      {}, combineThreads, spec, plan);
+  b.setInsertionPoint(combine.getBody().front().getTerminator());
+  {
+    Value partialOut = combine.getArgument(0);
+    Value partialMax = combine.getArgument(1);
+    Value partialSum = combine.getArgument(2);
+    Value out = combine.getArgument(3);
+    Value numSplits = combine.getArgument(4);
+    Value d = kb.i32(s.headDim); // this kernel's own constant
+    kb.comment("merge the splits of one (batch, query head) by log-sum-exp");
+    Value qRow = kb.add(kb.mul(kb.blockIdx(gpu::Dimension::y),
+                               kb.gridDim(gpu::Dimension::x)),
+                        kb.blockIdx(gpu::Dimension::x));
+    Value base = kb.mul(qRow, numSplits);
+    Value globalMax = kb.forLoop(
+        kb.i32(0), numSplits, kb.i32(1), {kb.negInf()},
+        [&](Value sp, ValueRange m) -> SmallVector<Value> {
+          return {kb.fmax(m[0], kb.load(partialMax, kb.add(base, sp)))};
+        })[0];
+    Value safeMax =
+        kb.select(kb.feq(globalMax, kb.negInf()), kb.f32(0.0), globalMax);
+    Value total = kb.forLoop(
+        kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
+        [&](Value sp, ValueRange sum) -> SmallVector<Value> {
+          Value weight = kb.exp(
+              kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
+          return {kb.fadd(sum[0],
+                          kb.fmul(kb.load(partialSum, kb.add(base, sp)),
+                                  weight))};
+        })[0];
+    kb.comment("a sequence with no tokens at all produces zeros");
+    Value inverse = kb.select(kb.flt(kb.f32(0.0), total),
+                              kb.fdiv(kb.f32(1.0), total), kb.f32(0.0));
+    kb.forLoop(kb.threadIdx(), d, kb.i32(combineThreads), [&](Value c) {
+      Value o = kb.forLoop(
+          kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
+          [&](Value sp, ValueRange sum) -> SmallVector<Value> {
+            Value weight = kb.exp(
+                kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
+            Value part = kb.load(
+                partialOut, kb.add(kb.mul(kb.add(base, sp), d), c));
+            return {kb.fadd(sum[0], kb.fmul(part, weight))};
+          })[0];
+      kb.store(kb.fromF32(kb.fmul(o, inverse), s.half), out,
+               kb.add(kb.mul(qRow, d), c));
+    });
+  }
+  return success();
+}

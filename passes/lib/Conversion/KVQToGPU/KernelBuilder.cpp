@@ -1,0 +1,210 @@
+//===- KernelBuilder.cpp - CUDA-flavoured IR building ----------------------===//
+
+#include "KernelBuilder.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/EmitC/IR/EmitC.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::kvq;
+
+Value KernelBuilder::i32(int64_t value) {
+  return arith::ConstantIntOp::create(b, value, 32);
+}
+
+Value KernelBuilder::f32(double value) {
+  return arith::ConstantFloatOp::create(b, b.getF32Type(),
+                                        APFloat(static_cast<float>(value)));
+}
+
+Value KernelBuilder::negInf() {
+  return f32(-std::numeric_limits<float>::infinity());
+}
+
+Value KernelBuilder::add(Value a, Value c) { return arith::AddIOp::create(b, a, c); }
+Value KernelBuilder::sub(Value a, Value c) { return arith::SubIOp::create(b, a, c); }
+Value KernelBuilder::mul(Value a, Value c) { return arith::MulIOp::create(b, a, c); }
+Value KernelBuilder::div(Value a, Value c) { return arith::DivSIOp::create(b, a, c); }
+Value KernelBuilder::rem(Value a, Value c) { return arith::RemSIOp::create(b, a, c); }
+Value KernelBuilder::min(Value a, Value c) { return arith::MinSIOp::create(b, a, c); }
+Value KernelBuilder::max(Value a, Value c) { return arith::MaxSIOp::create(b, a, c); }
+Value KernelBuilder::shl(Value a, Value c) { return arith::ShLIOp::create(b, a, c); }
+Value KernelBuilder::shru(Value a, Value c) { return arith::ShRUIOp::create(b, a, c); }
+Value KernelBuilder::bitAnd(Value a, Value c) { return arith::AndIOp::create(b, a, c); }
+Value KernelBuilder::bitOr(Value a, Value c) { return arith::OrIOp::create(b, a, c); }
+Value KernelBuilder::bothTrue(Value a, Value c) { return arith::AndIOp::create(b, a, c); }
+
+Value KernelBuilder::lt(Value a, Value c) {
+  return arith::CmpIOp::create(b, arith::CmpIPredicate::slt, a, c);
+}
+Value KernelBuilder::ge(Value a, Value c) {
+  return arith::CmpIOp::create(b, arith::CmpIPredicate::sge, a, c);
+}
+Value KernelBuilder::eq(Value a, Value c) {
+  return arith::CmpIOp::create(b, arith::CmpIPredicate::eq, a, c);
+}
+
+Value KernelBuilder::ceilDiv(Value a, Value c) {
+  return div(add(a, sub(c, i32(1))), c);
+}
+
+Value KernelBuilder::fadd(Value a, Value c) { return arith::AddFOp::create(b, a, c); }
+Value KernelBuilder::fsub(Value a, Value c) { return arith::SubFOp::create(b, a, c); }
+Value KernelBuilder::fmul(Value a, Value c) { return arith::MulFOp::create(b, a, c); }
+Value KernelBuilder::fdiv(Value a, Value c) { return arith::DivFOp::create(b, a, c); }
+Value KernelBuilder::fmax(Value a, Value c) { return arith::MaxNumFOp::create(b, a, c); }
+Value KernelBuilder::fmin(Value a, Value c) { return arith::MinNumFOp::create(b, a, c); }
+Value KernelBuilder::fabs(Value a) { return math::AbsFOp::create(b, a); }
+Value KernelBuilder::exp(Value a) { return math::ExpOp::create(b, a); }
+Value KernelBuilder::rint(Value a) { return math::RoundEvenOp::create(b, a); }
+
+Value KernelBuilder::flt(Value a, Value c) {
+  return arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, a, c);
+}
+Value KernelBuilder::feq(Value a, Value c) {
+  return arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, a, c);
+}
+Value KernelBuilder::select(Value cond, Value a, Value c) {
+  return arith::SelectOp::create(b, cond, a, c);
+}
+
+Value KernelBuilder::toF32(Value value) {
+  Type type = value.getType();
+  if (type.isF32())
+    return value;
+  if (type.isInteger(32))
+    return arith::UIToFPOp::create(b, b.getF32Type(), value);
+  return arith::ExtFOp::create(b, b.getF32Type(), value);
+}
+
+Value KernelBuilder::fromF32(Value value, Type type) {
+  if (type.isF32())
+    return value;
+  return arith::TruncFOp::create(b, type, value);
+}
+
+Value KernelBuilder::roundThrough(Value value, Type storage) {
+  if (storage.isF32())
+    return value;
+  return toF32(fromF32(value, storage));
+}
+
+Value KernelBuilder::toCode(Value value) {
+  return arith::FPToUIOp::create(b, b.getI32Type(), value);
+}
+
+Value KernelBuilder::threadIdx() {
+  Value id = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  return arith::IndexCastOp::create(b, b.getI32Type(), id);
+}
+
+Value KernelBuilder::blockIdx(gpu::Dimension dim) {
+  Value id = gpu::BlockIdOp::create(b, dim);
+  return arith::IndexCastOp::create(b, b.getI32Type(), id);
+}
+
+Value KernelBuilder::gridDim(gpu::Dimension dim) {
+  Value id = gpu::GridDimOp::create(b, dim);
+  return arith::IndexCastOp::create(b, b.getI32Type(), id);
+}
+
+void KernelBuilder::barrier() { gpu::BarrierOp::create(b); }
+
+Value KernelBuilder::shuffleXor(Value value, int offset) {
+  auto shuffle = gpu::ShuffleOp::create(b, value, offset, /*width=*/32,
+                                        gpu::ShuffleMode::XOR);
+  return shuffle.getShuffleResult();
+}
+
+void KernelBuilder::comment(const Twine &text) {
+  emitc::VerbatimOp::create(b, b.getStringAttr("// " + text));
+}
+
+Value KernelBuilder::load(Value memref, Value index) {
+  Value idx = arith::IndexCastOp::create(b, b.getIndexType(), index);
+  return memref::LoadOp::create(b, memref, ValueRange{idx});
+}
+
+void KernelBuilder::store(Value value, Value memref, Value index) {
+  Value idx = arith::IndexCastOp::create(b, b.getIndexType(), index);
+  memref::StoreOp::create(b, value, memref, ValueRange{idx});
+}
+
+void KernelBuilder::forLoop(Value lb, Value ub, Value step,
+                            const LoopBody &body) {
+  auto loop = scf::ForOp::create(b, lb, ub, step);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(loop.getBody()->getTerminator());
+  body(loop.getInductionVar());
+}
+
+SmallVector<Value> KernelBuilder::forLoop(Value lb, Value ub, Value step,
+                                          ValueRange init,
+                                          const CarriedLoopBody &body) {
+  auto loop = scf::ForOp::create(
+      b, lb, ub, step, init,
+      [&](OpBuilder &nested, Location loc, Value iv, ValueRange carried) {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToEnd(nested.getInsertionBlock());
+        SmallVector<Value> next = body(iv, carried);
+        scf::YieldOp::create(b, next);
+      });
+  return SmallVector<Value>(loop.getResults());
+}
+
+void KernelBuilder::ifThen(Value cond, const std::function<void()> &body) {
+  auto ifOp = scf::IfOp::create(b, cond, /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
+  body();
+}
+
+SmallVector<Value>
+KernelBuilder::ifElse(Value cond, TypeRange types,
+                      const std::function<SmallVector<Value>()> &thenBody,
+                      const std::function<SmallVector<Value>()> &elseBody) {
+  auto ifOp = scf::IfOp::create(b, types, cond, /*withElseRegion=*/true);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    scf::YieldOp::create(b, thenBody());
+    b.setInsertionPointToStart(ifOp.elseBlock());
+    scf::YieldOp::create(b, elseBody());
+  }
+  return SmallVector<Value>(ifOp.getResults());
+}
+
+unsigned KernelBuilder::slotShift(SchemeAttr scheme, unsigned j) {
+  unsigned bits = scheme.getBits();
+  unsigned perWord = scheme.codesPerWord();
+  if (scheme.getOrder() == PackOrder::linear)
+    return j * bits;
+  // Interleaved: code 2i in slot i, code 2i+1 in slot i + n/2, so masking a
+  // word with one pattern yields the pair (2i, 2i+1) in the two 16-bit halves.
+  unsigned slot = (j % 2 == 0) ? j / 2 : j / 2 + perWord / 2;
+  return slot * bits;
+}
+
+Value KernelBuilder::extractCode(SchemeAttr scheme, Value word, unsigned j) {
+  unsigned shift = slotShift(scheme, j);
+  Value shifted = shift == 0 ? word : shru(word, i32(shift));
+  if (shift + scheme.getBits() == 32)
+    return shifted;
+  return bitAnd(shifted, i32(scheme.maxCode()));
+}
+
+Value KernelBuilder::dequantizeCode(SchemeAttr scheme, Value code, Value scale,
+                                    Value zero) {
+  if (scheme.isSymmetric()) {
+    // Stored code = q + 2^(bits-1).
+    Value centred = sub(code, i32(1 << (scheme.getBits() - 1)));
+    Value asFloat = arith::SIToFPOp::create(b, b.getF32Type(), centred);
+    return fmul(asFloat, scale);
+  }
+  return fadd(fmul(toF32(code), scale), zero);
+}

@@ -1,0 +1,118 @@
+//===- KernelBuilder.h - CUDA-flavoured IR building -------------*- C++ -*-===//
+//
+// A thin facade over ImplicitLocOpBuilder so that the kernel bodies in
+// QuantizeKernels.cpp and AttentionKernel.cpp read like the CUDA they become:
+// 32-bit integer index math (GPUs prefer it to 64-bit), fp32 arithmetic,
+// 1-D memrefs for global and shared buffers, structured loops and branches.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_CONVERSION_KVQTOGPU_KERNELBUILDER_H
+#define KVQ_CONVERSION_KVQTOGPU_KERNELBUILDER_H
+
+#include "kvq/Dialect/KVQ/IR/KVQAttrs.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+#include <functional>
+
+namespace mlir::kvq {
+
+class KernelBuilder {
+public:
+  explicit KernelBuilder(ImplicitLocOpBuilder &b) : b(b) {}
+
+  ImplicitLocOpBuilder &builder() { return b; }
+
+  //===--- constants and types ---------------------------------------===//
+  Value i32(int64_t value);
+  Value f32(double value);
+  Value negInf();
+  Type i32Type() { return b.getI32Type(); }
+  Type f32Type() { return b.getF32Type(); }
+
+  //===--- 32-bit integer arithmetic ---------------------------------===//
+  Value add(Value a, Value c);
+  Value sub(Value a, Value c);
+  Value mul(Value a, Value c);
+  Value div(Value a, Value c); // signed, operands known non-negative
+  Value rem(Value a, Value c);
+  Value min(Value a, Value c);
+  Value max(Value a, Value c);
+  Value shl(Value a, Value c);
+  Value shru(Value a, Value c); // logical shift right
+  Value bitAnd(Value a, Value c);
+  Value bitOr(Value a, Value c);
+  Value lt(Value a, Value c);
+  Value ge(Value a, Value c);
+  Value eq(Value a, Value c);
+  Value bothTrue(Value a, Value c);
+  /// ceil(a / c) for non-negative a and positive c.
+  Value ceilDiv(Value a, Value c);
+
+  //===--- fp32 arithmetic ------------------------------------------===//
+  Value fadd(Value a, Value c);
+  Value fsub(Value a, Value c);
+  Value fmul(Value a, Value c);
+  Value fdiv(Value a, Value c);
+  Value fmax(Value a, Value c); // NaN-ignoring, like fmaxf
+  Value fmin(Value a, Value c);
+  Value fabs(Value a);
+  Value exp(Value a);
+  Value rint(Value a); // round half to even
+  Value flt(Value a, Value c);
+  Value feq(Value a, Value c);
+  Value select(Value cond, Value a, Value c);
+
+  //===--- conversions ----------------------------------------------===//
+  /// fp16/bf16/f32 or i32 code (unsigned) to fp32.
+  Value toF32(Value value);
+  /// fp32 to `type` (f16, bf16 or f32), rounding to nearest even.
+  Value fromF32(Value value, Type type);
+  /// Round fp32 through `storage` and back: what a stored scale reads as.
+  Value roundThrough(Value value, Type storage);
+  /// Non-negative fp32 (already rounded and clamped) to an i32 code.
+  Value toCode(Value value);
+
+  //===--- GPU ------------------------------------------------------===//
+  Value threadIdx();
+  Value blockIdx(gpu::Dimension dim);
+  Value gridDim(gpu::Dimension dim);
+  void barrier();
+  Value shuffleXor(Value value, int offset);
+  /// A C++ comment in the generated source, saying what the next lines do.
+  void comment(const Twine &text);
+
+  //===--- memory (1-D memrefs, global or shared) ------------------===//
+  Value load(Value memref, Value index);
+  void store(Value value, Value memref, Value index);
+
+  //===--- control flow ---------------------------------------------===//
+  using LoopBody = std::function<void(Value iv)>;
+  using CarriedLoopBody =
+      std::function<SmallVector<Value>(Value iv, ValueRange carried)>;
+  void forLoop(Value lb, Value ub, Value step, const LoopBody &body);
+  SmallVector<Value> forLoop(Value lb, Value ub, Value step, ValueRange init,
+                             const CarriedLoopBody &body);
+  void ifThen(Value cond, const std::function<void()> &body);
+  /// scf.if yielding values of `types`.
+  SmallVector<Value> ifElse(Value cond, TypeRange types,
+                            const std::function<SmallVector<Value>()> &thenBody,
+                            const std::function<SmallVector<Value>()> &elseBody);
+
+  //===--- quantization bit tricks ----------------------------------===//
+  /// The bit offset of logical code `j` inside a word for `scheme`'s order.
+  static unsigned slotShift(SchemeAttr scheme, unsigned j);
+  /// Extracts logical code `j` of `word` as an i32.
+  Value extractCode(SchemeAttr scheme, Value word, unsigned j);
+  /// Dequantizes an i32 code with fp32 scale (and zero point): the §4 math.
+  Value dequantizeCode(SchemeAttr scheme, Value code, Value scale, Value zero);
+
+private:
+  ImplicitLocOpBuilder &b;
+};
+
+} // namespace mlir::kvq
+
+#endif // KVQ_CONVERSION_KVQTOGPU_KERNELBUILDER_H

@@ -1,0 +1,485 @@
+//===- QuantizeKernels.cpp - quantize+pack and dequantize kernels ----------===//
+//
+// Token axis: a warp quantizes rows (one token of one head). Each lane owns
+// `wordsPerLane` consecutive output words; the `lanesPerGroup` lanes of a
+// group (an aligned power-of-two block) combine their min/max with xor
+// shuffles, so the group reduction never leaves registers.
+//
+// Channel axis: one thread per (row, token group, channel) walks the group's
+// tokens down its channel; consecutive threads own consecutive channels, so
+// every load and store of a warp is contiguous.
+//
+//===----------------------------------------------------------------------===//
+
+#include "KernelBuilder.h"
+#include "Kernels.h"
+
+#include "kvq/Conversion/KernelABI.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace mlir;
+using namespace mlir::kvq;
+
+//===----------------------------------------------------------------------===//
+// Shared helpers
+//===----------------------------------------------------------------------===//
+
+std::string mlir::kvq::schemeTag(SchemeAttr scheme) {
+  std::string tag = std::to_string(scheme.getBits());
+  tag += scheme.getAxis() == Axis::token ? "t" : "c";
+  tag += scheme.isWholeHeadDim() ? "hd" : std::to_string(scheme.getGroup());
+  if (scheme.isSymmetric())
+    tag += "s";
+  if (scheme.getOrder() == PackOrder::interleaved)
+    tag += "i";
+  if (scheme.getScaleType().isF32())
+    tag += "x";
+  return tag;
+}
+
+std::string mlir::kvq::halfTag(Type type) {
+  return type.isBF16() ? "bf16" : "f16";
+}
+
+FailureOr<int64_t> mlir::kvq::getPlanInt(Operation *op, StringRef key) {
+  auto plan = op->getAttrOfType<DictionaryAttr>("plan");
+  if (!plan)
+    return op->emitOpError("has no launch plan; run --kvq-plan first");
+  auto value = plan.getAs<IntegerAttr>(key);
+  if (!value)
+    return op->emitOpError("launch plan has no integer '") << key << "'";
+  return value.getInt();
+}
+
+gpu::GPUFuncOp mlir::kvq::createKernel(OpBuilder &builder,
+                                       gpu::GPUModuleOp module, Location loc,
+                                       StringRef name, StringRef kind,
+                                       ArrayRef<Type> argTypes,
+                                       ArrayRef<Type> workgroupTypes,
+                                       int64_t threads, StringRef spec,
+                                       DictionaryAttr plan) {
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToEnd(module.getBody());
+  auto type = builder.getFunctionType(argTypes, {});
+  auto func = gpu::GPUFuncOp::create(builder, loc, name, type, workgroupTypes);
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
+  func.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
+      {static_cast<int32_t>(threads), 1, 1}));
+  func->setAttr(abi::kKernelKind, builder.getStringAttr(kind));
+  func->setAttr(abi::kThreads, builder.getI32IntegerAttr(threads));
+  func->setAttr(abi::kSpec, builder.getStringAttr(spec));
+  if (plan)
+    func->setAttr(abi::kPlan, plan);
+  builder.setInsertionPointToStart(&func.getBody().front());
+  gpu::ReturnOp::create(builder, loc);
+  return func;
+}
+
+namespace {
+
+MemRefType globalBuffer(Type elementType) {
+  return MemRefType::get({ShapedType::kDynamic}, elementType);
+}
+
+std::string describeScheme(SchemeAttr scheme) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << Attribute(scheme);
+  return text;
+}
+
+/// Min/max (asymmetric) or absolute max (symmetric) of `values`.
+std::pair<Value, Value> localRange(KernelBuilder &kb, SchemeAttr scheme,
+                                   ArrayRef<Value> values) {
+  if (scheme.isSymmetric()) {
+    Value amax = kb.f32(0.0);
+    for (Value v : values)
+      amax = kb.fmax(amax, kb.fabs(v));
+    return {amax, amax};
+  }
+  Value lo = values.front(), hi = values.front();
+  for (Value v : values.drop_front()) {
+    lo = kb.fmin(lo, v);
+    hi = kb.fmax(hi, v);
+  }
+  return {lo, hi};
+}
+
+/// Scale and zero point (fp32, already rounded through their storage type)
+/// from a group's range, as ARCHITECTURE.md section 4 defines them.
+std::pair<Value, Value> scaleAndZero(KernelBuilder &kb, SchemeAttr scheme,
+                                     Value lo, Value hi) {
+  Type storage = scheme.getScaleType();
+  if (scheme.isSymmetric()) {
+    double qmax = (1 << (scheme.getBits() - 1)) - 1;
+    Value scale = kb.roundThrough(kb.fdiv(hi, kb.f32(qmax)), storage);
+    return {scale, Value()};
+  }
+  Value scale = kb.roundThrough(
+      kb.fdiv(kb.fsub(hi, lo), kb.f32(scheme.maxCode())), storage);
+  Value zero = kb.roundThrough(lo, storage);
+  return {scale, zero};
+}
+
+/// The unsigned code of `x`. A zero scale (constant group) gives the code of
+/// the group's value; NaN inputs clamp to code 0 (fmaxf drops NaN).
+Value quantizeValue(KernelBuilder &kb, SchemeAttr scheme, Value x, Value scale,
+                    Value zero) {
+  Value isConstant = kb.feq(scale, kb.f32(0.0));
+  Value safeScale = kb.select(isConstant, kb.f32(1.0), scale);
+  if (scheme.isSymmetric()) {
+    double qmax = (1 << (scheme.getBits() - 1)) - 1;
+    Value q = kb.rint(kb.fdiv(x, safeScale));
+    q = kb.fmin(kb.fmax(q, kb.f32(-qmax)), kb.f32(qmax));
+    q = kb.select(isConstant, kb.f32(0.0), q);
+    return kb.toCode(kb.fadd(q, kb.f32(qmax + 1)));
+  }
+  Value q = kb.rint(kb.fdiv(kb.fsub(x, zero), safeScale));
+  q = kb.fmin(kb.fmax(q, kb.f32(0.0)), kb.f32(scheme.maxCode()));
+  q = kb.select(isConstant, kb.f32(0.0), q);
+  return kb.toCode(q);
+}
+
+/// ORs `codes` (logical order) into one word.
+Value packWord(KernelBuilder &kb, SchemeAttr scheme, ArrayRef<Value> codes) {
+  Value word;
+  for (auto [j, code] : llvm::enumerate(codes)) {
+    unsigned shift = KernelBuilder::slotShift(scheme, j);
+    Value placed = shift == 0 ? code : kb.shl(code, kb.i32(shift));
+    word = word ? kb.bitOr(word, placed) : placed;
+  }
+  return word;
+}
+
+/// How a token-axis row is split over the lanes of a warp.
+struct TokenAxisMapping {
+  int64_t wordsPerRow;   // head_dim * bits / 32
+  int64_t wordsPerGroup; // group * bits / 32
+  int64_t lanesPerGroup; // power of two, <= 32
+  int64_t wordsPerLane;  // wordsPerGroup / lanesPerGroup
+  int64_t chunks;        // passes of 32 lanes over a row
+};
+
+TokenAxisMapping mapTokenAxis(SchemeAttr scheme, int64_t headDim) {
+  TokenAxisMapping m;
+  m.wordsPerRow = headDim * scheme.getBits() / 32;
+  m.wordsPerGroup = scheme.groupSize(headDim) * scheme.getBits() / 32;
+  // Largest power of two dividing the group's words, capped at a warp.
+  m.lanesPerGroup = std::min<int64_t>(m.wordsPerGroup & -m.wordsPerGroup, 32);
+  m.wordsPerLane = m.wordsPerGroup / m.lanesPerGroup;
+  int64_t wordsPerPass = 32 * m.wordsPerLane;
+  m.chunks = (m.wordsPerRow + wordsPerPass - 1) / wordsPerPass;
+  return m;
+}
+
+void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
+                            int64_t headDim, int64_t threads,
+                            ArrayRef<Value> args) {
+  Value input = args[0], words = args[1], scales = args[2];
+  Value zeros = scheme.hasZeroPoints() ? args[3] : Value();
+  ArrayRef<Value> dims = args.take_back(5);
+  Value rows = dims[0], tokens = dims[1], inTokens = dims[2],
+        outTokens = dims[3], outOffset = dims[4];
+  TokenAxisMapping m = mapTokenAxis(scheme, headDim);
+  int64_t perWord = scheme.codesPerWord();
+  int64_t groups = headDim / scheme.groupSize(headDim);
+  int64_t warps = threads / 32;
+
+  kb.comment(llvm::formatv("one warp per row (token of a head); {0} lane(s) "
+                           "per group, {1} word(s) per lane",
+                           m.lanesPerGroup, m.wordsPerLane)
+                 .str());
+  Value tid = kb.threadIdx();
+  Value lane = kb.rem(tid, kb.i32(32));
+  Value warp = kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(warps)),
+                      kb.div(tid, kb.i32(32)));
+  Value warpStride = kb.mul(kb.gridDim(gpu::Dimension::x), kb.i32(warps));
+  Value totalRows = kb.mul(rows, tokens);
+
+  kb.forLoop(warp, totalRows, warpStride, [&](Value row) {
+    Value headRow = kb.div(row, tokens);
+    Value token = kb.rem(row, tokens);
+    Value inBase =
+        kb.mul(kb.add(kb.mul(headRow, inTokens), token), kb.i32(headDim));
+    Value outRow = kb.add(kb.mul(headRow, outTokens), kb.add(outOffset, token));
+
+    for (int64_t chunk = 0; chunk < m.chunks; ++chunk) {
+      Value firstWord = kb.add(kb.i32(chunk * 32 * m.wordsPerLane),
+                               kb.mul(lane, kb.i32(m.wordsPerLane)));
+      // Lanes past the row's end form whole groups of their own: they load
+      // a clamped (in-bounds) element and never store.
+      Value active = kb.lt(firstWord, kb.i32(m.wordsPerRow));
+      SmallVector<Value> values;
+      for (int64_t e = 0; e < m.wordsPerLane * perWord; ++e) {
+        Value channel = kb.min(kb.add(kb.mul(firstWord, kb.i32(perWord)),
+                                      kb.i32(e)),
+                               kb.i32(headDim - 1));
+        values.push_back(kb.toF32(kb.load(input, kb.add(inBase, channel))));
+      }
+      auto [lo, hi] = localRange(kb, scheme, values);
+      for (int64_t offset = 1; offset < m.lanesPerGroup; offset *= 2) {
+        hi = kb.fmax(hi, kb.shuffleXor(hi, offset));
+        if (!scheme.isSymmetric())
+          lo = kb.fmin(lo, kb.shuffleXor(lo, offset));
+      }
+      auto [scale, zero] = scaleAndZero(kb, scheme, lo, hi);
+      kb.ifThen(active, [&] {
+        for (int64_t w = 0; w < m.wordsPerLane; ++w) {
+          SmallVector<Value> codes;
+          for (int64_t j = 0; j < perWord; ++j)
+            codes.push_back(quantizeValue(kb, scheme, values[w * perWord + j],
+                                          scale, zero));
+          Value wordIndex = kb.add(kb.mul(outRow, kb.i32(m.wordsPerRow)),
+                                   kb.add(firstWord, kb.i32(w)));
+          kb.store(packWord(kb, scheme, codes), words, wordIndex);
+        }
+        Value leader =
+            kb.eq(kb.rem(lane, kb.i32(m.lanesPerGroup)), kb.i32(0));
+        kb.ifThen(leader, [&] {
+          Value group = kb.div(firstWord, kb.i32(m.wordsPerGroup));
+          Value scaleIndex = kb.add(kb.mul(outRow, kb.i32(groups)), group);
+          Type storage = scheme.getScaleType();
+          kb.store(kb.fromF32(scale, storage), scales, scaleIndex);
+          if (zeros)
+            kb.store(kb.fromF32(zero, storage), zeros, scaleIndex);
+        });
+      });
+    }
+  });
+}
+
+void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
+                              int64_t headDim, int64_t threads,
+                              ArrayRef<Value> args) {
+  Value input = args[0], words = args[1], scales = args[2];
+  Value zeros = scheme.hasZeroPoints() ? args[3] : Value();
+  ArrayRef<Value> dims = args.take_back(5);
+  Value rows = dims[0], tokens = dims[1], inTokens = dims[2],
+        outTokens = dims[3], outOffset = dims[4];
+  int64_t group = scheme.groupSize(headDim);
+  int64_t perWord = scheme.codesPerWord();
+  Value d = kb.i32(headDim);
+
+  kb.comment("one thread per (row, token group, channel); a warp covers "
+             "consecutive channels, so loads and stores are contiguous");
+  Value groupsPerRow = kb.div(tokens, kb.i32(group));
+  Value total = kb.mul(kb.mul(rows, groupsPerRow), d);
+  Value first = kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(threads)),
+                       kb.threadIdx());
+  Value stride = kb.mul(kb.gridDim(gpu::Dimension::x), kb.i32(threads));
+
+  kb.forLoop(first, total, stride, [&](Value item) {
+    Value channel = kb.rem(item, d);
+    Value rest = kb.div(item, d);
+    Value tokenGroup = kb.rem(rest, groupsPerRow);
+    Value headRow = kb.div(rest, groupsPerRow);
+    Value inBase = kb.add(
+        kb.mul(kb.add(kb.mul(headRow, inTokens),
+                      kb.mul(tokenGroup, kb.i32(group))),
+               d),
+        channel);
+
+    kb.comment("pass 1: the group's range down this channel");
+    Value firstValue = kb.toF32(kb.load(input, inBase));
+    auto init = localRange(kb, scheme, {firstValue});
+    SmallVector<Value> range = kb.forLoop(
+        kb.i32(1), kb.i32(group), kb.i32(1), {init.first, init.second},
+        [&](Value t, ValueRange carried) -> SmallVector<Value> {
+          Value x = kb.toF32(kb.load(input, kb.add(inBase, kb.mul(t, d))));
+          if (scheme.isSymmetric()) {
+            Value amax = kb.fmax(carried[1], kb.fabs(x));
+            return {amax, amax};
+          }
+          return {kb.fmin(carried[0], x), kb.fmax(carried[1], x)};
+        });
+    auto [scale, zero] = scaleAndZero(kb, scheme, range[0], range[1]);
+    Value storeGroup =
+        kb.add(kb.div(kb.add(outOffset, kb.mul(tokenGroup, kb.i32(group))),
+                      kb.i32(group)),
+               kb.mul(headRow, kb.div(outTokens, kb.i32(group))));
+    Value scaleIndex = kb.add(kb.mul(storeGroup, d), channel);
+    Type storage = scheme.getScaleType();
+    kb.store(kb.fromF32(scale, storage), scales, scaleIndex);
+    if (zeros)
+      kb.store(kb.fromF32(zero, storage), zeros, scaleIndex);
+
+    kb.comment(llvm::formatv("pass 2: {0} tokens per word, packed down the "
+                             "channel",
+                             perWord)
+                   .str());
+    Value firstWordRow = kb.add(
+        kb.mul(headRow, kb.div(outTokens, kb.i32(perWord))),
+        kb.div(kb.add(outOffset, kb.mul(tokenGroup, kb.i32(group))),
+               kb.i32(perWord)));
+    kb.forLoop(kb.i32(0), kb.i32(group / perWord), kb.i32(1), [&](Value w) {
+      SmallVector<Value> codes;
+      for (int64_t j = 0; j < perWord; ++j) {
+        Value t = kb.add(kb.mul(w, kb.i32(perWord)), kb.i32(j));
+        Value x = kb.toF32(kb.load(input, kb.add(inBase, kb.mul(t, d))));
+        codes.push_back(quantizeValue(kb, scheme, x, scale, zero));
+      }
+      Value wordIndex = kb.add(kb.mul(kb.add(firstWordRow, w), d), channel);
+      kb.store(packWord(kb, scheme, codes), words, wordIndex);
+    });
+  });
+}
+
+} // namespace
+
+LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
+                                             gpu::GPUModuleOp module) {
+  SchemeAttr scheme = op.getScheme();
+  auto inputType = cast<RankedTensorType>(op.getInput().getType());
+  if (!cast<RankedTensorType>(op.getCodes().getType())
+           .getElementType()
+           .isInteger(32))
+    return op.emitOpError("must produce packed words to be lowered; run "
+                          "--kvq-fuse first");
+  FailureOr<int64_t> threads = getPlanInt(op, "threads");
+  if (failed(threads))
+    return failure();
+  int64_t headDim = inputType.getShape()[3];
+  Type half = inputType.getElementType();
+  Type storage = scheme.getScaleType();
+
+  OpBuilder builder(op);
+  Type i32 = builder.getI32Type();
+  SmallVector<Type> args = {globalBuffer(half), globalBuffer(i32),
+                            globalBuffer(storage)};
+  if (scheme.hasZeroPoints())
+    args.push_back(globalBuffer(storage));
+  args.append(5, i32);
+  std::string name = llvm::formatv("kvq_quant_{0}_d{1}_{2}", schemeTag(scheme),
+                                   headDim, halfTag(half));
+  std::string spec = llvm::formatv("quantize {0} head_dim={1} dtype={2}",
+                                   describeScheme(scheme), headDim,
+                                   halfTag(half));
+  gpu::GPUFuncOp func =
+      createKernel(builder, module, op.getLoc(), name, "quantize", args, {},
+                   *threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
+  ImplicitLocOpBuilder b(op.getLoc(), builder);
+  b.setInsertionPoint(func.getBody().front().getTerminator());
+  KernelBuilder kb(b);
+  SmallVector<Value> values(func.getArguments());
+  if (scheme.getAxis() == Axis::token)
+    buildTokenAxisQuantize(kb, scheme, headDim, *threads, values);
+  else
+    buildChannelAxisQuantize(kb, scheme, headDim, *threads, values);
+  return success();
+}
+
+LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
+                                               gpu::GPUModuleOp module) {
+  SchemeAttr scheme = op.getScheme();
+  auto outputType = cast<RankedTensorType>(op.getOutput().getType());
+  if (!cast<RankedTensorType>(op.getCodes().getType())
+           .getElementType()
+           .isInteger(32))
+    return op.emitOpError("must read packed words to be lowered; run "
+                          "--kvq-fuse first");
+  FailureOr<int64_t> threads = getPlanInt(op, "threads");
+  if (failed(threads))
+    return failure();
+  int64_t headDim = outputType.getShape()[3];
+  Type half = outputType.getElementType();
+  Type storage = scheme.getScaleType();
+  int64_t perWord = scheme.codesPerWord();
+  int64_t group = scheme.groupSize(headDim);
+
+  OpBuilder builder(op);
+  Type i32 = builder.getI32Type();
+  SmallVector<Type> args = {globalBuffer(i32), globalBuffer(storage)};
+  if (scheme.hasZeroPoints())
+    args.push_back(globalBuffer(storage));
+  args.push_back(globalBuffer(half));
+  args.append(5, i32);
+  std::string name = llvm::formatv("kvq_dequant_{0}_d{1}_{2}",
+                                   schemeTag(scheme), headDim, halfTag(half));
+  std::string spec = llvm::formatv("dequantize {0} head_dim={1} dtype={2}",
+                                   describeScheme(scheme), headDim,
+                                   halfTag(half));
+  gpu::GPUFuncOp func =
+      createKernel(builder, module, op.getLoc(), name, "dequantize", args, {},
+                   *threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
+  ImplicitLocOpBuilder b(op.getLoc(), builder);
+  b.setInsertionPoint(func.getBody().front().getTerminator());
+  KernelBuilder kb(b);
+
+  SmallVector<Value> a(func.getArguments());
+  Value words = a[0], scales = a[1];
+  Value zeros = scheme.hasZeroPoints() ? a[2] : Value();
+  Value output = a[scheme.hasZeroPoints() ? 3 : 2];
+  ArrayRef<Value> dims = ArrayRef<Value>(a).take_back(5);
+  Value rows = dims[0], tokens = dims[1], inTokens = dims[2],
+        inOffset = dims[3], outTokens = dims[4];
+  Value d = kb.i32(headDim);
+
+  kb.comment("one thread per packed word; consecutive threads read "
+             "consecutive words");
+  Value first = kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(*threads)),
+                       kb.threadIdx());
+  Value stride = kb.mul(kb.gridDim(gpu::Dimension::x), kb.i32(*threads));
+  auto loadScale = [&](Value index) -> std::pair<Value, Value> {
+    Value scale = kb.toF32(kb.load(scales, index));
+    Value zero = zeros ? kb.toF32(kb.load(zeros, index)) : Value();
+    return {scale, zero};
+  };
+
+  if (scheme.getAxis() == Axis::token) {
+    int64_t wordsPerRow = headDim / perWord;
+    Value total = kb.mul(kb.mul(rows, tokens), kb.i32(wordsPerRow));
+    kb.forLoop(first, total, stride, [&](Value item) {
+      Value w = kb.rem(item, kb.i32(wordsPerRow));
+      Value row = kb.div(item, kb.i32(wordsPerRow));
+      Value headRow = kb.div(row, tokens);
+      Value token = kb.rem(row, tokens);
+      Value srcRow =
+          kb.add(kb.mul(headRow, inTokens), kb.add(inOffset, token));
+      Value word =
+          kb.load(words, kb.add(kb.mul(srcRow, kb.i32(wordsPerRow)), w));
+      Value groupIndex = kb.div(w, kb.i32(group / perWord));
+      auto [scale, zero] = loadScale(
+          kb.add(kb.mul(srcRow, kb.i32(headDim / group)), groupIndex));
+      Value outBase = kb.add(
+          kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),
+          kb.mul(w, kb.i32(perWord)));
+      for (int64_t j = 0; j < perWord; ++j) {
+        Value x = kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                    scale, zero);
+        kb.store(kb.fromF32(x, half), output, kb.add(outBase, kb.i32(j)));
+      }
+    });
+    return success();
+  }
+
+  Value wordRows = kb.div(tokens, kb.i32(perWord));
+  Value total = kb.mul(kb.mul(rows, wordRows), d);
+  kb.forLoop(first, total, stride, [&](Value item) {
+    Value channel = kb.rem(item, d);
+    Value rest = kb.div(item, d);
+    Value wordRow = kb.rem(rest, wordRows);
+    Value headRow = kb.div(rest, wordRows);
+    Value srcWordRow =
+        kb.add(kb.mul(headRow, kb.div(inTokens, kb.i32(perWord))),
+               kb.add(kb.div(inOffset, kb.i32(perWord)), wordRow));
+    Value word = kb.load(words, kb.add(kb.mul(srcWordRow, d), channel));
+    Value firstToken = kb.mul(wordRow, kb.i32(perWord));
+    Value scaleRow =
+        kb.add(kb.mul(headRow, kb.div(inTokens, kb.i32(group))),
+               kb.div(kb.add(inOffset, firstToken), kb.i32(group)));
+    auto [scale, zero] = loadScale(kb.add(kb.mul(scaleRow, d), channel));
+    for (int64_t j = 0; j < perWord; ++j) {
+      Value x = kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                  scale, zero);
+      Value token = kb.add(firstToken, kb.i32(j));
+      Value index =
+          kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d), channel);
+      kb.store(kb.fromF32(x, half), output, index);
+    }
+  });
+  return success();
+}
