@@ -3,8 +3,8 @@
 
 #include "kvq/Registration/Registration.h"
 
-#include "kvq/Dialect/KVQ/IR/KVQDialect.h"
 #include "kvq/Conversion/Passes.h"
+#include "kvq/Dialect/KVQ/IR/KVQDialect.h"
 #include "kvq/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -17,11 +17,11 @@ using namespace mlir;
 
 void mlir::kvq::registerKVQDialects(DialectRegistry &registry) {
   // What kvq IR parses (kvq, func, arith, tensor) and what its lowerings
-  // produce (gpu, scf, memref, math, emitc).
+  // produce (gpu, scf, memref, vector, math, emitc).
   registry.insert<KVQDialect, arith::ArithDialect, emitc::EmitCDialect,
                   func::FuncDialect, gpu::GPUDialect, math::MathDialect,
-                  memref::MemRefDialect, scf::SCFDialect,
-                  tensor::TensorDialect>();
+                  memref::MemRefDialect, scf::SCFDialect, tensor::TensorDialect,
+                  vector::VectorDialect>();
 }
 
 void mlir::kvq::registerKVQPasses() {

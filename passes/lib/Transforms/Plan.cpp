@@ -1,4 +1,5 @@
-//===- Plan.cpp - choose each kernel's launch configuration ----------------===//
+//===- Plan.cpp - choose each kernel's launch configuration
+//----------------===//
 //
 // The plan is data in the IR (a `plan` dictionary per op), not a decision
 // hidden in the lowering: users see it with kvq-opt and can override any
@@ -10,6 +11,8 @@
 #include "kvq/Transforms/Passes.h"
 
 #include "mlir/IR/Builders.h"
+
+#include <tuple>
 
 namespace mlir::kvq {
 #define GEN_PASS_DEF_KVQPLAN
@@ -29,13 +32,20 @@ constexpr int64_t kSharedBudgetBytes = 40 * 1024;
 /// device's count when it has one.
 int64_t smCountFor(int64_t arch) {
   switch (arch) {
-  case 75: return 68;  // RTX 2080 Ti
-  case 80: return 108; // A100
-  case 86: return 84;  // RTX 3090 / A40
-  case 89: return 128; // RTX 4090 / L40
-  case 90: return 132; // H100 SXM
-  case 100: return 148; // B200
-  default: return 80;
+  case 75:
+    return 68; // RTX 2080 Ti
+  case 80:
+    return 108; // A100
+  case 86:
+    return 84; // RTX 3090 / A40
+  case 89:
+    return 128; // RTX 4090 / L40
+  case 90:
+    return 132; // H100 SXM
+  case 100:
+    return 148; // B200
+  default:
+    return 80;
   }
 }
 
@@ -56,6 +66,23 @@ FailureOr<int64_t> parseArch(StringRef arch) {
 int64_t attentionSharedBytes(int64_t headDim, int64_t gqa, int64_t tile) {
   return 4 * (gqa * headDim + tile * (headDim + 1) + tile * headDim +
               gqa * tile + 3 * gqa);
+}
+
+/// Words a thread can load side by side: a token-axis row holds
+/// head_dim·bits/32 words, a channel-axis word row head_dim words.
+int64_t rowWords(SchemeAttr scheme, int64_t headDim) {
+  return scheme.getAxis() == Axis::token ? headDim * scheme.getBits() / 32
+                                         : headDim;
+}
+
+/// The widest load (in words, up to 128 bits) that divides a packed row, so
+/// that every vector access stays aligned.
+int64_t widestVector(SchemeAttr scheme, int64_t headDim) {
+  int64_t words = rowWords(scheme, headDim);
+  for (int64_t width : {4, 2})
+    if (words % width == 0)
+      return width;
+  return 1;
 }
 
 /// Builds a plan from defaults, keeping any entry `op` already has.
@@ -146,7 +173,8 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
     int64_t gqa = queryHeads / kvHeads;
     PlanBuilder plan(op);
     plan.set("arch", builder.getStringAttr(arch));
-    int64_t threads = plan.getOrSet("threads", gqa * headDim <= 512 ? 128 : 256);
+    int64_t threads =
+        plan.getOrSet("threads", gqa * headDim <= 512 ? 128 : 256);
     // The largest tile that fits the budget; at least 16 tokens so a tile
     // holds whole packed words of any channel-axis scheme.
     int64_t defaultTile = 16;
@@ -158,14 +186,34 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
     int64_t tile = plan.getOrSet("tile_tokens", defaultTile);
     int64_t minSplit = plan.getOrSet("min_tokens_per_split", 4 * tile);
     plan.getOrSet("sm_count", smCountFor(archNumber));
+    int64_t keyVector = plan.getOrSet("key_vector_words",
+                                      widestVector(op.getKeyScheme(), headDim));
+    int64_t valueVector = plan.getOrSet(
+        "value_vector_words", widestVector(op.getValueScheme(), headDim));
     int64_t shared = attentionSharedBytes(headDim, gqa, tile);
     plan.set("shared_bytes", builder.getI32IntegerAttr(shared));
     plan.commit();
 
     if (failed(checkThreads(op, threads)))
       return false;
+    for (auto [what, scheme, width] :
+         {std::tuple{"key", op.getKeyScheme(), keyVector},
+          std::tuple{"value", op.getValueScheme(), valueVector}}) {
+      if (width != 1 && width != 2 && width != 4) {
+        op.emitOpError("plan: ")
+            << what << "_vector_words must be 1, 2 or 4, got " << width;
+        return false;
+      }
+      if (rowWords(scheme, headDim) % width != 0) {
+        op.emitOpError("plan: ")
+            << what << "_vector_words " << width << " does not divide the "
+            << rowWords(scheme, headDim) << " words of a packed row";
+        return false;
+      }
+    }
     if (tile < 16 || tile % 16 != 0) {
-      op.emitOpError("plan: tile_tokens must be a positive multiple of 16, got ")
+      op.emitOpError(
+          "plan: tile_tokens must be a positive multiple of 16, got ")
           << tile;
       return false;
     }

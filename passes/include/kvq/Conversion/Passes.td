@@ -21,7 +21,8 @@ def KVQToGPU : Pass<"kvq-to-gpu", "::mlir::ModuleOp"> {
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::emitc::EmitCDialect",
     "::mlir::gpu::GPUDialect", "::mlir::math::MathDialect",
-    "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect"];
+    "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+    "::mlir::vector::VectorDialect"];
 }
 
 def GPUToEmitC : Pass<"kvq-gpu-to-emitc", "::mlir::ModuleOp"> {

@@ -1,4 +1,5 @@
-//===- GPUToEmitC.cpp - kvq's GPU kernels to EmitC -------------------------===//
+//===- GPUToEmitC.cpp - kvq's GPU kernels to EmitC
+//-------------------------===//
 //
 // The upstream arith lowering keeps LLVM semantics in C (casts to unsigned
 // around every add, guards on every shift, NaN checks on every compare),
@@ -18,12 +19,15 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/Transforms/DialectConversion.h"
 
 #include "llvm/ADT/SmallString.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 namespace mlir::kvq {
 #define GEN_PASS_DEF_GPUTOEMITC
@@ -44,11 +48,16 @@ constexpr const char *kSharedNamesAttr = "kvq.shared_names";
 
 /// C spelling of a scalar type in kvq kernels.
 std::string cTypeName(Type type) {
-  if (type.isF32()) return "float";
-  if (type.isF16()) return "__half";
-  if (type.isBF16()) return "__nv_bfloat16";
-  if (type.isInteger(32)) return "int32_t";
-  if (type.isInteger(1)) return "bool";
+  if (type.isF32())
+    return "float";
+  if (type.isF16())
+    return "__half";
+  if (type.isBF16())
+    return "__nv_bfloat16";
+  if (type.isInteger(32))
+    return "int32_t";
+  if (type.isInteger(1))
+    return "bool";
   return "void";
 }
 
@@ -62,15 +71,23 @@ public:
     });
     // 32-bit index math everywhere: kernels never address 2^31 elements of
     // one tensor (the runtime checks).
-    addConversion([context](IndexType) -> Type {
-      return IntegerType::get(context, 32);
-    });
+    addConversion(
+        [context](IndexType) -> Type { return IntegerType::get(context, 32); });
     addConversion([context](FloatType type) -> std::optional<Type> {
       if (type.isF16() || type.isBF16())
         return emitc::OpaqueType::get(context, cTypeName(type));
       if (type.isF32())
         return type;
       return std::nullopt;
+    });
+    // A vector of 2 or 4 words is CUDA's int2/int4 (8/16-byte aligned).
+    addConversion([context](VectorType type) -> std::optional<Type> {
+      if (type.getRank() != 1 || !type.getElementType().isInteger(32))
+        return std::nullopt;
+      int64_t width = type.getNumElements();
+      if (width != 2 && width != 4)
+        return std::nullopt;
+      return emitc::OpaqueType::get(context, "int" + std::to_string(width));
     });
     addConversion([this](MemRefType type) -> std::optional<Type> {
       Type element = convertType(type.getElementType());
@@ -108,7 +125,8 @@ struct GPUFuncToEmitC : OpConversionPattern<gpu::GPUFuncOp> {
         return rewriter.notifyMatchFailure(func, "argument type not supported");
       signature.addInputs(i, converted);
     }
-    SmallVector<Attribute> specifiers = {rewriter.getStringAttr("extern \"C\" __global__")};
+    SmallVector<Attribute> specifiers = {
+        rewriter.getStringAttr("extern \"C\" __global__")};
     if (auto threads = func->getAttrOfType<IntegerAttr>("kvq.threads"))
       specifiers.push_back(rewriter.getStringAttr(
           "__launch_bounds__(" + std::to_string(threads.getInt()) + ")"));
@@ -140,8 +158,7 @@ struct GPUReturnToEmitC : OpConversionPattern<gpu::ReturnOp> {
 };
 
 /// threadIdx.x, blockIdx.y, ... as int literals.
-template <typename IdOp>
-struct GPUIdToEmitC : OpConversionPattern<IdOp> {
+template <typename IdOp> struct GPUIdToEmitC : OpConversionPattern<IdOp> {
   GPUIdToEmitC(const TypeConverter &converter, MLIRContext *context,
                StringRef builtin)
       : OpConversionPattern<IdOp>(converter, context), builtin(builtin) {}
@@ -149,10 +166,10 @@ struct GPUIdToEmitC : OpConversionPattern<IdOp> {
   LogicalResult
   matchAndRewrite(IdOp op, typename IdOp::Adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    std::string text = "(int)" + builtin + "." +
-                       stringifyDimension(op.getDimension()).str();
-    rewriter.replaceOpWithNewOp<emitc::LiteralOp>(
-        op, rewriter.getI32Type(), rewriter.getStringAttr(text));
+    std::string text =
+        "(int)" + builtin + "." + stringifyDimension(op.getDimension()).str();
+    rewriter.replaceOpWithNewOp<emitc::LiteralOp>(op, rewriter.getI32Type(),
+                                                  rewriter.getStringAttr(text));
     return success();
   }
 
@@ -164,8 +181,8 @@ struct GPUBarrierToEmitC : OpConversionPattern<gpu::BarrierOp> {
   LogicalResult
   matchAndRewrite(gpu::BarrierOp op, OpAdaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(op, TypeRange(),
-                                                     "__syncthreads", ValueRange());
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange(), "__syncthreads", ValueRange());
     return success();
   }
 };
@@ -179,17 +196,19 @@ struct GPUShuffleToEmitC : OpConversionPattern<gpu::ShuffleOp> {
       return rewriter.notifyMatchFailure(op, "only xor shuffles are generated");
     if (!op.getValid().use_empty())
       return rewriter.notifyMatchFailure(op, "the valid flag is never used");
-    Type type = getTypeConverter()->convertType(op.getShuffleResult().getType());
+    Type type =
+        getTypeConverter()->convertType(op.getShuffleResult().getType());
     ArrayAttr args = rewriter.getArrayAttr(
         {emitc::OpaqueAttr::get(getContext(), "0xffffffffu"),
          rewriter.getIndexAttr(0), rewriter.getIndexAttr(1)});
-    Value result = emitc::CallOpaqueOp::create(
-                       rewriter, op.getLoc(), TypeRange{type}, "__shfl_xor_sync",
-                       ValueRange{adaptor.getValue(), adaptor.getOffset()}, args)
-                       .getResult(0);
-    Value valid = emitc::ConstantOp::create(rewriter, op.getLoc(),
-                                            rewriter.getI1Type(),
-                                            rewriter.getBoolAttr(true));
+    Value result =
+        emitc::CallOpaqueOp::create(
+            rewriter, op.getLoc(), TypeRange{type}, "__shfl_xor_sync",
+            ValueRange{adaptor.getValue(), adaptor.getOffset()}, args)
+            .getResult(0);
+    // Never used (checked above); a literal is not declared in the output.
+    Value valid = emitc::LiteralOp::create(rewriter, op.getLoc(),
+                                           rewriter.getI1Type(), "true");
     rewriter.replaceOp(op, {result, valid});
     return success();
   }
@@ -244,6 +263,45 @@ struct StoreToEmitC : OpConversionPattern<memref::StoreOp> {
   }
 };
 
+/// A 64/128-bit load of packed words: KVQ_LDG2/KVQ_LDG4.
+struct VectorLoadToEmitC : OpConversionPattern<vector::LoadOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(vector::LoadOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    auto site = op->getAttrOfType<IntegerAttr>(kSiteAttr);
+    Type type = getTypeConverter()->convertType(op.getVectorType());
+    if (!site || !type || isShared(op.getMemRefType()))
+      return rewriter.notifyMatchFailure(op, "not a global word vector");
+    std::string macro =
+        "KVQ_LDG" + std::to_string(op.getVectorType().getNumElements());
+    ArrayAttr args = rewriter.getArrayAttr(
+        {site, rewriter.getIndexAttr(0), rewriter.getIndexAttr(1)});
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{type}, macro,
+        ValueRange{adaptor.getBase(), adaptor.getIndices()[0]}, args);
+    return success();
+  }
+};
+
+/// Element k of an int2/int4: kvq_word(v, k) (the prelude maps k to .x...).
+struct VectorExtractToEmitC : OpConversionPattern<vector::ExtractOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(vector::ExtractOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    ArrayRef<int64_t> position = op.getStaticPosition();
+    if (position.size() != 1 || !op.getDynamicPosition().empty())
+      return rewriter.notifyMatchFailure(op, "only static 1-D extracts");
+    ArrayAttr args = rewriter.getArrayAttr(
+        {rewriter.getIndexAttr(0), rewriter.getI32IntegerAttr(position[0])});
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{rewriter.getI32Type()}, "kvq_word",
+        ValueRange{adaptor.getSource()}, args);
+    return success();
+  }
+};
+
 //===----------------------------------------------------------------------===//
 // Arithmetic with C semantics
 //===----------------------------------------------------------------------===//
@@ -265,9 +323,15 @@ std::optional<std::string> constantText(Attribute value) {
   if (apf.isInfinity()) // nvrtc has no INFINITY; the prelude defines KVQ_INF.
     return std::string(apf.isNegative() ? "(-KVQ_INF)" : "KVQ_INF");
   // Shortest text that reads back as the same float.
-  llvm::SmallString<32> digits;
-  apf.toString(digits, /*FormatPrecision=*/0, /*FormatMaxPadding=*/0);
-  std::string text(digits);
+  float v = apf.convertToFloat();
+  std::string text;
+  for (int precision = 1; precision <= 9; ++precision) {
+    char buffer[64];
+    std::snprintf(buffer, sizeof(buffer), "%.*g", precision, std::fabs(v));
+    text = buffer;
+    if (std::strtof(buffer, nullptr) == std::fabs(v))
+      break;
+  }
   if (text.find_first_of(".eE") == std::string::npos)
     text += ".0";
   text += "f";
@@ -355,12 +419,24 @@ struct CmpIToEmitC : OpConversionPattern<arith::CmpIOp> {
                   ConversionPatternRewriter &rewriter) const override {
     std::optional<emitc::CmpPredicate> predicate;
     switch (op.getPredicate()) {
-    case arith::CmpIPredicate::eq: predicate = emitc::CmpPredicate::eq; break;
-    case arith::CmpIPredicate::ne: predicate = emitc::CmpPredicate::ne; break;
-    case arith::CmpIPredicate::slt: predicate = emitc::CmpPredicate::lt; break;
-    case arith::CmpIPredicate::sle: predicate = emitc::CmpPredicate::le; break;
-    case arith::CmpIPredicate::sgt: predicate = emitc::CmpPredicate::gt; break;
-    case arith::CmpIPredicate::sge: predicate = emitc::CmpPredicate::ge; break;
+    case arith::CmpIPredicate::eq:
+      predicate = emitc::CmpPredicate::eq;
+      break;
+    case arith::CmpIPredicate::ne:
+      predicate = emitc::CmpPredicate::ne;
+      break;
+    case arith::CmpIPredicate::slt:
+      predicate = emitc::CmpPredicate::lt;
+      break;
+    case arith::CmpIPredicate::sle:
+      predicate = emitc::CmpPredicate::le;
+      break;
+    case arith::CmpIPredicate::sgt:
+      predicate = emitc::CmpPredicate::gt;
+      break;
+    case arith::CmpIPredicate::sge:
+      predicate = emitc::CmpPredicate::ge;
+      break;
     default:
       return rewriter.notifyMatchFailure(op, "unsigned compare not generated");
     }
@@ -379,12 +455,24 @@ struct CmpFToEmitC : OpConversionPattern<arith::CmpFOp> {
                   ConversionPatternRewriter &rewriter) const override {
     std::optional<emitc::CmpPredicate> predicate;
     switch (op.getPredicate()) {
-    case arith::CmpFPredicate::OEQ: predicate = emitc::CmpPredicate::eq; break;
-    case arith::CmpFPredicate::UNE: predicate = emitc::CmpPredicate::ne; break;
-    case arith::CmpFPredicate::OLT: predicate = emitc::CmpPredicate::lt; break;
-    case arith::CmpFPredicate::OLE: predicate = emitc::CmpPredicate::le; break;
-    case arith::CmpFPredicate::OGT: predicate = emitc::CmpPredicate::gt; break;
-    case arith::CmpFPredicate::OGE: predicate = emitc::CmpPredicate::ge; break;
+    case arith::CmpFPredicate::OEQ:
+      predicate = emitc::CmpPredicate::eq;
+      break;
+    case arith::CmpFPredicate::UNE:
+      predicate = emitc::CmpPredicate::ne;
+      break;
+    case arith::CmpFPredicate::OLT:
+      predicate = emitc::CmpPredicate::lt;
+      break;
+    case arith::CmpFPredicate::OLE:
+      predicate = emitc::CmpPredicate::le;
+      break;
+    case arith::CmpFPredicate::OGT:
+      predicate = emitc::CmpPredicate::gt;
+      break;
+    case arith::CmpFPredicate::OGE:
+      predicate = emitc::CmpPredicate::ge;
+      break;
     default:
       return rewriter.notifyMatchFailure(op, "predicate not generated");
     }
@@ -436,7 +524,7 @@ void prepareKernel(gpu::GPUFuncOp func) {
   int64_t site = 0;
   Builder attrBuilder(func.getContext());
   func.walk([&](Operation *op) {
-    if (isa<memref::LoadOp, memref::StoreOp>(op))
+    if (isa<memref::LoadOp, memref::StoreOp, vector::LoadOp>(op))
       op->setAttr(kSiteAttr, attrBuilder.getI32IntegerAttr(site++));
   });
 
@@ -459,9 +547,9 @@ void prepareKernel(gpu::GPUFuncOp func) {
     Type pointer = emitc::PointerType::get(type.getElementType());
     Value literal = emitc::LiteralOp::create(builder, func.getLoc(), pointer,
                                              builder.getStringAttr(name));
-    Value asMemRef =
-        UnrealizedConversionCastOp::create(builder, func.getLoc(), type, literal)
-            .getResult(0);
+    Value asMemRef = UnrealizedConversionCastOp::create(builder, func.getLoc(),
+                                                        type, literal)
+                         .getResult(0);
     buffer.replaceAllUsesWith(asMemRef);
   }
 }
@@ -480,7 +568,8 @@ struct GPUToEmitCPass : kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
     // Everything inside kernels must end up as EmitC ...
     target.addLegalDialect<emitc::EmitCDialect>();
     target.addIllegalDialect<arith::ArithDialect, math::MathDialect,
-                             memref::MemRefDialect, scf::SCFDialect>();
+                             memref::MemRefDialect, scf::SCFDialect,
+                             vector::VectorDialect>();
     target.addIllegalOp<gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp,
                         gpu::BlockIdOp, gpu::GridDimOp, gpu::BlockDimOp,
                         gpu::BarrierOp, gpu::ShuffleOp>();
@@ -501,7 +590,8 @@ struct GPUToEmitCPass : kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
 
     // Reconcile the casts the conversion left between pointer types.
     SmallVector<UnrealizedConversionCastOp> casts;
-    module.walk([&](UnrealizedConversionCastOp cast) { casts.push_back(cast); });
+    module.walk(
+        [&](UnrealizedConversionCastOp cast) { casts.push_back(cast); });
     for (UnrealizedConversionCastOp cast : casts) {
       if (cast.getNumOperands() == 1 && cast.getNumResults() == 1) {
         Value input = cast.getOperand(0);
@@ -536,31 +626,32 @@ struct GPUToEmitCPass : kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
 void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
                                            RewritePatternSet &patterns) {
   MLIRContext *context = patterns.getContext();
-  patterns.add<GPUFuncToEmitC, GPUReturnToEmitC, GPUBarrierToEmitC,
-               GPUShuffleToEmitC, LoadToEmitC, StoreToEmitC, ConstantToEmitC,
-               IndexCastToEmitC, CmpIToEmitC, CmpFToEmitC, SelectToEmitC,
-               DirectToEmitC<arith::AddIOp, emitc::AddOp>,
-               DirectToEmitC<arith::SubIOp, emitc::SubOp>,
-               DirectToEmitC<arith::MulIOp, emitc::MulOp>,
-               DirectToEmitC<arith::DivSIOp, emitc::DivOp>,
-               DirectToEmitC<arith::RemSIOp, emitc::RemOp>,
-               DirectToEmitC<arith::AddFOp, emitc::AddOp>,
-               DirectToEmitC<arith::SubFOp, emitc::SubOp>,
-               DirectToEmitC<arith::MulFOp, emitc::MulOp>,
-               DirectToEmitC<arith::DivFOp, emitc::DivOp>,
-               AndOrToEmitC<arith::AndIOp, emitc::LogicalAndOp,
-                            emitc::BitwiseAndOp>,
-               AndOrToEmitC<arith::OrIOp, emitc::LogicalOrOp,
-                            emitc::BitwiseOrOp>,
-               CastToEmitC<arith::ExtFOp>, CastToEmitC<arith::TruncFOp>,
-               CastToEmitC<arith::SIToFPOp>, CastToEmitC<arith::UIToFPOp>,
-               CastToEmitC<arith::FPToUIOp>, CastToEmitC<arith::FPToSIOp>>(
-      typeConverter, context);
+  patterns.add<
+      GPUFuncToEmitC, GPUReturnToEmitC, GPUBarrierToEmitC, GPUShuffleToEmitC,
+      LoadToEmitC, StoreToEmitC, VectorLoadToEmitC, VectorExtractToEmitC,
+      ConstantToEmitC, IndexCastToEmitC, CmpIToEmitC, CmpFToEmitC,
+      SelectToEmitC, DirectToEmitC<arith::AddIOp, emitc::AddOp>,
+      DirectToEmitC<arith::SubIOp, emitc::SubOp>,
+      DirectToEmitC<arith::MulIOp, emitc::MulOp>,
+      DirectToEmitC<arith::DivSIOp, emitc::DivOp>,
+      DirectToEmitC<arith::RemSIOp, emitc::RemOp>,
+      DirectToEmitC<arith::AddFOp, emitc::AddOp>,
+      DirectToEmitC<arith::SubFOp, emitc::SubOp>,
+      DirectToEmitC<arith::MulFOp, emitc::MulOp>,
+      DirectToEmitC<arith::DivFOp, emitc::DivOp>,
+      AndOrToEmitC<arith::AndIOp, emitc::LogicalAndOp, emitc::BitwiseAndOp>,
+      AndOrToEmitC<arith::OrIOp, emitc::LogicalOrOp, emitc::BitwiseOrOp>,
+      CastToEmitC<arith::ExtFOp>, CastToEmitC<arith::TruncFOp>,
+      CastToEmitC<arith::SIToFPOp>, CastToEmitC<arith::UIToFPOp>,
+      CastToEmitC<arith::FPToUIOp>, CastToEmitC<arith::FPToSIOp>>(typeConverter,
+                                                                  context);
   patterns.add<GPUIdToEmitC<gpu::ThreadIdOp>>(typeConverter, context,
                                               "threadIdx");
-  patterns.add<GPUIdToEmitC<gpu::BlockIdOp>>(typeConverter, context, "blockIdx");
+  patterns.add<GPUIdToEmitC<gpu::BlockIdOp>>(typeConverter, context,
+                                             "blockIdx");
   patterns.add<GPUIdToEmitC<gpu::GridDimOp>>(typeConverter, context, "gridDim");
-  patterns.add<GPUIdToEmitC<gpu::BlockDimOp>>(typeConverter, context, "blockDim");
+  patterns.add<GPUIdToEmitC<gpu::BlockDimOp>>(typeConverter, context,
+                                              "blockDim");
   patterns.add<CallToEmitC<arith::MaxNumFOp>>(typeConverter, context, "fmaxf");
   patterns.add<CallToEmitC<arith::MinNumFOp>>(typeConverter, context, "fminf");
   patterns.add<CallToEmitC<math::AbsFOp>>(typeConverter, context, "fabsf");

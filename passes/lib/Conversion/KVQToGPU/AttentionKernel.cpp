@@ -32,8 +32,8 @@ MemRefType globalBuffer(Type elementType) {
 }
 
 MemRefType sharedBuffer(MLIRContext *context, int64_t count, Type type) {
-  auto space = gpu::AddressSpaceAttr::get(context,
-                                          gpu::GPUDialect::getWorkgroupAddressSpace());
+  auto space = gpu::AddressSpaceAttr::get(
+      context, gpu::GPUDialect::getWorkgroupAddressSpace());
   return MemRefType::get({count}, type, MemRefLayoutAttrInterface(), space);
 }
 
@@ -60,11 +60,15 @@ struct SharedBuffers {
 };
 
 /// Writes the dequantized body tile [t0, t0 + valid) of one quantized
-/// tensor into `tile` (row stride `rowStride`), one thread per packed word.
+/// tensor into `tile` (row stride `rowStride`). Each thread loads
+/// `vectorWords` consecutive packed words with one access (128-bit for 4),
+/// and consecutive threads load consecutive words, so a warp reads one
+/// contiguous span.
 void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
-                    SchemeAttr scheme, Value words, Value scales, Value zeros,
-                    Value headRow, Value bodyCapacity, Value t0, Value valid,
-                    Value tile, int64_t rowStride) {
+                    SchemeAttr scheme, int64_t vectorWords, Value words,
+                    Value scales, Value zeros, Value headRow,
+                    Value bodyCapacity, Value t0, Value valid, Value tile,
+                    int64_t rowStride) {
   int64_t perWord = scheme.codesPerWord();
   int64_t group = scheme.groupSize(s.headDim);
   Value d = kb.i32(s.headDim);
@@ -78,45 +82,55 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
 
   if (scheme.getAxis() == Axis::token) {
     int64_t wordsPerRow = s.headDim / perWord;
-    Value count = kb.mul(valid, kb.i32(wordsPerRow));
+    int64_t vectorsPerRow = wordsPerRow / vectorWords;
+    Value count = kb.mul(valid, kb.i32(vectorsPerRow));
     kb.forLoop(tid, count, step, [&](Value i) {
-      Value t = kb.div(i, kb.i32(wordsPerRow));
-      Value w = kb.rem(i, kb.i32(wordsPerRow));
+      Value t = kb.div(i, kb.i32(vectorsPerRow));
+      Value w0 = kb.mul(kb.rem(i, kb.i32(vectorsPerRow)), kb.i32(vectorWords));
       Value row = kb.add(kb.mul(headRow, bodyCapacity), kb.add(t0, t));
-      Value word =
-          kb.load(words, kb.add(kb.mul(row, kb.i32(wordsPerRow)), w));
-      Value groupIndex = kb.div(w, kb.i32(group / perWord));
-      auto [scale, zero] = scaleAndZero(
-          kb.add(kb.mul(row, kb.i32(s.headDim / group)), groupIndex));
-      Value base = kb.add(kb.mul(t, kb.i32(rowStride)),
-                          kb.mul(w, kb.i32(perWord)));
-      for (int64_t j = 0; j < perWord; ++j)
-        kb.store(kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                                   scale, zero),
-                 tile, kb.add(base, kb.i32(j)));
+      SmallVector<Value> loaded = kb.loadWords(
+          words, kb.add(kb.mul(row, kb.i32(wordsPerRow)), w0), vectorWords);
+      for (auto [k, word] : llvm::enumerate(loaded)) {
+        Value w = kb.add(w0, kb.i32(k));
+        Value groupIndex = kb.div(w, kb.i32(group / perWord));
+        auto [scale, zero] = scaleAndZero(
+            kb.add(kb.mul(row, kb.i32(s.headDim / group)), groupIndex));
+        Value base =
+            kb.add(kb.mul(t, kb.i32(rowStride)), kb.mul(w, kb.i32(perWord)));
+        for (int64_t j = 0; j < perWord; ++j)
+          kb.store(kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                     scale, zero),
+                   tile, kb.add(base, kb.i32(j)));
+      }
     });
     return;
   }
 
   // axis = channel: word (token block, channel); valid is a whole number of
-  // groups, so of words.
-  Value count = kb.mul(kb.div(valid, kb.i32(perWord)), d);
+  // groups, so of words. A thread takes `vectorWords` adjacent channels.
+  int64_t vectorsPerRow = s.headDim / vectorWords;
+  Value count = kb.mul(kb.div(valid, kb.i32(perWord)), kb.i32(vectorsPerRow));
   kb.forLoop(tid, count, step, [&](Value i) {
-    Value channel = kb.rem(i, d);
-    Value wordRow = kb.div(i, d);
-    Value globalRow = kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(perWord))),
-                             kb.add(kb.div(t0, kb.i32(perWord)), wordRow));
-    Value word = kb.load(words, kb.add(kb.mul(globalRow, d), channel));
+    Value c0 = kb.mul(kb.rem(i, kb.i32(vectorsPerRow)), kb.i32(vectorWords));
+    Value wordRow = kb.div(i, kb.i32(vectorsPerRow));
+    Value globalRow =
+        kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(perWord))),
+               kb.add(kb.div(t0, kb.i32(perWord)), wordRow));
+    SmallVector<Value> loaded =
+        kb.loadWords(words, kb.add(kb.mul(globalRow, d), c0), vectorWords);
     Value firstToken = kb.mul(wordRow, kb.i32(perWord));
     Value scaleRow =
         kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(group))),
                kb.div(kb.add(t0, firstToken), kb.i32(group)));
-    auto [scale, zero] = scaleAndZero(kb.add(kb.mul(scaleRow, d), channel));
-    for (int64_t j = 0; j < perWord; ++j) {
-      Value t = kb.add(firstToken, kb.i32(j));
-      kb.store(kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                                 scale, zero),
-               tile, kb.add(kb.mul(t, kb.i32(rowStride)), channel));
+    for (auto [k, word] : llvm::enumerate(loaded)) {
+      Value channel = kb.add(c0, kb.i32(k));
+      auto [scale, zero] = scaleAndZero(kb.add(kb.mul(scaleRow, d), channel));
+      for (int64_t j = 0; j < perWord; ++j) {
+        Value t = kb.add(firstToken, kb.i32(j));
+        kb.store(kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                   scale, zero),
+                 tile, kb.add(kb.mul(t, kb.i32(rowStride)), channel));
+      }
     }
   });
 }
@@ -153,12 +167,19 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
                           "GQA ratio of the kernel");
   FailureOr<int64_t> threads = getPlanInt(op, "threads");
   FailureOr<int64_t> tile = getPlanInt(op, "tile_tokens");
-  if (failed(threads) || failed(tile))
+  FailureOr<int64_t> keyVector = getPlanInt(op, "key_vector_words");
+  FailureOr<int64_t> valueVector = getPlanInt(op, "value_vector_words");
+  if (failed(threads) || failed(tile) || failed(keyVector) ||
+      failed(valueVector))
     return failure();
 
-  AttentionShape s{op.getKeyScheme(), op.getValueScheme(),
-                   queryType.getShape()[2], queryHeads / kvHeads, *threads,
-                   *tile, queryType.getElementType()};
+  AttentionShape s{op.getKeyScheme(),
+                   op.getValueScheme(),
+                   queryType.getShape()[2],
+                   queryHeads / kvHeads,
+                   *threads,
+                   *tile,
+                   queryType.getElementType()};
   bool hasSink = static_cast<bool>(op.getSinkKeys());
   bool hasResidual = static_cast<bool>(op.getResidualKeys());
   MLIRContext *ctx = op.getContext();
@@ -169,8 +190,8 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
 
   //===--- signature (KernelABI.h) -----------------------------------===//
   SmallVector<Type> args = {globalBuffer(s.half), globalBuffer(f32),
-                            globalBuffer(f32), globalBuffer(f32),
-                            globalBuffer(i32), globalBuffer(keyStorage)};
+                            globalBuffer(f32),    globalBuffer(f32),
+                            globalBuffer(i32),    globalBuffer(keyStorage)};
   if (s.keyScheme.hasZeroPoints())
     args.push_back(globalBuffer(keyStorage));
   args.append({globalBuffer(i32), globalBuffer(valueStorage)});
@@ -183,18 +204,31 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
   args.push_back(globalBuffer(i32));
   args.append(5, i32);
   args.push_back(f32);
+  SmallVector<StringRef> names = {"q",           "partial_out", "partial_max",
+                                  "partial_sum", "key_words",   "key_scales"};
+  if (s.keyScheme.hasZeroPoints())
+    names.push_back("key_zeros");
+  names.append({"value_words", "value_scales"});
+  if (s.valueScheme.hasZeroPoints())
+    names.push_back("value_zeros");
+  if (hasSink)
+    names.append({"sink_keys", "sink_values"});
+  if (hasResidual)
+    names.append({"residual_keys", "residual_values"});
+  names.append({"lengths", "kv_heads", "body_capacity", "sink_capacity",
+                "residual_capacity", "tokens_per_split", "softmax_scale"});
 
   SmallVector<Type> shared = {
-      sharedBuffer(ctx, s.gqa * s.headDim, f32),        // q (pre-scaled)
-      sharedBuffer(ctx, s.tile * s.keyStride(), f32),   // K tile
-      sharedBuffer(ctx, s.tile * s.headDim, f32),       // V tile
-      sharedBuffer(ctx, s.gqa * s.tile, f32),           // scores / probs
-      sharedBuffer(ctx, s.gqa, f32),                    // running max
-      sharedBuffer(ctx, s.gqa, f32),                    // running sum
-      sharedBuffer(ctx, s.gqa, f32)};                   // rescale factor
+      sharedBuffer(ctx, s.gqa * s.headDim, f32),      // q (pre-scaled)
+      sharedBuffer(ctx, s.tile * s.keyStride(), f32), // K tile
+      sharedBuffer(ctx, s.tile * s.headDim, f32),     // V tile
+      sharedBuffer(ctx, s.gqa * s.tile, f32),         // scores / probs
+      sharedBuffer(ctx, s.gqa, f32),                  // running max
+      sharedBuffer(ctx, s.gqa, f32),                  // running sum
+      sharedBuffer(ctx, s.gqa, f32)};                 // rescale factor
 
-  std::string segments = std::string(hasSink ? "s" : "") +
-                         (hasResidual ? "r" : "");
+  std::string segments =
+      std::string(hasSink ? "s" : "") + (hasResidual ? "r" : "");
   std::string name = llvm::formatv(
       "kvq_attn_k{0}_v{1}_d{2}_g{3}_{4}{5}{6}", schemeTag(s.keyScheme),
       schemeTag(s.valueScheme), s.headDim, s.gqa, halfTag(s.half),
@@ -208,13 +242,13 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
       keyText, valueText, s.headDim, s.gqa, halfTag(s.half),
       hasSink ? "yes" : "no", hasResidual ? "yes" : "no");
   auto plan = op->getAttrOfType<DictionaryAttr>("plan");
-  gpu::GPUFuncOp func = createKernel(builder, module, op.getLoc(), name,
-                                     "attention", args, shared, s.threads,
-                                     spec, plan);
-  func->setAttr("kvq.shared_names",
-                builder.getStrArrayAttr({"q", "keys", "values", "probs",
-                                         "running_max", "running_sum",
-                                         "rescale"}));
+  gpu::GPUFuncOp func =
+      createKernel(builder, module, op.getLoc(), name, "attention", args, names,
+                   shared, s.threads, spec, plan);
+  func->setAttr(
+      "kvq.shared_names",
+      builder.getStrArrayAttr({"q", "keys", "values", "probs", "running_max",
+                               "running_sum", "rescale"}));
 
   //===--- body -------------------------------------------------------===//
   ImplicitLocOpBuilder b(op.getLoc(), builder);
@@ -223,22 +257,39 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
   AttentionArgs a;
   {
     auto it = func.getArguments().begin();
-    a.q = *it++; a.partialOut = *it++; a.partialMax = *it++;
-    a.partialSum = *it++; a.keyWords = *it++; a.keyScales = *it++;
-    if (s.keyScheme.hasZeroPoints()) a.keyZeros = *it++;
-    a.valueWords = *it++; a.valueScales = *it++;
-    if (s.valueScheme.hasZeroPoints()) a.valueZeros = *it++;
-    if (hasSink) { a.sinkKeys = *it++; a.sinkValues = *it++; }
-    if (hasResidual) { a.residualKeys = *it++; a.residualValues = *it++; }
-    a.lengths = *it++; a.kvHeads = *it++; a.bodyCapacity = *it++;
-    a.sinkCapacity = *it++; a.residualCapacity = *it++;
-    a.tokensPerSplit = *it++; a.softmaxScale = *it++;
+    a.q = *it++;
+    a.partialOut = *it++;
+    a.partialMax = *it++;
+    a.partialSum = *it++;
+    a.keyWords = *it++;
+    a.keyScales = *it++;
+    if (s.keyScheme.hasZeroPoints())
+      a.keyZeros = *it++;
+    a.valueWords = *it++;
+    a.valueScales = *it++;
+    if (s.valueScheme.hasZeroPoints())
+      a.valueZeros = *it++;
+    if (hasSink) {
+      a.sinkKeys = *it++;
+      a.sinkValues = *it++;
+    }
+    if (hasResidual) {
+      a.residualKeys = *it++;
+      a.residualValues = *it++;
+    }
+    a.lengths = *it++;
+    a.kvHeads = *it++;
+    a.bodyCapacity = *it++;
+    a.sinkCapacity = *it++;
+    a.residualCapacity = *it++;
+    a.tokensPerSplit = *it++;
+    a.softmaxScale = *it++;
   }
   SharedBuffers smem;
   {
     auto attrs = func.getWorkgroupAttributions();
-    smem = {attrs[0], attrs[1], attrs[2], attrs[3], attrs[4], attrs[5],
-            attrs[6]};
+    smem = {attrs[0], attrs[1], attrs[2], attrs[3],
+            attrs[4], attrs[5], attrs[6]};
   }
 
   Value d = kb.i32(s.headDim);
@@ -258,7 +309,8 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
 
   kb.comment("this sequence's sink, quantized and residual token counts");
   Value sinkLen = kb.load(a.lengths, kb.mul(batch, kb.i32(3)));
-  Value bodyLen = kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(1)));
+  Value bodyLen =
+      kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(1)));
   Value residualLen =
       kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(2)));
 
@@ -303,10 +355,10 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
             [&]() -> SmallVector<Value> {
               Value t0 = kb.add(bodyBegin, kb.mul(tileIndex, tileTokens));
               Value n = kb.min(tileTokens, kb.sub(bodyEnd, t0));
-              stageQuantized(kb, s, s.keyScheme, a.keyWords, a.keyScales,
-                             a.keyZeros, headRow, a.bodyCapacity, t0, n,
-                             smem.keys, s.keyStride());
-              stageQuantized(kb, s, s.valueScheme, a.valueWords,
+              stageQuantized(kb, s, s.keyScheme, *keyVector, a.keyWords,
+                             a.keyScales, a.keyZeros, headRow, a.bodyCapacity,
+                             t0, n, smem.keys, s.keyStride());
+              stageQuantized(kb, s, s.valueScheme, *valueVector, a.valueWords,
                              a.valueScales, a.valueZeros, headRow,
                              a.bodyCapacity, t0, n, smem.values, s.headDim);
               return {n};
@@ -403,8 +455,7 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
           Value safeI = kb.select(inRange, i, zero);
           Value head = kb.div(safeI, d);
           Value channel = kb.rem(safeI, d);
-          Value scaled =
-              kb.fmul(carried[k], kb.load(smem.correction, head));
+          Value scaled = kb.fmul(carried[k], kb.load(smem.correction, head));
           Value updated = kb.forLoop(
               zero, valid, kb.i32(1), {scaled},
               [&](Value t, ValueRange sum) -> SmallVector<Value> {
@@ -438,10 +489,12 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
   //===--- combine kernel ---------------------------------------------===//
   int64_t combineThreads = std::min<int64_t>(s.headDim, 128);
   SmallVector<Type> combineArgs = {globalBuffer(f32), globalBuffer(f32),
-                                   globalBuffer(f32), globalBuffer(s.half), i32};
+                                   globalBuffer(f32), globalBuffer(s.half),
+                                   i32};
   gpu::GPUFuncOp combine = createKernel(
       builder, module, op.getLoc(), name + "_combine", "combine", combineArgs,
-      {}, combineThreads, spec, plan);
+      {"partial_out", "partial_max", "partial_sum", "out", "splits"}, {},
+      combineThreads, spec, plan);
   b.setInsertionPoint(combine.getBody().front().getTerminator());
   {
     Value partialOut = combine.getArgument(0);
@@ -451,9 +504,9 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
     Value numSplits = combine.getArgument(4);
     Value d = kb.i32(s.headDim); // this kernel's own constant
     kb.comment("merge the splits of one (batch, query head) by log-sum-exp");
-    Value qRow = kb.add(kb.mul(kb.blockIdx(gpu::Dimension::y),
-                               kb.gridDim(gpu::Dimension::x)),
-                        kb.blockIdx(gpu::Dimension::x));
+    Value qRow = kb.add(
+        kb.mul(kb.blockIdx(gpu::Dimension::y), kb.gridDim(gpu::Dimension::x)),
+        kb.blockIdx(gpu::Dimension::x));
     Value base = kb.mul(qRow, numSplits);
     Value globalMax = kb.forLoop(
         kb.i32(0), numSplits, kb.i32(1), {kb.negInf()},
@@ -465,11 +518,10 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
     Value total = kb.forLoop(
         kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
         [&](Value sp, ValueRange sum) -> SmallVector<Value> {
-          Value weight = kb.exp(
-              kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
-          return {kb.fadd(sum[0],
-                          kb.fmul(kb.load(partialSum, kb.add(base, sp)),
-                                  weight))};
+          Value weight =
+              kb.exp(kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
+          return {kb.fadd(
+              sum[0], kb.fmul(kb.load(partialSum, kb.add(base, sp)), weight))};
         })[0];
     kb.comment("a sequence with no tokens at all produces zeros");
     Value inverse = kb.select(kb.flt(kb.f32(0.0), total),
@@ -478,10 +530,10 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
       Value o = kb.forLoop(
           kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
           [&](Value sp, ValueRange sum) -> SmallVector<Value> {
-            Value weight = kb.exp(
-                kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
-            Value part = kb.load(
-                partialOut, kb.add(kb.mul(kb.add(base, sp), d), c));
+            Value weight =
+                kb.exp(kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
+            Value part =
+                kb.load(partialOut, kb.add(kb.mul(kb.add(base, sp), d), c));
             return {kb.fadd(sum[0], kb.fmul(part, weight))};
           })[0];
       kb.store(kb.fromF32(kb.fmul(o, inverse), s.half), out,

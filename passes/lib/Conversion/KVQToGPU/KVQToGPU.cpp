@@ -1,4 +1,5 @@
-//===- KVQToGPU.cpp - generate GPU kernels for kvq ops ---------------------===//
+//===- KVQToGPU.cpp - generate GPU kernels for kvq ops
+//---------------------===//
 
 #include "Kernels.h"
 

@@ -1,4 +1,5 @@
-//===- KernelBuilder.cpp - CUDA-flavoured IR building ----------------------===//
+//===- KernelBuilder.cpp - CUDA-flavoured IR building
+//----------------------===//
 
 #include "KernelBuilder.h"
 
@@ -7,6 +8,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 #include <limits>
 
@@ -26,18 +28,42 @@ Value KernelBuilder::negInf() {
   return f32(-std::numeric_limits<float>::infinity());
 }
 
-Value KernelBuilder::add(Value a, Value c) { return arith::AddIOp::create(b, a, c); }
-Value KernelBuilder::sub(Value a, Value c) { return arith::SubIOp::create(b, a, c); }
-Value KernelBuilder::mul(Value a, Value c) { return arith::MulIOp::create(b, a, c); }
-Value KernelBuilder::div(Value a, Value c) { return arith::DivSIOp::create(b, a, c); }
-Value KernelBuilder::rem(Value a, Value c) { return arith::RemSIOp::create(b, a, c); }
-Value KernelBuilder::min(Value a, Value c) { return arith::MinSIOp::create(b, a, c); }
-Value KernelBuilder::max(Value a, Value c) { return arith::MaxSIOp::create(b, a, c); }
-Value KernelBuilder::shl(Value a, Value c) { return arith::ShLIOp::create(b, a, c); }
-Value KernelBuilder::shru(Value a, Value c) { return arith::ShRUIOp::create(b, a, c); }
-Value KernelBuilder::bitAnd(Value a, Value c) { return arith::AndIOp::create(b, a, c); }
-Value KernelBuilder::bitOr(Value a, Value c) { return arith::OrIOp::create(b, a, c); }
-Value KernelBuilder::bothTrue(Value a, Value c) { return arith::AndIOp::create(b, a, c); }
+Value KernelBuilder::add(Value a, Value c) {
+  return arith::AddIOp::create(b, a, c);
+}
+Value KernelBuilder::sub(Value a, Value c) {
+  return arith::SubIOp::create(b, a, c);
+}
+Value KernelBuilder::mul(Value a, Value c) {
+  return arith::MulIOp::create(b, a, c);
+}
+Value KernelBuilder::div(Value a, Value c) {
+  return arith::DivSIOp::create(b, a, c);
+}
+Value KernelBuilder::rem(Value a, Value c) {
+  return arith::RemSIOp::create(b, a, c);
+}
+Value KernelBuilder::min(Value a, Value c) {
+  return arith::MinSIOp::create(b, a, c);
+}
+Value KernelBuilder::max(Value a, Value c) {
+  return arith::MaxSIOp::create(b, a, c);
+}
+Value KernelBuilder::shl(Value a, Value c) {
+  return arith::ShLIOp::create(b, a, c);
+}
+Value KernelBuilder::shru(Value a, Value c) {
+  return arith::ShRUIOp::create(b, a, c);
+}
+Value KernelBuilder::bitAnd(Value a, Value c) {
+  return arith::AndIOp::create(b, a, c);
+}
+Value KernelBuilder::bitOr(Value a, Value c) {
+  return arith::OrIOp::create(b, a, c);
+}
+Value KernelBuilder::bothTrue(Value a, Value c) {
+  return arith::AndIOp::create(b, a, c);
+}
 
 Value KernelBuilder::lt(Value a, Value c) {
   return arith::CmpIOp::create(b, arith::CmpIPredicate::slt, a, c);
@@ -53,12 +79,24 @@ Value KernelBuilder::ceilDiv(Value a, Value c) {
   return div(add(a, sub(c, i32(1))), c);
 }
 
-Value KernelBuilder::fadd(Value a, Value c) { return arith::AddFOp::create(b, a, c); }
-Value KernelBuilder::fsub(Value a, Value c) { return arith::SubFOp::create(b, a, c); }
-Value KernelBuilder::fmul(Value a, Value c) { return arith::MulFOp::create(b, a, c); }
-Value KernelBuilder::fdiv(Value a, Value c) { return arith::DivFOp::create(b, a, c); }
-Value KernelBuilder::fmax(Value a, Value c) { return arith::MaxNumFOp::create(b, a, c); }
-Value KernelBuilder::fmin(Value a, Value c) { return arith::MinNumFOp::create(b, a, c); }
+Value KernelBuilder::fadd(Value a, Value c) {
+  return arith::AddFOp::create(b, a, c);
+}
+Value KernelBuilder::fsub(Value a, Value c) {
+  return arith::SubFOp::create(b, a, c);
+}
+Value KernelBuilder::fmul(Value a, Value c) {
+  return arith::MulFOp::create(b, a, c);
+}
+Value KernelBuilder::fdiv(Value a, Value c) {
+  return arith::DivFOp::create(b, a, c);
+}
+Value KernelBuilder::fmax(Value a, Value c) {
+  return arith::MaxNumFOp::create(b, a, c);
+}
+Value KernelBuilder::fmin(Value a, Value c) {
+  return arith::MinNumFOp::create(b, a, c);
+}
 Value KernelBuilder::fabs(Value a) { return math::AbsFOp::create(b, a); }
 Value KernelBuilder::exp(Value a) { return math::ExpOp::create(b, a); }
 Value KernelBuilder::rint(Value a) { return math::RoundEvenOp::create(b, a); }
@@ -133,6 +171,19 @@ Value KernelBuilder::load(Value memref, Value index) {
 void KernelBuilder::store(Value value, Value memref, Value index) {
   Value idx = arith::IndexCastOp::create(b, b.getIndexType(), index);
   memref::StoreOp::create(b, value, memref, ValueRange{idx});
+}
+
+SmallVector<Value> KernelBuilder::loadWords(Value memref, Value index,
+                                            int64_t width) {
+  if (width == 1)
+    return {load(memref, index)};
+  Value idx = arith::IndexCastOp::create(b, b.getIndexType(), index);
+  auto type = VectorType::get({width}, b.getI32Type());
+  Value vector = vector::LoadOp::create(b, type, memref, ValueRange{idx});
+  SmallVector<Value> words;
+  for (int64_t k = 0; k < width; ++k)
+    words.push_back(vector::ExtractOp::create(b, vector, k));
+  return words;
 }
 
 void KernelBuilder::forLoop(Value lb, Value ub, Value step,

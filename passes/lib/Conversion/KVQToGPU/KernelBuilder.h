@@ -87,6 +87,9 @@ public:
   //===--- memory (1-D memrefs, global or shared) ------------------===//
   Value load(Value memref, Value index);
   void store(Value value, Value memref, Value index);
+  /// Loads `width` (1, 2 or 4) consecutive i32 words starting at `index`
+  /// with one 32/64/128-bit access; `index` must be a multiple of `width`.
+  SmallVector<Value> loadWords(Value memref, Value index, int64_t width);
 
   //===--- control flow ---------------------------------------------===//
   using LoopBody = std::function<void(Value iv)>;
@@ -97,9 +100,10 @@ public:
                              const CarriedLoopBody &body);
   void ifThen(Value cond, const std::function<void()> &body);
   /// scf.if yielding values of `types`.
-  SmallVector<Value> ifElse(Value cond, TypeRange types,
-                            const std::function<SmallVector<Value>()> &thenBody,
-                            const std::function<SmallVector<Value>()> &elseBody);
+  SmallVector<Value>
+  ifElse(Value cond, TypeRange types,
+         const std::function<SmallVector<Value>()> &thenBody,
+         const std::function<SmallVector<Value>()> &elseBody);
 
   //===--- quantization bit tricks ----------------------------------===//
   /// The bit offset of logical code `j` inside a word for `scheme`'s order.

@@ -27,11 +27,13 @@ std::string halfTag(Type type);
 /// if it is missing.
 FailureOr<int64_t> getPlanInt(Operation *op, StringRef key);
 
-/// Creates a kernel `name` with `argTypes` (and shared-memory
-/// `workgroupTypes`) at the end of `module`, tagged with the ABI attributes.
+/// Creates a kernel `name` with `argTypes` named `argNames` (and
+/// shared-memory `workgroupTypes`) at the end of `module`, tagged with the
+/// ABI attributes. The names reach the generated C++ (KernelABI.h).
 gpu::GPUFuncOp createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
                             Location loc, StringRef name, StringRef kind,
                             ArrayRef<Type> argTypes,
+                            ArrayRef<StringRef> argNames,
                             ArrayRef<Type> workgroupTypes, int64_t threads,
                             StringRef spec, DictionaryAttr plan);
 

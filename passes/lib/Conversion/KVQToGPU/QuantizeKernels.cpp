@@ -1,4 +1,5 @@
-//===- QuantizeKernels.cpp - quantize+pack and dequantize kernels ----------===//
+//===- QuantizeKernels.cpp - quantize+pack and dequantize kernels
+//----------===//
 //
 // Token axis: a warp quantizes rows (one token of one head). Each lane owns
 // `wordsPerLane` consecutive output words; the `lanesPerGroup` lanes of a
@@ -55,23 +56,25 @@ FailureOr<int64_t> mlir::kvq::getPlanInt(Operation *op, StringRef key) {
   return value.getInt();
 }
 
-gpu::GPUFuncOp mlir::kvq::createKernel(OpBuilder &builder,
-                                       gpu::GPUModuleOp module, Location loc,
-                                       StringRef name, StringRef kind,
-                                       ArrayRef<Type> argTypes,
-                                       ArrayRef<Type> workgroupTypes,
-                                       int64_t threads, StringRef spec,
-                                       DictionaryAttr plan) {
+gpu::GPUFuncOp
+mlir::kvq::createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
+                        Location loc, StringRef name, StringRef kind,
+                        ArrayRef<Type> argTypes, ArrayRef<StringRef> argNames,
+                        ArrayRef<Type> workgroupTypes, int64_t threads,
+                        StringRef spec, DictionaryAttr plan) {
   OpBuilder::InsertionGuard guard(builder);
   builder.setInsertionPointToEnd(module.getBody());
   auto type = builder.getFunctionType(argTypes, {});
   auto func = gpu::GPUFuncOp::create(builder, loc, name, type, workgroupTypes);
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
-  func.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
-      {static_cast<int32_t>(threads), 1, 1}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                builder.getUnitAttr());
+  func.setKnownBlockSizeAttr(
+      builder.getDenseI32ArrayAttr({static_cast<int32_t>(threads), 1, 1}));
   func->setAttr(abi::kKernelKind, builder.getStringAttr(kind));
   func->setAttr(abi::kThreads, builder.getI32IntegerAttr(threads));
   func->setAttr(abi::kSpec, builder.getStringAttr(spec));
+  assert(argNames.size() == argTypes.size() && "one name per argument");
+  func->setAttr(abi::kArgNames, builder.getStrArrayAttr(argNames));
   if (plan)
     func->setAttr(abi::kPlan, plan);
   builder.setInsertionPointToStart(&func.getBody().front());
@@ -215,9 +218,9 @@ void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
       Value active = kb.lt(firstWord, kb.i32(m.wordsPerRow));
       SmallVector<Value> values;
       for (int64_t e = 0; e < m.wordsPerLane * perWord; ++e) {
-        Value channel = kb.min(kb.add(kb.mul(firstWord, kb.i32(perWord)),
-                                      kb.i32(e)),
-                               kb.i32(headDim - 1));
+        Value channel =
+            kb.min(kb.add(kb.mul(firstWord, kb.i32(perWord)), kb.i32(e)),
+                   kb.i32(headDim - 1));
         values.push_back(kb.toF32(kb.load(input, kb.add(inBase, channel))));
       }
       auto [lo, hi] = localRange(kb, scheme, values);
@@ -237,8 +240,7 @@ void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                                    kb.add(firstWord, kb.i32(w)));
           kb.store(packWord(kb, scheme, codes), words, wordIndex);
         }
-        Value leader =
-            kb.eq(kb.rem(lane, kb.i32(m.lanesPerGroup)), kb.i32(0));
+        Value leader = kb.eq(kb.rem(lane, kb.i32(m.lanesPerGroup)), kb.i32(0));
         kb.ifThen(leader, [&] {
           Value group = kb.div(firstWord, kb.i32(m.wordsPerGroup));
           Value scaleIndex = kb.add(kb.mul(outRow, kb.i32(groups)), group);
@@ -277,11 +279,10 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
     Value rest = kb.div(item, d);
     Value tokenGroup = kb.rem(rest, groupsPerRow);
     Value headRow = kb.div(rest, groupsPerRow);
-    Value inBase = kb.add(
-        kb.mul(kb.add(kb.mul(headRow, inTokens),
-                      kb.mul(tokenGroup, kb.i32(group))),
-               d),
-        channel);
+    Value inBase = kb.add(kb.mul(kb.add(kb.mul(headRow, inTokens),
+                                        kb.mul(tokenGroup, kb.i32(group))),
+                                 d),
+                          channel);
 
     kb.comment("pass 1: the group's range down this channel");
     Value firstValue = kb.toF32(kb.load(input, inBase));
@@ -311,10 +312,10 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                              "channel",
                              perWord)
                    .str());
-    Value firstWordRow = kb.add(
-        kb.mul(headRow, kb.div(outTokens, kb.i32(perWord))),
-        kb.div(kb.add(outOffset, kb.mul(tokenGroup, kb.i32(group))),
-               kb.i32(perWord)));
+    Value firstWordRow =
+        kb.add(kb.mul(headRow, kb.div(outTokens, kb.i32(perWord))),
+               kb.div(kb.add(outOffset, kb.mul(tokenGroup, kb.i32(group))),
+                      kb.i32(perWord)));
     kb.forLoop(kb.i32(0), kb.i32(group / perWord), kb.i32(1), [&](Value w) {
       SmallVector<Value> codes;
       for (int64_t j = 0; j < perWord; ++j) {
@@ -353,14 +354,18 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
   if (scheme.hasZeroPoints())
     args.push_back(globalBuffer(storage));
   args.append(5, i32);
+  SmallVector<StringRef> names = {"input", "words", "scales"};
+  if (scheme.hasZeroPoints())
+    names.push_back("zeros");
+  names.append({"rows", "tokens", "in_tokens", "out_tokens", "out_offset"});
   std::string name = llvm::formatv("kvq_quant_{0}_d{1}_{2}", schemeTag(scheme),
                                    headDim, halfTag(half));
-  std::string spec = llvm::formatv("quantize {0} head_dim={1} dtype={2}",
-                                   describeScheme(scheme), headDim,
-                                   halfTag(half));
-  gpu::GPUFuncOp func =
-      createKernel(builder, module, op.getLoc(), name, "quantize", args, {},
-                   *threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
+  std::string spec =
+      llvm::formatv("quantize {0} head_dim={1} dtype={2}",
+                    describeScheme(scheme), headDim, halfTag(half));
+  gpu::GPUFuncOp func = createKernel(
+      builder, module, op.getLoc(), name, "quantize", args, names, {}, *threads,
+      spec, op->getAttrOfType<DictionaryAttr>("plan"));
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
@@ -397,14 +402,19 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
     args.push_back(globalBuffer(storage));
   args.push_back(globalBuffer(half));
   args.append(5, i32);
+  SmallVector<StringRef> names = {"words", "scales"};
+  if (scheme.hasZeroPoints())
+    names.push_back("zeros");
+  names.append(
+      {"output", "rows", "tokens", "in_tokens", "in_offset", "out_tokens"});
   std::string name = llvm::formatv("kvq_dequant_{0}_d{1}_{2}",
                                    schemeTag(scheme), headDim, halfTag(half));
-  std::string spec = llvm::formatv("dequantize {0} head_dim={1} dtype={2}",
-                                   describeScheme(scheme), headDim,
-                                   halfTag(half));
-  gpu::GPUFuncOp func =
-      createKernel(builder, module, op.getLoc(), name, "dequantize", args, {},
-                   *threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
+  std::string spec =
+      llvm::formatv("dequantize {0} head_dim={1} dtype={2}",
+                    describeScheme(scheme), headDim, halfTag(half));
+  gpu::GPUFuncOp func = createKernel(
+      builder, module, op.getLoc(), name, "dequantize", args, names, {},
+      *threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
@@ -437,16 +447,15 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
       Value row = kb.div(item, kb.i32(wordsPerRow));
       Value headRow = kb.div(row, tokens);
       Value token = kb.rem(row, tokens);
-      Value srcRow =
-          kb.add(kb.mul(headRow, inTokens), kb.add(inOffset, token));
+      Value srcRow = kb.add(kb.mul(headRow, inTokens), kb.add(inOffset, token));
       Value word =
           kb.load(words, kb.add(kb.mul(srcRow, kb.i32(wordsPerRow)), w));
       Value groupIndex = kb.div(w, kb.i32(group / perWord));
       auto [scale, zero] = loadScale(
           kb.add(kb.mul(srcRow, kb.i32(headDim / group)), groupIndex));
-      Value outBase = kb.add(
-          kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),
-          kb.mul(w, kb.i32(perWord)));
+      Value outBase =
+          kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),
+                 kb.mul(w, kb.i32(perWord)));
       for (int64_t j = 0; j < perWord; ++j) {
         Value x = kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
                                     scale, zero);

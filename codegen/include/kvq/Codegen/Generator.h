@@ -1,0 +1,88 @@
+//===- Generator.h - from a kernel spec to CUDA C++ -------------*- C++ -*-===//
+//
+// The compiler front half: KernelSpec -> kvq IR -> (kvq-to-cuda pipeline)
+// -> EmitC -> CUDA C++ with the device prelude. nvrtc (runtime/) takes it
+// from there. Every stage's IR can be kept for KVQ_DUMP_DIR and kvq-translate.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_CODEGEN_GENERATOR_H
+#define KVQ_CODEGEN_GENERATOR_H
+
+#include "kvq/Codegen/KernelSpec.h"
+
+#include "llvm/Support/Error.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mlir {
+class MLIRContext;
+class ModuleOp;
+} // namespace mlir
+
+namespace kvq {
+
+/// Name under which nvrtc and the emulator receive the device prelude.
+inline constexpr const char *kPreludeName = "kvq_prelude.cuh";
+
+/// The device prelude: types, access macros and small helpers every
+/// generated kernel includes.
+const char *devicePrelude();
+
+struct GeneratorOptions {
+  std::string arch = "sm_90";
+  /// Keep the IR after every stage (kvq, planned, gpu, emitc).
+  bool keepStages = false;
+};
+
+/// One kernel of a generated translation unit, as the runtime launches it.
+struct GeneratedKernel {
+  std::string name;
+  std::string kind; ///< quantize, dequantize, attention, combine
+  std::string spec; ///< human-readable specialization
+  std::string plan; ///< the plan dictionary, printed
+  int threads = 0;
+  int sharedBytes = 0;
+  std::vector<std::string> argNames;
+};
+
+struct GeneratedSource {
+  std::string cuda; ///< the whole translation unit
+  std::vector<GeneratedKernel> kernels;
+  /// (stage name, IR text) in pipeline order, when keepStages is set.
+  std::vector<std::pair<std::string, std::string>> stages;
+  double mlirMillis = 0; ///< spec to CUDA text, wall time
+};
+
+/// Owns an MLIRContext with kvq's dialects; not thread-safe (use one per
+/// thread).
+class Generator {
+public:
+  Generator();
+  ~Generator();
+
+  /// Builds the kvq IR for `spec` and lowers it to CUDA.
+  llvm::Expected<GeneratedSource> generate(const KernelSpec &spec,
+                                           const GeneratorOptions &options);
+  /// Lowers an already parsed kvq module (kvq-translate).
+  llvm::Expected<GeneratedSource> generate(mlir::ModuleOp module,
+                                           const GeneratorOptions &options);
+
+  mlir::MLIRContext &context();
+
+private:
+  std::unique_ptr<mlir::MLIRContext> ctx;
+};
+
+/// Builds the kvq IR of `spec`: a function holding the unfused ops a user
+/// would write (quantize + pack; dequantize + attention), so the pipeline's
+/// fusion is visible in the dumped stages.
+mlir::ModuleOp buildKernelModule(mlir::MLIRContext &context,
+                                 const KernelSpec &spec);
+
+} // namespace kvq
+
+#endif // KVQ_CODEGEN_GENERATOR_H

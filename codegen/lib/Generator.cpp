@@ -1,0 +1,374 @@
+//===- Generator.cpp - from a kernel spec to CUDA C++
+//----------------------===//
+
+#include "kvq/Codegen/Generator.h"
+
+#include "kvq/Conversion/KernelABI.h"
+#include "kvq/Conversion/Passes.h"
+#include "kvq/Dialect/KVQ/IR/KVQLayout.h"
+#include "kvq/Dialect/KVQ/IR/KVQOps.h"
+#include "kvq/Registration/Registration.h"
+#include "kvq/Transforms/Passes.h"
+
+#include "mlir/Dialect/EmitC/IR/EmitC.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/Cpp/CppEmitter.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cctype>
+#include <chrono>
+
+using namespace mlir;
+using namespace mlir::kvq;
+using ::kvq::GeneratedSource;
+using ::kvq::GeneratorOptions;
+using ::kvq::KernelSpec;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Spec -> kvq IR
+//===----------------------------------------------------------------------===//
+
+SchemeAttr toAttr(MLIRContext &context, const ::kvq::QuantScheme &s) {
+  Type scale = s.fp32Scales ? Type(Float32Type::get(&context))
+                            : Type(Float16Type::get(&context));
+  return SchemeAttr::get(
+      &context, s.bits, s.group == 0 ? SchemeAttr::kWholeHeadDim : s.group,
+      s.axis == ::kvq::QuantScheme::Axis::Token ? Axis::token : Axis::channel,
+      s.symmetric ? Mode::symmetric : Mode::asymmetric, scale,
+      s.interleaved ? PackOrder::interleaved : PackOrder::linear);
+}
+
+constexpr int64_t kDyn = ShapedType::kDynamic;
+
+RankedTensorType tensorOf(ArrayRef<int64_t> shape, Type element) {
+  return RankedTensorType::get(shape, element);
+}
+
+/// Types of (codes or words, scales[, zeros]) of a quantized [B,H,T,D]
+/// tensor with static heads `heads`.
+struct QuantizedTypes {
+  RankedTensorType codes, words, scales;
+};
+
+QuantizedTypes quantizedTypes(SchemeAttr scheme, int64_t heads,
+                              int64_t headDim) {
+  SmallVector<int64_t, 4> shape = {kDyn, heads, kDyn, headDim};
+  Builder b(scheme.getContext());
+  Type scaleType = scheme.getScaleType();
+  return {tensorOf(shape, b.getI8Type()),
+          tensorOf(packedShape(scheme, shape), b.getI32Type()),
+          tensorOf(scalesShape(scheme, shape), scaleType)};
+}
+
+} // namespace
+
+namespace kvq {
+ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
+  OpBuilder b(&context);
+  Location loc = NameLoc::get(b.getStringAttr(spec.canonical()));
+  ModuleOp module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module.getBody());
+  Type half = spec.dtype == ::kvq::HalfType::F16 ? Type(b.getF16Type())
+                                                 : Type(b.getBF16Type());
+  int64_t d = spec.headDim;
+  SchemeAttr key = toAttr(context, spec.key);
+
+  auto makeFunc = [&](ArrayRef<Type> inputs, ArrayRef<Type> results) {
+    auto func = func::FuncOp::create(b, loc, "kernel",
+                                     b.getFunctionType(inputs, results));
+    Block *entry = func.addEntryBlock();
+    b.setInsertionPointToStart(entry);
+    return func;
+  };
+
+  switch (spec.kind) {
+  case ::kvq::KernelKind::Quantize: {
+    QuantizedTypes t = quantizedTypes(key, kDyn, d);
+    auto input = tensorOf({kDyn, kDyn, kDyn, d}, half);
+    SmallVector<Type> results = {t.words, t.scales};
+    if (key.hasZeroPoints())
+      results.push_back(t.scales);
+    auto func = makeFunc({input}, results);
+    SmallVector<Type> quantTypes = {t.codes, t.scales};
+    if (key.hasZeroPoints())
+      quantTypes.push_back(t.scales);
+    auto quantize =
+        QuantizeOp::create(b, loc, quantTypes, ValueRange{func.getArgument(0)},
+                           b.getNamedAttr("scheme", key));
+    Value words = PackOp::create(b, loc, t.words, quantize.getCodes(), key);
+    SmallVector<Value> returned = {words, quantize.getScales()};
+    if (quantize.getZeros())
+      returned.push_back(quantize.getZeros());
+    func::ReturnOp::create(b, loc, returned);
+    break;
+  }
+  case ::kvq::KernelKind::Dequantize: {
+    QuantizedTypes t = quantizedTypes(key, kDyn, d);
+    auto output = tensorOf({kDyn, kDyn, kDyn, d}, half);
+    SmallVector<Type> inputs = {t.words, t.scales};
+    if (key.hasZeroPoints())
+      inputs.push_back(t.scales);
+    auto func = makeFunc(inputs, {output});
+    Value zeros = key.hasZeroPoints() ? func.getArgument(2) : Value();
+    Value x = DequantizeOp::create(b, loc, output, func.getArgument(0),
+                                   func.getArgument(1), zeros, key);
+    func::ReturnOp::create(b, loc, x);
+    break;
+  }
+  case ::kvq::KernelKind::Attention: {
+    SchemeAttr value = toAttr(context, spec.value);
+    int64_t hq = spec.queryHeads, hkv = spec.kvHeads;
+    QuantizedTypes kt = quantizedTypes(key, hkv, d);
+    QuantizedTypes vt = quantizedTypes(value, hkv, d);
+    auto query = tensorOf({kDyn, hq, d}, half);
+    auto segment = tensorOf({kDyn, hkv, kDyn, d}, half);
+    auto lengths = tensorOf({kDyn, 3}, b.getI32Type());
+    SmallVector<Type> inputs = {query, kt.words, kt.scales};
+    if (key.hasZeroPoints())
+      inputs.push_back(kt.scales);
+    inputs.append({vt.words, vt.scales});
+    if (value.hasZeroPoints())
+      inputs.push_back(vt.scales);
+    if (spec.sink)
+      inputs.append({segment, segment});
+    if (spec.residual)
+      inputs.append({segment, segment});
+    inputs.push_back(lengths);
+    auto func = makeFunc(inputs, {query});
+    auto args = func.getArguments();
+    unsigned i = 0;
+    Value q = args[i++];
+    Value kw = args[i++], ks = args[i++];
+    Value kz = key.hasZeroPoints() ? Value(args[i++]) : Value();
+    Value vw = args[i++], vs = args[i++];
+    Value vz = value.hasZeroPoints() ? Value(args[i++]) : Value();
+    Value sk, sv, rk, rv;
+    if (spec.sink) {
+      sk = args[i++];
+      sv = args[i++];
+    }
+    if (spec.residual) {
+      rk = args[i++];
+      rv = args[i++];
+    }
+    Value lens = args[i++];
+    auto dense = tensorOf({kDyn, hkv, kDyn, d}, half);
+    Value k = DequantizeOp::create(b, loc, dense, kw, ks, kz, key);
+    Value v = DequantizeOp::create(b, loc, dense, vw, vs, vz, value);
+    float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    Value out = AttentionOp::create(b, loc, query, q, k, v, sk, sv, rk, rv,
+                                    lens, b.getF32FloatAttr(scale));
+    func::ReturnOp::create(b, loc, out);
+    break;
+  }
+  }
+  return module;
+}
+} // namespace kvq
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// EmitC -> CUDA C++
+//===----------------------------------------------------------------------===//
+
+std::string printOp(Operation *op) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  op->print(os);
+  return text;
+}
+
+/// Replaces the emitter's `v1`..`vN` argument names by the ABI names, so a
+/// dumped kernel reads `words[...]` rather than `v2[...]`. The emitter
+/// numbers a function's arguments first, so v1..vN are exactly them.
+std::string nameArguments(const std::string &body,
+                          ArrayRef<std::string> names) {
+  std::string out;
+  out.reserve(body.size());
+  auto isIdent = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+  };
+  for (size_t i = 0; i < body.size();) {
+    if (!isIdent(body[i])) {
+      out += body[i++];
+      continue;
+    }
+    size_t end = i;
+    while (end < body.size() && isIdent(body[end]))
+      ++end;
+    llvm::StringRef word(body.data() + i, end - i);
+    unsigned number = 0;
+    if (word.consume_front("v") && !word.getAsInteger(10, number) &&
+        number >= 1 && number <= names.size())
+      out += names[number - 1];
+    else
+      out.append(body, i, end - i);
+    i = end;
+  }
+  return out;
+}
+
+llvm::Expected<GeneratedSource> emitCuda(ModuleOp module,
+                                         GeneratedSource result) {
+  std::string kernels;
+  llvm::raw_string_ostream header(result.cuda);
+  header << "// Generated by kvq "
+         << "0.1.0"
+         << " -- do not edit.\n"
+         << "// Launch contract: kvq/Conversion/KernelABI.h.\n";
+  for (auto func : module.getOps<emitc::FuncOp>()) {
+    ::kvq::GeneratedKernel kernel;
+    kernel.name = func.getName().str();
+    if (auto kind = func->getAttrOfType<StringAttr>(abi::kKernelKind))
+      kernel.kind = kind.str();
+    if (auto spec = func->getAttrOfType<StringAttr>(abi::kSpec))
+      kernel.spec = spec.str();
+    if (auto threads = func->getAttrOfType<IntegerAttr>(abi::kThreads))
+      kernel.threads = threads.getInt();
+    if (auto plan = func->getAttrOfType<DictionaryAttr>(abi::kPlan)) {
+      llvm::raw_string_ostream os(kernel.plan);
+      llvm::interleave(
+          plan, os,
+          [&](NamedAttribute entry) {
+            os << entry.getName().strref() << "=";
+            if (auto text = dyn_cast<StringAttr>(entry.getValue()))
+              os << text.strref();
+            else if (auto number = dyn_cast<IntegerAttr>(entry.getValue()))
+              os << number.getInt();
+            else
+              os << entry.getValue();
+          },
+          " ");
+      if (kernel.kind == "attention")
+        if (auto shared = plan.getAs<IntegerAttr>("shared_bytes"))
+          kernel.sharedBytes = shared.getInt();
+    }
+    if (auto names = func->getAttrOfType<ArrayAttr>(abi::kArgNames))
+      for (Attribute name : names)
+        kernel.argNames.push_back(cast<StringAttr>(name).str());
+
+    std::string body;
+    llvm::raw_string_ostream os(body);
+    if (failed(emitc::translateToCpp(func, os)))
+      return llvm::createStringError("cannot emit C++ for kernel " +
+                                     kernel.name);
+    header << "//\n// " << kernel.name << " (" << kernel.kind << ")\n"
+           << "//   spec: " << kernel.spec << "\n"
+           << "//   plan: " << kernel.plan << "\n"
+           << "//   block: " << kernel.threads << " threads\n";
+    kernels += "\n" + nameArguments(body, kernel.argNames);
+    result.kernels.push_back(std::move(kernel));
+  }
+  header << "\n#include \"" << ::kvq::kPreludeName << "\"\n";
+  result.cuda += kernels;
+  return result;
+}
+
+/// Collects diagnostics into one message for an llvm::Error.
+class DiagnosticCollector {
+public:
+  explicit DiagnosticCollector(MLIRContext &context)
+      : handler(&context, [this](Diagnostic &diag) {
+          llvm::raw_string_ostream os(messages);
+          os << diag.getLocation() << ": " << diag.str() << "\n";
+          for (Diagnostic &note : diag.getNotes())
+            os << "  note: " << note.str() << "\n";
+          return success();
+        }) {}
+  llvm::Error error(const llvm::Twine &what) const {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   what + ":\n" + messages);
+  }
+
+private:
+  std::string messages;
+  ScopedDiagnosticHandler handler;
+};
+
+} // namespace
+
+::kvq::Generator::Generator() : ctx(std::make_unique<MLIRContext>()) {
+  DialectRegistry registry;
+  registerKVQDialects(registry);
+  ctx->appendDialectRegistry(registry);
+  ctx->loadAllAvailableDialects();
+  // Kernels are generated from one thread per Generator.
+  ctx->disableMultithreading();
+}
+
+::kvq::Generator::~Generator() = default;
+
+MLIRContext & ::kvq::Generator::context() { return *ctx; }
+
+namespace kvq {
+llvm::Expected<GeneratedSource>
+Generator::generate(const KernelSpec &spec, const GeneratorOptions &options) {
+  if (std::optional<std::string> error = spec.validate())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "invalid kernel spec '" + spec.canonical() +
+                                       "': " + *error);
+  DiagnosticCollector diagnostics(*ctx);
+  OwningOpRef<ModuleOp> module = buildKernelModule(*ctx, spec);
+  if (failed(mlir::verify(*module)))
+    return diagnostics.error("kvq IR built for '" + spec.canonical() +
+                             "' does not verify");
+  return generate(*module, options);
+}
+
+llvm::Expected<GeneratedSource>
+Generator::generate(ModuleOp module, const GeneratorOptions &options) {
+  auto start = std::chrono::steady_clock::now();
+  DiagnosticCollector diagnostics(*ctx);
+  GeneratedSource result;
+  auto keep = [&](const char *stage) {
+    if (options.keepStages)
+      result.stages.emplace_back(stage, printOp(module));
+  };
+  keep("kvq");
+
+  // The kvq-to-cuda pipeline, run stage by stage so each can be kept.
+  KVQPlanOptions planOptions;
+  planOptions.arch = options.arch;
+  PassManager fuseAndPlan(ctx.get());
+  fuseAndPlan.addPass(createKVQFuse());
+  fuseAndPlan.addPass(createCanonicalizerPass());
+  fuseAndPlan.addPass(createKVQPlan(planOptions));
+  if (failed(fuseAndPlan.run(module)))
+    return diagnostics.error("kvq-fuse/kvq-plan failed");
+  keep("planned");
+
+  PassManager toGPU(ctx.get());
+  toGPU.addPass(createKVQToGPU());
+  toGPU.addPass(createCanonicalizerPass());
+  toGPU.addPass(createCSEPass());
+  if (failed(toGPU.run(module)))
+    return diagnostics.error("kvq-to-gpu failed");
+  keep("gpu");
+
+  PassManager toEmitC(ctx.get());
+  toEmitC.addPass(createGPUToEmitC());
+  if (failed(toEmitC.run(module)))
+    return diagnostics.error("kvq-gpu-to-emitc failed");
+  keep("emitc");
+
+  llvm::Expected<GeneratedSource> emitted = emitCuda(module, std::move(result));
+  if (!emitted)
+    return emitted.takeError();
+  emitted->mlirMillis = std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - start)
+                            .count();
+  if (options.keepStages)
+    emitted->stages.emplace_back("cuda", emitted->cuda);
+  return emitted;
+}
+} // namespace kvq

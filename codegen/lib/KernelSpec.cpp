@@ -1,0 +1,232 @@
+//===- KernelSpec.cpp - canonical text and validation of specs ------------===//
+
+#include "kvq/Codegen/KernelSpec.h"
+
+#include <cctype>
+#include <cstdlib>
+#include <sstream>
+
+using namespace kvq;
+
+std::string QuantScheme::tag() const {
+  std::string text = std::to_string(bits);
+  text += axis == Axis::Token ? "t" : "c";
+  text += group == 0 ? "hd" : std::to_string(group);
+  if (symmetric)
+    text += "s";
+  if (interleaved)
+    text += "i";
+  if (fp32Scales)
+    text += "x";
+  return text;
+}
+
+bool QuantScheme::operator==(const QuantScheme &other) const {
+  return bits == other.bits && group == other.group && axis == other.axis &&
+         symmetric == other.symmetric && fp32Scales == other.fp32Scales &&
+         interleaved == other.interleaved;
+}
+
+std::string KernelSpec::canonical() const {
+  std::ostringstream os;
+  const char *dtypeName = dtype == HalfType::F16 ? "f16" : "bf16";
+  switch (kind) {
+  case KernelKind::Quantize:
+    os << "quantize " << key.tag() << " d=" << headDim << " " << dtypeName;
+    break;
+  case KernelKind::Dequantize:
+    os << "dequantize " << key.tag() << " d=" << headDim << " " << dtypeName;
+    break;
+  case KernelKind::Attention:
+    os << "attention k=" << key.tag() << " v=" << value.tag()
+       << " d=" << headDim << " hq=" << queryHeads << " hkv=" << kvHeads << " "
+       << dtypeName << (sink ? " sink" : "") << (residual ? " residual" : "");
+    break;
+  }
+  return os.str();
+}
+
+namespace {
+/// Parses a whole string as a non-negative int (no exceptions: the project
+/// builds without them).
+bool parseInt(const std::string &text, int &out) {
+  if (text.empty() || text.size() > 9)
+    return false;
+  char *end = nullptr;
+  long value = std::strtol(text.c_str(), &end, 10);
+  if (*end != '\0' || value < 0)
+    return false;
+  out = static_cast<int>(value);
+  return true;
+}
+
+std::optional<std::string> validateScheme(const char *what,
+                                          const QuantScheme &s, int headDim) {
+  std::ostringstream os;
+  if (s.bits != 2 && s.bits != 4 && s.bits != 8) {
+    os << what << " bits must be 2, 4 or 8, got " << s.bits;
+    return os.str();
+  }
+  bool powerOfTwo = s.group > 0 && (s.group & (s.group - 1)) == 0;
+  if (s.group != 0 && (!powerOfTwo || s.group < 16 || s.group > 256)) {
+    os << what << " group must be a power of two in [16, 256] or 0 "
+       << "(head_dim), got " << s.group;
+    return os.str();
+  }
+  int group = s.group == 0 ? headDim : s.group;
+  if (s.axis == QuantScheme::Axis::Token) {
+    if (headDim % group != 0) {
+      os << what << " group " << group << " does not divide head_dim "
+         << headDim;
+      return os.str();
+    }
+    if (headDim * s.bits % 32 != 0) {
+      os << what << " head_dim " << headDim << " with " << s.bits
+         << "-bit codes does not fill whole 32-bit words";
+      return os.str();
+    }
+  } else if (group * s.bits % 32 != 0) {
+    os << what << " a channel group of " << group << " tokens with " << s.bits
+       << "-bit codes does not fill whole 32-bit words";
+    return os.str();
+  }
+  return std::nullopt;
+}
+} // namespace
+
+std::optional<std::string> KernelSpec::validate() const {
+  std::ostringstream os;
+  if (headDim <= 0 || headDim > 512) {
+    os << "head_dim must be in [1, 512], got " << headDim;
+    return os.str();
+  }
+  if (auto error = validateScheme(
+          kind == KernelKind::Attention ? "key" : "scheme", key, headDim))
+    return error;
+  if (kind != KernelKind::Attention)
+    return std::nullopt;
+  if (auto error = validateScheme("value", value, headDim))
+    return error;
+  if (kvHeads <= 0 || queryHeads <= 0) {
+    os << "head counts must be positive, got " << queryHeads << " query and "
+       << kvHeads << " kv heads";
+    return os.str();
+  }
+  if (queryHeads % kvHeads != 0) {
+    os << "query heads (" << queryHeads << ") must be a multiple of kv heads ("
+       << kvHeads << ")";
+    return os.str();
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> kvq::parseSchemeTag(const std::string &tag,
+                                               QuantScheme &scheme) {
+  size_t i = 0;
+  auto bad = [&]() {
+    return "bad scheme '" + tag +
+           "': expected <bits><t|c><group|hd>[s][i][x], e.g. 2c32 or 4thd";
+  };
+  while (i < tag.size() && std::isdigit(static_cast<unsigned char>(tag[i])))
+    ++i;
+  if (i == 0 || i == tag.size())
+    return bad();
+  QuantScheme s;
+  if (!parseInt(tag.substr(0, i), s.bits))
+    return bad();
+  if (tag[i] == 't')
+    s.axis = QuantScheme::Axis::Token;
+  else if (tag[i] == 'c')
+    s.axis = QuantScheme::Axis::Channel;
+  else
+    return bad();
+  ++i;
+  if (tag.compare(i, 2, "hd") == 0) {
+    s.group = 0;
+    i += 2;
+  } else {
+    size_t start = i;
+    while (i < tag.size() && std::isdigit(static_cast<unsigned char>(tag[i])))
+      ++i;
+    if (start == i)
+      return bad();
+    if (!parseInt(tag.substr(start, i - start), s.group) || s.group == 0)
+      return bad();
+  }
+  for (; i < tag.size(); ++i) {
+    switch (tag[i]) {
+    case 's':
+      s.symmetric = true;
+      break;
+    case 'i':
+      s.interleaved = true;
+      break;
+    case 'x':
+      s.fp32Scales = true;
+      break;
+    default:
+      return bad();
+    }
+  }
+  scheme = s;
+  return std::nullopt;
+}
+
+std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
+                                                KernelSpec &spec) {
+  std::istringstream words(text);
+  std::string kind;
+  words >> kind;
+  KernelSpec s;
+  if (kind == "quantize")
+    s.kind = KernelKind::Quantize;
+  else if (kind == "dequantize")
+    s.kind = KernelKind::Dequantize;
+  else if (kind == "attention")
+    s.kind = KernelKind::Attention;
+  else
+    return "spec must start with quantize, dequantize or attention, got '" +
+           kind + "'";
+  bool explicitSegments = false;
+  s.sink = s.residual = false;
+  std::string word;
+  while (words >> word) {
+    auto number = [&](size_t prefix, int &out) -> std::optional<std::string> {
+      if (!parseInt(word.substr(prefix), out))
+        return "bad number in '" + word + "'";
+      return std::nullopt;
+    };
+    std::optional<std::string> error;
+    if (word.rfind("k=", 0) == 0 || word.rfind("s=", 0) == 0)
+      error = parseSchemeTag(word.substr(2), s.key);
+    else if (word.rfind("v=", 0) == 0)
+      error = parseSchemeTag(word.substr(2), s.value);
+    else if (word.rfind("d=", 0) == 0)
+      error = number(2, s.headDim);
+    else if (word.rfind("hq=", 0) == 0)
+      error = number(3, s.queryHeads);
+    else if (word.rfind("hkv=", 0) == 0)
+      error = number(4, s.kvHeads);
+    else if (word == "f16")
+      s.dtype = HalfType::F16;
+    else if (word == "bf16")
+      s.dtype = HalfType::BF16;
+    else if (word == "sink")
+      s.sink = explicitSegments = true;
+    else if (word == "residual")
+      s.residual = explicitSegments = true;
+    else if (word == "nosegments")
+      explicitSegments = true;
+    else if (s.kind != KernelKind::Attention &&
+             parseSchemeTag(word, s.key) == std::nullopt)
+      continue;
+    else
+      error = "unknown spec word '" + word + "'";
+    if (error)
+      return error;
+  }
+  if (!explicitSegments)
+    s.sink = s.residual = true;
+  spec = s;
+  return std::nullopt;
+}

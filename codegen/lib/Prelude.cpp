@@ -1,0 +1,58 @@
+//===- Prelude.cpp - the device prelude of generated kernels
+//---------------===//
+//
+// Kept small on purpose: the kernels' logic lives in the generated code;
+// the prelude only spells types, memory access macros and a few helpers the
+// same way for nvrtc and for the CPU emulator (which defines KVQ_EMULATOR
+// and its own access macros before including this).
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvq/Codegen/Generator.h"
+
+const char *kvq::devicePrelude() {
+  return R"prelude(// kvq device prelude: included by every generated kernel.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#ifdef __CUDACC_RTC__
+// nvrtc has no <cstdint>.
+typedef int int32_t;
+typedef unsigned int uint32_t;
+#else
+#include <cstdint>
+#endif
+
+// Every global and shared access goes through a macro with a site id, so the
+// emulator can trace traffic per access site. Under nvrtc they are plain
+// accesses; global loads use the read-only path (ld.global.nc).
+#ifndef KVQ_EMULATOR
+#define KVQ_LDG(site, ptr, i) __ldg((ptr) + (i))
+#define KVQ_LDG2(site, ptr, i) __ldg(reinterpret_cast<const int2 *>((ptr) + (i)))
+#define KVQ_LDG4(site, ptr, i) __ldg(reinterpret_cast<const int4 *>((ptr) + (i)))
+#define KVQ_STG(site, ptr, i, v) ((void)((ptr)[i] = (v)))
+#define KVQ_LDS(site, ptr, i) ((ptr)[i])
+#define KVQ_STS(site, ptr, i, v) ((void)((ptr)[i] = (v)))
+#define KVQ_SHARED(type, name, count) __shared__ type name[count]
+#endif
+
+// nvrtc does not define INFINITY.
+#define KVQ_INF __int_as_float(0x7f800000)
+
+__device__ __forceinline__ int kvq_min(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int kvq_max(int a, int b) { return a > b ? a : b; }
+// Packed words are unsigned bit fields: shift them as unsigned.
+__device__ __forceinline__ int kvq_shr(int word, int shift) {
+  return (int)((unsigned)word >> shift);
+}
+__device__ __forceinline__ int kvq_shl(int code, int shift) {
+  return (int)((unsigned)code << shift);
+}
+// Word k of a 64/128-bit load (k is a constant after unrolling).
+__device__ __forceinline__ int kvq_word(int2 v, int k) { return k == 0 ? v.x : v.y; }
+__device__ __forceinline__ int kvq_word(int4 v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
+)prelude";
+}
