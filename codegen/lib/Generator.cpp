@@ -304,6 +304,8 @@ private:
   ctx->loadAllAvailableDialects();
   // Kernels are generated from one thread per Generator.
   ctx->disableMultithreading();
+  // Diagnostics reach users as error messages; the op dump adds only noise.
+  ctx->printOpOnDiagnostic(false);
 }
 
 ::kvq::Generator::~Generator() = default;

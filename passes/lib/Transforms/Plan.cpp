@@ -49,10 +49,10 @@ int64_t smCountFor(int64_t arch) {
   }
 }
 
-/// Parses "sm_90" / "sm_90a" into 90.
+/// Parses "sm_90", "sm_90a" or "compute_90" into 90.
 FailureOr<int64_t> parseArch(StringRef arch) {
   StringRef digits = arch;
-  if (!digits.consume_front("sm_"))
+  if (!digits.consume_front("sm_") && !digits.consume_front("compute_"))
     return failure();
   digits = digits.rtrim("af");
   int64_t value;

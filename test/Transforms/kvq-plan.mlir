@@ -1,0 +1,56 @@
+// RUN: kvq-opt %s --kvq-plan --split-input-file | FileCheck %s --check-prefix=SM90
+// RUN: kvq-opt %s --kvq-plan=arch=sm_80 --split-input-file | FileCheck %s --check-prefix=SM80
+
+// Quantize: 4 warps, each a row at a time.
+// SM90-LABEL: func.func @quantize
+// SM90: kvq.quantize {{.*}} {plan = {arch = "sm_90", threads = 128 : i32}}
+// SM80-LABEL: func.func @quantize
+// SM80: {plan = {arch = "sm_80", threads = 128 : i32}}
+func.func @quantize(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
+  %w, %s, %z = kvq.quantize %x scheme <bits = 4, group = 64, axis = token>
+      : tensor<?x?x?x128xf16> -> tensor<?x?x?x16xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
+  return %w : tensor<?x?x?x16xi32>
+}
+
+// -----
+
+// Attention, GQA 4, head_dim 128: 64-token tiles do not fit the 40 KiB
+// budget, 32-token tiles do; 128-bit loads for both packed layouts.
+// SM90-LABEL: func.func @attention
+// SM90: kvq.quantized_attention
+// SM90-SAME: plan = {arch = "sm_90", key_vector_words = 4 : i32, min_tokens_per_split = 128 : i32, shared_bytes = 35504 : i32, sm_count = 132 : i32, threads = 128 : i32, tile_tokens = 32 : i32, value_vector_words = 4 : i32}
+// SM80-LABEL: func.func @attention
+// SM80: kvq.quantized_attention
+// SM80-SAME: sm_count = 108 : i32
+func.func @attention(%q: tensor<?x32x128xf16>,
+    %kw: tensor<?x8x?x128xi32>, %ks: tensor<?x8x?x128xf16>, %kz: tensor<?x8x?x128xf16>,
+    %vw: tensor<?x8x?x8xi32>, %vs: tensor<?x8x?x4xf16>, %vz: tensor<?x8x?x4xf16>,
+    %l: tensor<?x3xi32>) -> tensor<?x32x128xf16> {
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks, %kz) scheme <bits = 2, group = 32, axis = channel>,
+      values(%vw, %vs, %vz) scheme <bits = 2, group = 32, axis = token>
+      lengths(%l) scale 0.0883883461
+      : (tensor<?x32x128xf16>, tensor<?x8x?x128xi32>, tensor<?x8x?x128xf16>, tensor<?x8x?x128xf16>,
+         tensor<?x8x?x8xi32>, tensor<?x8x?x4xf16>, tensor<?x8x?x4xf16>, tensor<?x3xi32>) -> tensor<?x32x128xf16>
+  return %o : tensor<?x32x128xf16>
+}
+
+// -----
+
+// A plan written by hand is kept; missing entries are filled in. head_dim
+// 80 with 2-bit token-axis codes has 5 words a row: scalar loads.
+// SM90-LABEL: func.func @override
+// SM90: kvq.quantized_attention
+// SM90-SAME: threads = 256 : i32, tile_tokens = 16 : i32, value_vector_words = 1 : i32
+func.func @override(%q: tensor<?x2x80xf16>,
+    %kw: tensor<?x2x?x5xi32>, %ks: tensor<?x2x?x1xf16>, %kz: tensor<?x2x?x1xf16>,
+    %vw: tensor<?x2x?x5xi32>, %vs: tensor<?x2x?x1xf16>, %vz: tensor<?x2x?x1xf16>,
+    %l: tensor<?x3xi32>) -> tensor<?x2x80xf16> {
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks, %kz) scheme <bits = 2, group = head_dim, axis = token>,
+      values(%vw, %vs, %vz) scheme <bits = 2, group = head_dim, axis = token>
+      lengths(%l) scale 0.1 {plan = {threads = 256 : i32, tile_tokens = 16 : i32}}
+      : (tensor<?x2x80xf16>, tensor<?x2x?x5xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>,
+         tensor<?x2x?x5xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>, tensor<?x3xi32>) -> tensor<?x2x80xf16>
+  return %o : tensor<?x2x80xf16>
+}
