@@ -1,0 +1,82 @@
+//===- KernelSpecTest.cpp - spec text, parsing and validation
+//--------------===//
+
+#include "kvq/Codegen/KernelSpec.h"
+
+#include <gtest/gtest.h>
+
+using namespace kvq;
+
+namespace {
+
+TEST(KernelSpec, CanonicalTextRoundTrips) {
+  KernelSpec spec;
+  spec.kind = KernelKind::Attention;
+  ASSERT_FALSE(parseSchemeTag("2c32", spec.key));
+  ASSERT_FALSE(parseSchemeTag("4thdsix", spec.value));
+  spec.queryHeads = 32;
+  spec.kvHeads = 8;
+  spec.dtype = HalfType::BF16;
+  spec.sink = false;
+  EXPECT_EQ(spec.canonical(),
+            "attention k=2c32 v=4thdsix d=128 hq=32 hkv=8 bf16 residual");
+  KernelSpec parsed;
+  ASSERT_FALSE(parseKernelSpec(spec.canonical(), parsed));
+  EXPECT_EQ(parsed.canonical(), spec.canonical());
+  EXPECT_TRUE(parsed.value.symmetric && parsed.value.interleaved &&
+              parsed.value.fp32Scales);
+  EXPECT_EQ(parsed.value.group, 0);
+}
+
+TEST(KernelSpec, SegmentsDefaultToBoth) {
+  KernelSpec spec;
+  ASSERT_FALSE(parseKernelSpec("attention k=2c32 v=2t32", spec));
+  EXPECT_TRUE(spec.sink && spec.residual);
+  ASSERT_FALSE(parseKernelSpec("attention k=2c32 v=2t32 nosegments", spec));
+  EXPECT_FALSE(spec.sink || spec.residual);
+}
+
+TEST(KernelSpec, QuantizeSpecsTakeABareScheme) {
+  KernelSpec spec;
+  ASSERT_FALSE(parseKernelSpec("quantize 8c64s d=64", spec));
+  EXPECT_EQ(spec.kind, KernelKind::Quantize);
+  EXPECT_EQ(spec.canonical(), "quantize 8c64s d=64 f16");
+}
+
+TEST(KernelSpec, ParseErrorsNameTheWord) {
+  KernelSpec spec;
+  EXPECT_EQ(parseKernelSpec("prefill k=2c32", spec).value_or(""),
+            "spec must start with quantize, dequantize or attention, got "
+            "'prefill'");
+  EXPECT_EQ(parseKernelSpec("attention d=12x", spec).value_or(""),
+            "bad number in 'd=12x'");
+  EXPECT_EQ(parseKernelSpec("attention d=99999999999", spec).value_or(""),
+            "bad number in 'd=99999999999'");
+  EXPECT_EQ(parseKernelSpec("attention k=2c32 fp8", spec).value_or(""),
+            "unknown spec word 'fp8'");
+}
+
+TEST(KernelSpec, ValidationNamesTheBadValue) {
+  KernelSpec spec;
+  spec.key.bits = 5;
+  EXPECT_EQ(spec.validate().value_or(""), "key bits must be 2, 4 or 8, got 5");
+  spec = KernelSpec();
+  spec.value.group = 48;
+  EXPECT_EQ(spec.validate().value_or(""),
+            "value group must be a power of two in [16, 256] or 0 (head_dim), "
+            "got 48");
+  spec = KernelSpec();
+  spec.queryHeads = 6;
+  spec.kvHeads = 4;
+  EXPECT_EQ(spec.validate().value_or(""),
+            "query heads (6) must be a multiple of kv heads (4)");
+  spec = KernelSpec();
+  spec.headDim = 80;
+  spec.key.group = 64;
+  EXPECT_EQ(spec.validate().value_or(""),
+            "key group 64 does not divide head_dim 80");
+  spec = KernelSpec();
+  EXPECT_FALSE(spec.validate());
+}
+
+} // namespace
