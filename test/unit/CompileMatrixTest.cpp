@@ -137,8 +137,9 @@ TEST_P(CompileMatrix, NoSpillsWithinRegisterBudget) {
     EXPECT_GT(stats.registers, 0) << kernel.name;
     EXPECT_LE(stats.registers, kRegisterBudget) << kernel.name;
     // Static shared memory matches what the plan accounted for.
-    if (kernel.kind == "attention")
+    if (kernel.kind == "attention") {
       EXPECT_EQ(stats.sharedBytes, kernel.sharedBytes) << kernel.name;
+    }
   }
 }
 

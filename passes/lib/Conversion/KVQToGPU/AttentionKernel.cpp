@@ -125,12 +125,12 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
     for (auto [k, word] : llvm::enumerate(loaded)) {
       Value channel = kb.add(c0, kb.i32(k));
       auto [scale, zero] = scaleAndZero(kb.add(kb.mul(scaleRow, d), channel));
-      for (int64_t j = 0; j < perWord; ++j) {
-        Value t = kb.add(firstToken, kb.i32(j));
+      kb.forLoop(kb.i32(0), kb.i32(perWord), kb.i32(1), [&](Value j) {
+        Value t = kb.add(firstToken, j);
         kb.store(kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
                                    scale, zero),
                  tile, kb.add(kb.mul(t, kb.i32(rowStride)), channel));
-      }
+      });
     }
   });
 }

@@ -249,6 +249,18 @@ Value KernelBuilder::extractCode(SchemeAttr scheme, Value word, unsigned j) {
   return bitAnd(shifted, i32(scheme.maxCode()));
 }
 
+Value KernelBuilder::extractCode(SchemeAttr scheme, Value word, Value j) {
+  Value slot = j;
+  if (scheme.getOrder() == PackOrder::interleaved) {
+    // Even codes in the low half of the slots, odd codes in the high half.
+    Value half = shru(j, i32(1));
+    Value odd = bitAnd(j, i32(1));
+    slot = add(half, mul(odd, i32(scheme.codesPerWord() / 2)));
+  }
+  Value shift = mul(slot, i32(scheme.getBits()));
+  return bitAnd(shru(word, shift), i32(scheme.maxCode()));
+}
+
 Value KernelBuilder::dequantizeCode(SchemeAttr scheme, Value code, Value scale,
                                     Value zero) {
   if (scheme.isSymmetric()) {

@@ -110,6 +110,9 @@ public:
   static unsigned slotShift(SchemeAttr scheme, unsigned j);
   /// Extracts logical code `j` of `word` as an i32.
   Value extractCode(SchemeAttr scheme, Value word, unsigned j);
+  /// The same with a run-time code index (a loop variable): the shift is
+  /// computed, so a loop over a word's codes stays a loop in the source.
+  Value extractCode(SchemeAttr scheme, Value word, Value j);
   /// Dequantizes an i32 code with fp32 scale (and zero point): the §4 math.
   Value dequantizeCode(SchemeAttr scheme, Value code, Value scale, Value zero);
 
