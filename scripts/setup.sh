@@ -9,6 +9,7 @@ packages=(
   libzstd-dev zlib1g-dev libedit-dev                       # libLLVM's link dependencies
   libfmt-dev ninja-build ccache cmake g++ clang-format python3
   libgtest-dev libbenchmark-dev
+  libboost-context-dev                                     # fibers for the CPU emulator
 )
 
 missing=()

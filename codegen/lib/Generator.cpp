@@ -218,6 +218,21 @@ std::string nameArguments(const std::string &body,
   return out;
 }
 
+/// The C++ spelling of a kernel argument type, as the emitter prints it.
+std::string cSpelling(Type type) {
+  if (auto pointer = dyn_cast<emitc::PointerType>(type))
+    return cSpelling(pointer.getPointee()) + "*";
+  if (auto opaque = dyn_cast<emitc::OpaqueType>(type))
+    return opaque.getValue().str();
+  if (type.isF32())
+    return "float";
+  if (type.isInteger(32))
+    return "int32_t";
+  if (type.isInteger(1))
+    return "bool";
+  return "void";
+}
+
 llvm::Expected<GeneratedSource> emitCuda(ModuleOp module,
                                          GeneratedSource result) {
   std::string kernels;
@@ -253,6 +268,8 @@ llvm::Expected<GeneratedSource> emitCuda(ModuleOp module,
         if (auto shared = plan.getAs<IntegerAttr>("shared_bytes"))
           kernel.sharedBytes = shared.getInt();
     }
+    for (Type type : func.getArgumentTypes())
+      kernel.argTypes.push_back(cSpelling(type));
     if (auto names = func->getAttrOfType<ArrayAttr>(abi::kArgNames))
       for (Attribute name : names)
         kernel.argNames.push_back(cast<StringAttr>(name).str());

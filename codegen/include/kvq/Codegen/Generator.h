@@ -47,6 +47,8 @@ struct GeneratedKernel {
   int threads = 0;
   int sharedBytes = 0;
   std::vector<std::string> argNames;
+  /// C++ spelling of each argument's type ("__half*", "int32_t", ...).
+  std::vector<std::string> argTypes;
 };
 
 struct GeneratedSource {

@@ -335,7 +335,7 @@ std::optional<std::string> constantText(Attribute value) {
   if (text.find_first_of(".eE") == std::string::npos)
     text += ".0";
   text += "f";
-  return apf.isNegative() ? "(" + text + ")" : text;
+  return apf.isNegative() ? "(-" + text + ")" : text;
 }
 
 /// Constants become literals, so the C++ emitter prints them where they are

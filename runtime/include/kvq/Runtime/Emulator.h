@@ -1,0 +1,110 @@
+//===- Emulator.h - run generated CUDA on the CPU ---------------*- C++ -*-===//
+//
+// Compiles the *same* CUDA source nvrtc compiles with the host C++ compiler
+// and a shim header, dlopens it, and runs kernels with one fiber per CUDA
+// thread: warp shuffles and block barriers have CUDA's semantics (divergent
+// collectives and deadlocks are errors), device memory is 256-byte aligned
+// and bounds-checked, and global traffic is counted per access site in
+// 32-byte sectors. See ../shared/design/EMULATOR.md and docs/emulator.md.
+//
+// What it is not: it runs the source, not nvrtc's PTX/SASS; floating point
+// follows the host (compare with tolerances); races and memory ordering are
+// not modelled; sector counts say nothing about L1/L2 hits.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_RUNTIME_EMULATOR_H
+#define KVQ_RUNTIME_EMULATOR_H
+
+#include "kvq/Codegen/Generator.h"
+
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvq::emu {
+
+struct Dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+/// Device memory: 256-byte aligned, registered, checked on every access.
+/// New allocations are filled with 0xFF bytes (NaN for floats) so that a
+/// kernel reading memory nobody wrote shows up in results.
+void *deviceAlloc(size_t bytes);
+void deviceFree(void *pointer);
+
+/// Order in which the threads of a block run between collectives. Fibers
+/// never interleave between barriers, so comparing two orders exposes a
+/// missing __syncthreads.
+enum class Schedule { Forward, Reverse };
+
+struct LaunchOptions {
+  Schedule schedule = Schedule::Forward;
+  bool traceTraffic = false;
+  unsigned hostThreads = 0; ///< 0: all hardware threads
+};
+
+/// Global-memory traffic of one access site over a launch.
+struct SiteTraffic {
+  int site = 0;
+  bool store = false;
+  unsigned accessBytes = 0; ///< bytes per lane per access (2, 4, 16, ...)
+  uint64_t requests = 0;    ///< warp-level memory instructions
+  uint64_t sectors = 0;     ///< distinct 32-byte sectors, summed per request
+  uint64_t usefulBytes = 0; ///< distinct bytes requested, summed per request
+  /// Sectors a fully active warp needs at best for this access size.
+  double idealSectorsPerRequest() const { return accessBytes * 32.0 / 32.0; }
+  double sectorsPerRequest() const {
+    return requests ? double(sectors) / double(requests) : 0;
+  }
+  /// Requested bytes over fetched bytes (1.0 = every fetched byte used).
+  double efficiency() const {
+    return sectors ? double(usefulBytes) / double(sectors * 32) : 0;
+  }
+};
+
+struct TrafficReport {
+  std::string kernel;
+  std::vector<SiteTraffic> sites;
+  uint64_t uniqueLoadSectors = 0; ///< over the whole launch
+  uint64_t loadRequests = 0;
+};
+
+/// One compiled translation unit.
+class Module {
+public:
+  ~Module();
+  /// Compiles `source` for the host (or reuses the shared object compiled
+  /// earlier for the same source, kept under `cacheDir`).
+  static llvm::Expected<std::unique_ptr<Module>>
+  compile(const GeneratedSource &source, const std::string &cacheDir);
+
+  /// Runs `kernel` to completion. `args` point at the argument values, as
+  /// for cuLaunchKernel. Errors (bad access with its site, divergent
+  /// collective, deadlock) come back as llvm::Error naming the kernel.
+  llvm::Error launch(const std::string &kernel, Dim3 grid, Dim3 block,
+                     const std::vector<void *> &args,
+                     const LaunchOptions &options = LaunchOptions());
+
+  /// Traffic of the last launch run with traceTraffic.
+  const TrafficReport &lastTraffic() const { return traffic; }
+
+  /// Milliseconds the host compiler took (0 when reused).
+  double compileMillis() const { return compileMs; }
+
+private:
+  Module() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+  TrafficReport traffic;
+  double compileMs = 0;
+};
+
+} // namespace kvq::emu
+
+#endif // KVQ_RUNTIME_EMULATOR_H

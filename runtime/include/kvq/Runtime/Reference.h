@@ -1,0 +1,70 @@
+//===- Reference.h - plain C++ semantics of every kvq kernel ----*- C++ -*-===//
+//
+// ARCHITECTURE.md section 4 written for clarity: the ground truth of the
+// tests and a CPU fallback. Buffers use the same layouts and argument
+// meanings as the generated kernels (kvq/Conversion/KernelABI.h), with
+// fp16/bf16 values held as floats that are exactly representable in the
+// half type, and scales/zero points as floats representable in their
+// storage type.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_RUNTIME_REFERENCE_H
+#define KVQ_RUNTIME_REFERENCE_H
+
+#include "kvq/Codegen/KernelSpec.h"
+
+#include <cstdint>
+
+namespace kvq::ref {
+
+/// Rounds to the nearest fp16 or bf16 value (ties to even) and back.
+float roundToHalf(float x, HalfType type);
+/// fp16/bf16 bit patterns.
+uint16_t toHalfBits(float x, HalfType type);
+float fromHalfBits(uint16_t bits, HalfType type);
+/// Rounds a scale or zero point through its storage type.
+float roundToStorage(float x, const QuantScheme &scheme);
+
+/// Number of 32-bit words of one packed row (token axis) or one word row
+/// (channel axis, per head_dim channels).
+int wordsPerRow(const QuantScheme &scheme, int headDim);
+
+/// Quantizes tokens [0, tokens) of `rows` rows of `inTokens` tokens into
+/// positions [outOffset, outOffset + tokens) of a store of `outTokens`
+/// tokens per row (the quantize kernel's contract). For axis = channel,
+/// tokens and outOffset are multiples of the group.
+void quantize(const QuantScheme &scheme, int headDim, const float *input,
+              int rows, int tokens, int inTokens, int outTokens, int outOffset,
+              uint32_t *words, float *scales, float *zeros);
+
+/// The inverse, in fp32 (round the result to the half type to compare with
+/// the kernel's output).
+void dequantize(const QuantScheme &scheme, int headDim, const uint32_t *words,
+                const float *scales, const float *zeros, int rows, int tokens,
+                int inTokens, int inOffset, int outTokens, float *output);
+
+/// Inputs of decode attention in the kernel's layout. Quantized body
+/// tensors hold `bodyCapacity` tokens per (batch, kv head); sink and
+/// residual hold `sinkCapacity`/`residualCapacity`. lengths is [batch, 3].
+struct AttentionInputs {
+  const float *q = nullptr; ///< [batch, queryHeads, headDim]
+  const uint32_t *keyWords = nullptr;
+  const float *keyScales = nullptr, *keyZeros = nullptr;
+  const uint32_t *valueWords = nullptr;
+  const float *valueScales = nullptr, *valueZeros = nullptr;
+  const float *sinkKeys = nullptr, *sinkValues = nullptr;
+  const float *residualKeys = nullptr, *residualValues = nullptr;
+  const int32_t *lengths = nullptr;
+  int batch = 1, bodyCapacity = 0, sinkCapacity = 0, residualCapacity = 0;
+  float softmaxScale = 1;
+};
+
+/// out[b, h, :] = softmax(scale · q·K) · V over sink ∪ body ∪ residual
+/// tokens, in double precision; a sequence with no tokens gives zeros.
+/// Multi-threaded over (batch, head). `out` is [batch, queryHeads, headDim].
+void attention(const KernelSpec &spec, const AttentionInputs &in, float *out);
+
+} // namespace kvq::ref
+
+#endif // KVQ_RUNTIME_REFERENCE_H

@@ -1,0 +1,621 @@
+//===- Emulator.cpp - run generated CUDA on the CPU
+//------------------------===//
+//
+// One boost::context fiber per CUDA thread; a block runs on one OS thread,
+// blocks spread over a pool. A thread runs until it reaches a collective
+// (barrier or shuffle) or exits; the block's scheduler then resolves the
+// collectives whose participants have all arrived, or reports divergence or
+// deadlock. Built with exceptions: destroying a fiber that stopped on an
+// error unwinds its stack.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvq/Runtime/Emulator.h"
+
+#include "EmulatorShim.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/SHA256.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <boost/context/fiber.hpp>
+#include <boost/context/fixedsize_stack.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
+
+using namespace kvq;
+using namespace kvq::emu;
+namespace ctx = boost::context;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// The ABI shared with the shim (layouts must match EmulatorShim.cpp)
+//===----------------------------------------------------------------------===//
+
+struct Ids {
+  unsigned threadIdx[3], blockIdx[3], blockDim[3], gridDim[3];
+};
+
+struct Hooks {
+  void (*load)(int site, const void *address, unsigned bytes, void *out);
+  void (*store)(int site, void *address, unsigned bytes, const void *in);
+  void (*checkShared)(int site, const void *address, unsigned bytes);
+  void *(*shared)(int slot, unsigned bytes);
+  void (*syncthreads)();
+  unsigned long long (*shflXor)(unsigned mask, unsigned long long value,
+                                int laneMask);
+};
+
+//===----------------------------------------------------------------------===//
+// Device memory
+//===----------------------------------------------------------------------===//
+
+std::mutex memoryMutex;
+std::map<uintptr_t, size_t> allocations; // base -> size
+
+/// True if [address, address + bytes) lies inside one allocation.
+bool isAllocated(const void *address, size_t bytes) {
+  auto p = reinterpret_cast<uintptr_t>(address);
+  std::lock_guard<std::mutex> lock(memoryMutex);
+  auto it = allocations.upper_bound(p);
+  if (it == allocations.begin())
+    return false;
+  --it;
+  return p >= it->first && p + bytes <= it->first + it->second;
+}
+
+//===----------------------------------------------------------------------===//
+// Threads, blocks, scheduling
+//===----------------------------------------------------------------------===//
+
+enum class State { Runnable, AtBarrier, AtShuffle, Finished, Failed };
+
+struct Thread {
+  unsigned index = 0;
+  Ids ids{};
+  State state = State::Runnable;
+  ctx::fiber fiber;
+  ctx::fiber sink; // the scheduler, while this thread runs
+  unsigned shuffleMask = 0;
+  int shuffleLaneMask = 0;
+  unsigned long long shuffleValue = 0, shuffleResult = 0;
+  std::vector<uint32_t> siteExecutions;
+};
+
+/// One warp-level memory request: the accesses of its lanes.
+struct Request {
+  std::vector<std::pair<uintptr_t, unsigned>> accesses;
+};
+
+struct RequestKey {
+  int site;
+  unsigned warp;
+  uint32_t execution;
+  bool operator<(const RequestKey &o) const {
+    return std::tie(site, warp, execution) <
+           std::tie(o.site, o.warp, o.execution);
+  }
+};
+
+struct Block {
+  std::vector<Thread> threads;
+  std::vector<char> arena; // shared memory
+  size_t arenaUsed = 0;
+  std::map<int, size_t> slots; // KVQ_SHARED line -> offset
+  std::string error;
+  bool trace = false;
+  std::map<RequestKey, Request> requests;
+  std::map<int, std::pair<bool, unsigned>> siteKinds; // store?, bytes
+};
+
+thread_local Block *currentBlock = nullptr;
+thread_local Thread *currentThread = nullptr;
+constexpr size_t kSharedBytes = 48 * 1024;
+
+/// Stops the current thread with `message`; it is never resumed.
+[[noreturn]] void failThread(const std::string &message) {
+  Thread *t = currentThread;
+  if (currentBlock->error.empty()) {
+    std::ostringstream os;
+    os << message << " (thread " << t->ids.threadIdx[0] << " of block ("
+       << t->ids.blockIdx[0] << ", " << t->ids.blockIdx[1] << ", "
+       << t->ids.blockIdx[2] << "))";
+    currentBlock->error = os.str();
+  }
+  t->state = State::Failed;
+  t->sink = std::move(t->sink).resume();
+  // Only reached if the scheduler resumed a failed thread, which it never
+  // does; unwinding on destruction leaves through resume() above.
+  std::abort();
+}
+
+void yieldToScheduler() {
+  Thread *t = currentThread;
+  t->sink = std::move(t->sink).resume();
+}
+
+void trace(int site, const void *address, unsigned bytes, bool store) {
+  Block *block = currentBlock;
+  Thread *t = currentThread;
+  if (t->siteExecutions.size() <= static_cast<size_t>(site))
+    t->siteExecutions.resize(site + 1, 0);
+  RequestKey key{site, t->index / 32, t->siteExecutions[site]++};
+  block->requests[key].accesses.emplace_back(
+      reinterpret_cast<uintptr_t>(address), bytes);
+  block->siteKinds[site] = {store, bytes};
+}
+
+void checkGlobal(int site, const void *address, unsigned bytes,
+                 const char *what) {
+  if (reinterpret_cast<uintptr_t>(address) % bytes != 0) {
+    std::ostringstream os;
+    os << "misaligned " << bytes << "-byte " << what << " at site " << site
+       << " (address " << address << ")";
+    failThread(os.str());
+  }
+  if (!isAllocated(address, bytes)) {
+    std::ostringstream os;
+    os << "out-of-bounds " << bytes << "-byte " << what << " at site " << site
+       << " (address " << address << " is not inside a device allocation)";
+    failThread(os.str());
+  }
+}
+
+void hookLoad(int site, const void *address, unsigned bytes, void *out) {
+  checkGlobal(site, address, bytes, "global load");
+  if (currentBlock->trace)
+    trace(site, address, bytes, false);
+  std::memcpy(out, address, bytes);
+}
+
+void hookStore(int site, void *address, unsigned bytes, const void *in) {
+  checkGlobal(site, address, bytes, "global store");
+  if (currentBlock->trace)
+    trace(site, address, bytes, true);
+  std::memcpy(address, in, bytes);
+}
+
+void hookCheckShared(int site, const void *address, unsigned bytes) {
+  Block *block = currentBlock;
+  auto p = reinterpret_cast<const char *>(address);
+  if (p < block->arena.data() ||
+      p + bytes > block->arena.data() + block->arenaUsed) {
+    std::ostringstream os;
+    os << "out-of-bounds shared access at site " << site;
+    failThread(os.str());
+  }
+}
+
+void *hookShared(int slot, unsigned bytes) {
+  Block *block = currentBlock;
+  auto it = block->slots.find(slot);
+  if (it != block->slots.end())
+    return block->arena.data() + it->second;
+  size_t offset = (block->arenaUsed + 15) / 16 * 16;
+  if (offset + bytes > kSharedBytes)
+    failThread("shared memory exceeds 48 KiB");
+  block->slots[slot] = offset;
+  block->arenaUsed = offset + bytes;
+  return block->arena.data() + offset;
+}
+
+void hookSyncthreads() {
+  currentThread->state = State::AtBarrier;
+  yieldToScheduler();
+}
+
+unsigned long long hookShflXor(unsigned mask, unsigned long long value,
+                               int laneMask) {
+  Thread *t = currentThread;
+  t->state = State::AtShuffle;
+  t->shuffleMask = mask;
+  t->shuffleLaneMask = laneMask;
+  t->shuffleValue = value;
+  yieldToScheduler();
+  return t->shuffleResult;
+}
+
+Hooks hooks = {hookLoad,   hookStore,       hookCheckShared,
+               hookShared, hookSyncthreads, hookShflXor};
+
+const char *stateName(State s) {
+  switch (s) {
+  case State::Runnable:
+    return "runnable";
+  case State::AtBarrier:
+    return "at __syncthreads";
+  case State::AtShuffle:
+    return "at __shfl_xor_sync";
+  case State::Finished:
+    return "exited";
+  case State::Failed:
+    return "failed";
+  }
+  return "?";
+}
+
+/// Resolves the shuffles of every warp whose lanes have all arrived.
+/// Returns false (and sets the block's error) on a divergent collective.
+bool resolveShuffles(Block &block, bool &progress) {
+  size_t n = block.threads.size();
+  for (size_t base = 0; base < n; base += 32) {
+    size_t end = std::min(n, base + 32);
+    bool any = false;
+    for (size_t i = base; i < end; ++i)
+      any |= block.threads[i].state == State::AtShuffle;
+    if (!any)
+      continue;
+    const Thread &first = *std::find_if(
+        block.threads.begin() + base, block.threads.begin() + end,
+        [](const Thread &t) { return t.state == State::AtShuffle; });
+    for (size_t i = base; i < end; ++i) {
+      const Thread &t = block.threads[i];
+      if (!(first.shuffleMask >> (i - base) & 1))
+        continue;
+      if (t.state != State::AtShuffle ||
+          t.shuffleLaneMask != first.shuffleLaneMask) {
+        std::ostringstream os;
+        os << "divergent __shfl_xor_sync in warp " << base / 32 << ": lane "
+           << first.index - base << " waits at a shuffle but lane " << i - base
+           << " is " << stateName(t.state);
+        if (t.state == State::AtShuffle)
+          os << " with another lane mask";
+        block.error = os.str();
+        return false;
+      }
+    }
+    for (size_t i = base; i < end; ++i) {
+      Thread &t = block.threads[i];
+      if (t.state != State::AtShuffle)
+        continue;
+      size_t partner = base + ((i - base) ^ t.shuffleLaneMask);
+      t.shuffleResult =
+          partner < end ? block.threads[partner].shuffleValue : t.shuffleValue;
+      t.state = State::Runnable;
+    }
+    progress = true;
+  }
+  return true;
+}
+
+using Trampoline = void (*)(void **);
+using SetIds = void (*)(const Ids *);
+
+/// Runs one block to completion (or to its first error).
+void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
+              Dim3 grid, Dim3 blockDim, unsigned bx, unsigned by, unsigned bz,
+              Schedule schedule) {
+  currentBlock = &block;
+  unsigned count = blockDim.x * blockDim.y * blockDim.z;
+  block.threads.resize(count);
+  block.arena.assign(kSharedBytes, 0);
+  ctx::fixedsize_stack stacks(64 * 1024);
+  for (unsigned i = 0; i < count; ++i) {
+    Thread &t = block.threads[i];
+    t.index = i;
+    t.ids = {{i % blockDim.x, i / blockDim.x % blockDim.y,
+              i / (blockDim.x * blockDim.y)},
+             {bx, by, bz},
+             {blockDim.x, blockDim.y, blockDim.z},
+             {grid.x, grid.y, grid.z}};
+    t.fiber = ctx::fiber(std::allocator_arg, stacks,
+                         [&t, trampoline, args](ctx::fiber &&sink) {
+                           t.sink = std::move(sink);
+                           trampoline(args);
+                           t.state = State::Finished;
+                           return std::move(t.sink);
+                         });
+  }
+
+  while (true) {
+    for (unsigned k = 0; k < count; ++k) {
+      Thread &t =
+          block.threads[schedule == Schedule::Forward ? k : count - 1 - k];
+      if (t.state != State::Runnable)
+        continue;
+      currentThread = &t;
+      setIds(&t.ids);
+      t.fiber = std::move(t.fiber).resume();
+      if (!block.error.empty())
+        return;
+    }
+    bool progress = false;
+    if (!resolveShuffles(block, progress))
+      return;
+    if (progress)
+      continue;
+    bool anyLive = false, allAtBarrier = true;
+    for (const Thread &t : block.threads) {
+      if (t.state == State::Finished)
+        continue;
+      anyLive = true;
+      allAtBarrier &= t.state == State::AtBarrier;
+    }
+    if (!anyLive)
+      return;
+    if (allAtBarrier) {
+      for (Thread &t : block.threads)
+        if (t.state == State::AtBarrier)
+          t.state = State::Runnable;
+      continue;
+    }
+    std::ostringstream os;
+    os << "deadlock in block (" << bx << ", " << by << ", " << bz << "):";
+    for (const Thread &t : block.threads)
+      if (t.state != State::Finished) {
+        os << " thread " << t.index << " is " << stateName(t.state) << ";";
+        if (os.tellp() > 300)
+          break;
+      }
+    block.error = os.str();
+    return;
+  }
+}
+
+std::string hexDigest(llvm::StringRef text) {
+  std::array<uint8_t, 32> hash = llvm::SHA256::hash(llvm::ArrayRef<uint8_t>(
+      reinterpret_cast<const uint8_t *>(text.data()), text.size()));
+  static const char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (uint8_t byte : hash) {
+    hex += digits[byte >> 4];
+    hex += digits[byte & 15];
+  }
+  return hex;
+}
+
+std::string cudaIncludeDir() {
+  if (const char *dir = std::getenv("KVQ_CUDA_INCLUDE"))
+    return dir;
+  return KVQ_CUDA_INCLUDE_DIR;
+}
+
+llvm::Error writeFile(const std::string &path, llvm::StringRef text) {
+  std::error_code ec;
+  llvm::raw_fd_ostream os(path, ec);
+  if (ec)
+    return llvm::createStringError(ec, "cannot write " + path);
+  os << text;
+  return llvm::Error::success();
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Public API
+//===----------------------------------------------------------------------===//
+
+void *kvq::emu::deviceAlloc(size_t bytes) {
+  size_t rounded = std::max<size_t>(256, (bytes + 255) / 256 * 256);
+  void *p = std::aligned_alloc(256, rounded);
+  if (!p)
+    return nullptr;
+  std::memset(p, 0xFF, rounded);
+  std::lock_guard<std::mutex> lock(memoryMutex);
+  allocations[reinterpret_cast<uintptr_t>(p)] = bytes;
+  return p;
+}
+
+void kvq::emu::deviceFree(void *pointer) {
+  if (!pointer)
+    return;
+  {
+    std::lock_guard<std::mutex> lock(memoryMutex);
+    allocations.erase(reinterpret_cast<uintptr_t>(pointer));
+  }
+  std::free(pointer);
+}
+
+struct Module::Impl {
+  void *handle = nullptr;
+  SetIds setIds = nullptr;
+  std::map<std::string, Trampoline> kernels;
+  ~Impl() {
+    if (handle)
+      dlclose(handle);
+  }
+};
+
+Module::~Module() = default;
+
+llvm::Expected<std::unique_ptr<Module>>
+Module::compile(const GeneratedSource &source, const std::string &cacheDir) {
+  // A trampoline per kernel turns cuLaunchKernel-style void** arguments
+  // into a typed call.
+  std::string unit = source.cuda + "\n// emulator launch trampolines\n";
+  for (const GeneratedKernel &kernel : source.kernels) {
+    unit += "extern \"C\" void kvq_emu_launch_" + kernel.name +
+            "(void **a) {\n  " + kernel.name + "(";
+    for (size_t i = 0; i < kernel.argTypes.size(); ++i)
+      unit += (i ? ", " : "") + std::string("*static_cast<") +
+              kernel.argTypes[i] + " *>(a[" + std::to_string(i) + "])";
+    unit += ");\n}\n";
+  }
+  const char *compiler = std::getenv("CXX") ? std::getenv("CXX") : "c++";
+  std::vector<std::string> flags = {"-std=c++17",
+                                    "-O1",
+                                    "-fno-strict-aliasing",
+                                    "-fwrapv",
+                                    "-ffp-contract=off",
+                                    "-shared",
+                                    "-fPIC",
+                                    "-w"};
+  std::string identity = unit + shimSource() + devicePrelude() + compiler;
+  for (const std::string &flag : flags)
+    identity += flag;
+  std::string dir = cacheDir + "/" + hexDigest(identity).substr(0, 32);
+  std::string library = dir + "/kernels.so";
+
+  auto module = std::unique_ptr<Module>(new Module());
+  module->impl = std::make_unique<Impl>();
+  if (!llvm::sys::fs::exists(library)) {
+    auto start = std::chrono::steady_clock::now();
+    if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+      return llvm::createStringError(ec, "cannot create " + dir);
+    if (llvm::Error e = writeFile(dir + "/kernels.cu", unit))
+      return std::move(e);
+    if (llvm::Error e = writeFile(dir + "/" + kPreludeName, devicePrelude()))
+      return std::move(e);
+    if (llvm::Error e = writeFile(dir + "/kvq_emulator_shim.h", shimSource()))
+      return std::move(e);
+    llvm::ErrorOr<std::string> path = llvm::sys::findProgramByName(compiler);
+    if (!path)
+      return llvm::createStringError(path.getError(),
+                                     std::string("host compiler '") + compiler +
+                                         "' not found (set CXX)");
+    std::string temp = library + ".tmp." + std::to_string(getpid());
+    std::vector<std::string> args = {*path};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.insert(args.end(), {"-include", dir + "/kvq_emulator_shim.h", "-I",
+                             dir, "-I", cudaIncludeDir(), "-x", "c++",
+                             dir + "/kernels.cu", "-o", temp});
+    std::vector<llvm::StringRef> argv(args.begin(), args.end());
+    std::string log = dir + "/compile.log";
+    std::optional<llvm::StringRef> redirects[] = {std::nullopt, log, log};
+    std::string message;
+    int rc = llvm::sys::ExecuteAndWait(*path, argv, std::nullopt, redirects, 0,
+                                       0, &message);
+    if (rc != 0) {
+      auto text = llvm::MemoryBuffer::getFile(log);
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          "host compiler failed on " + dir + "/kernels.cu" + message + ":\n" +
+              (text ? (*text)->getBuffer().str() : std::string()));
+    }
+    if (std::error_code ec = llvm::sys::fs::rename(temp, library))
+      return llvm::createStringError(ec, "cannot rename " + temp);
+    module->compileMs = std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - start)
+                            .count();
+  }
+
+  module->impl->handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!module->impl->handle)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   std::string("dlopen failed: ") + dlerror());
+  auto install = reinterpret_cast<void (*)(Hooks *)>(
+      dlsym(module->impl->handle, "kvq_emu_install"));
+  module->impl->setIds =
+      reinterpret_cast<SetIds>(dlsym(module->impl->handle, "kvq_emu_set_ids"));
+  if (!install || !module->impl->setIds)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   library +
+                                       " lacks the emulator entry points");
+  install(&hooks);
+  for (const GeneratedKernel &kernel : source.kernels) {
+    auto entry = reinterpret_cast<Trampoline>(
+        dlsym(module->impl->handle, ("kvq_emu_launch_" + kernel.name).c_str()));
+    if (!entry)
+      return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                     "no trampoline for " + kernel.name);
+    module->impl->kernels[kernel.name] = entry;
+  }
+  return module;
+}
+
+llvm::Error Module::launch(const std::string &kernel, Dim3 grid, Dim3 block,
+                           const std::vector<void *> &args,
+                           const LaunchOptions &options) {
+  auto it = impl->kernels.find(kernel);
+  if (it == impl->kernels.end())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "no kernel named '" + kernel + "'");
+  unsigned threads = block.x * block.y * block.z;
+  if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 ||
+      grid.z == 0)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "bad launch geometry for " + kernel);
+  uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
+  unsigned workers = options.hostThreads ? options.hostThreads
+                                         : std::thread::hardware_concurrency();
+  workers = std::max<unsigned>(1, std::min<uint64_t>(workers, blocks));
+
+  std::atomic<uint64_t> next{0};
+  std::mutex resultMutex;
+  std::string firstError;
+  std::map<int, SiteTraffic> sites;
+  std::set<uint64_t> uniqueSectors;
+  std::vector<void *> argv(args);
+  Trampoline trampoline = it->second;
+  SetIds setIds = impl->setIds;
+
+  auto worker = [&]() {
+    while (true) {
+      uint64_t b = next.fetch_add(1);
+      if (b >= blocks)
+        return;
+      {
+        std::lock_guard<std::mutex> lock(resultMutex);
+        if (!firstError.empty())
+          return;
+      }
+      Block state;
+      state.trace = options.traceTraffic;
+      unsigned bx = b % grid.x, by = b / grid.x % grid.y,
+               bz = b / (uint64_t(grid.x) * grid.y);
+      runBlock(state, trampoline, setIds, argv.data(), grid, block, bx, by, bz,
+               options.schedule);
+      std::lock_guard<std::mutex> lock(resultMutex);
+      if (!state.error.empty() && firstError.empty())
+        firstError = state.error;
+      for (auto &[key, request] : state.requests) {
+        auto [store, bytes] = state.siteKinds[key.site];
+        SiteTraffic &s = sites[key.site];
+        s.site = key.site;
+        s.store = store;
+        s.accessBytes = bytes;
+        s.requests++;
+        std::set<uint64_t> requestSectors;
+        std::set<uintptr_t> requestBytes;
+        for (auto [address, size] : request.accesses) {
+          for (uintptr_t a = address; a < address + size; ++a)
+            requestBytes.insert(a);
+          for (uint64_t sector = address / 32;
+               sector <= (address + size - 1) / 32; ++sector) {
+            requestSectors.insert(sector);
+            if (!store)
+              uniqueSectors.insert(sector);
+          }
+        }
+        s.sectors += requestSectors.size();
+        s.usefulBytes += requestBytes.size();
+      }
+      // Fibers are destroyed with `state` (a failed one unwinds).
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < workers; ++i)
+    pool.emplace_back(worker);
+  worker();
+  for (std::thread &t : pool)
+    t.join();
+
+  if (options.traceTraffic) {
+    traffic = TrafficReport();
+    traffic.kernel = kernel;
+    for (auto &[site, s] : sites) {
+      traffic.sites.push_back(s);
+      if (!s.store)
+        traffic.loadRequests += s.requests;
+    }
+    traffic.uniqueLoadSectors = uniqueSectors.size();
+  }
+  if (!firstError.empty())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   kernel + ": " + firstError);
+  return llvm::Error::success();
+}

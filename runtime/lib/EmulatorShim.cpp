@@ -1,0 +1,105 @@
+//===- EmulatorShim.cpp - the header that makes CUDA C++ host C++
+//----------===//
+//
+// Force-included (g++ -include) before the generated kernel and the device
+// prelude when the emulator compiles a kernel for the host. It maps CUDA's
+// builtins onto calls into the emulator (runtime/lib/Emulator.cpp) through a
+// table of hooks installed after dlopen, so the kernel .so needs no symbols
+// from the host process. See ../shared/design/EMULATOR.md.
+//
+//===----------------------------------------------------------------------===//
+
+#include "EmulatorShim.h"
+
+const char *kvq::emu::shimSource() {
+  return R"shim(// kvq emulator shim: CUDA builtins for a host build of a generated kernel.
+#pragma once
+#define KVQ_EMULATOR 1
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+// The toolkit's headers first (the prelude's includes are then no-ops):
+// they use names such as gridDim that become macros below.
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <vector_types.h>
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+namespace kvq_emu {
+struct Ids {
+  uint3 threadIdx, blockIdx;
+  dim3 blockDim, gridDim;
+};
+struct Hooks {
+  void (*load)(int site, const void *address, unsigned bytes, void *out);
+  void (*store)(int site, void *address, unsigned bytes, const void *in);
+  void (*checkShared)(int site, const void *address, unsigned bytes);
+  void *(*shared)(int slot, unsigned bytes);
+  void (*syncthreads)();
+  unsigned long long (*shflXor)(unsigned mask, unsigned long long value,
+                                int laneMask);
+};
+inline Hooks *hooks = nullptr;
+inline thread_local const Ids *ids = nullptr;
+
+template <typename T> inline T load(int site, const T *address) {
+  T value;
+  hooks->load(site, address, sizeof(T), &value);
+  return value;
+}
+template <typename T, typename V>
+inline void store(int site, T *address, const V &value) {
+  T converted = value;
+  hooks->store(site, address, sizeof(T), &converted);
+}
+template <typename T> inline T &shared(int site, T *address) {
+  hooks->checkShared(site, address, sizeof(T));
+  return *address;
+}
+} // namespace kvq_emu
+
+extern "C" void kvq_emu_install(kvq_emu::Hooks *hooks) { kvq_emu::hooks = hooks; }
+extern "C" void kvq_emu_set_ids(const kvq_emu::Ids *ids) { kvq_emu::ids = ids; }
+
+#define threadIdx (kvq_emu::ids->threadIdx)
+#define blockIdx (kvq_emu::ids->blockIdx)
+#define blockDim (kvq_emu::ids->blockDim)
+#define gridDim (kvq_emu::ids->gridDim)
+
+#define KVQ_LDG(site, ptr, i) kvq_emu::load(site, (ptr) + (i))
+#define KVQ_LDG2(site, ptr, i) kvq_emu::load(site, reinterpret_cast<const int2 *>((ptr) + (i)))
+#define KVQ_LDG4(site, ptr, i) kvq_emu::load(site, reinterpret_cast<const int4 *>((ptr) + (i)))
+#define KVQ_STG(site, ptr, i, v) kvq_emu::store(site, (ptr) + (i), (v))
+#define KVQ_LDS(site, ptr, i) kvq_emu::shared(site, (ptr) + (i))
+#define KVQ_STS(site, ptr, i, v) ((void)(kvq_emu::shared(site, (ptr) + (i)) = (v)))
+#define KVQ_SHARED(type, name, count) \
+  type *name = static_cast<type *>(kvq_emu::hooks->shared(__LINE__, sizeof(type) * (count)))
+
+inline void __syncthreads() { kvq_emu::hooks->syncthreads(); }
+template <typename T> inline T __shfl_xor_sync(unsigned mask, T value, int laneMask) {
+  static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");
+  unsigned long long bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  bits = kvq_emu::hooks->shflXor(mask, bits, laneMask);
+  T result;
+  std::memcpy(&result, &bits, sizeof(T));
+  return result;
+}
+inline float __expf(float x) { return std::exp(x); }
+inline float __int_as_float(int x) {
+  float f;
+  std::memcpy(&f, &x, sizeof f);
+  return f;
+}
+)shim";
+}

@@ -1,0 +1,317 @@
+//===- Reference.cpp - plain C++ semantics of every kvq kernel
+//-------------===//
+
+#include "kvq/Runtime/Reference.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+using namespace kvq;
+using namespace kvq::ref;
+
+//===----------------------------------------------------------------------===//
+// Half types
+//===----------------------------------------------------------------------===//
+
+uint16_t ref::toHalfBits(float x, HalfType type) {
+  if (type == HalfType::F16) {
+    _Float16 h = static_cast<_Float16>(x); // round to nearest even
+    uint16_t bits;
+    std::memcpy(&bits, &h, sizeof bits);
+    return bits;
+  }
+  uint32_t f;
+  std::memcpy(&f, &x, sizeof f);
+  if ((f & 0x7fffffffu) > 0x7f800000u) // NaN: keep it quiet
+    return static_cast<uint16_t>((f >> 16) | 0x40);
+  f += 0x7fffu + ((f >> 16) & 1u); // round to nearest even
+  return static_cast<uint16_t>(f >> 16);
+}
+
+float ref::fromHalfBits(uint16_t bits, HalfType type) {
+  if (type == HalfType::F16) {
+    _Float16 h;
+    std::memcpy(&h, &bits, sizeof h);
+    return static_cast<float>(h);
+  }
+  uint32_t f = uint32_t(bits) << 16;
+  float x;
+  std::memcpy(&x, &f, sizeof x);
+  return x;
+}
+
+float ref::roundToHalf(float x, HalfType type) {
+  return fromHalfBits(toHalfBits(x, type), type);
+}
+
+float ref::roundToStorage(float x, const QuantScheme &scheme) {
+  return scheme.fp32Scales ? x : roundToHalf(x, HalfType::F16);
+}
+
+int ref::wordsPerRow(const QuantScheme &scheme, int headDim) {
+  return scheme.axis == QuantScheme::Axis::Token ? headDim * scheme.bits / 32
+                                                 : headDim;
+}
+
+//===----------------------------------------------------------------------===//
+// Codes
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+int groupOf(const QuantScheme &s, int headDim) {
+  return s.group == 0 ? headDim : s.group;
+}
+
+int codesPerWord(const QuantScheme &s) { return 32 / s.bits; }
+unsigned maxCode(const QuantScheme &s) { return (1u << s.bits) - 1; }
+float symmetricMax(const QuantScheme &s) {
+  return float((1 << (s.bits - 1)) - 1);
+}
+
+/// Bit offset of logical code j (ARCHITECTURE.md section 4, `order`).
+unsigned slotShift(const QuantScheme &s, int j) {
+  if (!s.interleaved)
+    return j * s.bits;
+  int n = codesPerWord(s);
+  int slot = j % 2 == 0 ? j / 2 : j / 2 + n / 2;
+  return slot * s.bits;
+}
+
+struct ScaleZero {
+  float scale, zero;
+};
+
+/// Scale and zero point of a group; fmin/fmax skip NaNs, so one NaN does not
+/// poison its group's range.
+ScaleZero groupScale(const QuantScheme &s, const std::vector<float> &x) {
+  if (s.symmetric) {
+    float amax = 0;
+    for (float v : x)
+      amax = std::fmax(amax, std::fabs(v));
+    return {roundToStorage(amax / symmetricMax(s), s), 0};
+  }
+  float lo = x[0], hi = x[0];
+  for (float v : x) {
+    lo = std::fmin(lo, v);
+    hi = std::fmax(hi, v);
+  }
+  return {roundToStorage((hi - lo) / float(maxCode(s)), s),
+          roundToStorage(lo, s)};
+}
+
+/// The stored code of x. A zero scale (constant group) stores the code of
+/// the group's value; NaN clamps to the lowest code.
+unsigned codeOf(const QuantScheme &s, float x, ScaleZero sz) {
+  bool constant = sz.scale == 0;
+  float scale = constant ? 1.0f : sz.scale;
+  if (s.symmetric) {
+    float qmax = symmetricMax(s);
+    float q = std::rint(x / scale);
+    q = std::fmin(std::fmax(q, -qmax), qmax);
+    if (constant)
+      q = 0;
+    return static_cast<unsigned>(q + qmax + 1);
+  }
+  float q = std::rint((x - sz.zero) / scale);
+  q = std::fmin(std::fmax(q, 0.0f), float(maxCode(s)));
+  if (constant)
+    q = 0;
+  return static_cast<unsigned>(q);
+}
+
+float valueOf(const QuantScheme &s, unsigned code, ScaleZero sz) {
+  if (s.symmetric)
+    return float(int(code) - (1 << (s.bits - 1))) * sz.scale;
+  float scaled = float(code) * sz.scale;
+  return scaled + sz.zero;
+}
+
+unsigned extract(const QuantScheme &s, uint32_t word, int j) {
+  return (word >> slotShift(s, j)) & maxCode(s);
+}
+
+} // namespace
+
+void ref::quantize(const QuantScheme &s, int headDim, const float *input,
+                   int rows, int tokens, int inTokens, int outTokens,
+                   int outOffset, uint32_t *words, float *scales,
+                   float *zeros) {
+  int group = groupOf(s, headDim);
+  int perWord = codesPerWord(s);
+  int d = headDim;
+  for (int r = 0; r < rows; ++r) {
+    if (s.axis == QuantScheme::Axis::Token) {
+      int groups = d / group;
+      int rowWords = d / perWord;
+      for (int t = 0; t < tokens; ++t) {
+        const float *x = input + (size_t(r) * inTokens + t) * d;
+        size_t outRow = size_t(r) * outTokens + outOffset + t;
+        for (int g = 0; g < groups; ++g) {
+          std::vector<float> values(x + g * group, x + (g + 1) * group);
+          ScaleZero sz = groupScale(s, values);
+          scales[outRow * groups + g] = sz.scale;
+          if (zeros)
+            zeros[outRow * groups + g] = sz.zero;
+          for (int w = 0; w < group / perWord; ++w) {
+            uint32_t word = 0;
+            for (int j = 0; j < perWord; ++j)
+              word |= uint32_t(codeOf(s, values[w * perWord + j], sz))
+                      << slotShift(s, j);
+            words[outRow * rowWords + g * group / perWord + w] = word;
+          }
+        }
+      }
+      continue;
+    }
+    // axis = channel: groups of `group` tokens down each channel.
+    for (int tg = 0; tg < tokens / group; ++tg) {
+      for (int c = 0; c < d; ++c) {
+        std::vector<float> values(group);
+        for (int i = 0; i < group; ++i)
+          values[i] = input[(size_t(r) * inTokens + tg * group + i) * d + c];
+        ScaleZero sz = groupScale(s, values);
+        size_t scaleRow =
+            size_t(r) * (outTokens / group) + (outOffset + tg * group) / group;
+        scales[scaleRow * d + c] = sz.scale;
+        if (zeros)
+          zeros[scaleRow * d + c] = sz.zero;
+        for (int w = 0; w < group / perWord; ++w) {
+          uint32_t word = 0;
+          for (int j = 0; j < perWord; ++j)
+            word |= uint32_t(codeOf(s, values[w * perWord + j], sz))
+                    << slotShift(s, j);
+          size_t wordRow = size_t(r) * (outTokens / perWord) +
+                           (outOffset + tg * group) / perWord + w;
+          words[wordRow * d + c] = word;
+        }
+      }
+    }
+  }
+}
+
+void ref::dequantize(const QuantScheme &s, int headDim, const uint32_t *words,
+                     const float *scales, const float *zeros, int rows,
+                     int tokens, int inTokens, int inOffset, int outTokens,
+                     float *output) {
+  int group = groupOf(s, headDim);
+  int perWord = codesPerWord(s);
+  int d = headDim;
+  for (int r = 0; r < rows; ++r)
+    for (int t = 0; t < tokens; ++t)
+      for (int c = 0; c < d; ++c) {
+        int src = inOffset + t;
+        uint32_t word;
+        size_t scaleIndex;
+        int j;
+        if (s.axis == QuantScheme::Axis::Token) {
+          size_t row = size_t(r) * inTokens + src;
+          word = words[row * (d / perWord) + c / perWord];
+          j = c % perWord;
+          scaleIndex = row * (d / group) + c / group;
+        } else {
+          size_t wordRow = size_t(r) * (inTokens / perWord) + src / perWord;
+          word = words[wordRow * d + c];
+          j = src % perWord;
+          scaleIndex = (size_t(r) * (inTokens / group) + src / group) * d + c;
+        }
+        ScaleZero sz{scales[scaleIndex], zeros ? zeros[scaleIndex] : 0.0f};
+        output[(size_t(r) * outTokens + t) * d + c] =
+            valueOf(s, extract(s, word, j), sz);
+      }
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
+                    float *out) {
+  int d = spec.headDim, hq = spec.queryHeads, hkv = spec.kvHeads;
+  int gqa = hq / hkv;
+  auto one = [&](int b, int h) {
+    int kvh = h / gqa;
+    size_t headRow = size_t(b) * hkv + kvh;
+    int nSink = in.lengths[b * 3], nBody = in.lengths[b * 3 + 1],
+        nResidual = in.lengths[b * 3 + 2];
+    std::vector<double> scores;
+    std::vector<std::vector<float>> values;
+    const float *q = in.q + (size_t(b) * hq + h) * d;
+    auto addToken = [&](const float *k, const float *v) {
+      double dot = 0;
+      for (int c = 0; c < d; ++c)
+        dot += double(q[c]) * double(k[c]);
+      scores.push_back(double(in.softmaxScale) * dot);
+      values.emplace_back(v, v + d);
+    };
+    if (spec.sink)
+      for (int t = 0; t < nSink; ++t) {
+        size_t at = (headRow * in.sinkCapacity + t) * d;
+        addToken(in.sinkKeys + at, in.sinkValues + at);
+      }
+    if (nBody > 0) {
+      // Dequantize this (batch, kv head)'s rows: offset the store to
+      // headRow and treat it as one row.
+      std::vector<float> kk(size_t(nBody) * d), vv(size_t(nBody) * d);
+      auto rowOf = [&](const QuantScheme &s, const uint32_t *words,
+                       const float *scales, const float *zeros, float *dst) {
+        int perWord = 32 / s.bits, group = s.group ? s.group : d;
+        size_t wordStride = s.axis == QuantScheme::Axis::Token
+                                ? size_t(in.bodyCapacity) * (d / perWord)
+                                : size_t(in.bodyCapacity / perWord) * d;
+        size_t scaleStride = s.axis == QuantScheme::Axis::Token
+                                 ? size_t(in.bodyCapacity) * (d / group)
+                                 : size_t(in.bodyCapacity / group) * d;
+        dequantize(s, d, words + headRow * wordStride,
+                   scales + headRow * scaleStride,
+                   zeros ? zeros + headRow * scaleStride : nullptr, 1, nBody,
+                   in.bodyCapacity, 0, nBody, dst);
+      };
+      rowOf(spec.key, in.keyWords, in.keyScales, in.keyZeros, kk.data());
+      rowOf(spec.value, in.valueWords, in.valueScales, in.valueZeros,
+            vv.data());
+      for (int t = 0; t < nBody; ++t)
+        addToken(&kk[size_t(t) * d], &vv[size_t(t) * d]);
+    }
+    if (spec.residual)
+      for (int t = 0; t < nResidual; ++t) {
+        size_t at = (headRow * in.residualCapacity + t) * d;
+        addToken(in.residualKeys + at, in.residualValues + at);
+      }
+    float *o = out + (size_t(b) * hq + h) * d;
+    if (scores.empty()) {
+      std::fill(o, o + d, 0.0f);
+      return;
+    }
+    double m = *std::max_element(scores.begin(), scores.end());
+    double sum = 0;
+    std::vector<double> acc(d, 0.0);
+    for (size_t t = 0; t < scores.size(); ++t) {
+      double p = std::exp(scores[t] - m);
+      sum += p;
+      for (int c = 0; c < d; ++c)
+        acc[c] += p * values[t][c];
+    }
+    for (int c = 0; c < d; ++c)
+      o[c] = float(acc[c] / sum);
+  };
+
+  int work = in.batch * hq;
+  std::atomic<int> next{0};
+  auto worker = [&]() {
+    for (int i = next++; i < work; i = next++)
+      one(i / hq, i % hq);
+  };
+  unsigned threads = std::max(
+      1u, std::min<unsigned>(std::thread::hardware_concurrency(), work));
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i)
+    pool.emplace_back(worker);
+  worker();
+  for (std::thread &t : pool)
+    t.join();
+}
