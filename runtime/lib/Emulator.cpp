@@ -463,28 +463,31 @@ Module::compile(const GeneratedSource &source, const std::string &cacheDir) {
   auto module = std::unique_ptr<Module>(new Module());
   module->impl = std::make_unique<Impl>();
   if (!llvm::sys::fs::exists(library)) {
+    // Several processes may compile the same kernel at once (lit runs tests
+    // in parallel): each works in its own folder and the shared object is
+    // published by an atomic rename.
     auto start = std::chrono::steady_clock::now();
-    if (std::error_code ec = llvm::sys::fs::create_directories(dir))
-      return llvm::createStringError(ec, "cannot create " + dir);
-    if (llvm::Error e = writeFile(dir + "/kernels.cu", unit))
+    std::string work = dir + "/tmp." + std::to_string(getpid());
+    if (std::error_code ec = llvm::sys::fs::create_directories(work))
+      return llvm::createStringError(ec, "cannot create " + work);
+    if (llvm::Error e = writeFile(work + "/kernels.cu", unit))
       return std::move(e);
-    if (llvm::Error e = writeFile(dir + "/" + kPreludeName, devicePrelude()))
+    if (llvm::Error e = writeFile(work + "/" + kPreludeName, devicePrelude()))
       return std::move(e);
-    if (llvm::Error e = writeFile(dir + "/kvq_emulator_shim.h", shimSource()))
+    if (llvm::Error e = writeFile(work + "/kvq_emulator_shim.h", shimSource()))
       return std::move(e);
     llvm::ErrorOr<std::string> path = llvm::sys::findProgramByName(compiler);
     if (!path)
       return llvm::createStringError(path.getError(),
                                      std::string("host compiler '") + compiler +
                                          "' not found (set CXX)");
-    std::string temp = library + ".tmp." + std::to_string(getpid());
     std::vector<std::string> args = {*path};
     args.insert(args.end(), flags.begin(), flags.end());
-    args.insert(args.end(), {"-include", dir + "/kvq_emulator_shim.h", "-I",
-                             dir, "-I", cudaIncludeDir(), "-x", "c++",
-                             dir + "/kernels.cu", "-o", temp});
+    args.insert(args.end(), {"-include", work + "/kvq_emulator_shim.h", "-I",
+                             work, "-I", cudaIncludeDir(), "-x", "c++",
+                             work + "/kernels.cu", "-o", work + "/kernels.so"});
     std::vector<llvm::StringRef> argv(args.begin(), args.end());
-    std::string log = dir + "/compile.log";
+    std::string log = work + "/compile.log";
     std::optional<llvm::StringRef> redirects[] = {std::nullopt, log, log};
     std::string message;
     int rc = llvm::sys::ExecuteAndWait(*path, argv, std::nullopt, redirects, 0,
@@ -493,11 +496,15 @@ Module::compile(const GeneratedSource &source, const std::string &cacheDir) {
       auto text = llvm::MemoryBuffer::getFile(log);
       return llvm::createStringError(
           llvm::inconvertibleErrorCode(),
-          "host compiler failed on " + dir + "/kernels.cu" + message + ":\n" +
+          "host compiler failed on " + work + "/kernels.cu" + message + ":\n" +
               (text ? (*text)->getBuffer().str() : std::string()));
     }
-    if (std::error_code ec = llvm::sys::fs::rename(temp, library))
-      return llvm::createStringError(ec, "cannot rename " + temp);
+    // Keep the source next to the library for users who want to read it.
+    (void)llvm::sys::fs::rename(work + "/kernels.cu", dir + "/kernels.cu");
+    if (std::error_code ec =
+            llvm::sys::fs::rename(work + "/kernels.so", library))
+      return llvm::createStringError(ec, "cannot publish " + library);
+    (void)llvm::sys::fs::remove_directories(work);
     module->compileMs = std::chrono::duration<double, std::milli>(
                             std::chrono::steady_clock::now() - start)
                             .count();
@@ -548,6 +555,7 @@ llvm::Error Module::launch(const std::string &kernel, Dim3 grid, Dim3 block,
   std::mutex resultMutex;
   std::string firstError;
   std::map<int, SiteTraffic> sites;
+  std::map<int, std::set<uint64_t>> siteSectors;
   std::set<uint64_t> uniqueSectors;
   std::vector<void *> argv(args);
   Trampoline trampoline = it->second;
@@ -582,11 +590,15 @@ llvm::Error Module::launch(const std::string &kernel, Dim3 grid, Dim3 block,
         std::set<uint64_t> requestSectors;
         std::set<uintptr_t> requestBytes;
         for (auto [address, size] : request.accesses) {
+          s.lowestAddress = std::min(s.lowestAddress, address);
+          s.highestAddress =
+              std::max<uintptr_t>(s.highestAddress, address + size - 1);
           for (uintptr_t a = address; a < address + size; ++a)
             requestBytes.insert(a);
           for (uint64_t sector = address / 32;
                sector <= (address + size - 1) / 32; ++sector) {
             requestSectors.insert(sector);
+            siteSectors[key.site].insert(sector);
             if (!store)
               uniqueSectors.insert(sector);
           }
@@ -608,6 +620,7 @@ llvm::Error Module::launch(const std::string &kernel, Dim3 grid, Dim3 block,
     traffic = TrafficReport();
     traffic.kernel = kernel;
     for (auto &[site, s] : sites) {
+      s.uniqueSectors = siteSectors[site].size();
       traffic.sites.push_back(s);
       if (!s.store)
         traffic.loadRequests += s.requests;

@@ -53,10 +53,13 @@ struct LaunchOptions {
 struct SiteTraffic {
   int site = 0;
   bool store = false;
-  unsigned accessBytes = 0; ///< bytes per lane per access (2, 4, 16, ...)
-  uint64_t requests = 0;    ///< warp-level memory instructions
-  uint64_t sectors = 0;     ///< distinct 32-byte sectors, summed per request
-  uint64_t usefulBytes = 0; ///< distinct bytes requested, summed per request
+  unsigned accessBytes = 0;   ///< bytes per lane per access (2, 4, 16, ...)
+  uint64_t requests = 0;      ///< warp-level memory instructions
+  uint64_t sectors = 0;       ///< distinct 32-byte sectors, summed per request
+  uint64_t usefulBytes = 0;   ///< distinct bytes requested, summed per request
+  uint64_t uniqueSectors = 0; ///< distinct sectors over the whole launch
+  uintptr_t lowestAddress = UINTPTR_MAX; ///< span of addresses touched
+  uintptr_t highestAddress = 0;
   /// Sectors a fully active warp needs at best for this access size.
   double idealSectorsPerRequest() const { return accessBytes * 32.0 / 32.0; }
   double sectorsPerRequest() const {
