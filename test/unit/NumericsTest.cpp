@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstdlib>
 #include <tuple>
 
 using namespace kvq;
@@ -179,8 +180,10 @@ std::vector<QuantCase> quantCases() {
           c.scheme.interleaved = (index % 3) == 1;
           c.scheme.fp32Scales = (index % 5) == 2;
           c.dtype = (index % 4) == 3 ? HalfType::BF16 : HalfType::F16;
-          c.outliers = index % 2 == 0;
-          cases.push_back(c);
+          for (bool outliers : {false, true}) {
+            c.outliers = outliers;
+            cases.push_back(c);
+          }
           ++index;
         }
   return cases;
@@ -464,6 +467,14 @@ TEST_P(AttentionNumerics, MatchesReferenceOnTheSameQuantizedData) {
               c.spec.canonical().c_str(), error, vsFp16);
 }
 
+/// Number of attention specs in the seeded sample (each runs with 4 length
+/// patterns): $KVQ_NUMERICS_SPECS, default 40 (160 cases).
+int sampleSize() {
+  const char *text = std::getenv("KVQ_NUMERICS_SPECS");
+  int n = text ? std::atoi(text) : 0;
+  return n > 0 ? n : 40;
+}
+
 std::vector<AttentionCase> attentionCases() {
   std::vector<AttentionCase> cases;
   std::vector<std::tuple<int, QuantScheme::Axis, bool>> combos;
@@ -471,46 +482,56 @@ std::vector<AttentionCase> attentionCases() {
     for (auto axis : {QuantScheme::Axis::Token, QuantScheme::Axis::Channel})
       for (bool symmetric : {false, true})
         combos.emplace_back(bits, axis, symmetric);
-  int groups[] = {32, 64, 128, 0};
-  int index = 0;
-  for (size_t i = 0; i < combos.size(); ++i) {
-    AttentionCase c;
-    KernelSpec &s = c.spec;
+  const int groups[] = {32, 64, 128, 0};
+  std::mt19937 rng(20261122);
+  auto pick = [&](int n) { return int(rng() % unsigned(n)); };
+  for (int index = 0; index < sampleSize(); ++index) {
+    KernelSpec s;
     s.kind = KernelKind::Attention;
+    // The first specs walk every (bits, axis, mode) for K, with V a different
+    // combination; then random draws.
+    size_t k = index < 12 ? index : pick(12);
+    size_t v = index < 12 ? (k + 7) % 12 : pick(12);
     s.headDim = index % 2 ? 64 : 128;
     int gqa = std::vector<int>{1, 4, 8}[index % 3];
-    s.kvHeads = 2;
-    s.queryHeads = 2 * gqa;
-    s.dtype = index % 4 == 3 ? HalfType::BF16 : HalfType::F16;
+    s.kvHeads = 1 + pick(2);
+    s.queryHeads = s.kvHeads * gqa;
+    s.dtype = pick(4) == 3 ? HalfType::BF16 : HalfType::F16;
     auto set = [&](QuantScheme &q, std::tuple<int, QuantScheme::Axis, bool> t,
                    int g) {
       std::tie(q.bits, q.axis, q.symmetric) = t;
       q.group = groups[g % 4];
       if (q.axis == QuantScheme::Axis::Token && q.group > s.headDim)
         q.group = 0;
-      q.interleaved = (index + g) % 3 == 0;
+      q.interleaved = pick(3) == 0;
+      q.fp32Scales = pick(6) == 0;
     };
-    set(s.key, combos[i], index);
-    set(s.value, combos[(i + 7) % combos.size()], index + 1);
-    s.sink = index % 3 != 2;
-    s.residual = index % 4 != 1;
-    // Unequal lengths in a batch of 2; body counts are whole channel
-    // groups, everything else arbitrary (not multiples of tile or split).
-    int unit = 1;
+    set(s.key, combos[k], index);
+    set(s.value, combos[v], index + 1 + pick(3));
+    s.sink = pick(4) != 0;
+    s.residual = pick(4) != 0;
+    int unit = 1; // body tokens come in whole channel groups
     for (const QuantScheme *q : {&s.key, &s.value})
       if (q->axis == QuantScheme::Axis::Channel)
         unit = std::max(unit, q->group ? q->group : s.headDim);
-    c.lengths = {{4, unit * (index % 3 + 1), 37 + index},
-                 {1, unit * (index % 2), 5 + 2 * index}};
-    c.tokensPerSplit = index % 2 ? 64 : 128;
-    c.outliers = index % 2 == 0;
-    cases.push_back(c);
-    ++index;
+    const std::vector<std::vector<std::array<int, 3>>> patterns = {
+        // unequal lengths, counts not multiples of the tile or split
+        {{4, unit * (1 + pick(3)), 1 + pick(60)}, {1, unit, 1 + pick(9)}},
+        {{1 + pick(4), unit * (2 + pick(4)), 33}, {0, 0, 7}},
+        // only sinks and residual (empty quantized body), then nothing
+        {{3, 0, 1 + pick(40)}, {0, 0, 0}},
+        // a longer body over several splits
+        {{2, unit * ((300 + unit - 1) / unit), 17}},
+    };
+    for (size_t p = 0; p < patterns.size(); ++p) {
+      AttentionCase c;
+      c.spec = s;
+      c.lengths = patterns[p];
+      c.tokensPerSplit = p % 2 ? 64 : 128;
+      c.outliers = (index + p) % 2 == 0;
+      cases.push_back(c);
+    }
   }
-  // Only sinks and residual (empty quantized body), and an empty sequence.
-  AttentionCase empty = cases[0];
-  empty.lengths = {{3, 0, 20}, {0, 0, 0}};
-  cases.push_back(empty);
   return cases;
 }
 
