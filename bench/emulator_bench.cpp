@@ -1,4 +1,5 @@
-//===- emulator_bench.cpp - emulator throughput and kernel traffic ---------===//
+//===- emulator_bench.cpp - emulator throughput and kernel traffic
+//---------===//
 //
 // Runs the main generated kernels on the CPU emulator at a representative
 // shape and prints (1) the emulator's speed in CUDA threads per second and
@@ -96,9 +97,9 @@ void measure(const char *title, emu::Module &m, uint64_t tensorBytes,
     std::fprintf(stderr, "%s\n", llvm::toString(std::move(e)).c_str());
     std::exit(1);
   }
-  double seconds = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - start)
-                       .count();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   report(title, traffic, tensorBytes, seconds, threads);
 }
 
@@ -109,14 +110,16 @@ void attention(const char *spec, int tokens) {
   auto m = compile(s, source);
   const GeneratedKernel &k = source.kernels[0];
   int d = s.headDim, hkv = s.kvHeads, hq = s.queryHeads, batch = 1;
-  int tokensPerSplit = 256, splits = (tokens + tokensPerSplit - 1) / tokensPerSplit + 1;
+  int tokensPerSplit = 256,
+      splits = (tokens + tokensPerSplit - 1) / tokensPerSplit + 1;
   auto words = [&](const QuantScheme &q) {
     return size_t(hkv) * tokens * d * q.bits / 8;
   };
   auto scales = [&](const QuantScheme &q) {
     int g = q.group ? q.group : d;
-    size_t n = q.axis == QuantScheme::Axis::Token ? size_t(hkv) * tokens * (d / g)
-                                                   : size_t(hkv) * tokens / g * d;
+    size_t n = q.axis == QuantScheme::Axis::Token
+                   ? size_t(hkv) * tokens * (d / g)
+                   : size_t(hkv) * tokens / g * d;
     return n * (q.fp32Scales ? 4 : 2);
   };
   Buffer q(size_t(hq) * d * 2), po(size_t(hq) * splits * d * 4),
@@ -138,9 +141,9 @@ void attention(const char *spec, int tokens) {
   args.insert(args.end(), {&vw.p, &vs.p});
   if (!s.value.symmetric)
     args.push_back(&vz.p);
-  args.insert(args.end(), {&sk.p, &sv.p, &rk.p, &rv.p, &lengths.p, &kvHeads,
-                           &capacity, &sinkCap, &residualCap, &tokensPerSplit,
-                           &scale});
+  args.insert(args.end(),
+              {&sk.p, &sv.p, &rk.p, &rv.p, &lengths.p, &kvHeads, &capacity,
+               &sinkCap, &residualCap, &tokensPerSplit, &scale});
   uint64_t tensorBytes = q.bytes + kw.bytes + ks.bytes + vw.bytes + vs.bytes +
                          (s.key.symmetric ? 0 : kz.bytes) +
                          (s.value.symmetric ? 0 : vz.bytes) + sk.bytes +
@@ -150,9 +153,9 @@ void attention(const char *spec, int tokens) {
   uint64_t threads = uint64_t(splits) * hkv * batch * k.threads;
   measure(title.c_str(), *m, tensorBytes, threads,
           [&](emu::Module &mod, const emu::LaunchOptions &o) {
-            return mod.launch(k.name,
-                              {unsigned(splits), unsigned(hkv), unsigned(batch)},
-                              {unsigned(k.threads)}, args, o);
+            return mod.launch(
+                k.name, {unsigned(splits), unsigned(hkv), unsigned(batch)},
+                {unsigned(k.threads)}, args, o);
           });
 }
 
@@ -171,8 +174,8 @@ void quantize(const char *spec, int rows, int tokens) {
   std::normal_distribution<float> normal;
   for (size_t i = 0; i < in.bytes / 2; ++i)
     h[i] = ref::toHalfBits(normal(rng), HalfType::F16);
-  size_t nScales = token ? size_t(rows) * tokens * (d / g)
-                         : size_t(rows) * tokens / g * d;
+  size_t nScales =
+      token ? size_t(rows) * tokens * (d / g) : size_t(rows) * tokens / g * d;
   Buffer words(size_t(rows) * tokens * d * s.key.bits / 8), scales(nScales * 2),
       zeros(nScales * 2);
   int r = rows, t = tokens, inTokens = tokens, outTokens = tokens, offset = 0;

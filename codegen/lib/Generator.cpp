@@ -258,9 +258,10 @@ llvm::Expected<GeneratedSource> emitCuda(ModuleOp module,
             os << entry.getName().strref() << "=";
             if (auto text = dyn_cast<StringAttr>(entry.getValue()))
               os << text.strref();
-            else if (auto number = dyn_cast<IntegerAttr>(entry.getValue()))
+            else if (auto number = dyn_cast<IntegerAttr>(entry.getValue())) {
               os << number.getInt();
-            else
+              kernel.planValues[entry.getName().str()] = number.getInt();
+            } else
               os << entry.getValue();
           },
           " ");

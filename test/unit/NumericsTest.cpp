@@ -22,8 +22,6 @@ using namespace kvq::test;
 
 namespace {
 
-unsigned ceilDiv(size_t a, size_t b) { return unsigned((a + b - 1) / b); }
-
 //===----------------------------------------------------------------------===//
 // quantize + pack, dequantize
 //===----------------------------------------------------------------------===//
@@ -71,19 +69,23 @@ QuantResult runQuantize(const QuantCase &c, const std::vector<float> &input,
   size_t scaleBytes = c.scheme.fp32Scales ? 4 : 2;
   DeviceBuffer scales(std::vector<uint8_t>(scaleCount * scaleBytes, 0));
   DeviceBuffer zeros(std::vector<uint8_t>(scaleCount * scaleBytes, 0));
-  int inTokens = tokens;
-  std::vector<void *> args = {in.arg(), words.arg(), scales.arg()};
-  if (!c.scheme.symmetric)
-    args.push_back(zeros.arg());
-  for (int *v : {&rows, &tokens, &inTokens, &outTokens, &outOffset})
-    args.push_back(v);
-  emu::Module &qm = moduleFor(q);
-  unsigned grid = token ? ceilDiv(size_t(rows) * tokens, 4)
-                        : ceilDiv(size_t(rows) * (tokens / group) * d, 128);
+  QuantizeCall call;
+  call.input = in.get();
+  call.words = words.get();
+  call.scales = scales.get();
+  call.zeros = zeros.get();
+  call.rows = rows;
+  call.tokens = tokens;
+  call.inTokens = tokens;
+  call.outTokens = outTokens;
+  call.outOffset = outOffset;
+  GeneratedSource source;
+  emu::Module &qm = moduleFor(q, &source);
+  llvm::Expected<KernelLaunch> launch = planQuantize(q, source, call);
+  EXPECT_TRUE(static_cast<bool>(launch)) << llvm::toString(launch.takeError());
   emu::LaunchOptions options;
   options.schedule = schedule;
-  llvm::Error error =
-      qm.launch(kernelName(q, "quantize"), {grid}, {128}, args, options);
+  llvm::Error error = qm.launch(*launch, options);
   EXPECT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
 
   QuantResult r;
@@ -94,18 +96,22 @@ QuantResult runQuantize(const QuantCase &c, const std::vector<float> &input,
 
   // Dequantize the tokens just written back out.
   DeviceBuffer out(std::vector<uint16_t>(size_t(rows) * tokens * d, 0));
-  int inOffset = outOffset, storeTokens = outTokens, outRowTokens = tokens;
-  std::vector<void *> dargs = {words.arg(), scales.arg()};
-  if (!c.scheme.symmetric)
-    dargs.push_back(zeros.arg());
-  dargs.push_back(out.arg());
-  for (int *v : {&rows, &tokens, &storeTokens, &inOffset, &outRowTokens})
-    dargs.push_back(v);
-  size_t work = token ? size_t(rows) * tokens * d / perWord
-                      : size_t(rows) * tokens / perWord * d;
-  llvm::Error dError =
-      moduleFor(dq).launch(kernelName(dq, "dequantize"), {ceilDiv(work, 256)},
-                           {256}, dargs, options);
+  DequantizeCall back;
+  back.words = words.get();
+  back.scales = scales.get();
+  back.zeros = zeros.get();
+  back.output = out.get();
+  back.rows = rows;
+  back.tokens = tokens;
+  back.inTokens = outTokens;
+  back.inOffset = outOffset;
+  back.outTokens = tokens;
+  GeneratedSource dsource;
+  emu::Module &dm = moduleFor(dq, &dsource);
+  llvm::Expected<KernelLaunch> dlaunch = planDequantize(dq, dsource, back);
+  EXPECT_TRUE(static_cast<bool>(dlaunch))
+      << llvm::toString(dlaunch.takeError());
+  llvm::Error dError = dm.launch(*dlaunch, options);
   EXPECT_FALSE(static_cast<bool>(dError)) << llvm::toString(std::move(dError));
   r.dequantized =
       fromHalf(out.read<uint16_t>(size_t(rows) * tokens * d), c.dtype);
@@ -302,17 +308,9 @@ std::vector<float> runAttention(const AttentionCase &c, AttentionData &data,
   int d = s.headDim;
   GeneratedSource source;
   emu::Module &module = moduleFor(s, &source);
-  const GeneratedKernel *attention = nullptr, *combine = nullptr;
-  for (const GeneratedKernel &k : source.kernels)
-    (k.kind == "attention" ? attention : combine) = &k;
-  int bodySplits = std::max(1, int(ceilDiv(data.capacity, c.tokensPerSplit)));
-  int splits = bodySplits + 1;
   size_t queryRows = size_t(data.batch) * s.queryHeads;
 
   DeviceBuffer q(toHalf(data.q, s.dtype));
-  DeviceBuffer partialOut(queryRows * splits * d * sizeof(float));
-  DeviceBuffer partialMax(queryRows * splits * sizeof(float));
-  DeviceBuffer partialSum(queryRows * splits * sizeof(float));
   DeviceBuffer kw(data.keyWords), vw(data.valueWords);
   DeviceBuffer ks = storageBuffer(data.keyScales, s.key);
   DeviceBuffer kz = storageBuffer(data.keyZeros, s.key);
@@ -323,42 +321,42 @@ std::vector<float> runAttention(const AttentionCase &c, AttentionData &data,
       rv(toHalf(data.residualV, s.dtype));
   DeviceBuffer lengths(data.lengths);
   DeviceBuffer out(std::vector<uint16_t>(queryRows * d, 0));
-  int kvHeads = s.kvHeads, capacity = data.capacity, sinkCap = data.sinkCap,
-      residualCap = data.residualCap, tokensPerSplit = c.tokensPerSplit;
-  float softmaxScale = 1.0f / std::sqrt(float(d));
 
-  std::vector<void *> args = {q.arg(),          partialOut.arg(),
-                              partialMax.arg(), partialSum.arg(),
-                              kw.arg(),         ks.arg()};
-  if (!s.key.symmetric)
-    args.push_back(kz.arg());
-  args.insert(args.end(), {vw.arg(), vs.arg()});
-  if (!s.value.symmetric)
-    args.push_back(vz.arg());
-  if (s.sink)
-    args.insert(args.end(), {sk.arg(), sv.arg()});
-  if (s.residual)
-    args.insert(args.end(), {rk.arg(), rv.arg()});
-  args.insert(args.end(), {lengths.arg(), &kvHeads, &capacity, &sinkCap,
-                           &residualCap, &tokensPerSplit, &softmaxScale});
-  EXPECT_EQ(args.size(), attention->argNames.size());
+  AttentionCall call;
+  call.q = q.get();
+  call.keyWords = kw.get();
+  call.keyScales = ks.get();
+  call.keyZeros = kz.get();
+  call.valueWords = vw.get();
+  call.valueScales = vs.get();
+  call.valueZeros = vz.get();
+  call.sinkKeys = sk.get();
+  call.sinkValues = sv.get();
+  call.residualKeys = rk.get();
+  call.residualValues = rv.get();
+  call.lengths = static_cast<const int32_t *>(lengths.get());
+  call.hostLengths = data.lengths.data();
+  call.out = out.get();
+  call.batch = data.batch;
+  call.bodyCapacity = data.capacity;
+  call.sinkCapacity = data.sinkCap;
+  call.residualCapacity = data.residualCap;
+  call.tokensPerSplit = c.tokensPerSplit;
+  DeviceBuffer workspace(attentionWorkspaceBytes(s, source, call));
+  call.workspace = workspace.get();
+  llvm::Expected<std::vector<KernelLaunch>> launches =
+      planAttention(s, source, call);
+  EXPECT_TRUE(static_cast<bool>(launches))
+      << llvm::toString(launches.takeError());
 
   emu::LaunchOptions options;
   options.schedule = schedule;
   options.traceTraffic = traffic != nullptr;
-  llvm::Error error = module.launch(
-      attention->name,
-      {unsigned(splits), unsigned(s.kvHeads), unsigned(data.batch)},
-      {unsigned(attention->threads)}, args, options);
+  llvm::Error error = module.launch((*launches)[0], options);
   EXPECT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
   if (traffic)
     *traffic = module.lastTraffic();
-
-  std::vector<void *> combineArgs = {partialOut.arg(), partialMax.arg(),
-                                     partialSum.arg(), out.arg(), &splits};
-  llvm::Error combineError = module.launch(
-      combine->name, {unsigned(s.queryHeads), unsigned(data.batch)},
-      {unsigned(combine->threads)}, combineArgs, options);
+  llvm::Error combineError = module.launch((*launches)[1], options);
   EXPECT_FALSE(static_cast<bool>(combineError))
       << llvm::toString(std::move(combineError));
   return fromHalf(out.read<uint16_t>(queryRows * d), s.dtype);
@@ -527,6 +525,11 @@ std::vector<AttentionCase> attentionCases() {
       AttentionCase c;
       c.spec = s;
       c.lengths = patterns[p];
+      // A segment the spec does not have holds no tokens.
+      for (auto &l : c.lengths) {
+        l[0] = s.sink ? l[0] : 0;
+        l[2] = s.residual ? l[2] : 0;
+      }
       c.tokensPerSplit = p % 2 ? 64 : 128;
       c.outliers = (index + p) % 2 == 0;
       cases.push_back(c);

@@ -13,6 +13,8 @@
 
 #include "llvm/Support/Error.h"
 
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -44,6 +46,7 @@ struct GeneratedKernel {
   std::string kind; ///< quantize, dequantize, attention, combine
   std::string spec; ///< human-readable specialization
   std::string plan; ///< the plan dictionary, printed
+  std::map<std::string, int64_t> planValues; ///< its integer entries
   int threads = 0;
   int sharedBytes = 0;
   std::vector<std::string> argNames;

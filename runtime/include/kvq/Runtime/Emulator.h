@@ -17,6 +17,7 @@
 #define KVQ_RUNTIME_EMULATOR_H
 
 #include "kvq/Codegen/Generator.h"
+#include "kvq/Runtime/Launch.h"
 
 #include "llvm/Support/Error.h"
 
@@ -93,6 +94,15 @@ public:
   llvm::Error launch(const std::string &kernel, Dim3 grid, Dim3 block,
                      const std::vector<void *> &args,
                      const LaunchOptions &options = LaunchOptions());
+
+  /// Runs a launch planned by planQuantize/planDequantize/planAttention.
+  llvm::Error launch(const KernelLaunch &launch,
+                     const LaunchOptions &options = LaunchOptions()) {
+    return this->launch(launch.kernel,
+                        {launch.grid[0], launch.grid[1], launch.grid[2]},
+                        {launch.block[0], launch.block[1], launch.block[2]},
+                        launch.args, options);
+  }
 
   /// Traffic of the last launch run with traceTraffic.
   const TrafficReport &lastTraffic() const { return traffic; }

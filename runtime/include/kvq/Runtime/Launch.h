@@ -1,0 +1,107 @@
+//===- Launch.h - validated launches of generated kernels -------*- C++ -*-===//
+//
+// Turns the arguments of a quantize, dequantize or attention call into the
+// kernel launches of KernelABI.h (grid, block, argument array), after
+// checking everything a user can get wrong: null or misaligned pointers,
+// token ranges outside a buffer's capacity, channel-axis ranges that are not
+// whole groups, per-sequence lengths beyond capacity, 32-bit index overflow.
+// Every failure is a kvq::LaunchError naming the bad value; nothing is
+// launched then.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_RUNTIME_LAUNCH_H
+#define KVQ_RUNTIME_LAUNCH_H
+
+#include "kvq/Codegen/Generator.h"
+
+#include "llvm/Support/Error.h"
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvq {
+
+/// A user-caused problem with a launch, before anything ran.
+class LaunchError : public llvm::ErrorInfo<LaunchError> {
+public:
+  static char ID;
+  explicit LaunchError(std::string message) : message(std::move(message)) {}
+  void log(llvm::raw_ostream &os) const override { os << message; }
+  std::error_code convertToErrorCode() const override {
+    return llvm::inconvertibleErrorCode();
+  }
+
+private:
+  std::string message;
+};
+
+/// One kernel launch: geometry plus the argument values (owned) and the
+/// cuLaunchKernel-style pointers to them.
+struct KernelLaunch {
+  std::string kernel;
+  std::array<unsigned, 3> grid{1, 1, 1}, block{1, 1, 1};
+  std::vector<uint64_t> values; ///< one 8-byte slot per argument
+  std::vector<void *> args;     ///< &values[i]
+};
+
+/// quantize: tokens [0, tokens) of each of `rows` rows of `inTokens` into
+/// positions [outOffset, outOffset + tokens) of a store of `outTokens`.
+struct QuantizeCall {
+  const void *input = nullptr;
+  void *words = nullptr, *scales = nullptr, *zeros = nullptr;
+  int rows = 0, tokens = 0, inTokens = 0, outTokens = 0, outOffset = 0;
+};
+
+/// dequantize: store positions [inOffset, inOffset + tokens) into tokens
+/// [0, tokens) of an output of `outTokens` per row.
+struct DequantizeCall {
+  const void *words = nullptr, *scales = nullptr, *zeros = nullptr;
+  void *output = nullptr;
+  int rows = 0, tokens = 0, inTokens = 0, inOffset = 0, outTokens = 0;
+};
+
+struct AttentionCall {
+  const void *q = nullptr;
+  const void *keyWords = nullptr, *keyScales = nullptr, *keyZeros = nullptr;
+  const void *valueWords = nullptr, *valueScales = nullptr,
+             *valueZeros = nullptr;
+  const void *sinkKeys = nullptr, *sinkValues = nullptr;
+  const void *residualKeys = nullptr, *residualValues = nullptr;
+  const int32_t *lengths = nullptr; ///< device [batch, 3]
+  /// A host copy of `lengths`, if the caller has one: checked against the
+  /// capacities before launch.
+  const int32_t *hostLengths = nullptr;
+  void *out = nullptr;
+  /// Workspace of attentionWorkspaceBytes() bytes (partial results).
+  void *workspace = nullptr;
+  int batch = 0, bodyCapacity = 0, sinkCapacity = 0, residualCapacity = 0;
+  /// 0: chosen from the body capacity and the plan's SM count.
+  int tokensPerSplit = 0;
+  float softmaxScale = 0; ///< 0: 1/sqrt(head_dim)
+};
+
+llvm::Expected<KernelLaunch> planQuantize(const KernelSpec &spec,
+                                          const GeneratedSource &source,
+                                          const QuantizeCall &call);
+llvm::Expected<KernelLaunch> planDequantize(const KernelSpec &spec,
+                                            const GeneratedSource &source,
+                                            const DequantizeCall &call);
+/// The attention kernel and its combine kernel, in launch order.
+llvm::Expected<std::vector<KernelLaunch>>
+planAttention(const KernelSpec &spec, const GeneratedSource &source,
+              const AttentionCall &call);
+
+/// Splits of the body the attention launch will use.
+int attentionBodySplits(const KernelSpec &spec, const GeneratedSource &source,
+                        const AttentionCall &call);
+/// Bytes of workspace attention needs for `call`.
+size_t attentionWorkspaceBytes(const KernelSpec &spec,
+                               const GeneratedSource &source,
+                               const AttentionCall &call);
+
+} // namespace kvq
+
+#endif // KVQ_RUNTIME_LAUNCH_H

@@ -1,0 +1,390 @@
+//===- Launch.cpp - validated launches of generated kernels
+//----------------===//
+
+#include "kvq/Runtime/Launch.h"
+
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+using namespace kvq;
+
+char LaunchError::ID = 0;
+
+namespace {
+
+/// Builds a LaunchError from streamed pieces.
+struct Problem {
+  std::ostringstream os;
+  template <typename T> Problem &operator<<(const T &value) {
+    os << value;
+    return *this;
+  }
+  operator llvm::Error() { return llvm::make_error<LaunchError>(os.str()); }
+  template <typename T> operator llvm::Expected<T>() {
+    return llvm::make_error<LaunchError>(os.str());
+  }
+};
+
+const GeneratedKernel *findKernel(const GeneratedSource &source,
+                                  const std::string &kind) {
+  for (const GeneratedKernel &k : source.kernels)
+    if (k.kind == kind)
+      return &k;
+  return nullptr;
+}
+
+int64_t planValue(const GeneratedKernel &k, const std::string &key,
+                  int64_t fallback) {
+  auto it = k.planValues.find(key);
+  return it == k.planValues.end() ? fallback : it->second;
+}
+
+llvm::Error checkPointer(const char *name, const void *p, size_t alignment) {
+  if (!p)
+    return Problem() << name << " is null";
+  if (reinterpret_cast<uintptr_t>(p) % alignment != 0)
+    return Problem() << name << " must be " << alignment
+                     << "-byte aligned, got " << p;
+  return llvm::Error::success();
+}
+
+/// Alignment a packed-word buffer needs: the widest load the plan chose.
+size_t wordAlignment(const GeneratedKernel &k, const char *prefix) {
+  return 4 * planValue(k, std::string(prefix) + "_vector_words", 1);
+}
+
+size_t scaleBytes(const QuantScheme &s) { return s.fp32Scales ? 4 : 2; }
+int groupOf(const QuantScheme &s, int headDim) {
+  return s.group ? s.group : headDim;
+}
+
+llvm::Error checkCount(const char *name, int value) {
+  if (value < 0)
+    return Problem() << name << " must not be negative, got " << value;
+  return llvm::Error::success();
+}
+
+/// The largest element index must fit the kernels' 32-bit index math.
+llvm::Error checkIndexRange(const char *what, int64_t elements) {
+  if (elements > INT_MAX)
+    return Problem() << what << " holds " << elements
+                     << " elements, more than the 2^31 - 1 a kernel addresses";
+  return llvm::Error::success();
+}
+
+/// Token range checks shared by quantize and dequantize.
+llvm::Error checkTokenRange(const KernelSpec &spec, int rows, int tokens,
+                            int sourceTokens, int storeTokens, int offset,
+                            const char *storeName, const char *offsetName) {
+  for (auto [name, value] : {std::pair<const char *, int>{"rows", rows},
+                             {"tokens", tokens},
+                             {"in_tokens", sourceTokens},
+                             {storeName, storeTokens},
+                             {offsetName, offset}})
+    if (llvm::Error e = checkCount(name, value))
+      return e;
+  if (offset + int64_t(tokens) > storeTokens)
+    return Problem() << offsetName << " " << offset << " + tokens " << tokens
+                     << " exceeds the store's " << storeTokens << " tokens";
+  const QuantScheme &s = spec.key;
+  if (s.axis == QuantScheme::Axis::Channel) {
+    int group = groupOf(s, spec.headDim);
+    for (auto [name, value] : {std::pair<const char *, int>{"tokens", tokens},
+                               {offsetName, offset},
+                               {storeName, storeTokens}})
+      if (value % group != 0)
+        return Problem() << "axis = channel quantizes whole " << group
+                         << "-token groups: " << name << " " << value
+                         << " is not a multiple of " << group;
+  }
+  int64_t elements =
+      int64_t(rows) * std::max(storeTokens, sourceTokens) * spec.headDim;
+  return checkIndexRange("a row range", elements);
+}
+
+KernelLaunch makeLaunch(const GeneratedKernel &k,
+                        std::array<unsigned, 3> grid) {
+  KernelLaunch launch;
+  launch.kernel = k.name;
+  launch.grid = grid;
+  launch.block = {unsigned(k.threads), 1, 1};
+  return launch;
+}
+
+template <typename T> void push(KernelLaunch &launch, T value) {
+  uint64_t slot = 0;
+  static_assert(sizeof(T) <= sizeof(slot), "argument wider than 8 bytes");
+  std::memcpy(&slot, &value, sizeof(T));
+  launch.values.push_back(slot);
+}
+
+void finish(KernelLaunch &launch) {
+  launch.args.clear();
+  for (uint64_t &slot : launch.values)
+    launch.args.push_back(&slot);
+}
+
+unsigned blocksFor(int64_t work, int64_t perBlock) {
+  int64_t blocks = (work + perBlock - 1) / perBlock;
+  // Kernels stride over the work, so a capped grid still covers it.
+  return unsigned(std::max<int64_t>(1, std::min<int64_t>(blocks, 1 << 20)));
+}
+
+} // namespace
+
+llvm::Expected<KernelLaunch> kvq::planQuantize(const KernelSpec &spec,
+                                               const GeneratedSource &source,
+                                               const QuantizeCall &c) {
+  const GeneratedKernel *k = findKernel(source, "quantize");
+  if (spec.kind != KernelKind::Quantize || !k)
+    return Problem() << "'" << spec.canonical() << "' is not a quantize spec";
+  size_t half = 2, scale = scaleBytes(spec.key);
+  if (llvm::Error e = checkPointer("input", c.input, half))
+    return std::move(e);
+  if (llvm::Error e = checkPointer("words", c.words, 4))
+    return std::move(e);
+  if (llvm::Error e = checkPointer("scales", c.scales, scale))
+    return std::move(e);
+  if (!spec.key.symmetric)
+    if (llvm::Error e = checkPointer("zeros", c.zeros, scale))
+      return std::move(e);
+  if (c.tokens > c.inTokens)
+    return Problem() << "tokens " << c.tokens << " exceeds in_tokens "
+                     << c.inTokens;
+  if (llvm::Error e =
+          checkTokenRange(spec, c.rows, c.tokens, c.inTokens, c.outTokens,
+                          c.outOffset, "out_tokens", "out_offset"))
+    return std::move(e);
+
+  bool token = spec.key.axis == QuantScheme::Axis::Token;
+  int64_t work = token ? int64_t(c.rows) * c.tokens * 32 // a warp per row
+                       : int64_t(c.rows) *
+                             (c.tokens / groupOf(spec.key, spec.headDim)) *
+                             spec.headDim;
+  KernelLaunch launch = makeLaunch(*k, {blocksFor(work, k->threads), 1, 1});
+  push(launch, c.input);
+  push(launch, c.words);
+  push(launch, c.scales);
+  if (!spec.key.symmetric)
+    push(launch, c.zeros);
+  for (int v : {c.rows, c.tokens, c.inTokens, c.outTokens, c.outOffset})
+    push(launch, int32_t(v));
+  finish(launch);
+  return launch;
+}
+
+llvm::Expected<KernelLaunch> kvq::planDequantize(const KernelSpec &spec,
+                                                 const GeneratedSource &source,
+                                                 const DequantizeCall &c) {
+  const GeneratedKernel *k = findKernel(source, "dequantize");
+  if (spec.kind != KernelKind::Dequantize || !k)
+    return Problem() << "'" << spec.canonical() << "' is not a dequantize spec";
+  size_t scale = scaleBytes(spec.key);
+  if (llvm::Error e = checkPointer("words", c.words, 4))
+    return std::move(e);
+  if (llvm::Error e = checkPointer("scales", c.scales, scale))
+    return std::move(e);
+  if (!spec.key.symmetric)
+    if (llvm::Error e = checkPointer("zeros", c.zeros, scale))
+      return std::move(e);
+  if (llvm::Error e = checkPointer("output", c.output, 2))
+    return std::move(e);
+  if (c.tokens > c.outTokens)
+    return Problem() << "tokens " << c.tokens << " exceeds out_tokens "
+                     << c.outTokens;
+  if (llvm::Error e =
+          checkTokenRange(spec, c.rows, c.tokens, c.outTokens, c.inTokens,
+                          c.inOffset, "in_tokens", "in_offset"))
+    return std::move(e);
+  int64_t work = int64_t(c.rows) * c.tokens * spec.headDim * spec.key.bits / 32;
+  KernelLaunch launch = makeLaunch(*k, {blocksFor(work, k->threads), 1, 1});
+  push(launch, c.words);
+  push(launch, c.scales);
+  if (!spec.key.symmetric)
+    push(launch, c.zeros);
+  push(launch, c.output);
+  for (int v : {c.rows, c.tokens, c.inTokens, c.inOffset, c.outTokens})
+    push(launch, int32_t(v));
+  finish(launch);
+  return launch;
+}
+
+namespace {
+int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
+                   const AttentionCall &c) {
+  if (c.tokensPerSplit > 0)
+    return c.tokensPerSplit;
+  int64_t tile = planValue(k, "tile_tokens", 32);
+  int64_t minimum = planValue(k, "min_tokens_per_split", 4 * tile);
+  int64_t sms = planValue(k, "sm_count", 80);
+  // Enough blocks for two waves over the SMs, each split a whole number of
+  // tiles and never shorter than the plan's minimum.
+  int64_t blocksPerSplit = std::max(1, c.batch * spec.kvHeads);
+  int64_t wanted =
+      std::max<int64_t>(1, (2 * sms + blocksPerSplit - 1) / blocksPerSplit);
+  int64_t perSplit = (c.bodyCapacity + wanted - 1) / wanted;
+  perSplit = (perSplit + tile - 1) / tile * tile;
+  return int(std::max(minimum, perSplit));
+}
+} // namespace
+
+int kvq::attentionBodySplits(const KernelSpec &spec,
+                             const GeneratedSource &source,
+                             const AttentionCall &c) {
+  const GeneratedKernel *k = findKernel(source, "attention");
+  if (!k)
+    return 1;
+  int split = tokensPerSplit(spec, *k, c);
+  return std::max(1, (c.bodyCapacity + split - 1) / split);
+}
+
+size_t kvq::attentionWorkspaceBytes(const KernelSpec &spec,
+                                    const GeneratedSource &source,
+                                    const AttentionCall &c) {
+  size_t rows = size_t(std::max(0, c.batch)) * spec.queryHeads *
+                (attentionBodySplits(spec, source, c) + 1);
+  auto aligned = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
+  return aligned(rows * spec.headDim * 4) + 2 * aligned(rows * 4);
+}
+
+llvm::Expected<std::vector<KernelLaunch>>
+kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
+                   const AttentionCall &c) {
+  const GeneratedKernel *k = findKernel(source, "attention");
+  const GeneratedKernel *combine = findKernel(source, "combine");
+  if (spec.kind != KernelKind::Attention || !k || !combine)
+    return Problem() << "'" << spec.canonical() << "' is not an attention spec";
+  size_t half = 2;
+  struct Pointer {
+    const char *name;
+    const void *p;
+    size_t alignment;
+    bool needed;
+  };
+  std::vector<Pointer> pointers = {
+      {"q", c.q, half, true},
+      {"key_words", c.keyWords, wordAlignment(*k, "key"), true},
+      {"key_scales", c.keyScales, scaleBytes(spec.key), true},
+      {"key_zeros", c.keyZeros, scaleBytes(spec.key), !spec.key.symmetric},
+      {"value_words", c.valueWords, wordAlignment(*k, "value"), true},
+      {"value_scales", c.valueScales, scaleBytes(spec.value), true},
+      {"value_zeros", c.valueZeros, scaleBytes(spec.value),
+       !spec.value.symmetric},
+      {"sink_keys", c.sinkKeys, half, spec.sink},
+      {"sink_values", c.sinkValues, half, spec.sink},
+      {"residual_keys", c.residualKeys, half, spec.residual},
+      {"residual_values", c.residualValues, half, spec.residual},
+      {"lengths", c.lengths, 4, true},
+      {"out", c.out, half, true},
+      {"workspace", c.workspace, 256, true}};
+  for (const Pointer &p : pointers)
+    if (p.needed)
+      if (llvm::Error e = checkPointer(p.name, p.p, p.alignment))
+        return std::move(e);
+  if (c.batch < 1)
+    return Problem() << "batch must be at least 1, got " << c.batch;
+  for (auto [name, value] :
+       {std::pair<const char *, int>{"body_capacity", c.bodyCapacity},
+        {"sink_capacity", c.sinkCapacity},
+        {"residual_capacity", c.residualCapacity}})
+    if (llvm::Error e = checkCount(name, value))
+      return std::move(e);
+  int unit = 1; // the body holds whole channel groups
+  for (const QuantScheme *s : {&spec.key, &spec.value})
+    if (s->axis == QuantScheme::Axis::Channel)
+      unit = std::max(unit, groupOf(*s, spec.headDim));
+  if (c.bodyCapacity % unit != 0)
+    return Problem() << "body_capacity " << c.bodyCapacity
+                     << " is not a multiple of the channel group " << unit;
+  int64_t tile = planValue(*k, "tile_tokens", 32);
+  if (c.tokensPerSplit < 0 || c.tokensPerSplit % tile != 0)
+    return Problem() << "tokens_per_split must be a positive multiple of the "
+                        "tile ("
+                     << tile << " tokens), got " << c.tokensPerSplit;
+  if (c.softmaxScale < 0 || !std::isfinite(c.softmaxScale))
+    return Problem() << "softmax scale must be positive and finite, got "
+                     << c.softmaxScale;
+  int64_t kvRows = int64_t(c.batch) * spec.kvHeads;
+  if (llvm::Error e = checkIndexRange(
+          "the quantized body",
+          kvRows *
+              std::max({c.bodyCapacity, c.sinkCapacity, c.residualCapacity}) *
+              spec.headDim))
+    return std::move(e);
+  if (c.hostLengths)
+    for (int b = 0; b < c.batch; ++b) {
+      const int32_t *l = c.hostLengths + 3 * b;
+      struct Segment {
+        const char *name;
+        int32_t length, capacity;
+        bool present;
+      } segments[] = {{"sink", l[0], c.sinkCapacity, spec.sink},
+                      {"body", l[1], c.bodyCapacity, true},
+                      {"residual", l[2], c.residualCapacity, spec.residual}};
+      for (const Segment &s : segments) {
+        if (s.length < 0 || s.length > (s.present ? s.capacity : 0))
+          return Problem() << "sequence " << b << ": " << s.name << " length "
+                           << s.length << " is outside [0, "
+                           << (s.present ? s.capacity : 0) << "]";
+      }
+      if (l[1] % unit != 0)
+        return Problem() << "sequence " << b << ": body length " << l[1]
+                         << " is not a whole number of " << unit
+                         << "-token channel groups";
+    }
+
+  int split = tokensPerSplit(spec, *k, c);
+  int bodySplits = std::max(1, (c.bodyCapacity + split - 1) / split);
+  int splits = bodySplits + 1;
+  size_t rows = size_t(c.batch) * spec.queryHeads * splits;
+  auto aligned = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
+  char *workspace = static_cast<char *>(c.workspace);
+  void *partialOut = workspace;
+  void *partialMax = workspace + aligned(rows * spec.headDim * 4);
+  void *partialSum = static_cast<char *>(partialMax) + aligned(rows * 4);
+  float scale = c.softmaxScale > 0 ? c.softmaxScale
+                                   : 1.0f / std::sqrt(float(spec.headDim));
+
+  KernelLaunch attention = makeLaunch(
+      *k, {unsigned(splits), unsigned(spec.kvHeads), unsigned(c.batch)});
+  for (const void *p :
+       {c.q, static_cast<const void *>(partialOut),
+        static_cast<const void *>(partialMax),
+        static_cast<const void *>(partialSum), c.keyWords, c.keyScales})
+    push(attention, p);
+  if (!spec.key.symmetric)
+    push(attention, c.keyZeros);
+  push(attention, c.valueWords);
+  push(attention, c.valueScales);
+  if (!spec.value.symmetric)
+    push(attention, c.valueZeros);
+  if (spec.sink) {
+    push(attention, c.sinkKeys);
+    push(attention, c.sinkValues);
+  }
+  if (spec.residual) {
+    push(attention, c.residualKeys);
+    push(attention, c.residualValues);
+  }
+  push(attention, c.lengths);
+  for (int v : {spec.kvHeads, c.bodyCapacity, c.sinkCapacity,
+                c.residualCapacity, split})
+    push(attention, int32_t(v));
+  push(attention, scale);
+  finish(attention);
+
+  KernelLaunch merge =
+      makeLaunch(*combine, {unsigned(spec.queryHeads), unsigned(c.batch), 1});
+  push(merge, partialOut);
+  push(merge, partialMax);
+  push(merge, partialSum);
+  push(merge, c.out);
+  push(merge, int32_t(splits));
+  finish(merge);
+  std::vector<KernelLaunch> launches;
+  launches.push_back(std::move(attention));
+  launches.push_back(std::move(merge));
+  return launches;
+}

@@ -1,0 +1,169 @@
+//===- LaunchTest.cpp - bad launch arguments become typed errors
+//-----------===//
+
+#include "kvq/Runtime/Launch.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+using namespace kvq;
+
+namespace {
+
+const GeneratedSource &sourceFor(const KernelSpec &spec) {
+  static std::map<std::string, GeneratedSource> sources;
+  auto it = sources.find(spec.canonical());
+  if (it == sources.end()) {
+    Generator generator;
+    llvm::Expected<GeneratedSource> source =
+        generator.generate(spec, GeneratorOptions());
+    EXPECT_TRUE(static_cast<bool>(source));
+    it = sources.emplace(spec.canonical(), std::move(*source)).first;
+  }
+  return it->second;
+}
+
+/// Message of a LaunchError (fails the test for any other outcome).
+template <typename T> std::string launchError(llvm::Expected<T> result) {
+  if (result)
+    return "(no error)";
+  std::string message;
+  llvm::handleAllErrors(
+      result.takeError(),
+      [&](const LaunchError &e) {
+        message = llvm::toString(llvm::make_error<LaunchError>(e));
+      },
+      [&](const llvm::ErrorInfoBase &e) {
+        message = "wrong type: " + e.message();
+      });
+  return message;
+}
+
+// Fake device addresses: planning never dereferences them.
+void *at(uintptr_t address) { return reinterpret_cast<void *>(address); }
+
+class AttentionLaunch : public ::testing::Test {
+protected:
+  AttentionLaunch() {
+    parseKernelSpec("attention k=2c32 v=2t32 d=128 hq=8 hkv=2", spec);
+    call.q = at(0x1000);
+    call.keyWords = at(0x2000);
+    call.keyScales = at(0x3000);
+    call.keyZeros = at(0x4000);
+    call.valueWords = at(0x5000);
+    call.valueScales = at(0x6000);
+    call.valueZeros = at(0x7000);
+    call.sinkKeys = call.sinkValues = at(0x8000);
+    call.residualKeys = call.residualValues = at(0x9000);
+    call.lengths = static_cast<const int32_t *>(at(0xa000));
+    call.out = at(0xb000);
+    call.workspace = at(0xc000);
+    call.batch = 2;
+    call.bodyCapacity = 512;
+    call.sinkCapacity = 4;
+    call.residualCapacity = 128;
+  }
+  std::string plan() {
+    return launchError(planAttention(spec, sourceFor(spec), call));
+  }
+  KernelSpec spec;
+  AttentionCall call;
+};
+
+TEST_F(AttentionLaunch, ValidCallPlansBothKernels) {
+  llvm::Expected<std::vector<KernelLaunch>> launches =
+      planAttention(spec, sourceFor(spec), call);
+  ASSERT_TRUE(static_cast<bool>(launches))
+      << llvm::toString(launches.takeError());
+  ASSERT_EQ(launches->size(), 2u);
+  const KernelLaunch &attention = (*launches)[0];
+  EXPECT_EQ(attention.kernel, "kvq_attn_k2c32_v2t32_d128_g4_f16_sr");
+  int splits = attentionBodySplits(spec, sourceFor(spec), call) + 1;
+  EXPECT_EQ(attention.grid, (std::array<unsigned, 3>{unsigned(splits), 2, 2}));
+  EXPECT_EQ(attention.args.size(), 21u);
+  EXPECT_EQ((*launches)[1].grid, (std::array<unsigned, 3>{8, 2, 1}));
+  // Splits fill two waves of the plan's 132 SMs, a whole number of tiles.
+  EXPECT_GT(splits, 2);
+}
+
+TEST_F(AttentionLaunch, NullAndMisalignedPointers) {
+  call.valueZeros = nullptr;
+  EXPECT_EQ(plan(), "value_zeros is null");
+  call.valueZeros = at(0x7000);
+  call.keyWords = at(0x2004); // 128-bit loads need 16-byte alignment
+  EXPECT_EQ(plan(), "key_words must be 16-byte aligned, got 0x2004");
+}
+
+TEST_F(AttentionLaunch, LengthsBeyondCapacity) {
+  int32_t lengths[6] = {4, 512, 100, 2, 544, 0};
+  call.hostLengths = lengths;
+  EXPECT_EQ(plan(), "sequence 1: body length 544 is outside [0, 512]");
+  lengths[4] = 48;
+  EXPECT_EQ(plan(), "sequence 1: body length 48 is not a whole number of "
+                    "32-token channel groups");
+  lengths[4] = 64;
+  lengths[0] = 5;
+  EXPECT_EQ(plan(), "sequence 0: sink length 5 is outside [0, 4]");
+}
+
+TEST_F(AttentionLaunch, CapacitiesAndSplits) {
+  call.bodyCapacity = 500;
+  EXPECT_EQ(plan(), "body_capacity 500 is not a multiple of the channel "
+                    "group 32");
+  call.bodyCapacity = 512;
+  call.tokensPerSplit = 40;
+  EXPECT_EQ(plan(), "tokens_per_split must be a positive multiple of the tile "
+                    "(32 tokens), got 40");
+  call.tokensPerSplit = 0;
+  call.batch = 0;
+  EXPECT_EQ(plan(), "batch must be at least 1, got 0");
+  call.batch = 1;
+  call.bodyCapacity = 1 << 23; // 2 heads x 8M tokens x 128 = 2^31
+  EXPECT_EQ(plan(), "the quantized body holds 2147483648 elements, more than "
+                    "the 2^31 - 1 a kernel addresses");
+}
+
+TEST(QuantizeLaunch, TokenRangesAreChecked) {
+  KernelSpec spec;
+  parseKernelSpec("quantize 2c32 d=128", spec);
+  QuantizeCall call;
+  call.input = at(0x1000);
+  call.words = at(0x2000);
+  call.scales = call.zeros = at(0x3000);
+  call.rows = 8;
+  call.tokens = 64;
+  call.inTokens = 64;
+  call.outTokens = 256;
+  call.outOffset = 224;
+  EXPECT_EQ(launchError(planQuantize(spec, sourceFor(spec), call)),
+            "out_offset 224 + tokens 64 exceeds the store's 256 tokens");
+  call.outOffset = 16;
+  EXPECT_EQ(launchError(planQuantize(spec, sourceFor(spec), call)),
+            "axis = channel quantizes whole 32-token groups: out_offset 16 is "
+            "not a multiple of 32");
+  call.outOffset = 32;
+  call.tokens = 80;
+  EXPECT_EQ(launchError(planQuantize(spec, sourceFor(spec), call)),
+            "tokens 80 exceeds in_tokens 64");
+  call.tokens = 64;
+  call.input = at(0x1001);
+  EXPECT_EQ(launchError(planQuantize(spec, sourceFor(spec), call)),
+            "input must be 2-byte aligned, got 0x1001");
+  call.input = at(0x1000);
+  llvm::Expected<KernelLaunch> launch =
+      planQuantize(spec, sourceFor(spec), call);
+  ASSERT_TRUE(static_cast<bool>(launch)) << llvm::toString(launch.takeError());
+  // A thread per (row, group, channel): 8 x 2 x 128 = 2048 -> 16 blocks.
+  EXPECT_EQ(launch->grid[0], 16u);
+  EXPECT_EQ(launch->block[0], 128u);
+}
+
+TEST(QuantizeLaunch, WrongKindOfSpec) {
+  KernelSpec spec;
+  parseKernelSpec("dequantize 4t64 d=128", spec);
+  EXPECT_EQ(launchError(planQuantize(spec, sourceFor(spec), QuantizeCall())),
+            "'dequantize 4t64 d=128 f16' is not a quantize spec");
+}
+
+} // namespace
