@@ -50,6 +50,19 @@ llvm::Error checkPointer(const char *name, const void *p, size_t alignment) {
   return llvm::Error::success();
 }
 
+/// The words, scales and (asymmetric) zero points of a quantize/dequantize.
+llvm::Error checkQuantizedPointers(const KernelSpec &spec, const void *words,
+                                   const void *scales, const void *zeros) {
+  size_t scale = spec.key.fp32Scales ? 4 : 2;
+  if (llvm::Error e = checkPointer("words", words, 4))
+    return e;
+  if (llvm::Error e = checkPointer("scales", scales, scale))
+    return e;
+  if (!spec.key.symmetric)
+    return checkPointer("zeros", zeros, scale);
+  return llvm::Error::success();
+}
+
 /// Alignment a packed-word buffer needs: the widest load the plan chose.
 size_t wordAlignment(const GeneratedKernel &k, const char *prefix) {
   return 4 * planValue(k, std::string(prefix) + "_vector_words", 1);
@@ -140,16 +153,10 @@ llvm::Expected<KernelLaunch> kvq::planQuantize(const KernelSpec &spec,
   const GeneratedKernel *k = findKernel(source, "quantize");
   if (spec.kind != KernelKind::Quantize || !k)
     return Problem() << "'" << spec.canonical() << "' is not a quantize spec";
-  size_t half = 2, scale = scaleBytes(spec.key);
-  if (llvm::Error e = checkPointer("input", c.input, half))
+  if (llvm::Error e = checkPointer("input", c.input, 2))
     return std::move(e);
-  if (llvm::Error e = checkPointer("words", c.words, 4))
+  if (llvm::Error e = checkQuantizedPointers(spec, c.words, c.scales, c.zeros))
     return std::move(e);
-  if (llvm::Error e = checkPointer("scales", c.scales, scale))
-    return std::move(e);
-  if (!spec.key.symmetric)
-    if (llvm::Error e = checkPointer("zeros", c.zeros, scale))
-      return std::move(e);
   if (c.tokens > c.inTokens)
     return Problem() << "tokens " << c.tokens << " exceeds in_tokens "
                      << c.inTokens;
@@ -181,14 +188,8 @@ llvm::Expected<KernelLaunch> kvq::planDequantize(const KernelSpec &spec,
   const GeneratedKernel *k = findKernel(source, "dequantize");
   if (spec.kind != KernelKind::Dequantize || !k)
     return Problem() << "'" << spec.canonical() << "' is not a dequantize spec";
-  size_t scale = scaleBytes(spec.key);
-  if (llvm::Error e = checkPointer("words", c.words, 4))
+  if (llvm::Error e = checkQuantizedPointers(spec, c.words, c.scales, c.zeros))
     return std::move(e);
-  if (llvm::Error e = checkPointer("scales", c.scales, scale))
-    return std::move(e);
-  if (!spec.key.symmetric)
-    if (llvm::Error e = checkPointer("zeros", c.zeros, scale))
-      return std::move(e);
   if (llvm::Error e = checkPointer("output", c.output, 2))
     return std::move(e);
   if (c.tokens > c.outTokens)

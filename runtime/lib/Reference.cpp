@@ -229,6 +229,33 @@ void ref::dequantize(const QuantScheme &s, int headDim, const uint32_t *words,
 // Attention
 //===----------------------------------------------------------------------===//
 
+void ref::attendRows(const float *q, const std::vector<const float *> &keys,
+                     const std::vector<const float *> &values, int d,
+                     float scale, float *o) {
+  if (keys.empty()) {
+    std::fill(o, o + d, 0.0f);
+    return;
+  }
+  std::vector<double> scores;
+  for (const float *k : keys) {
+    double dot = 0;
+    for (int c = 0; c < d; ++c)
+      dot += double(q[c]) * double(k[c]);
+    scores.push_back(double(scale) * dot);
+  }
+  double m = *std::max_element(scores.begin(), scores.end());
+  double sum = 0;
+  std::vector<double> acc(d, 0.0);
+  for (size_t t = 0; t < scores.size(); ++t) {
+    double p = std::exp(scores[t] - m);
+    sum += p;
+    for (int c = 0; c < d; ++c)
+      acc[c] += p * values[t][c];
+  }
+  for (int c = 0; c < d; ++c)
+    o[c] = float(acc[c] / sum);
+}
+
 void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
                     float *out) {
   int d = spec.headDim, hq = spec.queryHeads, hkv = spec.kvHeads;
@@ -238,15 +265,11 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
     size_t headRow = size_t(b) * hkv + kvh;
     int nSink = in.lengths[b * 3], nBody = in.lengths[b * 3 + 1],
         nResidual = in.lengths[b * 3 + 2];
-    std::vector<double> scores;
-    std::vector<std::vector<float>> values;
-    const float *q = in.q + (size_t(b) * hq + h) * d;
+    std::vector<const float *> keys, values;
+    std::vector<float> kk, vv; // the dequantized body, alive until attended
     auto addToken = [&](const float *k, const float *v) {
-      double dot = 0;
-      for (int c = 0; c < d; ++c)
-        dot += double(q[c]) * double(k[c]);
-      scores.push_back(double(in.softmaxScale) * dot);
-      values.emplace_back(v, v + d);
+      keys.push_back(k);
+      values.push_back(v);
     };
     if (spec.sink)
       for (int t = 0; t < nSink; ++t) {
@@ -256,7 +279,8 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
     if (nBody > 0) {
       // Dequantize this (batch, kv head)'s rows: offset the store to
       // headRow and treat it as one row.
-      std::vector<float> kk(size_t(nBody) * d), vv(size_t(nBody) * d);
+      kk.assign(size_t(nBody) * d, 0.0f);
+      vv.assign(size_t(nBody) * d, 0.0f);
       auto rowOf = [&](const QuantScheme &s, const uint32_t *words,
                        const float *scales, const float *zeros, float *dst) {
         int perWord = 32 / s.bits, group = s.group ? s.group : d;
@@ -282,22 +306,8 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
         size_t at = (headRow * in.residualCapacity + t) * d;
         addToken(in.residualKeys + at, in.residualValues + at);
       }
-    float *o = out + (size_t(b) * hq + h) * d;
-    if (scores.empty()) {
-      std::fill(o, o + d, 0.0f);
-      return;
-    }
-    double m = *std::max_element(scores.begin(), scores.end());
-    double sum = 0;
-    std::vector<double> acc(d, 0.0);
-    for (size_t t = 0; t < scores.size(); ++t) {
-      double p = std::exp(scores[t] - m);
-      sum += p;
-      for (int c = 0; c < d; ++c)
-        acc[c] += p * values[t][c];
-    }
-    for (int c = 0; c < d; ++c)
-      o[c] = float(acc[c] / sum);
+    attendRows(in.q + (size_t(b) * hq + h) * d, keys, values, d,
+               in.softmaxScale, out + (size_t(b) * hq + h) * d);
   };
 
   int work = in.batch * hq;

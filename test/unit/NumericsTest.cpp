@@ -393,8 +393,7 @@ std::vector<float> referenceAttention(const AttentionCase &c,
       x = ref::roundToHalf(x, s.dtype);
     return out;
   }
-  // Unquantized: the body as 8-bit... no: as fp16, via 0-bit-loss path:
-  // treat the body as an extra fp16 "residual" in a dense computation.
+  // Unquantized: the same tokens with the body's original fp16 values.
   int d = s.headDim, gqa = s.queryHeads / s.kvHeads;
   for (int b = 0; b < data.batch; ++b)
     for (int h = 0; h < s.queryHeads; ++h) {
@@ -412,26 +411,9 @@ std::vector<float> referenceAttention(const AttentionCase &c,
         ks.push_back(&data.residualK[(headRow * data.residualCap + t) * d]);
         vs.push_back(&data.residualV[(headRow * data.residualCap + t) * d]);
       }
-      float *o = &out[(size_t(b) * s.queryHeads + h) * d];
-      const float *q = &data.q[(size_t(b) * s.queryHeads + h) * d];
-      std::vector<double> sc;
-      for (const float *k : ks) {
-        double dot = 0;
-        for (int i = 0; i < d; ++i)
-          dot += double(q[i]) * k[i];
-        sc.push_back(dot * in.softmaxScale);
-      }
-      double m = sc.empty() ? 0 : *std::max_element(sc.begin(), sc.end());
-      double sum = 0;
-      std::vector<double> acc(d, 0);
-      for (size_t t = 0; t < sc.size(); ++t) {
-        double p = std::exp(sc[t] - m);
-        sum += p;
-        for (int i = 0; i < d; ++i)
-          acc[i] += p * vs[t][i];
-      }
-      for (int i = 0; i < d; ++i)
-        o[i] = sum > 0 ? float(acc[i] / sum) : 0.0f;
+      ref::attendRows(&data.q[(size_t(b) * s.queryHeads + h) * d], ks, vs, d,
+                      in.softmaxScale,
+                      &out[(size_t(b) * s.queryHeads + h) * d]);
     }
   return out;
 }

@@ -329,34 +329,56 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
   });
 }
 
+/// What quantize and dequantize kernels share: they need packed words (the
+/// fused form) and a plan, and take the packed tensor as words, scales and
+/// (asymmetric) zero points.
+struct PackedKernel {
+  int64_t threads, headDim;
+  Type half;
+  SmallVector<Type> args;
+  SmallVector<StringRef> names;
+};
+
+FailureOr<PackedKernel> preparePackedKernel(Operation *op, SchemeAttr scheme,
+                                            Value codes, RankedTensorType dense,
+                                            StringRef requirement) {
+  if (!cast<RankedTensorType>(codes.getType()).getElementType().isInteger(32))
+    return op->emitOpError(requirement) << " to be lowered; run --kvq-fuse "
+                                           "first";
+  FailureOr<int64_t> threads = getPlanInt(op, "threads");
+  if (failed(threads))
+    return failure();
+  PackedKernel k{*threads, dense.getShape()[3], dense.getElementType(), {}, {}};
+  Type i32 = IntegerType::get(op->getContext(), 32);
+  Type storage = scheme.getScaleType();
+  k.args = {globalBuffer(i32), globalBuffer(storage)};
+  k.names = {"words", "scales"};
+  if (scheme.hasZeroPoints()) {
+    k.args.push_back(globalBuffer(storage));
+    k.names.push_back("zeros");
+  }
+  return k;
+}
+
 } // namespace
 
 LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
                                              gpu::GPUModuleOp module) {
   SchemeAttr scheme = op.getScheme();
-  auto inputType = cast<RankedTensorType>(op.getInput().getType());
-  if (!cast<RankedTensorType>(op.getCodes().getType())
-           .getElementType()
-           .isInteger(32))
-    return op.emitOpError("must produce packed words to be lowered; run "
-                          "--kvq-fuse first");
-  FailureOr<int64_t> threads = getPlanInt(op, "threads");
-  if (failed(threads))
+  FailureOr<PackedKernel> k =
+      preparePackedKernel(op, scheme, op.getCodes(),
+                          cast<RankedTensorType>(op.getInput().getType()),
+                          "must produce packed words");
+  if (failed(k))
     return failure();
-  int64_t headDim = inputType.getShape()[3];
-  Type half = inputType.getElementType();
-  Type storage = scheme.getScaleType();
-
+  int64_t headDim = k->headDim;
+  Type half = k->half;
   OpBuilder builder(op);
-  Type i32 = builder.getI32Type();
-  SmallVector<Type> args = {globalBuffer(half), globalBuffer(i32),
-                            globalBuffer(storage)};
-  if (scheme.hasZeroPoints())
-    args.push_back(globalBuffer(storage));
-  args.append(5, i32);
-  SmallVector<StringRef> names = {"input", "words", "scales"};
-  if (scheme.hasZeroPoints())
-    names.push_back("zeros");
+  SmallVector<Type> args = {globalBuffer(half)};
+  args.append(k->args);
+  args.append(5, builder.getI32Type());
+  SmallVector<StringRef> names = {"input"};
+  names.append(k->names);
   names.append({"rows", "tokens", "in_tokens", "out_tokens", "out_offset"});
   std::string name = llvm::formatv("kvq_quant_{0}_d{1}_{2}", schemeTag(scheme),
                                    headDim, halfTag(half));
@@ -364,47 +386,37 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
       llvm::formatv("quantize {0} head_dim={1} dtype={2}",
                     describeScheme(scheme), headDim, halfTag(half));
   gpu::GPUFuncOp func = createKernel(
-      builder, module, op.getLoc(), name, "quantize", args, names, {}, *threads,
-      spec, op->getAttrOfType<DictionaryAttr>("plan"));
+      builder, module, op.getLoc(), name, "quantize", args, names, {},
+      k->threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
   SmallVector<Value> values(func.getArguments());
   if (scheme.getAxis() == Axis::token)
-    buildTokenAxisQuantize(kb, scheme, headDim, *threads, values);
+    buildTokenAxisQuantize(kb, scheme, headDim, k->threads, values);
   else
-    buildChannelAxisQuantize(kb, scheme, headDim, *threads, values);
+    buildChannelAxisQuantize(kb, scheme, headDim, k->threads, values);
   return success();
 }
 
 LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
                                                gpu::GPUModuleOp module) {
   SchemeAttr scheme = op.getScheme();
-  auto outputType = cast<RankedTensorType>(op.getOutput().getType());
-  if (!cast<RankedTensorType>(op.getCodes().getType())
-           .getElementType()
-           .isInteger(32))
-    return op.emitOpError("must read packed words to be lowered; run "
-                          "--kvq-fuse first");
-  FailureOr<int64_t> threads = getPlanInt(op, "threads");
-  if (failed(threads))
+  FailureOr<PackedKernel> k =
+      preparePackedKernel(op, scheme, op.getCodes(),
+                          cast<RankedTensorType>(op.getOutput().getType()),
+                          "must read packed words");
+  if (failed(k))
     return failure();
-  int64_t headDim = outputType.getShape()[3];
-  Type half = outputType.getElementType();
-  Type storage = scheme.getScaleType();
+  int64_t headDim = k->headDim;
+  Type half = k->half;
   int64_t perWord = scheme.codesPerWord();
   int64_t group = scheme.groupSize(headDim);
-
   OpBuilder builder(op);
-  Type i32 = builder.getI32Type();
-  SmallVector<Type> args = {globalBuffer(i32), globalBuffer(storage)};
-  if (scheme.hasZeroPoints())
-    args.push_back(globalBuffer(storage));
+  SmallVector<Type> args(k->args);
   args.push_back(globalBuffer(half));
-  args.append(5, i32);
-  SmallVector<StringRef> names = {"words", "scales"};
-  if (scheme.hasZeroPoints())
-    names.push_back("zeros");
+  args.append(5, builder.getI32Type());
+  SmallVector<StringRef> names(k->names);
   names.append(
       {"output", "rows", "tokens", "in_tokens", "in_offset", "out_tokens"});
   std::string name = llvm::formatv("kvq_dequant_{0}_d{1}_{2}",
@@ -414,7 +426,7 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
                     describeScheme(scheme), headDim, halfTag(half));
   gpu::GPUFuncOp func = createKernel(
       builder, module, op.getLoc(), name, "dequantize", args, names, {},
-      *threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
+      k->threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
@@ -430,9 +442,10 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
 
   kb.comment("one thread per packed word; consecutive threads read "
              "consecutive words");
-  Value first = kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(*threads)),
-                       kb.threadIdx());
-  Value stride = kb.mul(kb.gridDim(gpu::Dimension::x), kb.i32(*threads));
+  Value first =
+      kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(k->threads)),
+             kb.threadIdx());
+  Value stride = kb.mul(kb.gridDim(gpu::Dimension::x), kb.i32(k->threads));
   auto loadScale = [&](Value index) -> std::pair<Value, Value> {
     Value scale = kb.toF32(kb.load(scales, index));
     Value zero = zeros ? kb.toF32(kb.load(zeros, index)) : Value();

@@ -15,6 +15,7 @@
 #include "kvq/Codegen/KernelSpec.h"
 
 #include <cstdint>
+#include <vector>
 
 namespace kvq::ref {
 
@@ -59,6 +60,12 @@ struct AttentionInputs {
   int batch = 1, bodyCapacity = 0, sinkCapacity = 0, residualCapacity = 0;
   float softmaxScale = 1;
 };
+
+/// out = softmax(scale · q·k_t) · v over the given token rows (each
+/// `headDim` floats), in double precision; no rows gives zeros.
+void attendRows(const float *q, const std::vector<const float *> &keys,
+                const std::vector<const float *> &values, int headDim,
+                float scale, float *out);
 
 /// out[b, h, :] = softmax(scale · q·K) · V over sink ∪ body ∪ residual
 /// tokens, in double precision; a sequence with no tokens gives zeros.
