@@ -432,8 +432,36 @@ struct Module::Impl {
 
 Module::~Module() = default;
 
-llvm::Expected<std::unique_ptr<Module>>
-Module::compile(const GeneratedSource &source, const std::string &cacheDir) {
+namespace {
+const char *hostCompiler() {
+  const char *cxx = std::getenv("CXX");
+  return cxx && *cxx ? cxx : "c++";
+}
+const std::vector<std::string> &hostFlags() {
+  static const std::vector<std::string> flags = {"-std=c++17",
+                                                 "-O1",
+                                                 "-fno-strict-aliasing",
+                                                 "-fwrapv",
+                                                 "-ffp-contract=off",
+                                                 "-shared",
+                                                 "-fPIC",
+                                                 "-w"};
+  return flags;
+}
+} // namespace
+
+std::string kvq::emu::hostCompilerIdentity() {
+  std::string id = hostCompiler();
+  for (const std::string &flag : hostFlags())
+    id += " " + flag;
+  return id;
+}
+
+llvm::Expected<std::string>
+kvq::emu::buildSharedObject(const GeneratedSource &source,
+                            const std::string &cacheDir, double *millis) {
+  if (millis)
+    *millis = 0;
   // A trampoline per kernel turns cuLaunchKernel-style void** arguments
   // into a typed call.
   std::string unit = source.cuda + "\n// emulator launch trampolines\n";
@@ -460,8 +488,6 @@ Module::compile(const GeneratedSource &source, const std::string &cacheDir) {
   std::string dir = cacheDir + "/" + hexDigest(identity).substr(0, 32);
   std::string library = dir + "/kernels.so";
 
-  auto module = std::unique_ptr<Module>(new Module());
-  module->impl = std::make_unique<Impl>();
   if (!llvm::sys::fs::exists(library)) {
     // Several processes may compile the same kernel at once (lit runs tests
     // in parallel): each works in its own folder and the shared object is
@@ -505,10 +531,33 @@ Module::compile(const GeneratedSource &source, const std::string &cacheDir) {
             llvm::sys::fs::rename(work + "/kernels.so", library))
       return llvm::createStringError(ec, "cannot publish " + library);
     (void)llvm::sys::fs::remove_directories(work);
-    module->compileMs = std::chrono::duration<double, std::milli>(
-                            std::chrono::steady_clock::now() - start)
-                            .count();
+    if (millis)
+      *millis = std::chrono::duration<double, std::milli>(
+                    std::chrono::steady_clock::now() - start)
+                    .count();
   }
+  return library;
+}
+
+llvm::Expected<std::unique_ptr<Module>>
+Module::compile(const GeneratedSource &source, const std::string &cacheDir) {
+  double millis = 0;
+  llvm::Expected<std::string> library =
+      buildSharedObject(source, cacheDir, &millis);
+  if (!library)
+    return library.takeError();
+  llvm::Expected<std::unique_ptr<Module>> module =
+      load(*library, source.kernels);
+  if (module)
+    (*module)->compileMs = millis;
+  return module;
+}
+
+llvm::Expected<std::unique_ptr<Module>>
+Module::load(const std::string &library,
+             const std::vector<GeneratedKernel> &kernels) {
+  auto module = std::unique_ptr<Module>(new Module());
+  module->impl = std::make_unique<Impl>();
 
   module->impl->handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!module->impl->handle)
@@ -523,7 +572,7 @@ Module::compile(const GeneratedSource &source, const std::string &cacheDir) {
                                    library +
                                        " lacks the emulator entry points");
   install(&hooks);
-  for (const GeneratedKernel &kernel : source.kernels) {
+  for (const GeneratedKernel &kernel : kernels) {
     auto entry = reinterpret_cast<Trampoline>(
         dlsym(module->impl->handle, ("kvq_emu_launch_" + kernel.name).c_str()));
     if (!entry)

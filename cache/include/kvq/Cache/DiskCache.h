@@ -30,14 +30,15 @@ namespace kvq::cache {
 class CacheError : public llvm::ErrorInfo<CacheError> {
 public:
   static char ID;
-  explicit CacheError(std::string message) : message(std::move(message)) {}
-  void log(llvm::raw_ostream &os) const override { os << message; }
+  explicit CacheError(std::string description)
+      : description(std::move(description)) {}
+  void log(llvm::raw_ostream &os) const override { os << description; }
   std::error_code convertToErrorCode() const override {
     return llvm::inconvertibleErrorCode();
   }
 
 private:
-  std::string message;
+  std::string description;
 };
 
 struct Entry {

@@ -27,6 +27,9 @@ class ModuleOp;
 
 namespace kvq {
 
+/// kvq's version: part of every cache key and generated header.
+inline constexpr const char *kVersion = "0.1.0";
+
 /// Name under which nvrtc and the emulator receive the device prelude.
 inline constexpr const char *kPreludeName = "kvq_prelude.cuh";
 

@@ -79,6 +79,17 @@ struct TrafficReport {
   uint64_t loadRequests = 0;
 };
 
+/// Compiles `source` for the host into `workDir` (reusing a shared object
+/// built there earlier for the same source, compiler and flags). Returns the
+/// path of the shared object; `millis` (if given) is the compiler's time, 0
+/// when reused.
+llvm::Expected<std::string> buildSharedObject(const GeneratedSource &source,
+                                              const std::string &workDir,
+                                              double *millis = nullptr);
+
+/// The host compiler and flags, for cache keys.
+std::string hostCompilerIdentity();
+
 /// One compiled translation unit.
 class Module {
 public:
@@ -87,6 +98,10 @@ public:
   /// earlier for the same source, kept under `cacheDir`).
   static llvm::Expected<std::unique_ptr<Module>>
   compile(const GeneratedSource &source, const std::string &cacheDir);
+
+  /// Loads a shared object built by buildSharedObject for `kernels`.
+  static llvm::Expected<std::unique_ptr<Module>>
+  load(const std::string &library, const std::vector<GeneratedKernel> &kernels);
 
   /// Runs `kernel` to completion. `args` point at the argument values, as
   /// for cuLaunchKernel. Errors (bad access with its site, divergent

@@ -28,14 +28,15 @@ namespace kvq {
 class LaunchError : public llvm::ErrorInfo<LaunchError> {
 public:
   static char ID;
-  explicit LaunchError(std::string message) : message(std::move(message)) {}
-  void log(llvm::raw_ostream &os) const override { os << message; }
+  explicit LaunchError(std::string description)
+      : description(std::move(description)) {}
+  void log(llvm::raw_ostream &os) const override { os << description; }
   std::error_code convertToErrorCode() const override {
     return llvm::inconvertibleErrorCode();
   }
 
 private:
-  std::string message;
+  std::string description;
 };
 
 /// One kernel launch: geometry plus the argument values (owned) and the

@@ -1,0 +1,78 @@
+//===- CudaDriver.h - the CUDA driver, loaded at first use ------*- C++ -*-===//
+//
+// libcuda.so.1 is dlopen'ed on first use, never linked: without a driver the
+// library still compiles and caches kernels (ahead-of-time warm-up works on
+// machines without a GPU), and GPU calls fail with a NoDriverError.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_RUNTIME_CUDADRIVER_H
+#define KVQ_RUNTIME_CUDADRIVER_H
+
+#include "llvm/Support/Error.h"
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvq::cuda {
+
+/// No usable CUDA driver or device on this machine.
+class NoDriverError : public llvm::ErrorInfo<NoDriverError> {
+public:
+  static char ID;
+  explicit NoDriverError(std::string description)
+      : description(std::move(description)) {}
+  void log(llvm::raw_ostream &os) const override { os << description; }
+  std::error_code convertToErrorCode() const override {
+    return llvm::inconvertibleErrorCode();
+  }
+
+private:
+  std::string description;
+};
+
+struct DeviceInfo {
+  std::string name;
+  int computeCapability = 0; ///< 90 for sm_90
+  int smCount = 0;
+};
+
+/// A loaded module (CUBIN, or PTX that the driver JIT-compiles).
+class LoadedModule {
+public:
+  virtual ~LoadedModule() = default;
+  virtual llvm::Error launch(const std::string &kernel,
+                             std::array<unsigned, 3> grid,
+                             std::array<unsigned, 3> block,
+                             const std::vector<void *> &args) = 0;
+};
+
+class Driver {
+public:
+  /// The driver of device 0, loading it on first use. `library` overrides
+  /// the file name (tests).
+  static llvm::Expected<Driver *> get(const std::string &library = "");
+
+  const DeviceInfo &device() const { return info; }
+
+  llvm::Expected<std::unique_ptr<LoadedModule>> load(const std::string &cubin,
+                                                     const std::string &ptx);
+  llvm::Expected<void *> allocate(size_t bytes);
+  void release(void *pointer);
+  llvm::Error copyToDevice(void *dst, const void *src, size_t bytes);
+  llvm::Error copyToHost(void *dst, const void *src, size_t bytes);
+  llvm::Error synchronize();
+
+  struct Api;
+
+private:
+  Driver() = default;
+  std::shared_ptr<Api> api;
+  DeviceInfo info;
+};
+
+} // namespace kvq::cuda
+
+#endif // KVQ_RUNTIME_CUDADRIVER_H

@@ -1,0 +1,112 @@
+//===- Runtime.h - specialize, compile once, dispatch -----------*- C++ -*-===//
+//
+// The JIT runtime: a KernelSpec is looked up in the per-process memory
+// cache, then the disk cache, and only then generated and compiled (nvrtc
+// for the cuda backend, the host compiler for the emulator). Calls are then
+// validated (Launch.h) and run on the chosen backend:
+//   cuda      — the CUDA driver (dlopen'ed; NoDriverError without one),
+//   emulator  — the generated source on the CPU,
+//   reference — the plain C++ semantics (no kernels),
+//   auto      — cuda when a driver and device exist, else the emulator.
+// Memory handed to calls is device memory for cuda and host memory
+// otherwise; allocate/copy route to the right place.
+//
+// Environment: KVQ_CACHE_DIR (cache location), KVQ_ALWAYS_COMPILE=1 (skip
+// both caches), KVQ_DUMP_DIR (write every stage of each compiled kernel),
+// KVQ_LOG=1 (log cache hits and compilations to stderr).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_RUNTIME_RUNTIME_H
+#define KVQ_RUNTIME_RUNTIME_H
+
+#include "kvq/Codegen/Generator.h"
+#include "kvq/Runtime/Launch.h"
+#include "kvq/Runtime/NVRTC.h"
+
+#include "llvm/Support/Error.h"
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace kvq {
+
+enum class Backend { Auto, Cuda, Emulator, Reference };
+const char *backendName(Backend backend);
+std::optional<Backend> parseBackend(const std::string &name);
+
+struct RuntimeOptions {
+  Backend backend = Backend::Auto;
+  /// Target arch for cuda; empty: the device's (sm_90 when there is none).
+  std::string arch;
+  /// Empty: $KVQ_CACHE_DIR, $XDG_CACHE_HOME/kvq or ~/.cache/kvq.
+  std::string cacheDir;
+  bool diskCache = true;
+  uint64_t cacheBytes = 1ull << 30;
+};
+
+/// One specialization, compiled for the runtime's backend.
+struct CompiledKernels {
+  KernelSpec spec;
+  std::string key;
+  GeneratedSource source; ///< CUDA text + kernel metadata
+  std::string ptx, cubin; ///< cuda backend
+  std::map<std::string, PtxasStats> stats;
+  /// Where it came from: "compiled" or "disk".
+  std::string origin;
+  double mlirMillis = 0, compileMillis = 0, diskMillis = 0;
+
+  struct Executable;
+  std::shared_ptr<Executable> executable; ///< loaded module (backend-specific)
+};
+
+struct RuntimeStatistics {
+  uint64_t compiled = 0, diskHits = 0, memoryHits = 0;
+};
+
+class Runtime {
+public:
+  static llvm::Expected<std::unique_ptr<Runtime>>
+  create(const RuntimeOptions &options = RuntimeOptions());
+  ~Runtime();
+
+  Backend backend() const { return resolved; }
+  const std::string &arch() const { return targetArch; }
+  /// The warning given once if the disk cache could not be used (the
+  /// runtime then keeps kernels in memory only); empty otherwise.
+  const std::string &cacheWarning() const { return warning; }
+  const std::string &cacheDirectory() const { return cacheDir; }
+
+  /// The compiled kernels of `spec`: memory cache, disk cache, or compile.
+  /// Concurrent requests for one new spec compile it once. Not used by the
+  /// reference backend.
+  llvm::Expected<std::shared_ptr<const CompiledKernels>>
+  prepare(const KernelSpec &spec);
+
+  llvm::Error quantize(const KernelSpec &spec, const QuantizeCall &call);
+  llvm::Error dequantize(const KernelSpec &spec, const DequantizeCall &call);
+  llvm::Error attention(const KernelSpec &spec, const AttentionCall &call);
+
+  /// Memory for calls: device memory (cuda) or checked host memory.
+  llvm::Expected<void *> allocate(size_t bytes);
+  void release(void *pointer);
+  llvm::Error copyIn(void *dst, const void *src, size_t bytes);
+  llvm::Error copyOut(void *dst, const void *src, size_t bytes);
+
+  RuntimeStatistics statistics() const;
+
+  struct Impl;
+
+private:
+  Runtime() = default;
+  std::unique_ptr<Impl> impl;
+  Backend resolved = Backend::Emulator;
+  std::string targetArch, warning, cacheDir;
+};
+
+} // namespace kvq
+
+#endif // KVQ_RUNTIME_RUNTIME_H

@@ -1,0 +1,210 @@
+//===- CudaDriver.cpp - the CUDA driver, loaded at first use
+//---------------===//
+//
+// Only the few entry points kvq needs, resolved with dlsym. The toolkit's
+// cuda.h supplies the types; nothing links libcuda.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvq/Runtime/CudaDriver.h"
+
+#include <cuda.h>
+#include <dlfcn.h>
+
+#include <mutex>
+
+using namespace kvq::cuda;
+
+char NoDriverError::ID = 0;
+
+struct Driver::Api {
+  void *handle = nullptr;
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuDeviceGetCount)(int *);
+  CUresult (*cuDeviceGet)(CUdevice *, int);
+  CUresult (*cuDeviceGetName)(char *, int, CUdevice);
+  CUresult (*cuDeviceGetAttribute)(int *, CUdevice_attribute, CUdevice);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+  CUresult (*cuCtxSetCurrent)(CUcontext);
+  CUresult (*cuCtxSynchronize)();
+  CUresult (*cuModuleLoadData)(CUmodule *, const void *);
+  CUresult (*cuModuleUnload)(CUmodule);
+  CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+  CUresult (*cuFuncSetAttribute)(CUfunction, CUfunction_attribute, int);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, unsigned, CUstream, void **,
+                             void **);
+  CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
+  CUresult (*cuMemFree)(CUdeviceptr);
+  CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
+  CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
+  CUresult (*cuGetErrorString)(CUresult, const char **);
+  CUcontext context = nullptr;
+
+  llvm::Error check(CUresult result, const char *what) const {
+    if (result == CUDA_SUCCESS)
+      return llvm::Error::success();
+    const char *text = "unknown error";
+    if (cuGetErrorString)
+      cuGetErrorString(result, &text);
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   std::string(what) + " failed: " + text);
+  }
+};
+
+namespace {
+
+template <typename F> bool resolve(void *handle, const char *name, F &out) {
+  out = reinterpret_cast<F>(dlsym(handle, name));
+  return out != nullptr;
+}
+
+class CudaModule : public LoadedModule {
+public:
+  CudaModule(std::shared_ptr<Driver::Api> api, CUmodule module)
+      : api(std::move(api)), module(module) {}
+  ~CudaModule() override { api->cuModuleUnload(module); }
+
+  llvm::Error launch(const std::string &kernel, std::array<unsigned, 3> grid,
+                     std::array<unsigned, 3> block,
+                     const std::vector<void *> &args) override {
+    CUfunction function;
+    if (llvm::Error e = api->check(
+            api->cuModuleGetFunction(&function, module, kernel.c_str()),
+            ("cuModuleGetFunction(" + kernel + ")").c_str()))
+      return e;
+    std::vector<void *> params(args);
+    return api->check(api->cuLaunchKernel(function, grid[0], grid[1], grid[2],
+                                          block[0], block[1], block[2], 0,
+                                          nullptr, params.data(), nullptr),
+                      ("cuLaunchKernel(" + kernel + ")").c_str());
+  }
+
+private:
+  std::shared_ptr<Driver::Api> api;
+  CUmodule module;
+};
+
+} // namespace
+
+llvm::Expected<Driver *> Driver::get(const std::string &library) {
+  static std::mutex mutex;
+  static std::unique_ptr<Driver> driver;
+  static std::string failure;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (driver && library.empty())
+    return driver.get();
+  if (!failure.empty() && library.empty())
+    return llvm::make_error<NoDriverError>(failure);
+
+  std::string name = library.empty() ? "libcuda.so.1" : library;
+  auto fail = [&](const std::string &why) -> llvm::Error {
+    std::string message = "no CUDA driver: " + why;
+    if (library.empty())
+      failure = message;
+    return llvm::make_error<NoDriverError>(message);
+  };
+  auto api = std::make_shared<Api>();
+  api->handle = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!api->handle)
+    return fail(name + " could not be loaded (" + dlerror() +
+                "); kernels can still be compiled and cached, and the "
+                "emulator backend runs them on the CPU");
+  bool ok =
+      resolve(api->handle, "cuInit", api->cuInit) &&
+      resolve(api->handle, "cuDeviceGetCount", api->cuDeviceGetCount) &&
+      resolve(api->handle, "cuDeviceGet", api->cuDeviceGet) &&
+      resolve(api->handle, "cuDeviceGetName", api->cuDeviceGetName) &&
+      resolve(api->handle, "cuDeviceGetAttribute", api->cuDeviceGetAttribute) &&
+      resolve(api->handle, "cuDevicePrimaryCtxRetain",
+              api->cuDevicePrimaryCtxRetain) &&
+      resolve(api->handle, "cuCtxSetCurrent", api->cuCtxSetCurrent) &&
+      resolve(api->handle, "cuCtxSynchronize", api->cuCtxSynchronize) &&
+      resolve(api->handle, "cuModuleLoadData", api->cuModuleLoadData) &&
+      resolve(api->handle, "cuModuleUnload", api->cuModuleUnload) &&
+      resolve(api->handle, "cuModuleGetFunction", api->cuModuleGetFunction) &&
+      resolve(api->handle, "cuFuncSetAttribute", api->cuFuncSetAttribute) &&
+      resolve(api->handle, "cuLaunchKernel", api->cuLaunchKernel) &&
+      resolve(api->handle, "cuMemAlloc_v2", api->cuMemAlloc) &&
+      resolve(api->handle, "cuMemFree_v2", api->cuMemFree) &&
+      resolve(api->handle, "cuMemcpyHtoD_v2", api->cuMemcpyHtoD) &&
+      resolve(api->handle, "cuMemcpyDtoH_v2", api->cuMemcpyDtoH) &&
+      resolve(api->handle, "cuGetErrorString", api->cuGetErrorString);
+  if (!ok)
+    return fail(name + " lacks a driver API entry point kvq needs");
+  int count = 0;
+  if (api->cuInit(0) != CUDA_SUCCESS ||
+      api->cuDeviceGetCount(&count) != CUDA_SUCCESS || count == 0)
+    return fail("the driver loaded but reports no CUDA device");
+  CUdevice device;
+  if (llvm::Error e = api->check(api->cuDeviceGet(&device, 0), "cuDeviceGet"))
+    return fail(llvm::toString(std::move(e)));
+  if (llvm::Error e =
+          api->check(api->cuDevicePrimaryCtxRetain(&api->context, device),
+                     "cuDevicePrimaryCtxRetain"))
+    return fail(llvm::toString(std::move(e)));
+  api->cuCtxSetCurrent(api->context);
+
+  auto loaded = std::unique_ptr<Driver>(new Driver());
+  loaded->api = api;
+  char deviceName[256] = {0};
+  api->cuDeviceGetName(deviceName, sizeof deviceName, device);
+  int major = 0, minor = 0, sms = 0;
+  api->cuDeviceGetAttribute(
+      &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device);
+  api->cuDeviceGetAttribute(
+      &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device);
+  api->cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                            device);
+  loaded->info = {deviceName, major * 10 + minor, sms};
+  if (!library.empty()) {
+    static std::vector<std::unique_ptr<Driver>> others;
+    others.push_back(std::move(loaded));
+    return others.back().get();
+  }
+  driver = std::move(loaded);
+  return driver.get();
+}
+
+llvm::Expected<std::unique_ptr<LoadedModule>>
+Driver::load(const std::string &cubin, const std::string &ptx) {
+  api->cuCtxSetCurrent(api->context);
+  CUmodule module = nullptr;
+  CUresult result = cubin.empty()
+                        ? CUDA_ERROR_INVALID_IMAGE
+                        : api->cuModuleLoadData(&module, cubin.data());
+  if (result != CUDA_SUCCESS && !ptx.empty()) // CUBIN for another arch: JIT
+    result = api->cuModuleLoadData(&module, ptx.c_str());
+  if (llvm::Error e = api->check(result, "cuModuleLoadData"))
+    return std::move(e);
+  return std::make_unique<CudaModule>(api, module);
+}
+
+llvm::Expected<void *> Driver::allocate(size_t bytes) {
+  CUdeviceptr pointer = 0;
+  if (llvm::Error e =
+          api->check(api->cuMemAlloc(&pointer, bytes), "cuMemAlloc"))
+    return std::move(e);
+  return reinterpret_cast<void *>(pointer);
+}
+
+void Driver::release(void *pointer) {
+  if (pointer)
+    api->cuMemFree(reinterpret_cast<CUdeviceptr>(pointer));
+}
+
+llvm::Error Driver::copyToDevice(void *dst, const void *src, size_t bytes) {
+  return api->check(
+      api->cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, bytes),
+      "cuMemcpyHtoD");
+}
+
+llvm::Error Driver::copyToHost(void *dst, const void *src, size_t bytes) {
+  return api->check(
+      api->cuMemcpyDtoH(dst, reinterpret_cast<CUdeviceptr>(src), bytes),
+      "cuMemcpyDtoH");
+}
+
+llvm::Error Driver::synchronize() {
+  return api->check(api->cuCtxSynchronize(), "cuCtxSynchronize");
+}

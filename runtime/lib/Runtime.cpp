@@ -1,0 +1,628 @@
+//===- Runtime.cpp - specialize, compile once, dispatch
+//--------------------===//
+
+#include "kvq/Runtime/Runtime.h"
+
+#include "kvq/Cache/CacheKey.h"
+#include "kvq/Cache/DiskCache.h"
+#include "kvq/Cache/MemoryCache.h"
+#include "kvq/Runtime/CudaDriver.h"
+#include "kvq/Runtime/Emulator.h"
+#include "kvq/Runtime/Reference.h"
+
+#include "llvm/Config/llvm-config.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <unistd.h>
+
+using namespace kvq;
+
+const char *kvq::backendName(Backend backend) {
+  switch (backend) {
+  case Backend::Auto:
+    return "auto";
+  case Backend::Cuda:
+    return "cuda";
+  case Backend::Emulator:
+    return "emulator";
+  case Backend::Reference:
+    return "reference";
+  }
+  return "?";
+}
+
+std::optional<Backend> kvq::parseBackend(const std::string &name) {
+  for (Backend b :
+       {Backend::Auto, Backend::Cuda, Backend::Emulator, Backend::Reference})
+    if (name == backendName(b))
+      return b;
+  return std::nullopt;
+}
+
+struct CompiledKernels::Executable {
+  std::unique_ptr<emu::Module> emulator;
+  std::unique_ptr<cuda::LoadedModule> gpu;
+};
+
+namespace {
+
+bool envFlag(const char *name) {
+  const char *value = std::getenv(name);
+  return value && *value && std::strcmp(value, "0") != 0;
+}
+
+void log(const std::string &message) {
+  if (envFlag("KVQ_LOG"))
+    llvm::errs() << "kvq: " << message << "\n";
+}
+
+double millisSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+//===--- kernel metadata in the cache manifest ---------------------------===//
+
+std::string serializeKernels(const std::vector<GeneratedKernel> &kernels) {
+  llvm::json::Array array;
+  for (const GeneratedKernel &k : kernels) {
+    llvm::json::Object plan;
+    for (const auto &[key, value] : k.planValues)
+      plan[key] = value;
+    array.push_back(
+        llvm::json::Object{{"name", k.name},
+                           {"kind", k.kind},
+                           {"spec", k.spec},
+                           {"plan", k.plan},
+                           {"threads", k.threads},
+                           {"shared_bytes", k.sharedBytes},
+                           {"arg_names", llvm::json::Array(k.argNames)},
+                           {"arg_types", llvm::json::Array(k.argTypes)},
+                           {"plan_values", std::move(plan)}});
+  }
+  std::string text;
+  llvm::raw_string_ostream(text) << llvm::json::Value(std::move(array));
+  return text;
+}
+
+std::optional<std::vector<GeneratedKernel>>
+parseKernels(const std::string &text) {
+  llvm::Expected<llvm::json::Value> value = llvm::json::parse(text);
+  if (!value) {
+    llvm::consumeError(value.takeError());
+    return std::nullopt;
+  }
+  const llvm::json::Array *array = value->getAsArray();
+  if (!array)
+    return std::nullopt;
+  std::vector<GeneratedKernel> kernels;
+  for (const llvm::json::Value &item : *array) {
+    const llvm::json::Object *o = item.getAsObject();
+    if (!o)
+      return std::nullopt;
+    GeneratedKernel k;
+    k.name = o->getString("name").value_or("").str();
+    k.kind = o->getString("kind").value_or("").str();
+    k.spec = o->getString("spec").value_or("").str();
+    k.plan = o->getString("plan").value_or("").str();
+    k.threads = int(o->getInteger("threads").value_or(0));
+    k.sharedBytes = int(o->getInteger("shared_bytes").value_or(0));
+    for (auto [field, out] :
+         {std::pair<const char *, std::vector<std::string> *>{"arg_names",
+                                                              &k.argNames},
+          {"arg_types", &k.argTypes}})
+      if (const llvm::json::Array *list = o->getArray(field))
+        for (const llvm::json::Value &v : *list)
+          out->push_back(v.getAsString().value_or("").str());
+    if (const llvm::json::Object *plan = o->getObject("plan_values"))
+      for (const auto &[key, v] : *plan)
+        k.planValues[key.str()] = v.getAsInteger().value_or(0);
+    if (k.name.empty() || k.threads <= 0)
+      return std::nullopt;
+    kernels.push_back(std::move(k));
+  }
+  return kernels;
+}
+
+void dumpStages(const GeneratedSource &source,
+                const CompiledKernels &compiled) {
+  const char *dir = std::getenv("KVQ_DUMP_DIR");
+  if (!dir || !*dir || source.kernels.empty())
+    return;
+  std::string folder = std::string(dir) + "/" + source.kernels.front().name;
+  if (llvm::sys::fs::create_directories(folder))
+    return;
+  auto write = [&](const std::string &name, const std::string &text) {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(folder + "/" + name, ec);
+    if (!ec)
+      os << text;
+  };
+  const char *names[][2] = {{"kvq", "1-kvq.mlir"},
+                            {"planned", "2-planned.mlir"},
+                            {"gpu", "3-gpu.mlir"},
+                            {"emitc", "4-emitc.mlir"},
+                            {"cuda", "5-kernels.cu"}};
+  for (const auto &[stage, text] : source.stages)
+    for (const auto &n : names)
+      if (stage == n[0])
+        write(n[1], text);
+  if (!compiled.ptx.empty())
+    write("6-kernels.ptx", compiled.ptx);
+  write("spec.txt", compiled.spec.canonical() + "\nkey " + compiled.key + "\n");
+}
+
+//===--- reference backend: the kernels' buffers as floats ---------------===//
+
+std::vector<float> readHalf(const void *p, size_t n, HalfType t) {
+  std::vector<float> out(n);
+  auto *bits = static_cast<const uint16_t *>(p);
+  for (size_t i = 0; i < n; ++i)
+    out[i] = ref::fromHalfBits(bits[i], t);
+  return out;
+}
+
+void writeHalf(void *p, const std::vector<float> &x, HalfType t) {
+  auto *bits = static_cast<uint16_t *>(p);
+  for (size_t i = 0; i < x.size(); ++i)
+    bits[i] = ref::toHalfBits(x[i], t);
+}
+
+std::vector<float> readStorage(const void *p, size_t n, const QuantScheme &s) {
+  if (!p)
+    return {};
+  if (s.fp32Scales) {
+    auto *f = static_cast<const float *>(p);
+    return std::vector<float>(f, f + n);
+  }
+  return readHalf(p, n, HalfType::F16);
+}
+
+void writeStorage(void *p, const std::vector<float> &x, size_t offset, size_t n,
+                  const QuantScheme &s) {
+  if (!p)
+    return;
+  for (size_t i = offset; i < offset + n; ++i) {
+    if (s.fp32Scales)
+      static_cast<float *>(p)[i] = x[i];
+    else
+      static_cast<uint16_t *>(p)[i] = ref::toHalfBits(x[i], HalfType::F16);
+  }
+}
+
+/// Scales per row of `tokens` tokens for a scheme (quantize/dequantize).
+size_t scalesPerRow(const QuantScheme &s, int headDim, int tokens) {
+  int group = s.group ? s.group : headDim;
+  return s.axis == QuantScheme::Axis::Token ? size_t(tokens) * (headDim / group)
+                                            : size_t(tokens / group) * headDim;
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Runtime
+//===----------------------------------------------------------------------===//
+
+struct Runtime::Impl {
+  Backend backend;
+  std::string arch;
+  cuda::Driver *driver = nullptr;
+  std::optional<cache::DiskCache> disk;
+  cache::MemoryCache<CompiledKernels> memory;
+  std::atomic<uint64_t> compiled{0}, diskHits{0}, memoryHits{0};
+
+  cache::KeyInputs keyInputs(const KernelSpec &spec) const {
+    cache::KeyInputs in;
+    in.spec = spec.canonical();
+    in.backend = backendName(backend);
+    in.generatorVersion = kVersion;
+    in.mlirVersion = LLVM_VERSION_STRING;
+    if (backend == Backend::Emulator) {
+      in.target = "host";
+      in.compilerVersion = emu::hostCompilerIdentity();
+    } else {
+      in.target = arch;
+      in.compilerVersion = "nvrtc " + nvrtcVersionString();
+      in.options = "-std=c++17";
+    }
+    if (const char *include = std::getenv("KVQ_CUDA_INCLUDE"))
+      in.environment["KVQ_CUDA_INCLUDE"] = include;
+    return in;
+  }
+
+  /// Makes the kernels runnable on this backend from their artefacts.
+  llvm::Error load(CompiledKernels &k, const std::string &library) {
+    k.executable = std::make_shared<CompiledKernels::Executable>();
+    if (backend == Backend::Emulator) {
+      llvm::Expected<std::unique_ptr<emu::Module>> module =
+          emu::Module::load(library, k.source.kernels);
+      if (!module)
+        return module.takeError();
+      k.executable->emulator = std::move(*module);
+    } else if (backend == Backend::Cuda) {
+      llvm::Expected<std::unique_ptr<cuda::LoadedModule>> module =
+          driver->load(k.cubin, k.ptx);
+      if (!module)
+        return module.takeError();
+      k.executable->gpu = std::move(*module);
+    }
+    return llvm::Error::success();
+  }
+
+  std::shared_ptr<const CompiledKernels> fromDisk(const KernelSpec &spec,
+                                                  const std::string &key) {
+    if (!disk || envFlag("KVQ_ALWAYS_COMPILE") || backend == Backend::Reference)
+      return nullptr;
+    auto start = std::chrono::steady_clock::now();
+    std::string problem;
+    std::optional<cache::Entry> entry = disk->load(key, &problem);
+    if (!problem.empty())
+      log(problem + "; rebuilding it");
+    if (!entry)
+      return nullptr;
+    auto k = std::make_shared<CompiledKernels>();
+    k->spec = spec;
+    k->key = key;
+    k->origin = "disk";
+    std::optional<std::vector<GeneratedKernel>> kernels =
+        parseKernels(entry->info["kernels"]);
+    if (!kernels) {
+      log("cache entry " + key + " has unreadable kernel metadata; rebuilding");
+      disk->remove(key);
+      return nullptr;
+    }
+    k->source.kernels = std::move(*kernels);
+    k->source.cuda = entry->files["kernels.cu"];
+    k->ptx = entry->files["kernels.ptx"];
+    k->cubin = entry->files["kernels.cubin"];
+    if (llvm::Error e =
+            load(*k, disk->directory() + "/" + key + "/kernels.so")) {
+      log("cannot load cached " + key + ": " + llvm::toString(std::move(e)));
+      return nullptr;
+    }
+    k->diskMillis = millisSince(start);
+    ++diskHits;
+    log("disk cache hit for '" + spec.canonical() + "'");
+    return k;
+  }
+
+  llvm::Expected<std::shared_ptr<const CompiledKernels>>
+  compile(const KernelSpec &spec, const std::string &key,
+          std::string &warning) {
+    auto k = std::make_shared<CompiledKernels>();
+    k->spec = spec;
+    k->key = key;
+    k->origin = "compiled";
+    Generator generator;
+    GeneratorOptions options;
+    options.arch = arch;
+    options.keepStages = std::getenv("KVQ_DUMP_DIR") != nullptr;
+    llvm::Expected<GeneratedSource> source = generator.generate(spec, options);
+    if (!source)
+      return source.takeError();
+    k->source = std::move(*source);
+    k->mlirMillis = k->source.mlirMillis;
+    if (backend == Backend::Reference)
+      return k; // validation metadata only
+
+    cache::Entry entry;
+    entry.key = key;
+    entry.files["kernels.cu"] = k->source.cuda;
+    std::string library;
+    auto start = std::chrono::steady_clock::now();
+    if (backend == Backend::Cuda) {
+      NVRTCOptions nvrtc;
+      nvrtc.arch = arch;
+      llvm::Expected<CompiledModule> module = compileCuda(
+          k->source.cuda, k->source.kernels.front().name + ".cu", nvrtc);
+      if (!module)
+        return module.takeError();
+      k->ptx = module->ptx;
+      k->cubin = module->cubin;
+      k->stats = module->stats;
+      entry.files["kernels.ptx"] = k->ptx;
+      entry.files["kernels.cubin"] = k->cubin;
+      entry.info["ptxas"] = module->log;
+    } else {
+      llvm::SmallString<128> work;
+      if (std::error_code ec =
+              llvm::sys::fs::createUniqueDirectory("kvq-build", work))
+        return llvm::createStringError(ec, "cannot create a build folder");
+      llvm::Expected<std::string> built =
+          emu::buildSharedObject(k->source, work.str().str());
+      if (!built)
+        return built.takeError();
+      library = *built;
+      auto bytes = llvm::MemoryBuffer::getFile(library, false, false);
+      if (bytes)
+        entry.files["kernels.so"] = (*bytes)->getBuffer().str();
+    }
+    k->compileMillis = millisSince(start);
+    dumpStages(k->source, *k);
+    ++compiled;
+    log("compiled '" + spec.canonical() + "' in " +
+        std::to_string(int(k->mlirMillis + k->compileMillis)) + " ms");
+
+    entry.info["spec"] = spec.canonical();
+    entry.info["kernels"] = serializeKernels(k->source.kernels);
+    entry.info["key_inputs"] = cache::canonicalKeyText(keyInputs(spec));
+    if (disk) {
+      if (llvm::Error e = disk->store(entry)) {
+        warning = "kvq: the kernel cache at " + disk->directory() +
+                  " cannot be written (" + llvm::toString(std::move(e)) +
+                  "); keeping kernels in memory only";
+        llvm::errs() << warning << "\n";
+        disk.reset();
+      } else if (backend == Backend::Emulator) {
+        library = disk->directory() + "/" + key + "/kernels.so";
+      }
+    }
+    if (llvm::Error e = load(*k, library))
+      return std::move(e);
+    return k;
+  }
+};
+
+Runtime::~Runtime() = default;
+
+llvm::Expected<std::unique_ptr<Runtime>>
+Runtime::create(const RuntimeOptions &options) {
+  auto runtime = std::unique_ptr<Runtime>(new Runtime());
+  runtime->impl = std::make_unique<Impl>();
+  Impl &impl = *runtime->impl;
+  Backend backend = options.backend;
+  if (backend == Backend::Cuda || backend == Backend::Auto) {
+    llvm::Expected<cuda::Driver *> driver = cuda::Driver::get();
+    if (driver) {
+      impl.driver = *driver;
+      backend = Backend::Cuda;
+    } else if (backend == Backend::Cuda) {
+      return driver.takeError();
+    } else {
+      log(llvm::toString(driver.takeError()) + "; using the emulator");
+      backend = Backend::Emulator;
+    }
+  }
+  impl.backend = runtime->resolved = backend;
+  impl.arch = options.arch;
+  if (impl.arch.empty())
+    impl.arch =
+        impl.driver
+            ? "sm_" + std::to_string(impl.driver->device().computeCapability)
+            : "sm_90";
+  runtime->targetArch = impl.arch;
+  if (options.diskCache && backend != Backend::Reference) {
+    runtime->cacheDir =
+        options.cacheDir.empty() ? cache::defaultCacheDir() : options.cacheDir;
+    llvm::Expected<cache::DiskCache> disk =
+        cache::DiskCache::open(runtime->cacheDir, options.cacheBytes);
+    if (disk) {
+      impl.disk.emplace(std::move(*disk));
+    } else {
+      runtime->warning = "kvq: kernel cache disabled, keeping kernels in "
+                         "memory only: " +
+                         llvm::toString(disk.takeError());
+      llvm::errs() << runtime->warning << "\n";
+    }
+  }
+  return runtime;
+}
+
+llvm::Expected<std::shared_ptr<const CompiledKernels>>
+Runtime::prepare(const KernelSpec &spec) {
+  if (std::optional<std::string> problem = spec.validate())
+    return llvm::make_error<LaunchError>("invalid kernel spec '" +
+                                         spec.canonical() + "': " + *problem);
+  std::string key = cache::computeKey(impl->keyInputs(spec));
+  bool always = envFlag("KVQ_ALWAYS_COMPILE");
+  if (!always)
+    if (auto hit = impl->memory.find(key)) {
+      ++impl->memoryHits;
+      return hit;
+    }
+  std::string error;
+  auto create =
+      [&](std::string &message) -> std::shared_ptr<const CompiledKernels> {
+    if (auto hit = impl->fromDisk(spec, key))
+      return hit;
+    llvm::Expected<std::shared_ptr<const CompiledKernels>> built =
+        impl->compile(spec, key, warning);
+    if (!built) {
+      message = llvm::toString(built.takeError());
+      return nullptr;
+    }
+    return *built;
+  };
+  std::shared_ptr<const CompiledKernels> kernels =
+      always ? create(error) : impl->memory.getOrCreate(key, create, &error);
+  if (!kernels)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), error);
+  return kernels;
+}
+
+namespace {
+llvm::Error run(const CompiledKernels &k, const KernelLaunch &launch) {
+  if (k.executable && k.executable->emulator)
+    return k.executable->emulator->launch(launch);
+  if (k.executable && k.executable->gpu)
+    return k.executable->gpu->launch(launch.kernel, launch.grid, launch.block,
+                                     launch.args);
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 "kernels of '" + k.spec.canonical() +
+                                     "' are not loaded");
+}
+} // namespace
+
+llvm::Error Runtime::quantize(const KernelSpec &spec, const QuantizeCall &c) {
+  auto k = prepare(spec);
+  if (!k)
+    return k.takeError();
+  llvm::Expected<KernelLaunch> launch = planQuantize(spec, (*k)->source, c);
+  if (!launch)
+    return launch.takeError();
+  if (resolved != Backend::Reference)
+    return run(**k, *launch);
+  int d = spec.headDim;
+  size_t scales = scalesPerRow(spec.key, d, c.outTokens) * c.rows;
+  std::vector<float> input =
+      readHalf(c.input, size_t(c.rows) * c.inTokens * d, spec.dtype);
+  std::vector<float> s = readStorage(c.scales, scales, spec.key);
+  std::vector<float> z = readStorage(c.zeros, scales, spec.key);
+  ref::quantize(spec.key, d, input.data(), c.rows, c.tokens, c.inTokens,
+                c.outTokens, c.outOffset, static_cast<uint32_t *>(c.words),
+                s.data(), spec.key.symmetric ? nullptr : z.data());
+  writeStorage(c.scales, s, 0, scales, spec.key);
+  if (!spec.key.symmetric)
+    writeStorage(c.zeros, z, 0, scales, spec.key);
+  return llvm::Error::success();
+}
+
+llvm::Error Runtime::dequantize(const KernelSpec &spec,
+                                const DequantizeCall &c) {
+  auto k = prepare(spec);
+  if (!k)
+    return k.takeError();
+  llvm::Expected<KernelLaunch> launch = planDequantize(spec, (*k)->source, c);
+  if (!launch)
+    return launch.takeError();
+  if (resolved != Backend::Reference)
+    return run(**k, *launch);
+  int d = spec.headDim;
+  size_t scales = scalesPerRow(spec.key, d, c.inTokens) * c.rows;
+  std::vector<float> s = readStorage(c.scales, scales, spec.key);
+  std::vector<float> z = readStorage(c.zeros, scales, spec.key);
+  std::vector<float> out(size_t(c.rows) * c.outTokens * d);
+  std::vector<float> existing = readHalf(c.output, out.size(), spec.dtype);
+  ref::dequantize(spec.key, d, static_cast<const uint32_t *>(c.words), s.data(),
+                  spec.key.symmetric ? nullptr : z.data(), c.rows, c.tokens,
+                  c.inTokens, c.inOffset, c.outTokens, out.data());
+  // Only tokens [0, tokens) of each output row are written.
+  for (int r = 0; r < c.rows; ++r)
+    for (int t = c.tokens; t < c.outTokens; ++t)
+      for (int i = 0; i < d; ++i) {
+        size_t at = (size_t(r) * c.outTokens + t) * d + i;
+        out[at] = existing[at];
+      }
+  writeHalf(c.output, out, spec.dtype);
+  return llvm::Error::success();
+}
+
+llvm::Error Runtime::attention(const KernelSpec &spec, const AttentionCall &c) {
+  auto k = prepare(spec);
+  if (!k)
+    return k.takeError();
+  AttentionCall call = c;
+  if (resolved == Backend::Reference && !call.hostLengths)
+    call.hostLengths = c.lengths; // host memory on this backend
+  if (resolved == Backend::Reference && !call.workspace)
+    call.workspace = reinterpret_cast<void *>(uintptr_t(256)); // unused
+  llvm::Expected<std::vector<KernelLaunch>> launches =
+      planAttention(spec, (*k)->source, call);
+  if (!launches)
+    return launches.takeError();
+  if (resolved != Backend::Reference) {
+    for (const KernelLaunch &launch : *launches)
+      if (llvm::Error e = run(**k, launch))
+        return e;
+    return llvm::Error::success();
+  }
+  int d = spec.headDim;
+  size_t kvRows = size_t(c.batch) * spec.kvHeads;
+  std::vector<float> q =
+      readHalf(c.q, size_t(c.batch) * spec.queryHeads * d, spec.dtype);
+  std::vector<float> ks =
+      readStorage(c.keyScales,
+                  kvRows * scalesPerRow(spec.key, d, c.bodyCapacity), spec.key);
+  std::vector<float> kz = spec.key.symmetric
+                              ? std::vector<float>()
+                              : readStorage(c.keyZeros, ks.size(), spec.key);
+  std::vector<float> vs = readStorage(
+      c.valueScales, kvRows * scalesPerRow(spec.value, d, c.bodyCapacity),
+      spec.value);
+  std::vector<float> vz =
+      spec.value.symmetric ? std::vector<float>()
+                           : readStorage(c.valueZeros, vs.size(), spec.value);
+  auto segment = [&](const void *p, int capacity) {
+    return p ? readHalf(p, kvRows * capacity * d, spec.dtype)
+             : std::vector<float>();
+  };
+  std::vector<float> sk = segment(spec.sink ? c.sinkKeys : nullptr,
+                                  c.sinkCapacity),
+                     sv = segment(spec.sink ? c.sinkValues : nullptr,
+                                  c.sinkCapacity),
+                     rk = segment(spec.residual ? c.residualKeys : nullptr,
+                                  c.residualCapacity),
+                     rv = segment(spec.residual ? c.residualValues : nullptr,
+                                  c.residualCapacity);
+  ref::AttentionInputs in;
+  in.q = q.data();
+  in.keyWords = static_cast<const uint32_t *>(c.keyWords);
+  in.keyScales = ks.data();
+  in.keyZeros = kz.empty() ? nullptr : kz.data();
+  in.valueWords = static_cast<const uint32_t *>(c.valueWords);
+  in.valueScales = vs.data();
+  in.valueZeros = vz.empty() ? nullptr : vz.data();
+  in.sinkKeys = sk.data();
+  in.sinkValues = sv.data();
+  in.residualKeys = rk.data();
+  in.residualValues = rv.data();
+  in.lengths = c.lengths;
+  in.batch = c.batch;
+  in.bodyCapacity = c.bodyCapacity;
+  in.sinkCapacity = c.sinkCapacity;
+  in.residualCapacity = c.residualCapacity;
+  in.softmaxScale =
+      c.softmaxScale > 0 ? c.softmaxScale : 1.0f / std::sqrt(float(d));
+  std::vector<float> out(size_t(c.batch) * spec.queryHeads * d);
+  ref::attention(spec, in, out.data());
+  writeHalf(c.out, out, spec.dtype);
+  return llvm::Error::success();
+}
+
+llvm::Expected<void *> Runtime::allocate(size_t bytes) {
+  if (impl->driver && resolved == Backend::Cuda)
+    return impl->driver->allocate(bytes);
+  void *p = emu::deviceAlloc(bytes);
+  if (!p)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "out of host memory allocating " +
+                                       std::to_string(bytes) + " bytes");
+  return p;
+}
+
+void Runtime::release(void *pointer) {
+  if (impl->driver && resolved == Backend::Cuda)
+    impl->driver->release(pointer);
+  else
+    emu::deviceFree(pointer);
+}
+
+llvm::Error Runtime::copyIn(void *dst, const void *src, size_t bytes) {
+  if (impl->driver && resolved == Backend::Cuda)
+    return impl->driver->copyToDevice(dst, src, bytes);
+  std::memcpy(dst, src, bytes);
+  return llvm::Error::success();
+}
+
+llvm::Error Runtime::copyOut(void *dst, const void *src, size_t bytes) {
+  if (impl->driver && resolved == Backend::Cuda) {
+    if (llvm::Error e = impl->driver->synchronize())
+      return e;
+    return impl->driver->copyToHost(dst, src, bytes);
+  }
+  std::memcpy(dst, src, bytes);
+  return llvm::Error::success();
+}
+
+RuntimeStatistics Runtime::statistics() const {
+  return {impl->compiled.load(), impl->diskHits.load(),
+          impl->memoryHits.load()};
+}
