@@ -9,7 +9,7 @@ from lit.llvm import llvm_config
 
 config.name = "kvq"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
-config.suffixes = [".mlir"]
+config.suffixes = [".mlir", ".test"]
 config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.kvq_obj_root, "test")
@@ -20,7 +20,7 @@ config.environment["FILECHECK_OPTS"] = "--enable-var-scope --dump-input=fail"
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
-    ["kvq-opt", "kvq-translate"], [config.kvq_tools_dir])
+    ["kvq-opt", "kvq-translate", "kvq-cache"], [config.kvq_tools_dir])
 llvm_config.add_tool_substitutions(
     ["FileCheck", "not", "count"], [config.llvm_tools_dir])
 

@@ -213,6 +213,7 @@ size_t scalesPerRow(const QuantScheme &s, int headDim, int tokens) {
 
 struct Runtime::Impl {
   Backend backend;
+  bool compileOnly = false;
   std::string arch;
   cuda::Driver *driver = nullptr;
   std::optional<cache::DiskCache> disk;
@@ -241,6 +242,8 @@ struct Runtime::Impl {
   /// Makes the kernels runnable on this backend from their artefacts.
   llvm::Error load(CompiledKernels &k, const std::string &library) {
     k.executable = std::make_shared<CompiledKernels::Executable>();
+    if (compileOnly)
+      return llvm::Error::success();
     if (backend == Backend::Emulator) {
       llvm::Expected<std::unique_ptr<emu::Module>> module =
           emu::Module::load(library, k.source.kernels);
@@ -379,7 +382,11 @@ Runtime::create(const RuntimeOptions &options) {
   runtime->impl = std::make_unique<Impl>();
   Impl &impl = *runtime->impl;
   Backend backend = options.backend;
-  if (backend == Backend::Cuda || backend == Backend::Auto) {
+  impl.compileOnly = options.compileOnly;
+  if (options.compileOnly && backend == Backend::Auto)
+    backend = Backend::Cuda; // warming the cache is for the GPU
+  if ((backend == Backend::Cuda && !options.compileOnly) ||
+      backend == Backend::Auto) {
     llvm::Expected<cuda::Driver *> driver = cuda::Driver::get();
     if (driver) {
       impl.driver = *driver;
@@ -455,9 +462,10 @@ llvm::Error run(const CompiledKernels &k, const KernelLaunch &launch) {
   if (k.executable && k.executable->gpu)
     return k.executable->gpu->launch(launch.kernel, launch.grid, launch.block,
                                      launch.args);
-  return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                 "kernels of '" + k.spec.canonical() +
-                                     "' are not loaded");
+  return llvm::createStringError(
+      llvm::inconvertibleErrorCode(),
+      "kernels of '" + k.spec.canonical() +
+          "' are not loaded (the runtime was created compile-only)");
 }
 } // namespace
 

@@ -46,6 +46,9 @@ struct RuntimeOptions {
   std::string cacheDir;
   bool diskCache = true;
   uint64_t cacheBytes = 1ull << 30;
+  /// Compile and cache only (ahead-of-time warm-up): the cuda backend then
+  /// needs no driver, and nothing is loaded or launched.
+  bool compileOnly = false;
 };
 
 /// One specialization, compiled for the runtime's backend.

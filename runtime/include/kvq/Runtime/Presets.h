@@ -1,0 +1,43 @@
+//===- Presets.h - named cache configurations and model shapes --*- C++ -*-===//
+
+#ifndef KVQ_RUNTIME_PRESETS_H
+#define KVQ_RUNTIME_PRESETS_H
+
+#include "kvq/Codegen/KernelSpec.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kvq {
+
+/// A quantized KV cache configuration.
+struct CachePreset {
+  std::string name;
+  std::string source; ///< where the configuration comes from
+  QuantScheme key, value;
+  int residual = 128; ///< fp16 residual tokens
+  int sink = 4;       ///< fp16 attention-sink tokens
+};
+
+struct ModelShape {
+  std::string name;
+  int layers, queryHeads, kvHeads, headDim;
+};
+
+/// kivi2, kivi4, hf_quanto_int4, int8, int4.
+std::optional<CachePreset> findPreset(const std::string &name);
+std::string knownPresets();
+/// llama-2-7b, llama-3-8b, mistral-7b, qwen2.5-7b.
+std::optional<ModelShape> findModel(const std::string &name);
+std::string knownModels();
+
+/// Every kernel a model needs with a preset: quantize and dequantize for
+/// keys and values, and the fused attention (sink + residual).
+std::vector<KernelSpec> kernelsFor(const CachePreset &preset,
+                                   const ModelShape &model,
+                                   HalfType dtype = HalfType::F16);
+
+} // namespace kvq
+
+#endif // KVQ_RUNTIME_PRESETS_H

@@ -1,0 +1,109 @@
+//===- Presets.cpp - named cache configurations and model shapes ----------===//
+
+#include "kvq/Runtime/Presets.h"
+
+using namespace kvq;
+
+namespace {
+
+QuantScheme scheme(int bits, int group, QuantScheme::Axis axis) {
+  QuantScheme s;
+  s.bits = bits;
+  s.group = group;
+  s.axis = axis;
+  return s;
+}
+
+constexpr auto Token = QuantScheme::Axis::Token;
+constexpr auto Channel = QuantScheme::Axis::Channel;
+
+const std::vector<CachePreset> &presets() {
+  static const std::vector<CachePreset> all = {
+      {"kivi2",
+       "KIVI (Liu et al. 2024): 2-bit keys per channel, values per "
+       "token, group 32, fp16 residual 128",
+       scheme(2, 32, Channel), scheme(2, 32, Token), 128, 4},
+      {"kivi4", "KIVI's 4-bit variant", scheme(4, 32, Channel),
+       scheme(4, 32, Token), 128, 4},
+      {"hf_quanto_int4",
+       "Hugging Face QuantizedCache (quanto, nbits=4): "
+       "4-bit, groups of 64 channels per token, residual "
+       "128",
+       scheme(4, 64, Token), scheme(4, 64, Token), 128, 4},
+      {"int8", "8-bit per token, groups of 64", scheme(8, 64, Token),
+       scheme(8, 64, Token), 128, 4},
+      {"int4", "4-bit per token, groups of 32", scheme(4, 32, Token),
+       scheme(4, 32, Token), 128, 4}};
+  return all;
+}
+
+const std::vector<ModelShape> &models() {
+  static const std::vector<ModelShape> all = {{"llama-2-7b", 32, 32, 32, 128},
+                                              {"llama-3-8b", 32, 32, 8, 128},
+                                              {"mistral-7b", 32, 32, 8, 128},
+                                              {"qwen2.5-7b", 28, 28, 4, 128}};
+  return all;
+}
+
+template <typename T> std::string names(const std::vector<T> &items) {
+  std::string text;
+  for (const T &item : items)
+    text += (text.empty() ? "" : ", ") + item.name;
+  return text;
+}
+
+} // namespace
+
+std::optional<CachePreset> kvq::findPreset(const std::string &name) {
+  for (const CachePreset &p : presets())
+    if (p.name == name)
+      return p;
+  return std::nullopt;
+}
+
+std::string kvq::knownPresets() { return names(presets()); }
+
+std::optional<ModelShape> kvq::findModel(const std::string &name) {
+  for (const ModelShape &m : models())
+    if (m.name == name)
+      return m;
+  return std::nullopt;
+}
+
+std::string kvq::knownModels() { return names(models()); }
+
+std::vector<KernelSpec> kvq::kernelsFor(const CachePreset &preset,
+                                        const ModelShape &model,
+                                        HalfType dtype) {
+  std::vector<KernelSpec> specs;
+  for (const QuantScheme &s : {preset.key, preset.value})
+    for (KernelKind kind : {KernelKind::Quantize, KernelKind::Dequantize}) {
+      KernelSpec spec;
+      spec.kind = kind;
+      spec.key = s;
+      spec.headDim = model.headDim;
+      spec.dtype = dtype;
+      specs.push_back(spec);
+    }
+  KernelSpec attention;
+  attention.kind = KernelKind::Attention;
+  attention.key = preset.key;
+  attention.value = preset.value;
+  attention.headDim = model.headDim;
+  attention.queryHeads = model.queryHeads;
+  attention.kvHeads = model.kvHeads;
+  attention.dtype = dtype;
+  attention.sink = preset.sink > 0;
+  attention.residual = preset.residual > 0;
+  specs.push_back(attention);
+  // Identical schemes for K and V share their quantize/dequantize kernels.
+  std::vector<KernelSpec> unique;
+  for (const KernelSpec &s : specs) {
+    bool seen = false;
+    for (const KernelSpec &u : unique)
+      seen |= u.canonical() == s.canonical();
+    if (!seen)
+      unique.push_back(s);
+  }
+  return unique;
+}
