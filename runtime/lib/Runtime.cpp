@@ -16,11 +16,14 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <unistd.h>
+#include <unordered_map>
 
 using namespace kvq;
 
@@ -211,9 +214,51 @@ size_t scalesPerRow(const QuantScheme &s, int headDim, int tokens) {
 // Runtime
 //===----------------------------------------------------------------------===//
 
+/// A KernelSpec as plain integers: the memory cache's fast path looks specs
+/// up by this, without building the canonical text or hashing it.
+struct SpecKey {
+  std::array<int32_t, 18> fields;
+  bool operator==(const SpecKey &o) const { return fields == o.fields; }
+};
+
+SpecKey specKey(const KernelSpec &s) {
+  auto scheme = [](const QuantScheme &q, int32_t *out) {
+    out[0] = q.bits;
+    out[1] = q.group;
+    out[2] = int32_t(q.axis);
+    out[3] = q.symmetric | (q.fp32Scales << 1) | (q.interleaved << 2);
+  };
+  SpecKey key{};
+  key.fields[0] = int32_t(s.kind);
+  scheme(s.key, &key.fields[1]);
+  scheme(s.value, &key.fields[5]);
+  key.fields[9] = s.headDim;
+  key.fields[10] = s.queryHeads;
+  key.fields[11] = s.kvHeads;
+  key.fields[12] = int32_t(s.dtype);
+  key.fields[13] = s.sink | (s.residual << 1);
+  return key;
+}
+
+struct SpecKeyHash {
+  size_t operator()(const SpecKey &k) const {
+    uint64_t h = 1469598103934665603ull; // FNV-1a
+    for (int32_t f : k.fields) {
+      h ^= uint32_t(f);
+      h *= 1099511628211ull;
+    }
+    return size_t(h);
+  }
+};
+
 struct Runtime::Impl {
   Backend backend;
   bool compileOnly = false;
+  bool alwaysCompile = false; ///< KVQ_ALWAYS_COMPILE, read at creation
+  std::mutex fastMutex;
+  std::unordered_map<SpecKey, std::shared_ptr<const CompiledKernels>,
+                     SpecKeyHash>
+      fast;
   std::string arch;
   cuda::Driver *driver = nullptr;
   std::optional<cache::DiskCache> disk;
@@ -262,7 +307,7 @@ struct Runtime::Impl {
 
   std::shared_ptr<const CompiledKernels> fromDisk(const KernelSpec &spec,
                                                   const std::string &key) {
-    if (!disk || envFlag("KVQ_ALWAYS_COMPILE") || backend == Backend::Reference)
+    if (!disk || alwaysCompile || backend == Backend::Reference)
       return nullptr;
     auto start = std::chrono::steady_clock::now();
     std::string problem;
@@ -383,6 +428,7 @@ Runtime::create(const RuntimeOptions &options) {
   Impl &impl = *runtime->impl;
   Backend backend = options.backend;
   impl.compileOnly = options.compileOnly;
+  impl.alwaysCompile = envFlag("KVQ_ALWAYS_COMPILE");
   if (options.compileOnly && backend == Backend::Auto)
     backend = Backend::Cuda; // warming the cache is for the GPU
   if ((backend == Backend::Cuda && !options.compileOnly) ||
@@ -425,16 +471,21 @@ Runtime::create(const RuntimeOptions &options) {
 
 llvm::Expected<std::shared_ptr<const CompiledKernels>>
 Runtime::prepare(const KernelSpec &spec) {
+  bool always = impl->alwaysCompile;
+  SpecKey fastKey = specKey(spec);
+  if (!always) {
+    // The hot path of a decode step: no strings, no hashing of text.
+    std::lock_guard<std::mutex> lock(impl->fastMutex);
+    auto it = impl->fast.find(fastKey);
+    if (it != impl->fast.end()) {
+      impl->memoryHits.fetch_add(1, std::memory_order_relaxed);
+      return it->second;
+    }
+  }
   if (std::optional<std::string> problem = spec.validate())
     return llvm::make_error<LaunchError>("invalid kernel spec '" +
                                          spec.canonical() + "': " + *problem);
   std::string key = cache::computeKey(impl->keyInputs(spec));
-  bool always = envFlag("KVQ_ALWAYS_COMPILE");
-  if (!always)
-    if (auto hit = impl->memory.find(key)) {
-      ++impl->memoryHits;
-      return hit;
-    }
   std::string error;
   auto create =
       [&](std::string &message) -> std::shared_ptr<const CompiledKernels> {
@@ -452,6 +503,10 @@ Runtime::prepare(const KernelSpec &spec) {
       always ? create(error) : impl->memory.getOrCreate(key, create, &error);
   if (!kernels)
     return llvm::createStringError(llvm::inconvertibleErrorCode(), error);
+  if (!always) {
+    std::lock_guard<std::mutex> lock(impl->fastMutex);
+    impl->fast.emplace(fastKey, kernels);
+  }
   return kernels;
 }
 

@@ -137,12 +137,14 @@ TEST_F(RuntimeTest, SixteenThreadsCompileANewKernelOnce) {
 
 TEST_F(RuntimeTest, AlwaysCompileBypassesBothCaches) {
   KernelSpec s = spec("dequantize 4t64 d=64");
+  ASSERT_TRUE(static_cast<bool>(make()->prepare(s))); // now on disk
+  setenv("KVQ_ALWAYS_COMPILE", "1", 1);
   std::unique_ptr<Runtime> runtime = make();
   ASSERT_TRUE(static_cast<bool>(runtime->prepare(s)));
-  setenv("KVQ_ALWAYS_COMPILE", "1", 1);
   ASSERT_TRUE(static_cast<bool>(runtime->prepare(s)));
   EXPECT_EQ(runtime->statistics().compiled, 2u);
   EXPECT_EQ(runtime->statistics().memoryHits, 0u);
+  EXPECT_EQ(runtime->statistics().diskHits, 0u);
 }
 
 TEST_F(RuntimeTest, CorruptDiskEntryIsRebuilt) {
