@@ -1,0 +1,46 @@
+//===- Workload.h - a generated decode step on any backend ------*- C++ -*-===//
+//
+// Builds KV-cache-like data (Gaussian values with a few large outlier
+// channels, as real keys have), quantizes keys and values with the
+// runtime's own quantize kernels, and runs one attention call: what kvq-run
+// and the backend-agreement tests execute on each backend.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_RUNTIME_WORKLOAD_H
+#define KVQ_RUNTIME_WORKLOAD_H
+
+#include "kvq/Runtime/Runtime.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvq {
+
+struct AttentionWorkload {
+  KernelSpec spec; ///< an attention spec
+  int batch = 1;
+  int tokens = 256; ///< quantized tokens per sequence (rounded to groups)
+  int sinkTokens = 4, residualTokens = 32;
+  uint32_t seed = 1;
+};
+
+struct WorkloadResult {
+  std::vector<float> output; ///< [batch, q heads, head_dim]
+  std::vector<uint32_t> keyWords, valueWords;
+  std::vector<float> fp16Output; ///< attention on the unquantized data
+  double prepareMillis = 0, quantizeMillis = 0, attentionMillis = 0;
+  std::string origin; ///< compiled, disk or memory
+};
+
+/// Runs the workload on `runtime`'s backend.
+llvm::Expected<WorkloadResult> runAttentionWorkload(Runtime &runtime,
+                                                    const AttentionWorkload &w);
+
+/// max |a - b| / max |b|.
+double normwiseError(const std::vector<float> &a, const std::vector<float> &b);
+
+} // namespace kvq
+
+#endif // KVQ_RUNTIME_WORKLOAD_H

@@ -1,0 +1,242 @@
+//===- Workload.cpp - a generated decode step on any backend
+//---------------===//
+
+#include "kvq/Runtime/Workload.h"
+
+#include "kvq/Runtime/Reference.h"
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+using namespace kvq;
+
+namespace {
+
+double millisSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+/// Half-type values with a few outlier channels, as bit patterns.
+std::vector<uint16_t> kvData(size_t rows, int headDim, HalfType t,
+                             std::mt19937 &rng, bool outliers,
+                             std::vector<float> *values) {
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> bits(rows * headDim);
+  for (size_t i = 0; i < bits.size(); ++i) {
+    float scale = outliers && (i % headDim) % 29 == 0 ? 12.0f : 1.0f;
+    bits[i] = ref::toHalfBits(normal(rng) * scale, t);
+    if (values)
+      values->push_back(ref::fromHalfBits(bits[i], t));
+  }
+  return bits;
+}
+
+/// Device memory owned for the duration of a workload.
+class Buffers {
+public:
+  explicit Buffers(Runtime &runtime) : runtime(runtime) {}
+  ~Buffers() {
+    for (void *p : owned)
+      runtime.release(p);
+  }
+  llvm::Expected<void *> make(const void *host, size_t bytes) {
+    llvm::Expected<void *> p = runtime.allocate(std::max<size_t>(bytes, 4));
+    if (!p)
+      return p;
+    owned.push_back(*p);
+    if (host)
+      if (llvm::Error e = runtime.copyIn(*p, host, bytes))
+        return std::move(e);
+    return p;
+  }
+
+private:
+  Runtime &runtime;
+  std::vector<void *> owned;
+};
+
+int groupOf(const QuantScheme &s, int d) { return s.group ? s.group : d; }
+
+size_t scaleCount(const QuantScheme &s, int d, size_t rows, int tokens) {
+  int g = groupOf(s, d);
+  return s.axis == QuantScheme::Axis::Token ? rows * tokens * (d / g)
+                                            : rows * (tokens / g) * d;
+}
+
+} // namespace
+
+double kvq::normwiseError(const std::vector<float> &a,
+                          const std::vector<float> &b) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::fabs(double(b[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+llvm::Expected<WorkloadResult>
+kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
+  const KernelSpec &s = w.spec;
+  if (s.kind != KernelKind::Attention)
+    return llvm::make_error<LaunchError>("a workload needs an attention spec, "
+                                         "got '" +
+                                         s.canonical() + "'");
+  int d = s.headDim;
+  int unit = 1;
+  for (const QuantScheme *q : {&s.key, &s.value})
+    if (q->axis == QuantScheme::Axis::Channel)
+      unit = std::max(unit, groupOf(*q, d));
+  int capacity = std::max(unit, (w.tokens + unit - 1) / unit * unit);
+  size_t rows = size_t(w.batch) * s.kvHeads;
+  int sinkCap = std::max(1, w.sinkTokens),
+      residualCap = std::max(1, w.residualTokens);
+
+  std::mt19937 rng(w.seed);
+  std::vector<float> qv, kv, vv, skv, svv, rkv, rvv;
+  std::vector<uint16_t> q =
+      kvData(size_t(w.batch) * s.queryHeads, d, s.dtype, rng, false, &qv);
+  std::vector<uint16_t> keys =
+      kvData(rows * capacity, d, s.dtype, rng, true, &kv);
+  std::vector<uint16_t> values =
+      kvData(rows * capacity, d, s.dtype, rng, false, &vv);
+  std::vector<uint16_t> sinkK =
+      kvData(rows * sinkCap, d, s.dtype, rng, true, &skv);
+  std::vector<uint16_t> sinkV =
+      kvData(rows * sinkCap, d, s.dtype, rng, false, &svv);
+  std::vector<uint16_t> residK =
+      kvData(rows * residualCap, d, s.dtype, rng, true, &rkv);
+  std::vector<uint16_t> residV =
+      kvData(rows * residualCap, d, s.dtype, rng, false, &rvv);
+  std::vector<int32_t> lengths;
+  for (int b = 0; b < w.batch; ++b)
+    lengths.insert(lengths.end(),
+                   {s.sink ? w.sinkTokens : 0, capacity - unit * (b % 2),
+                    s.residual ? w.residualTokens : 0});
+
+  WorkloadResult result;
+  Buffers buffers(runtime);
+  auto make = [&](const void *host, size_t bytes) {
+    return buffers.make(host, bytes);
+  };
+
+  // Quantize keys and values with the runtime's own kernels.
+  void *words[2], *scales[2], *zeros[2];
+  const QuantScheme *schemes[2] = {&s.key, &s.value};
+  const std::vector<uint16_t> *inputs[2] = {&keys, &values};
+  for (int i = 0; i < 2; ++i) {
+    KernelSpec qs;
+    qs.kind = KernelKind::Quantize;
+    qs.key = *schemes[i];
+    qs.headDim = d;
+    qs.dtype = s.dtype;
+    size_t nWords = rows * capacity * d * schemes[i]->bits / 32;
+    size_t nScales = scaleCount(*schemes[i], d, rows, capacity);
+    size_t scaleBytes = schemes[i]->fp32Scales ? 4 : 2;
+    llvm::Expected<void *> in = make(inputs[i]->data(), inputs[i]->size() * 2);
+    llvm::Expected<void *> wd = make(nullptr, nWords * 4);
+    llvm::Expected<void *> sc = make(nullptr, nScales * scaleBytes);
+    llvm::Expected<void *> zr = make(nullptr, nScales * scaleBytes);
+    for (llvm::Expected<void *> *p : {&in, &wd, &sc, &zr})
+      if (!*p)
+        return p->takeError();
+    words[i] = *wd;
+    scales[i] = *sc;
+    zeros[i] = *zr;
+    auto start = std::chrono::steady_clock::now();
+    auto prepared = runtime.prepare(qs);
+    if (!prepared)
+      return prepared.takeError();
+    result.prepareMillis += millisSince(start);
+    start = std::chrono::steady_clock::now();
+    QuantizeCall call{*in,      *wd,      *sc,      *zr, int(rows),
+                      capacity, capacity, capacity, 0};
+    if (llvm::Error e = runtime.quantize(qs, call))
+      return std::move(e);
+    result.quantizeMillis += millisSince(start);
+    std::vector<uint32_t> &hostWords =
+        i == 0 ? result.keyWords : result.valueWords;
+    hostWords.resize(nWords);
+    if (llvm::Error e = runtime.copyOut(hostWords.data(), *wd, nWords * 4))
+      return std::move(e);
+  }
+
+  AttentionCall call;
+  llvm::Expected<void *> qp = make(q.data(), q.size() * 2);
+  llvm::Expected<void *> sk = make(sinkK.data(), sinkK.size() * 2);
+  llvm::Expected<void *> sv = make(sinkV.data(), sinkV.size() * 2);
+  llvm::Expected<void *> rk = make(residK.data(), residK.size() * 2);
+  llvm::Expected<void *> rv = make(residV.data(), residV.size() * 2);
+  llvm::Expected<void *> lp = make(lengths.data(), lengths.size() * 4);
+  llvm::Expected<void *> out = make(nullptr, q.size() * 2);
+  for (llvm::Expected<void *> *p : {&qp, &sk, &sv, &rk, &rv, &lp, &out})
+    if (!*p)
+      return p->takeError();
+  call.q = *qp;
+  call.keyWords = words[0];
+  call.keyScales = scales[0];
+  call.keyZeros = zeros[0];
+  call.valueWords = words[1];
+  call.valueScales = scales[1];
+  call.valueZeros = zeros[1];
+  call.sinkKeys = *sk;
+  call.sinkValues = *sv;
+  call.residualKeys = *rk;
+  call.residualValues = *rv;
+  call.lengths = static_cast<const int32_t *>(*lp);
+  call.hostLengths = lengths.data();
+  call.out = *out;
+  call.batch = w.batch;
+  call.bodyCapacity = capacity;
+  call.sinkCapacity = sinkCap;
+  call.residualCapacity = residualCap;
+  auto start = std::chrono::steady_clock::now();
+  auto prepared = runtime.prepare(s);
+  if (!prepared)
+    return prepared.takeError();
+  result.prepareMillis += millisSince(start);
+  result.origin = (*prepared)->origin;
+  llvm::Expected<void *> workspace =
+      make(nullptr, attentionWorkspaceBytes(s, (*prepared)->source, call));
+  if (!workspace)
+    return workspace.takeError();
+  call.workspace = *workspace;
+  start = std::chrono::steady_clock::now();
+  if (llvm::Error e = runtime.attention(s, call))
+    return std::move(e);
+  std::vector<uint16_t> bits(q.size());
+  if (llvm::Error e = runtime.copyOut(bits.data(), *out, bits.size() * 2))
+    return std::move(e);
+  result.attentionMillis = millisSince(start);
+  for (uint16_t b : bits)
+    result.output.push_back(ref::fromHalfBits(b, s.dtype));
+
+  // The same tokens unquantized, for the accuracy report.
+  int gqa = s.queryHeads / s.kvHeads;
+  result.fp16Output.resize(q.size());
+  float softmaxScale = 1.0f / std::sqrt(float(d));
+  for (int b = 0; b < w.batch; ++b)
+    for (int h = 0; h < s.queryHeads; ++h) {
+      size_t row = size_t(b) * s.kvHeads + h / gqa;
+      std::vector<const float *> ks, vs;
+      for (int t = 0; t < lengths[b * 3]; ++t) {
+        ks.push_back(&skv[(row * sinkCap + t) * d]);
+        vs.push_back(&svv[(row * sinkCap + t) * d]);
+      }
+      for (int t = 0; t < lengths[b * 3 + 1]; ++t) {
+        ks.push_back(&kv[(row * capacity + t) * d]);
+        vs.push_back(&vv[(row * capacity + t) * d]);
+      }
+      for (int t = 0; t < lengths[b * 3 + 2]; ++t) {
+        ks.push_back(&rkv[(row * residualCap + t) * d]);
+        vs.push_back(&rvv[(row * residualCap + t) * d]);
+      }
+      ref::attendRows(&qv[(size_t(b) * s.queryHeads + h) * d], ks, vs, d,
+                      softmaxScale,
+                      &result.fp16Output[(size_t(b) * s.queryHeads + h) * d]);
+    }
+  return result;
+}

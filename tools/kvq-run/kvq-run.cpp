@@ -1,0 +1,90 @@
+//===- kvq-run.cpp - try a configuration: compile, run, check, time -------===//
+//
+//   kvq-run --spec="attention k=2c32 v=2t32 d=128 hq=32 hkv=8" \
+//           [--backend=auto|cuda|emulator] [--batch=1] [--tokens=512]
+//
+// JIT-compiles (or finds in the cache) the kernels of an attention spec,
+// quantizes generated KV-like data with them, runs the fused attention, and
+// checks the codes and the output against the reference backend.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvq/Runtime/Workload.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace cl = llvm::cl;
+using namespace kvq;
+
+namespace {
+cl::opt<std::string> specText("spec", cl::Required,
+                              cl::desc("Attention spec, e.g. \"attention "
+                                       "k=2c32 v=2t32 d=128 hq=32 hkv=8\""));
+cl::opt<std::string> backendText("backend", cl::init("auto"),
+                                 cl::desc("auto, cuda or emulator"));
+cl::opt<int> batch("batch", cl::init(1), cl::desc("Sequences"));
+cl::opt<int> tokens("tokens", cl::init(512),
+                    cl::desc("Quantized tokens per sequence"));
+cl::opt<unsigned> seed("seed", cl::init(1), cl::desc("Data seed"));
+
+int fail(const llvm::Twine &message) {
+  llvm::errs() << "kvq-run: " << message << "\n";
+  return 1;
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::ParseCommandLineOptions(argc, argv, "kvq: run one configuration\n");
+  AttentionWorkload w;
+  if (auto error = parseKernelSpec(specText, w.spec))
+    return fail(*error);
+  if (w.spec.kind != KernelKind::Attention)
+    return fail("kvq-run runs attention specs");
+  if (batch < 1 || tokens < 1)
+    return fail("--batch and --tokens must be positive");
+  w.batch = batch;
+  w.tokens = tokens;
+  w.seed = seed;
+  std::optional<Backend> backend = parseBackend(backendText);
+  if (!backend || *backend == Backend::Reference)
+    return fail("--backend must be auto, cuda or emulator");
+
+  RuntimeOptions options;
+  options.backend = *backend;
+  llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
+  if (!runtime)
+    return fail(llvm::toString(runtime.takeError()));
+  RuntimeOptions refOptions;
+  refOptions.backend = Backend::Reference;
+  std::unique_ptr<Runtime> reference =
+      llvm::cantFail(Runtime::create(refOptions));
+
+  llvm::Expected<WorkloadResult> run = runAttentionWorkload(**runtime, w);
+  if (!run)
+    return fail(llvm::toString(run.takeError()));
+  llvm::Expected<WorkloadResult> expected = runAttentionWorkload(*reference, w);
+  if (!expected)
+    return fail(llvm::toString(expected.takeError()));
+
+  bool codesMatch = run->keyWords == expected->keyWords &&
+                    run->valueWords == expected->valueWords;
+  double error = normwiseError(run->output, expected->output);
+  double vsFp16 = normwiseError(run->output, run->fp16Output);
+  llvm::outs() << llvm::formatv(
+      "spec      {0}\nbackend   {1} ({2})\nkernels   {3} ({4:f1} ms to "
+      "prepare)\nquantize  {5:f2} ms   attention {6:f2} ms   ({7} x {8} "
+      "tokens)\ncodes     {9} the reference\nattention error vs reference "
+      "{10:e2} (limit 1e-3), vs fp16 unquantized {11:e2}\n",
+      w.spec.canonical(), backendName((*runtime)->backend()),
+      (*runtime)->backend() == Backend::Cuda ? (*runtime)->arch() : "host",
+      run->origin, run->prepareMillis, run->quantizeMillis,
+      run->attentionMillis, batch, tokens,
+      codesMatch ? "bit-identical to" : "DIFFER from", error, vsFp16);
+  if (!(*runtime)->cacheWarning().empty())
+    llvm::outs() << (*runtime)->cacheWarning() << "\n";
+  return codesMatch && error <= 1e-3 ? 0 : 2;
+}
