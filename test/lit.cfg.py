@@ -24,6 +24,10 @@ llvm_config.add_tool_substitutions(
 llvm_config.add_tool_substitutions(
     ["FileCheck", "not", "count"], [config.llvm_tools_dir])
 
+config.substitutions.append(("%kvq_obj_root", config.kvq_obj_root))
+config.substitutions.append(("%kvq_src_root", config.kvq_src_root))
+config.substitutions.append(("%cmake", config.cmake_command))
+
 # Features: nvrtc when the toolkit's nvrtc library exists, cuda when a driver
 # library exists (tests marked REQUIRES: cuda are reported unsupported here).
 def have_library(name):

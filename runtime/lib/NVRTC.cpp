@@ -19,7 +19,7 @@ using namespace kvq;
 char CompileError::ID = 0;
 
 void CompileError::log(llvm::raw_ostream &os) const {
-  os << message;
+  os << description;
   if (!nvrtcLog.empty())
     os << "\nnvrtc log:\n" << nvrtcLog;
 }

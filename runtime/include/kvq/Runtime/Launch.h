@@ -13,6 +13,7 @@
 #ifndef KVQ_RUNTIME_LAUNCH_H
 #define KVQ_RUNTIME_LAUNCH_H
 
+#include "kvq/Calls.h"
 #include "kvq/Codegen/Generator.h"
 
 #include "llvm/Support/Error.h"
@@ -46,42 +47,6 @@ struct KernelLaunch {
   std::array<unsigned, 3> grid{1, 1, 1}, block{1, 1, 1};
   std::vector<uint64_t> values; ///< one 8-byte slot per argument
   std::vector<void *> args;     ///< &values[i]
-};
-
-/// quantize: tokens [0, tokens) of each of `rows` rows of `inTokens` into
-/// positions [outOffset, outOffset + tokens) of a store of `outTokens`.
-struct QuantizeCall {
-  const void *input = nullptr;
-  void *words = nullptr, *scales = nullptr, *zeros = nullptr;
-  int rows = 0, tokens = 0, inTokens = 0, outTokens = 0, outOffset = 0;
-};
-
-/// dequantize: store positions [inOffset, inOffset + tokens) into tokens
-/// [0, tokens) of an output of `outTokens` per row.
-struct DequantizeCall {
-  const void *words = nullptr, *scales = nullptr, *zeros = nullptr;
-  void *output = nullptr;
-  int rows = 0, tokens = 0, inTokens = 0, inOffset = 0, outTokens = 0;
-};
-
-struct AttentionCall {
-  const void *q = nullptr;
-  const void *keyWords = nullptr, *keyScales = nullptr, *keyZeros = nullptr;
-  const void *valueWords = nullptr, *valueScales = nullptr,
-             *valueZeros = nullptr;
-  const void *sinkKeys = nullptr, *sinkValues = nullptr;
-  const void *residualKeys = nullptr, *residualValues = nullptr;
-  const int32_t *lengths = nullptr; ///< device [batch, 3]
-  /// A host copy of `lengths`, if the caller has one: checked against the
-  /// capacities before launch.
-  const int32_t *hostLengths = nullptr;
-  void *out = nullptr;
-  /// Workspace of attentionWorkspaceBytes() bytes (partial results).
-  void *workspace = nullptr;
-  int batch = 0, bodyCapacity = 0, sinkCapacity = 0, residualCapacity = 0;
-  /// 0: chosen from the body capacity and the plan's SM count.
-  int tokensPerSplit = 0;
-  float softmaxScale = 0; ///< 0: 1/sqrt(head_dim)
 };
 
 llvm::Expected<KernelLaunch> planQuantize(const KernelSpec &spec,

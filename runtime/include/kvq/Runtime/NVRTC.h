@@ -47,8 +47,9 @@ struct NVRTCOptions {
 class CompileError : public llvm::ErrorInfo<CompileError> {
 public:
   static char ID;
-  CompileError(std::string message, std::string compilerLog, std::string source)
-      : message(std::move(message)), nvrtcLog(std::move(compilerLog)),
+  CompileError(std::string description, std::string compilerLog,
+               std::string source)
+      : description(std::move(description)), nvrtcLog(std::move(compilerLog)),
         source(std::move(source)) {}
   void log(llvm::raw_ostream &os) const override;
   std::error_code convertToErrorCode() const override {
@@ -58,7 +59,7 @@ public:
   const std::string &offendingSource() const { return source; }
 
 private:
-  std::string message;
+  std::string description;
   std::string nvrtcLog;
   std::string source;
 };

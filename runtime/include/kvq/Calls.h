@@ -1,0 +1,56 @@
+//===- Calls.h - the arguments of quantize, dequantize, attention -*- C++
+//-*-===//
+//
+// Plain structs of device pointers and sizes, in the layouts of
+// kvq/Conversion/KernelABI.h: [batch, heads, tokens, head_dim] row-major,
+// packed words and scales as KVQLayout.h describes. Part of the public API
+// (no LLVM, MLIR or CUDA types).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_CALLS_H
+#define KVQ_CALLS_H
+
+#include <cstdint>
+
+namespace kvq {
+
+/// quantize: tokens [0, tokens) of each of `rows` rows of `inTokens` into
+/// positions [outOffset, outOffset + tokens) of a store of `outTokens`.
+struct QuantizeCall {
+  const void *input = nullptr;
+  void *words = nullptr, *scales = nullptr, *zeros = nullptr;
+  int rows = 0, tokens = 0, inTokens = 0, outTokens = 0, outOffset = 0;
+};
+
+/// dequantize: store positions [inOffset, inOffset + tokens) into tokens
+/// [0, tokens) of an output of `outTokens` per row.
+struct DequantizeCall {
+  const void *words = nullptr, *scales = nullptr, *zeros = nullptr;
+  void *output = nullptr;
+  int rows = 0, tokens = 0, inTokens = 0, inOffset = 0, outTokens = 0;
+};
+
+struct AttentionCall {
+  const void *q = nullptr;
+  const void *keyWords = nullptr, *keyScales = nullptr, *keyZeros = nullptr;
+  const void *valueWords = nullptr, *valueScales = nullptr,
+             *valueZeros = nullptr;
+  const void *sinkKeys = nullptr, *sinkValues = nullptr;
+  const void *residualKeys = nullptr, *residualValues = nullptr;
+  const int32_t *lengths = nullptr; ///< device [batch, 3]
+  /// A host copy of `lengths`, if the caller has one: checked against the
+  /// capacities before launch.
+  const int32_t *hostLengths = nullptr;
+  void *out = nullptr;
+  /// Workspace of attentionWorkspaceBytes() bytes (partial results).
+  void *workspace = nullptr;
+  int batch = 0, bodyCapacity = 0, sinkCapacity = 0, residualCapacity = 0;
+  /// 0: chosen from the body capacity and the plan's SM count.
+  int tokensPerSplit = 0;
+  float softmaxScale = 0; ///< 0: 1/sqrt(head_dim)
+};
+
+} // namespace kvq
+
+#endif // KVQ_CALLS_H
