@@ -160,6 +160,14 @@ void dumpStages(const GeneratedSource &source,
         write(n[1], text);
   if (!compiled.ptx.empty())
     write("6-kernels.ptx", compiled.ptx);
+  std::string ptxas;
+  for (const auto &[name, s] : compiled.stats)
+    ptxas += name + ": registers=" + std::to_string(s.registers) +
+             " spill_stores=" + std::to_string(s.spillStoreBytes) +
+             " spill_loads=" + std::to_string(s.spillLoadBytes) +
+             " smem=" + std::to_string(s.sharedBytes) + "\n";
+  if (!ptxas.empty())
+    write("7-ptxas.txt", ptxas);
   write("spec.txt", compiled.spec.canonical() + "\nkey " + compiled.key + "\n");
 }
 
@@ -403,7 +411,10 @@ struct Runtime::Impl {
     entry.info["kernels"] = serializeKernels(k->source.kernels);
     entry.info["key_inputs"] = cache::canonicalKeyText(keyInputs(spec));
     if (disk) {
-      if (llvm::Error e = disk->store(entry)) {
+      auto writeStart = std::chrono::steady_clock::now();
+      llvm::Error stored = disk->store(entry);
+      k->diskWriteMillis = millisSince(writeStart);
+      if (llvm::Error e = std::move(stored)) {
         warning = "kvq: the kernel cache at " + disk->directory() +
                   " cannot be written (" + llvm::toString(std::move(e)) +
                   "); keeping kernels in memory only";

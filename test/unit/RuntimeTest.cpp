@@ -204,6 +204,27 @@ TEST_F(RuntimeTest, BadSpecsAndCallsAreTypedErrors) {
             "input is null");
 }
 
+/// On a machine with a GPU: the cuda backend's decode step equals the
+/// reference's (codes bit for bit, attention within 1e-3).
+TEST_F(RuntimeTest, CudaBackendMatchesTheReference) {
+  if (!haveDriver())
+    GTEST_SKIP() << "no CUDA driver on this machine: the GPU path is "
+                    "exercised by the emulator tests instead";
+  AttentionWorkload w;
+  w.spec = spec("attention k=2c32 v=2t32 d=128 hq=32 hkv=8");
+  w.batch = 2;
+  w.tokens = 1000;
+  std::unique_ptr<Runtime> gpu = make(Backend::Cuda);
+  std::unique_ptr<Runtime> reference = make(Backend::Reference);
+  llvm::Expected<WorkloadResult> a = runAttentionWorkload(*gpu, w);
+  llvm::Expected<WorkloadResult> b = runAttentionWorkload(*reference, w);
+  ASSERT_TRUE(static_cast<bool>(a)) << llvm::toString(a.takeError());
+  ASSERT_TRUE(static_cast<bool>(b)) << llvm::toString(b.takeError());
+  EXPECT_EQ(a->keyWords, b->keyWords);
+  EXPECT_EQ(a->valueWords, b->valueWords);
+  EXPECT_LE(normwiseError(a->output, b->output), 1e-3);
+}
+
 /// The same decode step (quantize K and V with the generated kernels, then
 /// attention) through the emulator and the reference backends.
 TEST_F(RuntimeTest, EmulatorAndReferenceBackendsAgree) {

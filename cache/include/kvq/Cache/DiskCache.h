@@ -5,7 +5,8 @@
 // written last: its presence means "complete". Entries are written under a
 // temporary name and published with one rename, so readers never see a
 // partial entry and concurrent writers of one key leave exactly one.
-// Loading checks every artefact's size and SHA-256 against the manifest; a
+// Loading checks every artefact's size and XXH3 checksum against the
+// manifest; a
 // corrupt or partial entry is removed and reported as a miss. The directory
 // is created 0700, and one that other users may write is refused: loading a
 // CUBIN or a shared object is executing code. Least recently used entries

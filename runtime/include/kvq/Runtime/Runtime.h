@@ -60,7 +60,9 @@ struct CompiledKernels {
   std::map<std::string, PtxasStats> stats;
   /// Where it came from: "compiled" or "disk".
   std::string origin;
-  double mlirMillis = 0, compileMillis = 0, diskMillis = 0;
+  /// Cold path: generation, nvrtc/host compiler, writing the cache entry.
+  /// Disk hit: reading and verifying the entry (diskMillis).
+  double mlirMillis = 0, compileMillis = 0, diskWriteMillis = 0, diskMillis = 0;
 
   struct Executable;
   std::shared_ptr<Executable> executable; ///< loaded module (backend-specific)
