@@ -12,23 +12,41 @@ build=${KVQ_BUILD_DIR:-$root/build}
 status=0
 "$root/scripts/check-format.sh" || status=1
 
-results="$build/test-results.json"
+results="$build/test-results.xml"
 lit=$(llvm-config-22 --bindir)/lit
-"$lit" -sv --order=lexical -o "$results" "$build/test" || status=1
+"$lit" -sv --order=lexical --xunit-xml-output="$results" "$build/test" || status=1
 
-python3 - "$results" <<'PY' || status=1
-import collections, json, sys
-tests = json.load(open(sys.argv[1]))["tests"]
-codes = collections.Counter(t["code"] for t in tests)
-passed = codes["PASS"] + codes["XFAIL"]
-failed = codes["FAIL"] + codes["XPASS"] + codes["UNRESOLVED"] + codes["TIMEOUT"]
-skipped = codes["UNSUPPORTED"] + codes["SKIPPED"] + codes["EXCLUDED"]
-suites = collections.Counter(t["name"].split(" :: ")[0] for t in tests)
+# One summary line over every lit and gtest case, and the reason of each skip
+# (a gtest skip's reason comes from running that one case again).
+python3 - "$results" "$build/test/unit" <<'PY' || status=1
+import collections, re, subprocess, sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+counts, suites, skipped = collections.Counter(), collections.Counter(), []
+for case in root.iter("testcase"):
+    suite = case.get("classname").split(".")[0]
+    suites[suite] += 1
+    kinds = {child.tag for child in case}
+    if kinds & {"failure", "error"}:
+        counts["failed"] += 1
+    elif "skipped" in kinds:
+        counts["skipped"] += 1
+        skipped.append(case)
+    else:
+        counts["passed"] += 1
 detail = ", ".join(f"{n} {s}" for s, n in sorted(suites.items()))
-print(f"kvq tests: {passed} passed, {failed} failed, {skipped} skipped ({detail})")
-for t in tests:
-    if t["code"] in ("UNSUPPORTED", "SKIPPED"):
-        print(f"  skipped: {t['name']}")
-sys.exit(1 if failed or not tests else 0)
+print(f"kvq tests: {counts['passed']} passed, {counts['failed']} failed, "
+      f"{counts['skipped']} skipped ({detail})")
+for case in skipped:
+    cls, name = case.get("classname"), case.get("name")
+    reason = "unsupported here"
+    m = re.match(r"kvq-unit\._/([^/]+)/(.+)$", cls)
+    if m:
+        out = subprocess.run([f"{sys.argv[2]}/{m.group(1)}",
+                              f"--gtest_filter={m.group(2)}.{name}"],
+                             capture_output=True, text=True).stdout
+        found = re.search(r"Skipped\n(.*)\n", out)
+        reason = found.group(1).strip() if found else reason
+    print(f"  skipped: {cls.split('.', 1)[1]}/{name}: {reason}")
+sys.exit(1 if counts["failed"] or not counts["passed"] else 0)
 PY
 exit $status
