@@ -1,0 +1,212 @@
+//===- ReferenceTest.cpp - the reference pinned to hand-computed cases
+//-----===//
+//
+// The reference is the ground truth of the numerics matrix, so it is itself
+// checked against values worked out by hand from ARCHITECTURE.md section 4.
+
+#include "kvq/Runtime/Reference.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+using namespace kvq;
+
+namespace {
+
+QuantScheme scheme(int bits, int group, QuantScheme::Axis axis,
+                   bool symmetric = false, bool interleaved = false) {
+  QuantScheme s;
+  s.bits = bits;
+  s.group = group;
+  s.axis = axis;
+  s.symmetric = symmetric;
+  s.interleaved = interleaved;
+  return s;
+}
+constexpr auto Token = QuantScheme::Axis::Token;
+constexpr auto Channel = QuantScheme::Axis::Channel;
+
+struct Quantized {
+  std::vector<uint32_t> words;
+  std::vector<float> scales, zeros;
+};
+
+/// One row of `x.size()` channels (token axis) quantized with `s`.
+Quantized quantizeRow(const QuantScheme &s, const std::vector<float> &x) {
+  int d = int(x.size());
+  int group = s.group ? s.group : d;
+  Quantized q;
+  q.words.assign(d * s.bits / 32, 0);
+  q.scales.assign(d / group, 0);
+  q.zeros.assign(d / group, 0);
+  ref::quantize(s, d, x.data(), 1, 1, 1, 1, 0, q.words.data(), q.scales.data(),
+                s.symmetric ? nullptr : q.zeros.data());
+  return q;
+}
+
+TEST(Reference, TwoBitCodesOfAnExactRange) {
+  // 16 values 0,1,2,3,0,1,...: min 0, max 3, scale (3-0)/3 = 1, codes = x,
+  // code j in bits [2j, 2j+2): 0b11100100 repeated = 0xE4E4E4E4.
+  std::vector<float> x(16);
+  for (int i = 0; i < 16; ++i)
+    x[i] = float(i % 4);
+  Quantized q = quantizeRow(scheme(2, 16, Token), x);
+  EXPECT_EQ(q.scales[0], 1.0f);
+  EXPECT_EQ(q.zeros[0], 0.0f);
+  ASSERT_EQ(q.words.size(), 1u);
+  EXPECT_EQ(q.words[0], 0xE4E4E4E4u);
+}
+
+TEST(Reference, ConstantGroupStoresCodeZeroAndDequantizesExactly) {
+  std::vector<float> x(16, 1.5f);
+  Quantized q = quantizeRow(scheme(4, 16, Token), x);
+  EXPECT_EQ(q.scales[0], 0.0f);
+  EXPECT_EQ(q.zeros[0], 1.5f);
+  EXPECT_EQ(q.words[0], 0u);
+  EXPECT_EQ(q.words[1], 0u);
+  std::vector<float> back(16);
+  ref::dequantize(scheme(4, 16, Token), 16, q.words.data(), q.scales.data(),
+                  q.zeros.data(), 1, 1, 1, 0, 1, back.data());
+  for (float v : back)
+    EXPECT_EQ(v, 1.5f);
+}
+
+TEST(Reference, OutlierSetsTheScaleAndTiesRoundToEven) {
+  // 4-bit, min 0, max 30: scale 30/15 = 2. x = 1 -> 0.5 -> 0 (even);
+  // x = 3 -> 1.5 -> 2 (even); x = 5 -> 2.5 -> 2 (even); 30 -> 15.
+  std::vector<float> x(16, 0.0f);
+  x[1] = 1;
+  x[2] = 3;
+  x[3] = 5;
+  x[4] = 30;
+  Quantized q = quantizeRow(scheme(4, 16, Token), x);
+  EXPECT_EQ(q.scales[0], 2.0f);
+  // Codes 0,0,2,2 in word 0 (nibbles, low first), code 15 first of the
+  // next four.
+  EXPECT_EQ(q.words[0], 0x00002200u | (15u << 16));
+  EXPECT_EQ(q.words[1], 0u);
+}
+
+TEST(Reference, SymmetricEightBitCentresCodesOn128) {
+  // amax 127: scale 127/127 = 1; q = x, code = x + 128.
+  std::vector<float> x = {-127, 0, 1, 127};
+  x.resize(16, 0.0f);
+  Quantized q = quantizeRow(scheme(8, 16, Token, /*symmetric=*/true), x);
+  EXPECT_EQ(q.scales[0], 1.0f);
+  EXPECT_EQ(q.words[0], 1u | (128u << 8) | (129u << 16) | (255u << 24));
+  std::vector<float> back(16);
+  ref::dequantize(scheme(8, 16, Token, true), 16, q.words.data(),
+                  q.scales.data(), nullptr, 1, 1, 1, 0, 1, back.data());
+  EXPECT_EQ(back[0], -127.0f);
+  EXPECT_EQ(back[3], 127.0f);
+}
+
+TEST(Reference, ScalesAreRoundedToFp16BeforeCoding) {
+  // (1 - 0) / 3 is not an fp16 value: stored as 0.333251953125 (RNE).
+  std::vector<float> x(16, 0.0f);
+  x[0] = 1;
+  Quantized q = quantizeRow(scheme(2, 16, Token), x);
+  EXPECT_EQ(q.scales[0], 0.333251953125f);
+  // 1 / 0.33325 = 3.0007 -> code 3.
+  EXPECT_EQ(q.words[0] & 3u, 3u);
+}
+
+TEST(Reference, InterleavedOrderPairsCodes) {
+  // 4-bit codes 0..7 (range 0..15 via an extra 15 in the group's second
+  // word): code 2i in slot i, 2i+1 in slot i+4. Word = slots
+  // [0,2,4,6,1,3,5,7] low to high = 0x75316420.
+  std::vector<float> x(16, 0.0f);
+  for (int i = 0; i < 8; ++i)
+    x[i] = float(i);
+  x[8] = 15;
+  Quantized q = quantizeRow(scheme(4, 16, Token, false, true), x);
+  EXPECT_EQ(q.scales[0], 1.0f);
+  EXPECT_EQ(q.words[0], 0x75316420u);
+}
+
+TEST(Reference, ChannelAxisGroupsTokensDownEachChannel) {
+  // 16 tokens x 2 channels; channel 0 counts 0..3, channel 1 is constant.
+  int d = 2, tokens = 16;
+  std::vector<float> x(tokens * d);
+  for (int t = 0; t < tokens; ++t) {
+    x[t * d + 0] = float(t % 4);
+    x[t * d + 1] = 7.0f;
+  }
+  QuantScheme s = scheme(2, 16, Channel);
+  std::vector<uint32_t> words(d); // one word row of 16 tokens
+  std::vector<float> scales(d), zeros(d);
+  ref::quantize(s, d, x.data(), 1, tokens, tokens, tokens, 0, words.data(),
+                scales.data(), zeros.data());
+  EXPECT_EQ(words[0], 0xE4E4E4E4u) << "tokens packed down channel 0";
+  EXPECT_EQ(words[1], 0u);
+  EXPECT_EQ(scales[0], 1.0f);
+  EXPECT_EQ(scales[1], 0.0f);
+  EXPECT_EQ(zeros[1], 7.0f);
+}
+
+TEST(Reference, NanStaysInItsGroup) {
+  std::vector<float> x(32, 1.0f);
+  x[0] = std::nanf("");
+  x[1] = 3.0f;
+  x[16] = 2.0f; // second group
+  Quantized q = quantizeRow(scheme(4, 16, Token), x);
+  // Group 0 ignores the NaN for its range: min 1, max 3.
+  EXPECT_EQ(q.zeros[0], 1.0f);
+  EXPECT_EQ(q.scales[0], ref::roundToHalf(2.0f / 15, HalfType::F16));
+  EXPECT_EQ(q.words[0] & 15u, 0u) << "NaN is stored as code 0";
+  EXPECT_EQ(q.zeros[1], 1.0f);
+  EXPECT_EQ(q.scales[1], ref::roundToHalf(1.0f / 15, HalfType::F16));
+}
+
+TEST(Reference, AttentionOverSinkBodyAndResidual) {
+  // head_dim 16, one kv head, two query heads (GQA 2). Keys all zero, so the
+  // softmax is uniform: out = mean of the values over sink + body + residual.
+  KernelSpec spec;
+  spec.kind = KernelKind::Attention;
+  spec.headDim = 16;
+  spec.queryHeads = 2;
+  spec.kvHeads = 1;
+  spec.key = scheme(8, 16, Token);
+  spec.value = scheme(8, 16, Token);
+  int d = 16, capacity = 2;
+  std::vector<float> zeros16(capacity * d, 0.0f);
+  std::vector<float> bodyValues(capacity * d, 4.0f);
+  std::vector<uint32_t> kw(capacity * d / 4), vw(capacity * d / 4);
+  std::vector<float> ks(capacity), kz(capacity), vs(capacity), vz(capacity);
+  ref::quantize(spec.key, d, zeros16.data(), 1, capacity, capacity, capacity, 0,
+                kw.data(), ks.data(), kz.data());
+  ref::quantize(spec.value, d, bodyValues.data(), 1, capacity, capacity,
+                capacity, 0, vw.data(), vs.data(), vz.data());
+  std::vector<float> q(2 * d, 1.0f), sinkK(d, 0.0f), sinkV(d, 1.0f),
+      residK(d, 0.0f), residV(d, 1.0f);
+  std::vector<int32_t> lengths = {1, 2, 1};
+  ref::AttentionInputs in;
+  in.q = q.data();
+  in.keyWords = kw.data();
+  in.keyScales = ks.data();
+  in.keyZeros = kz.data();
+  in.valueWords = vw.data();
+  in.valueScales = vs.data();
+  in.valueZeros = vz.data();
+  in.sinkKeys = sinkK.data();
+  in.sinkValues = sinkV.data();
+  in.residualKeys = residK.data();
+  in.residualValues = residV.data();
+  in.lengths = lengths.data();
+  in.bodyCapacity = capacity;
+  in.sinkCapacity = 1;
+  in.residualCapacity = 1;
+  in.softmaxScale = 0.25f;
+  std::vector<float> out(2 * d);
+  ref::attention(spec, in, out.data());
+  // (1 + 4 + 4 + 1) / 4 = 2.5 for both query heads.
+  for (float v : out)
+    EXPECT_FLOAT_EQ(v, 2.5f);
+  lengths = {0, 0, 0};
+  ref::attention(spec, in, out.data());
+  for (float v : out)
+    EXPECT_EQ(v, 0.0f) << "no tokens: zeros";
+}
+
+} // namespace
