@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job, for now: installs what is missing, builds kvq, and compiles a
+# The main job, for now: installs what is missing, builds kvq, compiles a
 # KIVI-2 decode step (examples/kivi2_decode.mlir) through every stage down to
-# PTX/CUBIN for sm_80 and sm_90, printing an excerpt of each stage and writing
-# the full stages to build/demo/. (The runtime, emulator and quantized KV
-# cache join this command as they land; see README.md.)
+# PTX/CUBIN for sm_80 and sm_90 (an excerpt of each stage printed, the full
+# stages in build/demo/), then runs the kernels on the best backend here and
+# checks them against the reference. (The quantized KV cache joins this
+# command when it lands; see README.md.)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KVQ_BUILD_DIR:-$root/build}
@@ -12,7 +13,7 @@ out="$build/demo"
 
 "$root/scripts/setup.sh"
 echo "kvq demo: building (incremental) ..."
-"$root/scripts/build.sh" kvq-opt kvq-translate >/dev/null
+"$root/scripts/build.sh" kvq-opt kvq-translate kvq-run >/dev/null
 opt="$build/bin/kvq-opt"
 translate="$build/bin/kvq-translate"
 mkdir -p "$out"
@@ -40,4 +41,10 @@ for arch in sm_80 sm_90; do
   "$translate" "$example" --to=stats --arch=$arch
 done
 echo
-echo "All stages are in $out/. Next: build/bin/kvq-translate --help"
+echo "=== 7. run it: quantize generated KV data with the generated kernels, run the fused"
+echo "       attention, check against the reference (GPU if present, else the CPU emulator)"
+echo "    \$ kvq-run --spec=\"attention k=2c32 v=2t32 d=128 hq=32 hkv=32\" --tokens=1024"
+echo
+"$build/bin/kvq-run" --spec="attention k=2c32 v=2t32 d=128 hq=32 hkv=32" --tokens=1024
+echo
+echo "All stages are in $out/. Next: build/bin/kvq-translate --help, docs/runtime.md"

@@ -78,7 +78,8 @@ int main(int argc, char **argv) {
       "spec      {0}\nbackend   {1} ({2})\nkernels   {3} ({4:f1} ms to "
       "prepare)\nquantize  {5:f2} ms   attention {6:f2} ms   ({7} x {8} "
       "tokens)\ncodes     {9} the reference\nattention error vs reference "
-      "{10:e2} (limit 1e-3), vs fp16 unquantized {11:e2}\n",
+      "{10:e2} (limit 1e-3), vs fp16 attention on the unquantized data "
+      "{11:e2}\n",
       w.spec.canonical(), backendName((*runtime)->backend()),
       (*runtime)->backend() == Backend::Cuda ? (*runtime)->arch() : "host",
       run->origin, run->prepareMillis, run->quantizeMillis,
