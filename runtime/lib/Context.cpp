@@ -155,6 +155,10 @@ Status Context::copyOut(void *host, const void *device, size_t bytes) {
   return toStatus(impl->runtime->copyOut(host, device, bytes));
 }
 
+Status Context::copyOnDevice(void *dst, const void *src, size_t bytes) {
+  return toStatus(impl->runtime->copyOnDevice(dst, src, bytes));
+}
+
 CacheStatistics Context::statistics() const {
   RuntimeStatistics s = impl->runtime->statistics();
   return {s.compiled, s.diskHits, s.memoryHits};

@@ -38,6 +38,7 @@ struct Driver::Api {
   CUresult (*cuMemFree)(CUdeviceptr);
   CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
   CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
+  CUresult (*cuMemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
   CUresult (*cuGetErrorString)(CUresult, const char **);
   CUcontext context = nullptr;
 
@@ -203,6 +204,13 @@ llvm::Error Driver::copyToHost(void *dst, const void *src, size_t bytes) {
   return api->check(
       api->cuMemcpyDtoH(dst, reinterpret_cast<CUdeviceptr>(src), bytes),
       "cuMemcpyDtoH");
+}
+
+llvm::Error Driver::copyOnDevice(void *dst, const void *src, size_t bytes) {
+  return api->check(api->cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(dst),
+                                      reinterpret_cast<CUdeviceptr>(src),
+                                      bytes),
+                    "cuMemcpyDtoD");
 }
 
 llvm::Error Driver::synchronize() {

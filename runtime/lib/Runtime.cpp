@@ -696,6 +696,13 @@ llvm::Error Runtime::copyOut(void *dst, const void *src, size_t bytes) {
   return llvm::Error::success();
 }
 
+llvm::Error Runtime::copyOnDevice(void *dst, const void *src, size_t bytes) {
+  if (impl->driver && resolved == Backend::Cuda)
+    return impl->driver->copyOnDevice(dst, src, bytes);
+  std::memmove(dst, src, bytes);
+  return llvm::Error::success();
+}
+
 RuntimeStatistics Runtime::statistics() const {
   return {impl->compiled.load(), impl->diskHits.load(),
           impl->memoryHits.load()};

@@ -94,6 +94,8 @@ public:
   void release(void *pointer);
   Status copyIn(void *device, const void *host, size_t bytes);
   Status copyOut(void *host, const void *device, size_t bytes);
+  /// Device to device (overlapping ranges allowed).
+  Status copyOnDevice(void *dst, const void *src, size_t bytes);
 
   CacheStatistics statistics() const;
 

@@ -63,6 +63,7 @@ public:
   void release(void *pointer);
   llvm::Error copyToDevice(void *dst, const void *src, size_t bytes);
   llvm::Error copyToHost(void *dst, const void *src, size_t bytes);
+  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes);
   llvm::Error synchronize();
 
   struct Api;

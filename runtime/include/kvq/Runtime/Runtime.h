@@ -100,6 +100,8 @@ public:
   void release(void *pointer);
   llvm::Error copyIn(void *dst, const void *src, size_t bytes);
   llvm::Error copyOut(void *dst, const void *src, size_t bytes);
+  /// Device to device; the ranges may overlap (memmove semantics).
+  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes);
 
   RuntimeStatistics statistics() const;
 

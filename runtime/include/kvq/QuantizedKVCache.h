@@ -1,0 +1,97 @@
+//===- QuantizedKVCache.h - a quantized KV cache that decodes ---*- C++ -*-===//
+//
+// Per layer and sequence, three parts (ARCHITECTURE.md section 7):
+//   sink      the first `sink` tokens, fp16 forever (attention sinks are
+//             where naive quantization loses most);
+//   quantized an append-only store of packed codes + scales, written by the
+//             generated quantize kernel and never re-quantized;
+//   residual  the most recent tokens in fp16, between `residual` and
+//             `residual + unit - 1` of them, where `unit` is the largest
+//             channel-axis group (keys are quantized in whole groups of
+//             tokens; values move with their keys so both stay aligned).
+// append() routes new tokens; when the residual overflows, its oldest whole
+// units are quantized into the store. A long prefill goes straight to the
+// store in bulk (all but the sink and the residual tail). attend() runs one
+// fused attention over the three parts for the whole batch.
+//
+// Uses only the public API (kvq/kvq.h): it runs on every backend.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_QUANTIZEDKVCACHE_H
+#define KVQ_QUANTIZEDKVCACHE_H
+
+#include "kvq/kvq.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvq {
+
+struct CacheConfig {
+  int layers = 1;
+  int batch = 1; ///< sequences
+  int kvHeads = 8;
+  int queryHeads = 32;
+  int headDim = 128;
+  HalfType dtype = HalfType::F16;
+  int capacity = 4096; ///< tokens per sequence, all parts together
+  QuantScheme key, value;
+  int residual = 128; ///< fp16 residual tokens kept at rest
+  int sink = 4;       ///< fp16 sink tokens
+};
+
+/// The named presets (kivi2, kivi4, hf_quanto_int4, int8, int4): fills the
+/// schemes, residual and sink of `config`. False (and `error`) if unknown.
+bool applyPreset(const std::string &name, CacheConfig &config,
+                 std::string *error = nullptr);
+
+/// Bytes the cache's tokens occupy, against the same tokens in fp16.
+struct MemoryUse {
+  uint64_t sinkBytes = 0, quantizedBytes = 0, residualBytes = 0;
+  uint64_t fp16Bytes = 0; ///< K and V of every held token in fp16
+  uint64_t allocatedBytes = 0;
+  uint64_t usedBytes() const {
+    return sinkBytes + quantizedBytes + residualBytes;
+  }
+  double ratio() const {
+    return usedBytes() ? double(fp16Bytes) / double(usedBytes()) : 0;
+  }
+};
+
+class QuantizedKVCache {
+public:
+  static std::unique_ptr<QuantizedKVCache>
+  create(Context &context, const CacheConfig &config, Status *status);
+  ~QuantizedKVCache();
+
+  /// Appends `tokens` tokens of sequence `sequence` to layer `layer`. `k` and
+  /// `v` are device arrays [kv heads, tokens, head_dim] of the half type.
+  /// On any error nothing in the cache changes.
+  Status append(int layer, int sequence, const void *k, const void *v,
+                int tokens);
+
+  /// out[b, h, :] = attention of q[b, h, :] over everything sequence b holds
+  /// in `layer`. q and out are device arrays [batch, query heads, head_dim].
+  Status attend(int layer, const void *q, void *out);
+
+  struct Parts {
+    int sink = 0, quantized = 0, residual = 0;
+    int total() const { return sink + quantized + residual; }
+  };
+  Parts parts(int layer, int sequence) const;
+  MemoryUse memory() const;
+  const CacheConfig &config() const;
+  /// The attention spec the cache runs (for kvq-cache warm, logs).
+  KernelSpec attentionSpec() const;
+
+private:
+  QuantizedKVCache() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace kvq
+
+#endif // KVQ_QUANTIZEDKVCACHE_H

@@ -1,0 +1,435 @@
+//===- QuantizedKVCache.cpp - a quantized KV cache that decodes
+//------------===//
+
+#include "kvq/QuantizedKVCache.h"
+
+#include "kvq/Runtime/Presets.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+using namespace kvq;
+
+bool kvq::applyPreset(const std::string &name, CacheConfig &config,
+                      std::string *error) {
+  std::optional<CachePreset> preset = findPreset(name);
+  if (!preset) {
+    if (error)
+      *error = "unknown preset '" + name + "' (known: " + knownPresets() + ")";
+    return false;
+  }
+  config.key = preset->key;
+  config.value = preset->value;
+  config.residual = preset->residual;
+  config.sink = preset->sink;
+  return true;
+}
+
+namespace {
+
+Status invalid(const std::string &message) {
+  return Status(StatusCode::InvalidArgument, message);
+}
+
+int groupOf(const QuantScheme &s, int d) { return s.group ? s.group : d; }
+
+/// Tokens are quantized in multiples of this: the largest channel group.
+int unitOf(const CacheConfig &c) {
+  int unit = 1;
+  for (const QuantScheme *s : {&c.key, &c.value})
+    if (s->axis == QuantScheme::Axis::Channel)
+      unit = std::max(unit, groupOf(*s, c.headDim));
+  return unit;
+}
+
+size_t storageBytes(const QuantScheme &s) { return s.fp32Scales ? 4 : 2; }
+
+/// A quantized store of one tensor (K or V) for one layer.
+struct Store {
+  void *words = nullptr, *scales = nullptr, *zeros = nullptr;
+  size_t wordsPerSequence = 0, scalesPerSequence = 0;
+};
+
+struct Layer {
+  void *sinkK, *sinkV, *residualK, *residualV;
+  Store key, value;
+  std::vector<QuantizedKVCache::Parts> parts; // per sequence
+};
+
+} // namespace
+
+struct QuantizedKVCache::Impl {
+  Context *context = nullptr;
+  CacheConfig config;
+  int unit = 1, storeCapacity = 0, residualCapacity = 0;
+  std::vector<Layer> layers;
+  std::vector<void *> owned;
+  void *scratch = nullptr, *lengths = nullptr, *workspace = nullptr;
+  KernelSpec attention, quantizeKey, quantizeValue;
+  size_t rowBytes() const { return size_t(config.headDim) * 2; }
+
+  void *allocate(size_t bytes, Status &status) {
+    if (!status.ok())
+      return nullptr;
+    void *p = context->allocate(std::max<size_t>(bytes, 256), &status);
+    if (p)
+      owned.push_back(p);
+    return p;
+  }
+
+  Store makeStore(const QuantScheme &s, Status &status) {
+    Store store;
+    size_t heads = config.kvHeads;
+    store.wordsPerSequence =
+        heads * storeCapacity * config.headDim * s.bits / 32;
+    store.scalesPerSequence =
+        heads * storeCapacity * (config.headDim / groupOf(s, config.headDim));
+    store.words = allocate(store.wordsPerSequence * 4 * config.batch, status);
+    store.scales = allocate(
+        store.scalesPerSequence * storageBytes(s) * config.batch, status);
+    if (!s.symmetric)
+      store.zeros = allocate(
+          store.scalesPerSequence * storageBytes(s) * config.batch, status);
+    return store;
+  }
+
+  /// Copies `count` token rows per kv head: src [heads, srcStride, D] from
+  /// token `srcFirst`, to dst [heads, dstStride, D] at token `dstFirst`.
+  Status copyRows(void *dst, int dstStride, int dstFirst, const void *src,
+                  int srcStride, int srcFirst, int count) {
+    if (count <= 0)
+      return Status();
+    for (int h = 0; h < config.kvHeads; ++h) {
+      auto *d = static_cast<char *>(dst) +
+                (size_t(h) * dstStride + dstFirst) * rowBytes();
+      auto *s = static_cast<const char *>(src) +
+                (size_t(h) * srcStride + srcFirst) * rowBytes();
+      Status status = context->copyOnDevice(d, s, size_t(count) * rowBytes());
+      if (!status.ok())
+        return status;
+    }
+    return Status();
+  }
+
+  /// Quantizes `count` tokens of `input` (rows of `inputTokens`, from token
+  /// `first`) into sequence `seq`'s stores at token `offset`.
+  Status quantize(Layer &layer, int seq, const void *k, const void *v,
+                  int inputTokens, int first, int count, int offset) {
+    for (int which = 0; which < 2; ++which) {
+      const QuantScheme &s = which == 0 ? config.key : config.value;
+      const KernelSpec &spec = which == 0 ? quantizeKey : quantizeValue;
+      Store &store = which == 0 ? layer.key : layer.value;
+      const void *input = which == 0 ? k : v;
+      QuantizeCall call;
+      call.input =
+          static_cast<const char *>(input) + size_t(first) * rowBytes();
+      call.words = static_cast<char *>(store.words) +
+                   size_t(seq) * store.wordsPerSequence * 4;
+      call.scales = static_cast<char *>(store.scales) +
+                    size_t(seq) * store.scalesPerSequence * storageBytes(s);
+      call.zeros = store.zeros ? static_cast<char *>(store.zeros) +
+                                     size_t(seq) * store.scalesPerSequence *
+                                         storageBytes(s)
+                               : nullptr;
+      call.rows = config.kvHeads;
+      call.tokens = count;
+      call.inTokens = inputTokens;
+      call.outTokens = storeCapacity;
+      call.outOffset = offset;
+      Status status = context->quantize(spec, call);
+      if (!status.ok())
+        return status;
+    }
+    return Status();
+  }
+
+  /// Quantizes the oldest whole units of the residual while it holds more
+  /// than `residual` tokens; moves the rest to the front.
+  Status flush(Layer &layer, int seq) {
+    Parts &p = layer.parts[seq];
+    int excess = p.residual - config.residual;
+    int count = excess > 0 ? excess / unit * unit : 0;
+    if (count == 0)
+      return Status();
+    size_t seqOffset =
+        size_t(seq) * config.kvHeads * residualCapacity * rowBytes();
+    void *rk = static_cast<char *>(layer.residualK) + seqOffset;
+    void *rv = static_cast<char *>(layer.residualV) + seqOffset;
+    Status status =
+        quantize(layer, seq, rk, rv, residualCapacity, 0, count, p.quantized);
+    if (!status.ok())
+      return status;
+    // Shift the remaining tokens to the front through a scratch buffer (the
+    // ranges overlap).
+    int keep = p.residual - count;
+    for (void *buffer : {rk, rv}) {
+      status = copyRows(scratch, residualCapacity, 0, buffer, residualCapacity,
+                        count, keep);
+      if (status.ok())
+        status = copyRows(buffer, residualCapacity, 0, scratch,
+                          residualCapacity, 0, keep);
+      if (!status.ok())
+        return status;
+    }
+    p.quantized += count;
+    p.residual = keep;
+    return Status();
+  }
+};
+
+std::unique_ptr<QuantizedKVCache>
+QuantizedKVCache::create(Context &context, const CacheConfig &config,
+                         Status *status) {
+  auto fail = [&](const std::string &message) {
+    if (status)
+      *status = invalid(message);
+    return nullptr;
+  };
+  for (auto [name, value] :
+       {std::pair<const char *, int>{"layers", config.layers},
+        {"batch", config.batch},
+        {"kv heads", config.kvHeads},
+        {"query heads", config.queryHeads},
+        {"head_dim", config.headDim},
+        {"capacity", config.capacity}})
+    if (value < 1)
+      return fail(std::string(name) + " must be at least 1, got " +
+                  std::to_string(value));
+  if (config.sink < 0 || config.residual < 0)
+    return fail("sink and residual must not be negative");
+  auto impl = std::make_unique<Impl>();
+  impl->context = &context;
+  impl->config = config;
+  impl->unit = unitOf(config);
+  impl->storeCapacity =
+      (config.capacity + impl->unit - 1) / impl->unit * impl->unit;
+  impl->residualCapacity = config.residual + impl->unit;
+
+  KernelSpec &a = impl->attention;
+  a.kind = KernelKind::Attention;
+  a.key = config.key;
+  a.value = config.value;
+  a.headDim = config.headDim;
+  a.queryHeads = config.queryHeads;
+  a.kvHeads = config.kvHeads;
+  a.dtype = config.dtype;
+  a.sink = config.sink > 0;
+  a.residual = true;
+  if (std::optional<std::string> problem = a.validate())
+    return fail("invalid cache configuration: " + *problem);
+  for (int which = 0; which < 2; ++which) {
+    KernelSpec &q = which == 0 ? impl->quantizeKey : impl->quantizeValue;
+    q.kind = KernelKind::Quantize;
+    q.key = which == 0 ? config.key : config.value;
+    q.headDim = config.headDim;
+    q.dtype = config.dtype;
+  }
+  // Compile (or find) every kernel now: errors surface at creation, and
+  // decoding never waits for a compiler.
+  for (const KernelSpec *spec :
+       {&impl->attention, &impl->quantizeKey, &impl->quantizeValue}) {
+    Status prepared = context.prepare(*spec);
+    if (!prepared.ok()) {
+      if (status)
+        *status = prepared;
+      return nullptr;
+    }
+  }
+
+  Status s;
+  size_t heads = config.kvHeads, rowBytes = size_t(config.headDim) * 2;
+  for (int l = 0; l < config.layers; ++l) {
+    Layer layer;
+    size_t sinkBytes =
+        config.batch * heads * std::max(1, config.sink) * rowBytes;
+    size_t residualBytes =
+        config.batch * heads * impl->residualCapacity * rowBytes;
+    layer.sinkK = impl->allocate(sinkBytes, s);
+    layer.sinkV = impl->allocate(sinkBytes, s);
+    layer.residualK = impl->allocate(residualBytes, s);
+    layer.residualV = impl->allocate(residualBytes, s);
+    layer.key = impl->makeStore(config.key, s);
+    layer.value = impl->makeStore(config.value, s);
+    layer.parts.assign(config.batch, Parts());
+    impl->layers.push_back(layer);
+  }
+  impl->scratch = impl->allocate(heads * impl->residualCapacity * rowBytes, s);
+  impl->lengths = impl->allocate(size_t(config.batch) * 3 * 4, s);
+  AttentionCall probe;
+  probe.batch = config.batch;
+  probe.bodyCapacity = impl->storeCapacity;
+  impl->workspace =
+      impl->allocate(context.attentionWorkspaceBytes(a, probe), s);
+  if (!s.ok()) {
+    if (status)
+      *status = s;
+    for (void *p : impl->owned)
+      context.release(p);
+    return nullptr;
+  }
+  auto cache = std::unique_ptr<QuantizedKVCache>(new QuantizedKVCache());
+  cache->impl = std::move(impl);
+  if (status)
+    *status = Status();
+  return cache;
+}
+
+QuantizedKVCache::~QuantizedKVCache() {
+  for (void *p : impl->owned)
+    impl->context->release(p);
+}
+
+Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
+                                const void *v, int tokens) {
+  const CacheConfig &c = impl->config;
+  if (layerIndex < 0 || layerIndex >= c.layers)
+    return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
+                   std::to_string(c.layers) + ")");
+  if (seq < 0 || seq >= c.batch)
+    return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
+                   std::to_string(c.batch) + ")");
+  if (tokens < 0)
+    return invalid("tokens must not be negative, got " +
+                   std::to_string(tokens));
+  if (tokens == 0)
+    return Status();
+  if (!k || !v)
+    return invalid(std::string(k ? "v" : "k") + " is null");
+  if (reinterpret_cast<uintptr_t>(k) % 2 || reinterpret_cast<uintptr_t>(v) % 2)
+    return invalid("k and v must be 2-byte aligned");
+  Layer &layer = impl->layers[layerIndex];
+  Parts before = layer.parts[seq];
+  if (before.total() + int64_t(tokens) > c.capacity)
+    return invalid(
+        "appending " + std::to_string(tokens) + " tokens to sequence " +
+        std::to_string(seq) + " of layer " + std::to_string(layerIndex) +
+        " would hold " + std::to_string(before.total() + tokens) +
+        " tokens, more than the capacity " + std::to_string(c.capacity));
+
+  Parts &p = layer.parts[seq];
+  size_t rowBytes = impl->rowBytes();
+  size_t heads = c.kvHeads;
+  auto sequenceBase = [&](void *buffer, int stride) {
+    return static_cast<char *>(buffer) +
+           size_t(seq) * heads * stride * rowBytes;
+  };
+  auto failed = [&](Status status) {
+    p = before; // the counts say what the cache holds: nothing changed
+    return status;
+  };
+  int pos = 0;
+  // 1. The first `sink` tokens of a sequence stay fp16 forever.
+  int toSink = std::min(c.sink - p.sink, tokens);
+  if (toSink > 0) {
+    for (auto [dst, src] :
+         {std::pair{layer.sinkK, k}, std::pair{layer.sinkV, v}}) {
+      Status s = impl->copyRows(sequenceBase(dst, c.sink), c.sink, p.sink, src,
+                                tokens, 0, toSink);
+      if (!s.ok())
+        return failed(s);
+    }
+    p.sink += toSink;
+    pos += toSink;
+  }
+  // 2. A long prefill (empty residual) goes to the store in bulk: all but
+  //    the residual tail, in whole units.
+  int rest = tokens - pos;
+  if (p.residual == 0 && rest > c.residual) {
+    int bulk = (rest - c.residual) / impl->unit * impl->unit;
+    if (bulk > 0) {
+      Status s =
+          impl->quantize(layer, seq, k, v, tokens, pos, bulk, p.quantized);
+      if (!s.ok())
+        return failed(s);
+      p.quantized += bulk;
+      pos += bulk;
+    }
+  }
+  // 3. The rest through the residual, flushing whole units as it fills.
+  while (pos < tokens) {
+    int take = std::min(impl->residualCapacity - p.residual, tokens - pos);
+    for (auto [dst, src] :
+         {std::pair{layer.residualK, k}, std::pair{layer.residualV, v}}) {
+      Status s = impl->copyRows(sequenceBase(dst, impl->residualCapacity),
+                                impl->residualCapacity, p.residual, src, tokens,
+                                pos, take);
+      if (!s.ok())
+        return failed(s);
+    }
+    p.residual += take;
+    pos += take;
+    Status s = impl->flush(layer, seq);
+    if (!s.ok())
+      return failed(s);
+  }
+  return Status();
+}
+
+Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
+  const CacheConfig &c = impl->config;
+  if (layerIndex < 0 || layerIndex >= c.layers)
+    return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
+                   std::to_string(c.layers) + ")");
+  if (!q || !out)
+    return invalid(std::string(q ? "out" : "q") + " is null");
+  Layer &layer = impl->layers[layerIndex];
+  std::vector<int32_t> lengths;
+  for (const Parts &p : layer.parts)
+    lengths.insert(lengths.end(), {p.sink, p.quantized, p.residual});
+  Status s =
+      impl->context->copyIn(impl->lengths, lengths.data(), lengths.size() * 4);
+  if (!s.ok())
+    return s;
+  AttentionCall call;
+  call.q = q;
+  call.keyWords = layer.key.words;
+  call.keyScales = layer.key.scales;
+  call.keyZeros = layer.key.zeros;
+  call.valueWords = layer.value.words;
+  call.valueScales = layer.value.scales;
+  call.valueZeros = layer.value.zeros;
+  call.sinkKeys = layer.sinkK;
+  call.sinkValues = layer.sinkV;
+  call.residualKeys = layer.residualK;
+  call.residualValues = layer.residualV;
+  call.lengths = static_cast<const int32_t *>(impl->lengths);
+  call.hostLengths = lengths.data();
+  call.out = out;
+  call.workspace = impl->workspace;
+  call.batch = c.batch;
+  call.bodyCapacity = impl->storeCapacity;
+  call.sinkCapacity = std::max(1, c.sink);
+  call.residualCapacity = impl->residualCapacity;
+  return impl->context->attention(impl->attention, call);
+}
+
+QuantizedKVCache::Parts QuantizedKVCache::parts(int layer, int seq) const {
+  if (layer < 0 || layer >= impl->config.layers || seq < 0 ||
+      seq >= impl->config.batch)
+    return Parts();
+  return impl->layers[layer].parts[seq];
+}
+
+MemoryUse QuantizedKVCache::memory() const {
+  const CacheConfig &c = impl->config;
+  MemoryUse m;
+  uint64_t row = uint64_t(c.kvHeads) * c.headDim * 2; // one token, one of K/V
+  auto quantizedPerToken = [&](const QuantScheme &s) {
+    uint64_t perToken = uint64_t(c.kvHeads) * c.headDim * s.bits / 8;
+    uint64_t scales = uint64_t(c.kvHeads) * (c.headDim / groupOf(s, c.headDim));
+    return perToken + scales * storageBytes(s) * (s.symmetric ? 1 : 2);
+  };
+  for (const Layer &layer : impl->layers)
+    for (const Parts &p : layer.parts) {
+      m.sinkBytes += 2 * row * p.sink;
+      m.residualBytes += 2 * row * p.residual;
+      m.quantizedBytes +=
+          p.quantized * (quantizedPerToken(c.key) + quantizedPerToken(c.value));
+      m.fp16Bytes += 2 * row * p.total();
+    }
+  return m;
+}
+
+const CacheConfig &QuantizedKVCache::config() const { return impl->config; }
+KernelSpec QuantizedKVCache::attentionSpec() const { return impl->attention; }

@@ -1,0 +1,241 @@
+//===- KVCacheTest.cpp - QuantizedKVCache against the reference cache
+//------===//
+
+#include "kvq/QuantizedKVCache.h"
+#include "kvq/Runtime/Reference.h"
+
+#include "llvm/Support/FileSystem.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+using namespace kvq;
+
+namespace {
+
+std::string cacheDir() {
+  static std::string dir = [] {
+    llvm::SmallString<128> path;
+    (void)llvm::sys::fs::createUniqueDirectory("kvq-kvcache-test", path);
+    return path.str().str();
+  }();
+  return dir;
+}
+
+std::unique_ptr<Context> makeContext(BackendKind backend) {
+  ContextOptions options;
+  options.backend = backend;
+  options.cacheDir = cacheDir();
+  Status status;
+  std::unique_ptr<Context> context = Context::create(options, &status);
+  EXPECT_TRUE(context) << status.message();
+  return context;
+}
+
+CacheConfig smallConfig(const std::string &preset) {
+  CacheConfig c;
+  c.layers = 2;
+  c.batch = 2;
+  c.kvHeads = 2;
+  c.queryHeads = 4;
+  c.headDim = 64;
+  c.capacity = 1400;
+  std::string error;
+  EXPECT_TRUE(applyPreset(preset, c, &error)) << error;
+  c.residual = 64; // smaller than the presets' 128: more flushes per step
+  return c;
+}
+
+/// Host-generated tokens [kv heads, n, head_dim] as half bits, copied to
+/// the context's memory on demand.
+struct Tokens {
+  std::vector<uint16_t> k, v;
+};
+
+Tokens makeTokens(const CacheConfig &c, int n, std::mt19937 &rng) {
+  std::normal_distribution<float> normal;
+  Tokens t;
+  for (auto *out : {&t.k, &t.v})
+    for (size_t i = 0; i < size_t(c.kvHeads) * n * c.headDim; ++i) {
+      float scale = out == &t.k && i % c.headDim == 5 ? 8.0f : 1.0f;
+      out->push_back(ref::toHalfBits(normal(rng) * scale, c.dtype));
+    }
+  return t;
+}
+
+/// A cache plus the device buffers it is fed through.
+struct Harness {
+  std::unique_ptr<Context> context;
+  std::unique_ptr<QuantizedKVCache> cache;
+  void *k = nullptr, *v = nullptr, *q = nullptr, *out = nullptr;
+  size_t tokenBytes, queryBytes;
+
+  Harness(BackendKind backend, const CacheConfig &c) {
+    context = makeContext(backend);
+    Status status;
+    cache = QuantizedKVCache::create(*context, c, &status);
+    EXPECT_TRUE(cache) << status.message();
+    tokenBytes = size_t(c.kvHeads) * 400 * c.headDim * 2;
+    queryBytes = size_t(c.batch) * c.queryHeads * c.headDim * 2;
+    k = context->allocate(tokenBytes, &status);
+    v = context->allocate(tokenBytes, &status);
+    q = context->allocate(queryBytes, &status);
+    out = context->allocate(queryBytes, &status);
+  }
+  ~Harness() {
+    cache.reset();
+    for (void *p : {k, v, q, out})
+      context->release(p);
+  }
+  Status append(int layer, int seq, const Tokens &t, int n) {
+    Status s = context->copyIn(k, t.k.data(), t.k.size() * 2);
+    if (s.ok())
+      s = context->copyIn(v, t.v.data(), t.v.size() * 2);
+    return s.ok() ? cache->append(layer, seq, k, v, n) : s;
+  }
+  std::vector<float> attend(int layer, const std::vector<uint16_t> &query,
+                            HalfType dtype) {
+    EXPECT_TRUE(context->copyIn(q, query.data(), query.size() * 2).ok());
+    Status s = cache->attend(layer, q, out);
+    EXPECT_TRUE(s.ok()) << s.message();
+    std::vector<uint16_t> bits(query.size());
+    EXPECT_TRUE(context->copyOut(bits.data(), out, bits.size() * 2).ok());
+    std::vector<float> values;
+    for (uint16_t b : bits)
+      values.push_back(ref::fromHalfBits(b, dtype));
+    return values;
+  }
+};
+
+TEST(KVCache, RoutesSinkBulkPrefillResidualAndFlushes) {
+  CacheConfig c = smallConfig("kivi2"); // unit 32 (channel-axis keys)
+  Harness h(BackendKind::Emulator, c);
+  std::mt19937 rng(1);
+  Tokens prefill = makeTokens(c, 300, rng);
+  ASSERT_TRUE(h.append(0, 0, prefill, 300).ok());
+  // 4 sink; of 296, all but >= 64 in whole 32s go to the store: 224; 72 stay.
+  QuantizedKVCache::Parts p = h.cache->parts(0, 0);
+  EXPECT_EQ(p.sink, 4);
+  EXPECT_EQ(p.quantized, 224);
+  EXPECT_EQ(p.residual, 72);
+  Tokens one = makeTokens(c, 1, rng);
+  for (int step = 0; step < 23; ++step)
+    ASSERT_TRUE(h.append(0, 0, one, 1).ok());
+  EXPECT_EQ(h.cache->parts(0, 0).residual, 95);
+  ASSERT_TRUE(h.append(0, 0, one, 1).ok()); // 96 = R + unit: flush 32
+  p = h.cache->parts(0, 0);
+  EXPECT_EQ(p.quantized, 256);
+  EXPECT_EQ(p.residual, 64);
+  EXPECT_EQ(p.total(), 324);
+  EXPECT_EQ(h.cache->parts(1, 0).total(), 0) << "layers are independent";
+}
+
+TEST(KVCache, FailedAppendsChangeNothing) {
+  CacheConfig c = smallConfig("int4");
+  c.capacity = 100;
+  Harness h(BackendKind::Emulator, c);
+  std::mt19937 rng(2);
+  Tokens t = makeTokens(c, 90, rng);
+  ASSERT_TRUE(h.append(0, 1, t, 90).ok());
+  std::vector<uint16_t> query(size_t(c.batch) * c.queryHeads * c.headDim,
+                              ref::toHalfBits(0.5f, c.dtype));
+  std::vector<float> before = h.attend(0, query, c.dtype);
+  QuantizedKVCache::Parts parts = h.cache->parts(0, 1);
+
+  Status s = h.append(0, 1, t, 11);
+  EXPECT_EQ(s.code(), StatusCode::InvalidArgument);
+  EXPECT_EQ(s.message(), "appending 11 tokens to sequence 1 of layer 0 would "
+                         "hold 101 tokens, more than the capacity 100");
+  EXPECT_EQ(h.cache->append(2, 0, h.k, h.v, 1).message(),
+            "layer 2 is outside [0, 2)");
+  EXPECT_EQ(h.cache->append(0, 5, h.k, h.v, 1).message(),
+            "sequence 5 is outside [0, 2)");
+  EXPECT_EQ(h.cache->append(0, 0, nullptr, h.v, 1).message(), "k is null");
+  EXPECT_EQ(h.cache->attend(3, h.q, h.out).message(),
+            "layer 3 is outside [0, 2)");
+  QuantizedKVCache::Parts after = h.cache->parts(0, 1);
+  EXPECT_EQ(after.total(), parts.total());
+  EXPECT_EQ(after.quantized, parts.quantized);
+  EXPECT_EQ(h.attend(0, query, c.dtype), before);
+}
+
+TEST(KVCache, MemoryAccounting) {
+  CacheConfig c = smallConfig("kivi2");
+  Harness h(BackendKind::Emulator, c);
+  std::mt19937 rng(3);
+  Tokens t = makeTokens(c, 390, rng);
+  ASSERT_TRUE(h.append(0, 0, t, 390).ok());
+  MemoryUse m = h.cache->memory();
+  // 390 tokens x (K + V) x 2 heads x 64 x 2 bytes.
+  EXPECT_EQ(m.fp16Bytes, 390u * 2 * 2 * 64 * 2);
+  QuantizedKVCache::Parts p = h.cache->parts(0, 0);
+  EXPECT_EQ(m.sinkBytes, uint64_t(p.sink) * 2 * 2 * 64 * 2);
+  EXPECT_EQ(m.residualBytes, uint64_t(p.residual) * 2 * 2 * 64 * 2);
+  // 2-bit codes + fp16 scale and zero per 32 elements: 3 bits an element.
+  EXPECT_EQ(m.quantizedBytes, uint64_t(p.quantized) * 2 * (2 * 64 * 3 / 8));
+  EXPECT_GT(m.ratio(), 1.5);
+}
+
+/// Prefill, then >= 1000 decode steps with interleaved layers and sequences
+/// of unequal lengths, residual flushes included: the emulated cache's
+/// attention equals the reference cache's, for every preset.
+class CacheVsReference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CacheVsReference, AttentionMatchesOverAThousandDecodeSteps) {
+  CacheConfig c = smallConfig(GetParam());
+  Harness emulated(BackendKind::Emulator, c);
+  Harness reference(BackendKind::Reference, c);
+  std::mt19937 rng(11);
+  for (int seq = 0; seq < c.batch; ++seq)
+    for (int layer = 0; layer < c.layers; ++layer) {
+      int n = seq == 0 ? 200 : 37; // unequal lengths
+      Tokens t = makeTokens(c, n, rng);
+      ASSERT_TRUE(emulated.append(layer, seq, t, n).ok());
+      ASSERT_TRUE(reference.append(layer, seq, t, n).ok());
+    }
+  std::normal_distribution<float> normal;
+  int compared = 0, flushes = 0;
+  for (int step = 0; step < 1000; ++step) {
+    bool flushed = false;
+    for (int layer = 0; layer < c.layers; ++layer)
+      for (int seq = c.batch - 1; seq >= 0; --seq) { // interleaved order
+        Tokens t = makeTokens(c, 1, rng);
+        int before = emulated.cache->parts(layer, seq).quantized;
+        Status a = emulated.append(layer, seq, t, 1);
+        Status b = reference.append(layer, seq, t, 1);
+        ASSERT_TRUE(a.ok() && b.ok()) << a.message() << b.message();
+        flushed |= emulated.cache->parts(layer, seq).quantized != before;
+        ASSERT_EQ(emulated.cache->parts(layer, seq).total(),
+                  reference.cache->parts(layer, seq).total());
+      }
+    flushes += flushed;
+    if (step % 50 != 49 && !(flushed && flushes % 4 == 1))
+      continue;
+    std::vector<uint16_t> query(size_t(c.batch) * c.queryHeads * c.headDim);
+    for (uint16_t &x : query)
+      x = ref::toHalfBits(normal(rng), c.dtype);
+    for (int layer = 0; layer < c.layers; ++layer) {
+      std::vector<float> a = emulated.attend(layer, query, c.dtype);
+      std::vector<float> b = reference.attend(layer, query, c.dtype);
+      double scale = 0;
+      for (float x : b)
+        scale = std::max(scale, double(std::fabs(x)));
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_LE(std::fabs(double(a[i]) - b[i]),
+                  1e-3 * scale + std::ldexp(std::fabs(double(b[i])), -10))
+            << "step " << step << " layer " << layer << " element " << i;
+      ++compared;
+    }
+  }
+  EXPECT_GE(flushes, 20) << "the residual must have been flushed repeatedly";
+  EXPECT_GE(compared, 40);
+  EXPECT_EQ(emulated.cache->parts(0, 0).total(), 1200);
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets, CacheVsReference,
+                         ::testing::Values("kivi2", "kivi4", "hf_quanto_int4",
+                                           "int8", "int4"));
+
+} // namespace
