@@ -1,50 +1,45 @@
 #!/usr/bin/env bash
-# The main job, for now: installs what is missing, builds kvq, compiles a
-# KIVI-2 decode step (examples/kivi2_decode.mlir) through every stage down to
-# PTX/CUBIN for sm_80 and sm_90 (an excerpt of each stage printed, the full
-# stages in build/demo/), then runs the kernels on the best backend here and
-# checks them against the reference. (The quantized KV cache joins this
-# command when it lands; see README.md.)
+# The main job: installs what is missing, builds kvq, and runs a quantized KV
+# cache end to end (kvq-demo): a Llama-2-7B-shaped cache (32 layers, 32
+# heads, head_dim 128) prefilled and decoding with KV data that has outlier
+# channels and an attention sink; it reports memory vs fp16, attention error
+# vs fp16 per preset, kernels compiled or cached, compile and dispatch times.
+# It uses the GPU when one is present, else the CPU emulator (about a minute
+# on 2 cores). Then it shows the compiler's stages for the same kernels.
+#
+#   scripts/demo.sh [kvq-demo options, e.g. --backend=cuda --prefill=4096]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KVQ_BUILD_DIR:-$root/build}
-example=${1:-$root/examples/kivi2_decode.mlir}
 out="$build/demo"
 
 "$root/scripts/setup.sh"
 echo "kvq demo: building (incremental) ..."
-"$root/scripts/build.sh" kvq-opt kvq-translate kvq-run >/dev/null
-opt="$build/bin/kvq-opt"
-translate="$build/bin/kvq-translate"
+"$root/scripts/build.sh" kvq-demo kvq-opt kvq-translate >/dev/null
 mkdir -p "$out"
+export KVQ_DUMP_DIR=${KVQ_DUMP_DIR:-$out/kernels}
 
-show() { # title, file, lines
-  echo
-  echo "=== $1  ($(wc -l <"$2") lines: $2)"
-  head -n "${3:-25}" "$2"
-  [ "$(wc -l <"$2")" -le "${3:-25}" ] || echo "    ..."
-}
+"$build/bin/kvq-demo" "$@"
 
-"$opt" "$example" >"$out/1-kvq.mlir"
-show "1. kvq dialect as written: unpack + dequantize + attention, quantize + pack" "$out/1-kvq.mlir" 40
-"$translate" "$example" --to=stage --stage=planned >"$out/2-planned.mlir"
-show "2. --kvq-fuse --kvq-plan: fused ops with their launch plan" "$out/2-planned.mlir" 12
-"$translate" "$example" --to=stage --stage=gpu >"$out/3-gpu.mlir"
-show "3. --kvq-to-gpu: gpu.func kernels (scf, arith, memref, gpu ids/barriers/shuffles)" "$out/3-gpu.mlir" 20
-"$translate" "$example" --to=stage --stage=emitc >"$out/4-emitc.mlir"
-"$translate" "$example" --to=cuda >"$out/5-kernels.cu"
-show "4-5. --kvq-gpu-to-emitc, then CUDA C++ (full EmitC in $out/4-emitc.mlir)" "$out/5-kernels.cu" 45
-for arch in sm_80 sm_90; do
-  "$translate" "$example" --to=ptx --arch=$arch >"$out/6-kernels.$arch.ptx"
-  echo
-  echo "=== 6. nvrtc -> PTX/CUBIN for $arch ($(wc -l <"$out/6-kernels.$arch.ptx") PTX lines: $out/6-kernels.$arch.ptx)"
-  "$translate" "$example" --to=stats --arch=$arch
+echo
+echo "=== the compiler, stage by stage, on examples/kivi2_decode.mlir (full stages in $out/)"
+example="$root/examples/kivi2_decode.mlir"
+"$build/bin/kvq-opt" "$example" --kvq-fuse --canonicalize >"$out/fused.mlir"
+for stage in planned gpu emitc; do
+  "$build/bin/kvq-translate" "$example" --to=stage --stage=$stage >"$out/$stage.mlir"
 done
+"$build/bin/kvq-translate" "$example" --to=cuda >"$out/kernels.cu"
+for arch in sm_80 sm_90; do
+  "$build/bin/kvq-translate" "$example" --to=ptx --arch=$arch >"$out/kernels.$arch.ptx"
+done
+printf '  %-48s %6s lines\n' \
+  "kvq IR, fused (kvq-opt --kvq-fuse)" "$(wc -l <"$out/fused.mlir")" \
+  "planned (--kvq-plan)" "$(wc -l <"$out/planned.mlir")" \
+  "GPU IR (--kvq-to-gpu)" "$(wc -l <"$out/gpu.mlir")" \
+  "EmitC (--kvq-gpu-to-emitc)" "$(wc -l <"$out/emitc.mlir")" \
+  "CUDA C++ (kvq-translate --to=cuda)" "$(wc -l <"$out/kernels.cu")" \
+  "PTX for sm_80 and sm_90 (nvrtc)" "$(wc -l <"$out/kernels.sm_90.ptx")"
+echo "  ptxas, sm_90:"
+"$build/bin/kvq-translate" "$example" --to=stats --arch=sm_90 | sed 's/^/    /'
 echo
-echo "=== 7. run it: quantize generated KV data with the generated kernels, run the fused"
-echo "       attention, check against the reference (GPU if present, else the CPU emulator)"
-echo "    \$ kvq-run --spec=\"attention k=2c32 v=2t32 d=128 hq=32 hkv=32\" --tokens=1024"
-echo
-"$build/bin/kvq-run" --spec="attention k=2c32 v=2t32 d=128 hq=32 hkv=32" --tokens=1024
-echo
-echo "All stages are in $out/. Next: build/bin/kvq-translate --help, docs/runtime.md"
+echo "Next: build/bin/kvq-run --help, build/bin/kvq-cache --help, docs/runtime.md"
