@@ -1,0 +1,220 @@
+//===- kvq-eval.cpp - the accuracy table of docs/accuracy.md
+//---------------===//
+//
+// Regenerate with:  build/bin/kvq-eval > docs/accuracy.md
+//
+// For each configuration, a one-layer QuantizedKVCache (reference backend:
+// the same numbers the kernels produce, bit for bit for codes) is prefilled
+// with 1024 tokens of two kinds of data and queried; reported are the
+// attention-output error against fp16 attention on the same tokens and the
+// relative error of the stored keys and values.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvq/QuantizedKVCache.h"
+#include "kvq/Runtime/Reference.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <random>
+
+using namespace kvq;
+
+namespace {
+
+constexpr int kKvHeads = 8, kQueryHeads = 32, kHeadDim = 128, kTokens = 1024,
+              kQueries = 8;
+
+struct Data {
+  std::vector<float> k, v; ///< [kv heads, tokens, d], half-rounded
+};
+
+/// (a) Gaussian; (b) KV-like: keys with outlier channels and a first token
+/// that draws attention (a sink), values Gaussian.
+Data makeData(bool kvLike, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  Data d;
+  for (int h = 0; h < kKvHeads; ++h)
+    for (int t = 0; t < kTokens; ++t)
+      for (int c = 0; c < kHeadDim; ++c) {
+        float scale = 1.0f;
+        if (kvLike) {
+          if (c % 32 == 7 || c % 32 == 19)
+            scale *= 10.0f; // outlier channels
+          if (t == 0)
+            scale *= 6.0f; // the sink token's key stands out
+        }
+        d.k.push_back(ref::roundToHalf(normal(rng) * scale, HalfType::F16));
+        d.v.push_back(ref::roundToHalf(normal(rng), HalfType::F16));
+      }
+  return d;
+}
+
+double relativeError(const QuantScheme &s, const std::vector<float> &x) {
+  int g = s.group ? s.group : kHeadDim;
+  bool token = s.axis == QuantScheme::Axis::Token;
+  size_t nScales = token ? size_t(kKvHeads) * kTokens * (kHeadDim / g)
+                         : size_t(kKvHeads) * (kTokens / g) * kHeadDim;
+  std::vector<uint32_t> words(x.size() * s.bits / 32);
+  std::vector<float> scales(nScales), zeros(nScales), back(x.size());
+  ref::quantize(s, kHeadDim, x.data(), kKvHeads, kTokens, kTokens, kTokens, 0,
+                words.data(), scales.data(), zeros.data());
+  ref::dequantize(s, kHeadDim, words.data(), scales.data(), zeros.data(),
+                  kKvHeads, kTokens, kTokens, 0, kTokens, back.data());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    num += (back[i] - x[i]) * double(back[i] - x[i]);
+    den += double(x[i]) * x[i];
+  }
+  return std::sqrt(num / den);
+}
+
+std::vector<uint16_t> bits(const std::vector<float> &x) {
+  std::vector<uint16_t> b;
+  for (float v : x)
+    b.push_back(ref::toHalfBits(v, HalfType::F16));
+  return b;
+}
+
+/// Mean over queries of max|out - fp16| / max|fp16|.
+double attentionError(Context &context, const CacheConfig &config,
+                      const Data &data) {
+  Status status;
+  std::unique_ptr<QuantizedKVCache> cache =
+      QuantizedKVCache::create(context, config, &status);
+  if (!cache) {
+    llvm::errs() << status.message() << "\n";
+    std::exit(1);
+  }
+  std::vector<uint16_t> kb = bits(data.k), vb = bits(data.v);
+  status = cache->append(0, 0, kb.data(), vb.data(), kTokens);
+  if (!status.ok()) {
+    llvm::errs() << status.message() << "\n";
+    std::exit(1);
+  }
+  std::mt19937 rng(99);
+  std::normal_distribution<float> normal;
+  double total = 0;
+  for (int i = 0; i < kQueries; ++i) {
+    std::vector<float> q(size_t(kQueryHeads) * kHeadDim);
+    for (float &x : q)
+      x = ref::roundToHalf(normal(rng), HalfType::F16);
+    std::vector<uint16_t> qb = bits(q), out(q.size());
+    status = cache->attend(0, qb.data(), out.data());
+    if (!status.ok()) {
+      llvm::errs() << status.message() << "\n";
+      std::exit(1);
+    }
+    double diff = 0, scale = 0;
+    for (int h = 0; h < kQueryHeads; ++h) {
+      int kvh = h / (kQueryHeads / kKvHeads);
+      std::vector<const float *> ks, vs;
+      for (int t = 0; t < kTokens; ++t) {
+        ks.push_back(&data.k[(size_t(kvh) * kTokens + t) * kHeadDim]);
+        vs.push_back(&data.v[(size_t(kvh) * kTokens + t) * kHeadDim]);
+      }
+      std::vector<float> exact(kHeadDim);
+      ref::attendRows(&q[size_t(h) * kHeadDim], ks, vs, kHeadDim,
+                      1.0f / std::sqrt(float(kHeadDim)), exact.data());
+      for (int c = 0; c < kHeadDim; ++c) {
+        float got =
+            ref::fromHalfBits(out[size_t(h) * kHeadDim + c], HalfType::F16);
+        diff = std::max(diff, std::fabs(double(got) - exact[c]));
+        scale = std::max(scale, std::fabs(double(exact[c])));
+      }
+    }
+    total += diff / scale;
+  }
+  return total / kQueries;
+}
+
+struct Row {
+  std::string name, note;
+  std::string preset;
+  std::string keyOverride; ///< scheme tag replacing the preset's keys
+  int sink;
+};
+
+} // namespace
+
+int main() {
+  ContextOptions options;
+  options.backend = BackendKind::Reference;
+  Status status;
+  std::unique_ptr<Context> context = Context::create(options, &status);
+  if (!context) {
+    llvm::errs() << status.message() << "\n";
+    return 1;
+  }
+  std::vector<Row> rows = {
+      {"kivi2", "KIVI-2: keys per channel, fp16 sinks", "kivi2", "", 4},
+      {"kivi2, no sink", "the sink token quantized too", "kivi2", "", 0},
+      {"kivi2, keys per token", "keys 2t32 instead of 2c32", "kivi2", "2t32",
+       4},
+      {"kivi4", "", "kivi4", "", 4},
+      {"kivi4, keys per token", "keys 4t32", "kivi4", "4t32", 4},
+      {"hf_quanto_int4, as HF", "whole prompt quantized: no sink",
+       "hf_quanto_int4", "", 0},
+      {"hf_quanto_int4 + sinks", "with 4 fp16 sink tokens", "hf_quanto_int4",
+       "", 4},
+      {"int4", "", "int4", "", 4},
+      {"int8", "", "int8", "", 4}};
+  Data gaussian = makeData(false, 1), kvLike = makeData(true, 2);
+
+  llvm::outs() << "# Accuracy of the quantized KV cache\n\n"
+               << "Generated by `build/bin/kvq-eval > docs/accuracy.md` "
+                  "(deterministic: fixed seeds).\n\n"
+               << "Setup: one layer, " << kKvHeads << " kv heads, "
+               << kQueryHeads << " query heads (GQA " << kQueryHeads / kKvHeads
+               << "), head_dim " << kHeadDim << ", " << kTokens
+               << " tokens prefilled into a `QuantizedKVCache` (residual 128; "
+                  "sink as listed), "
+               << kQueries
+               << " random queries. *attn* = mean over queries of max |out − "
+                  "fp16| / max |fp16|, where fp16 is exact attention over the "
+                  "same unquantized tokens; *K*, *V* = relative RMS error "
+                  "‖x̂ − x‖ / ‖x‖ of the stored keys and values (scheme "
+                  "applied to all tokens). The cache runs on the reference "
+                  "backend, whose codes the generated kernels match bit for "
+                  "bit (test/unit/NumericsTest.cpp).\n\n"
+               << "Data (a): Gaussian keys and values. Data (b): KV-like — "
+                  "keys with two outlier channels per 32 (×10) and a first "
+                  "token whose key is 6× larger (an attention sink), "
+                  "Gaussian values.\n\n";
+  llvm::outs() << "| configuration | keys | values | sink | (a) attn | (a) K "
+                  "| (a) V | (b) attn | (b) K | (b) V | note |\n"
+               << "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const Row &row : rows) {
+    CacheConfig config;
+    config.layers = 1;
+    config.batch = 1;
+    config.kvHeads = kKvHeads;
+    config.queryHeads = kQueryHeads;
+    config.headDim = kHeadDim;
+    config.capacity = kTokens;
+    applyPreset(row.preset, config);
+    if (!row.keyOverride.empty())
+      parseSchemeTag(row.keyOverride, config.key);
+    config.sink = row.sink;
+    double aAttn = attentionError(*context, config, gaussian);
+    double bAttn = attentionError(*context, config, kvLike);
+    llvm::outs() << llvm::formatv(
+        "| {0} | {1} | {2} | {3} | {4:f3} | {5:f3} | {6:f3} | {7:f3} | {8:f3} "
+        "| {9:f3} | {10} |\n",
+        row.name, config.key.tag(), config.value.tag(), row.sink, aAttn,
+        relativeError(config.key, gaussian.k),
+        relativeError(config.value, gaussian.v), bAttn,
+        relativeError(config.key, kvLike.k),
+        relativeError(config.value, kvLike.v), row.note);
+  }
+  llvm::outs() << "\nReading the table: compare rows on data (b). Keys per "
+                  "channel (KIVI) against keys per token, and fp16 sinks "
+                  "against a quantized sink, isolate the two design choices; "
+                  "data (a) has neither outliers nor a sink, so there the "
+                  "choices matter less. These are synthetic data, not a "
+                  "model's: they show mechanisms, not perplexity.\n";
+  return 0;
+}
