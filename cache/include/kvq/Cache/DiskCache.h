@@ -17,6 +17,7 @@
 #ifndef KVQ_CACHE_DISKCACHE_H
 #define KVQ_CACHE_DISKCACHE_H
 
+#include "kvq/Support/MessageError.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -28,18 +29,10 @@
 namespace kvq::cache {
 
 /// A problem with the cache location itself (permissions, I/O).
-class CacheError : public llvm::ErrorInfo<CacheError> {
+class CacheError : public MessageError<CacheError> {
 public:
   static char ID;
-  explicit CacheError(std::string description)
-      : description(std::move(description)) {}
-  void log(llvm::raw_ostream &os) const override { os << description; }
-  std::error_code convertToErrorCode() const override {
-    return llvm::inconvertibleErrorCode();
-  }
-
-private:
-  std::string description;
+  using MessageError::MessageError;
 };
 
 struct Entry {

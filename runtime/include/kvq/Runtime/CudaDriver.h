@@ -9,6 +9,7 @@
 #ifndef KVQ_RUNTIME_CUDADRIVER_H
 #define KVQ_RUNTIME_CUDADRIVER_H
 
+#include "kvq/Support/MessageError.h"
 #include "llvm/Support/Error.h"
 
 #include <array>
@@ -19,18 +20,10 @@
 namespace kvq::cuda {
 
 /// No usable CUDA driver or device on this machine.
-class NoDriverError : public llvm::ErrorInfo<NoDriverError> {
+class NoDriverError : public MessageError<NoDriverError> {
 public:
   static char ID;
-  explicit NoDriverError(std::string description)
-      : description(std::move(description)) {}
-  void log(llvm::raw_ostream &os) const override { os << description; }
-  std::error_code convertToErrorCode() const override {
-    return llvm::inconvertibleErrorCode();
-  }
-
-private:
-  std::string description;
+  using MessageError::MessageError;
 };
 
 struct DeviceInfo {

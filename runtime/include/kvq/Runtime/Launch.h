@@ -16,6 +16,7 @@
 #include "kvq/Calls.h"
 #include "kvq/Codegen/Generator.h"
 
+#include "kvq/Support/MessageError.h"
 #include "llvm/Support/Error.h"
 
 #include <array>
@@ -26,18 +27,10 @@
 namespace kvq {
 
 /// A user-caused problem with a launch, before anything ran.
-class LaunchError : public llvm::ErrorInfo<LaunchError> {
+class LaunchError : public MessageError<LaunchError> {
 public:
   static char ID;
-  explicit LaunchError(std::string description)
-      : description(std::move(description)) {}
-  void log(llvm::raw_ostream &os) const override { os << description; }
-  std::error_code convertToErrorCode() const override {
-    return llvm::inconvertibleErrorCode();
-  }
-
-private:
-  std::string description;
+  using MessageError::MessageError;
 };
 
 /// One kernel launch: geometry plus the argument values (owned) and the
