@@ -26,15 +26,6 @@ func.func @lone_pack(%c: tensor<1x2x4x64xi8>) -> tensor<1x2x4x8xi32> {
 
 // -----
 
-func.func @dense_attention(%q: tensor<1x4x64xf16>, %k: tensor<1x4x16x64xf16>, %v: tensor<1x4x16x64xf16>, %l: tensor<1x3xi32>) -> tensor<1x4x64xf16> {
-  // expected-error @+1 {{'kvq.attention' op over fp16 keys and values has no kernel; attention kernels read quantized operands (kvq.quantized_attention)}}
-  %o = kvq.attention %q, keys(%k), values(%v) lengths(%l) scale 0.125
-      : (tensor<1x4x64xf16>, tensor<1x4x16x64xf16>, tensor<1x4x16x64xf16>, tensor<1x3xi32>) -> tensor<1x4x64xf16>
-  return %o : tensor<1x4x64xf16>
-}
-
-// -----
-
 func.func @dynamic_heads(%q: tensor<?x?x64xf16>, %kw: tensor<?x?x?x8xi32>, %ks: tensor<?x?x?x2xf16>, %vw: tensor<?x?x?x8xi32>, %vs: tensor<?x?x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x?x64xf16> {
   // expected-error @+1 {{'kvq.quantized_attention' op needs static query and kv head counts to fix the GQA ratio of the kernel}}
   %o = kvq.quantized_attention %q,

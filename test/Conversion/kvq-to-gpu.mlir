@@ -95,3 +95,20 @@ func.func @twice(%x: tensor<?x?x?x64xf16>, %y: tensor<?x?x?x64xf16>) -> (tensor<
       : tensor<?x?x?x64xf16> -> tensor<?x?x?x16xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
   return %w, %w2 : tensor<?x?x?x16xi32>, tensor<?x?x?x16xi32>
 }
+
+// -----
+
+// kvq.attention over fp16 keys and values: the baseline kernel, the same
+// flash-decoding structure with the body staged from fp16.
+// CHECK-LABEL: gpu.func @kvq_attn_dense_d64_g4_f16_r(%{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xi32>,
+// CHECK-SAME: kvq.arg_names = ["q", "partial_out", "partial_max", "partial_sum", "keys", "values", "residual_keys", "residual_values", "lengths", "kv_heads", "body_capacity", "sink_capacity", "residual_capacity", "tokens_per_split", "softmax_scale"]
+// CHECK-NOT: vector.load
+// CHECK: gpu.barrier
+// CHECK-LABEL: gpu.func @kvq_attn_dense_d64_g4_f16_r_combine
+func.func @dense(%q: tensor<?x8x64xf16>, %k: tensor<?x2x?x64xf16>, %v: tensor<?x2x?x64xf16>,
+    %rk: tensor<?x2x?x64xf16>, %rv: tensor<?x2x?x64xf16>, %l: tensor<?x3xi32>) -> tensor<?x8x64xf16> {
+  %o = kvq.attention %q, keys(%k), values(%v) residual(%rk, %rv) lengths(%l) scale 0.125
+      : (tensor<?x8x64xf16>, tensor<?x2x?x64xf16>, tensor<?x2x?x64xf16>, tensor<?x2x?x64xf16>,
+         tensor<?x2x?x64xf16>, tensor<?x3xi32>) -> tensor<?x8x64xf16>
+  return %o : tensor<?x8x64xf16>
+}

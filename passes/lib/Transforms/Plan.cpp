@@ -141,7 +141,14 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
         return planElementwise(op, builder) ? WalkResult::advance()
                                             : WalkResult::interrupt();
       if (auto attention = dyn_cast<QuantizedAttentionOp>(op))
-        return planAttention(attention, builder, *archNumber)
+        return planAttention(op, attention.getQuery(), attention.getKeyCodes(),
+                             attention.getKeyScheme(),
+                             attention.getValueScheme(), builder, *archNumber)
+                   ? WalkResult::advance()
+                   : WalkResult::interrupt();
+      if (auto attention = dyn_cast<AttentionOp>(op))
+        return planAttention(op, attention.getQuery(), attention.getKeys(),
+                             SchemeAttr(), SchemeAttr(), builder, *archNumber)
                    ? WalkResult::advance()
                    : WalkResult::interrupt();
       return WalkResult::advance();
@@ -159,18 +166,22 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
     return succeeded(checkThreads(op, threads));
   }
 
-  bool planAttention(QuantizedAttentionOp op, Builder &builder,
-                     int64_t archNumber) {
-    auto queryType = cast<RankedTensorType>(op.getQuery().getType());
-    auto keyType = cast<RankedTensorType>(op.getKeyCodes().getType());
+  /// Plans quantized attention, or (null schemes) the fp16 baseline, which
+  /// has no packed words and so no vector widths.
+  bool planAttention(Operation *op, Value query, Value keys,
+                     SchemeAttr keyScheme, SchemeAttr valueScheme,
+                     Builder &builder, int64_t archNumber) {
+    auto queryType = cast<RankedTensorType>(query.getType());
+    auto keyType = cast<RankedTensorType>(keys.getType());
     int64_t headDim = queryType.getShape()[2];
     int64_t queryHeads = queryType.getShape()[1];
     int64_t kvHeads = keyType.getShape()[1];
     if (ShapedType::isDynamic(queryHeads) || ShapedType::isDynamic(kvHeads)) {
-      op.emitOpError("needs static query and kv head counts to plan");
+      op->emitOpError("needs static query and kv head counts to plan");
       return false;
     }
     int64_t gqa = queryHeads / kvHeads;
+    bool dense = !keyScheme;
     PlanBuilder plan(op);
     plan.set("arch", builder.getStringAttr(arch));
     int64_t threads =
@@ -186,10 +197,13 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
     int64_t tile = plan.getOrSet("tile_tokens", defaultTile);
     int64_t minSplit = plan.getOrSet("min_tokens_per_split", 4 * tile);
     plan.getOrSet("sm_count", smCountFor(archNumber));
-    int64_t keyVector = plan.getOrSet("key_vector_words",
-                                      widestVector(op.getKeyScheme(), headDim));
-    int64_t valueVector = plan.getOrSet(
-        "value_vector_words", widestVector(op.getValueScheme(), headDim));
+    int64_t keyVector = dense ? 1
+                              : plan.getOrSet("key_vector_words",
+                                              widestVector(keyScheme, headDim));
+    int64_t valueVector =
+        dense ? 1
+              : plan.getOrSet("value_vector_words",
+                              widestVector(valueScheme, headDim));
     int64_t shared = attentionSharedBytes(headDim, gqa, tile);
     plan.set("shared_bytes", builder.getI32IntegerAttr(shared));
     plan.commit();
@@ -197,34 +211,36 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
     if (failed(checkThreads(op, threads)))
       return false;
     for (auto [what, scheme, width] :
-         {std::tuple{"key", op.getKeyScheme(), keyVector},
-          std::tuple{"value", op.getValueScheme(), valueVector}}) {
+         {std::tuple{"key", keyScheme, keyVector},
+          std::tuple{"value", valueScheme, valueVector}}) {
+      if (!scheme)
+        continue;
       if (width != 1 && width != 2 && width != 4) {
-        op.emitOpError("plan: ")
+        op->emitOpError("plan: ")
             << what << "_vector_words must be 1, 2 or 4, got " << width;
         return false;
       }
       if (rowWords(scheme, headDim) % width != 0) {
-        op.emitOpError("plan: ")
+        op->emitOpError("plan: ")
             << what << "_vector_words " << width << " does not divide the "
             << rowWords(scheme, headDim) << " words of a packed row";
         return false;
       }
     }
     if (tile < 16 || tile % 16 != 0) {
-      op.emitOpError(
+      op->emitOpError(
           "plan: tile_tokens must be a positive multiple of 16, got ")
           << tile;
       return false;
     }
     if (minSplit < tile || minSplit % tile != 0) {
-      op.emitOpError("plan: min_tokens_per_split must be a multiple of "
-                     "tile_tokens (")
+      op->emitOpError("plan: min_tokens_per_split must be a multiple of "
+                      "tile_tokens (")
           << tile << "), got " << minSplit;
       return false;
     }
     if (shared > 48 * 1024) {
-      op.emitOpError("plan: tile_tokens ")
+      op->emitOpError("plan: tile_tokens ")
           << tile << " needs " << shared
           << " bytes of shared memory, more than the 49152 a block gets";
       return false;

@@ -156,47 +156,100 @@ void stageHalf(KernelBuilder &kb, const AttentionShape &s,
 
 } // namespace
 
+namespace {
+
+/// What the builder needs from either attention op. Null schemes mean the
+/// body keys and values are fp16/bf16 (kvq.attention, the baseline kernel).
+struct AttentionOpView {
+  Operation *op;
+  Value query, keys;
+  SchemeAttr keyScheme, valueScheme;
+  bool hasSink, hasResidual;
+};
+
+LogicalResult buildAttention(const AttentionOpView &view,
+                             gpu::GPUModuleOp module);
+
+} // namespace
+
 LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
                                                gpu::GPUModuleOp module) {
-  auto queryType = cast<RankedTensorType>(op.getQuery().getType());
-  auto keyWordsType = cast<RankedTensorType>(op.getKeyCodes().getType());
+  return buildAttention({op, op.getQuery(), op.getKeyCodes(),
+                         op.getKeyScheme(), op.getValueScheme(),
+                         static_cast<bool>(op.getSinkKeys()),
+                         static_cast<bool>(op.getResidualKeys())},
+                        module);
+}
+
+LogicalResult mlir::kvq::buildDenseAttentionKernels(AttentionOp op,
+                                                    gpu::GPUModuleOp module) {
+  return buildAttention({op, op.getQuery(), op.getKeys(), SchemeAttr(),
+                         SchemeAttr(), static_cast<bool>(op.getSinkKeys()),
+                         static_cast<bool>(op.getResidualKeys())},
+                        module);
+}
+
+namespace {
+LogicalResult buildAttention(const AttentionOpView &view,
+                             gpu::GPUModuleOp module) {
+  Operation *op = view.op;
+  bool dense = !view.keyScheme;
+  auto queryType = cast<RankedTensorType>(view.query.getType());
+  auto keyType = cast<RankedTensorType>(view.keys.getType());
   int64_t queryHeads = queryType.getShape()[1];
-  int64_t kvHeads = keyWordsType.getShape()[1];
+  int64_t kvHeads = keyType.getShape()[1];
   if (ShapedType::isDynamic(queryHeads) || ShapedType::isDynamic(kvHeads))
-    return op.emitOpError("needs static query and kv head counts to fix the "
-                          "GQA ratio of the kernel");
+    return op->emitOpError("needs static query and kv head counts to fix the "
+                           "GQA ratio of the kernel");
   FailureOr<int64_t> threads = getPlanInt(op, "threads");
   FailureOr<int64_t> tile = getPlanInt(op, "tile_tokens");
-  FailureOr<int64_t> keyVector = getPlanInt(op, "key_vector_words");
-  FailureOr<int64_t> valueVector = getPlanInt(op, "value_vector_words");
-  if (failed(threads) || failed(tile) || failed(keyVector) ||
-      failed(valueVector))
+  if (failed(threads) || failed(tile))
     return failure();
+  FailureOr<int64_t> keyVector = int64_t(1), valueVector = int64_t(1);
+  if (!dense) {
+    keyVector = getPlanInt(op, "key_vector_words");
+    valueVector = getPlanInt(op, "value_vector_words");
+    if (failed(keyVector) || failed(valueVector))
+      return failure();
+  }
 
-  AttentionShape s{op.getKeyScheme(),
-                   op.getValueScheme(),
+  AttentionShape s{view.keyScheme,
+                   view.valueScheme,
                    queryType.getShape()[2],
                    queryHeads / kvHeads,
                    *threads,
                    *tile,
                    queryType.getElementType()};
-  bool hasSink = static_cast<bool>(op.getSinkKeys());
-  bool hasResidual = static_cast<bool>(op.getResidualKeys());
-  MLIRContext *ctx = op.getContext();
+  bool hasSink = view.hasSink;
+  bool hasResidual = view.hasResidual;
+  MLIRContext *ctx = op->getContext();
   OpBuilder builder(op);
   Type i32 = builder.getI32Type(), f32 = builder.getF32Type();
-  Type keyStorage = s.keyScheme.getScaleType();
-  Type valueStorage = s.valueScheme.getScaleType();
 
   //===--- signature (KernelABI.h) -----------------------------------===//
   SmallVector<Type> args = {globalBuffer(s.half), globalBuffer(f32),
-                            globalBuffer(f32),    globalBuffer(f32),
-                            globalBuffer(i32),    globalBuffer(keyStorage)};
-  if (s.keyScheme.hasZeroPoints())
-    args.push_back(globalBuffer(keyStorage));
-  args.append({globalBuffer(i32), globalBuffer(valueStorage)});
-  if (s.valueScheme.hasZeroPoints())
-    args.push_back(globalBuffer(valueStorage));
+                            globalBuffer(f32), globalBuffer(f32)};
+  SmallVector<StringRef> names = {"q", "partial_out", "partial_max",
+                                  "partial_sum"};
+  if (dense) {
+    args.append(2, globalBuffer(s.half));
+    names.append({"keys", "values"});
+  } else {
+    Type keyStorage = s.keyScheme.getScaleType();
+    Type valueStorage = s.valueScheme.getScaleType();
+    args.append({globalBuffer(i32), globalBuffer(keyStorage)});
+    names.append({"key_words", "key_scales"});
+    if (s.keyScheme.hasZeroPoints()) {
+      args.push_back(globalBuffer(keyStorage));
+      names.push_back("key_zeros");
+    }
+    args.append({globalBuffer(i32), globalBuffer(valueStorage)});
+    names.append({"value_words", "value_scales"});
+    if (s.valueScheme.hasZeroPoints()) {
+      args.push_back(globalBuffer(valueStorage));
+      names.push_back("value_zeros");
+    }
+  }
   if (hasSink)
     args.append(2, globalBuffer(s.half));
   if (hasResidual)
@@ -204,13 +257,6 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
   args.push_back(globalBuffer(i32));
   args.append(5, i32);
   args.push_back(f32);
-  SmallVector<StringRef> names = {"q",           "partial_out", "partial_max",
-                                  "partial_sum", "key_words",   "key_scales"};
-  if (s.keyScheme.hasZeroPoints())
-    names.push_back("key_zeros");
-  names.append({"value_words", "value_scales"});
-  if (s.valueScheme.hasZeroPoints())
-    names.push_back("value_zeros");
   if (hasSink)
     names.append({"sink_keys", "sink_values"});
   if (hasResidual)
@@ -229,13 +275,19 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
 
   std::string segments =
       std::string(hasSink ? "s" : "") + (hasResidual ? "r" : "");
-  std::string name = llvm::formatv(
-      "kvq_attn_k{0}_v{1}_d{2}_g{3}_{4}{5}{6}", schemeTag(s.keyScheme),
-      schemeTag(s.valueScheme), s.headDim, s.gqa, halfTag(s.half),
-      segments.empty() ? "" : "_", segments);
-  std::string keyText, valueText;
-  llvm::raw_string_ostream(keyText) << Attribute(s.keyScheme);
-  llvm::raw_string_ostream(valueText) << Attribute(s.valueScheme);
+  std::string kv =
+      dense ? "dense"
+            : "k" + schemeTag(s.keyScheme) + "_v" + schemeTag(s.valueScheme);
+  std::string name =
+      llvm::formatv("kvq_attn_{0}_d{1}_g{2}_{3}{4}{5}", kv, s.headDim, s.gqa,
+                    halfTag(s.half), segments.empty() ? "" : "_", segments);
+  std::string keyText = "dense", valueText = "dense";
+  if (!dense) {
+    keyText.clear();
+    valueText.clear();
+    llvm::raw_string_ostream(keyText) << Attribute(s.keyScheme);
+    llvm::raw_string_ostream(valueText) << Attribute(s.valueScheme);
+  }
   std::string spec = llvm::formatv(
       "attention keys {0} values {1} head_dim={2} gqa={3} dtype={4} "
       "sink={5} residual={6}",
@@ -243,32 +295,37 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
       hasSink ? "yes" : "no", hasResidual ? "yes" : "no");
   auto plan = op->getAttrOfType<DictionaryAttr>("plan");
   gpu::GPUFuncOp func =
-      createKernel(builder, module, op.getLoc(), name, "attention", args, names,
-                   shared, s.threads, spec, plan);
+      createKernel(builder, module, op->getLoc(), name, "attention", args,
+                   names, shared, s.threads, spec, plan);
   func->setAttr(
       "kvq.shared_names",
       builder.getStrArrayAttr({"q", "keys", "values", "probs", "running_max",
                                "running_sum", "rescale"}));
 
   //===--- body -------------------------------------------------------===//
-  ImplicitLocOpBuilder b(op.getLoc(), builder);
+  ImplicitLocOpBuilder b(op->getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
-  AttentionArgs a;
+  AttentionArgs a; // dense: keyWords/valueWords hold the fp16 keys/values
   {
     auto it = func.getArguments().begin();
     a.q = *it++;
     a.partialOut = *it++;
     a.partialMax = *it++;
     a.partialSum = *it++;
-    a.keyWords = *it++;
-    a.keyScales = *it++;
-    if (s.keyScheme.hasZeroPoints())
-      a.keyZeros = *it++;
-    a.valueWords = *it++;
-    a.valueScales = *it++;
-    if (s.valueScheme.hasZeroPoints())
-      a.valueZeros = *it++;
+    if (dense) {
+      a.keyWords = *it++;
+      a.valueWords = *it++;
+    } else {
+      a.keyWords = *it++;
+      a.keyScales = *it++;
+      if (s.keyScheme.hasZeroPoints())
+        a.keyZeros = *it++;
+      a.valueWords = *it++;
+      a.valueScales = *it++;
+      if (s.valueScheme.hasZeroPoints())
+        a.valueZeros = *it++;
+    }
     if (hasSink) {
       a.sinkKeys = *it++;
       a.sinkValues = *it++;
@@ -355,6 +412,11 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
             [&]() -> SmallVector<Value> {
               Value t0 = kb.add(bodyBegin, kb.mul(tileIndex, tileTokens));
               Value n = kb.min(tileTokens, kb.sub(bodyEnd, t0));
+              if (dense) {
+                stageHalf(kb, s, smem, a.keyWords, a.valueWords, headRow,
+                          a.bodyCapacity, t0, n);
+                return {n};
+              }
               stageQuantized(kb, s, s.keyScheme, *keyVector, a.keyWords,
                              a.keyScales, a.keyZeros, headRow, a.bodyCapacity,
                              t0, n, smem.keys, s.keyStride());
@@ -492,7 +554,7 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
                                    globalBuffer(f32), globalBuffer(s.half),
                                    i32};
   gpu::GPUFuncOp combine = createKernel(
-      builder, module, op.getLoc(), name + "_combine", "combine", combineArgs,
+      builder, module, op->getLoc(), name + "_combine", "combine", combineArgs,
       {"partial_out", "partial_max", "partial_sum", "out", "splits"}, {},
       combineThreads, spec, plan);
   b.setInsertionPoint(combine.getBody().front().getTerminator());
@@ -542,3 +604,4 @@ LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
   }
   return success();
 }
+} // namespace

@@ -45,10 +45,8 @@ struct KVQToGPUPass : kvq::impl::KVQToGPUBase<KVQToGPUPass> {
       else if (isa<PackOp, UnpackOp>(op))
         built = op->emitOpError("has no kernel of its own; run --kvq-fuse to "
                                 "fold it into quantize/dequantize");
-      else if (isa<AttentionOp>(op))
-        built = op->emitOpError("over fp16 keys and values has no kernel; "
-                                "attention kernels read quantized operands "
-                                "(kvq.quantized_attention)");
+      else if (auto dense = dyn_cast<AttentionOp>(op))
+        built = buildDenseAttentionKernels(dense, gpuModule);
       else
         return WalkResult::advance();
       if (failed(built))

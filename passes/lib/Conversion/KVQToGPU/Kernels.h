@@ -41,6 +41,9 @@ LogicalResult buildQuantizeKernel(QuantizeOp op, gpu::GPUModuleOp module);
 LogicalResult buildDequantizeKernel(DequantizeOp op, gpu::GPUModuleOp module);
 LogicalResult buildAttentionKernels(QuantizedAttentionOp op,
                                     gpu::GPUModuleOp module);
+/// The fp16/bf16 baseline: the same kernel with a dense body.
+LogicalResult buildDenseAttentionKernels(AttentionOp op,
+                                         gpu::GPUModuleOp module);
 
 } // namespace mlir::kvq
 
