@@ -11,6 +11,10 @@
 
 #include "EmulatorHarness.h"
 
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+
 #include <gtest/gtest.h>
 
 #include <array>
@@ -577,6 +581,101 @@ TEST(AttentionTraffic, PackedCodeLoadsAreCoalescedAndReadOnce) {
               (unsigned long long)(uniqueSectors * 32), overFetch);
   EXPECT_LE(overFetch, 1.05);
   EXPECT_GE(overFetch, 1.0); // every packed byte was read
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// The dense (fp16) baseline attention kernel
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// kvq.attention over fp16 keys and values, GQA 4, with a residual segment,
+/// run on the emulator against the reference's attendRows.
+TEST(DenseAttention, MatchesTheReference) {
+  const char *ir = R"mlir(
+func.func @dense(%q: tensor<?x8x64xf16>, %k: tensor<?x2x?x64xf16>,
+    %v: tensor<?x2x?x64xf16>, %rk: tensor<?x2x?x64xf16>,
+    %rv: tensor<?x2x?x64xf16>, %l: tensor<?x3xi32>) -> tensor<?x8x64xf16> {
+  %o = kvq.attention %q, keys(%k), values(%v) residual(%rk, %rv) lengths(%l)
+      scale 0.125
+      : (tensor<?x8x64xf16>, tensor<?x2x?x64xf16>, tensor<?x2x?x64xf16>,
+         tensor<?x2x?x64xf16>, tensor<?x2x?x64xf16>, tensor<?x3xi32>)
+      -> tensor<?x8x64xf16>
+  return %o : tensor<?x8x64xf16>
+})mlir";
+  Generator generator;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      mlir::parseSourceString<mlir::ModuleOp>(ir, &generator.context());
+  ASSERT_TRUE(module);
+  llvm::Expected<GeneratedSource> source =
+      generator.generate(*module, GeneratorOptions());
+  ASSERT_TRUE(static_cast<bool>(source)) << llvm::toString(source.takeError());
+  llvm::Expected<std::unique_ptr<emu::Module>> compiled =
+      emu::Module::compile(*source, KVQ_TEST_EMULATOR_CACHE);
+  ASSERT_TRUE(static_cast<bool>(compiled))
+      << llvm::toString(compiled.takeError());
+  const GeneratedKernel &attention = source->kernels[0];
+  const GeneratedKernel &combine = source->kernels[1];
+  ASSERT_EQ(attention.name, "kvq_attn_dense_d64_g4_f16_r");
+
+  int batch = 2, kvHeads = 2, queryHeads = 8, d = 64, capacity = 150,
+      residualCap = 10, sinkCap = 1, split = 64;
+  std::vector<int32_t> lengths = {0, 150, 7, 0, 61, 10};
+  std::vector<float> q =
+      kvLikeData(size_t(batch) * queryHeads, d, HalfType::F16, 1, false);
+  std::vector<float> k =
+      kvLikeData(size_t(batch) * kvHeads * capacity, d, HalfType::F16, 2, true);
+  std::vector<float> v = kvLikeData(size_t(batch) * kvHeads * capacity, d,
+                                    HalfType::F16, 3, false);
+  std::vector<float> rk = kvLikeData(size_t(batch) * kvHeads * residualCap, d,
+                                     HalfType::F16, 4, true);
+  std::vector<float> rv = kvLikeData(size_t(batch) * kvHeads * residualCap, d,
+                                     HalfType::F16, 5, false);
+  int splits = (capacity + split - 1) / split + 1;
+  size_t rows = size_t(batch) * queryHeads;
+  DeviceBuffer qb(toHalf(q, HalfType::F16)), kb(toHalf(k, HalfType::F16)),
+      vb(toHalf(v, HalfType::F16)), rkb(toHalf(rk, HalfType::F16)),
+      rvb(toHalf(rv, HalfType::F16)), lb(lengths);
+  DeviceBuffer po(rows * splits * d * 4), pm(rows * splits * 4),
+      ps(rows * splits * 4), out(std::vector<uint16_t>(rows * d, 0));
+  float scale = 0.125f;
+  std::vector<void *> args = {qb.arg(),     po.arg(), pm.arg(),  ps.arg(),
+                              kb.arg(),     vb.arg(), rkb.arg(), rvb.arg(),
+                              lb.arg(),     &kvHeads, &capacity, &sinkCap,
+                              &residualCap, &split,   &scale};
+  ASSERT_EQ(args.size(), attention.argNames.size());
+  llvm::Error error = (*compiled)->launch(
+      attention.name, {unsigned(splits), unsigned(kvHeads), unsigned(batch)},
+      {unsigned(attention.threads)}, args);
+  ASSERT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
+  std::vector<void *> combineArgs = {po.arg(), pm.arg(), ps.arg(), out.arg(),
+                                     &splits};
+  error =
+      (*compiled)->launch(combine.name, {unsigned(queryHeads), unsigned(batch)},
+                          {unsigned(combine.threads)}, combineArgs);
+  ASSERT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
+  std::vector<float> got =
+      fromHalf(out.read<uint16_t>(rows * d), HalfType::F16);
+
+  std::vector<float> expected(rows * d);
+  for (int b = 0; b < batch; ++b)
+    for (int h = 0; h < queryHeads; ++h) {
+      size_t row = size_t(b) * kvHeads + h / 4;
+      std::vector<const float *> ks, vs;
+      for (int t = 0; t < lengths[b * 3 + 1]; ++t) {
+        ks.push_back(&k[(row * capacity + t) * d]);
+        vs.push_back(&v[(row * capacity + t) * d]);
+      }
+      for (int t = 0; t < lengths[b * 3 + 2]; ++t) {
+        ks.push_back(&rk[(row * residualCap + t) * d]);
+        vs.push_back(&rv[(row * residualCap + t) * d]);
+      }
+      ref::attendRows(&q[(size_t(b) * queryHeads + h) * d], ks, vs, d, scale,
+                      &expected[(size_t(b) * queryHeads + h) * d]);
+    }
+  EXPECT_LE(normwiseError(got, expected), 2e-3);
 }
 
 } // namespace
