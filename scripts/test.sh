@@ -10,7 +10,8 @@ build=${KVQ_BUILD_DIR:-$root/build}
 "$root/scripts/build.sh" kvq kvq-opt kvq-translate kvq-cache kvq-run kvq-demo kvq-eval kvq-unit-tests kvq-compile-tests kvq-numerics-tests kvq-cache-tests
 
 status=0
-"$root/scripts/check-format.sh" || status=1
+format=ok
+"$root/scripts/check-format.sh" || { status=1; format=FAILED; }
 
 results="$build/test-results.xml"
 lit=$(llvm-config-22 --bindir)/lit
@@ -18,7 +19,7 @@ lit=$(llvm-config-22 --bindir)/lit
 
 # One summary line over every lit and gtest case, and the reason of each skip
 # (a gtest skip's reason comes from running that one case again).
-python3 - "$results" "$build/test/unit" <<'PY' || status=1
+python3 - "$results" "$build/test/unit" "$format" <<'PY' || status=1
 import collections, re, subprocess, sys, xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
 counts, suites, skipped = collections.Counter(), collections.Counter(), []
@@ -35,7 +36,7 @@ for case in root.iter("testcase"):
         counts["passed"] += 1
 detail = ", ".join(f"{n} {s}" for s, n in sorted(suites.items()))
 print(f"kvq tests: {counts['passed']} passed, {counts['failed']} failed, "
-      f"{counts['skipped']} skipped ({detail})")
+      f"{counts['skipped']} skipped ({detail}); format check {sys.argv[3]}")
 for case in skipped:
     cls, name = case.get("classname"), case.get("name")
     reason = "unsupported here"

@@ -174,8 +174,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
 
 LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
                                                gpu::GPUModuleOp module) {
-  return buildAttention({op, op.getQuery(), op.getKeyCodes(),
-                         op.getKeyScheme(), op.getValueScheme(),
+  return buildAttention({op, op.getQuery(), op.getKeyCodes(), op.getKeyScheme(),
+                         op.getValueScheme(),
                          static_cast<bool>(op.getSinkKeys()),
                          static_cast<bool>(op.getResidualKeys())},
                         module);
