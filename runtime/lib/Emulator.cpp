@@ -473,18 +473,10 @@ kvq::emu::buildSharedObject(const GeneratedSource &source,
               kernel.argTypes[i] + " *>(a[" + std::to_string(i) + "])";
     unit += ");\n}\n";
   }
-  const char *compiler = std::getenv("CXX") ? std::getenv("CXX") : "c++";
-  std::vector<std::string> flags = {"-std=c++17",
-                                    "-O1",
-                                    "-fno-strict-aliasing",
-                                    "-fwrapv",
-                                    "-ffp-contract=off",
-                                    "-shared",
-                                    "-fPIC",
-                                    "-w"};
-  std::string identity = unit + shimSource() + devicePrelude() + compiler;
-  for (const std::string &flag : flags)
-    identity += flag;
+  const char *compiler = hostCompiler();
+  const std::vector<std::string> &flags = hostFlags();
+  std::string identity =
+      unit + shimSource() + devicePrelude() + hostCompilerIdentity();
   std::string dir = cacheDir + "/" + hexDigest(identity).substr(0, 32);
   std::string library = dir + "/kernels.so";
 
