@@ -27,6 +27,33 @@ bool QuantScheme::operator==(const QuantScheme &other) const {
          interleaved == other.interleaved;
 }
 
+KernelSpec KernelSpec::forScheme(KernelKind kind, const QuantScheme &scheme,
+                                 int headDim, HalfType dtype) {
+  KernelSpec spec;
+  spec.kind = kind;
+  spec.key = scheme;
+  spec.headDim = headDim;
+  spec.dtype = dtype;
+  return spec;
+}
+
+KernelSpec KernelSpec::forAttention(const QuantScheme &key,
+                                    const QuantScheme &value, int headDim,
+                                    int queryHeads, int kvHeads, HalfType dtype,
+                                    bool sink, bool residual) {
+  KernelSpec spec;
+  spec.kind = KernelKind::Attention;
+  spec.key = key;
+  spec.value = value;
+  spec.headDim = headDim;
+  spec.queryHeads = queryHeads;
+  spec.kvHeads = kvHeads;
+  spec.dtype = dtype;
+  spec.sink = sink;
+  spec.residual = residual;
+  return spec;
+}
+
 std::string KernelSpec::canonical() const {
   std::ostringstream os;
   const char *dtypeName = dtype == HalfType::F16 ? "f16" : "bf16";

@@ -77,25 +77,11 @@ std::vector<KernelSpec> kvq::kernelsFor(const CachePreset &preset,
                                         HalfType dtype) {
   std::vector<KernelSpec> specs;
   for (const QuantScheme &s : {preset.key, preset.value})
-    for (KernelKind kind : {KernelKind::Quantize, KernelKind::Dequantize}) {
-      KernelSpec spec;
-      spec.kind = kind;
-      spec.key = s;
-      spec.headDim = model.headDim;
-      spec.dtype = dtype;
-      specs.push_back(spec);
-    }
-  KernelSpec attention;
-  attention.kind = KernelKind::Attention;
-  attention.key = preset.key;
-  attention.value = preset.value;
-  attention.headDim = model.headDim;
-  attention.queryHeads = model.queryHeads;
-  attention.kvHeads = model.kvHeads;
-  attention.dtype = dtype;
-  attention.sink = preset.sink > 0;
-  attention.residual = preset.residual > 0;
-  specs.push_back(attention);
+    for (KernelKind kind : {KernelKind::Quantize, KernelKind::Dequantize})
+      specs.push_back(KernelSpec::forScheme(kind, s, model.headDim, dtype));
+  specs.push_back(KernelSpec::forAttention(
+      preset.key, preset.value, model.headDim, model.queryHeads, model.kvHeads,
+      dtype, preset.sink > 0, preset.residual > 0));
   // Identical schemes for K and V share their quantize/dequantize kernels.
   std::vector<KernelSpec> unique;
   for (const KernelSpec &s : specs) {

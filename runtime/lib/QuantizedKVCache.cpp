@@ -206,25 +206,16 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
       (config.capacity + impl->unit - 1) / impl->unit * impl->unit;
   impl->residualCapacity = config.residual + impl->unit;
 
-  KernelSpec &a = impl->attention;
-  a.kind = KernelKind::Attention;
-  a.key = config.key;
-  a.value = config.value;
-  a.headDim = config.headDim;
-  a.queryHeads = config.queryHeads;
-  a.kvHeads = config.kvHeads;
-  a.dtype = config.dtype;
-  a.sink = config.sink > 0;
-  a.residual = true;
+  impl->attention = KernelSpec::forAttention(
+      config.key, config.value, config.headDim, config.queryHeads,
+      config.kvHeads, config.dtype, config.sink > 0, /*residual=*/true);
+  const KernelSpec &a = impl->attention;
   if (std::optional<std::string> problem = a.validate())
     return fail("invalid cache configuration: " + *problem);
-  for (int which = 0; which < 2; ++which) {
-    KernelSpec &q = which == 0 ? impl->quantizeKey : impl->quantizeValue;
-    q.kind = KernelKind::Quantize;
-    q.key = which == 0 ? config.key : config.value;
-    q.headDim = config.headDim;
-    q.dtype = config.dtype;
-  }
+  impl->quantizeKey = KernelSpec::forScheme(KernelKind::Quantize, config.key,
+                                            config.headDim, config.dtype);
+  impl->quantizeValue = KernelSpec::forScheme(
+      KernelKind::Quantize, config.value, config.headDim, config.dtype);
   // Compile (or find) every kernel now: errors surface at creation, and
   // decoding never waits for a compiler.
   for (const KernelSpec *spec :

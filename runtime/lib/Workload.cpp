@@ -128,11 +128,8 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   const QuantScheme *schemes[2] = {&s.key, &s.value};
   const std::vector<uint16_t> *inputs[2] = {&keys, &values};
   for (int i = 0; i < 2; ++i) {
-    KernelSpec qs;
-    qs.kind = KernelKind::Quantize;
-    qs.key = *schemes[i];
-    qs.headDim = d;
-    qs.dtype = s.dtype;
+    KernelSpec qs =
+        KernelSpec::forScheme(KernelKind::Quantize, *schemes[i], d, s.dtype);
     size_t nWords = rows * capacity * d * schemes[i]->bits / 32;
     size_t nScales = scaleCount(*schemes[i], d, rows, capacity);
     size_t scaleBytes = schemes[i]->fp32Scales ? 4 : 2;

@@ -51,7 +51,6 @@ bool applyPreset(const std::string &name, CacheConfig &config,
 struct MemoryUse {
   uint64_t sinkBytes = 0, quantizedBytes = 0, residualBytes = 0;
   uint64_t fp16Bytes = 0; ///< K and V of every held token in fp16
-  uint64_t allocatedBytes = 0;
   uint64_t usedBytes() const {
     return sinkBytes + quantizedBytes + residualBytes;
   }

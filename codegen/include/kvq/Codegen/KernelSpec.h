@@ -46,6 +46,15 @@ struct KernelSpec {
   bool sink = true;
   bool residual = true;
 
+  /// A quantize or dequantize spec for one scheme.
+  static KernelSpec forScheme(KernelKind kind, const QuantScheme &scheme,
+                              int headDim, HalfType dtype);
+  /// An attention spec.
+  static KernelSpec forAttention(const QuantScheme &key,
+                                 const QuantScheme &value, int headDim,
+                                 int queryHeads, int kvHeads, HalfType dtype,
+                                 bool sink, bool residual);
+
   /// A stable, human-readable identity, e.g.
   /// "attention k=2c32 v=2t32 d=128 gqa=4 f16 sink residual".
   std::string canonical() const;
