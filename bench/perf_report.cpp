@@ -13,6 +13,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "SassStats.h"
+
 #include "kvq/Codegen/Generator.h"
 #include "kvq/Runtime/NVRTC.h"
 #include "kvq/Runtime/Presets.h"
@@ -23,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 
 using namespace kvq;
 
@@ -31,9 +34,29 @@ namespace {
 struct ArchLimits {
   const char *arch;
   int registersPerSM, sharedPerSM, threadsPerSM, blocksPerSM;
+  /// The reference part (SXM A100 / H100): SMs, boost clock, DRAM bandwidth.
+  int sms;
+  double clockHz, bandwidth;
+
+  /// Thread-instructions the SMs can issue per byte DRAM delivers (4 warp
+  /// schedulers per SM, one warp instruction each per clock): a kernel that
+  /// issues more per byte it streams cannot be bandwidth-bound.
+  double issueBudgetPerByte() const {
+    return sms * 4 * clockHz * 32 / bandwidth;
+  }
 };
-const ArchLimits kArchs[] = {{"sm_80", 65536, 164 * 1024, 2048, 32},
-                             {"sm_90", 65536, 228 * 1024, 2048, 32}};
+const ArchLimits kArchs[] = {
+    {"sm_80", 65536, 164 * 1024, 2048, 32, 108, 1.41e9, 2.039e12},
+    {"sm_90", 65536, 228 * 1024, 2048, 32, 132, 1.98e9, 3.35e12}};
+
+/// SASS of each reported kernel, printed after the ptxas table.
+struct SassRow {
+  std::string label, arch, kernel;
+  sass::Function code;
+  double budget;
+};
+std::vector<SassRow> sassRows;
+std::string sassProblem;
 
 /// Resident blocks per SM from registers (allocated per warp in units of
 /// 256), static shared memory and thread limits.
@@ -58,9 +81,21 @@ void statsRow(const char *label, const GeneratedSource &source) {
                   llvm::toString(compiled.takeError()).c_str());
       continue;
     }
+    std::map<std::string, sass::Function> code;
+    if (sassProblem.empty()) {
+      llvm::Expected<std::string> listing =
+          sass::disassemble(compiled->cubin, KVQ_TOOLS_DIR);
+      if (listing)
+        code = sass::parse(*listing);
+      else
+        sassProblem = llvm::toString(listing.takeError());
+    }
     for (const GeneratedKernel &k : source.kernels) {
       if (k.kind != "attention")
         continue;
+      if (code.count(k.name))
+        sassRows.push_back(
+            {label, a.arch, k.name, code[k.name], a.issueBudgetPerByte()});
       const PtxasStats &s = compiled->stats[k.name];
       int blocks = occupancyBlocks(a, s.registers, s.sharedBytes, k.threads);
       std::printf("| %-16s | %-5s | %4d | %5d | %6d | %6d | %3d | %5.0f%% |\n",
@@ -89,6 +124,41 @@ double attentionBytes(const CachePreset *preset, const ModelShape &m,
   return quantized * kvRows * d *
              (perElement(preset->key) + perElement(preset->value)) +
          fp16Tokens * kvRows * d * 2 * 2 + queries;
+}
+
+/// The SASS table: what ptxas made of each attention kernel.
+void printSass() {
+  std::printf("\n## SASS of the attention kernels (cuobjdump -sass)\n\n");
+  if (!sassProblem.empty()) {
+    std::printf("Not available: %s.\n", sassProblem.c_str());
+    return;
+  }
+  std::printf(
+      "Static counts. *Streaming loops* are the innermost loops that hold a "
+      "128-bit global load (`LDG.E.128`): the loops that read the KV cache "
+      "(keys, then values), with their instructions per byte loaded, per "
+      "thread. *Budget*: the thread-instructions the SMs can issue per byte "
+      "of DRAM bandwidth (A100 / H100 SXM clocks); a loop above it cannot "
+      "stream at full bandwidth. Scoring and accumulating from shared memory "
+      "come on top, so these are lower bounds of the per-byte work.\n\n");
+  std::printf("| kernel | arch | instr | LDG.128 | other LDG | LDS | STS | "
+              "SHFL | streaming loops: instr / 16 B loads = instr per byte "
+              "| budget |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const SassRow &r : sassRows) {
+    std::string loops;
+    for (const sass::Loop &l : r.code.streamingLoops) {
+      char text[96];
+      std::snprintf(text, sizeof text, "%s%d / %d = %.1f",
+                    loops.empty() ? "" : "; ", l.instructions, l.wideLoads,
+                    l.instructionsPerByte());
+      loops += text;
+    }
+    std::printf("| %s | %s | %d | %d | %d | %d | %d | %d | %s | %.1f |\n",
+                r.label.c_str(), r.arch.c_str(), r.code.instructions,
+                r.code.wideLoads, r.code.otherGlobalLoads, r.code.sharedLoads,
+                r.code.sharedStores, r.code.shuffles,
+                loops.empty() ? "none" : loops.c_str(), r.budget);
+  }
 }
 
 } // namespace
@@ -137,6 +207,7 @@ func.func @dense(%q: tensor<?x32x128xf16>, %k: tensor<?x8x?x128xf16>,
     return 1;
   }
   statsRow("fp16 baseline", *baseline);
+  printSass();
 
   std::printf("\n## PROJECTION: decode attention per layer and sequence at "
               "3.35 TB/s x 90 %%\n\n(bytes that must be read / bandwidth; "

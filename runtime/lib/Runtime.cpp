@@ -160,6 +160,8 @@ void dumpStages(const GeneratedSource &source,
         write(n[1], text);
   if (!compiled.ptx.empty())
     write("6-kernels.ptx", compiled.ptx);
+  if (!compiled.cubin.empty()) // for `cuobjdump -sass 8-kernels.cubin`
+    write("8-kernels.cubin", compiled.cubin);
   std::string ptxas;
   for (const auto &[name, s] : compiled.stats)
     ptxas += name + ": registers=" + std::to_string(s.registers) +

@@ -191,6 +191,25 @@ TEST_F(RuntimeTest, DumpDirGetsEveryStage) {
     EXPECT_TRUE(llvm::sys::fs::exists(folder + "/" + file)) << file;
 }
 
+TEST_F(RuntimeTest, DumpDirGetsPtxAndCubinForCuda) {
+  setenv("KVQ_DUMP_DIR", (root + "/dump").c_str(), 1);
+  RuntimeOptions options;
+  options.backend = Backend::Cuda;
+  options.compileOnly = true; // no driver needed
+  options.cacheDir = root + "/cache";
+  auto runtime = Runtime::create(options);
+  ASSERT_TRUE(static_cast<bool>(runtime))
+      << llvm::toString(runtime.takeError());
+  auto k = (*runtime)->prepare(spec("quantize 4t32 d=64"));
+  ASSERT_TRUE(static_cast<bool>(k)) << llvm::toString(k.takeError());
+  std::string folder = root + "/dump/kvq_quant_4t32_d64_f16";
+  for (const char *file : {"6-kernels.ptx", "7-ptxas.txt", "8-kernels.cubin"})
+    EXPECT_TRUE(llvm::sys::fs::exists(folder + "/" + file)) << file;
+  uint64_t size = 0;
+  EXPECT_FALSE(llvm::sys::fs::file_size(folder + "/8-kernels.cubin", size));
+  EXPECT_EQ(size, (*k)->cubin.size());
+}
+
 TEST_F(RuntimeTest, BadSpecsAndCallsAreTypedErrors) {
   std::unique_ptr<Runtime> runtime = make();
   KernelSpec bad = spec("attention k=2c32 v=2t32 d=128 hq=6 hkv=4");
