@@ -55,18 +55,34 @@ sass::Function summarize(const std::vector<Instruction> &code) {
           !startsWith(i.text, "NOP")) {
         ++loop.instructions;
         loop.wideLoads += startsWith(i.text, "LDG.E.128");
+        loop.globalLoads += startsWith(i.text, "LDG");
+        loop.sharedLoads += startsWith(i.text, "LDS");
+        loop.ffmas += startsWith(i.text, "FFMA");
       }
+  auto nests = [&](const sass::Loop &outer, const sass::Loop &inner) {
+    return &outer != &inner && inner.begin >= outer.begin &&
+           inner.end <= outer.end;
+  };
   // Innermost: no other streaming loop nested inside it.
   for (const sass::Loop &loop : loops) {
     if (!loop.wideLoads)
       continue;
     bool innermost = true;
     for (const sass::Loop &other : loops)
-      if (&other != &loop && other.wideLoads && other.begin >= loop.begin &&
-          other.end <= loop.end)
+      if (other.wideLoads && nests(loop, other))
         innermost = false;
     if (innermost)
       f.streamingLoops.push_back(loop);
+  }
+  for (const sass::Loop &loop : loops) {
+    if (loop.ffmas < 8 || !loop.sharedLoads || loop.globalLoads)
+      continue;
+    bool innermost = true;
+    for (const sass::Loop &other : loops)
+      if (nests(loop, other))
+        innermost = false;
+    if (innermost)
+      f.computeLoops.push_back(loop);
   }
   return f;
 }

@@ -24,10 +24,16 @@ namespace kvq::sass {
 struct Loop {
   uint64_t begin = 0, end = 0;
   int instructions = 0;
-  int wideLoads = 0; ///< LDG.E.128 inside
+  int wideLoads = 0;   ///< LDG.E.128 inside
+  int globalLoads = 0; ///< any LDG inside
+  int sharedLoads = 0; ///< LDS inside
+  int ffmas = 0;       ///< FFMA inside
   /// Per thread: instructions per byte the loop's 128-bit loads bring in.
   double instructionsPerByte() const {
     return wideLoads ? double(instructions) / (16.0 * wideLoads) : 0;
+  }
+  double instructionsPerFma() const {
+    return ffmas ? double(instructions) / ffmas : 0;
   }
 };
 
@@ -38,6 +44,10 @@ struct Function {
   int sharedLoads = 0, sharedStores = 0, shuffles = 0;
   /// Innermost loops containing a 128-bit global load, in address order.
   std::vector<Loop> streamingLoops;
+  /// Innermost loops (no loop inside) that compute from shared memory: at
+  /// least 8 FFMA and an LDS, no global load. In attention these are the
+  /// unrolled score (q·k) and P·V loops and their remainders.
+  std::vector<Loop> computeLoops;
 };
 
 /// Parses `cuobjdump -sass` output: kernel name -> statistics.

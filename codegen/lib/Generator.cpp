@@ -170,6 +170,39 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     func::ReturnOp::create(b, loc, out);
     break;
   }
+  case ::kvq::KernelKind::DenseAttention: {
+    // kvq.attention over the fp16/bf16 tensors themselves: no dequantize
+    // for kvq-fuse to fold, so it lowers to the dense kernel.
+    int64_t hq = spec.queryHeads, hkv = spec.kvHeads;
+    auto query = tensorOf({kDyn, hq, d}, half);
+    auto kv = tensorOf({kDyn, hkv, kDyn, d}, half);
+    auto lengths = tensorOf({kDyn, 3}, b.getI32Type());
+    SmallVector<Type> inputs = {query, kv, kv};
+    if (spec.sink)
+      inputs.append({kv, kv});
+    if (spec.residual)
+      inputs.append({kv, kv});
+    inputs.push_back(lengths);
+    auto func = makeFunc(inputs, {query});
+    auto args = func.getArguments();
+    unsigned i = 0;
+    Value q = args[i++], k = args[i++], v = args[i++];
+    Value sk, sv, rk, rv;
+    if (spec.sink) {
+      sk = args[i++];
+      sv = args[i++];
+    }
+    if (spec.residual) {
+      rk = args[i++];
+      rv = args[i++];
+    }
+    Value lens = args[i++];
+    float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    Value out = AttentionOp::create(b, loc, query, q, k, v, sk, sv, rk, rv,
+                                    lens, b.getF32FloatAttr(scale));
+    func::ReturnOp::create(b, loc, out);
+    break;
+  }
   }
   return module;
 }

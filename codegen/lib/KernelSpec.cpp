@@ -54,6 +54,15 @@ KernelSpec KernelSpec::forAttention(const QuantScheme &key,
   return spec;
 }
 
+KernelSpec KernelSpec::forDenseAttention(int headDim, int queryHeads,
+                                         int kvHeads, HalfType dtype, bool sink,
+                                         bool residual) {
+  KernelSpec spec = forAttention(QuantScheme(), QuantScheme(), headDim,
+                                 queryHeads, kvHeads, dtype, sink, residual);
+  spec.kind = KernelKind::DenseAttention;
+  return spec;
+}
+
 std::string KernelSpec::canonical() const {
   std::ostringstream os;
   const char *dtypeName = dtype == HalfType::F16 ? "f16" : "bf16";
@@ -68,6 +77,11 @@ std::string KernelSpec::canonical() const {
     os << "attention k=" << key.tag() << " v=" << value.tag()
        << " d=" << headDim << " hq=" << queryHeads << " hkv=" << kvHeads << " "
        << dtypeName << (sink ? " sink" : "") << (residual ? " residual" : "");
+    break;
+  case KernelKind::DenseAttention:
+    os << "dense-attention d=" << headDim << " hq=" << queryHeads
+       << " hkv=" << kvHeads << " " << dtypeName << (sink ? " sink" : "")
+       << (residual ? " residual" : "");
     break;
   }
   return os.str();
@@ -127,13 +141,15 @@ std::optional<std::string> KernelSpec::validate() const {
     os << "head_dim must be in [1, 512], got " << headDim;
     return os.str();
   }
-  if (auto error = validateScheme(
-          kind == KernelKind::Attention ? "key" : "scheme", key, headDim))
-    return error;
-  if (kind != KernelKind::Attention)
+  if (kind != KernelKind::DenseAttention)
+    if (auto error = validateScheme(
+            kind == KernelKind::Attention ? "key" : "scheme", key, headDim))
+      return error;
+  if (!isAttention())
     return std::nullopt;
-  if (auto error = validateScheme("value", value, headDim))
-    return error;
+  if (kind == KernelKind::Attention)
+    if (auto error = validateScheme("value", value, headDim))
+      return error;
   if (kvHeads <= 0 || queryHeads <= 0) {
     os << "head counts must be positive, got " << queryHeads << " query and "
        << kvHeads << " kv heads";
@@ -211,8 +227,11 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
     s.kind = KernelKind::Dequantize;
   else if (kind == "attention")
     s.kind = KernelKind::Attention;
+  else if (kind == "dense-attention")
+    s.kind = KernelKind::DenseAttention;
   else
-    return "spec must start with quantize, dequantize or attention, got '" +
+    return "spec must start with quantize, dequantize, attention or "
+           "dense-attention, got '" +
            kind + "'";
   bool explicitSegments = false;
   s.sink = s.residual = false;
@@ -224,7 +243,12 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
       return std::nullopt;
     };
     std::optional<std::string> error;
-    if (word.rfind("k=", 0) == 0 || word.rfind("s=", 0) == 0)
+    bool schemeWord = word.rfind("k=", 0) == 0 || word.rfind("s=", 0) == 0 ||
+                      word.rfind("v=", 0) == 0;
+    if (schemeWord && s.kind == KernelKind::DenseAttention)
+      error =
+          "dense-attention takes no quantization scheme, got '" + word + "'";
+    else if (word.rfind("k=", 0) == 0 || word.rfind("s=", 0) == 0)
       error = parseSchemeTag(word.substr(2), s.key);
     else if (word.rfind("v=", 0) == 0)
       error = parseSchemeTag(word.substr(2), s.value);
@@ -244,8 +268,7 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
       s.residual = explicitSegments = true;
     else if (word == "nosegments")
       explicitSegments = true;
-    else if (s.kind != KernelKind::Attention &&
-             parseSchemeTag(word, s.key) == std::nullopt)
+    else if (!s.isAttention() && parseSchemeTag(word, s.key) == std::nullopt)
       continue;
     else
       error = "unknown spec word '" + word + "'";

@@ -54,5 +54,17 @@ __device__ __forceinline__ int kvq_word(int2 v, int k) { return k == 0 ? v.x : v
 __device__ __forceinline__ int kvq_word(int4 v, int k) {
   return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
 }
+// Half k of a 64/128-bit load of 4/8 fp16 or bf16 values (little endian:
+// the even half is the low 16 bits of its word).
+template <typename V> __device__ __forceinline__ unsigned short kvq_half_bits(V v, int k) {
+  unsigned word = (unsigned)kvq_word(v, k >> 1);
+  return (unsigned short)((k & 1) ? word >> 16 : word & 0xffffu);
+}
+template <typename V> __device__ __forceinline__ __half kvq_f16(V v, int k) {
+  return __ushort_as_half(kvq_half_bits(v, k));
+}
+template <typename V> __device__ __forceinline__ __nv_bfloat16 kvq_bf16(V v, int k) {
+  return __ushort_as_bfloat16(kvq_half_bits(v, k));
+}
 )prelude";
 }

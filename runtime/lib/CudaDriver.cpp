@@ -40,6 +40,12 @@ struct Driver::Api {
   CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
   CUresult (*cuMemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
   CUresult (*cuGetErrorString)(CUresult, const char **);
+  CUresult (*cuDeviceTotalMem)(size_t *, CUdevice);
+  CUresult (*cuEventCreate)(CUevent *, unsigned);
+  CUresult (*cuEventRecord)(CUevent, CUstream);
+  CUresult (*cuEventSynchronize)(CUevent);
+  CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
+  CUresult (*cuEventDestroy)(CUevent);
   CUcontext context = nullptr;
 
   llvm::Error check(CUresult result, const char *what) const {
@@ -130,7 +136,15 @@ llvm::Expected<Driver *> Driver::get(const std::string &library) {
       resolve(api->handle, "cuMemFree_v2", api->cuMemFree) &&
       resolve(api->handle, "cuMemcpyHtoD_v2", api->cuMemcpyHtoD) &&
       resolve(api->handle, "cuMemcpyDtoH_v2", api->cuMemcpyDtoH) &&
-      resolve(api->handle, "cuGetErrorString", api->cuGetErrorString);
+      resolve(api->handle, "cuGetErrorString", api->cuGetErrorString) &&
+      resolve(api->handle, "cuDeviceTotalMem_v2", api->cuDeviceTotalMem) &&
+      resolve(api->handle, "cuEventCreate", api->cuEventCreate) &&
+      resolve(api->handle, "cuEventRecord", api->cuEventRecord) &&
+      resolve(api->handle, "cuEventSynchronize", api->cuEventSynchronize) &&
+      resolve(api->handle, "cuEventDestroy_v2", api->cuEventDestroy) &&
+      // cuEventElapsedTime_v2 since CUDA 12.8; older drivers have only v1.
+      (resolve(api->handle, "cuEventElapsedTime_v2", api->cuEventElapsedTime) ||
+       resolve(api->handle, "cuEventElapsedTime", api->cuEventElapsedTime));
   if (!ok)
     return fail(name + " lacks a driver API entry point kvq needs");
   int count = 0;
@@ -157,7 +171,21 @@ llvm::Expected<Driver *> Driver::get(const std::string &library) {
       &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device);
   api->cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
                             device);
-  loaded->info = {deviceName, major * 10 + minor, sms};
+  int memoryClockKHz = 0, busBits = 0, l2 = 0;
+  api->cuDeviceGetAttribute(&memoryClockKHz,
+                            CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE, device);
+  api->cuDeviceGetAttribute(
+      &busBits, CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH, device);
+  api->cuDeviceGetAttribute(&l2, CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, device);
+  size_t total = 0;
+  api->cuDeviceTotalMem(&total, device);
+  loaded->info.name = deviceName;
+  loaded->info.computeCapability = major * 10 + minor;
+  loaded->info.smCount = sms;
+  // Double data rate: two transfers per clock over the bus.
+  loaded->info.peakBandwidth = 2.0 * memoryClockKHz * 1e3 * busBits / 8;
+  loaded->info.l2Bytes = l2;
+  loaded->info.memoryBytes = total;
   if (!library.empty()) {
     static std::vector<std::unique_ptr<Driver>> others;
     others.push_back(std::move(loaded));
@@ -215,4 +243,39 @@ llvm::Error Driver::copyOnDevice(void *dst, const void *src, size_t bytes) {
 
 llvm::Error Driver::synchronize() {
   return api->check(api->cuCtxSynchronize(), "cuCtxSynchronize");
+}
+
+llvm::Expected<double>
+Driver::timeMillis(const std::function<llvm::Error()> &work) {
+  CUevent start = nullptr, stop = nullptr;
+  auto cleanup = [&] {
+    if (start)
+      api->cuEventDestroy(start);
+    if (stop)
+      api->cuEventDestroy(stop);
+  };
+  if (llvm::Error e =
+          api->check(api->cuEventCreate(&start, 0), "cuEventCreate"))
+    return std::move(e);
+  if (llvm::Error e =
+          api->check(api->cuEventCreate(&stop, 0), "cuEventCreate")) {
+    cleanup();
+    return std::move(e);
+  }
+  llvm::Error error =
+      api->check(api->cuEventRecord(start, nullptr), "cuEventRecord");
+  if (!error)
+    error = work();
+  if (!error)
+    error = api->check(api->cuEventRecord(stop, nullptr), "cuEventRecord");
+  if (!error)
+    error = api->check(api->cuEventSynchronize(stop), "cuEventSynchronize");
+  float millis = 0;
+  if (!error)
+    error = api->check(api->cuEventElapsedTime(&millis, start, stop),
+                       "cuEventElapsedTime");
+  cleanup();
+  if (error)
+    return std::move(error);
+  return double(millis);
 }

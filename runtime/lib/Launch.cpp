@@ -68,6 +68,11 @@ size_t wordAlignment(const GeneratedKernel &k, const char *prefix) {
   return 4 * planValue(k, std::string(prefix) + "_vector_words", 1);
 }
 
+/// fp16 segments are read `half_vector` halves at a time.
+size_t halfAlignment(const GeneratedKernel &k) {
+  return 2 * planValue(k, "half_vector", 1);
+}
+
 size_t scaleBytes(const QuantScheme &s) { return s.fp32Scales ? 4 : 2; }
 int groupOf(const QuantScheme &s, int headDim) {
   return s.group ? s.group : headDim;
@@ -255,9 +260,10 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
                    const AttentionCall &c) {
   const GeneratedKernel *k = findKernel(source, "attention");
   const GeneratedKernel *combine = findKernel(source, "combine");
-  if (spec.kind != KernelKind::Attention || !k || !combine)
+  if (!spec.isAttention() || !k || !combine)
     return Problem() << "'" << spec.canonical() << "' is not an attention spec";
-  size_t half = 2;
+  bool dense = spec.kind == KernelKind::DenseAttention;
+  size_t half = 2, segment = halfAlignment(*k);
   struct Pointer {
     const char *name;
     const void *p;
@@ -266,17 +272,20 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
   };
   std::vector<Pointer> pointers = {
       {"q", c.q, half, true},
-      {"key_words", c.keyWords, wordAlignment(*k, "key"), true},
-      {"key_scales", c.keyScales, scaleBytes(spec.key), true},
-      {"key_zeros", c.keyZeros, scaleBytes(spec.key), !spec.key.symmetric},
-      {"value_words", c.valueWords, wordAlignment(*k, "value"), true},
-      {"value_scales", c.valueScales, scaleBytes(spec.value), true},
+      {"key_words", c.keyWords, wordAlignment(*k, "key"), !dense},
+      {"key_scales", c.keyScales, scaleBytes(spec.key), !dense},
+      {"key_zeros", c.keyZeros, scaleBytes(spec.key),
+       !dense && !spec.key.symmetric},
+      {"value_words", c.valueWords, wordAlignment(*k, "value"), !dense},
+      {"value_scales", c.valueScales, scaleBytes(spec.value), !dense},
       {"value_zeros", c.valueZeros, scaleBytes(spec.value),
-       !spec.value.symmetric},
-      {"sink_keys", c.sinkKeys, half, spec.sink},
-      {"sink_values", c.sinkValues, half, spec.sink},
-      {"residual_keys", c.residualKeys, half, spec.residual},
-      {"residual_values", c.residualValues, half, spec.residual},
+       !dense && !spec.value.symmetric},
+      {"keys", c.keys, segment, dense},
+      {"values", c.values, segment, dense},
+      {"sink_keys", c.sinkKeys, segment, spec.sink},
+      {"sink_values", c.sinkValues, segment, spec.sink},
+      {"residual_keys", c.residualKeys, segment, spec.residual},
+      {"residual_values", c.residualValues, segment, spec.residual},
       {"lengths", c.lengths, 4, true},
       {"out", c.out, half, true},
       {"workspace", c.workspace, 256, true}};
@@ -292,9 +301,9 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
         {"residual_capacity", c.residualCapacity}})
     if (llvm::Error e = checkCount(name, value))
       return std::move(e);
-  int unit = 1; // the body holds whole channel groups
+  int unit = 1; // a quantized body holds whole channel groups
   for (const QuantScheme *s : {&spec.key, &spec.value})
-    if (s->axis == QuantScheme::Axis::Channel)
+    if (!dense && s->axis == QuantScheme::Axis::Channel)
       unit = std::max(unit, groupOf(*s, spec.headDim));
   if (c.bodyCapacity % unit != 0)
     return Problem() << "body_capacity " << c.bodyCapacity
@@ -350,17 +359,23 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
 
   KernelLaunch attention = makeLaunch(
       *k, {unsigned(splits), unsigned(spec.kvHeads), unsigned(c.batch)});
-  for (const void *p :
-       {c.q, static_cast<const void *>(partialOut),
-        static_cast<const void *>(partialMax),
-        static_cast<const void *>(partialSum), c.keyWords, c.keyScales})
+  for (const void *p : {c.q, static_cast<const void *>(partialOut),
+                        static_cast<const void *>(partialMax),
+                        static_cast<const void *>(partialSum)})
     push(attention, p);
-  if (!spec.key.symmetric)
-    push(attention, c.keyZeros);
-  push(attention, c.valueWords);
-  push(attention, c.valueScales);
-  if (!spec.value.symmetric)
-    push(attention, c.valueZeros);
+  if (dense) {
+    push(attention, c.keys);
+    push(attention, c.values);
+  } else {
+    push(attention, c.keyWords);
+    push(attention, c.keyScales);
+    if (!spec.key.symmetric)
+      push(attention, c.keyZeros);
+    push(attention, c.valueWords);
+    push(attention, c.valueScales);
+    if (!spec.value.symmetric)
+      push(attention, c.valueZeros);
+  }
   if (spec.sink) {
     push(attention, c.sinkKeys);
     push(attention, c.sinkValues);

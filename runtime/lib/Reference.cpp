@@ -276,7 +276,12 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
         size_t at = (headRow * in.sinkCapacity + t) * d;
         addToken(in.sinkKeys + at, in.sinkValues + at);
       }
-    if (nBody > 0) {
+    if (nBody > 0 && spec.kind == KernelKind::DenseAttention) {
+      for (int t = 0; t < nBody; ++t) {
+        size_t at = (headRow * in.bodyCapacity + t) * d;
+        addToken(in.keys + at, in.values + at);
+      }
+    } else if (nBody > 0) {
       // Dequantize this (batch, kv head)'s rows: offset the store to
       // headRow and treat it as one row.
       kk.assign(size_t(nBody) * d, 0.0f);

@@ -612,24 +612,29 @@ llvm::Error Runtime::attention(const KernelSpec &spec, const AttentionCall &c) {
   }
   int d = spec.headDim;
   size_t kvRows = size_t(c.batch) * spec.kvHeads;
+  bool dense = spec.kind == KernelKind::DenseAttention;
   std::vector<float> q =
       readHalf(c.q, size_t(c.batch) * spec.queryHeads * d, spec.dtype);
-  std::vector<float> ks =
-      readStorage(c.keyScales,
-                  kvRows * scalesPerRow(spec.key, d, c.bodyCapacity), spec.key);
-  std::vector<float> kz = spec.key.symmetric
-                              ? std::vector<float>()
-                              : readStorage(c.keyZeros, ks.size(), spec.key);
-  std::vector<float> vs = readStorage(
-      c.valueScales, kvRows * scalesPerRow(spec.value, d, c.bodyCapacity),
-      spec.value);
-  std::vector<float> vz =
-      spec.value.symmetric ? std::vector<float>()
-                           : readStorage(c.valueZeros, vs.size(), spec.value);
   auto segment = [&](const void *p, int capacity) {
     return p ? readHalf(p, kvRows * capacity * d, spec.dtype)
              : std::vector<float>();
   };
+  std::vector<float> ks, kz, vs, vz, keys, values;
+  if (dense) {
+    keys = segment(c.keys, c.bodyCapacity);
+    values = segment(c.values, c.bodyCapacity);
+  } else {
+    ks = readStorage(c.keyScales,
+                     kvRows * scalesPerRow(spec.key, d, c.bodyCapacity),
+                     spec.key);
+    if (!spec.key.symmetric)
+      kz = readStorage(c.keyZeros, ks.size(), spec.key);
+    vs = readStorage(c.valueScales,
+                     kvRows * scalesPerRow(spec.value, d, c.bodyCapacity),
+                     spec.value);
+    if (!spec.value.symmetric)
+      vz = readStorage(c.valueZeros, vs.size(), spec.value);
+  }
   std::vector<float> sk = segment(spec.sink ? c.sinkKeys : nullptr,
                                   c.sinkCapacity),
                      sv = segment(spec.sink ? c.sinkValues : nullptr,
@@ -646,6 +651,8 @@ llvm::Error Runtime::attention(const KernelSpec &spec, const AttentionCall &c) {
   in.valueWords = static_cast<const uint32_t *>(c.valueWords);
   in.valueScales = vs.data();
   in.valueZeros = vz.empty() ? nullptr : vz.data();
+  in.keys = keys.data();
+  in.values = values.data();
   in.sinkKeys = sk.data();
   in.sinkValues = sv.data();
   in.residualKeys = rk.data();
@@ -703,6 +710,30 @@ llvm::Error Runtime::copyOnDevice(void *dst, const void *src, size_t bytes) {
     return impl->driver->copyOnDevice(dst, src, bytes);
   std::memmove(dst, src, bytes);
   return llvm::Error::success();
+}
+
+llvm::Error Runtime::synchronize() {
+  if (impl->driver && resolved == Backend::Cuda)
+    return impl->driver->synchronize();
+  return llvm::Error::success();
+}
+
+llvm::Expected<double>
+Runtime::timeMillis(const std::function<llvm::Error()> &work) {
+  if (impl->driver && resolved == Backend::Cuda)
+    return impl->driver->timeMillis(work);
+  auto start = std::chrono::steady_clock::now();
+  if (llvm::Error e = work())
+    return std::move(e);
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+std::optional<cuda::DeviceInfo> Runtime::device() const {
+  if (impl->driver && resolved == Backend::Cuda)
+    return impl->driver->device();
+  return std::nullopt;
 }
 
 RuntimeStatistics Runtime::statistics() const {

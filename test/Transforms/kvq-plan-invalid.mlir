@@ -54,3 +54,15 @@ func.func @too_much_shared_memory(%q: tensor<?x8x256xf16>, %kw: tensor<?x1x?x32x
       : (tensor<?x8x256xf16>, tensor<?x1x?x32xi32>, tensor<?x1x?x4xf16>, tensor<?x1x?x32xi32>, tensor<?x1x?x4xf16>, tensor<?x3xi32>) -> tensor<?x8x256xf16>
   return %o : tensor<?x8x256xf16>
 }
+
+// -----
+
+func.func @bad_half_vector(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tensor<?x4x?x2xf16>, %vw: tensor<?x4x?x8xi32>, %vs: tensor<?x4x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op plan: half_vector must be 1, 4 or 8 and divide head_dim (64), got 2}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) scale 0.125 {plan = {half_vector = 2 : i32}}
+      : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}

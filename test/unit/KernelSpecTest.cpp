@@ -28,6 +28,24 @@ TEST(KernelSpec, CanonicalTextRoundTrips) {
   EXPECT_EQ(parsed.value.group, 0);
 }
 
+TEST(KernelSpec, DenseAttentionHasNoSchemes) {
+  KernelSpec spec = KernelSpec::forDenseAttention(128, 32, 8, HalfType::F16,
+                                                  /*sink=*/true,
+                                                  /*residual=*/false);
+  EXPECT_EQ(spec.canonical(), "dense-attention d=128 hq=32 hkv=8 f16 sink");
+  EXPECT_TRUE(spec.isAttention());
+  EXPECT_FALSE(spec.validate());
+  KernelSpec parsed;
+  ASSERT_FALSE(parseKernelSpec(spec.canonical(), parsed));
+  EXPECT_EQ(parsed.kind, KernelKind::DenseAttention);
+  EXPECT_EQ(parsed.canonical(), spec.canonical());
+  EXPECT_EQ(parseKernelSpec("dense-attention k=2c32 d=128", parsed),
+            "dense-attention takes no quantization scheme, got 'k=2c32'");
+  spec.queryHeads = 12;
+  EXPECT_EQ(spec.validate(),
+            "query heads (12) must be a multiple of kv heads (8)");
+}
+
 TEST(KernelSpec, SegmentsDefaultToBoth) {
   KernelSpec spec;
   ASSERT_FALSE(parseKernelSpec("attention k=2c32 v=2t32", spec));
@@ -46,8 +64,8 @@ TEST(KernelSpec, QuantizeSpecsTakeABareScheme) {
 TEST(KernelSpec, ParseErrorsNameTheWord) {
   KernelSpec spec;
   EXPECT_EQ(parseKernelSpec("prefill k=2c32", spec).value_or(""),
-            "spec must start with quantize, dequantize or attention, got "
-            "'prefill'");
+            "spec must start with quantize, dequantize, attention or "
+            "dense-attention, got 'prefill'");
   EXPECT_EQ(parseKernelSpec("attention d=12x", spec).value_or(""),
             "bad number in 'd=12x'");
   EXPECT_EQ(parseKernelSpec("attention d=99999999999", spec).value_or(""),

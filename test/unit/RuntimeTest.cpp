@@ -210,6 +210,89 @@ TEST_F(RuntimeTest, DumpDirGetsPtxAndCubinForCuda) {
   EXPECT_EQ(size, (*k)->cubin.size());
 }
 
+/// Dense (fp16) attention through the runtime: the emulator runs the
+/// generated baseline kernel, the reference backend the plain semantics.
+TEST_F(RuntimeTest, DenseAttentionMatchesTheReferenceBackend) {
+  KernelSpec dense = spec("dense-attention d=64 hq=8 hkv=2");
+  ASSERT_EQ(dense.kind, KernelKind::DenseAttention);
+  int batch = 2, d = 64, body = 100, sinkCap = 4, residualCap = 16;
+  size_t kvRows = size_t(batch) * dense.kvHeads;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  auto halves = [&](size_t n) {
+    std::vector<uint16_t> bits(n);
+    for (uint16_t &b : bits)
+      b = ref::toHalfBits(normal(rng), HalfType::F16);
+    return bits;
+  };
+  std::vector<uint16_t> q = halves(size_t(batch) * dense.queryHeads * d),
+                        k = halves(kvRows * body * d),
+                        v = halves(kvRows * body * d),
+                        sk = halves(kvRows * sinkCap * d),
+                        sv = halves(kvRows * sinkCap * d),
+                        rk = halves(kvRows * residualCap * d),
+                        rv = halves(kvRows * residualCap * d);
+  std::vector<int32_t> lengths = {4, 100, 16, 0, 37, 5};
+  std::vector<std::vector<uint16_t>> outputs;
+  for (Backend backend : {Backend::Emulator, Backend::Reference}) {
+    std::unique_ptr<Runtime> runtime = make(backend);
+    ASSERT_TRUE(runtime);
+    std::vector<void *> owned;
+    auto upload = [&](const void *host, size_t bytes) {
+      void *p = llvm::cantFail(runtime->allocate(bytes));
+      owned.push_back(p);
+      if (host)
+        llvm::cantFail(runtime->copyIn(p, host, bytes));
+      return p;
+    };
+    AttentionCall call;
+    call.q = upload(q.data(), q.size() * 2);
+    call.keys = upload(k.data(), k.size() * 2);
+    call.values = upload(v.data(), v.size() * 2);
+    call.sinkKeys = upload(sk.data(), sk.size() * 2);
+    call.sinkValues = upload(sv.data(), sv.size() * 2);
+    call.residualKeys = upload(rk.data(), rk.size() * 2);
+    call.residualValues = upload(rv.data(), rv.size() * 2);
+    call.lengths = static_cast<const int32_t *>(
+        upload(lengths.data(), lengths.size() * 4));
+    call.hostLengths = lengths.data();
+    call.out = upload(nullptr, q.size() * 2);
+    call.batch = batch;
+    call.bodyCapacity = body;
+    call.sinkCapacity = sinkCap;
+    call.residualCapacity = residualCap;
+    call.tokensPerSplit = 64; // two body splits
+    auto kernels = runtime->prepare(dense);
+    ASSERT_TRUE(static_cast<bool>(kernels))
+        << llvm::toString(kernels.takeError());
+    call.workspace = upload(
+        nullptr, attentionWorkspaceBytes(dense, (*kernels)->source, call));
+    if (backend == Backend::Emulator) {
+      AttentionCall misaligned = call;
+      misaligned.keys = static_cast<const char *>(call.keys) + 2;
+      std::string message =
+          llvm::toString(runtime->attention(dense, misaligned));
+      EXPECT_NE(message.find("keys must be 16-byte aligned"), std::string::npos)
+          << message;
+    }
+    llvm::Error error = runtime->attention(dense, call);
+    ASSERT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
+    outputs.emplace_back(q.size());
+    llvm::cantFail(
+        runtime->copyOut(outputs.back().data(), call.out, q.size() * 2));
+    for (void *p : owned)
+      runtime->release(p);
+  }
+  std::vector<float> got, expected;
+  for (size_t i = 0; i < q.size(); ++i) {
+    got.push_back(ref::fromHalfBits(outputs[0][i], HalfType::F16));
+    expected.push_back(ref::fromHalfBits(outputs[1][i], HalfType::F16));
+  }
+  EXPECT_LE(normwiseError(got, expected), 2e-3);
+  EXPECT_GT(normwiseError(got, std::vector<float>(got.size(), 0.0f)), 0.5)
+      << "the output is not all zeros";
+}
+
 TEST_F(RuntimeTest, BadSpecsAndCallsAreTypedErrors) {
   std::unique_ptr<Runtime> runtime = make();
   KernelSpec bad = spec("attention k=2c32 v=2t32 d=128 hq=6 hkv=4");

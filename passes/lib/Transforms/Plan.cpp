@@ -85,6 +85,15 @@ int64_t widestVector(SchemeAttr scheme, int64_t headDim) {
   return 1;
 }
 
+/// The widest fp16/bf16 load (in halves, up to 128 bits) that divides a
+/// head vector, for the sink, residual and dense tiles.
+int64_t widestHalfVector(int64_t headDim) {
+  for (int64_t width : {8, 4})
+    if (headDim % width == 0)
+      return width;
+  return 1;
+}
+
 /// Builds a plan from defaults, keeping any entry `op` already has.
 class PlanBuilder {
 public:
@@ -204,6 +213,8 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
         dense ? 1
               : plan.getOrSet("value_vector_words",
                               widestVector(valueScheme, headDim));
+    int64_t halfVector =
+        plan.getOrSet("half_vector", widestHalfVector(headDim));
     int64_t shared = attentionSharedBytes(headDim, gqa, tile);
     plan.set("shared_bytes", builder.getI32IntegerAttr(shared));
     plan.commit();
@@ -226,6 +237,13 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
             << rowWords(scheme, headDim) << " words of a packed row";
         return false;
       }
+    }
+    if ((halfVector != 1 && halfVector != 4 && halfVector != 8) ||
+        headDim % halfVector != 0) {
+      op->emitOpError("plan: half_vector must be 1, 4 or 8 and divide "
+                      "head_dim (")
+          << headDim << "), got " << halfVector;
+      return false;
     }
     if (tile < 16 || tile % 16 != 0) {
       op->emitOpError(

@@ -31,11 +31,15 @@ struct DequantizeCall {
   int rows = 0, tokens = 0, inTokens = 0, inOffset = 0, outTokens = 0;
 };
 
+/// Quantized attention reads the body from the packed words, scales and
+/// zeros; dense attention (KernelKind::DenseAttention) from `keys` and
+/// `values`, fp16/bf16 [batch, kv heads, bodyCapacity, head_dim].
 struct AttentionCall {
   const void *q = nullptr;
   const void *keyWords = nullptr, *keyScales = nullptr, *keyZeros = nullptr;
   const void *valueWords = nullptr, *valueScales = nullptr,
              *valueZeros = nullptr;
+  const void *keys = nullptr, *values = nullptr; ///< dense attention
   const void *sinkKeys = nullptr, *sinkValues = nullptr;
   const void *residualKeys = nullptr, *residualValues = nullptr;
   const int32_t *lengths = nullptr; ///< device [batch, 3]

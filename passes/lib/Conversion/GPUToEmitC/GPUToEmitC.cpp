@@ -61,6 +61,20 @@ std::string cTypeName(Type type) {
   return "void";
 }
 
+/// The 32-bit words of a 1-D vector kernels load with one access: 2 or 4
+/// i32, or 4 or 8 f16/bf16; nothing for any other vector.
+std::optional<int64_t> vectorWords(VectorType type) {
+  if (type.getRank() != 1)
+    return std::nullopt;
+  Type element = type.getElementType();
+  int64_t width = type.getNumElements();
+  if (element.isInteger(32) && (width == 2 || width == 4))
+    return width;
+  if ((element.isF16() || element.isBF16()) && (width == 4 || width == 8))
+    return width / 2;
+  return std::nullopt;
+}
+
 class KernelTypeConverter : public TypeConverter {
 public:
   explicit KernelTypeConverter(MLIRContext *context) {
@@ -80,14 +94,14 @@ public:
         return type;
       return std::nullopt;
     });
-    // A vector of 2 or 4 words is CUDA's int2/int4 (8/16-byte aligned).
+    // A 64/128-bit vector (2 or 4 words, 4 or 8 halves) is CUDA's
+    // int2/int4 (8/16-byte aligned); elements come out with kvq_word and
+    // kvq_f16/kvq_bf16.
     addConversion([context](VectorType type) -> std::optional<Type> {
-      if (type.getRank() != 1 || !type.getElementType().isInteger(32))
+      std::optional<int64_t> words = vectorWords(type);
+      if (!words)
         return std::nullopt;
-      int64_t width = type.getNumElements();
-      if (width != 2 && width != 4)
-        return std::nullopt;
-      return emitc::OpaqueType::get(context, "int" + std::to_string(width));
+      return emitc::OpaqueType::get(context, "int" + std::to_string(*words));
     });
     addConversion([this](MemRefType type) -> std::optional<Type> {
       Type element = convertType(type.getElementType());
@@ -263,7 +277,7 @@ struct StoreToEmitC : OpConversionPattern<memref::StoreOp> {
   }
 };
 
-/// A 64/128-bit load of packed words: KVQ_LDG2/KVQ_LDG4.
+/// A 64/128-bit load of packed words or halves: KVQ_LDG2/KVQ_LDG4.
 struct VectorLoadToEmitC : OpConversionPattern<vector::LoadOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
@@ -274,7 +288,7 @@ struct VectorLoadToEmitC : OpConversionPattern<vector::LoadOp> {
     if (!site || !type || isShared(op.getMemRefType()))
       return rewriter.notifyMatchFailure(op, "not a global word vector");
     std::string macro =
-        "KVQ_LDG" + std::to_string(op.getVectorType().getNumElements());
+        "KVQ_LDG" + std::to_string(*vectorWords(op.getVectorType()));
     ArrayAttr args = rewriter.getArrayAttr(
         {site, rewriter.getIndexAttr(0), rewriter.getIndexAttr(1)});
     rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
@@ -284,7 +298,8 @@ struct VectorLoadToEmitC : OpConversionPattern<vector::LoadOp> {
   }
 };
 
-/// Element k of an int2/int4: kvq_word(v, k) (the prelude maps k to .x...).
+/// Element k of an int2/int4: kvq_word(v, k) (the prelude maps k to .x...),
+/// or for halves kvq_f16(v, k) / kvq_bf16(v, k).
 struct VectorExtractToEmitC : OpConversionPattern<vector::ExtractOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
@@ -295,9 +310,15 @@ struct VectorExtractToEmitC : OpConversionPattern<vector::ExtractOp> {
       return rewriter.notifyMatchFailure(op, "only static 1-D extracts");
     ArrayAttr args = rewriter.getArrayAttr(
         {rewriter.getIndexAttr(0), rewriter.getI32IntegerAttr(position[0])});
+    Type element = op.getSourceVectorType().getElementType();
+    Type result = getTypeConverter()->convertType(element);
+    const char *callee = element.isF16()    ? "kvq_f16"
+                         : element.isBF16() ? "kvq_bf16"
+                                            : "kvq_word";
+    if (!result)
+      return rewriter.notifyMatchFailure(op, "unsupported element type");
     rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
-        op, TypeRange{rewriter.getI32Type()}, "kvq_word",
-        ValueRange{adaptor.getSource()}, args);
+        op, TypeRange{result}, callee, ValueRange{adaptor.getSource()}, args);
     return success();
   }
 };

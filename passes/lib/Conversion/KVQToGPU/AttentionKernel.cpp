@@ -51,6 +51,7 @@ struct AttentionShape {
   SchemeAttr keyScheme, valueScheme;
   int64_t headDim, gqa, threads, tile;
   Type half;
+  int64_t halfVector; ///< halves per fp16 load (plan: half_vector)
   int64_t keyStride() const { return headDim + 1; } // pad: no bank conflicts
 };
 
@@ -137,20 +138,31 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
 
 /// Converts fp16 tokens [t0, t0 + valid) of a sink/residual segment into
 /// the fp32 K and V tiles.
+/// Writes fp16 tokens [t0, t0 + valid) of keys and values (sink, residual
+/// or a dense body) into the K and V tiles. Each thread loads `halfVector`
+/// consecutive channels of a token with one access (128-bit for 8), and
+/// consecutive threads take consecutive channel runs, so a warp reads one
+/// contiguous span.
 void stageHalf(KernelBuilder &kb, const AttentionShape &s,
                const SharedBuffers &smem, Value keys, Value values,
                Value headRow, Value capacity, Value t0, Value valid) {
   Value d = kb.i32(s.headDim);
-  Value count = kb.mul(valid, d);
+  int64_t width = s.halfVector;
+  Value runsPerRow = kb.i32(s.headDim / width);
+  Value count = kb.mul(valid, runsPerRow);
   kb.forLoop(kb.threadIdx(), count, kb.i32(s.threads), [&](Value i) {
-    Value t = kb.div(i, d);
-    Value channel = kb.rem(i, d);
+    Value t = kb.div(i, runsPerRow);
+    Value channel = kb.mul(kb.rem(i, runsPerRow), kb.i32(width));
     Value index = kb.add(
         kb.mul(kb.add(kb.mul(headRow, capacity), kb.add(t0, t)), d), channel);
-    kb.store(kb.toF32(kb.load(keys, index)), smem.keys,
-             kb.add(kb.mul(t, kb.i32(s.keyStride())), channel));
-    kb.store(kb.toF32(kb.load(values, index)), smem.values,
-             kb.add(kb.mul(t, d), channel));
+    SmallVector<Value> k = kb.loadHalves(keys, index, width);
+    SmallVector<Value> v = kb.loadHalves(values, index, width);
+    Value keyBase = kb.add(kb.mul(t, kb.i32(s.keyStride())), channel);
+    Value valueBase = kb.add(kb.mul(t, d), channel);
+    for (int64_t j = 0; j < width; ++j) {
+      kb.store(kb.toF32(k[j]), smem.keys, kb.add(keyBase, kb.i32(j)));
+      kb.store(kb.toF32(v[j]), smem.values, kb.add(valueBase, kb.i32(j)));
+    }
   });
 }
 
@@ -203,7 +215,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
                            "GQA ratio of the kernel");
   FailureOr<int64_t> threads = getPlanInt(op, "threads");
   FailureOr<int64_t> tile = getPlanInt(op, "tile_tokens");
-  if (failed(threads) || failed(tile))
+  FailureOr<int64_t> halfVector = getPlanInt(op, "half_vector");
+  if (failed(threads) || failed(tile) || failed(halfVector))
     return failure();
   FailureOr<int64_t> keyVector = int64_t(1), valueVector = int64_t(1);
   if (!dense) {
@@ -219,7 +232,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
                    queryHeads / kvHeads,
                    *threads,
                    *tile,
-                   queryType.getElementType()};
+                   queryType.getElementType(),
+                   *halfVector};
   bool hasSink = view.hasSink;
   bool hasResidual = view.hasResidual;
   MLIRContext *ctx = op->getContext();

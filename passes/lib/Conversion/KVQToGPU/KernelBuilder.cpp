@@ -173,17 +173,31 @@ void KernelBuilder::store(Value value, Value memref, Value index) {
   memref::StoreOp::create(b, value, memref, ValueRange{idx});
 }
 
+/// `width` consecutive elements of `memref` with one vector.load.
+static SmallVector<Value> loadVector(ImplicitLocOpBuilder &b, Value memref,
+                                     Value index, int64_t width) {
+  Value idx = arith::IndexCastOp::create(b, b.getIndexType(), index);
+  auto element = cast<MemRefType>(memref.getType()).getElementType();
+  auto type = VectorType::get({width}, element);
+  Value vector = vector::LoadOp::create(b, type, memref, ValueRange{idx});
+  SmallVector<Value> elements;
+  for (int64_t k = 0; k < width; ++k)
+    elements.push_back(vector::ExtractOp::create(b, vector, k));
+  return elements;
+}
+
 SmallVector<Value> KernelBuilder::loadWords(Value memref, Value index,
                                             int64_t width) {
   if (width == 1)
     return {load(memref, index)};
-  Value idx = arith::IndexCastOp::create(b, b.getIndexType(), index);
-  auto type = VectorType::get({width}, b.getI32Type());
-  Value vector = vector::LoadOp::create(b, type, memref, ValueRange{idx});
-  SmallVector<Value> words;
-  for (int64_t k = 0; k < width; ++k)
-    words.push_back(vector::ExtractOp::create(b, vector, k));
-  return words;
+  return loadVector(b, memref, index, width);
+}
+
+SmallVector<Value> KernelBuilder::loadHalves(Value memref, Value index,
+                                             int64_t width) {
+  if (width == 1)
+    return {load(memref, index)};
+  return loadVector(b, memref, index, width);
 }
 
 void KernelBuilder::forLoop(Value lb, Value ub, Value step,

@@ -90,6 +90,9 @@ public:
   /// Loads `width` (1, 2 or 4) consecutive i32 words starting at `index`
   /// with one 32/64/128-bit access; `index` must be a multiple of `width`.
   SmallVector<Value> loadWords(Value memref, Value index, int64_t width);
+  /// Loads `width` (1, 4 or 8) consecutive f16/bf16 elements with one
+  /// 16/64/128-bit access; `index` must be a multiple of `width`.
+  SmallVector<Value> loadHalves(Value memref, Value index, int64_t width);
 
   //===--- control flow ---------------------------------------------===//
   using LoopBody = std::function<void(Value iv)>;

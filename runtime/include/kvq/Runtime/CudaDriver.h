@@ -13,6 +13,8 @@
 #include "llvm/Support/Error.h"
 
 #include <array>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +32,10 @@ struct DeviceInfo {
   std::string name;
   int computeCapability = 0; ///< 90 for sm_90
   int smCount = 0;
+  /// Peak DRAM bandwidth from the memory clock and bus width (bytes/s).
+  double peakBandwidth = 0;
+  int l2Bytes = 0;
+  uint64_t memoryBytes = 0;
 };
 
 /// A loaded module (CUBIN, or PTX that the driver JIT-compiles).
@@ -58,6 +64,9 @@ public:
   llvm::Error copyToHost(void *dst, const void *src, size_t bytes);
   llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes);
   llvm::Error synchronize();
+  /// Milliseconds of GPU time between two events recorded around `work`
+  /// on the default stream (waits for it).
+  llvm::Expected<double> timeMillis(const std::function<llvm::Error()> &work);
 
   struct Api;
 

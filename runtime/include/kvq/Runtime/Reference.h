@@ -54,6 +54,8 @@ struct AttentionInputs {
   const float *keyScales = nullptr, *keyZeros = nullptr;
   const uint32_t *valueWords = nullptr;
   const float *valueScales = nullptr, *valueZeros = nullptr;
+  /// Dense attention: the body itself, [batch, kv heads, bodyCapacity, d].
+  const float *keys = nullptr, *values = nullptr;
   const float *sinkKeys = nullptr, *sinkValues = nullptr;
   const float *residualKeys = nullptr, *residualValues = nullptr;
   const int32_t *lengths = nullptr;

@@ -21,12 +21,14 @@
 #define KVQ_RUNTIME_RUNTIME_H
 
 #include "kvq/Codegen/Generator.h"
+#include "kvq/Runtime/CudaDriver.h"
 #include "kvq/Runtime/Launch.h"
 #include "kvq/Runtime/NVRTC.h"
 
 #include "llvm/Support/Error.h"
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -102,6 +104,14 @@ public:
   llvm::Error copyOut(void *dst, const void *src, size_t bytes);
   /// Device to device; the ranges may overlap (memmove semantics).
   llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes);
+
+  /// Waits for all work issued so far (cuda); a no-op on the CPU backends.
+  llvm::Error synchronize();
+  /// How long `work` takes: GPU time between events on cuda, wall time on
+  /// the CPU backends (which run synchronously).
+  llvm::Expected<double> timeMillis(const std::function<llvm::Error()> &work);
+  /// The device the cuda backend runs on; nothing on the CPU backends.
+  std::optional<cuda::DeviceInfo> device() const;
 
   RuntimeStatistics statistics() const;
 
