@@ -2,6 +2,7 @@
 //----------------===//
 
 #include "kvq/Runtime/Launch.h"
+#include "kvq/BufferSizes.h"
 
 #include <climits>
 #include <cmath>
@@ -73,7 +74,6 @@ size_t halfAlignment(const GeneratedKernel &k) {
   return 2 * planValue(k, "half_vector", 1);
 }
 
-size_t scaleBytes(const QuantScheme &s) { return s.fp32Scales ? 4 : 2; }
 int groupOf(const QuantScheme &s, int headDim) {
   return s.group ? s.group : headDim;
 }

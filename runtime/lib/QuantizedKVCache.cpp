@@ -2,6 +2,7 @@
 //------------===//
 
 #include "kvq/QuantizedKVCache.h"
+#include "kvq/BufferSizes.h"
 
 #include "kvq/Runtime/Presets.h"
 
@@ -43,8 +44,6 @@ int unitOf(const CacheConfig &c) {
   return unit;
 }
 
-size_t storageBytes(const QuantScheme &s) { return s.fp32Scales ? 4 : 2; }
-
 /// A quantized store of one tensor (K or V) for one layer.
 struct Store {
   void *words = nullptr, *scales = nullptr, *zeros = nullptr;
@@ -82,15 +81,15 @@ struct QuantizedKVCache::Impl {
     Store store;
     size_t heads = config.kvHeads;
     store.wordsPerSequence =
-        heads * storeCapacity * config.headDim * s.bits / 32;
+        packedWordCount(s, config.headDim, heads, storeCapacity);
     store.scalesPerSequence =
-        heads * storeCapacity * (config.headDim / groupOf(s, config.headDim));
+        scaleCount(s, config.headDim, heads, storeCapacity);
     store.words = allocate(store.wordsPerSequence * 4 * config.batch, status);
     store.scales = allocate(
-        store.scalesPerSequence * storageBytes(s) * config.batch, status);
+        store.scalesPerSequence * scaleBytes(s) * config.batch, status);
     if (!s.symmetric)
       store.zeros = allocate(
-          store.scalesPerSequence * storageBytes(s) * config.batch, status);
+          store.scalesPerSequence * scaleBytes(s) * config.batch, status);
     return store;
   }
 
@@ -127,10 +126,10 @@ struct QuantizedKVCache::Impl {
       call.words = static_cast<char *>(store.words) +
                    size_t(seq) * store.wordsPerSequence * 4;
       call.scales = static_cast<char *>(store.scales) +
-                    size_t(seq) * store.scalesPerSequence * storageBytes(s);
+                    size_t(seq) * store.scalesPerSequence * scaleBytes(s);
       call.zeros = store.zeros ? static_cast<char *>(store.zeros) +
                                      size_t(seq) * store.scalesPerSequence *
-                                         storageBytes(s)
+                                         scaleBytes(s)
                                : nullptr;
       call.rows = config.kvHeads;
       call.tokens = count;
@@ -409,7 +408,7 @@ MemoryUse QuantizedKVCache::memory() const {
   auto quantizedPerToken = [&](const QuantScheme &s) {
     uint64_t perToken = uint64_t(c.kvHeads) * c.headDim * s.bits / 8;
     uint64_t scales = uint64_t(c.kvHeads) * (c.headDim / groupOf(s, c.headDim));
-    return perToken + scales * storageBytes(s) * (s.symmetric ? 1 : 2);
+    return perToken + scales * scaleBytes(s) * (s.symmetric ? 1 : 2);
   };
   for (const Layer &layer : impl->layers)
     for (const Parts &p : layer.parts) {

@@ -2,6 +2,7 @@
 //--------------------===//
 
 #include "kvq/Runtime/Runtime.h"
+#include "kvq/BufferSizes.h"
 
 #include "kvq/Cache/CacheKey.h"
 #include "kvq/Cache/DiskCache.h"
@@ -209,13 +210,6 @@ void writeStorage(void *p, const std::vector<float> &x, size_t offset, size_t n,
     else
       static_cast<uint16_t *>(p)[i] = ref::toHalfBits(x[i], HalfType::F16);
   }
-}
-
-/// Scales per row of `tokens` tokens for a scheme (quantize/dequantize).
-size_t scalesPerRow(const QuantScheme &s, int headDim, int tokens) {
-  int group = s.group ? s.group : headDim;
-  return s.axis == QuantScheme::Axis::Token ? size_t(tokens) * (headDim / group)
-                                            : size_t(tokens / group) * headDim;
 }
 
 } // namespace
@@ -547,7 +541,7 @@ llvm::Error Runtime::quantize(const KernelSpec &spec, const QuantizeCall &c) {
   if (resolved != Backend::Reference)
     return run(**k, *launch);
   int d = spec.headDim;
-  size_t scales = scalesPerRow(spec.key, d, c.outTokens) * c.rows;
+  size_t scales = scaleCount(spec.key, d, 1, c.outTokens) * c.rows;
   std::vector<float> input =
       readHalf(c.input, size_t(c.rows) * c.inTokens * d, spec.dtype);
   std::vector<float> s = readStorage(c.scales, scales, spec.key);
@@ -572,7 +566,7 @@ llvm::Error Runtime::dequantize(const KernelSpec &spec,
   if (resolved != Backend::Reference)
     return run(**k, *launch);
   int d = spec.headDim;
-  size_t scales = scalesPerRow(spec.key, d, c.inTokens) * c.rows;
+  size_t scales = scaleCount(spec.key, d, 1, c.inTokens) * c.rows;
   std::vector<float> s = readStorage(c.scales, scales, spec.key);
   std::vector<float> z = readStorage(c.zeros, scales, spec.key);
   std::vector<float> out(size_t(c.rows) * c.outTokens * d);
@@ -625,12 +619,12 @@ llvm::Error Runtime::attention(const KernelSpec &spec, const AttentionCall &c) {
     values = segment(c.values, c.bodyCapacity);
   } else {
     ks = readStorage(c.keyScales,
-                     kvRows * scalesPerRow(spec.key, d, c.bodyCapacity),
+                     kvRows * scaleCount(spec.key, d, 1, c.bodyCapacity),
                      spec.key);
     if (!spec.key.symmetric)
       kz = readStorage(c.keyZeros, ks.size(), spec.key);
     vs = readStorage(c.valueScales,
-                     kvRows * scalesPerRow(spec.value, d, c.bodyCapacity),
+                     kvRows * scaleCount(spec.value, d, 1, c.bodyCapacity),
                      spec.value);
     if (!spec.value.symmetric)
       vz = readStorage(c.valueZeros, vs.size(), spec.value);

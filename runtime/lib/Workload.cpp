@@ -3,6 +3,7 @@
 
 #include "kvq/Runtime/Workload.h"
 
+#include "kvq/BufferSizes.h"
 #include "kvq/Runtime/Reference.h"
 
 #include <chrono>
@@ -34,39 +35,26 @@ std::vector<uint16_t> kvData(size_t rows, int headDim, HalfType t,
   return bits;
 }
 
-/// Device memory owned for the duration of a workload.
-class Buffers {
-public:
-  explicit Buffers(Runtime &runtime) : runtime(runtime) {}
-  ~Buffers() {
-    for (void *p : owned)
-      runtime.release(p);
-  }
-  llvm::Expected<void *> make(const void *host, size_t bytes) {
-    llvm::Expected<void *> p = runtime.allocate(std::max<size_t>(bytes, 4));
-    if (!p)
-      return p;
-    owned.push_back(*p);
-    if (host)
-      if (llvm::Error e = runtime.copyIn(*p, host, bytes))
-        return std::move(e);
-    return p;
-  }
-
-private:
-  Runtime &runtime;
-  std::vector<void *> owned;
-};
-
 int groupOf(const QuantScheme &s, int d) { return s.group ? s.group : d; }
 
-size_t scaleCount(const QuantScheme &s, int d, size_t rows, int tokens) {
-  int g = groupOf(s, d);
-  return s.axis == QuantScheme::Axis::Token ? rows * tokens * (d / g)
-                                            : rows * (tokens / g) * d;
+} // namespace
+
+kvq::DeviceBuffers::~DeviceBuffers() {
+  for (void *p : owned)
+    runtime.release(p);
 }
 
-} // namespace
+llvm::Expected<void *> kvq::DeviceBuffers::make(const void *host,
+                                                size_t bytes) {
+  llvm::Expected<void *> p = runtime.allocate(std::max<size_t>(bytes, 4));
+  if (!p)
+    return p;
+  owned.push_back(*p);
+  if (host)
+    if (llvm::Error e = runtime.copyIn(*p, host, bytes))
+      return std::move(e);
+  return p;
+}
 
 double kvq::normwiseError(const std::vector<float> &a,
                           const std::vector<float> &b) {
@@ -118,7 +106,7 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
                     s.residual ? w.residualTokens : 0});
 
   WorkloadResult result;
-  Buffers buffers(runtime);
+  DeviceBuffers buffers(runtime);
   auto make = [&](const void *host, size_t bytes) {
     return buffers.make(host, bytes);
   };
@@ -130,13 +118,14 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   for (int i = 0; i < 2; ++i) {
     KernelSpec qs =
         KernelSpec::forScheme(KernelKind::Quantize, *schemes[i], d, s.dtype);
-    size_t nWords = rows * capacity * d * schemes[i]->bits / 32;
+    size_t nWords = packedWordCount(*schemes[i], d, rows, capacity);
     size_t nScales = scaleCount(*schemes[i], d, rows, capacity);
-    size_t scaleBytes = schemes[i]->fp32Scales ? 4 : 2;
     llvm::Expected<void *> in = make(inputs[i]->data(), inputs[i]->size() * 2);
     llvm::Expected<void *> wd = make(nullptr, nWords * 4);
-    llvm::Expected<void *> sc = make(nullptr, nScales * scaleBytes);
-    llvm::Expected<void *> zr = make(nullptr, nScales * scaleBytes);
+    llvm::Expected<void *> sc =
+        make(nullptr, nScales * scaleBytes(*schemes[i]));
+    llvm::Expected<void *> zr =
+        make(nullptr, nScales * scaleBytes(*schemes[i]));
     for (llvm::Expected<void *> *p : {&in, &wd, &sc, &zr})
       if (!*p)
         return p->takeError();

@@ -22,6 +22,7 @@
 #ifndef KVQ_KVQ_H
 #define KVQ_KVQ_H
 
+#include "kvq/BufferSizes.h"
 #include "kvq/Calls.h"
 #include "kvq/Codegen/KernelSpec.h"
 

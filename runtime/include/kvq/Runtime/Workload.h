@@ -34,6 +34,21 @@ struct WorkloadResult {
   std::string origin; ///< compiled, disk or memory
 };
 
+/// Memory of `runtime`'s backend, released when this goes out of scope.
+class DeviceBuffers {
+public:
+  explicit DeviceBuffers(Runtime &runtime) : runtime(runtime) {}
+  DeviceBuffers(const DeviceBuffers &) = delete;
+  DeviceBuffers &operator=(const DeviceBuffers &) = delete;
+  ~DeviceBuffers();
+  /// `bytes` of new memory, filled from `host` unless it is null.
+  llvm::Expected<void *> make(const void *host, size_t bytes);
+
+private:
+  Runtime &runtime;
+  std::vector<void *> owned;
+};
+
 /// Runs the workload on `runtime`'s backend.
 llvm::Expected<WorkloadResult> runAttentionWorkload(Runtime &runtime,
                                                     const AttentionWorkload &w);
