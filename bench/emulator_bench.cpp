@@ -12,13 +12,16 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvq/BufferSizes.h"
 #include "kvq/Codegen/Generator.h"
 #include "kvq/Runtime/Emulator.h"
+#include "kvq/Runtime/Presets.h"
 #include "kvq/Runtime/Reference.h"
 
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -103,60 +106,129 @@ void measure(const char *title, emu::Module &m, uint64_t tensorBytes,
   report(title, traffic, tensorBytes, seconds, threads);
 }
 
+/// One attention launch's buffers and arguments (one sequence), for a
+/// quantized or a dense spec; `minimumBytes` is what the kernel must read.
+struct AttentionSetup {
+  std::vector<std::unique_ptr<Buffer>> buffers;
+  std::vector<void *> args;
+  int32_t kvHeads, capacity, sinkCap = 4, residualCap, tokensPerSplit = 256;
+  int32_t lens[3];
+  float scale = 0.088f;
+  unsigned splits;
+  uint64_t minimumBytes = 0;
+
+  AttentionSetup(const KernelSpec &s, int tokens, int residual)
+      : kvHeads(s.kvHeads), capacity(tokens),
+        residualCap(residual), lens{4, tokens, residual} {
+    int d = s.headDim, hkv = s.kvHeads, hq = s.queryHeads;
+    splits = unsigned((tokens + tokensPerSplit - 1) / tokensPerSplit + 1);
+    // Arguments point at the buffers' pointers: reserve so they stay put.
+    buffers.reserve(20);
+    auto make = [&](size_t bytes, uint8_t fill, bool read) {
+      buffers.push_back(std::make_unique<Buffer>(bytes, fill));
+      if (read)
+        minimumBytes += bytes;
+      args.push_back(&buffers.back()->p);
+      return buffers.back().get();
+    };
+    auto half = [&](size_t count, bool read) {
+      Buffer *b = make(count * 2, 0, read);
+      fillHalf(*b, 0.01f);
+    };
+    half(size_t(hq) * d, true);                  // q
+    make(size_t(hq) * splits * d * 4, 0, false); // partial out, max, sum
+    make(size_t(hq) * splits * 4, 0, false);
+    make(size_t(hq) * splits * 4, 0, false);
+    if (s.kind == KernelKind::DenseAttention) {
+      half(size_t(hkv) * tokens * d, true);
+      half(size_t(hkv) * tokens * d, true);
+    } else {
+      for (const QuantScheme *q : {&s.key, &s.value}) {
+        make(packedWordCount(*q, d, hkv, tokens) * 4, q == &s.key ? 0x5a : 0xa5,
+             true);
+        size_t scales = scaleCount(*q, d, hkv, tokens) * scaleBytes(*q);
+        half(scales / 2, true);
+        if (!q->symmetric)
+          half(scales / 2, true);
+      }
+    }
+    for (int i = 0; i < 2; ++i)
+      half(size_t(hkv) * sinkCap * d, true);
+    for (int i = 0; i < 2; ++i)
+      half(size_t(hkv) * residualCap * d, true);
+    Buffer *lengths = make(sizeof lens, 0, false);
+    std::memcpy(lengths->p, lens, sizeof lens);
+    for (void *scalar :
+         {(void *)&kvHeads, (void *)&capacity, (void *)&sinkCap,
+          (void *)&residualCap, (void *)&tokensPerSplit, (void *)&scale})
+      args.push_back(scalar);
+  }
+};
+
+/// The attention kernel of `spec` over one sequence, traced and untraced.
 void attention(const char *spec, int tokens) {
   KernelSpec s;
   parseKernelSpec(spec, s);
   GeneratedSource source;
   auto m = compile(s, source);
   const GeneratedKernel &k = source.kernels[0];
-  int d = s.headDim, hkv = s.kvHeads, hq = s.queryHeads, batch = 1;
-  int tokensPerSplit = 256,
-      splits = (tokens + tokensPerSplit - 1) / tokensPerSplit + 1;
-  auto words = [&](const QuantScheme &q) {
-    return size_t(hkv) * tokens * d * q.bits / 8;
-  };
-  auto scales = [&](const QuantScheme &q) {
-    int g = q.group ? q.group : d;
-    size_t n = q.axis == QuantScheme::Axis::Token
-                   ? size_t(hkv) * tokens * (d / g)
-                   : size_t(hkv) * tokens / g * d;
-    return n * (q.fp32Scales ? 4 : 2);
-  };
-  Buffer q(size_t(hq) * d * 2), po(size_t(hq) * splits * d * 4),
-      pm(size_t(hq) * splits * 4), ps(size_t(hq) * splits * 4);
-  Buffer kw(words(s.key), 0x5a), ks(scales(s.key)), kz(scales(s.key));
-  Buffer vw(words(s.value), 0xa5), vs(scales(s.value)), vz(scales(s.value));
-  Buffer sk(size_t(hkv) * 4 * d * 2), sv(size_t(hkv) * 4 * d * 2);
-  Buffer rk(size_t(hkv) * 64 * d * 2), rv(size_t(hkv) * 64 * d * 2);
-  for (Buffer *b : {&q, &ks, &kz, &vs, &vz, &sk, &sv, &rk, &rv})
-    fillHalf(*b, 0.01f);
-  Buffer lengths(12);
-  int32_t lens[3] = {4, tokens, 64};
-  std::memcpy(lengths.p, lens, sizeof lens);
-  int kvHeads = hkv, capacity = tokens, sinkCap = 4, residualCap = 64;
-  float scale = 0.088f;
-  std::vector<void *> args = {&q.p, &po.p, &pm.p, &ps.p, &kw.p, &ks.p};
-  if (!s.key.symmetric)
-    args.push_back(&kz.p);
-  args.insert(args.end(), {&vw.p, &vs.p});
-  if (!s.value.symmetric)
-    args.push_back(&vz.p);
-  args.insert(args.end(),
-              {&sk.p, &sv.p, &rk.p, &rv.p, &lengths.p, &kvHeads, &capacity,
-               &sinkCap, &residualCap, &tokensPerSplit, &scale});
-  uint64_t tensorBytes = q.bytes + kw.bytes + ks.bytes + vw.bytes + vs.bytes +
-                         (s.key.symmetric ? 0 : kz.bytes) +
-                         (s.value.symmetric ? 0 : vz.bytes) + sk.bytes +
-                         sv.bytes + rk.bytes + rv.bytes + lengths.bytes;
+  AttentionSetup setup(s, tokens, 64);
   std::string title = std::string(k.name) + "  (" + spec + ", " +
                       std::to_string(tokens) + " quantized tokens, batch 1)";
-  uint64_t threads = uint64_t(splits) * hkv * batch * k.threads;
-  measure(title.c_str(), *m, tensorBytes, threads,
+  uint64_t threads = uint64_t(setup.splits) * s.kvHeads * k.threads;
+  measure(title.c_str(), *m, setup.minimumBytes, threads,
           [&](emu::Module &mod, const emu::LaunchOptions &o) {
-            return mod.launch(
-                k.name, {unsigned(splits), unsigned(hkv), unsigned(batch)},
-                {unsigned(k.threads)}, args, o);
+            return mod.launch(k.name, {setup.splits, unsigned(s.kvHeads), 1},
+                              {unsigned(k.threads)}, setup.args, o);
           });
+}
+
+/// Bytes one decode step's attention kernel fetches, per preset and for the
+/// fp16 baseline, against what it must read, and the PROJECTED time of
+/// those bytes at 3.35 TB/s x 90 % (H100 SXM).
+void decodeStepTable(const char *modelName, int tokens) {
+  ModelShape model = *findModel(modelName);
+  std::printf("\n## Bytes per decode step (%s, one layer, one sequence: %d "
+              "quantized + 4 sink + 128 residual tokens)\n\n",
+              modelName, tokens);
+  std::printf("`fetched`: unique 32-byte sectors the attention kernel loads "
+              "x 32 (the emulator's trace); `minimum`: codes + scales + "
+              "zeros (or fp16 K/V) + fp16 sink and residual + q. Projection: "
+              "fetched bytes at 3.35 TB/s x 90 %%, not a measurement.\n\n");
+  std::printf(
+      "| kernel | minimum B | fetched B | fetched / minimum | "
+      "projected us | vs fp16 (projected) |\n|---|---|---|---|---|---|\n");
+  double fp16Us = 0;
+  std::vector<std::pair<std::string, KernelSpec>> specs = {
+      {"fp16 baseline", KernelSpec::forDenseAttention(
+                            model.headDim, model.queryHeads, model.kvHeads,
+                            HalfType::F16, true, true)}};
+  for (const char *preset :
+       {"kivi2", "kivi4", "hf_quanto_int4", "int4", "int8"})
+    specs.push_back({preset, kernelsFor(*findPreset(preset), model).back()});
+  for (const auto &[label, spec] : specs) {
+    GeneratedSource source;
+    auto m = compile(spec, source);
+    const GeneratedKernel &k = source.kernels[0];
+    AttentionSetup setup(spec, tokens, 128);
+    emu::LaunchOptions traced;
+    traced.traceTraffic = true;
+    if (llvm::Error e =
+            m->launch(k.name, {setup.splits, unsigned(spec.kvHeads), 1},
+                      {unsigned(k.threads)}, setup.args, traced)) {
+      std::fprintf(stderr, "%s\n", llvm::toString(std::move(e)).c_str());
+      std::exit(1);
+    }
+    uint64_t fetched = m->lastTraffic().uniqueLoadSectors * 32;
+    double us = fetched / (3.35e12 * 0.9) * 1e6;
+    if (spec.kind == KernelKind::DenseAttention)
+      fp16Us = us;
+    std::printf("| %s (`%s`) | %llu | %llu | %.3fx | %.2f | %.2fx |\n",
+                label.c_str(), k.name.c_str(),
+                (unsigned long long)setup.minimumBytes,
+                (unsigned long long)fetched,
+                double(fetched) / double(setup.minimumBytes), us, fp16Us / us);
+  }
 }
 
 void quantize(const char *spec, int rows, int tokens) {
@@ -201,7 +273,9 @@ int main() {
   attention("attention k=2c32 v=2t32 d=128 hq=32 hkv=8", 1024);
   attention("attention k=4t64 v=4t64 d=128 hq=32 hkv=8", 1024);
   attention("attention k=8t64 v=8t64 d=128 hq=32 hkv=32", 512);
+  attention("dense-attention d=128 hq=32 hkv=8", 1024);
   quantize("quantize 2c32 d=128", 8, 128);
   quantize("quantize 4t64 d=128", 8, 128);
+  decodeStepTable("llama-3-8b", 1024);
   return 0;
 }
