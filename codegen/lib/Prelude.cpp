@@ -34,7 +34,9 @@ typedef unsigned int uint32_t;
 #define KVQ_STG(site, ptr, i, v) ((void)((ptr)[i] = (v)))
 #define KVQ_LDS(site, ptr, i) ((ptr)[i])
 #define KVQ_STS(site, ptr, i, v) ((void)((ptr)[i] = (v)))
-#define KVQ_SHARED(type, name, count) __shared__ type name[count]
+#define KVQ_LDS4(site, ptr, i) (*reinterpret_cast<const float4 *>((ptr) + (i)))
+#define KVQ_STS4(site, ptr, i, v) ((void)(*reinterpret_cast<float4 *>((ptr) + (i)) = (v)))
+#define KVQ_SHARED(type, name, count) __shared__ __align__(16) type name[count]
 #endif
 
 // nvrtc does not define INFINITY.
@@ -52,6 +54,15 @@ __device__ __forceinline__ int kvq_shl(int code, int shift) {
 // Word k of a 64/128-bit load (k is a constant after unrolling).
 __device__ __forceinline__ int kvq_word(int2 v, int k) { return k == 0 ? v.x : v.y; }
 __device__ __forceinline__ int kvq_word(int4 v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
+// Four floats as one 128-bit shared-memory value, and lane k of one.
+__device__ __forceinline__ float4 kvq_float4(float a, float b, float c, float d) {
+  float4 v;
+  v.x = a; v.y = b; v.z = c; v.w = d;
+  return v;
+}
+__device__ __forceinline__ float kvq_lane(float4 v, int k) {
   return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
 }
 // Half k of a 64/128-bit load of 4/8 fp16 or bf16 values (little endian:

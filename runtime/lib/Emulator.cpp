@@ -198,6 +198,13 @@ void hookCheckShared(int site, const void *address, unsigned bytes) {
     os << "out-of-bounds shared access at site " << site;
     failThread(os.str());
   }
+  // A GPU faults on a 64/128-bit shared access that is not aligned to its
+  // size; so does the emulator.
+  if ((bytes == 8 || bytes == 16) && uintptr_t(p) % bytes != 0) {
+    std::ostringstream os;
+    os << "misaligned " << bytes * 8 << "-bit shared access at site " << site;
+    failThread(os.str());
+  }
 }
 
 void *hookShared(int slot, unsigned bytes) {

@@ -82,6 +82,8 @@ extern "C" void kvq_emu_set_ids(const kvq_emu::Ids *ids) { kvq_emu::ids = ids; }
 #define KVQ_STG(site, ptr, i, v) kvq_emu::store(site, (ptr) + (i), (v))
 #define KVQ_LDS(site, ptr, i) kvq_emu::shared(site, (ptr) + (i))
 #define KVQ_STS(site, ptr, i, v) ((void)(kvq_emu::shared(site, (ptr) + (i)) = (v)))
+#define KVQ_LDS4(site, ptr, i) kvq_emu::shared(site, reinterpret_cast<float4 *>((ptr) + (i)))
+#define KVQ_STS4(site, ptr, i, v) ((void)(kvq_emu::shared(site, reinterpret_cast<float4 *>((ptr) + (i))) = (v)))
 #define KVQ_SHARED(type, name, count) \
   type *name = static_cast<type *>(kvq_emu::hooks->shared(__LINE__, sizeof(type) * (count)))
 

@@ -13,10 +13,13 @@
 // CHECK: kvq_shr({{.*}}, 24)
 // CHECK: kvq_shr({{.*}}, 12)
 // CHECK: kvq_shr({{.*}}, 28)
-// The top code needs no mask.
+// The top code needs no mask; it becomes a float through the mantissa of
+// 2^23 (OR 0x4B000000, reinterpret, subtract 2^23), not an int conversion.
 // UNPACK: [[TOP:v[0-9]+]] = kvq_shr({{.*}}, 28);
 // UNPACK-NOT: [[TOP]] & 15
-// UNPACK: (float) [[TOP]];
+// UNPACK: [[MAGIC:v[0-9]+]] = [[TOP]] | 1258291200;
+// UNPACK: [[F:v[0-9]+]] = __int_as_float([[MAGIC]]);
+// UNPACK: {{v[0-9]+}} = [[F]] - 8388608.0f;
 func.func @dequantize(%w: tensor<?x?x?x8xi32>, %s: tensor<?x?x?x2xf16>, %z: tensor<?x?x?x2xf16>) -> tensor<?x?x?x64xf16> {
   %x = kvq.dequantize %w, %s, %z scheme <bits = 4, group = 32, axis = token, order = interleaved>
       : tensor<?x?x?x8xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16> -> tensor<?x?x?x64xf16>

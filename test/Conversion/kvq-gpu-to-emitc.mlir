@@ -25,15 +25,22 @@ func.func @quantize(%x: tensor<?x?x?x128xf16>) -> (tensor<?x?x?x16xi32>, tensor<
 
 // -----
 
-// Shared buffers become named KVQ_SHARED arrays; 128-bit loads become
-// KVQ_LDG4 of an int4 and kvq_word extracts; barriers __syncthreads.
+// Shared buffers become named KVQ_SHARED arrays (K rows padded to
+// head_dim + 4); 128-bit loads become KVQ_LDG4 of an int4 and kvq_word
+// extracts, 128-bit tile accesses KVQ_STS4/KVQ_LDS4 of a float4 (built by
+// kvq_float4, read by kvq_lane); barriers __syncthreads.
 // CHECK-LABEL: emitc.func @kvq_attn_k4t64_v4t64_d64_g2_bf16(
 // CHECK: verbatim "KVQ_SHARED(float, smem_q, 128);"
 // CHECK: literal "smem_q" : !emitc.ptr<f32>
-// CHECK: verbatim "KVQ_SHARED(float, smem_keys, 4160);"
+// CHECK: verbatim "KVQ_SHARED(float, smem_keys, 4352);"
 // CHECK: call_opaque "__syncthreads"()
 // CHECK: call_opaque "KVQ_LDG4"(%{{.*}}, %{{.*}}) {{.*}} -> !emitc.opaque<"int4">
 // CHECK: call_opaque "kvq_word"(%{{.*}}) {args = [0 : index, 3 : i32]}
+// CHECK: call_opaque "__int_as_float"
+// CHECK: call_opaque "kvq_float4"({{.*}}) : (f32, f32, f32, f32) -> !emitc.opaque<"float4">
+// CHECK: call_opaque "KVQ_STS4"
+// CHECK: call_opaque "KVQ_LDS4"({{.*}}) {{.*}} -> !emitc.opaque<"float4">
+// CHECK: call_opaque "kvq_lane"
 // CHECK: call_opaque "KVQ_STS"
 // CHECK: call_opaque "__expf"
 // CHECK-LABEL: emitc.func @kvq_attn_k4t64_v4t64_d64_g2_bf16_combine

@@ -54,7 +54,7 @@ func.func @dequantize(%w: tensor<?x?x?x8xi32>, %s: tensor<?x?x?x4xf16>, %z: tens
 // Attention: fp32 tiles in shared memory, 128-bit loads of packed words,
 // barriers between stages, and a combine kernel.
 // CHECK-LABEL: gpu.func @kvq_attn_k2c32_v2t32_d128_g4_f16_sr(
-// CHECK-SAME: workgroup(%{{.*}} : memref<512xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<4128xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<4096xf32, #gpu.address_space<workgroup>>
+// CHECK-SAME: workgroup(%{{.*}} : memref<512xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<4224xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<4096xf32, #gpu.address_space<workgroup>>
 // CHECK-SAME: kernel
 // CHECK-DAG: gpu.block_id x
 // CHECK-DAG: gpu.block_id y

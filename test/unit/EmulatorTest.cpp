@@ -74,6 +74,16 @@ extern "C" __global__ void reverse(int32_t* in, int32_t* out, int32_t sync) {
     __syncthreads();
   KVQ_STG(3, out, i, KVQ_LDS(2, tile, 63 - i));
 }
+// 128-bit shared-memory accesses at float offset `at` (a multiple of 4 is
+// aligned); thread 0 writes and reads back one float4.
+extern "C" __global__ void shared_vector(float* out, int32_t at) {
+  KVQ_SHARED(float, tile, 16);
+  if ((int)threadIdx.x == 0) {
+    KVQ_STS4(0, tile, at, kvq_float4(1.0f, 2.0f, 3.0f, 4.0f));
+    float4 v = KVQ_LDS4(1, tile, at);
+    KVQ_STG(2, out, 0, kvq_lane(v, 0) + kvq_lane(v, 3));
+  }
+}
 extern "C" __global__ void strided(int32_t* in, int32_t* out, int32_t stride) {
   int i = (int)threadIdx.x;
   KVQ_STG(1, out, i, KVQ_LDG(0, in, i * stride));
@@ -87,6 +97,7 @@ std::unique_ptr<Module> &testModule() {
                  kernel("butterfly", {"int32_t*"}),
                  kernel("divergent_shuffle", {"int32_t*"}),
                  kernel("reverse", {"int32_t*", "int32_t*", "int32_t"}),
+                 kernel("shared_vector", {"float*", "int32_t"}),
                  kernel("strided", {"int32_t*", "int32_t*", "int32_t"})});
   return module;
 }
@@ -118,6 +129,30 @@ TEST(Emulator, MisalignedAccessIsAnError) {
   std::string message =
       llvm::toString(m->launch("misaligned", {1}, {32}, args));
   EXPECT_NE(message.find("misaligned 4-byte global load at site 0"),
+            std::string::npos)
+      << message;
+}
+
+TEST(Emulator, SharedVectorAccessMustBeAligned) {
+  Module *m = testModule().get();
+  ASSERT_TRUE(m);
+  Buffer out(256);
+  int at = 8;
+  std::vector<void *> args = {&out.p, &at};
+  llvm::Error error = m->launch("shared_vector", {1}, {32}, args);
+  ASSERT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
+  float result;
+  std::memcpy(&result, out.p, 4);
+  EXPECT_EQ(result, 5.0f); // lanes 0 and 3 of (1, 2, 3, 4)
+  at = 2; // 8-byte aligned only: a GPU faults on this 128-bit access
+  std::string message =
+      llvm::toString(m->launch("shared_vector", {1}, {32}, args));
+  EXPECT_NE(message.find("misaligned 128-bit shared access at site 0"),
+            std::string::npos)
+      << message;
+  at = 16; // past the 16-float tile
+  message = llvm::toString(m->launch("shared_vector", {1}, {32}, args));
+  EXPECT_NE(message.find("out-of-bounds shared access at site 0"),
             std::string::npos)
       << message;
 }

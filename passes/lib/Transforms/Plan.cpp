@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvq/Conversion/AttentionTiles.h"
 #include "kvq/Dialect/KVQ/IR/KVQOps.h"
 #include "kvq/Transforms/Passes.h"
 
@@ -59,13 +60,6 @@ FailureOr<int64_t> parseArch(StringRef arch) {
   if (digits.getAsInteger(10, value) || value < 75 || value > 121)
     return failure();
   return value;
-}
-
-/// Bytes of shared memory the attention kernel needs (AttentionKernel.cpp):
-/// fp32 queries, K tile (padded rows), V tile, scores, and 3 per-head stats.
-int64_t attentionSharedBytes(int64_t headDim, int64_t gqa, int64_t tile) {
-  return 4 * (gqa * headDim + tile * (headDim + 1) + tile * headDim +
-              gqa * tile + 3 * gqa);
 }
 
 /// Words a thread can load side by side: a token-axis row holds

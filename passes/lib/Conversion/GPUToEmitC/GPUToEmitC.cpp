@@ -75,6 +75,12 @@ std::optional<int64_t> vectorWords(VectorType type) {
   return std::nullopt;
 }
 
+/// vector<4xf32>: CUDA's float4, for 128-bit shared-memory accesses.
+bool isFloat4(VectorType type) {
+  return type.getRank() == 1 && type.getNumElements() == 4 &&
+         type.getElementType().isF32();
+}
+
 class KernelTypeConverter : public TypeConverter {
 public:
   explicit KernelTypeConverter(MLIRContext *context) {
@@ -98,6 +104,8 @@ public:
     // int2/int4 (8/16-byte aligned); elements come out with kvq_word and
     // kvq_f16/kvq_bf16.
     addConversion([context](VectorType type) -> std::optional<Type> {
+      if (isFloat4(type)) // shared-memory tiles, 16-byte aligned
+        return emitc::OpaqueType::get(context, "float4");
       std::optional<int64_t> words = vectorWords(type);
       if (!words)
         return std::nullopt;
@@ -285,10 +293,15 @@ struct VectorLoadToEmitC : OpConversionPattern<vector::LoadOp> {
                   ConversionPatternRewriter &rewriter) const override {
     auto site = op->getAttrOfType<IntegerAttr>(kSiteAttr);
     Type type = getTypeConverter()->convertType(op.getVectorType());
-    if (!site || !type || isShared(op.getMemRefType()))
-      return rewriter.notifyMatchFailure(op, "not a global word vector");
+    if (!site || !type)
+      return rewriter.notifyMatchFailure(op, "no site or unsupported vector");
+    bool shared = isShared(op.getMemRefType());
+    if (shared != isFloat4(op.getVectorType()))
+      return rewriter.notifyMatchFailure(
+          op, "float4 from shared memory, words or halves from global");
     std::string macro =
-        "KVQ_LDG" + std::to_string(*vectorWords(op.getVectorType()));
+        shared ? "KVQ_LDS4"
+               : "KVQ_LDG" + std::to_string(*vectorWords(op.getVectorType()));
     ArrayAttr args = rewriter.getArrayAttr(
         {site, rewriter.getIndexAttr(0), rewriter.getIndexAttr(1)});
     rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
@@ -298,8 +311,44 @@ struct VectorLoadToEmitC : OpConversionPattern<vector::LoadOp> {
   }
 };
 
+/// A 128-bit store of a float4 into shared memory: KVQ_STS4.
+struct VectorStoreToEmitC : OpConversionPattern<vector::StoreOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(vector::StoreOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    auto site = op->getAttrOfType<IntegerAttr>(kSiteAttr);
+    if (!site || !isShared(op.getMemRefType()) || !isFloat4(op.getVectorType()))
+      return rewriter.notifyMatchFailure(op, "only float4 to shared memory");
+    ArrayAttr args = rewriter.getArrayAttr({site, rewriter.getIndexAttr(0),
+                                            rewriter.getIndexAttr(1),
+                                            rewriter.getIndexAttr(2)});
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange(), "KVQ_STS4",
+        ValueRange{adaptor.getBase(), adaptor.getIndices()[0],
+                   adaptor.getValueToStore()},
+        args);
+    return success();
+  }
+};
+
+/// Four floats into a float4: kvq_float4(a, b, c, d).
+struct FromElementsToEmitC : OpConversionPattern<vector::FromElementsOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(vector::FromElementsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!isFloat4(op.getType()))
+      return rewriter.notifyMatchFailure(op, "only float4");
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{getTypeConverter()->convertType(op.getType())},
+        "kvq_float4", adaptor.getElements());
+    return success();
+  }
+};
+
 /// Element k of an int2/int4: kvq_word(v, k) (the prelude maps k to .x...),
-/// or for halves kvq_f16(v, k) / kvq_bf16(v, k).
+/// for halves kvq_f16(v, k) / kvq_bf16(v, k), of a float4 kvq_lane(v, k).
 struct VectorExtractToEmitC : OpConversionPattern<vector::ExtractOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
@@ -314,6 +363,7 @@ struct VectorExtractToEmitC : OpConversionPattern<vector::ExtractOp> {
     Type result = getTypeConverter()->convertType(element);
     const char *callee = element.isF16()    ? "kvq_f16"
                          : element.isBF16() ? "kvq_bf16"
+                         : element.isF32()  ? "kvq_lane"
                                             : "kvq_word";
     if (!result)
       return rewriter.notifyMatchFailure(op, "unsupported element type");
@@ -545,7 +595,8 @@ void prepareKernel(gpu::GPUFuncOp func) {
   int64_t site = 0;
   Builder attrBuilder(func.getContext());
   func.walk([&](Operation *op) {
-    if (isa<memref::LoadOp, memref::StoreOp, vector::LoadOp>(op))
+    if (isa<memref::LoadOp, memref::StoreOp, vector::LoadOp, vector::StoreOp>(
+            op))
       op->setAttr(kSiteAttr, attrBuilder.getI32IntegerAttr(site++));
   });
 
@@ -649,9 +700,10 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
   MLIRContext *context = patterns.getContext();
   patterns.add<
       GPUFuncToEmitC, GPUReturnToEmitC, GPUBarrierToEmitC, GPUShuffleToEmitC,
-      LoadToEmitC, StoreToEmitC, VectorLoadToEmitC, VectorExtractToEmitC,
-      ConstantToEmitC, IndexCastToEmitC, CmpIToEmitC, CmpFToEmitC,
-      SelectToEmitC, DirectToEmitC<arith::AddIOp, emitc::AddOp>,
+      LoadToEmitC, StoreToEmitC, VectorLoadToEmitC, VectorStoreToEmitC,
+      FromElementsToEmitC, VectorExtractToEmitC, ConstantToEmitC,
+      IndexCastToEmitC, CmpIToEmitC, CmpFToEmitC, SelectToEmitC,
+      DirectToEmitC<arith::AddIOp, emitc::AddOp>,
       DirectToEmitC<arith::SubIOp, emitc::SubOp>,
       DirectToEmitC<arith::MulIOp, emitc::MulOp>,
       DirectToEmitC<arith::DivSIOp, emitc::DivOp>,
@@ -673,6 +725,9 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
   patterns.add<GPUIdToEmitC<gpu::GridDimOp>>(typeConverter, context, "gridDim");
   patterns.add<GPUIdToEmitC<gpu::BlockDimOp>>(typeConverter, context,
                                               "blockDim");
+  // Only i32 -> f32 (the exponent trick that turns a code into a float).
+  patterns.add<CallToEmitC<arith::BitcastOp>>(typeConverter, context,
+                                              "__int_as_float");
   patterns.add<CallToEmitC<arith::MaxNumFOp>>(typeConverter, context, "fmaxf");
   patterns.add<CallToEmitC<arith::MinNumFOp>>(typeConverter, context, "fminf");
   patterns.add<CallToEmitC<math::AbsFOp>>(typeConverter, context, "fabsf");

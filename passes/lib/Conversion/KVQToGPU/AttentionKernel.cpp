@@ -18,6 +18,7 @@
 
 #include "KernelBuilder.h"
 #include "Kernels.h"
+#include "kvq/Conversion/AttentionTiles.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -52,8 +53,23 @@ struct AttentionShape {
   int64_t headDim, gqa, threads, tile;
   Type half;
   int64_t halfVector; ///< halves per fp16 load (plan: half_vector)
-  int64_t keyStride() const { return headDim + 1; } // pad: no bank conflicts
+  int64_t keyStride() const { return attentionKeyStride(headDim); }
+  /// Tiles read and written 4 floats at a time (AttentionTiles.h).
+  bool vectorTiles() const { return attentionTilesVectorized(headDim); }
 };
+
+/// Stores `values` at tile[base + j]: 4 at a time (STS.128) when the tiles
+/// are vectorized (base and the count are then multiples of 4).
+void storeRun(KernelBuilder &kb, const AttentionShape &s,
+              ArrayRef<Value> values, Value tile, Value base) {
+  if (s.vectorTiles() && values.size() % 4 == 0) {
+    for (size_t j = 0; j < values.size(); j += 4)
+      kb.storeShared4(values.slice(j, 4), tile, kb.add(base, kb.i32(j)));
+    return;
+  }
+  for (auto [j, value] : llvm::enumerate(values))
+    kb.store(value, tile, kb.add(base, kb.i32(j)));
+}
 
 /// Shared-memory buffers (workgroup attributions of the kernel).
 struct SharedBuffers {
@@ -98,10 +114,11 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
             kb.add(kb.mul(row, kb.i32(s.headDim / group)), groupIndex));
         Value base =
             kb.add(kb.mul(t, kb.i32(rowStride)), kb.mul(w, kb.i32(perWord)));
+        SmallVector<Value> codes;
         for (int64_t j = 0; j < perWord; ++j)
-          kb.store(kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                                     scale, zero),
-                   tile, kb.add(base, kb.i32(j)));
+          codes.push_back(kb.dequantizeCode(
+              scheme, kb.extractCode(scheme, word, j), scale, zero));
+        storeRun(kb, s, codes, tile, base);
       }
     });
     return;
@@ -123,16 +140,21 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
     Value scaleRow =
         kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(group))),
                kb.div(kb.add(t0, firstToken), kb.i32(group)));
-    for (auto [k, word] : llvm::enumerate(loaded)) {
-      Value channel = kb.add(c0, kb.i32(k));
-      auto [scale, zero] = scaleAndZero(kb.add(kb.mul(scaleRow, d), channel));
-      kb.forLoop(kb.i32(0), kb.i32(perWord), kb.i32(1), [&](Value j) {
-        Value t = kb.add(firstToken, j);
-        kb.store(kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                                   scale, zero),
-                 tile, kb.add(kb.mul(t, kb.i32(rowStride)), channel));
-      });
-    }
+    SmallVector<std::pair<Value, Value>> scaleZero;
+    for (int64_t k = 0; k < vectorWords; ++k)
+      scaleZero.push_back(
+          scaleAndZero(kb.add(kb.mul(scaleRow, d), kb.add(c0, kb.i32(k)))));
+    // Token j of the word row: the `vectorWords` adjacent channels side by
+    // side, one 128-bit store when there are 4.
+    kb.forLoop(kb.i32(0), kb.i32(perWord), kb.i32(1), [&](Value j) {
+      Value t = kb.add(firstToken, j);
+      SmallVector<Value> values;
+      for (auto [k, word] : llvm::enumerate(loaded))
+        values.push_back(
+            kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                              scaleZero[k].first, scaleZero[k].second));
+      storeRun(kb, s, values, tile, kb.add(kb.mul(t, kb.i32(rowStride)), c0));
+    });
   });
 }
 
@@ -157,12 +179,14 @@ void stageHalf(KernelBuilder &kb, const AttentionShape &s,
         kb.mul(kb.add(kb.mul(headRow, capacity), kb.add(t0, t)), d), channel);
     SmallVector<Value> k = kb.loadHalves(keys, index, width);
     SmallVector<Value> v = kb.loadHalves(values, index, width);
-    Value keyBase = kb.add(kb.mul(t, kb.i32(s.keyStride())), channel);
-    Value valueBase = kb.add(kb.mul(t, d), channel);
+    SmallVector<Value> kf, vf;
     for (int64_t j = 0; j < width; ++j) {
-      kb.store(kb.toF32(k[j]), smem.keys, kb.add(keyBase, kb.i32(j)));
-      kb.store(kb.toF32(v[j]), smem.values, kb.add(valueBase, kb.i32(j)));
+      kf.push_back(kb.toF32(k[j]));
+      vf.push_back(kb.toF32(v[j]));
     }
+    storeRun(kb, s, kf, smem.keys,
+             kb.add(kb.mul(t, kb.i32(s.keyStride())), channel));
+    storeRun(kb, s, vf, smem.values, kb.add(kb.mul(t, d), channel));
   });
 }
 
@@ -413,8 +437,12 @@ LogicalResult buildAttention(const AttentionOpView &view,
           : zero;
   Value tiles = kb.add(bodyTiles, kb.add(sinkTiles, residualTiles));
 
-  int64_t accumulators = (s.gqa * s.headDim + s.threads - 1) / s.threads;
-  SmallVector<Value> initAcc(accumulators, kb.f32(0.0));
+  // P·V outputs are owned in runs of 4 adjacent channels (one LDS.128 of V
+  // per token) when the tiles are vectorized, else one by one.
+  int64_t run = s.vectorTiles() ? 4 : 1;
+  int64_t runs = s.gqa * s.headDim / run;
+  int64_t runsPerThread = (runs + s.threads - 1) / s.threads;
+  SmallVector<Value> initAcc(runsPerThread * run, kb.f32(0.0));
   kb.barrier();
 
   SmallVector<Value> acc = kb.forLoop(
@@ -474,6 +502,19 @@ LogicalResult buildAttention(const AttentionOpView &view,
               [&]() -> SmallVector<Value> {
                 Value qBase = kb.mul(head, d);
                 Value kBase = kb.mul(t, kb.i32(s.keyStride()));
+                if (s.vectorTiles()) // 4 channels per LDS.128, in order
+                  return kb.forLoop(
+                      zero, d, kb.i32(4), {kb.f32(0.0)},
+                      [&](Value c, ValueRange sum) -> SmallVector<Value> {
+                        SmallVector<Value> qv =
+                            kb.loadShared4(smem.q, kb.add(qBase, c));
+                        SmallVector<Value> kv =
+                            kb.loadShared4(smem.keys, kb.add(kBase, c));
+                        Value total = sum[0];
+                        for (int j = 0; j < 4; ++j)
+                          total = kb.fadd(total, kb.fmul(qv[j], kv[j]));
+                        return {total};
+                      });
                 return kb.forLoop(
                     zero, d, kb.i32(1), {kb.f32(0.0)},
                     [&](Value c, ValueRange sum) -> SmallVector<Value> {
@@ -523,37 +564,52 @@ LogicalResult buildAttention(const AttentionOpView &view,
         });
         kb.barrier();
 
-        kb.comment("4. P·V: each thread owns (query head, channel) outputs");
+        kb.comment("4. P·V: each thread owns runs of " + std::to_string(run) +
+                   " (query head, channel) outputs");
         SmallVector<Value> next;
-        for (int64_t k = 0; k < accumulators; ++k) {
-          Value i = kb.add(tid, kb.i32(k * s.threads));
-          Value inRange = kb.lt(i, kb.mul(gqa, d));
-          Value safeI = kb.select(inRange, i, zero);
-          Value head = kb.div(safeI, d);
-          Value channel = kb.rem(safeI, d);
-          Value scaled = kb.fmul(carried[k], kb.load(smem.correction, head));
-          Value updated = kb.forLoop(
-              zero, valid, kb.i32(1), {scaled},
+        for (int64_t k = 0; k < runsPerThread; ++k) {
+          Value i = kb.add(tid, kb.i32(k * s.threads)); // run index
+          Value inRange = kb.lt(i, kb.i32(s.gqa * s.headDim / run));
+          Value first = kb.mul(kb.select(inRange, i, zero), kb.i32(run));
+          Value head = kb.div(first, d);
+          Value channel = kb.rem(first, d);
+          Value correction = kb.load(smem.correction, head);
+          SmallVector<Value> scaled;
+          for (int64_t j = 0; j < run; ++j)
+            scaled.push_back(kb.fmul(carried[k * run + j], correction));
+          SmallVector<Value> updated = kb.forLoop(
+              zero, valid, kb.i32(1), scaled,
               [&](Value t, ValueRange sum) -> SmallVector<Value> {
                 Value p =
                     kb.load(smem.probs, kb.add(kb.mul(head, tileTokens), t));
-                Value v = kb.load(smem.values, kb.add(kb.mul(t, d), channel));
-                return {kb.fadd(sum[0], kb.fmul(p, v))};
-              })[0];
-          next.push_back(kb.select(inRange, updated, carried[k]));
+                Value at = kb.add(kb.mul(t, d), channel);
+                SmallVector<Value> v =
+                    run == 4 ? kb.loadShared4(smem.values, at)
+                             : SmallVector<Value>{kb.load(smem.values, at)};
+                SmallVector<Value> out;
+                for (int64_t j = 0; j < run; ++j)
+                  out.push_back(kb.fadd(sum[j], kb.fmul(p, v[j])));
+                return out;
+              });
+          for (int64_t j = 0; j < run; ++j)
+            next.push_back(
+                kb.select(inRange, updated[j], carried[k * run + j]));
         }
         kb.barrier();
         return next;
       });
 
   kb.comment("write this split's unnormalized output, running max and sum");
-  for (int64_t k = 0; k < accumulators; ++k) {
+  for (int64_t k = 0; k < runsPerThread; ++k) {
     Value i = kb.add(tid, kb.i32(k * s.threads));
-    kb.ifThen(kb.lt(i, kb.mul(gqa, d)), [&] {
-      Value head = kb.div(i, d);
-      Value channel = kb.rem(i, d);
+    kb.ifThen(kb.lt(i, kb.i32(runs)), [&] {
+      Value first = kb.mul(i, kb.i32(run));
+      Value head = kb.div(first, d);
+      Value channel = kb.rem(first, d);
       Value row = kb.add(kb.mul(kb.add(firstQueryRow, head), splits), split);
-      kb.store(acc[k], a.partialOut, kb.add(kb.mul(row, d), channel));
+      for (int64_t j = 0; j < run; ++j)
+        kb.store(acc[k * run + j], a.partialOut,
+                 kb.add(kb.mul(row, d), kb.add(channel, kb.i32(j))));
     });
   }
   kb.ifThen(kb.lt(tid, gqa), [&] {

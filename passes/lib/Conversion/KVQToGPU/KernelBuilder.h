@@ -93,6 +93,12 @@ public:
   /// Loads `width` (1, 4 or 8) consecutive f16/bf16 elements with one
   /// 16/64/128-bit access; `index` must be a multiple of `width`.
   SmallVector<Value> loadHalves(Value memref, Value index, int64_t width);
+  /// Four consecutive f32 of a shared-memory buffer with one 128-bit
+  /// access (LDS.128); `index` must be a multiple of 4.
+  SmallVector<Value> loadShared4(Value memref, Value index);
+  /// Stores four f32 values at `index` (a multiple of 4) with one 128-bit
+  /// access (STS.128).
+  void storeShared4(ArrayRef<Value> values, Value memref, Value index);
 
   //===--- control flow ---------------------------------------------===//
   using LoopBody = std::function<void(Value iv)>;
