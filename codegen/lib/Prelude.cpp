@@ -56,6 +56,16 @@ __device__ __forceinline__ int kvq_word(int2 v, int k) { return k == 0 ? v.x : v
 __device__ __forceinline__ int kvq_word(int4 v, int k) {
   return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
 }
+// (a & b) | c as one LOP3 (ptxas leaves an AND and an OR when unpacking).
+__device__ __forceinline__ int kvq_and_or(int a, int b, int c) {
+#ifdef __CUDA_ARCH__
+  int r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+#else
+  return (a & b) | c;
+#endif
+}
 // Four floats as one 128-bit shared-memory value, and lane k of one.
 __device__ __forceinline__ float4 kvq_float4(float a, float b, float c, float d) {
   float4 v;

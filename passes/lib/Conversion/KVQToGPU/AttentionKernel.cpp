@@ -107,11 +107,18 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
       Value row = kb.add(kb.mul(headRow, bodyCapacity), kb.add(t0, t));
       SmallVector<Value> loaded = kb.loadWords(
           words, kb.add(kb.mul(row, kb.i32(wordsPerRow)), w0), vectorWords);
+      // w0 is a multiple of vectorWords and both it and the words of a
+      // group are powers of two: a group spans whole vectors or a vector
+      // whole groups. Load each group's scale (and zero) once.
+      int64_t wordsPerGroup = group / perWord;
+      Value firstGroup = kb.div(w0, kb.i32(wordsPerGroup));
+      Value scale, zero;
       for (auto [k, word] : llvm::enumerate(loaded)) {
         Value w = kb.add(w0, kb.i32(k));
-        Value groupIndex = kb.div(w, kb.i32(group / perWord));
-        auto [scale, zero] = scaleAndZero(
-            kb.add(kb.mul(row, kb.i32(s.headDim / group)), groupIndex));
+        if (int64_t(k) % wordsPerGroup == 0)
+          std::tie(scale, zero) = scaleAndZero(
+              kb.add(kb.mul(row, kb.i32(s.headDim / group)),
+                     kb.add(firstGroup, kb.i32(int64_t(k) / wordsPerGroup))));
         Value base =
             kb.add(kb.mul(t, kb.i32(rowStride)), kb.mul(w, kb.i32(perWord)));
         SmallVector<Value> codes;
