@@ -28,22 +28,28 @@ namespace cl = llvm::cl;
 using namespace kvq;
 
 namespace {
+cl::OptionCategory toolCategory("kvq-cache options");
 cl::opt<std::string> command(cl::Positional, cl::Required,
-                             cl::desc("list|show|verify|prune|clear|warm"));
-cl::opt<std::string> argument(cl::Positional, cl::init(""), cl::desc("[key]"));
-cl::opt<std::string> cacheDir("dir", cl::desc("Cache directory"), cl::init(""));
+                             cl::desc("list|show|verify|prune|clear|warm"),
+                             cl::cat(toolCategory));
+cl::opt<std::string> argument(cl::Positional, cl::init(""), cl::desc("[key]"),
+                              cl::cat(toolCategory));
+cl::opt<std::string> cacheDir("dir", cl::desc("Cache directory"), cl::init(""),
+                              cl::cat(toolCategory));
 cl::opt<unsigned> maxMegabytes("max-mb", cl::desc("Size bound for prune"),
-                               cl::init(1024));
-cl::list<std::string> specs("spec", cl::desc("Kernel spec to warm"));
+                               cl::init(1024), cl::cat(toolCategory));
+cl::list<std::string> specs("spec", cl::desc("Kernel spec to warm"),
+                            cl::cat(toolCategory));
 cl::opt<std::string> model("model",
                            cl::desc("Model shape to warm (see --list-models)"),
-                           cl::init(""));
-cl::list<std::string> presets("preset", cl::desc("Cache preset(s) to warm"));
+                           cl::init(""), cl::cat(toolCategory));
+cl::list<std::string> presets("preset", cl::desc("Cache preset(s) to warm"),
+                              cl::cat(toolCategory));
 cl::opt<std::string> backendName("backend",
                                  cl::desc("cuda (default) or emulator"),
-                                 cl::init("cuda"));
+                                 cl::init("cuda"), cl::cat(toolCategory));
 cl::opt<std::string> arch("arch", cl::desc("Target arch for cuda"),
-                          cl::init("sm_90"));
+                          cl::init("sm_90"), cl::cat(toolCategory));
 
 int fail(const llvm::Twine &message) {
   llvm::errs() << "kvq-cache: " << message << "\n";
@@ -124,6 +130,8 @@ int warm(const std::string &dir) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // --help lists this tool's options, not every LLVM library's.
+  cl::HideUnrelatedOptions(toolCategory);
   cl::ParseCommandLineOptions(argc, argv, "kvq kernel cache tool\n");
   std::string dir = cacheDir.empty() ? cache::defaultCacheDir() : cacheDir;
   if (command == "warm")

@@ -30,17 +30,23 @@ using namespace kvq;
 
 namespace {
 
+cl::OptionCategory toolCategory("kvq-demo options");
 cl::opt<std::string> backendText("backend", cl::init("auto"),
-                                 cl::desc("auto, cuda or emulator"));
+                                 cl::desc("auto, cuda or emulator"),
+                                 cl::cat(toolCategory));
 cl::opt<std::string> modelName("model", cl::init("llama-2-7b"),
-                               cl::desc("Model shape"));
+                               cl::desc("Model shape"), cl::cat(toolCategory));
 cl::opt<std::string> presetName("preset", cl::init("kivi2"),
-                                cl::desc("Cache preset"));
+                                cl::desc("Cache preset"),
+                                cl::cat(toolCategory));
 cl::opt<int> prefillTokens("prefill", cl::init(512),
-                           cl::desc("Prompt tokens per sequence"));
-cl::opt<int> decodeSteps("steps", cl::init(5), cl::desc("Decode steps"));
+                           cl::desc("Prompt tokens per sequence"),
+                           cl::cat(toolCategory));
+cl::opt<int> decodeSteps("steps", cl::init(5), cl::desc("Decode steps"),
+                         cl::cat(toolCategory));
 cl::opt<int> layersOverride("layers", cl::init(0),
-                            cl::desc("Layers (0: the model's)"));
+                            cl::desc("Layers (0: the model's)"),
+                            cl::cat(toolCategory));
 
 using Clock = std::chrono::steady_clock;
 double msSince(Clock::time_point t) {
@@ -205,6 +211,8 @@ double normwise(const std::vector<float> &a, const std::vector<float> &b) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // --help lists this tool's options, not every LLVM library's.
+  cl::HideUnrelatedOptions(toolCategory);
   cl::ParseCommandLineOptions(argc, argv, "kvq demo: a quantized KV cache\n");
   std::optional<ModelShape> model = findModel(modelName);
   if (!model)

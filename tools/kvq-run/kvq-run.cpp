@@ -20,15 +20,21 @@ namespace cl = llvm::cl;
 using namespace kvq;
 
 namespace {
+cl::OptionCategory toolCategory("kvq-run options");
 cl::opt<std::string> specText("spec", cl::Required,
                               cl::desc("Attention spec, e.g. \"attention "
-                                       "k=2c32 v=2t32 d=128 hq=32 hkv=8\""));
+                                       "k=2c32 v=2t32 d=128 hq=32 hkv=8\""),
+                              cl::cat(toolCategory));
 cl::opt<std::string> backendText("backend", cl::init("auto"),
-                                 cl::desc("auto, cuda or emulator"));
-cl::opt<int> batch("batch", cl::init(1), cl::desc("Sequences"));
+                                 cl::desc("auto, cuda or emulator"),
+                                 cl::cat(toolCategory));
+cl::opt<int> batch("batch", cl::init(1), cl::desc("Sequences"),
+                   cl::cat(toolCategory));
 cl::opt<int> tokens("tokens", cl::init(512),
-                    cl::desc("Quantized tokens per sequence"));
-cl::opt<unsigned> seed("seed", cl::init(1), cl::desc("Data seed"));
+                    cl::desc("Quantized tokens per sequence"),
+                    cl::cat(toolCategory));
+cl::opt<unsigned> seed("seed", cl::init(1), cl::desc("Data seed"),
+                       cl::cat(toolCategory));
 
 int fail(const llvm::Twine &message) {
   llvm::errs() << "kvq-run: " << message << "\n";
@@ -38,6 +44,8 @@ int fail(const llvm::Twine &message) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // --help lists this tool's options, not every LLVM library's.
+  cl::HideUnrelatedOptions(toolCategory);
   cl::ParseCommandLineOptions(argc, argv, "kvq: run one configuration\n");
   AttentionWorkload w;
   if (auto error = parseKernelSpec(specText, w.spec))

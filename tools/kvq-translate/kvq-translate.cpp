@@ -26,12 +26,14 @@ namespace cl = llvm::cl;
 namespace {
 enum class Output { Cuda, Ptx, Cubin, Stats, Stage };
 
+cl::OptionCategory toolCategory("kvq-translate options");
 cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir>"),
-                               cl::init("-"));
+                               cl::init("-"), cl::cat(toolCategory));
 cl::opt<std::string>
     specText("spec",
              cl::desc("Generate from a kernel spec instead of a file, e.g. "
-                      "\"attention k=2c32 v=2t32 d=128 hq=32 hkv=8\""));
+                      "\"attention k=2c32 v=2t32 d=128 hq=32 hkv=8\""),
+             cl::cat(toolCategory));
 cl::opt<Output> output(
     "to", cl::desc("What to produce"), cl::init(Output::Cuda),
     cl::values(clEnumValN(Output::Cuda, "cuda", "CUDA C++ (default)"),
@@ -40,16 +42,19 @@ cl::opt<Output> output(
                clEnumValN(Output::Stats, "stats",
                           "ptxas statistics per kernel"),
                clEnumValN(Output::Stage, "stage",
-                          "the IR after one pipeline stage (--stage)")));
+                          "the IR after one pipeline stage (--stage)")),
+    cl::cat(toolCategory));
 cl::opt<std::string> stage("stage",
                            cl::desc("kvq, planned, gpu or emitc (--to=stage)"),
-                           cl::init("gpu"));
+                           cl::init("gpu"), cl::cat(toolCategory));
 cl::opt<std::string> arch("arch", cl::desc("Target arch (sm_80, sm_90, ...)"),
-                          cl::init("sm_90"));
+                          cl::init("sm_90"), cl::cat(toolCategory));
 cl::opt<bool> selfContained(
     "self-contained",
-    cl::desc("Inline the device prelude so nvcc can compile the output"));
-cl::opt<std::string> outputFile("o", cl::desc("Output file"), cl::init("-"));
+    cl::desc("Inline the device prelude so nvcc can compile the output"),
+    cl::cat(toolCategory));
+cl::opt<std::string> outputFile("o", cl::desc("Output file"), cl::init("-"),
+                                cl::cat(toolCategory));
 
 int fail(const llvm::Twine &message) {
   llvm::errs() << "kvq-translate: " << message << "\n";
@@ -59,6 +64,8 @@ int fail(const llvm::Twine &message) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // --help lists this tool's options, not every LLVM library's.
+  cl::HideUnrelatedOptions(toolCategory);
   cl::ParseCommandLineOptions(
       argc, argv, "kvq IR or kernel spec -> CUDA C++, PTX, CUBIN\n");
   kvq::Generator generator;
