@@ -337,6 +337,9 @@ private:
                         Context &c, const QuantizedBody *body,
                         DeviceBuffers &mem);
   llvm::Error cacheStep();
+  /// Prepares `spec`, gives `call` a workspace, and times the call.
+  llvm::Expected<Timing> timeAttention(const KernelSpec &spec,
+                                       AttentionCall &call, DeviceBuffers &mem);
 
   Runtime &runtime;
   llvm::raw_ostream &os;
@@ -582,19 +585,7 @@ llvm::Error Suite::attention(const std::string &label, const KernelSpec &spec,
   call.bodyCapacity = c.capacity;
   call.sinkCapacity = kSink;
   call.residualCapacity = kResidual;
-  llvm::Expected<std::shared_ptr<const CompiledKernels>> kernels =
-      runtime.prepare(spec);
-  if (!kernels)
-    return kernels.takeError();
-  llvm::Expected<void *> workspace = mem.make(
-      nullptr, attentionWorkspaceBytes(spec, (*kernels)->source, call));
-  if (!workspace)
-    return workspace.takeError();
-  call.workspace = *workspace;
-
-  Timer timer(runtime, mem);
-  llvm::Expected<Timing> time =
-      timer.measure([&] { return runtime.attention(spec, call); });
+  llvm::Expected<Timing> time = timeAttention(spec, call, mem);
   if (!time)
     return time.takeError();
   std::vector<uint16_t> result(q.size());
@@ -628,6 +619,22 @@ llvm::Error Suite::attention(const std::string &label, const KernelSpec &spec,
       "  {0,-15} batch {1,3} tokens {2,7} gqa {3}: {4,9:F1} us  check {5:e}\n",
       label, c.batch, c.tokens, row.gqa, time->medianMs * 1e3, *error);
   return llvm::Error::success();
+}
+
+llvm::Expected<Timing> Suite::timeAttention(const KernelSpec &spec,
+                                            AttentionCall &call,
+                                            DeviceBuffers &mem) {
+  llvm::Expected<std::shared_ptr<const CompiledKernels>> kernels =
+      runtime.prepare(spec); // compiled outside the timed runs
+  if (!kernels)
+    return kernels.takeError();
+  llvm::Expected<void *> workspace = mem.make(
+      nullptr, attentionWorkspaceBytes(spec, (*kernels)->source, call));
+  if (!workspace)
+    return workspace.takeError();
+  call.workspace = *workspace;
+  Timer timer(runtime, mem);
+  return timer.measure([&] { return runtime.attention(spec, call); });
 }
 
 /// Decode steps of a QuantizedKVCache (public API): per layer, one token
@@ -754,18 +761,7 @@ llvm::Error Suite::cacheStep() {
         call.bodyCapacity = body;
         call.sinkCapacity = kSink;
         call.residualCapacity = kResidual;
-        llvm::Expected<std::shared_ptr<const CompiledKernels>> kernels =
-            runtime.prepare(dense);
-        if (!kernels)
-          return kernels.takeError();
-        llvm::Expected<void *> w =
-            make(attentionWorkspaceBytes(dense, (*kernels)->source, call));
-        if (!w)
-          return w.takeError();
-        call.workspace = *w;
-        Timer timer(runtime, mem);
-        llvm::Expected<Timing> fp16 =
-            timer.measure([&] { return runtime.attention(dense, call); });
+        llvm::Expected<Timing> fp16 = timeAttention(dense, call, mem);
         if (!fp16)
           return fp16.takeError();
         os << llvm::formatv("| {0} | {1} | {2} | {3:F3} | {4:F1} | {5:F1} |\n",

@@ -124,7 +124,12 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     func::ReturnOp::create(b, loc, x);
     break;
   }
-  case ::kvq::KernelKind::Attention: {
+  case ::kvq::KernelKind::Attention:
+  case ::kvq::KernelKind::DenseAttention: {
+    // Quantized: dequantize(K), dequantize(V) feeding kvq.attention, which
+    // kvq-fuse folds into kvq.quantized_attention. Dense: kvq.attention over
+    // the fp16/bf16 tensors themselves, which lowers to the dense kernel.
+    bool dense = spec.kind == ::kvq::KernelKind::DenseAttention;
     SchemeAttr value = toAttr(context, spec.value);
     int64_t hq = spec.queryHeads, hkv = spec.kvHeads;
     QuantizedTypes kt = quantizedTypes(key, hkv, d);
@@ -132,12 +137,17 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     auto query = tensorOf({kDyn, hq, d}, half);
     auto segment = tensorOf({kDyn, hkv, kDyn, d}, half);
     auto lengths = tensorOf({kDyn, 3}, b.getI32Type());
-    SmallVector<Type> inputs = {query, kt.words, kt.scales};
-    if (key.hasZeroPoints())
-      inputs.push_back(kt.scales);
-    inputs.append({vt.words, vt.scales});
-    if (value.hasZeroPoints())
-      inputs.push_back(vt.scales);
+    SmallVector<Type> inputs = {query};
+    if (dense) {
+      inputs.append({segment, segment});
+    } else {
+      inputs.append({kt.words, kt.scales});
+      if (key.hasZeroPoints())
+        inputs.push_back(kt.scales);
+      inputs.append({vt.words, vt.scales});
+      if (value.hasZeroPoints())
+        inputs.push_back(vt.scales);
+    }
     if (spec.sink)
       inputs.append({segment, segment});
     if (spec.residual)
@@ -147,46 +157,18 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     auto args = func.getArguments();
     unsigned i = 0;
     Value q = args[i++];
-    Value kw = args[i++], ks = args[i++];
-    Value kz = key.hasZeroPoints() ? Value(args[i++]) : Value();
-    Value vw = args[i++], vs = args[i++];
-    Value vz = value.hasZeroPoints() ? Value(args[i++]) : Value();
-    Value sk, sv, rk, rv;
-    if (spec.sink) {
-      sk = args[i++];
-      sv = args[i++];
+    Value k, v;
+    if (dense) {
+      k = args[i++];
+      v = args[i++];
+    } else {
+      Value kw = args[i++], ks = args[i++];
+      Value kz = key.hasZeroPoints() ? Value(args[i++]) : Value();
+      Value vw = args[i++], vs = args[i++];
+      Value vz = value.hasZeroPoints() ? Value(args[i++]) : Value();
+      k = DequantizeOp::create(b, loc, segment, kw, ks, kz, key);
+      v = DequantizeOp::create(b, loc, segment, vw, vs, vz, value);
     }
-    if (spec.residual) {
-      rk = args[i++];
-      rv = args[i++];
-    }
-    Value lens = args[i++];
-    auto dense = tensorOf({kDyn, hkv, kDyn, d}, half);
-    Value k = DequantizeOp::create(b, loc, dense, kw, ks, kz, key);
-    Value v = DequantizeOp::create(b, loc, dense, vw, vs, vz, value);
-    float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    Value out = AttentionOp::create(b, loc, query, q, k, v, sk, sv, rk, rv,
-                                    lens, b.getF32FloatAttr(scale));
-    func::ReturnOp::create(b, loc, out);
-    break;
-  }
-  case ::kvq::KernelKind::DenseAttention: {
-    // kvq.attention over the fp16/bf16 tensors themselves: no dequantize
-    // for kvq-fuse to fold, so it lowers to the dense kernel.
-    int64_t hq = spec.queryHeads, hkv = spec.kvHeads;
-    auto query = tensorOf({kDyn, hq, d}, half);
-    auto kv = tensorOf({kDyn, hkv, kDyn, d}, half);
-    auto lengths = tensorOf({kDyn, 3}, b.getI32Type());
-    SmallVector<Type> inputs = {query, kv, kv};
-    if (spec.sink)
-      inputs.append({kv, kv});
-    if (spec.residual)
-      inputs.append({kv, kv});
-    inputs.push_back(lengths);
-    auto func = makeFunc(inputs, {query});
-    auto args = func.getArguments();
-    unsigned i = 0;
-    Value q = args[i++], k = args[i++], v = args[i++];
     Value sk, sv, rk, rv;
     if (spec.sink) {
       sk = args[i++];
