@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KVQ_BUILD_DIR:-$root/build}
 
 "$root/scripts/setup.sh"
-"$root/scripts/build.sh" kvq kvq-opt kvq-translate kvq-cache kvq-run kvq-demo kvq-eval kvq-unit-tests kvq-compile-tests kvq-numerics-tests kvq-cache-tests
+"$root/scripts/build.sh" kvq-test-depends  # every binary the suite runs (test/CMakeLists.txt)
 
 status=0
 format=ok
