@@ -158,7 +158,7 @@ llvm::Expected<KernelLaunch> kvq::planQuantize(const KernelSpec &spec,
   const GeneratedKernel *k = findKernel(source, "quantize");
   if (spec.kind != KernelKind::Quantize || !k)
     return Problem() << "'" << spec.canonical() << "' is not a quantize spec";
-  if (llvm::Error e = checkPointer("input", c.input, 2))
+  if (llvm::Error e = checkPointer("input", c.input, halfAlignment(*k)))
     return std::move(e);
   if (llvm::Error e = checkQuantizedPointers(spec, c.words, c.scales, c.zeros))
     return std::move(e);

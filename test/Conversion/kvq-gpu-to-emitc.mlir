@@ -6,8 +6,8 @@
 // CHECK-LABEL: emitc.func @kvq_quant_4t64_d128_f16(%{{.*}}: !emitc.ptr<!emitc.opaque<"__half">>, %{{.*}}: !emitc.ptr<i32>
 // CHECK-SAME: specifiers = ["extern \22C\22 __global__", "__launch_bounds__(128)"]
 // CHECK: literal "(int)threadIdx.x" : i32
-// CHECK: call_opaque "KVQ_LDG"(%{{.*}}, %{{.*}}) {args = [0 : i32, 0 : index, 1 : index]}
-// CHECK: call_opaque "KVQ_LDG"(%{{.*}}, %{{.*}}) {args = [1 : i32, 0 : index, 1 : index]}
+// CHECK: call_opaque "KVQ_LDG4"(%{{.*}}, %{{.*}}) {args = [0 : i32, 0 : index, 1 : index]} {{.*}} -> !emitc.opaque<"int4">
+// CHECK: call_opaque "kvq_f16"
 // CHECK: call_opaque "__shfl_xor_sync"(%{{.*}}, %{{.*}}) {args = [#emitc.opaque<"0xffffffffu">, 0 : index, 1 : index]}
 // CHECK: call_opaque "rintf"
 // CHECK: call_opaque "kvq_shl"

@@ -66,3 +66,12 @@ func.func @bad_half_vector(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks
       : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
   return %o : tensor<?x4x64xf16>
 }
+
+// -----
+
+func.func @quantize_half_vector_wider_than_a_word(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x32xi32> {
+  // expected-error @+1 {{'kvq.quantize' op plan: half_vector must be 1, 4 or 8 and divide head_dim (128) and the codes of a word (4), got 8}}
+  %w, %s, %z = kvq.quantize %x scheme <bits = 8, group = 64, axis = token> {plan = {half_vector = 8 : i32}}
+      : tensor<?x?x?x128xf16> -> tensor<?x?x?x32xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
+  return %w : tensor<?x?x?x32xi32>
+}

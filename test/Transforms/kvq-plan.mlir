@@ -1,11 +1,12 @@
 // RUN: kvq-opt %s --kvq-plan --split-input-file | FileCheck %s --check-prefix=SM90
 // RUN: kvq-opt %s --kvq-plan=arch=sm_80 --split-input-file | FileCheck %s --check-prefix=SM80
 
-// Quantize: 4 warps, each a row at a time.
+// Quantize: 4 warps, each a row at a time; a token-axis lane reads its
+// word's 8 halves with one 128-bit load.
 // SM90-LABEL: func.func @quantize
-// SM90: kvq.quantize {{.*}} {plan = {arch = "sm_90", threads = 128 : i32}}
+// SM90: kvq.quantize {{.*}} {plan = {arch = "sm_90", half_vector = 8 : i32, threads = 128 : i32}}
 // SM80-LABEL: func.func @quantize
-// SM80: {plan = {arch = "sm_80", threads = 128 : i32}}
+// SM80: {plan = {arch = "sm_80", half_vector = 8 : i32, threads = 128 : i32}}
 func.func @quantize(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
   %w, %s, %z = kvq.quantize %x scheme <bits = 4, group = 64, axis = token>
       : tensor<?x?x?x128xf16> -> tensor<?x?x?x16xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>

@@ -165,7 +165,29 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
     plan.set("arch", builder.getStringAttr(arch));
     // Quantize: 4 warps, each a row at a time; dequantize: a word a thread.
     int64_t threads = plan.getOrSet("threads", isa<QuantizeOp>(op) ? 128 : 256);
+    // Token-axis quantize: each lane reads the halves of whole words, so
+    // up to a word's codes (and at most 8, 128 bits) per load.
+    auto quantize = dyn_cast<QuantizeOp>(op);
+    int64_t halfVector = 1, codesPerWord = 1, headDim = 0;
+    if (quantize && quantize.getScheme().getAxis() == Axis::token) {
+      codesPerWord = quantize.getScheme().codesPerWord();
+      headDim = cast<RankedTensorType>(quantize.getInput().getType())
+                    .getShape()
+                    .back();
+      halfVector = plan.getOrSet("half_vector",
+                                 std::min(widestHalfVector(headDim),
+                                          std::min<int64_t>(8, codesPerWord)));
+    }
     plan.commit();
+    if (halfVector != 1 &&
+        ((halfVector != 4 && halfVector != 8) || headDim % halfVector ||
+         codesPerWord % halfVector)) {
+      op->emitOpError(
+          "plan: half_vector must be 1, 4 or 8 and divide head_dim (")
+          << headDim << ") and the codes of a word (" << codesPerWord
+          << "), got " << halfVector;
+      return false;
+    }
     return succeeded(checkThreads(op, threads));
   }
 

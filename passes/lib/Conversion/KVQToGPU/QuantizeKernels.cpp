@@ -181,7 +181,7 @@ TokenAxisMapping mapTokenAxis(SchemeAttr scheme, int64_t headDim) {
 
 void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                             int64_t headDim, int64_t threads,
-                            ArrayRef<Value> args) {
+                            int64_t halfVector, ArrayRef<Value> args) {
   Value input = args[0], words = args[1], scales = args[2];
   Value zeros = scheme.hasZeroPoints() ? args[3] : Value();
   ArrayRef<Value> dims = args.take_back(5);
@@ -216,13 +216,15 @@ void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
       // Lanes past the row's end form whole groups of their own: they load
       // a clamped (in-bounds) element and never store.
       Value active = kb.lt(firstWord, kb.i32(m.wordsPerRow));
+      // `halfVector` halves per load (128-bit for 8); inactive lanes read
+      // the row's start instead (in bounds, aligned, never stored).
+      Value start =
+          kb.select(active, kb.mul(firstWord, kb.i32(perWord)), kb.i32(0));
       SmallVector<Value> values;
-      for (int64_t e = 0; e < m.wordsPerLane * perWord; ++e) {
-        Value channel =
-            kb.min(kb.add(kb.mul(firstWord, kb.i32(perWord)), kb.i32(e)),
-                   kb.i32(headDim - 1));
-        values.push_back(kb.toF32(kb.load(input, kb.add(inBase, channel))));
-      }
+      for (int64_t e = 0; e < m.wordsPerLane * perWord; e += halfVector)
+        for (Value x : kb.loadHalves(
+                 input, kb.add(inBase, kb.add(start, kb.i32(e))), halfVector))
+          values.push_back(kb.toF32(x));
       auto [lo, hi] = localRange(kb, scheme, values);
       for (int64_t offset = 1; offset < m.lanesPerGroup; offset *= 2) {
         hi = kb.fmax(hi, kb.shuffleXor(hi, offset));
@@ -392,10 +394,15 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
   SmallVector<Value> values(func.getArguments());
-  if (scheme.getAxis() == Axis::token)
-    buildTokenAxisQuantize(kb, scheme, headDim, k->threads, values);
-  else
+  if (scheme.getAxis() == Axis::token) {
+    FailureOr<int64_t> halfVector = getPlanInt(op, "half_vector");
+    if (failed(halfVector))
+      return failure();
+    buildTokenAxisQuantize(kb, scheme, headDim, k->threads, *halfVector,
+                           values);
+  } else {
     buildChannelAxisQuantize(kb, scheme, headDim, k->threads, values);
+  }
   return success();
 }
 
