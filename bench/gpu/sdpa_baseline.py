@@ -26,7 +26,8 @@ def main():
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--max-batch-tokens", type=int, default=1 << 20)
     p.add_argument("--iterations", type=int, default=20)
-    a = p.parse_args()
+    # The shape options kvq-gpu-bench shares; its other options are ignored.
+    a, _ = p.parse_known_args()
 
     dev = torch.device("cuda")
     props = torch.cuda.get_device_properties(dev)
