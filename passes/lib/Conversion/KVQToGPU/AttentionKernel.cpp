@@ -8,8 +8,11 @@
 //      memory (fp16 sink/residual tiles are converted the same way);
 //   2. scores: one thread per (query head, token) dots q with K;
 //   3. softmax: one warp per query head updates the running max and sum;
-//   4. P·V: each thread accumulates its (query head, channel) outputs in
-//      registers.
+//   4. P·V: each thread accumulates a run of (query head, channel) outputs
+//      in registers.
+// With head_dim a multiple of 4 every tile access moves 4 floats
+// (LDS.128/STS.128): the kernels are bound by instruction issue, not
+// bandwidth, once the KV cache is 2-4 bits (bench/README.md).
 // The last split handles the fp16 sink and residual tokens, so a launch
 // covers the whole sequence; a small combine kernel merges the splits by
 // log-sum-exp.
@@ -584,20 +587,42 @@ LogicalResult buildAttention(const AttentionOpView &view,
           SmallVector<Value> scaled;
           for (int64_t j = 0; j < run; ++j)
             scaled.push_back(kb.fmul(carried[k * run + j], correction));
-          SmallVector<Value> updated = kb.forLoop(
-              zero, valid, kb.i32(1), scaled,
-              [&](Value t, ValueRange sum) -> SmallVector<Value> {
-                Value p =
-                    kb.load(smem.probs, kb.add(kb.mul(head, tileTokens), t));
-                Value at = kb.add(kb.mul(t, d), channel);
-                SmallVector<Value> v =
-                    run == 4 ? kb.loadShared4(smem.values, at)
-                             : SmallVector<Value>{kb.load(smem.values, at)};
-                SmallVector<Value> out;
-                for (int64_t j = 0; j < run; ++j)
-                  out.push_back(kb.fadd(sum[j], kb.fmul(p, v[j])));
-                return out;
-              });
+          // acc += p[t] * V[t] for one token, tokens in order.
+          auto accumulate = [&](ValueRange sum, Value p, Value t) {
+            Value at = kb.add(kb.mul(t, d), channel);
+            SmallVector<Value> v =
+                run == 4 ? kb.loadShared4(smem.values, at)
+                         : SmallVector<Value>{kb.load(smem.values, at)};
+            SmallVector<Value> out;
+            for (int64_t j = 0; j < run; ++j)
+              out.push_back(kb.fadd(sum[j], kb.fmul(p, v[j])));
+            return out;
+          };
+          Value probs = kb.mul(head, tileTokens);
+          SmallVector<Value> updated = scaled;
+          Value scalarFrom = zero;
+          if (s.vectorTiles()) {
+            // Whole groups of 4 tokens take their probabilities with one
+            // LDS.128 (the row of a head starts 16-byte aligned).
+            scalarFrom = kb.mul(kb.div(valid, kb.i32(4)), kb.i32(4));
+            updated =
+                kb.forLoop(zero, scalarFrom, kb.i32(4), updated,
+                           [&](Value t, ValueRange sum) -> SmallVector<Value> {
+                             SmallVector<Value> p =
+                                 kb.loadShared4(smem.probs, kb.add(probs, t));
+                             SmallVector<Value> acc(sum.begin(), sum.end());
+                             for (int64_t j = 0; j < 4; ++j)
+                               acc =
+                                   accumulate(acc, p[j], kb.add(t, kb.i32(j)));
+                             return acc;
+                           });
+          }
+          updated =
+              kb.forLoop(scalarFrom, valid, kb.i32(1), updated,
+                         [&](Value t, ValueRange sum) -> SmallVector<Value> {
+                           return accumulate(
+                               sum, kb.load(smem.probs, kb.add(probs, t)), t);
+                         });
           for (int64_t j = 0; j < run; ++j)
             next.push_back(
                 kb.select(inRange, updated[j], carried[k * run + j]));
