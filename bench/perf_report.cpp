@@ -149,8 +149,9 @@ double attentionBytes(const Contender &c, const ModelShape &m, double tokens) {
 /// sequence, from the SASS: the streaming loops once per 16 bytes they load
 /// (quantized K and V loops load one 128-bit vector an iteration, the fp16
 /// loop one of K and one of V), plus the 2 x gqa x head_dim FMAs every token
-/// needs (scores and P.V) at the instructions per FMA of the cheapest
-/// compute loop - an optimistic bound. Nothing without SASS.
+/// needs (scores and P.V) at the compute loops' instructions per FMA,
+/// averaged over their FFMAs (static counts: unrolled main loops dominate,
+/// remainder loops weigh in a little). Nothing without SASS.
 std::optional<double> attentionInstructions(const Contender &c,
                                             const ModelShape &m,
                                             const sass::Function &code,
@@ -165,10 +166,12 @@ std::optional<double> attentionInstructions(const Contender &c,
       fp16Loop = std::max<double>(fp16Loop, loop.instructions);
     }
   }
-  double perFma = 0;
-  for (const sass::Loop &loop : code.computeLoops)
-    if (perFma == 0 || loop.instructionsPerFma() < perFma)
-      perFma = loop.instructionsPerFma();
+  double computeInstructions = 0, computeFmas = 0;
+  for (const sass::Loop &loop : code.computeLoops) {
+    computeInstructions += loop.instructions;
+    computeFmas += loop.ffmas;
+  }
+  double perFma = computeFmas ? computeInstructions / computeFmas : 0;
   if (perFma == 0 || fp16Loop == 0 || (c.preset && quantizedLoops == 0))
     return std::nullopt;
   double d = m.headDim, gqa = double(m.queryHeads) / m.kvHeads;
@@ -300,8 +303,8 @@ void printIssueAwareProjection(Generator &generator) {
   std::printf(
       "Per layer and sequence: the bandwidth time of projection 1, and the "
       "thread-instructions the SASS implies (streaming loops per 16 bytes "
-      "loaded + 2 x gqa x head_dim FMAs per token at the cheapest compute "
-      "loop's instructions per FMA, an optimistic bound) over %.1f T "
+      "loaded + 2 x gqa x head_dim FMAs per token at the compute loops' "
+      "instructions per FMA, FFMA-weighted) over %.1f T "
       "thread-instructions/s. `B`: bandwidth-bound, `I`: issue-bound. "
       "Latency, occupancy and launch overhead are ignored. Not measured on "
       "a GPU.\n\n",
@@ -367,10 +370,10 @@ int main() {
   printIssueAwareProjection(generator);
   std::printf(
       "\nProjection 1 assumes every kernel is bandwidth-bound; projection 2 "
-      "adds the instruction issue the generated code needs, which at 2-4 "
-      "bits is the tighter bound for kvq's current kernels (they dequantize "
-      "into shared memory and compute scores and P.V with scalar FMAs, "
-      "several instructions each). Only a GPU run (bench/gpu/run.sh) "
-      "measures which bound holds.\n");
+      "adds the instruction issue the generated code needs, which is the "
+      "tighter bound for kvq's 2-bit kernels and for GQA shapes (scores and "
+      "P.V run on CUDA-core FMAs, gqa of them per KV element; tensor cores "
+      "are the next step). Only a GPU run (bench/gpu/run.sh) measures which "
+      "bound holds.\n");
   return 0;
 }

@@ -13,9 +13,10 @@
 // CHECK: kvq_word([[W]], 0)
 // CHECK: kvq_word([[W]], 3)
 // CHECK: KVQ_STS4({{[0-9]+}}, smem_keys,
-// CHECK: // 2. scores: one thread per (query head, token)
+// CHECK: // 2. scores: one thread per (query head, tokens t and t + tile/2), q read once for both
 // CHECK: float4 [[Q:v[0-9]+]] = KVQ_LDS4({{[0-9]+}}, smem_q,
-// CHECK: float4 [[K:v[0-9]+]] = KVQ_LDS4({{[0-9]+}}, smem_keys,
+// CHECK: float4 [[K0:v[0-9]+]] = KVQ_LDS4({{[0-9]+}}, smem_keys,
+// CHECK: float4 [[K1:v[0-9]+]] = KVQ_LDS4({{[0-9]+}}, smem_keys,
 // CHECK: // 3. online softmax: one warp per query head
 // CHECK: __shfl_xor_sync(0xffffffffu, {{.*}}, 16)
 // CHECK: __expf(

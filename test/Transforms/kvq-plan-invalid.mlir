@@ -75,3 +75,15 @@ func.func @quantize_half_vector_wider_than_a_word(%x: tensor<?x?x?x128xf16>) -> 
       : tensor<?x?x?x128xf16> -> tensor<?x?x?x32xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
   return %w : tensor<?x?x?x32xi32>
 }
+
+// -----
+
+func.func @bad_scores_per_thread(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tensor<?x4x?x2xf16>, %vw: tensor<?x4x?x8xi32>, %vs: tensor<?x4x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op plan: scores_per_thread must be 1, or 2 when head_dim is a multiple of 4, got 3}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) scale 0.125 {plan = {scores_per_thread = 3 : i32}}
+      : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}

@@ -19,7 +19,7 @@ func.func @quantize(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
 // budget, 32-token tiles do; 128-bit loads for both packed layouts.
 // SM90-LABEL: func.func @attention
 // SM90: kvq.quantized_attention
-// SM90-SAME: plan = {arch = "sm_90", half_vector = 8 : i32, key_vector_words = 4 : i32, min_tokens_per_split = 128 : i32, shared_bytes = 35888 : i32, sm_count = 132 : i32, threads = 128 : i32, tile_tokens = 32 : i32, value_vector_words = 4 : i32}
+// SM90-SAME: plan = {arch = "sm_90", half_vector = 8 : i32, key_vector_words = 4 : i32, min_tokens_per_split = 128 : i32, scores_per_thread = 2 : i32, shared_bytes = 35888 : i32, sm_count = 132 : i32, threads = 128 : i32, tile_tokens = 32 : i32, value_vector_words = 4 : i32}
 // SM80-LABEL: func.func @attention
 // SM80: kvq.quantized_attention
 // SM80-SAME: sm_count = 108 : i32

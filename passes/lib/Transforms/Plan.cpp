@@ -231,6 +231,11 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
                               widestVector(valueScheme, headDim));
     int64_t halfVector =
         plan.getOrSet("half_vector", widestHalfVector(headDim));
+    // Scores for two tokens per thread share each q load; past head_dim 128
+    // the unrolled pair needs more registers than ptxas keeps (spills at
+    // head_dim 256, GQA 8 on sm_90).
+    int64_t scoresPerThread = plan.getOrSet(
+        "scores_per_thread", headDim % 4 == 0 && headDim <= 128 ? 2 : 1);
     int64_t shared = attentionSharedBytes(headDim, gqa, tile);
     plan.set("shared_bytes", builder.getI32IntegerAttr(shared));
     plan.commit();
@@ -259,6 +264,12 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
       op->emitOpError("plan: half_vector must be 1, 4 or 8 and divide "
                       "head_dim (")
           << headDim << "), got " << halfVector;
+      return false;
+    }
+    if (scoresPerThread != 1 && (scoresPerThread != 2 || headDim % 4 != 0)) {
+      op->emitOpError("plan: scores_per_thread must be 1, or 2 when head_dim "
+                      "is a multiple of 4, got ")
+          << scoresPerThread;
       return false;
     }
     if (tile < 16 || tile % 16 != 0) {

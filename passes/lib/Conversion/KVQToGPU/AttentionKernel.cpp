@@ -6,7 +6,7 @@
 //   1. stage: threads read consecutive packed words (coalesced), unpack and
 //      dequantize them in registers, and write fp32 K and V tiles to shared
 //      memory (fp16 sink/residual tiles are converted the same way);
-//   2. scores: one thread per (query head, token) dots q with K;
+//   2. scores: one thread per (query head, token pair) dots q with K;
 //   3. softmax: one warp per query head updates the running max and sum;
 //   4. P·V: each thread accumulates a run of (query head, channel) outputs
 //      in registers.
@@ -55,7 +55,8 @@ struct AttentionShape {
   SchemeAttr keyScheme, valueScheme;
   int64_t headDim, gqa, threads, tile;
   Type half;
-  int64_t halfVector; ///< halves per fp16 load (plan: half_vector)
+  int64_t halfVector;      ///< halves per fp16 load (plan: half_vector)
+  int64_t scoresPerThread; ///< tokens a thread scores (plan: 1 or 2)
   int64_t keyStride() const { return attentionKeyStride(headDim); }
   /// Tiles read and written 4 floats at a time (AttentionTiles.h).
   bool vectorTiles() const { return attentionTilesVectorized(headDim); }
@@ -250,7 +251,9 @@ LogicalResult buildAttention(const AttentionOpView &view,
   FailureOr<int64_t> threads = getPlanInt(op, "threads");
   FailureOr<int64_t> tile = getPlanInt(op, "tile_tokens");
   FailureOr<int64_t> halfVector = getPlanInt(op, "half_vector");
-  if (failed(threads) || failed(tile) || failed(halfVector))
+  FailureOr<int64_t> scoresPerThread = getPlanInt(op, "scores_per_thread");
+  if (failed(threads) || failed(tile) || failed(halfVector) ||
+      failed(scoresPerThread))
     return failure();
   FailureOr<int64_t> keyVector = int64_t(1), valueVector = int64_t(1);
   if (!dense) {
@@ -267,7 +270,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
                    *threads,
                    *tile,
                    queryType.getElementType(),
-                   *halfVector};
+                   *halfVector,
+                   *scoresPerThread};
   bool hasSink = view.hasSink;
   bool hasResidual = view.hasResidual;
   MLIRContext *ctx = op->getContext();
@@ -503,39 +507,79 @@ LogicalResult buildAttention(const AttentionOpView &view,
             })[0];
         kb.barrier();
 
-        kb.comment("2. scores: one thread per (query head, token)");
-        kb.forLoop(tid, kb.mul(gqa, tileTokens), step, [&](Value i) {
-          Value head = kb.div(i, tileTokens);
-          Value t = kb.rem(i, tileTokens);
-          Value score = kb.ifElse(
-              kb.lt(t, valid), {kb.f32Type()},
-              [&]() -> SmallVector<Value> {
-                Value qBase = kb.mul(head, d);
-                Value kBase = kb.mul(t, kb.i32(s.keyStride()));
-                if (s.vectorTiles()) // 4 channels per LDS.128, in order
+        if (s.scoresPerThread == 2) {
+          kb.comment("2. scores: one thread per (query head, tokens t and "
+                     "t + tile/2), q read once for both");
+          // Rows t and t + tile/2 keep a quarter-warp's K rows on distinct
+          // banks (AttentionTiles.h); tokens past `valid` score -inf.
+          Value half = kb.i32(s.tile / 2);
+          Value stride = kb.i32(s.keyStride());
+          kb.forLoop(tid, kb.mul(gqa, half), step, [&](Value i) {
+            Value head = kb.div(i, half);
+            Value t0 = kb.rem(i, half);
+            Value t1 = kb.add(t0, half);
+            Value qBase = kb.mul(head, d);
+            Value k0 = kb.mul(t0, stride);
+            // Row t1 as a constant offset from row t0's element, so both
+            // loads share one address register.
+            Value rowGap = kb.i32(s.tile / 2 * s.keyStride());
+            SmallVector<Value> dots =
+                kb.forLoop(zero, d, kb.i32(4), {kb.f32(0.0), kb.f32(0.0)},
+                           [&](Value c, ValueRange sum) -> SmallVector<Value> {
+                             SmallVector<Value> qv =
+                                 kb.loadShared4(smem.q, kb.add(qBase, c));
+                             SmallVector<Value> a =
+                                 kb.loadShared4(smem.keys, kb.add(k0, c));
+                             SmallVector<Value> b = kb.loadShared4(
+                                 smem.keys, kb.add(kb.add(k0, c), rowGap));
+                             Value s0 = sum[0], s1 = sum[1];
+                             for (int j = 0; j < 4; ++j) {
+                               s0 = kb.fadd(s0, kb.fmul(qv[j], a[j]));
+                               s1 = kb.fadd(s1, kb.fmul(qv[j], b[j]));
+                             }
+                             return {s0, s1};
+                           });
+            Value row = kb.mul(head, tileTokens);
+            kb.store(kb.select(kb.lt(t0, valid), dots[0], kb.negInf()),
+                     smem.probs, kb.add(row, t0));
+            kb.store(kb.select(kb.lt(t1, valid), dots[1], kb.negInf()),
+                     smem.probs, kb.add(row, t1));
+          });
+        } else {
+          kb.comment("2. scores: one thread per (query head, token)");
+          kb.forLoop(tid, kb.mul(gqa, tileTokens), step, [&](Value i) {
+            Value head = kb.div(i, tileTokens);
+            Value t = kb.rem(i, tileTokens);
+            Value score = kb.ifElse(
+                kb.lt(t, valid), {kb.f32Type()},
+                [&]() -> SmallVector<Value> {
+                  Value qBase = kb.mul(head, d);
+                  Value kBase = kb.mul(t, kb.i32(s.keyStride()));
+                  if (s.vectorTiles()) // 4 channels per LDS.128, in order
+                    return kb.forLoop(
+                        zero, d, kb.i32(4), {kb.f32(0.0)},
+                        [&](Value c, ValueRange sum) -> SmallVector<Value> {
+                          SmallVector<Value> qv =
+                              kb.loadShared4(smem.q, kb.add(qBase, c));
+                          SmallVector<Value> kv =
+                              kb.loadShared4(smem.keys, kb.add(kBase, c));
+                          Value total = sum[0];
+                          for (int j = 0; j < 4; ++j)
+                            total = kb.fadd(total, kb.fmul(qv[j], kv[j]));
+                          return {total};
+                        });
                   return kb.forLoop(
-                      zero, d, kb.i32(4), {kb.f32(0.0)},
+                      zero, d, kb.i32(1), {kb.f32(0.0)},
                       [&](Value c, ValueRange sum) -> SmallVector<Value> {
-                        SmallVector<Value> qv =
-                            kb.loadShared4(smem.q, kb.add(qBase, c));
-                        SmallVector<Value> kv =
-                            kb.loadShared4(smem.keys, kb.add(kBase, c));
-                        Value total = sum[0];
-                        for (int j = 0; j < 4; ++j)
-                          total = kb.fadd(total, kb.fmul(qv[j], kv[j]));
-                        return {total};
+                        Value qv = kb.load(smem.q, kb.add(qBase, c));
+                        Value kv = kb.load(smem.keys, kb.add(kBase, c));
+                        return {kb.fadd(sum[0], kb.fmul(qv, kv))};
                       });
-                return kb.forLoop(
-                    zero, d, kb.i32(1), {kb.f32(0.0)},
-                    [&](Value c, ValueRange sum) -> SmallVector<Value> {
-                      Value qv = kb.load(smem.q, kb.add(qBase, c));
-                      Value kv = kb.load(smem.keys, kb.add(kBase, c));
-                      return {kb.fadd(sum[0], kb.fmul(qv, kv))};
-                    });
-              },
-              [&]() -> SmallVector<Value> { return {kb.negInf()}; })[0];
-          kb.store(score, smem.probs, i);
-        });
+                },
+                [&]() -> SmallVector<Value> { return {kb.negInf()}; })[0];
+            kb.store(score, smem.probs, i);
+          });
+        }
         kb.barrier();
 
         kb.comment("3. online softmax: one warp per query head");
