@@ -155,16 +155,17 @@ struct Timing {
 
 /// Median of `iterations` timed runs of `work` after `warmup` untimed ones,
 /// each preceded by a write of 2x L2 (cuda) so the data comes from DRAM.
+/// One per run: its two flush buffers live as long as it does.
 class Timer {
 public:
-  Timer(Runtime &runtime, DeviceBuffers &buffers) : runtime(runtime) {
+  explicit Timer(Runtime &runtime) : runtime(runtime), scratch(runtime) {
     if (std::optional<cuda::DeviceInfo> device = runtime.device()) {
       flushBytes = std::max<size_t>(2 * size_t(device->l2Bytes), 64u << 20);
-      if (llvm::Expected<void *> a = buffers.make(nullptr, flushBytes))
+      if (llvm::Expected<void *> a = scratch.make(nullptr, flushBytes))
         scratchA = *a;
       else
         llvm::consumeError(a.takeError());
-      if (llvm::Expected<void *> b = buffers.make(nullptr, flushBytes))
+      if (llvm::Expected<void *> b = scratch.make(nullptr, flushBytes))
         scratchB = *b;
       else
         llvm::consumeError(b.takeError());
@@ -192,6 +193,7 @@ public:
 
 private:
   Runtime &runtime;
+  DeviceBuffers scratch;
   size_t flushBytes = 0;
   void *scratchA = nullptr, *scratchB = nullptr;
 };
@@ -225,7 +227,8 @@ struct Row {
 
 class Suite {
 public:
-  Suite(Runtime &runtime, llvm::raw_ostream &os) : runtime(runtime), os(os) {}
+  Suite(Runtime &runtime, llvm::raw_ostream &os)
+      : runtime(runtime), os(os), timer(runtime) {}
 
   llvm::Error run();
 
@@ -234,8 +237,7 @@ private:
   llvm::Expected<QuantizedBody> quantizeBody(const CachePreset &preset,
                                              Context &c, DeviceBuffers &mem);
   llvm::Error attention(const std::string &label, const KernelSpec &spec,
-                        Context &c, const QuantizedBody *body,
-                        DeviceBuffers &mem);
+                        Context &c, const QuantizedBody *body);
   llvm::Error cacheStep();
   /// Prepares `spec`, gives `call` a workspace, and times the call.
   llvm::Expected<Timing> timeAttention(const KernelSpec &spec,
@@ -243,6 +245,7 @@ private:
 
   Runtime &runtime;
   llvm::raw_ostream &os;
+  Timer timer;
   std::vector<std::string> presets;
   std::vector<int> gqas;
   std::vector<Row> rows;
@@ -367,7 +370,7 @@ llvm::Error Suite::runContext(int batch, int tokens) {
                 "fp16",
                 KernelSpec::forDenseAttention(d, kvHeads * gqa, kvHeads,
                                               HalfType::F16, true, true),
-                c, nullptr, mem))
+                c, nullptr))
           return e;
       continue;
     }
@@ -382,7 +385,7 @@ llvm::Error Suite::runContext(int batch, int tokens) {
                         KernelSpec::forAttention(preset.key, preset.value, d,
                                                  kvHeads * gqa, kvHeads,
                                                  HalfType::F16, true, true),
-                        c, &*body, mem))
+                        c, &*body))
         return e;
   }
   return llvm::Error::success();
@@ -392,7 +395,6 @@ llvm::Expected<QuantizedBody>
 Suite::quantizeBody(const CachePreset &preset, Context &c, DeviceBuffers &mem) {
   QuantizedBody body;
   int d = headDim;
-  Timer timer(runtime, mem);
   double bodyMs = 0, flushUs = 0;
   for (int i = 0; i < 2; ++i) {
     const QuantScheme &s = i == 0 ? preset.key : preset.value;
@@ -450,8 +452,8 @@ Suite::quantizeBody(const CachePreset &preset, Context &c, DeviceBuffers &mem) {
 }
 
 llvm::Error Suite::attention(const std::string &label, const KernelSpec &spec,
-                             Context &c, const QuantizedBody *body,
-                             DeviceBuffers &mem) {
+                             Context &c, const QuantizedBody *body) {
+  DeviceBuffers mem(runtime); // q, output, workspace: freed on return
   int d = headDim, hq = spec.queryHeads;
   std::vector<uint16_t> q =
       kvLike(size_t(c.batch) * hq * d, d, 77 + uint64_t(hq), false);
@@ -533,7 +535,6 @@ llvm::Expected<Timing> Suite::timeAttention(const KernelSpec &spec,
   if (!workspace)
     return workspace.takeError();
   call.workspace = *workspace;
-  Timer timer(runtime, mem);
   return timer.measure([&] { return runtime.attention(spec, call); });
 }
 
