@@ -15,6 +15,7 @@
 #include "kvq/BufferSizes.h"
 #include "kvq/Codegen/Generator.h"
 #include "kvq/Runtime/Emulator.h"
+#include "kvq/Runtime/Launch.h"
 #include "kvq/Runtime/Presets.h"
 #include "kvq/Runtime/Reference.h"
 
@@ -106,62 +107,78 @@ void measure(const char *title, emu::Module &m, uint64_t tensorBytes,
   report(title, traffic, tensorBytes, seconds, threads);
 }
 
-/// One attention launch's buffers and arguments (one sequence), for a
-/// quantized or a dense spec; `minimumBytes` is what the kernel must read.
+/// One attention launch over one sequence, for a quantized or a dense spec:
+/// its buffers, and the launch Launch.h plans for them (the same arguments
+/// and geometry the runtime uses); `minimumBytes` is what it must read.
 struct AttentionSetup {
   std::vector<std::unique_ptr<Buffer>> buffers;
-  std::vector<void *> args;
-  int32_t kvHeads, capacity, sinkCap = 4, residualCap, tokensPerSplit = 256;
   int32_t lens[3];
-  float scale = 0.088f;
-  unsigned splits;
   uint64_t minimumBytes = 0;
+  KernelLaunch launch; ///< the attention kernel (the combine is not run)
 
-  AttentionSetup(const KernelSpec &s, int tokens, int residual)
-      : kvHeads(s.kvHeads), capacity(tokens),
-        residualCap(residual), lens{4, tokens, residual} {
+  AttentionSetup(const KernelSpec &s, const GeneratedSource &source, int tokens,
+                 int residual)
+      : lens{4, tokens, residual} {
     int d = s.headDim, hkv = s.kvHeads, hq = s.queryHeads;
-    splits = unsigned((tokens + tokensPerSplit - 1) / tokensPerSplit + 1);
-    // Arguments point at the buffers' pointers: reserve so they stay put.
-    buffers.reserve(20);
-    auto make = [&](size_t bytes, uint8_t fill, bool read) {
+    auto make = [&](size_t bytes, uint8_t fill, bool read) -> void * {
       buffers.push_back(std::make_unique<Buffer>(bytes, fill));
       if (read)
         minimumBytes += bytes;
-      args.push_back(&buffers.back()->p);
-      return buffers.back().get();
+      return buffers.back()->p;
     };
-    auto half = [&](size_t count, bool read) {
-      Buffer *b = make(count * 2, 0, read);
+    auto half = [&](size_t count) {
+      Buffer *b =
+          buffers.emplace_back(std::make_unique<Buffer>(count * 2)).get();
       fillHalf(*b, 0.01f);
+      minimumBytes += count * 2;
+      return b->p;
     };
-    half(size_t(hq) * d, true);                  // q
-    make(size_t(hq) * splits * d * 4, 0, false); // partial out, max, sum
-    make(size_t(hq) * splits * 4, 0, false);
-    make(size_t(hq) * splits * 4, 0, false);
+    AttentionCall c;
+    c.batch = 1;
+    c.bodyCapacity = tokens;
+    c.sinkCapacity = 4;
+    c.residualCapacity = residual;
+    c.tokensPerSplit = 256;
+    c.q = half(size_t(hq) * d);
     if (s.kind == KernelKind::DenseAttention) {
-      half(size_t(hkv) * tokens * d, true);
-      half(size_t(hkv) * tokens * d, true);
+      c.keys = half(size_t(hkv) * tokens * d);
+      c.values = half(size_t(hkv) * tokens * d);
     } else {
-      for (const QuantScheme *q : {&s.key, &s.value}) {
-        make(packedWordCount(*q, d, hkv, tokens) * 4, q == &s.key ? 0x5a : 0xa5,
-             true);
-        size_t scales = scaleCount(*q, d, hkv, tokens) * scaleBytes(*q);
-        half(scales / 2, true);
-        if (!q->symmetric)
-          half(scales / 2, true);
+      const void **words[] = {&c.keyWords, &c.valueWords};
+      const void **scales[] = {&c.keyScales, &c.valueScales};
+      const void **zeros[] = {&c.keyZeros, &c.valueZeros};
+      for (int i = 0; i < 2; ++i) {
+        const QuantScheme &q = i == 0 ? s.key : s.value;
+        *words[i] = make(packedWordCount(q, d, hkv, tokens) * 4,
+                         i == 0 ? 0x5a : 0xa5, true);
+        size_t halves = scaleCount(q, d, hkv, tokens) * scaleBytes(q) / 2;
+        *scales[i] = half(halves);
+        if (!q.symmetric)
+          *zeros[i] = half(halves);
       }
     }
-    for (int i = 0; i < 2; ++i)
-      half(size_t(hkv) * sinkCap * d, true);
-    for (int i = 0; i < 2; ++i)
-      half(size_t(hkv) * residualCap * d, true);
-    Buffer *lengths = make(sizeof lens, 0, false);
-    std::memcpy(lengths->p, lens, sizeof lens);
-    for (void *scalar :
-         {(void *)&kvHeads, (void *)&capacity, (void *)&sinkCap,
-          (void *)&residualCap, (void *)&tokensPerSplit, (void *)&scale})
-      args.push_back(scalar);
+    c.sinkKeys = half(size_t(hkv) * c.sinkCapacity * d);
+    c.sinkValues = half(size_t(hkv) * c.sinkCapacity * d);
+    c.residualKeys = half(size_t(hkv) * residual * d);
+    c.residualValues = half(size_t(hkv) * residual * d);
+    void *lengths = make(sizeof lens, 0, false);
+    std::memcpy(lengths, lens, sizeof lens);
+    c.lengths = static_cast<const int32_t *>(lengths);
+    c.hostLengths = lens;
+    c.out = make(size_t(hq) * d * 2, 0, false);
+    c.workspace = make(attentionWorkspaceBytes(s, source, c), 0, false);
+    llvm::Expected<std::vector<KernelLaunch>> launches =
+        planAttention(s, source, c);
+    if (!launches) {
+      std::fprintf(stderr, "%s\n",
+                   llvm::toString(launches.takeError()).c_str());
+      std::exit(1);
+    }
+    launch = std::move(launches->front());
+  }
+  uint64_t threads() const {
+    return uint64_t(launch.grid[0]) * launch.grid[1] * launch.grid[2] *
+           launch.block[0];
   }
 };
 
@@ -172,14 +189,12 @@ void attention(const char *spec, int tokens) {
   GeneratedSource source;
   auto m = compile(s, source);
   const GeneratedKernel &k = source.kernels[0];
-  AttentionSetup setup(s, tokens, 64);
+  AttentionSetup setup(s, source, tokens, 64);
   std::string title = std::string(k.name) + "  (" + spec + ", " +
                       std::to_string(tokens) + " quantized tokens, batch 1)";
-  uint64_t threads = uint64_t(setup.splits) * s.kvHeads * k.threads;
-  measure(title.c_str(), *m, setup.minimumBytes, threads,
+  measure(title.c_str(), *m, setup.minimumBytes, setup.threads(),
           [&](emu::Module &mod, const emu::LaunchOptions &o) {
-            return mod.launch(k.name, {setup.splits, unsigned(s.kvHeads), 1},
-                              {unsigned(k.threads)}, setup.args, o);
+            return mod.launch(setup.launch, o);
           });
 }
 
@@ -210,12 +225,10 @@ void decodeStepTable(const char *modelName, int tokens) {
     GeneratedSource source;
     auto m = compile(spec, source);
     const GeneratedKernel &k = source.kernels[0];
-    AttentionSetup setup(spec, tokens, 128);
+    AttentionSetup setup(spec, source, tokens, 128);
     emu::LaunchOptions traced;
     traced.traceTraffic = true;
-    if (llvm::Error e =
-            m->launch(k.name, {setup.splits, unsigned(spec.kvHeads), 1},
-                      {unsigned(k.threads)}, setup.args, traced)) {
+    if (llvm::Error e = m->launch(setup.launch, traced)) {
       std::fprintf(stderr, "%s\n", llvm::toString(std::move(e)).c_str());
       std::exit(1);
     }
@@ -238,30 +251,29 @@ void quantize(const char *spec, int rows, int tokens) {
   auto m = compile(s, source);
   const GeneratedKernel &k = source.kernels[0];
   int d = s.headDim;
-  int g = s.key.group ? s.key.group : d;
-  bool token = s.key.axis == QuantScheme::Axis::Token;
   Buffer in(size_t(rows) * tokens * d * 2);
   std::mt19937 rng(1);
   auto *h = static_cast<uint16_t *>(in.p);
   std::normal_distribution<float> normal;
   for (size_t i = 0; i < in.bytes / 2; ++i)
     h[i] = ref::toHalfBits(normal(rng), HalfType::F16);
-  size_t nScales =
-      token ? size_t(rows) * tokens * (d / g) : size_t(rows) * tokens / g * d;
-  Buffer words(size_t(rows) * tokens * d * s.key.bits / 8), scales(nScales * 2),
-      zeros(nScales * 2);
-  int r = rows, t = tokens, inTokens = tokens, outTokens = tokens, offset = 0;
-  std::vector<void *> args = {&in.p, &words.p, &scales.p};
-  if (!s.key.symmetric)
-    args.push_back(&zeros.p);
-  args.insert(args.end(), {&r, &t, &inTokens, &outTokens, &offset});
-  unsigned grid = token ? unsigned((size_t(rows) * tokens + 3) / 4)
-                        : unsigned((size_t(rows) * tokens / g * d + 127) / 128);
+  size_t scales = scaleCount(s.key, d, rows, tokens) * scaleBytes(s.key);
+  Buffer words(packedWordCount(s.key, d, rows, tokens) * 4),
+      scaleBuffer(scales), zeros(scales);
+  QuantizeCall call{in.p,   words.p, scaleBuffer.p, zeros.p, rows,
+                    tokens, tokens,  tokens,        0};
+  llvm::Expected<KernelLaunch> launch = planQuantize(s, source, call);
+  if (!launch) {
+    std::fprintf(stderr, "%s\n", llvm::toString(launch.takeError()).c_str());
+    std::exit(1);
+  }
   std::string title = std::string(k.name) + "  (" + std::to_string(rows) +
                       " rows x " + std::to_string(tokens) + " tokens)";
-  measure(title.c_str(), *m, in.bytes, uint64_t(grid) * 128,
+  uint64_t threads = uint64_t(launch->grid[0]) * launch->grid[1] *
+                     launch->grid[2] * launch->block[0];
+  measure(title.c_str(), *m, in.bytes, threads,
           [&](emu::Module &mod, const emu::LaunchOptions &o) {
-            return mod.launch(k.name, {grid}, {128}, args, o);
+            return mod.launch(*launch, o);
           });
 }
 

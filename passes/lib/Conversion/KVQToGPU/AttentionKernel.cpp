@@ -109,7 +109,7 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
       Value t = kb.div(i, kb.i32(vectorsPerRow));
       Value w0 = kb.mul(kb.rem(i, kb.i32(vectorsPerRow)), kb.i32(vectorWords));
       Value row = kb.add(kb.mul(headRow, bodyCapacity), kb.add(t0, t));
-      SmallVector<Value> loaded = kb.loadWords(
+      SmallVector<Value> loaded = kb.loadVector(
           words, kb.add(kb.mul(row, kb.i32(wordsPerRow)), w0), vectorWords);
       // w0 is a multiple of vectorWords and both it and the words of a
       // group are powers of two: a group spans whole vectors or a vector
@@ -146,7 +146,7 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
         kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(perWord))),
                kb.add(kb.div(t0, kb.i32(perWord)), wordRow));
     SmallVector<Value> loaded =
-        kb.loadWords(words, kb.add(kb.mul(globalRow, d), c0), vectorWords);
+        kb.loadVector(words, kb.add(kb.mul(globalRow, d), c0), vectorWords);
     Value firstToken = kb.mul(wordRow, kb.i32(perWord));
     Value scaleRow =
         kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(group))),
@@ -188,8 +188,8 @@ void stageHalf(KernelBuilder &kb, const AttentionShape &s,
     Value channel = kb.mul(kb.rem(i, runsPerRow), kb.i32(width));
     Value index = kb.add(
         kb.mul(kb.add(kb.mul(headRow, capacity), kb.add(t0, t)), d), channel);
-    SmallVector<Value> k = kb.loadHalves(keys, index, width);
-    SmallVector<Value> v = kb.loadHalves(values, index, width);
+    SmallVector<Value> k = kb.loadVector(keys, index, width);
+    SmallVector<Value> v = kb.loadVector(values, index, width);
     SmallVector<Value> kf, vf;
     for (int64_t j = 0; j < width; ++j) {
       kf.push_back(kb.toF32(k[j]));

@@ -173,9 +173,10 @@ void KernelBuilder::store(Value value, Value memref, Value index) {
   memref::StoreOp::create(b, value, memref, ValueRange{idx});
 }
 
-/// `width` consecutive elements of `memref` with one vector.load.
-static SmallVector<Value> loadVector(ImplicitLocOpBuilder &b, Value memref,
-                                     Value index, int64_t width) {
+SmallVector<Value> KernelBuilder::loadVector(Value memref, Value index,
+                                             int64_t width) {
+  if (width == 1)
+    return {load(memref, index)};
   Value idx = arith::IndexCastOp::create(b, b.getIndexType(), index);
   auto element = cast<MemRefType>(memref.getType()).getElementType();
   auto type = VectorType::get({width}, element);
@@ -186,22 +187,8 @@ static SmallVector<Value> loadVector(ImplicitLocOpBuilder &b, Value memref,
   return elements;
 }
 
-SmallVector<Value> KernelBuilder::loadWords(Value memref, Value index,
-                                            int64_t width) {
-  if (width == 1)
-    return {load(memref, index)};
-  return loadVector(b, memref, index, width);
-}
-
-SmallVector<Value> KernelBuilder::loadHalves(Value memref, Value index,
-                                             int64_t width) {
-  if (width == 1)
-    return {load(memref, index)};
-  return loadVector(b, memref, index, width);
-}
-
 SmallVector<Value> KernelBuilder::loadShared4(Value memref, Value index) {
-  return loadVector(b, memref, index, 4);
+  return loadVector(memref, index, 4);
 }
 
 void KernelBuilder::storeShared4(ArrayRef<Value> values, Value memref,

@@ -87,12 +87,10 @@ public:
   //===--- memory (1-D memrefs, global or shared) ------------------===//
   Value load(Value memref, Value index);
   void store(Value value, Value memref, Value index);
-  /// Loads `width` (1, 2 or 4) consecutive i32 words starting at `index`
-  /// with one 32/64/128-bit access; `index` must be a multiple of `width`.
-  SmallVector<Value> loadWords(Value memref, Value index, int64_t width);
-  /// Loads `width` (1, 4 or 8) consecutive f16/bf16 elements with one
-  /// 16/64/128-bit access; `index` must be a multiple of `width`.
-  SmallVector<Value> loadHalves(Value memref, Value index, int64_t width);
+  /// Loads `width` consecutive elements starting at `index` with one
+  /// access (`index` a multiple of `width`): i32 words 1, 2 or 4 (up to 128
+  /// bits), f16/bf16 1, 4 or 8 (up to 128 bits), shared f32 4 (LDS.128).
+  SmallVector<Value> loadVector(Value memref, Value index, int64_t width);
   /// Four consecutive f32 of a shared-memory buffer with one 128-bit
   /// access (LDS.128); `index` must be a multiple of 4.
   SmallVector<Value> loadShared4(Value memref, Value index);

@@ -222,7 +222,7 @@ void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
           kb.select(active, kb.mul(firstWord, kb.i32(perWord)), kb.i32(0));
       SmallVector<Value> values;
       for (int64_t e = 0; e < m.wordsPerLane * perWord; e += halfVector)
-        for (Value x : kb.loadHalves(
+        for (Value x : kb.loadVector(
                  input, kb.add(inBase, kb.add(start, kb.i32(e))), halfVector))
           values.push_back(kb.toF32(x));
       auto [lo, hi] = localRange(kb, scheme, values);
