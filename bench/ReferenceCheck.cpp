@@ -8,23 +8,16 @@
 
 using namespace kvq;
 
-/// Runs `spec` over `call` on the reference backend for the sequences
-/// `check` (copied back from the device) and returns the largest normwise
-/// error of `output` (the device's [batch, hq, d] result) against it.
-llvm::Expected<double> kvq::checkAgainstReference(
-    Runtime &device, const KernelSpec &spec, const AttentionCall &call,
-    const std::vector<int> &check, const std::vector<uint16_t> &out) {
-  RuntimeOptions options;
-  options.backend = Backend::Reference;
-  options.diskCache = false;
-  llvm::Expected<std::unique_ptr<Runtime>> reference = Runtime::create(options);
-  if (!reference)
-    return reference.takeError();
+llvm::Expected<double>
+kvq::checkAgainstReference(Runtime &device, Runtime &reference,
+                           const KernelSpec &spec, const AttentionCall &call,
+                           const std::vector<int> &check,
+                           const std::vector<uint16_t> &out) {
   int d = spec.headDim, hq = spec.queryHeads, hkv = spec.kvHeads;
   bool dense = spec.kind == KernelKind::DenseAttention;
   double worst = 0;
   for (int b : check) {
-    DeviceBuffers host(**reference);
+    DeviceBuffers host(reference);
     // Copies `count` elements of `size` bytes starting at element
     // `first` of a device array into reference-backend memory.
     auto slice = [&](const void *base, size_t first, size_t count,
@@ -95,7 +88,7 @@ llvm::Expected<double> kvq::checkAgainstReference(
     if (!result)
       return result.takeError();
     r.out = *result;
-    if (llvm::Error e = (*reference)->attention(spec, r))
+    if (llvm::Error e = reference.attention(spec, r))
       return std::move(e);
     std::vector<float> got, expected;
     const uint16_t *want = static_cast<const uint16_t *>(r.out);

@@ -19,10 +19,11 @@
 namespace kvq {
 
 /// Runs `spec` over the sequences `check` of `call` (device memory of
-/// `device`) on the reference backend and returns the largest normwise
-/// error of `output`, the device's [batch, query heads, head_dim] result,
-/// against it.
+/// `device`) on `reference` (a reference-backend runtime) and returns the
+/// largest normwise error of `out`, the device's [batch, query heads,
+/// head_dim] result, against it.
 llvm::Expected<double> checkAgainstReference(Runtime &device,
+                                             Runtime &reference,
                                              const KernelSpec &spec,
                                              const AttentionCall &call,
                                              const std::vector<int> &check,

@@ -222,13 +222,13 @@ struct Row {
   int batch, tokens, gqa;
   Timing time;
   double bytes = 0, error = 0;
-  bool checked = false, ok = false;
+  bool ok = false;
 };
 
 class Suite {
 public:
-  Suite(Runtime &runtime, llvm::raw_ostream &os)
-      : runtime(runtime), os(os), timer(runtime) {}
+  Suite(Runtime &runtime, Runtime &reference, llvm::raw_ostream &os)
+      : runtime(runtime), reference(reference), os(os), timer(runtime) {}
 
   llvm::Error run();
 
@@ -244,6 +244,7 @@ private:
                                        AttentionCall &call, DeviceBuffers &mem);
 
   Runtime &runtime;
+  Runtime &reference; ///< checks every attention result
   llvm::raw_ostream &os;
   Timer timer;
   std::vector<std::string> presets;
@@ -505,10 +506,9 @@ llvm::Error Suite::attention(const std::string &label, const KernelSpec &spec,
   if (c.batch > 1)
     check.push_back(c.batch - 1);
   llvm::Expected<double> error =
-      checkAgainstReference(runtime, spec, call, check, result);
+      checkAgainstReference(runtime, reference, spec, call, check, result);
   if (!error)
     return error.takeError();
-  row.checked = true;
   row.error = *error;
   row.ok = *error <= kTolerance;
   if (!row.ok)
@@ -541,10 +541,7 @@ llvm::Expected<Timing> Suite::timeAttention(const KernelSpec &spec,
 /// Decode steps of a QuantizedKVCache (public API): per layer, one token
 /// appended to every sequence, then one attend for the batch.
 llvm::Error Suite::cacheStep() {
-  std::optional<ModelShape> model = findModel(cacheModel);
-  if (!model)
-    return problem("unknown model '" + cacheModel +
-                   "' (known: " + knownModels() + ")");
+  std::optional<ModelShape> model = findModel(cacheModel); // checked in main
   int layers = smoke ? 2 : model->layers;
   int steps = smoke ? 2 : 16;
   os << "\n## QuantizedKVCache decode step (" << model->name << ", " << layers
@@ -713,14 +710,39 @@ int main(int argc, char **argv) {
                  << backendText << "'\n";
     return 2;
   }
+  // Shapes are checked before anything runs, as the kernels would check
+  // them (head_dim, kv heads), and so is the cache step's model.
+  if (kvHeads <= 0 || headDim <= 0) {
+    llvm::errs() << "kvq-gpu-bench: --kv-heads and --head-dim must be "
+                    "positive, got "
+                 << kvHeads << " and " << headDim << "\n";
+    return 2;
+  }
+  if (auto problem = KernelSpec::forDenseAttention(headDim, kvHeads, kvHeads,
+                                                   HalfType::F16, true, true)
+                         .validate()) {
+    llvm::errs() << "kvq-gpu-bench: " << *problem << "\n";
+    return 2;
+  }
+  if (!findModel(cacheModel)) {
+    llvm::errs() << "kvq-gpu-bench: unknown --cache-model '" << cacheModel
+                 << "' (known: " << knownModels() << ")\n";
+    return 2;
+  }
   RuntimeOptions options;
   options.backend = *backend;
   llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
-  if (!runtime) {
-    llvm::errs() << "kvq-gpu-bench: " << llvm::toString(runtime.takeError())
-                 << "\n";
-    return 1;
-  }
+  RuntimeOptions referenceOptions;
+  referenceOptions.backend = Backend::Reference;
+  referenceOptions.diskCache = false;
+  llvm::Expected<std::unique_ptr<Runtime>> reference =
+      Runtime::create(referenceOptions);
+  for (auto *r : {&runtime, &reference})
+    if (!*r) {
+      llvm::errs() << "kvq-gpu-bench: " << llvm::toString(r->takeError())
+                   << "\n";
+      return 1;
+    }
   std::error_code ec;
   llvm::raw_fd_ostream file(outPath, ec);
   if (ec) {
@@ -742,7 +764,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < argc; ++i)
     file << " " << argv[i];
   file << "\n\n";
-  Suite suite(**runtime, file);
+  Suite suite(**runtime, **reference, file);
   if (llvm::Error e = suite.run()) {
     file.flush();
     llvm::errs() << "kvq-gpu-bench: " << llvm::toString(std::move(e)) << "\n";
