@@ -13,6 +13,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvq/Runtime/Jit.h"
 #include "kvq/Runtime/Runtime.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -37,7 +38,7 @@ std::string cacheDir() {
 }
 
 std::unique_ptr<Runtime> makeRuntime() {
-  RuntimeOptions options;
+  RuntimeOptions options = jit::options();
   options.backend = Backend::Cuda;
   options.compileOnly = true; // no driver here; measures the cache itself
   options.cacheDir = cacheDir();

@@ -22,11 +22,14 @@
 #include "ReferenceCheck.h"
 
 #include "kvq/BufferSizes.h"
-#include "kvq/Codegen/Generator.h"
+#include "kvq/Codegen/GeneratedSource.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Presets.h"
 #include "kvq/Runtime/Reference.h"
 #include "kvq/Runtime/Runtime.h"
+#ifdef KVQ_WITH_JIT
+#include "kvq/Runtime/Jit.h"
+#endif
 #include "kvq/Runtime/Workload.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -96,6 +99,15 @@ cl::opt<std::string> outPath("out", cl::init("-"),
                              cl::cat(category));
 
 constexpr int kSink = 4, kResidual = 128;
+
+/// `options` with the JIT compiler in the JIT build; unchanged in the
+/// runtime-only build, which serves prebuilt kernels only.
+RuntimeOptions withCompiler(RuntimeOptions options) {
+#ifdef KVQ_WITH_JIT
+  options = jit::options(options);
+#endif
+  return options;
+}
 constexpr double kTolerance = 2e-3; // normwise, as the numerics tests
 
 std::vector<int> parseList(const std::string &text, const char *what) {
@@ -729,20 +741,30 @@ int main(int argc, char **argv) {
                  << "' (known: " << knownModels() << ")\n";
     return 2;
   }
-  RuntimeOptions options;
+  // The JIT build compiles what it cannot find; the runtime-only build
+  // (the GPU bundle's) serves the bundle's kernels only.
+  RuntimeOptions options = withCompiler(RuntimeOptions());
   options.backend = *backend;
   llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
-  RuntimeOptions referenceOptions;
+  if (!runtime) {
+    llvm::errs() << "kvq-gpu-bench: " << llvm::toString(runtime.takeError())
+                 << "\n";
+    return 1;
+  }
+  // The reference validates calls against the launch plan of the cuda
+  // kernels for the same arch.
+  RuntimeOptions referenceOptions = withCompiler(RuntimeOptions());
   referenceOptions.backend = Backend::Reference;
-  referenceOptions.diskCache = false;
+  referenceOptions.arch = (*runtime)->backend() == Backend::Cuda
+                              ? (*runtime)->arch()
+                              : std::string("sm_90");
   llvm::Expected<std::unique_ptr<Runtime>> reference =
       Runtime::create(referenceOptions);
-  for (auto *r : {&runtime, &reference})
-    if (!*r) {
-      llvm::errs() << "kvq-gpu-bench: " << llvm::toString(r->takeError())
-                   << "\n";
-      return 1;
-    }
+  if (!reference) {
+    llvm::errs() << "kvq-gpu-bench: " << llvm::toString(reference.takeError())
+                 << "\n";
+    return 1;
+  }
   std::error_code ec;
   llvm::raw_fd_ostream file(outPath, ec);
   if (ec) {

@@ -8,8 +8,10 @@
 
 #include "kvq/kvq.h"
 
+#include "ContextCompiler.h"
+#include "kvq/Cache/Bundle.h"
 #include "kvq/Runtime/CudaDriver.h"
-#include "kvq/Runtime/NVRTC.h"
+#include "kvq/Runtime/KernelCompiler.h"
 #include "kvq/Runtime/Runtime.h"
 
 using namespace kvq;
@@ -42,6 +44,14 @@ Status toStatus(llvm::Error error,
         code = StatusCode::CompileFailed;
         message = e.message();
       },
+      [&](const MissingKernelError &e) {
+        code = StatusCode::MissingKernel;
+        message = e.message();
+      },
+      [&](const cache::BundleError &e) {
+        code = StatusCode::BadBundle;
+        message = e.message();
+      },
       [&](const llvm::ErrorInfoBase &e) { message = e.message(); });
   return Status(code, message);
 }
@@ -69,6 +79,8 @@ std::unique_ptr<Context> Context::create(const ContextOptions &options,
   runtimeOptions.arch = options.arch;
   runtimeOptions.cacheDir = options.cacheDir;
   runtimeOptions.diskCache = options.diskCache;
+  runtimeOptions.bundle = options.bundle;
+  runtimeOptions.compiler = contextCompiler();
   llvm::Expected<std::unique_ptr<Runtime>> runtime =
       Runtime::create(runtimeOptions);
   if (!runtime) {
@@ -161,5 +173,5 @@ Status Context::copyOnDevice(void *dst, const void *src, size_t bytes) {
 
 CacheStatistics Context::statistics() const {
   RuntimeStatistics s = impl->runtime->statistics();
-  return {s.compiled, s.diskHits, s.memoryHits};
+  return {s.compiled, s.diskHits, s.bundleHits, s.memoryHits};
 }

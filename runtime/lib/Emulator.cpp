@@ -12,13 +12,7 @@
 
 #include "kvq/Runtime/Emulator.h"
 
-#include "EmulatorShim.h"
-
-#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/Path.h"
-#include "llvm/Support/Program.h"
-#include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <boost/context/fiber.hpp>
@@ -373,33 +367,6 @@ void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
   }
 }
 
-std::string hexDigest(llvm::StringRef text) {
-  std::array<uint8_t, 32> hash = llvm::SHA256::hash(llvm::ArrayRef<uint8_t>(
-      reinterpret_cast<const uint8_t *>(text.data()), text.size()));
-  static const char digits[] = "0123456789abcdef";
-  std::string hex;
-  for (uint8_t byte : hash) {
-    hex += digits[byte >> 4];
-    hex += digits[byte & 15];
-  }
-  return hex;
-}
-
-std::string cudaIncludeDir() {
-  if (const char *dir = std::getenv("KVQ_CUDA_INCLUDE"))
-    return dir;
-  return KVQ_CUDA_INCLUDE_DIR;
-}
-
-llvm::Error writeFile(const std::string &path, llvm::StringRef text) {
-  std::error_code ec;
-  llvm::raw_fd_ostream os(path, ec);
-  if (ec)
-    return llvm::createStringError(ec, "cannot write " + path);
-  os << text;
-  return llvm::Error::success();
-}
-
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -439,12 +406,11 @@ struct Module::Impl {
 
 Module::~Module() = default;
 
-namespace {
-const char *hostCompiler() {
+const char *kvq::emu::hostCompiler() {
   const char *cxx = std::getenv("CXX");
   return cxx && *cxx ? cxx : "c++";
 }
-const std::vector<std::string> &hostFlags() {
+const std::vector<std::string> &kvq::emu::hostFlags() {
   static const std::vector<std::string> flags = {"-std=c++17",
                                                  "-O1",
                                                  "-fno-strict-aliasing",
@@ -455,101 +421,12 @@ const std::vector<std::string> &hostFlags() {
                                                  "-w"};
   return flags;
 }
-} // namespace
 
 std::string kvq::emu::hostCompilerIdentity() {
   std::string id = hostCompiler();
   for (const std::string &flag : hostFlags())
     id += " " + flag;
   return id;
-}
-
-llvm::Expected<std::string>
-kvq::emu::buildSharedObject(const GeneratedSource &source,
-                            const std::string &cacheDir, double *millis) {
-  if (millis)
-    *millis = 0;
-  // A trampoline per kernel turns cuLaunchKernel-style void** arguments
-  // into a typed call.
-  std::string unit = source.cuda + "\n// emulator launch trampolines\n";
-  for (const GeneratedKernel &kernel : source.kernels) {
-    unit += "extern \"C\" void kvq_emu_launch_" + kernel.name +
-            "(void **a) {\n  " + kernel.name + "(";
-    for (size_t i = 0; i < kernel.argTypes.size(); ++i)
-      unit += (i ? ", " : "") + std::string("*static_cast<") +
-              kernel.argTypes[i] + " *>(a[" + std::to_string(i) + "])";
-    unit += ");\n}\n";
-  }
-  const char *compiler = hostCompiler();
-  const std::vector<std::string> &flags = hostFlags();
-  std::string identity =
-      unit + shimSource() + devicePrelude() + hostCompilerIdentity();
-  std::string dir = cacheDir + "/" + hexDigest(identity).substr(0, 32);
-  std::string library = dir + "/kernels.so";
-
-  if (!llvm::sys::fs::exists(library)) {
-    // Several processes may compile the same kernel at once (lit runs tests
-    // in parallel): each works in its own folder and the shared object is
-    // published by an atomic rename.
-    auto start = std::chrono::steady_clock::now();
-    std::string work = dir + "/tmp." + std::to_string(getpid());
-    if (std::error_code ec = llvm::sys::fs::create_directories(work))
-      return llvm::createStringError(ec, "cannot create " + work);
-    if (llvm::Error e = writeFile(work + "/kernels.cu", unit))
-      return std::move(e);
-    if (llvm::Error e = writeFile(work + "/" + kPreludeName, devicePrelude()))
-      return std::move(e);
-    if (llvm::Error e = writeFile(work + "/kvq_emulator_shim.h", shimSource()))
-      return std::move(e);
-    llvm::ErrorOr<std::string> path = llvm::sys::findProgramByName(compiler);
-    if (!path)
-      return llvm::createStringError(path.getError(),
-                                     std::string("host compiler '") + compiler +
-                                         "' not found (set CXX)");
-    std::vector<std::string> args = {*path};
-    args.insert(args.end(), flags.begin(), flags.end());
-    args.insert(args.end(), {"-include", work + "/kvq_emulator_shim.h", "-I",
-                             work, "-I", cudaIncludeDir(), "-x", "c++",
-                             work + "/kernels.cu", "-o", work + "/kernels.so"});
-    std::vector<llvm::StringRef> argv(args.begin(), args.end());
-    std::string log = work + "/compile.log";
-    std::optional<llvm::StringRef> redirects[] = {std::nullopt, log, log};
-    std::string message;
-    int rc = llvm::sys::ExecuteAndWait(*path, argv, std::nullopt, redirects, 0,
-                                       0, &message);
-    if (rc != 0) {
-      auto text = llvm::MemoryBuffer::getFile(log);
-      return llvm::createStringError(
-          llvm::inconvertibleErrorCode(),
-          "host compiler failed on " + work + "/kernels.cu" + message + ":\n" +
-              (text ? (*text)->getBuffer().str() : std::string()));
-    }
-    // Keep the source next to the library for users who want to read it.
-    (void)llvm::sys::fs::rename(work + "/kernels.cu", dir + "/kernels.cu");
-    if (std::error_code ec =
-            llvm::sys::fs::rename(work + "/kernels.so", library))
-      return llvm::createStringError(ec, "cannot publish " + library);
-    (void)llvm::sys::fs::remove_directories(work);
-    if (millis)
-      *millis = std::chrono::duration<double, std::milli>(
-                    std::chrono::steady_clock::now() - start)
-                    .count();
-  }
-  return library;
-}
-
-llvm::Expected<std::unique_ptr<Module>>
-Module::compile(const GeneratedSource &source, const std::string &cacheDir) {
-  double millis = 0;
-  llvm::Expected<std::string> library =
-      buildSharedObject(source, cacheDir, &millis);
-  if (!library)
-    return library.takeError();
-  llvm::Expected<std::unique_ptr<Module>> module =
-      load(*library, source.kernels);
-  if (module)
-    (*module)->compileMs = millis;
-  return module;
 }
 
 llvm::Expected<std::unique_ptr<Module>>

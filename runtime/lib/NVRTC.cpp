@@ -16,23 +16,7 @@
 
 using namespace kvq;
 
-char CompileError::ID = 0;
-
-void CompileError::log(llvm::raw_ostream &os) const {
-  os << description;
-  if (!nvrtcLog.empty())
-    os << "\nnvrtc log:\n" << nvrtcLog;
-}
-
 namespace {
-
-/// The CUDA include directory (cuda_fp16.h): $KVQ_CUDA_INCLUDE, else the
-/// toolkit found at build time.
-std::string cudaIncludeDir() {
-  if (const char *dir = std::getenv("KVQ_CUDA_INCLUDE"))
-    return dir;
-  return KVQ_CUDA_INCLUDE_DIR;
-}
 
 /// Owns an nvrtcProgram.
 struct Program {
@@ -96,6 +80,12 @@ std::map<std::string, PtxasStats> kvq::parsePtxasLog(const std::string &log) {
       s.sharedBytes = std::stoi(m[1]);
   }
   return stats;
+}
+
+std::string kvq::cudaIncludeDir() {
+  if (const char *dir = std::getenv("KVQ_CUDA_INCLUDE"))
+    return dir;
+  return KVQ_CUDA_INCLUDE_DIR;
 }
 
 llvm::Expected<CompiledModule> kvq::compileCuda(const std::string &source,

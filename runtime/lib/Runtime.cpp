@@ -4,14 +4,15 @@
 #include "kvq/Runtime/Runtime.h"
 #include "kvq/BufferSizes.h"
 
+#include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/CacheKey.h"
 #include "kvq/Cache/DiskCache.h"
 #include "kvq/Cache/MemoryCache.h"
 #include "kvq/Runtime/CudaDriver.h"
 #include "kvq/Runtime/Emulator.h"
+#include "kvq/Runtime/KernelKey.h"
 #include "kvq/Runtime/Reference.h"
 
-#include "llvm/Config/llvm-config.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -27,28 +28,6 @@
 #include <unordered_map>
 
 using namespace kvq;
-
-const char *kvq::backendName(Backend backend) {
-  switch (backend) {
-  case Backend::Auto:
-    return "auto";
-  case Backend::Cuda:
-    return "cuda";
-  case Backend::Emulator:
-    return "emulator";
-  case Backend::Reference:
-    return "reference";
-  }
-  return "?";
-}
-
-std::optional<Backend> kvq::parseBackend(const std::string &name) {
-  for (Backend b :
-       {Backend::Auto, Backend::Cuda, Backend::Emulator, Backend::Reference})
-    if (name == backendName(b))
-      return b;
-  return std::nullopt;
-}
 
 struct CompiledKernels::Executable {
   std::unique_ptr<emu::Module> emulator;
@@ -134,44 +113,6 @@ parseKernels(const std::string &text) {
     kernels.push_back(std::move(k));
   }
   return kernels;
-}
-
-void dumpStages(const GeneratedSource &source,
-                const CompiledKernels &compiled) {
-  const char *dir = std::getenv("KVQ_DUMP_DIR");
-  if (!dir || !*dir || source.kernels.empty())
-    return;
-  std::string folder = std::string(dir) + "/" + source.kernels.front().name;
-  if (llvm::sys::fs::create_directories(folder))
-    return;
-  auto write = [&](const std::string &name, const std::string &text) {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(folder + "/" + name, ec);
-    if (!ec)
-      os << text;
-  };
-  const char *names[][2] = {{"kvq", "1-kvq.mlir"},
-                            {"planned", "2-planned.mlir"},
-                            {"gpu", "3-gpu.mlir"},
-                            {"emitc", "4-emitc.mlir"},
-                            {"cuda", "5-kernels.cu"}};
-  for (const auto &[stage, text] : source.stages)
-    for (const auto &n : names)
-      if (stage == n[0])
-        write(n[1], text);
-  if (!compiled.ptx.empty())
-    write("6-kernels.ptx", compiled.ptx);
-  if (!compiled.cubin.empty()) // for `cuobjdump -sass 8-kernels.cubin`
-    write("8-kernels.cubin", compiled.cubin);
-  std::string ptxas;
-  for (const auto &[name, s] : compiled.stats)
-    ptxas += name + ": registers=" + std::to_string(s.registers) +
-             " spill_stores=" + std::to_string(s.spillStoreBytes) +
-             " spill_loads=" + std::to_string(s.spillLoadBytes) +
-             " smem=" + std::to_string(s.sharedBytes) + "\n";
-  if (!ptxas.empty())
-    write("7-ptxas.txt", ptxas);
-  write("spec.txt", compiled.spec.canonical() + "\nkey " + compiled.key + "\n");
 }
 
 //===--- reference backend: the kernels' buffers as floats ---------------===//
@@ -265,27 +206,39 @@ struct Runtime::Impl {
       fast;
   std::string arch;
   cuda::Driver *driver = nullptr;
+  std::shared_ptr<const KernelCompiler> compiler;
   std::optional<cache::DiskCache> disk;
+  std::optional<cache::Bundle> bundle;
   cache::MemoryCache<CompiledKernels> memory;
-  std::atomic<uint64_t> compiled{0}, diskHits{0}, memoryHits{0};
+  std::atomic<uint64_t> compiled{0}, diskHits{0}, bundleHits{0}, memoryHits{0};
 
   cache::KeyInputs keyInputs(const KernelSpec &spec) const {
-    cache::KeyInputs in;
-    in.spec = spec.canonical();
-    in.backend = backendName(backend);
-    in.generatorVersion = kVersion;
-    in.mlirVersion = LLVM_VERSION_STRING;
-    if (backend == Backend::Emulator) {
-      in.target = "host";
-      in.compilerVersion = emu::hostCompilerIdentity();
-    } else {
-      in.target = arch;
-      in.compilerVersion = "nvrtc " + nvrtcVersionString();
-      in.options = "-std=c++17";
+    return kernelKeyInputs(spec, backend, arch);
+  }
+
+  /// A folder only this process writes, for shared objects that must be
+  /// files to be loaded (bundle hits and compiles without a disk cache).
+  llvm::Expected<std::string> privateLibrary(const CompiledKernels &k,
+                                             const std::string &bytes) {
+    llvm::SmallString<128> folder;
+    if (std::error_code ec =
+            llvm::sys::fs::createUniqueDirectory("kvq-kernels", folder))
+      return llvm::createStringError(ec, "cannot create a folder for " +
+                                             k.spec.canonical());
+    std::string path = folder.str().str() + "/kernels.so";
+    std::error_code ec;
+    llvm::raw_fd_ostream os(path, ec, llvm::sys::fs::OF_None);
+    if (!ec) {
+      os << bytes;
+      os.close();
+      if (os.has_error()) {
+        ec = os.error();
+        os.clear_error();
+      }
     }
-    if (const char *include = std::getenv("KVQ_CUDA_INCLUDE"))
-      in.environment["KVQ_CUDA_INCLUDE"] = include;
-    return in;
+    if (ec)
+      return llvm::createStringError(ec, "cannot write " + path);
+    return path;
   }
 
   /// Makes the kernels runnable on this backend from their artefacts.
@@ -309,9 +262,40 @@ struct Runtime::Impl {
     return llvm::Error::success();
   }
 
+  /// CompiledKernels from a verified cache or bundle entry; null (with
+  /// `problem` set) if its kernel metadata is unreadable.
+  std::shared_ptr<CompiledKernels> fromEntry(const KernelSpec &spec,
+                                             const cache::Entry &entry,
+                                             const char *origin,
+                                             std::string &problem) {
+    auto k = std::make_shared<CompiledKernels>();
+    k->spec = spec;
+    k->key = entry.key;
+    k->origin = origin;
+    auto field = [&](const char *name) {
+      auto it = entry.info.find(name);
+      return it == entry.info.end() ? std::string() : it->second;
+    };
+    auto file = [&](const char *name) {
+      auto it = entry.files.find(name);
+      return it == entry.files.end() ? std::string() : it->second;
+    };
+    std::optional<std::vector<GeneratedKernel>> kernels =
+        parseKernels(field("kernels"));
+    if (!kernels) {
+      problem = "entry " + entry.key + " has unreadable kernel metadata";
+      return nullptr;
+    }
+    k->source.kernels = std::move(*kernels);
+    k->source.cuda = file("kernels.cu");
+    k->ptx = file("kernels.ptx");
+    k->cubin = file("kernels.cubin");
+    return k;
+  }
+
   std::shared_ptr<const CompiledKernels> fromDisk(const KernelSpec &spec,
                                                   const std::string &key) {
-    if (!disk || alwaysCompile || backend == Backend::Reference)
+    if (!disk || alwaysCompile)
       return nullptr;
     auto start = std::chrono::steady_clock::now();
     std::string problem;
@@ -320,21 +304,13 @@ struct Runtime::Impl {
       log(problem + "; rebuilding it");
     if (!entry)
       return nullptr;
-    auto k = std::make_shared<CompiledKernels>();
-    k->spec = spec;
-    k->key = key;
-    k->origin = "disk";
-    std::optional<std::vector<GeneratedKernel>> kernels =
-        parseKernels(entry->info["kernels"]);
-    if (!kernels) {
-      log("cache entry " + key + " has unreadable kernel metadata; rebuilding");
+    std::shared_ptr<CompiledKernels> k =
+        fromEntry(spec, *entry, "disk", problem);
+    if (!k) {
+      log("cache " + problem + "; rebuilding it");
       disk->remove(key);
       return nullptr;
     }
-    k->source.kernels = std::move(*kernels);
-    k->source.cuda = entry->files["kernels.cu"];
-    k->ptx = entry->files["kernels.ptx"];
-    k->cubin = entry->files["kernels.cubin"];
     if (llvm::Error e =
             load(*k, disk->directory() + "/" + key + "/kernels.so")) {
       log("cannot load cached " + key + ": " + llvm::toString(std::move(e)));
@@ -346,66 +322,101 @@ struct Runtime::Impl {
     return k;
   }
 
+  /// The bundle was verified as a whole when the runtime was created.
+  std::shared_ptr<const CompiledKernels> fromBundle(const KernelSpec &spec,
+                                                    const std::string &key) {
+    if (!bundle || alwaysCompile)
+      return nullptr;
+    const cache::Entry *entry = bundle->find(key);
+    if (!entry)
+      return nullptr;
+    auto start = std::chrono::steady_clock::now();
+    std::string problem;
+    std::shared_ptr<CompiledKernels> k =
+        fromEntry(spec, *entry, "bundle", problem);
+    if (!k) {
+      log("bundle " + bundle->path() + ": " + problem);
+      return nullptr;
+    }
+    std::string library;
+    if (backend == Backend::Emulator && !compileOnly) {
+      auto so = entry->files.find("kernels.so");
+      llvm::Expected<std::string> path = privateLibrary(
+          *k, so == entry->files.end() ? std::string() : so->second);
+      if (!path) {
+        log(llvm::toString(path.takeError()));
+        return nullptr;
+      }
+      library = *path;
+    }
+    if (llvm::Error e = load(*k, library)) {
+      log("cannot load " + key + " from bundle " + bundle->path() + ": " +
+          llvm::toString(std::move(e)));
+      return nullptr;
+    }
+    k->diskMillis = millisSince(start);
+    ++bundleHits;
+    log("bundle hit for '" + spec.canonical() + "'");
+    return k;
+  }
+
+  llvm::Error missing(const KernelSpec &spec, const std::string &key) const {
+    std::string where = disk ? "the kernel cache at " + disk->directory()
+                             : std::string("the kernel cache (disabled)");
+    if (bundle)
+      where += " or the bundle " + bundle->path();
+    std::string target = backend == Backend::Emulator ? "emulator" : arch;
+    std::string warm =
+        "kvq-cache warm --spec=\"" + spec.canonical() + "\" " +
+        (backend == Backend::Emulator ? std::string("--backend=emulator")
+                                      : "--arch=" + arch);
+    return llvm::make_error<MissingKernelError>(
+        "no prebuilt kernel for '" + spec.canonical() + "' (" + target +
+        ", kvq " + kVersion + ", key " + key.substr(0, 16) + ") in " + where +
+        ", and this runtime has no compiler (it is the runtime-only "
+        "library). Build it where kvq's JIT is installed: " +
+        warm + " (then `kvq-cache export` to carry it in a bundle)");
+  }
+
   llvm::Expected<std::shared_ptr<const CompiledKernels>>
   compile(const KernelSpec &spec, const std::string &key,
           std::string &warning) {
+    if (!compiler)
+      return missing(spec, key);
+    llvm::Expected<CompiledArtefacts> built =
+        compiler->compile(spec, backend, arch);
+    if (!built)
+      return built.takeError();
     auto k = std::make_shared<CompiledKernels>();
     k->spec = spec;
     k->key = key;
     k->origin = "compiled";
-    Generator generator;
-    GeneratorOptions options;
-    options.arch = arch;
-    options.keepStages = std::getenv("KVQ_DUMP_DIR") != nullptr;
-    llvm::Expected<GeneratedSource> source = generator.generate(spec, options);
-    if (!source)
-      return source.takeError();
-    k->source = std::move(*source);
+    k->source = std::move(built->source);
     k->mlirMillis = k->source.mlirMillis;
     if (backend == Backend::Reference)
       return k; // validation metadata only
-
-    cache::Entry entry;
-    entry.key = key;
-    entry.files["kernels.cu"] = k->source.cuda;
-    std::string library;
-    auto start = std::chrono::steady_clock::now();
-    if (backend == Backend::Cuda) {
-      NVRTCOptions nvrtc;
-      nvrtc.arch = arch;
-      llvm::Expected<CompiledModule> module = compileCuda(
-          k->source.cuda, k->source.kernels.front().name + ".cu", nvrtc);
-      if (!module)
-        return module.takeError();
-      k->ptx = module->ptx;
-      k->cubin = module->cubin;
-      k->stats = module->stats;
-      entry.files["kernels.ptx"] = k->ptx;
-      entry.files["kernels.cubin"] = k->cubin;
-      entry.info["ptxas"] = module->log;
-    } else {
-      llvm::SmallString<128> work;
-      if (std::error_code ec =
-              llvm::sys::fs::createUniqueDirectory("kvq-build", work))
-        return llvm::createStringError(ec, "cannot create a build folder");
-      llvm::Expected<std::string> built =
-          emu::buildSharedObject(k->source, work.str().str());
-      if (!built)
-        return built.takeError();
-      library = *built;
-      auto bytes = llvm::MemoryBuffer::getFile(library, false, false);
-      if (bytes)
-        entry.files["kernels.so"] = (*bytes)->getBuffer().str();
-    }
-    k->compileMillis = millisSince(start);
-    dumpStages(k->source, *k);
+    k->ptx = std::move(built->ptx);
+    k->cubin = std::move(built->cubin);
+    k->stats = std::move(built->stats);
+    k->compileMillis = built->compileMillis;
     ++compiled;
     log("compiled '" + spec.canonical() + "' in " +
         std::to_string(int(k->mlirMillis + k->compileMillis)) + " ms");
 
+    cache::Entry entry;
+    entry.key = key;
+    entry.files["kernels.cu"] = k->source.cuda;
+    if (backend == Backend::Cuda) {
+      entry.files["kernels.ptx"] = k->ptx;
+      entry.files["kernels.cubin"] = k->cubin;
+      entry.info["ptxas"] = built->ptxasLog;
+    } else {
+      entry.files["kernels.so"] = built->sharedObject;
+    }
     entry.info["spec"] = spec.canonical();
     entry.info["kernels"] = serializeKernels(k->source.kernels);
     entry.info["key_inputs"] = cache::canonicalKeyText(keyInputs(spec));
+    std::string library;
     if (disk) {
       auto writeStart = std::chrono::steady_clock::now();
       llvm::Error stored = disk->store(entry);
@@ -419,6 +430,13 @@ struct Runtime::Impl {
       } else if (backend == Backend::Emulator) {
         library = disk->directory() + "/" + key + "/kernels.so";
       }
+    }
+    if (backend == Backend::Emulator && library.empty() && !compileOnly) {
+      llvm::Expected<std::string> path =
+          privateLibrary(*k, built->sharedObject);
+      if (!path)
+        return path.takeError();
+      library = *path;
     }
     if (llvm::Error e = load(*k, library))
       return std::move(e);
@@ -435,7 +453,8 @@ Runtime::create(const RuntimeOptions &options) {
   Impl &impl = *runtime->impl;
   Backend backend = options.backend;
   impl.compileOnly = options.compileOnly;
-  impl.alwaysCompile = envFlag("KVQ_ALWAYS_COMPILE");
+  impl.compiler = options.compiler;
+  impl.alwaysCompile = envFlag("KVQ_ALWAYS_COMPILE") && impl.compiler;
   if (options.compileOnly && backend == Backend::Auto)
     backend = Backend::Cuda; // warming the cache is for the GPU
   if ((backend == Backend::Cuda && !options.compileOnly) ||
@@ -459,7 +478,18 @@ Runtime::create(const RuntimeOptions &options) {
             ? "sm_" + std::to_string(impl.driver->device().computeCapability)
             : "sm_90";
   runtime->targetArch = impl.arch;
-  if (options.diskCache && backend != Backend::Reference) {
+  std::string bundle = options.bundle;
+  if (bundle.empty())
+    if (const char *fromEnv = std::getenv("KVQ_BUNDLE"); fromEnv && *fromEnv)
+      bundle = fromEnv;
+  if (!bundle.empty()) {
+    llvm::Expected<cache::Bundle> opened = cache::Bundle::open(bundle);
+    if (!opened)
+      return opened.takeError();
+    impl.bundle.emplace(std::move(*opened));
+    runtime->bundleFile = bundle;
+  }
+  if (options.diskCache) {
     runtime->cacheDir =
         options.cacheDir.empty() ? cache::defaultCacheDir() : options.cacheDir;
     llvm::Expected<cache::DiskCache> disk =
@@ -497,6 +527,8 @@ Runtime::prepare(const KernelSpec &spec) {
   auto create =
       [&](std::string &message) -> std::shared_ptr<const CompiledKernels> {
     if (auto hit = impl->fromDisk(spec, key))
+      return hit;
+    if (auto hit = impl->fromBundle(spec, key))
       return hit;
     llvm::Expected<std::shared_ptr<const CompiledKernels>> built =
         impl->compile(spec, key, warning);
@@ -730,7 +762,9 @@ std::optional<cuda::DeviceInfo> Runtime::device() const {
   return std::nullopt;
 }
 
+bool Runtime::canCompile() const { return impl->compiler != nullptr; }
+
 RuntimeStatistics Runtime::statistics() const {
-  return {impl->compiled.load(), impl->diskHits.load(),
+  return {impl->compiled.load(), impl->diskHits.load(), impl->bundleHits.load(),
           impl->memoryHits.load()};
 }

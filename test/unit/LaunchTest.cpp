@@ -2,6 +2,7 @@
 //-----------===//
 
 #include "kvq/Runtime/Launch.h"
+#include "kvq/Codegen/Generator.h"
 
 #include <gtest/gtest.h>
 

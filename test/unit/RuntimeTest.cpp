@@ -3,6 +3,7 @@
 
 #include "kvq/Runtime/Runtime.h"
 #include "kvq/Runtime/CudaDriver.h"
+#include "kvq/Runtime/Jit.h"
 #include "kvq/Runtime/Reference.h"
 #include "kvq/Runtime/Workload.h"
 
@@ -36,7 +37,7 @@ protected:
   }
   std::unique_ptr<Runtime> make(Backend backend = Backend::Emulator,
                                 std::string cacheDir = "") {
-    RuntimeOptions options;
+    RuntimeOptions options = jit::options();
     options.backend = backend;
     options.cacheDir = cacheDir.empty() ? root + "/cache" : cacheDir;
     llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
@@ -193,7 +194,7 @@ TEST_F(RuntimeTest, DumpDirGetsEveryStage) {
 
 TEST_F(RuntimeTest, DumpDirGetsPtxAndCubinForCuda) {
   setenv("KVQ_DUMP_DIR", (root + "/dump").c_str(), 1);
-  RuntimeOptions options;
+  RuntimeOptions options = jit::options();
   options.backend = Backend::Cuda;
   options.compileOnly = true; // no driver needed
   options.cacheDir = root + "/cache";

@@ -7,12 +7,24 @@
 //   kvq-cache clear                     remove every entry
 //   kvq-cache warm --model=llama-3-8b --preset=kivi2 [--backend=cuda]
 //   kvq-cache warm --spec="attention k=2c32 v=2t32 d=128 hq=32 hkv=8"
+//   kvq-cache warm --spec-file=specs.txt --arch=sm_80 --arch=sm_90
+//   kvq-cache export --out=kernels.kvqb --model=llama-3-8b --preset=kivi2
+//                    [--arch=sm_80 --arch=sm_90] [--backend=emulator]
+//   kvq-cache import kernels.kvqb      verify a bundle, install its entries
+//
+// warm and export take the same selection (--spec, --spec-file, --model
+// with --preset, --arch); export builds what the cache lacks, then writes
+// every selected entry into one bundle (Bundle.h) that `import`, or a
+// runtime given KVQ_BUNDLE, verifies before using a byte of it.
 //
 // The cache is $KVQ_CACHE_DIR, $XDG_CACHE_HOME/kvq or ~/.cache/kvq.
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/DiskCache.h"
+#include "kvq/Runtime/Jit.h"
+#include "kvq/Runtime/KernelKey.h"
 #include "kvq/Runtime/Presets.h"
 #include "kvq/Runtime/Runtime.h"
 
@@ -21,8 +33,14 @@
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+
 #include <chrono>
 #include <ctime>
+#include <functional>
+#include <set>
 
 namespace cl = llvm::cl;
 using namespace kvq;
@@ -30,9 +48,11 @@ using namespace kvq;
 namespace {
 cl::OptionCategory toolCategory("kvq-cache options");
 cl::opt<std::string> command(cl::Positional, cl::Required,
-                             cl::desc("list|show|verify|prune|clear|warm"),
+                             cl::desc("list|show|verify|prune|clear|warm|"
+                                      "export|import"),
                              cl::cat(toolCategory));
-cl::opt<std::string> argument(cl::Positional, cl::init(""), cl::desc("[key]"),
+cl::opt<std::string> argument(cl::Positional, cl::init(""),
+                              cl::desc("[key | bundle file]"),
                               cl::cat(toolCategory));
 cl::opt<std::string> cacheDir("dir", cl::desc("Cache directory"), cl::init(""),
                               cl::cat(toolCategory));
@@ -40,16 +60,23 @@ cl::opt<unsigned> maxMegabytes("max-mb", cl::desc("Size bound for prune"),
                                cl::init(1024), cl::cat(toolCategory));
 cl::list<std::string> specs("spec", cl::desc("Kernel spec to warm"),
                             cl::cat(toolCategory));
-cl::opt<std::string> model("model",
-                           cl::desc("Model shape to warm (see --list-models)"),
-                           cl::init(""), cl::cat(toolCategory));
+cl::opt<std::string> specFile("spec-file",
+                              cl::desc("File of kernel specs, one per line "
+                                       "(# starts a comment)"),
+                              cl::init(""), cl::cat(toolCategory));
+cl::list<std::string> models("model", cl::desc("Model shape(s) to warm"),
+                             cl::cat(toolCategory));
 cl::list<std::string> presets("preset", cl::desc("Cache preset(s) to warm"),
                               cl::cat(toolCategory));
 cl::opt<std::string> backendName("backend",
                                  cl::desc("cuda (default) or emulator"),
                                  cl::init("cuda"), cl::cat(toolCategory));
-cl::opt<std::string> arch("arch", cl::desc("Target arch for cuda"),
-                          cl::init("sm_90"), cl::cat(toolCategory));
+cl::list<std::string> archs("arch",
+                            cl::desc("Target arch(s) for cuda (default "
+                                     "sm_90)"),
+                            cl::cat(toolCategory));
+cl::opt<std::string> outPath("out", cl::desc("Bundle file to write (export)"),
+                             cl::init(""), cl::cat(toolCategory));
 
 int fail(const llvm::Twine &message) {
   llvm::errs() << "kvq-cache: " << message << "\n";
@@ -66,65 +93,176 @@ std::string age(int64_t seconds) {
   return std::to_string(d / 3600) + "h ago";
 }
 
-int warm(const std::string &dir) {
-  std::vector<KernelSpec> wanted;
-  for (const std::string &text : specs) {
-    KernelSpec spec;
-    if (auto error = parseKernelSpec(text, spec))
-      return fail(*error);
-    wanted.push_back(spec);
-  }
-  if (!model.empty()) {
-    std::optional<ModelShape> shape = findModel(model);
-    if (!shape)
-      return fail("unknown model '" + model + "' (known: " + knownModels() +
-                  ")");
-    std::vector<std::string> names(presets.begin(), presets.end());
-    if (names.empty())
-      names = {"kivi2"};
-    for (const std::string &name : names) {
-      std::optional<CachePreset> preset = findPreset(name);
-      if (!preset)
-        return fail("unknown preset '" + name + "' (known: " + knownPresets() +
-                    ")");
-      for (const KernelSpec &spec : kernelsFor(*preset, *shape))
-        wanted.push_back(spec);
+/// The specs --spec, --spec-file and --model/--preset select.
+std::optional<std::vector<KernelSpec>> selectedSpecs() {
+  std::vector<std::string> texts(specs.begin(), specs.end());
+  if (!specFile.empty()) {
+    auto buffer = llvm::MemoryBuffer::getFile(specFile, /*IsText=*/true);
+    if (!buffer) {
+      fail("cannot read --spec-file " + specFile + ": " +
+           buffer.getError().message());
+      return std::nullopt;
+    }
+    llvm::SmallVector<llvm::StringRef> lines;
+    (*buffer)->getBuffer().split(lines, '\n');
+    for (llvm::StringRef line : lines) {
+      line = line.split('#').first.trim();
+      if (!line.empty())
+        texts.push_back(line.str());
     }
   }
-  if (wanted.empty())
-    return fail("warm needs --spec or --model (with --preset)");
+  std::vector<KernelSpec> wanted;
+  std::set<std::string> seen;
+  auto add = [&](const KernelSpec &spec) {
+    if (seen.insert(spec.canonical()).second)
+      wanted.push_back(spec);
+  };
+  for (const std::string &text : texts) {
+    KernelSpec spec;
+    if (auto error = parseKernelSpec(text, spec)) {
+      fail("bad spec '" + text + "': " + *error);
+      return std::nullopt;
+    }
+    add(spec);
+  }
+  std::vector<std::string> names(presets.begin(), presets.end());
+  if (names.empty())
+    names = {"kivi2"};
+  for (const std::string &name : models) {
+    std::optional<ModelShape> shape = findModel(name);
+    if (!shape) {
+      fail("unknown model '" + name + "' (known: " + knownModels() + ")");
+      return std::nullopt;
+    }
+    for (const std::string &presetName : names) {
+      std::optional<CachePreset> preset = findPreset(presetName);
+      if (!preset) {
+        fail("unknown preset '" + presetName + "' (known: " + knownPresets() +
+             ")");
+        return std::nullopt;
+      }
+      for (const KernelSpec &spec : kernelsFor(*preset, *shape))
+        add(spec);
+    }
+  }
+  if (wanted.empty()) {
+    fail(command + " needs --spec, --spec-file or --model (with --preset)");
+    return std::nullopt;
+  }
+  return wanted;
+}
+
+/// Builds (or finds) every selected spec for every selected arch; calls
+/// `each(runtime, kernels)` for each. Returns the exit status.
+int forEachSelected(
+    const std::string &dir,
+    const std::function<void(Runtime &, const CompiledKernels &)> &each) {
+  std::optional<std::vector<KernelSpec>> wanted = selectedSpecs();
+  if (!wanted)
+    return 1;
   std::optional<Backend> backend = parseBackend(backendName);
   if (!backend || *backend == Backend::Reference || *backend == Backend::Auto)
     return fail("--backend must be cuda or emulator");
-  RuntimeOptions options;
-  options.backend = *backend;
-  options.arch = arch;
-  options.cacheDir = dir;
-  options.compileOnly = true;
-  llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
-  if (!runtime)
-    return fail(llvm::toString(runtime.takeError()));
+  std::vector<std::string> targets(archs.begin(), archs.end());
+  if (targets.empty() || *backend == Backend::Emulator)
+    targets = {*backend == Backend::Emulator ? std::string("host")
+                                             : std::string("sm_90")};
   auto start = std::chrono::steady_clock::now();
   int compiled = 0, found = 0;
-  for (const KernelSpec &spec : wanted) {
-    auto kernels = (*runtime)->prepare(spec);
-    if (!kernels)
-      return fail(llvm::toString(kernels.takeError()));
-    bool fresh = (*kernels)->origin == "compiled";
-    (fresh ? compiled : found)++;
-    llvm::outs() << llvm::formatv(
-        "  {0,-9} {1}\n", fresh ? "compiled" : "on disk", spec.canonical());
+  for (const std::string &target : targets) {
+    RuntimeOptions options = jit::options();
+    options.backend = *backend;
+    if (*backend == Backend::Cuda)
+      options.arch = target;
+    options.cacheDir = dir;
+    options.compileOnly = true;
+    llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
+    if (!runtime)
+      return fail(llvm::toString(runtime.takeError()));
+    if (!(*runtime)->cacheWarning().empty())
+      return fail("the kernel cache at " + dir + " is not usable");
+    for (const KernelSpec &spec : *wanted) {
+      auto kernels = (*runtime)->prepare(spec);
+      if (!kernels)
+        return fail(llvm::toString(kernels.takeError()));
+      bool fresh = (*kernels)->origin == "compiled";
+      (fresh ? compiled : found)++;
+      llvm::outs() << llvm::formatv("  {0,-9} {1,-6} {2}\n",
+                                    fresh ? "compiled" : "on disk", target,
+                                    spec.canonical());
+      each(**runtime, **kernels);
+    }
   }
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   llvm::outs() << llvm::formatv(
-      "warmed {0} kernel specs for {1} {2} in {3:f1} s: {4} compiled, {5} "
-      "already on disk ({6})\n",
-      wanted.size(), backendName.getValue(),
-      *backend == Backend::Cuda ? arch.getValue() : std::string("host"),
-      seconds, compiled, found, (*runtime)->cacheDirectory());
+      "warmed {0} kernel specs x {1} target(s) ({2}) for {3} in {4:f1} s: {5} "
+      "compiled, {6} already on disk ({7})\n",
+      wanted->size(), targets.size(), llvm::join(targets, ","),
+      backendName.getValue(), seconds, compiled, found, dir);
   return 0;
+}
+
+int exportBundle(const std::string &dir, cache::DiskCache &disk) {
+  if (outPath.empty())
+    return fail("export needs --out=FILE");
+  std::vector<cache::Entry> entries;
+  std::string missing;
+  int status =
+      forEachSelected(dir, [&](Runtime &, const CompiledKernels &kernels) {
+        std::string problem;
+        std::optional<cache::Entry> entry = disk.load(kernels.key, &problem);
+        if (!entry)
+          missing = "entry " + kernels.key + " for '" +
+                    kernels.spec.canonical() + "' vanished from the cache" +
+                    (problem.empty() ? "" : ": " + problem);
+        else
+          entries.push_back(std::move(*entry));
+      });
+  if (status)
+    return status;
+  if (!missing.empty())
+    return fail(missing);
+  if (llvm::Error e = cache::Bundle::write(outPath, entries))
+    return fail(llvm::toString(std::move(e)));
+  uint64_t bytes = 0;
+  llvm::sys::fs::file_size(outPath, bytes);
+  llvm::outs() << llvm::formatv("exported {0} entries to {1} ({2} KB)\n",
+                                entries.size(), outPath.getValue(),
+                                bytes / 1024);
+  return 0;
+}
+
+int importBundle(cache::DiskCache &disk) {
+  if (argument.empty())
+    return fail("import needs a bundle file: kvq-cache import FILE");
+  llvm::Expected<cache::Bundle> bundle = cache::Bundle::open(argument);
+  if (!bundle)
+    return fail(llvm::toString(bundle.takeError()));
+  int installed = 0, present = 0, refused = 0;
+  for (const cache::Entry &entry : bundle->entries()) {
+    std::string spec = entry.info.count("spec") ? entry.info.at("spec") : "?";
+    std::string why = entryMismatch(entry.info.at("key_inputs"));
+    if (!why.empty()) {
+      llvm::errs() << "kvq-cache: refused entry " << entry.key.substr(0, 16)
+                   << " ('" << spec << "'): " << why << "\n";
+      ++refused;
+      continue;
+    }
+    if (disk.load(entry.key)) {
+      ++present;
+      continue;
+    }
+    if (llvm::Error e = disk.store(entry))
+      return fail(llvm::toString(std::move(e)));
+    ++installed;
+  }
+  llvm::outs() << llvm::formatv(
+      "imported {0}: {1} entries installed, {2} already present, {3} "
+      "refused ({4})\n",
+      argument.getValue(), installed, present, refused, disk.directory());
+  return refused ? 1 : 0;
 }
 } // namespace
 
@@ -135,11 +273,15 @@ int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(argc, argv, "kvq kernel cache tool\n");
   std::string dir = cacheDir.empty() ? cache::defaultCacheDir() : cacheDir;
   if (command == "warm")
-    return warm(dir);
+    return forEachSelected(dir, [](Runtime &, const CompiledKernels &) {});
   llvm::Expected<cache::DiskCache> opened = cache::DiskCache::open(dir);
   if (!opened)
     return fail(llvm::toString(opened.takeError()));
   cache::DiskCache &disk = *opened;
+  if (command == "export")
+    return exportBundle(dir, disk);
+  if (command == "import")
+    return importBundle(disk);
 
   if (command == "list") {
     uint64_t total = 0;
@@ -191,5 +333,5 @@ int main(int argc, char **argv) {
     return 0;
   }
   return fail("unknown command '" + command +
-              "' (list, show, verify, prune, clear, warm)");
+              "' (list, show, verify, prune, clear, warm, export, import)");
 }

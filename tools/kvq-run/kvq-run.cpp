@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvq/Runtime/Jit.h"
 #include "kvq/Runtime/Workload.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -61,12 +62,12 @@ int main(int argc, char **argv) {
   if (!backend || *backend == Backend::Reference)
     return fail("--backend must be auto, cuda or emulator");
 
-  RuntimeOptions options;
+  RuntimeOptions options = jit::options();
   options.backend = *backend;
   llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
   if (!runtime)
     return fail(llvm::toString(runtime.takeError()));
-  RuntimeOptions refOptions;
+  RuntimeOptions refOptions = jit::options();
   refOptions.backend = Backend::Reference;
   std::unique_ptr<Runtime> reference =
       llvm::cantFail(Runtime::create(refOptions));

@@ -39,7 +39,10 @@ enum class StatusCode {
   InvalidArgument, ///< a call's pointers, sizes or lengths are wrong
   NoDevice,        ///< cuda asked for, but no driver or device
   CompileFailed,   ///< kernel generation or compilation failed
-  RuntimeFailed    ///< a launch or a copy failed
+  RuntimeFailed,   ///< a launch or a copy failed
+  MissingKernel,   ///< runtime-only library: the kernel is in no cache or
+                   ///< bundle (the message names the kvq-cache command)
+  BadBundle        ///< the kernel bundle cannot be read or fails its checks
 };
 
 class Status {
@@ -64,10 +67,13 @@ struct ContextOptions {
   std::string
       cacheDir; ///< "" = $KVQ_CACHE_DIR, $XDG_CACHE_HOME/kvq, ~/.cache/kvq
   bool diskCache = true;
+  /// A kernel bundle (`kvq-cache export`) to serve kernels from; "" =
+  /// $KVQ_BUNDLE, if set.
+  std::string bundle;
 };
 
 struct CacheStatistics {
-  uint64_t compiled = 0, diskHits = 0, memoryHits = 0;
+  uint64_t compiled = 0, diskHits = 0, bundleHits = 0, memoryHits = 0;
 };
 
 class Context {

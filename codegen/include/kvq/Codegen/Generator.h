@@ -9,6 +9,7 @@
 #ifndef KVQ_CODEGEN_GENERATOR_H
 #define KVQ_CODEGEN_GENERATOR_H
 
+#include "kvq/Codegen/GeneratedSource.h"
 #include "kvq/Codegen/KernelSpec.h"
 
 #include "llvm/Support/Error.h"
@@ -27,12 +28,6 @@ class ModuleOp;
 
 namespace kvq {
 
-/// kvq's version: part of every cache key and generated header.
-inline constexpr const char *kVersion = "0.1.0";
-
-/// Name under which nvrtc and the emulator receive the device prelude.
-inline constexpr const char *kPreludeName = "kvq_prelude.cuh";
-
 /// The device prelude: types, access macros and small helpers every
 /// generated kernel includes.
 const char *devicePrelude();
@@ -41,28 +36,6 @@ struct GeneratorOptions {
   std::string arch = "sm_90";
   /// Keep the IR after every stage (kvq, planned, gpu, emitc).
   bool keepStages = false;
-};
-
-/// One kernel of a generated translation unit, as the runtime launches it.
-struct GeneratedKernel {
-  std::string name;
-  std::string kind; ///< quantize, dequantize, attention, combine
-  std::string spec; ///< human-readable specialization
-  std::string plan; ///< the plan dictionary, printed
-  std::map<std::string, int64_t> planValues; ///< its integer entries
-  int threads = 0;
-  int sharedBytes = 0;
-  std::vector<std::string> argNames;
-  /// C++ spelling of each argument's type ("__half*", "int32_t", ...).
-  std::vector<std::string> argTypes;
-};
-
-struct GeneratedSource {
-  std::string cuda; ///< the whole translation unit
-  std::vector<GeneratedKernel> kernels;
-  /// (stage name, IR text) in pipeline order, when keepStages is set.
-  std::vector<std::pair<std::string, std::string>> stages;
-  double mlirMillis = 0; ///< spec to CUDA text, wall time
 };
 
 /// Owns an MLIRContext with kvq's dialects; not thread-safe (use one per

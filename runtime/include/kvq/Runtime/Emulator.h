@@ -16,7 +16,7 @@
 #ifndef KVQ_RUNTIME_EMULATOR_H
 #define KVQ_RUNTIME_EMULATOR_H
 
-#include "kvq/Codegen/Generator.h"
+#include "kvq/Codegen/GeneratedSource.h"
 #include "kvq/Runtime/Launch.h"
 
 #include "llvm/Support/Error.h"
@@ -79,15 +79,19 @@ struct TrafficReport {
   uint64_t loadRequests = 0;
 };
 
-/// Compiles `source` for the host into `workDir` (reusing a shared object
-/// built there earlier for the same source, compiler and flags). Returns the
-/// path of the shared object; `millis` (if given) is the compiler's time, 0
-/// when reused.
+/// Compiles `source` for the host into `workDir` (JIT library only) (reusing a
+/// shared object built there earlier for the same source, compiler and flags).
+/// Returns the path of the shared object; `millis` (if given) is the compiler's
+/// time, 0 when reused.
 llvm::Expected<std::string> buildSharedObject(const GeneratedSource &source,
                                               const std::string &workDir,
                                               double *millis = nullptr);
 
-/// The host compiler and flags, for cache keys.
+/// The host compiler ($CXX, else c++) and the flags the emulator's shared
+/// objects are built with.
+const char *hostCompiler();
+const std::vector<std::string> &hostFlags();
+/// Both in one line, for cache keys.
 std::string hostCompilerIdentity();
 
 /// One compiled translation unit.
@@ -95,7 +99,7 @@ class Module {
 public:
   ~Module();
   /// Compiles `source` for the host (or reuses the shared object compiled
-  /// earlier for the same source, kept under `cacheDir`).
+  /// earlier for the same source, kept under `cacheDir`). JIT library only.
   static llvm::Expected<std::unique_ptr<Module>>
   compile(const GeneratedSource &source, const std::string &cacheDir);
 

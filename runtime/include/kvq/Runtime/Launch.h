@@ -14,7 +14,8 @@
 #define KVQ_RUNTIME_LAUNCH_H
 
 #include "kvq/Calls.h"
-#include "kvq/Codegen/Generator.h"
+#include "kvq/Codegen/GeneratedSource.h"
+#include "kvq/Codegen/KernelSpec.h"
 
 #include "kvq/Support/MessageError.h"
 #include "llvm/Support/Error.h"

@@ -9,6 +9,8 @@
 #ifndef KVQ_RUNTIME_NVRTC_H
 #define KVQ_RUNTIME_NVRTC_H
 
+#include "kvq/Runtime/KernelCompiler.h"
+
 #include "llvm/Support/Error.h"
 
 #include <map>
@@ -16,16 +18,6 @@
 #include <vector>
 
 namespace kvq {
-
-/// What ptxas reports for one kernel (`--ptxas-options=-v`).
-struct PtxasStats {
-  int registers = -1;
-  int spillStoreBytes = 0;
-  int spillLoadBytes = 0;
-  int stackBytes = 0;
-  int sharedBytes = 0;
-  int barriers = 0;
-};
 
 struct CompiledModule {
   std::string ptx;
@@ -42,35 +34,17 @@ struct NVRTCOptions {
   std::vector<std::string> extraOptions;
 };
 
-/// The error nvrtc reports, with its log and the offending source so the
-/// user can see both.
-class CompileError : public llvm::ErrorInfo<CompileError> {
-public:
-  static char ID;
-  CompileError(std::string description, std::string compilerLog,
-               std::string source)
-      : description(std::move(description)), nvrtcLog(std::move(compilerLog)),
-        source(std::move(source)) {}
-  void log(llvm::raw_ostream &os) const override;
-  std::error_code convertToErrorCode() const override {
-    return llvm::inconvertibleErrorCode();
-  }
-  const std::string &compilerLog() const { return nvrtcLog; }
-  const std::string &offendingSource() const { return source; }
-
-private:
-  std::string description;
-  std::string nvrtcLog;
-  std::string source;
-};
-
 /// Compiles `source` (which includes the kvq prelude by name) for
 /// `options.arch`.
 llvm::Expected<CompiledModule> compileCuda(const std::string &source,
                                            const std::string &programName,
                                            const NVRTCOptions &options);
 
-/// "13.0": part of every cache key.
+/// The CUDA include directory (cuda_fp16.h) generated code is compiled
+/// against: $KVQ_CUDA_INCLUDE, else the toolkit found at build time.
+std::string cudaIncludeDir();
+
+/// The nvrtc loaded at run time, "13.0": part of every cache key.
 std::string nvrtcVersionString();
 
 /// Parses ptxas' `-v` output into per-kernel statistics.

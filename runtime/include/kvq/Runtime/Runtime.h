@@ -1,8 +1,11 @@
 //===- Runtime.h - specialize, compile once, dispatch -----------*- C++ -*-===//
 //
-// The JIT runtime: a KernelSpec is looked up in the per-process memory
-// cache, then the disk cache, and only then generated and compiled (nvrtc
-// for the cuda backend, the host compiler for the emulator). Calls are then
+// The runtime: a KernelSpec is looked up in the per-process memory cache,
+// then the disk cache, then the kernel bundle (KVQ_BUNDLE), and only then
+// generated and compiled by the KernelCompiler it was given (Jit.h: nvrtc
+// for the cuda backend, the host compiler for the emulator). Without one
+// (the runtime-only library) a kernel found nowhere is a MissingKernelError
+// naming the spec and the command that builds it. Calls are then
 // validated (Launch.h) and run on the chosen backend:
 //   cuda      — the CUDA driver (dlopen'ed; NoDriverError without one),
 //   emulator  — the generated source on the CPU,
@@ -11,19 +14,20 @@
 // Memory handed to calls is device memory for cuda and host memory
 // otherwise; allocate/copy route to the right place.
 //
-// Environment: KVQ_CACHE_DIR (cache location), KVQ_ALWAYS_COMPILE=1 (skip
-// both caches), KVQ_DUMP_DIR (write every stage of each compiled kernel),
-// KVQ_LOG=1 (log cache hits and compilations to stderr).
+// Environment: KVQ_CACHE_DIR (cache location), KVQ_BUNDLE (a kernel bundle
+// to serve kernels from), KVQ_ALWAYS_COMPILE=1 (skip both caches and the
+// bundle; needs a compiler), KVQ_DUMP_DIR (write every stage of each compiled
+// kernel), KVQ_LOG=1 (log cache hits and compilations to stderr).
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef KVQ_RUNTIME_RUNTIME_H
 #define KVQ_RUNTIME_RUNTIME_H
 
-#include "kvq/Codegen/Generator.h"
+#include "kvq/Codegen/GeneratedSource.h"
 #include "kvq/Runtime/CudaDriver.h"
+#include "kvq/Runtime/KernelCompiler.h"
 #include "kvq/Runtime/Launch.h"
-#include "kvq/Runtime/NVRTC.h"
 
 #include "llvm/Support/Error.h"
 
@@ -36,10 +40,6 @@
 
 namespace kvq {
 
-enum class Backend { Auto, Cuda, Emulator, Reference };
-const char *backendName(Backend backend);
-std::optional<Backend> parseBackend(const std::string &name);
-
 struct RuntimeOptions {
   Backend backend = Backend::Auto;
   /// Target arch for cuda; empty: the device's (sm_90 when there is none).
@@ -51,6 +51,12 @@ struct RuntimeOptions {
   /// Compile and cache only (ahead-of-time warm-up): the cuda backend then
   /// needs no driver, and nothing is loaded or launched.
   bool compileOnly = false;
+  /// Builds kernels found nowhere else; null: serve prebuilt kernels only
+  /// (jit::options() sets the JIT's).
+  std::shared_ptr<const KernelCompiler> compiler;
+  /// A kernel bundle to serve kernels from (verified when the runtime is
+  /// created); empty: $KVQ_BUNDLE, if set.
+  std::string bundle;
 };
 
 /// One specialization, compiled for the runtime's backend.
@@ -60,7 +66,7 @@ struct CompiledKernels {
   GeneratedSource source; ///< CUDA text + kernel metadata
   std::string ptx, cubin; ///< cuda backend
   std::map<std::string, PtxasStats> stats;
-  /// Where it came from: "compiled" or "disk".
+  /// Where it came from: "compiled", "disk" or "bundle".
   std::string origin;
   /// Cold path: generation, nvrtc/host compiler, writing the cache entry.
   /// Disk hit: reading and verifying the entry (diskMillis).
@@ -71,7 +77,7 @@ struct CompiledKernels {
 };
 
 struct RuntimeStatistics {
-  uint64_t compiled = 0, diskHits = 0, memoryHits = 0;
+  uint64_t compiled = 0, diskHits = 0, bundleHits = 0, memoryHits = 0;
 };
 
 class Runtime {
@@ -86,6 +92,10 @@ public:
   /// runtime then keeps kernels in memory only); empty otherwise.
   const std::string &cacheWarning() const { return warning; }
   const std::string &cacheDirectory() const { return cacheDir; }
+  /// The bundle kernels are served from; empty if none.
+  const std::string &bundlePath() const { return bundleFile; }
+  /// Whether this runtime can build kernels (it was given a compiler).
+  bool canCompile() const;
 
   /// The compiled kernels of `spec`: memory cache, disk cache, or compile.
   /// Concurrent requests for one new spec compile it once. Not used by the
@@ -121,7 +131,7 @@ private:
   Runtime() = default;
   std::unique_ptr<Impl> impl;
   Backend resolved = Backend::Emulator;
-  std::string targetArch, warning, cacheDir;
+  std::string targetArch, warning, cacheDir, bundleFile;
 };
 
 } // namespace kvq

@@ -1,0 +1,132 @@
+//===- JitCompiler.cpp - the compiler the JIT library adds ----------------===//
+//
+// KernelSpec -> Generator (MLIR) -> CUDA C++ -> nvrtc (cuda) or the host
+// compiler (emulator). Runtime-only builds do not link this file.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvq/Runtime/Jit.h"
+
+#include "kvq/Codegen/Generator.h"
+#include "kvq/Runtime/Emulator.h"
+#include "kvq/Runtime/NVRTC.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <cstdlib>
+
+using namespace kvq;
+
+namespace {
+
+/// KVQ_DUMP_DIR: every stage of each compiled kernel, for users who want to
+/// read what was generated.
+void dumpStages(const KernelSpec &spec, const std::string &arch,
+                const CompiledArtefacts &compiled) {
+  const GeneratedSource &source = compiled.source;
+  const char *dir = std::getenv("KVQ_DUMP_DIR");
+  if (!dir || !*dir || source.kernels.empty())
+    return;
+  std::string folder = std::string(dir) + "/" + source.kernels.front().name;
+  if (llvm::sys::fs::create_directories(folder))
+    return;
+  auto write = [&](const std::string &name, const std::string &text) {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(folder + "/" + name, ec);
+    if (!ec)
+      os << text;
+  };
+  const char *names[][2] = {{"kvq", "1-kvq.mlir"},
+                            {"planned", "2-planned.mlir"},
+                            {"gpu", "3-gpu.mlir"},
+                            {"emitc", "4-emitc.mlir"},
+                            {"cuda", "5-kernels.cu"}};
+  for (const auto &[stage, text] : source.stages)
+    for (const auto &n : names)
+      if (stage == n[0])
+        write(n[1], text);
+  if (!compiled.ptx.empty())
+    write("6-kernels.ptx", compiled.ptx);
+  if (!compiled.cubin.empty()) // for `cuobjdump -sass 8-kernels.cubin`
+    write("8-kernels.cubin", compiled.cubin);
+  std::string ptxas;
+  for (const auto &[name, s] : compiled.stats)
+    ptxas += name + ": registers=" + std::to_string(s.registers) +
+             " spill_stores=" + std::to_string(s.spillStoreBytes) +
+             " spill_loads=" + std::to_string(s.spillLoadBytes) +
+             " smem=" + std::to_string(s.sharedBytes) + "\n";
+  if (!ptxas.empty())
+    write("7-ptxas.txt", ptxas);
+  write("spec.txt", spec.canonical() + "\narch " + arch + "\n");
+}
+
+class JitCompiler final : public KernelCompiler {
+public:
+  llvm::Expected<CompiledArtefacts>
+  compile(const KernelSpec &spec, Backend backend,
+          const std::string &arch) const override {
+    CompiledArtefacts out;
+    Generator generator; // one MLIRContext per call: compiles may run
+                         // concurrently on several threads
+    GeneratorOptions options;
+    options.arch = arch;
+    options.keepStages = std::getenv("KVQ_DUMP_DIR") != nullptr;
+    llvm::Expected<GeneratedSource> source = generator.generate(spec, options);
+    if (!source)
+      return source.takeError();
+    out.source = std::move(*source);
+    if (backend == Backend::Reference)
+      return out; // launch metadata only
+    auto start = std::chrono::steady_clock::now();
+    if (backend == Backend::Cuda) {
+      NVRTCOptions nvrtc;
+      nvrtc.arch = arch;
+      llvm::Expected<CompiledModule> module = compileCuda(
+          out.source.cuda, out.source.kernels.front().name + ".cu", nvrtc);
+      if (!module)
+        return module.takeError();
+      out.ptx = std::move(module->ptx);
+      out.cubin = std::move(module->cubin);
+      out.ptxasLog = std::move(module->log);
+      out.stats = std::move(module->stats);
+    } else {
+      llvm::SmallString<128> work;
+      if (std::error_code ec =
+              llvm::sys::fs::createUniqueDirectory("kvq-build", work))
+        return llvm::createStringError(ec, "cannot create a build folder");
+      llvm::Expected<std::string> built =
+          emu::buildSharedObject(out.source, work.str().str());
+      if (!built) {
+        (void)llvm::sys::fs::remove_directories(work);
+        return built.takeError();
+      }
+      auto bytes = llvm::MemoryBuffer::getFile(*built, false, false);
+      (void)llvm::sys::fs::remove_directories(work);
+      if (!bytes)
+        return llvm::createStringError(bytes.getError(),
+                                       "cannot read the built " + *built);
+      out.sharedObject = (*bytes)->getBuffer().str();
+    }
+    out.compileMillis = std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - start)
+                            .count();
+    dumpStages(spec, arch, out);
+    return out;
+  }
+};
+
+} // namespace
+
+std::shared_ptr<const KernelCompiler> kvq::jit::compiler() {
+  static const std::shared_ptr<const KernelCompiler> instance =
+      std::make_shared<JitCompiler>();
+  return instance;
+}
+
+RuntimeOptions kvq::jit::options(RuntimeOptions options) {
+  options.compiler = compiler();
+  return options;
+}
