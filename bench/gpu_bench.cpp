@@ -19,6 +19,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "GpuCheck.h"
 #include "ReferenceCheck.h"
 
 #include "kvq/BufferSizes.h"
@@ -43,6 +44,7 @@
 #include <cstdio>
 #include <ctime>
 #include <optional>
+#include <set>
 #include <thread>
 
 using namespace kvq;
@@ -94,6 +96,27 @@ cl::opt<std::string> cacheContexts("cache-contexts", cl::init("4096,32768"),
 cl::opt<bool> injectMismatch("inject-mismatch", cl::Hidden,
                              cl::desc("Corrupt one result (tests the check)"),
                              cl::cat(category));
+cl::opt<bool> checkOnly("check",
+                        cl::desc("Run the correctness suite only (quantize "
+                                 "bit-exact, attention vs the reference)"),
+                        cl::cat(category));
+cl::opt<std::string> checkPresets(
+    "check-presets", cl::init("kivi2,kivi4,hf_quanto_int4,int4,int8"),
+    cl::desc("Presets of the correctness suite"), cl::cat(category));
+cl::opt<std::string> checkHeadDims("check-head-dims", cl::init("64,128"),
+                                   cl::desc("Head dims of the correctness "
+                                            "suite"),
+                                   cl::cat(category));
+cl::opt<int> checkBatch("check-batch", cl::init(3),
+                        cl::desc("Ragged batch of the correctness suite"),
+                        cl::cat(category));
+cl::opt<int> checkTokens("check-tokens", cl::init(1000),
+                         cl::desc("Quantized tokens of the correctness suite"),
+                         cl::cat(category));
+cl::opt<bool> listSpecs("list-specs",
+                        cl::desc("Print every kernel spec this run would use "
+                                 "(for kvq-cache export --spec-file) and exit"),
+                        cl::cat(category));
 cl::opt<std::string> outPath("out", cl::init("-"),
                              cl::desc("Results file (markdown; - = stdout)"),
                              cl::cat(category));
@@ -239,8 +262,10 @@ struct Row {
 
 class Suite {
 public:
-  Suite(Runtime &runtime, Runtime &reference, llvm::raw_ostream &os)
-      : runtime(runtime), reference(reference), os(os), timer(runtime) {}
+  Suite(Runtime &runtime, Runtime &reference, llvm::raw_ostream &os,
+        std::optional<double> copyBandwidth)
+      : runtime(runtime), reference(reference), os(os), timer(runtime),
+        copyBandwidth(copyBandwidth) {}
 
   llvm::Error run();
 
@@ -259,6 +284,7 @@ private:
   Runtime &reference; ///< checks every attention result
   llvm::raw_ostream &os;
   Timer timer;
+  std::optional<double> copyBandwidth; ///< bytes/s, measured
   std::vector<std::string> presets;
   std::vector<int> gqas;
   std::vector<Row> rows;
@@ -295,11 +321,14 @@ llvm::Error Suite::run() {
         "read (codes + scales + zeros or fp16 K/V, the fp16 sink of "
      << kSink << " and residual of " << kResidual
      << " tokens, queries) over the median time; `peak`: that against the "
-        "device's peak bandwidth. `check`: normwise error of sequences 0 "
+        "device's peak bandwidth; `copy`: against the measured "
+        "device-to-device copy bandwidth (the practical ceiling). `check`: "
+        "normwise error of sequences 0 "
         "and batch-1 against the reference backend (pass <= "
      << kTolerance << ").\n\n"
      << "| preset | batch | tokens | gqa | median us | min us | GB/s | peak "
-        "| vs fp16 | check |\n|---|---|---|---|---|---|---|---|---|---|\n";
+        "| copy | vs fp16 | check |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n";
   std::optional<cuda::DeviceInfo> device = runtime.device();
   for (const Row &r : rows) {
     double gbps = r.bytes / (r.time.medianMs * 1e-3) / 1e9;
@@ -313,11 +342,15 @@ llvm::Error Suite::run() {
             ? std::string(llvm::formatv("{0:F0}%", 100 * gbps * 1e9 /
                                                        device->peakBandwidth))
             : "-";
+    std::string copy = copyBandwidth
+                           ? std::string(llvm::formatv(
+                                 "{0:F0}%", 100 * gbps * 1e9 / *copyBandwidth))
+                           : "-";
     os << llvm::formatv("| {0} | {1} | {2} | {3} | {4:F1} | {5:F1} | {6:F0} | "
-                        "{7} | {8} | {9} {10:e} |\n",
+                        "{7} | {8} | {9} | {10} {11:e} |\n",
                         r.preset, r.batch, r.tokens, r.gqa,
                         r.time.medianMs * 1e3, r.time.minMs * 1e3, gbps, peak,
-                        speedup, r.ok ? "ok" : "FAIL", r.error);
+                        copy, speedup, r.ok ? "ok" : "FAIL", r.error);
   }
   os << "\n## Quantize (the runtime's quantize kernels)\n\n"
      << "`body`: quantizing the whole body of K and V (fp16 bytes read / "
@@ -689,6 +722,107 @@ llvm::Error Suite::cacheStep() {
   return llvm::Error::success();
 }
 
+/// The correctness grid the options describe.
+CheckGrid checkGrid() {
+  CheckGrid grid;
+  llvm::SmallVector<llvm::StringRef> names;
+  llvm::StringRef(checkPresets).split(names, ',', -1, false);
+  for (llvm::StringRef name : names)
+    grid.presets.push_back(name.trim().str());
+  grid.headDims = parseList(checkHeadDims, "check head dim");
+  grid.gqas = parseList(gqaList, "gqa");
+  grid.kvHeads = smoke ? 2 : std::min<int>(kvHeads, 4);
+  grid.batch = checkBatch;
+  grid.tokens = checkTokens;
+  grid.tolerance = kTolerance;
+  return grid;
+}
+
+/// Every spec a run with these options prepares: what a bundle for it must
+/// hold (scripts/gpu-bundle.sh exports exactly this list).
+std::vector<KernelSpec> specsOfThisRun() {
+  std::vector<KernelSpec> specs;
+  auto addQuantize = [&](const CachePreset &p, int d) {
+    for (const QuantScheme &s : {p.key, p.value})
+      specs.push_back(
+          KernelSpec::forScheme(KernelKind::Quantize, s, d, HalfType::F16));
+  };
+  CheckGrid grid = checkGrid();
+  for (const KernelSpec &spec : checkSpecs(grid)) {
+    specs.push_back(spec);
+    for (const std::string &name : grid.presets)
+      if (std::optional<CachePreset> p = findPreset(name);
+          p && p->key.tag() == spec.key.tag() &&
+          p->value.tag() == spec.value.tag())
+        addQuantize(*p, spec.headDim);
+  }
+  if (checkOnly)
+    return specs;
+  llvm::SmallVector<llvm::StringRef> names;
+  llvm::StringRef(presetList).split(names, ',', -1, false);
+  std::optional<ModelShape> model = findModel(cacheModel);
+  for (llvm::StringRef name : names)
+    for (int gqa : parseList(gqaList, "gqa")) {
+      if (name == "fp16") {
+        specs.push_back(KernelSpec::forDenseAttention(
+            headDim, kvHeads * gqa, kvHeads, HalfType::F16, true, true));
+        continue;
+      }
+      std::optional<CachePreset> p = findPreset(name.str());
+      if (!p)
+        continue;
+      specs.push_back(KernelSpec::forAttention(p->key, p->value, headDim,
+                                               kvHeads * gqa, kvHeads,
+                                               HalfType::F16, true, true));
+      addQuantize(*p, headDim);
+    }
+  if (model) { // the QuantizedKVCache step and its fp16 comparison
+    specs.push_back(KernelSpec::forDenseAttention(
+        model->headDim, model->queryHeads, model->kvHeads, HalfType::F16, true,
+        true));
+    for (llvm::StringRef name : names)
+      if (std::optional<CachePreset> p = findPreset(name.str()))
+        for (const KernelSpec &spec : kernelsFor(*p, *model))
+          specs.push_back(spec);
+  }
+  std::vector<KernelSpec> unique;
+  std::set<std::string> seen;
+  for (const KernelSpec &spec : specs)
+    if (seen.insert(spec.canonical()).second)
+      unique.push_back(spec);
+  return unique;
+}
+
+/// Device-to-device copy bandwidth (bytes read + written per second) of a
+/// 512 MiB buffer, median of 10: the ceiling a bandwidth-bound kernel can
+/// approach on this device. Not measured on the CPU backends.
+std::optional<double> copyBandwidth(Runtime &runtime) {
+  if (runtime.backend() != Backend::Cuda)
+    return std::nullopt;
+  size_t bytes = size_t(512) << 20;
+  DeviceBuffers mem(runtime);
+  llvm::Expected<void *> a = mem.make(nullptr, bytes);
+  llvm::Expected<void *> b = mem.make(nullptr, bytes);
+  if (!a || !b) {
+    llvm::consumeError(a.takeError());
+    llvm::consumeError(b.takeError());
+    return std::nullopt;
+  }
+  std::vector<double> ms;
+  for (int i = 0; i < 12; ++i) {
+    llvm::Expected<double> t =
+        runtime.timeMillis([&] { return runtime.copyOnDevice(*b, *a, bytes); });
+    if (!t) {
+      llvm::consumeError(t.takeError());
+      return std::nullopt;
+    }
+    if (i >= 2) // the first two warm up
+      ms.push_back(*t);
+  }
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e-3);
+}
+
 std::string utcNow() {
   std::time_t now = std::time(nullptr);
   char text[32];
@@ -714,7 +848,21 @@ int main(int argc, char **argv) {
     iterations = 1;
     warmup = 0;
     cacheContexts = "160";
+    checkHeadDims = "64";
+    checkTokens = 200;
+    checkBatch = 2;
   }
+  if (listSpecs) {
+    for (const KernelSpec &spec : specsOfThisRun())
+      llvm::outs() << spec.canonical() << "\n";
+    return 0;
+  }
+  for (const std::string &name : checkGrid().presets)
+    if (!findPreset(name)) {
+      llvm::errs() << "kvq-gpu-bench: unknown --check-presets entry '" << name
+                   << "' (known: " << knownPresets() << ")\n";
+      return 2;
+    }
   std::optional<Backend> backend = parseBackend(backendText);
   if (!backend ||
       (*backend != Backend::Cuda && *backend != Backend::Emulator)) {
@@ -782,11 +930,38 @@ int main(int argc, char **argv) {
   else
     file << "Device: none - the " << backendName((*runtime)->backend())
          << " backend on the CPU (timings are not GPU timings)";
-  file << ". Run " << utcNow() << ", kvq " << kVersion << ".\n\nCommand:";
+  file << ". Run " << utcNow() << ", kvq " << kVersion << ", "
+       << ((*runtime)->canCompile() ? "JIT" : "runtime-only") << " build";
+  if (!(*runtime)->bundlePath().empty())
+    file << ", kernels from the bundle " << (*runtime)->bundlePath();
+  file << ".\n";
+  std::optional<double> copy = copyBandwidth(**runtime);
+  if (copy)
+    file << llvm::formatv("Measured device-to-device copy bandwidth: {0:F0} "
+                          "GB/s (read + write, 512 MiB).\n",
+                          *copy / 1e9);
+  file << "\nCommand:";
   for (int i = 0; i < argc; ++i)
     file << " " << argv[i];
   file << "\n\n";
-  Suite suite(**runtime, **reference, file);
+  if (checkOnly) {
+    llvm::Expected<int> failures = runCorrectness(
+        **runtime, **reference, checkGrid(), file, injectMismatch);
+    file.flush();
+    if (!failures) {
+      llvm::errs() << "kvq-gpu-bench: " << llvm::toString(failures.takeError())
+                   << "\n";
+      return 1;
+    }
+    if (*failures) {
+      llvm::errs() << "kvq-gpu-bench: " << *failures
+                   << " correctness failures (MISMATCH lines in " << outPath
+                   << ")\n";
+      return 1;
+    }
+    return 0;
+  }
+  Suite suite(**runtime, **reference, file, copy);
   if (llvm::Error e = suite.run()) {
     file.flush();
     llvm::errs() << "kvq-gpu-bench: " << llvm::toString(std::move(e)) << "\n";

@@ -176,17 +176,22 @@ llvm::Expected<Bundle> Bundle::parse(std::string bytes,
         return bad(name, "entry " + entry.key + ": bad file name '" +
                              fileName.substr(0, 80) + "'");
       std::optional<uint64_t> offset = sizeField(*file, "offset", payloadBytes);
-      std::optional<uint64_t> size = sizeField(*file, "size", payloadBytes);
+      std::optional<uint64_t> size = sizeField(*file, "size", 1ull << 40);
       std::string sum = file->getString("sha256").value_or("").str();
       if (!offset || !size || !isHex(sum, 64))
         return bad(name, "entry " + entry.key + ": file " + fileName +
                              " has a malformed offset, size or checksum");
-      if (*offset != next || *size > payloadBytes - *offset)
+      if (*offset != next)
         return bad(name, "entry " + entry.key + ": file " + fileName +
                              " does not follow the previous file in the "
                              "payload (offset " +
                              std::to_string(*offset) + ", expected " +
                              std::to_string(next) + ")");
+      if (*size > payloadBytes - *offset)
+        return bad(name, "entry " + entry.key + ": file " + fileName + " (" +
+                             std::to_string(*size) +
+                             " bytes) runs past the end of the file "
+                             "(truncated?)");
       next = *offset + *size;
       std::string content = bytes.substr(payloadStart + *offset, *size);
       if (sha256Hex(content) != sum)
@@ -221,6 +226,9 @@ llvm::Error Bundle::write(const std::string &path,
       info[field] = value;
     llvm::json::Array files;
     for (const auto &[fileName, bytes] : entry.files) {
+      if (!isPlainFileName(fileName))
+        return bad(path,
+                   "entry " + entry.key + ": bad file name '" + fileName + "'");
       files.push_back(llvm::json::Object{{"name", fileName},
                                          {"offset", int64_t(payload.size())},
                                          {"size", int64_t(bytes.size())},

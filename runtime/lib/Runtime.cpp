@@ -16,6 +16,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <array>
@@ -218,6 +219,8 @@ struct Runtime::Impl {
 
   /// A folder only this process writes, for shared objects that must be
   /// files to be loaded (bundle hits and compiles without a disk cache).
+  /// The caller removes it once the object is loaded (forgetPrivate): the
+  /// loaded mapping outlives the file.
   llvm::Expected<std::string> privateLibrary(const CompiledKernels &k,
                                              const std::string &bytes) {
     llvm::SmallString<128> folder;
@@ -236,9 +239,16 @@ struct Runtime::Impl {
         os.clear_error();
       }
     }
-    if (ec)
+    if (ec) {
+      (void)llvm::sys::fs::remove_directories(folder);
       return llvm::createStringError(ec, "cannot write " + path);
+    }
     return path;
+  }
+
+  static void forgetPrivate(const std::string &library) {
+    (void)llvm::sys::fs::remove_directories(
+        llvm::sys::path::parent_path(library));
   }
 
   /// Makes the kernels runnable on this backend from their artefacts.
@@ -349,9 +359,12 @@ struct Runtime::Impl {
       }
       library = *path;
     }
-    if (llvm::Error e = load(*k, library)) {
+    llvm::Error loaded = load(*k, library);
+    if (!library.empty())
+      forgetPrivate(library);
+    if (loaded) {
       log("cannot load " + key + " from bundle " + bundle->path() + ": " +
-          llvm::toString(std::move(e)));
+          llvm::toString(std::move(loaded)));
       return nullptr;
     }
     k->diskMillis = millisSince(start);
@@ -436,7 +449,11 @@ struct Runtime::Impl {
           privateLibrary(*k, built->sharedObject);
       if (!path)
         return path.takeError();
-      library = *path;
+      llvm::Error loaded = load(*k, *path);
+      forgetPrivate(*path);
+      if (loaded)
+        return std::move(loaded);
+      return k;
     }
     if (llvm::Error e = load(*k, library))
       return std::move(e);
@@ -524,6 +541,7 @@ Runtime::prepare(const KernelSpec &spec) {
                                          spec.canonical() + "': " + *problem);
   std::string key = cache::computeKey(impl->keyInputs(spec));
   std::string error;
+  std::optional<llvm::Error> failure;
   auto create =
       [&](std::string &message) -> std::shared_ptr<const CompiledKernels> {
     if (auto hit = impl->fromDisk(spec, key))
@@ -533,15 +551,25 @@ Runtime::prepare(const KernelSpec &spec) {
     llvm::Expected<std::shared_ptr<const CompiledKernels>> built =
         impl->compile(spec, key, warning);
     if (!built) {
-      message = llvm::toString(built.takeError());
+      // The creating thread keeps the typed error (CompileError,
+      // MissingKernelError, ...); threads that waited on it get its text.
+      failure.emplace(llvm::handleErrors(
+          built.takeError(),
+          [&](std::unique_ptr<llvm::ErrorInfoBase> info) -> llvm::Error {
+            message = info->message();
+            return llvm::Error(std::move(info));
+          }));
       return nullptr;
     }
     return *built;
   };
   std::shared_ptr<const CompiledKernels> kernels =
       always ? create(error) : impl->memory.getOrCreate(key, create, &error);
-  if (!kernels)
+  if (!kernels) {
+    if (failure)
+      return std::move(*failure);
     return llvm::createStringError(llvm::inconvertibleErrorCode(), error);
+  }
   if (!always) {
     std::lock_guard<std::mutex> lock(impl->fastMutex);
     impl->fast.emplace(fastKey, kernels);

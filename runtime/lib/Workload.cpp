@@ -58,8 +58,14 @@ llvm::Expected<void *> kvq::DeviceBuffers::make(const void *host,
 
 double kvq::normwiseError(const std::vector<float> &a,
                           const std::vector<float> &b) {
+  // A NaN or size mismatch is an infinite error: an unwritten (poisoned)
+  // output must never compare as close.
+  if (a.size() != b.size())
+    return INFINITY;
   double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) != std::isnan(b[i]))
+      return INFINITY;
     diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
     scale = std::max(scale, std::fabs(double(b[i])));
   }
@@ -110,6 +116,18 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   auto make = [&](const void *host, size_t bytes) {
     return buffers.make(host, bytes);
   };
+  // Outputs start poisoned (NaN as fp16/fp32, all-ones codes) on every
+  // backend: device memory is not zeroed, and an element a kernel skips must
+  // not pass by matching a zero.
+  auto poisoned = [&](size_t bytes) {
+    std::vector<uint8_t> poison(bytes, 0xFF);
+    return buffers.make(poison.data(), bytes);
+  };
+  auto copyBack = [&](std::vector<uint8_t> &host, const void *device,
+                      size_t bytes) {
+    host.resize(bytes);
+    return runtime.copyOut(host.data(), device, bytes);
+  };
 
   // Quantize keys and values with the runtime's own kernels.
   void *words[2], *scales[2], *zeros[2];
@@ -121,11 +139,10 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
     size_t nWords = packedWordCount(*schemes[i], d, rows, capacity);
     size_t nScales = scaleCount(*schemes[i], d, rows, capacity);
     llvm::Expected<void *> in = make(inputs[i]->data(), inputs[i]->size() * 2);
-    llvm::Expected<void *> wd = make(nullptr, nWords * 4);
-    llvm::Expected<void *> sc =
-        make(nullptr, nScales * scaleBytes(*schemes[i]));
-    llvm::Expected<void *> zr =
-        make(nullptr, nScales * scaleBytes(*schemes[i]));
+    size_t storageBytes = nScales * scaleBytes(*schemes[i]);
+    llvm::Expected<void *> wd = poisoned(nWords * 4);
+    llvm::Expected<void *> sc = poisoned(storageBytes);
+    llvm::Expected<void *> zr = poisoned(storageBytes);
     for (llvm::Expected<void *> *p : {&in, &wd, &sc, &zr})
       if (!*p)
         return p->takeError();
@@ -148,6 +165,12 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
     hostWords.resize(nWords);
     if (llvm::Error e = runtime.copyOut(hostWords.data(), *wd, nWords * 4))
       return std::move(e);
+    if (llvm::Error e = copyBack(i == 0 ? result.keyScales : result.valueScales,
+                                 *sc, storageBytes))
+      return std::move(e);
+    if (llvm::Error e = copyBack(i == 0 ? result.keyZeros : result.valueZeros,
+                                 *zr, storageBytes))
+      return std::move(e);
   }
 
   AttentionCall call;
@@ -157,7 +180,7 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   llvm::Expected<void *> rk = make(residK.data(), residK.size() * 2);
   llvm::Expected<void *> rv = make(residV.data(), residV.size() * 2);
   llvm::Expected<void *> lp = make(lengths.data(), lengths.size() * 4);
-  llvm::Expected<void *> out = make(nullptr, q.size() * 2);
+  llvm::Expected<void *> out = poisoned(q.size() * 2);
   for (llvm::Expected<void *> *p : {&qp, &sk, &sv, &rk, &rv, &lp, &out})
     if (!*p)
       return p->takeError();

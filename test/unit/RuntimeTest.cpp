@@ -2,6 +2,7 @@
 //-------===//
 
 #include "kvq/Runtime/Runtime.h"
+#include "kvq/Cache/Bundle.h"
 #include "kvq/Runtime/CudaDriver.h"
 #include "kvq/Runtime/Jit.h"
 #include "kvq/Runtime/Reference.h"
@@ -114,6 +115,81 @@ TEST_F(RuntimeTest, CompilesOnceThenMemoryThenDisk) {
   EXPECT_EQ(second->statistics().diskHits, 1u);
   EXPECT_EQ((*c)->source.kernels.size(), 1u);
   EXPECT_EQ((*c)->source.kernels[0].argNames.size(), 9u);
+}
+
+TEST_F(RuntimeTest, RuntimeOnlyNamesTheMissingKernelAndTheWarmCommand) {
+  RuntimeOptions options; // no compiler: the runtime-only library
+  options.backend = Backend::Emulator;
+  options.cacheDir = root + "/empty";
+  llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
+  ASSERT_TRUE(static_cast<bool>(runtime))
+      << llvm::toString(runtime.takeError());
+  EXPECT_FALSE((*runtime)->canCompile());
+  setenv("KVQ_ALWAYS_COMPILE", "1", 1); // cannot make it compile
+  auto k = (*runtime)->prepare(spec("quantize 4t64 d=128"));
+  ASSERT_FALSE(static_cast<bool>(k));
+  bool typed = false;
+  std::string message;
+  llvm::handleAllErrors(k.takeError(), [&](const MissingKernelError &e) {
+    typed = true;
+    message = e.message();
+  });
+  EXPECT_TRUE(typed);
+  EXPECT_NE(message.find("'quantize 4t64 d=128 f16'"), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("kvq-cache warm --spec=\"quantize 4t64 d=128 f16\" "
+                         "--backend=emulator"),
+            std::string::npos)
+      << message;
+  EXPECT_EQ((*runtime)->statistics().compiled, 0u);
+}
+
+TEST_F(RuntimeTest, RuntimeOnlyServesABundleAndRunsIt) {
+  // Build with the JIT into one cache, export, serve from the bundle alone.
+  KernelSpec s = spec("attention k=2c32 v=2t32 d=64 hq=8 hkv=2");
+  std::unique_ptr<Runtime> jit = make(Backend::Emulator, root + "/build");
+  ASSERT_TRUE(jit);
+  std::vector<cache::Entry> entries;
+  for (const KernelSpec &k :
+       {s, KernelSpec::forScheme(KernelKind::Quantize, s.key, 64, s.dtype),
+        KernelSpec::forScheme(KernelKind::Quantize, s.value, 64, s.dtype)}) {
+    auto built = jit->prepare(k);
+    ASSERT_TRUE(static_cast<bool>(built)) << llvm::toString(built.takeError());
+    auto disk = cache::DiskCache::open(root + "/build");
+    ASSERT_TRUE(static_cast<bool>(disk));
+    std::optional<cache::Entry> entry = disk->load((*built)->key);
+    ASSERT_TRUE(entry.has_value());
+    entries.push_back(*entry);
+  }
+  ASSERT_FALSE(
+      static_cast<bool>(cache::Bundle::write(root + "/kernels.kvqb", entries)));
+
+  RuntimeOptions options;
+  options.backend = Backend::Emulator;
+  options.diskCache = false;
+  options.bundle = root + "/kernels.kvqb";
+  llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
+  ASSERT_TRUE(static_cast<bool>(runtime))
+      << llvm::toString(runtime.takeError());
+  AttentionWorkload w;
+  w.spec = s;
+  w.batch = 2;
+  w.tokens = 96;
+  llvm::Expected<WorkloadResult> got = runAttentionWorkload(**runtime, w);
+  ASSERT_TRUE(static_cast<bool>(got)) << llvm::toString(got.takeError());
+  EXPECT_EQ(got->origin, "bundle");
+  EXPECT_EQ((*runtime)->statistics().compiled, 0u);
+  EXPECT_EQ((*runtime)->statistics().bundleHits, 3u);
+  llvm::Expected<WorkloadResult> want = runAttentionWorkload(*jit, w);
+  ASSERT_TRUE(static_cast<bool>(want));
+  EXPECT_EQ(got->output, want->output);
+
+  // A bundle that fails verification is refused when the runtime is made.
+  std::ofstream(root + "/kernels.kvqb", std::ios::app) << "tail";
+  llvm::Expected<std::unique_ptr<Runtime>> refused = Runtime::create(options);
+  ASSERT_FALSE(static_cast<bool>(refused));
+  EXPECT_NE(llvm::toString(refused.takeError()).find("after the last file"),
+            std::string::npos);
 }
 
 TEST_F(RuntimeTest, SixteenThreadsCompileANewKernelOnce) {

@@ -11,6 +11,7 @@
 //   kvq-cache export --out=kernels.kvqb --model=llama-3-8b --preset=kivi2
 //                    [--arch=sm_80 --arch=sm_90] [--backend=emulator]
 //   kvq-cache import kernels.kvqb      verify a bundle, install its entries
+//   kvq-cache merge --out=all.kvqb a.kvqb b.kvqb   one bundle from several
 //
 // warm and export take the same selection (--spec, --spec-file, --model
 // with --preset, --arch); export builds what the cache lacks, then writes
@@ -49,11 +50,11 @@ namespace {
 cl::OptionCategory toolCategory("kvq-cache options");
 cl::opt<std::string> command(cl::Positional, cl::Required,
                              cl::desc("list|show|verify|prune|clear|warm|"
-                                      "export|import"),
+                                      "export|import|merge"),
                              cl::cat(toolCategory));
-cl::opt<std::string> argument(cl::Positional, cl::init(""),
-                              cl::desc("[key | bundle file]"),
-                              cl::cat(toolCategory));
+cl::list<std::string> arguments(cl::Positional,
+                                cl::desc("[key | bundle file...]"),
+                                cl::cat(toolCategory));
 cl::opt<std::string> cacheDir("dir", cl::desc("Cache directory"), cl::init(""),
                               cl::cat(toolCategory));
 cl::opt<unsigned> maxMegabytes("max-mb", cl::desc("Size bound for prune"),
@@ -187,9 +188,9 @@ int forEachSelected(
         return fail(llvm::toString(kernels.takeError()));
       bool fresh = (*kernels)->origin == "compiled";
       (fresh ? compiled : found)++;
-      llvm::outs() << llvm::formatv("  {0,-9} {1,-6} {2}\n",
-                                    fresh ? "compiled" : "on disk", target,
-                                    spec.canonical());
+      llvm::outs() << llvm::formatv("  {0,-9} {1} ({2})\n",
+                                    fresh ? "compiled" : "on disk",
+                                    spec.canonical(), target);
       each(**runtime, **kernels);
     }
   }
@@ -197,10 +198,10 @@ int forEachSelected(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   llvm::outs() << llvm::formatv(
-      "warmed {0} kernel specs x {1} target(s) ({2}) for {3} in {4:f1} s: {5} "
-      "compiled, {6} already on disk ({7})\n",
-      wanted->size(), targets.size(), llvm::join(targets, ","),
-      backendName.getValue(), seconds, compiled, found, dir);
+      "warmed {0} kernel specs for {1} {2} in {3:f1} s: {4} compiled, {5} "
+      "already on disk ({6})\n",
+      wanted->size(), backendName.getValue(), llvm::join(targets, ","), seconds,
+      compiled, found, dir);
   return 0;
 }
 
@@ -234,7 +235,30 @@ int exportBundle(const std::string &dir, cache::DiskCache &disk) {
   return 0;
 }
 
-int importBundle(cache::DiskCache &disk) {
+/// `merge --out=FILE A B ...`: every entry of the (verified) bundles A, B,
+/// ... in one bundle; an entry in several is taken once.
+int mergeBundles(const std::vector<std::string> &inputs) {
+  if (outPath.empty() || inputs.empty())
+    return fail("merge needs --out=FILE and the bundles to merge");
+  std::vector<cache::Entry> entries;
+  std::set<std::string> keys;
+  for (const std::string &input : inputs) {
+    llvm::Expected<cache::Bundle> bundle = cache::Bundle::open(input);
+    if (!bundle)
+      return fail(llvm::toString(bundle.takeError()));
+    for (const cache::Entry &entry : bundle->entries())
+      if (keys.insert(entry.key).second)
+        entries.push_back(entry);
+  }
+  if (llvm::Error e = cache::Bundle::write(outPath, entries))
+    return fail(llvm::toString(std::move(e)));
+  llvm::outs() << llvm::formatv("merged {0} bundles: {1} entries in {2}\n",
+                                inputs.size(), entries.size(),
+                                outPath.getValue());
+  return 0;
+}
+
+int importBundle(cache::DiskCache &disk, const std::string &argument) {
   if (argument.empty())
     return fail("import needs a bundle file: kvq-cache import FILE");
   llvm::Expected<cache::Bundle> bundle = cache::Bundle::open(argument);
@@ -261,7 +285,7 @@ int importBundle(cache::DiskCache &disk) {
   llvm::outs() << llvm::formatv(
       "imported {0}: {1} entries installed, {2} already present, {3} "
       "refused ({4})\n",
-      argument.getValue(), installed, present, refused, disk.directory());
+      argument, installed, present, refused, disk.directory());
   return refused ? 1 : 0;
 }
 } // namespace
@@ -272,6 +296,9 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(toolCategory);
   cl::ParseCommandLineOptions(argc, argv, "kvq kernel cache tool\n");
   std::string dir = cacheDir.empty() ? cache::defaultCacheDir() : cacheDir;
+  std::string argument = arguments.empty() ? "" : arguments.front();
+  if (command == "merge")
+    return mergeBundles({arguments.begin(), arguments.end()});
   if (command == "warm")
     return forEachSelected(dir, [](Runtime &, const CompiledKernels &) {});
   llvm::Expected<cache::DiskCache> opened = cache::DiskCache::open(dir);
@@ -281,7 +308,7 @@ int main(int argc, char **argv) {
   if (command == "export")
     return exportBundle(dir, disk);
   if (command == "import")
-    return importBundle(disk);
+    return importBundle(disk, argument);
 
   if (command == "list") {
     uint64_t total = 0;
@@ -332,6 +359,7 @@ int main(int argc, char **argv) {
     llvm::outs() << "cleared " << dir << "\n";
     return 0;
   }
-  return fail("unknown command '" + command +
-              "' (list, show, verify, prune, clear, warm, export, import)");
+  return fail(
+      "unknown command '" + command +
+      "' (list, show, verify, prune, clear, warm, export, import, merge)");
 }

@@ -94,6 +94,11 @@ int main(int argc, char **argv) {
       run->origin, run->prepareMillis, run->quantizeMillis,
       run->attentionMillis, batch, tokens,
       codesMatch ? "bit-identical to" : "DIFFER from", error, vsFp16);
+  RuntimeStatistics stats = (*runtime)->statistics();
+  llvm::outs() << llvm::formatv("kernels   {0} compiled, {1} from disk, {2} "
+                                "from the bundle, {3} from memory\n",
+                                stats.compiled, stats.diskHits,
+                                stats.bundleHits, stats.memoryHits);
   if (!(*runtime)->cacheWarning().empty())
     llvm::outs() << (*runtime)->cacheWarning() << "\n";
   return codesMatch && error <= 1e-3 ? 0 : 2;

@@ -29,6 +29,10 @@ struct AttentionWorkload {
 struct WorkloadResult {
   std::vector<float> output; ///< [batch, q heads, head_dim]
   std::vector<uint32_t> keyWords, valueWords;
+  /// Scales and zeros as stored (fp16 or fp32 bytes). Every output buffer
+  /// starts as 0xFF bytes, so whatever a kernel fails to write differs from
+  /// what the reference wrote (or also left alone).
+  std::vector<uint8_t> keyScales, keyZeros, valueScales, valueZeros;
   std::vector<float> fp16Output; ///< attention on the unquantized data
   double prepareMillis = 0, quantizeMillis = 0, attentionMillis = 0;
   std::string origin; ///< compiled, disk or memory
@@ -53,7 +57,8 @@ private:
 llvm::Expected<WorkloadResult> runAttentionWorkload(Runtime &runtime,
                                                     const AttentionWorkload &w);
 
-/// max |a - b| / max |b|.
+/// max |a - b| / max |b|; infinite if the sizes differ or only one side
+/// has a NaN somewhere.
 double normwiseError(const std::vector<float> &a, const std::vector<float> &b);
 
 } // namespace kvq

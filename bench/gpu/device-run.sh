@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# kvq's whole GPU suite in one go, on a machine with a GPU and its driver and
+# nothing else of kvq's: no LLVM/MLIR, no nvrtc, no compiler. Run it from
+# the folder scripts/gpu-bundle.sh builds (it is copied there):
+#
+#   bash build/gpu-bundle/device-run.sh [RESULTS_DIR]
+#
+# It prints the device, driver and clocks, measures the copy bandwidth (the
+# ceiling), runs the correctness suite (quantize bit-exact, attention vs the
+# reference, MISMATCH lines on failure), then the attention benchmark and,
+# when PyTorch with CUDA is installed, PyTorch SDPA on the same shapes.
+# Writes results.md and the raw logs to RESULTS_DIR (default: $OUT, else
+# ./gpu-results). Exits non-zero if any correctness check failed.
+#
+# KVQ_SUITE_BACKEND=emulator runs the same flow on the CPU emulator at the
+# smoke size (the test suite does, to check this script without a GPU).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-${OUT:-$PWD/gpu-results}}
+mkdir -p "$out"
+bench="$here/bin/kvq-gpu-bench"
+export KVQ_BUNDLE="$here/kernels.kvqb"
+export KVQ_CACHE_DIR
+KVQ_CACHE_DIR=$(mktemp -d)/kvq-cache
+# shellcheck source=suite.sh
+. "$here/suite.sh"
+if [ "${KVQ_SUITE_BACKEND:-cuda}" = emulator ]; then
+  KVQ_SUITE_CHECK=(--backend=emulator "${KVQ_SUITE_CHECK[@]}" "${KVQ_SUITE_SMOKE[@]}")
+  KVQ_SUITE_BENCH=(--backend=emulator "${KVQ_SUITE_SMOKE[@]}")
+fi
+if [ ! -x "$bench" ] || [ ! -f "$KVQ_BUNDLE" ]; then
+  echo "device-run: $here is not a GPU bundle (no bin/kvq-gpu-bench or kernels.kvqb); build it with scripts/gpu-bundle.sh" >&2
+  exit 2
+fi
+start=$(date +%s)
+log() { echo "device-run: $*" | tee -a "$out/device-run.log" >&2; }
+
+{
+  echo "## Device"
+  echo
+  echo '```'
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.limit,temperature.gpu --format=csv 2>&1 || echo "nvidia-smi failed"
+  nvidia-smi -q -d CLOCK 2>/dev/null | grep -iE "applications|default|sm|memory" | head -20
+  echo "host: $(uname -srm), $(nproc) CPUs"
+  echo '```'
+} > "$out/device.md"
+cat "$out/device.md" >&2
+
+log "correctness suite"
+timeout 240 "$bench" "${KVQ_SUITE_CHECK[@]}" --out="$out/check.md" 2> "$out/check.log"
+check=$?
+log "correctness exit status $check ($(( $(date +%s) - start )) s)"
+grep MISMATCH "$out/check.md" >&2 || true
+
+log "attention benchmark"
+timeout 330 "$bench" "${KVQ_SUITE_BENCH[@]}" --out="$out/bench.md" 2> "$out/bench.log"
+timing=$?
+log "benchmark exit status $timing ($(( $(date +%s) - start )) s)"
+
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  log "PyTorch SDPA baseline"
+  timeout 90 python3 "$here/sdpa_baseline.py" "${KVQ_SUITE_BENCH[@]}" > "$out/sdpa.md" 2> "$out/sdpa.log"
+  log "SDPA exit status $? ($(( $(date +%s) - start )) s)"
+else
+  printf '\n## PyTorch scaled_dot_product_attention\n\nNot measured: PyTorch with CUDA is not installed on this machine.\n' > "$out/sdpa.md"
+fi
+
+{
+  echo "# kvq GPU suite results"
+  echo
+  echo "Bundle: $(head -3 "$here/MANIFEST.txt" | tr '\n' ' ')"
+  echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - start )) s in all."
+  echo "Correctness exit status: $check; benchmark exit status: $timing."
+  echo
+  cat "$out/device.md"
+  echo
+  cat "$out/check.md" 2>/dev/null
+  echo
+  cat "$out/bench.md" 2>/dev/null
+  cat "$out/sdpa.md" 2>/dev/null
+} > "$out/results.md"
+log "results in $out/results.md"
+[ "$check" -eq 0 ] && [ "$timing" -eq 0 ]

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds the self-contained GPU suite: one folder that runs kvq's whole GPU
+# suite on a machine with only a GPU driver (bench/gpu/device-run.sh):
+#
+#   bin/kvq-gpu-bench   runtime-only and static: needs libc, libm and the
+#                       dlopen'ed libcuda.so.1, nothing else (no LLVM/MLIR,
+#                       no nvrtc, no boost, no libstdc++)
+#   kernels.kvqb        a kernel bundle with every kernel the suite's runs
+#                       use, CUBIN for each arch in bench/gpu/suite.sh plus
+#                       PTX, and the emulator kernels of the smoke run
+#   device-run.sh, suite.sh, sdpa_baseline.py, MANIFEST.txt
+#
+#   scripts/gpu-bundle.sh [FOLDER]     (default: build/gpu-bundle)
+#
+# Kernels are compiled on this machine (nvrtc needs no GPU) into a cache
+# under the build folder, so a second run only re-exports them.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${KVQ_BUILD_DIR:-$root/build}
+out=${1:-$build/gpu-bundle}
+"$root/scripts/build.sh" kvq-gpu-bench kvq-gpu-bench-runtime-only kvq-cache >/dev/null
+
+# shellcheck source=../bench/gpu/suite.sh
+. "$root/bench/gpu/suite.sh"
+export KVQ_CACHE_DIR="$build/gpu-bundle-cache"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+jit="$build/bin/kvq-gpu-bench"
+{
+  "$jit" --list-specs "${KVQ_SUITE_CHECK[@]}"
+  "$jit" --list-specs "${KVQ_SUITE_BENCH[@]}"
+  "$jit" --list-specs "${KVQ_SUITE_SMOKE[@]}"
+  "$jit" --list-specs --check "${KVQ_SUITE_SMOKE[@]}"
+} | sort -u > "$work/specs.txt"
+"$jit" --list-specs --check "${KVQ_SUITE_SMOKE[@]}" > "$work/smoke.txt"
+"$jit" --list-specs "${KVQ_SUITE_SMOKE[@]}" >> "$work/smoke.txt"
+
+archs=()
+for a in "${KVQ_SUITE_ARCHS[@]}"; do archs+=("--arch=$a"); done
+"$build/bin/kvq-cache" export --spec-file="$work/specs.txt" "${archs[@]}" \
+  --out="$work/cuda.kvqb" > "$work/export-cuda.log"
+"$build/bin/kvq-cache" export --spec-file="$work/smoke.txt" --backend=emulator \
+  --out="$work/emulator.kvqb" > "$work/export-emulator.log"
+rm -rf "$out"
+mkdir -p "$out/bin"
+"$build/bin/kvq-cache" merge --out="$out/kernels.kvqb" "$work/cuda.kvqb" "$work/emulator.kvqb" >/dev/null
+strip -o "$out/bin/kvq-gpu-bench" "$build/runtime-only/bin/kvq-gpu-bench"
+cp "$root/bench/gpu/device-run.sh" "$root/bench/gpu/suite.sh" \
+   "$root/bench/gpu/sdpa_baseline.py" "$out/"
+{
+  echo "kvq $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "built $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -m), $(wc -l < "$work/specs.txt") specs x ${KVQ_SUITE_ARCHS[*]} + emulator smoke kernels"
+  echo "run: bash device-run.sh [RESULTS_DIR]"
+  echo
+  (cd "$out" && find . -type f | sort | xargs ls -l | awk '{print $5, $9}')
+} > "$out/MANIFEST.txt"
+echo "gpu bundle: $out ($(du -sh "$out" | cut -f1)), $(wc -l < "$work/specs.txt") specs for ${KVQ_SUITE_ARCHS[*]}"
