@@ -2,6 +2,9 @@
 // decode-attention step, through the public API only (kvq/kvq.h).
 //
 // It runs on a GPU when one is present and on the CPU emulator otherwise.
+// Linked with kvq::kvq it compiles its kernels on first use; linked with
+// kvq::runtime (no compiler) it needs them prebuilt, in the kernel cache or
+// a bundle (KVQ_BUNDLE; docs/deploy.md).
 
 #include <kvq/kvq.h>
 
@@ -130,9 +133,11 @@ int main() {
   std::printf("out[0][0..3] = %.4f %.4f %.4f %.4f\n", fromHalf(out[0]),
               fromHalf(out[1]), fromHalf(out[2]), fromHalf(out[3]));
   kvq::CacheStatistics stats = context->statistics();
-  std::printf("kernels compiled %llu, from disk %llu, from memory %llu\n",
+  std::printf("kernels compiled %llu, from disk %llu, from a bundle %llu, "
+              "from memory %llu\n",
               (unsigned long long)stats.compiled,
               (unsigned long long)stats.diskHits,
+              (unsigned long long)stats.bundleHits,
               (unsigned long long)stats.memoryHits);
 
   // A bad call is a Status naming the value, not a crash.
