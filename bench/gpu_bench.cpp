@@ -28,9 +28,7 @@
 #include "kvq/Runtime/Presets.h"
 #include "kvq/Runtime/Reference.h"
 #include "kvq/Runtime/Runtime.h"
-#ifdef KVQ_WITH_JIT
-#include "kvq/Runtime/Jit.h"
-#endif
+#include "kvq/Runtime/ToolCompiler.h"
 #include "kvq/Runtime/Workload.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -123,14 +121,6 @@ cl::opt<std::string> outPath("out", cl::init("-"),
 
 constexpr int kSink = 4, kResidual = 128;
 
-/// `options` with the JIT compiler in the JIT build; unchanged in the
-/// runtime-only build, which serves prebuilt kernels only.
-RuntimeOptions withCompiler(RuntimeOptions options) {
-#ifdef KVQ_WITH_JIT
-  options = jit::options(options);
-#endif
-  return options;
-}
 constexpr double kTolerance = 2e-3; // normwise, as the numerics tests
 
 std::vector<int> parseList(const std::string &text, const char *what) {
@@ -891,7 +881,7 @@ int main(int argc, char **argv) {
   }
   // The JIT build compiles what it cannot find; the runtime-only build
   // (the GPU bundle's) serves the bundle's kernels only.
-  RuntimeOptions options = withCompiler(RuntimeOptions());
+  RuntimeOptions options = withToolCompiler(RuntimeOptions());
   options.backend = *backend;
   llvm::Expected<std::unique_ptr<Runtime>> runtime = Runtime::create(options);
   if (!runtime) {
@@ -901,7 +891,7 @@ int main(int argc, char **argv) {
   }
   // The reference validates calls against the launch plan of the cuda
   // kernels for the same arch.
-  RuntimeOptions referenceOptions = withCompiler(RuntimeOptions());
+  RuntimeOptions referenceOptions = withToolCompiler(RuntimeOptions());
   referenceOptions.backend = Backend::Reference;
   referenceOptions.arch = (*runtime)->backend() == Backend::Cuda
                               ? (*runtime)->arch()

@@ -5,6 +5,7 @@
 #   bin/kvq-gpu-bench   runtime-only and static: needs libc, libm and the
 #                       dlopen'ed libcuda.so.1, nothing else (no LLVM/MLIR,
 #                       no nvrtc, no boost, no libstdc++)
+#   bin/kvq-cache       the same, to import/list/verify bundles there
 #   kernels.kvqb        a kernel bundle with every kernel the suite's runs
 #                       use, CUBIN for each arch in bench/gpu/suite.sh plus
 #                       PTX, and the emulator kernels of the smoke run
@@ -18,7 +19,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${KVQ_BUILD_DIR:-$root/build}
 out=${1:-$build/gpu-bundle}
-"$root/scripts/build.sh" kvq-gpu-bench kvq-gpu-bench-runtime-only kvq-cache >/dev/null
+"$root/scripts/build.sh" kvq-gpu-bench kvq-gpu-bench-runtime-only kvq-cache \
+  kvq-cache-runtime-only >/dev/null
 
 # shellcheck source=../bench/gpu/suite.sh
 . "$root/bench/gpu/suite.sh"
@@ -44,7 +46,9 @@ for a in "${KVQ_SUITE_ARCHS[@]}"; do archs+=("--arch=$a"); done
 rm -rf "$out"
 mkdir -p "$out/bin"
 "$build/bin/kvq-cache" merge --out="$out/kernels.kvqb" "$work/cuda.kvqb" "$work/emulator.kvqb" >/dev/null
-strip -o "$out/bin/kvq-gpu-bench" "$build/runtime-only/bin/kvq-gpu-bench"
+for tool in kvq-gpu-bench kvq-cache; do
+  strip -o "$out/bin/$tool" "$build/runtime-only/bin/$tool"
+done
 cp "$root/bench/gpu/device-run.sh" "$root/bench/gpu/suite.sh" \
    "$root/bench/gpu/sdpa_baseline.py" "$out/"
 {

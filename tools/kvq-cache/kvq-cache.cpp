@@ -20,14 +20,19 @@
 //
 // The cache is $KVQ_CACHE_DIR, $XDG_CACHE_HOME/kvq or ~/.cache/kvq.
 //
+// Built twice: with the JIT (build/bin/kvq-cache) and runtime-only
+// (build/runtime-only/bin/kvq-cache, in the GPU bundle), which runs where
+// there is no LLVM/MLIR or nvrtc and can warm and export only what the
+// cache already holds.
+//
 //===----------------------------------------------------------------------===//
 
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/DiskCache.h"
-#include "kvq/Runtime/Jit.h"
 #include "kvq/Runtime/KernelKey.h"
 #include "kvq/Runtime/Presets.h"
 #include "kvq/Runtime/Runtime.h"
+#include "kvq/Runtime/ToolCompiler.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -171,7 +176,7 @@ int forEachSelected(
   auto start = std::chrono::steady_clock::now();
   int compiled = 0, found = 0;
   for (const std::string &target : targets) {
-    RuntimeOptions options = jit::options();
+    RuntimeOptions options = withToolCompiler(RuntimeOptions());
     options.backend = *backend;
     if (*backend == Backend::Cuda)
       options.arch = target;
