@@ -84,6 +84,7 @@ public:
     if (backend == Backend::Cuda) {
       NVRTCOptions nvrtc;
       nvrtc.arch = arch;
+      nvrtc.extraOptions = cudaCodegenOptions(spec);
       llvm::Expected<CompiledModule> module = compileCuda(
           out.source.cuda, out.source.kernels.front().name + ".cu", nvrtc);
       if (!module)

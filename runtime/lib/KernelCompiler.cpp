@@ -15,6 +15,12 @@ void CompileError::log(llvm::raw_ostream &os) const {
     os << "\nnvrtc log:\n" << nvrtcLog;
 }
 
+std::vector<std::string> kvq::cudaCodegenOptions(const KernelSpec &spec) {
+  if (spec.kind == KernelKind::Quantize || spec.kind == KernelKind::Dequantize)
+    return {"--fmad=false"};
+  return {};
+}
+
 const char *kvq::buildNvrtcVersion() { return KVQ_NVRTC_BUILD_VERSION; }
 
 const char *kvq::backendName(Backend backend) {

@@ -27,6 +27,8 @@ cache::KeyInputs kvq::kernelKeyInputs(const KernelSpec &spec, Backend backend,
     in.target = arch;
     in.compilerVersion = std::string("nvrtc ") + buildNvrtcVersion();
     in.options = "-std=c++17";
+    for (const std::string &option : cudaCodegenOptions(spec))
+      in.options += " " + option;
   }
   if (const char *include = std::getenv("KVQ_CUDA_INCLUDE"))
     in.environment["KVQ_CUDA_INCLUDE"] = include;

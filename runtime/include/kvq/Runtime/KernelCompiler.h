@@ -22,6 +22,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 namespace kvq {
 
@@ -89,6 +90,14 @@ public:
   compile(const KernelSpec &spec, Backend backend,
           const std::string &arch) const = 0;
 };
+
+/// nvrtc options, beyond the defaults, that `spec`'s kernels are compiled
+/// with; part of their cache key. Quantize and dequantize are bit-exact on
+/// every backend, so nothing may be contracted there: --fmad=false makes
+/// nvrtc keep a * b + c as two rounded operations (mul.rn, add.rn), as the
+/// emulator (-ffp-contract=off) and the reference compute them. Attention,
+/// checked within a tolerance, keeps the faster contracted form.
+std::vector<std::string> cudaCodegenOptions(const KernelSpec &spec);
 
 /// The nvrtc version the cuda kernels of this kvq build are compiled with
 /// ("13.0"), known without loading nvrtc: the runtime-only library keys its
