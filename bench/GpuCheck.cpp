@@ -2,10 +2,14 @@
 
 #include "GpuCheck.h"
 
+#include "kvq/BufferSizes.h"
 #include "kvq/Runtime/Presets.h"
+#include "kvq/Runtime/Reference.h"
 #include "kvq/Runtime/Workload.h"
 
 #include "llvm/Support/FormatVariadic.h"
+
+#include <random>
 
 using namespace kvq;
 
@@ -24,7 +28,69 @@ std::vector<KernelSpec> kvq::checkSpecs(const CheckGrid &grid) {
   return specs;
 }
 
+std::vector<KernelSpec> kvq::schemeMatrixSpecs(const CheckGrid &grid) {
+  std::vector<KernelSpec> specs;
+  for (int d : grid.headDims)
+    for (int bits : {2, 4, 8})
+      for (auto axis : {QuantScheme::Axis::Token, QuantScheme::Axis::Channel})
+        for (bool symmetric : {false, true})
+          for (bool fp32Scales : {false, true}) {
+            QuantScheme s;
+            s.bits = bits;
+            s.axis = axis;
+            s.symmetric = symmetric;
+            s.fp32Scales = fp32Scales;
+            s.group = axis == QuantScheme::Axis::Token ? std::min(64, d) : 32;
+            for (KernelKind kind :
+                 {KernelKind::Quantize, KernelKind::Dequantize})
+              specs.push_back(KernelSpec::forScheme(kind, s, d, HalfType::F16));
+          }
+  return specs;
+}
+
 namespace {
+
+/// Quantizes KV-like rows with `scheme` on `runtime`, then dequantizes them
+/// back; every output starts poisoned. The bytes of codes, scales, zeros
+/// and the dequantized halves, in that order.
+llvm::Expected<std::vector<std::vector<uint8_t>>>
+roundTrip(Runtime &runtime, const QuantScheme &scheme, int d, int rows,
+          int tokens, const std::vector<uint16_t> &input) {
+  KernelSpec quantize =
+      KernelSpec::forScheme(KernelKind::Quantize, scheme, d, HalfType::F16);
+  KernelSpec dequantize =
+      KernelSpec::forScheme(KernelKind::Dequantize, scheme, d, HalfType::F16);
+  size_t words = packedWordCount(scheme, d, rows, tokens) * 4;
+  size_t scales = scaleCount(scheme, d, rows, tokens) * scaleBytes(scheme);
+  size_t halves = size_t(rows) * tokens * d * 2;
+  DeviceBuffers mem(runtime);
+  auto poisoned = [&](size_t bytes) {
+    std::vector<uint8_t> poison(bytes, 0xFF);
+    return mem.make(poison.data(), bytes);
+  };
+  llvm::Expected<void *> in = mem.make(input.data(), halves);
+  llvm::Expected<void *> w = poisoned(words), sc = poisoned(scales),
+                         z = poisoned(scales), out = poisoned(halves);
+  for (llvm::Expected<void *> *p : {&in, &w, &sc, &z, &out})
+    if (!*p)
+      return p->takeError();
+  QuantizeCall q{*in, *w, *sc, *z, rows, tokens, tokens, tokens, 0};
+  if (llvm::Error e = runtime.quantize(quantize, q))
+    return std::move(e);
+  DequantizeCall back{*w, *sc, *z, *out, rows, tokens, tokens, 0, tokens};
+  if (llvm::Error e = runtime.dequantize(dequantize, back))
+    return std::move(e);
+  std::vector<std::vector<uint8_t>> result;
+  for (auto [p, bytes] : {std::pair<void *, size_t>{*w, words},
+                          {*sc, scales},
+                          {*z, scales},
+                          {*out, halves}}) {
+    result.emplace_back(bytes);
+    if (llvm::Error e = runtime.copyOut(result.back().data(), p, bytes))
+      return std::move(e);
+  }
+  return result;
+}
 
 /// The first index where two byte images differ, or -1.
 template <typename T>
@@ -94,6 +160,45 @@ llvm::Expected<int> kvq::runCorrectness(Runtime &device, Runtime &reference,
                         bad.empty() ? "ok" : "FAIL");
     for (const std::string &why : bad)
       failures.push_back(spec.canonical() + ": " + why);
+  }
+  os << "\n### Quantize and dequantize, every scheme\n\n"
+     << "Bits 2/4/8 x token/channel axis x asymmetric/symmetric x fp16/fp32 "
+        "scales, each head_dim; "
+     << grid.kvHeads * grid.batch
+     << " rows of 128 KV-like tokens (outlier channels), quantized then "
+        "dequantized; codes, scales, zeros and values bit-identical to the "
+        "reference.\n\n| scheme | d | result |\n|---|---|---|\n";
+  const std::vector<KernelSpec> matrix = schemeMatrixSpecs(grid);
+  for (const KernelSpec &spec : matrix) {
+    if (spec.kind != KernelKind::Quantize)
+      continue;
+    int d = spec.headDim, rows = grid.kvHeads * grid.batch, tokens = 128;
+    std::vector<uint16_t> input(size_t(rows) * tokens * d);
+    std::mt19937 rng(seed++);
+    std::normal_distribution<float> normal;
+    for (size_t i = 0; i < input.size(); ++i)
+      input[i] = ref::toHalfBits(
+          normal(rng) * ((i % d) % 29 == 0 ? 12.0f : 1.0f), HalfType::F16);
+    auto got = roundTrip(device, spec.key, d, rows, tokens, input);
+    if (!got)
+      return got.takeError();
+    auto want = roundTrip(reference, spec.key, d, rows, tokens, input);
+    if (!want)
+      return want.takeError();
+    static const char *parts[] = {"codes", "scales", "zeros",
+                                  "dequantized values"};
+    std::string bad;
+    for (int i = 0; i < 4 && bad.empty(); ++i) {
+      int64_t at = firstDifference((*got)[i], (*want)[i]);
+      if (at >= 0)
+        bad = llvm::formatv("{0} differ from byte {1} of {2}", parts[i], at,
+                            (*want)[i].size());
+    }
+    os << llvm::formatv("| {0} | {1} | {2} |\n", spec.key.tag(), d,
+                        bad.empty() ? "bit-exact" : "FAIL");
+    if (!bad.empty())
+      failures.push_back("quantize/dequantize " + spec.key.tag() +
+                         " d=" + std::to_string(d) + ": " + bad);
   }
   os << "\n";
   for (const std::string &f : failures)

@@ -7,6 +7,9 @@
 //     bit as the reference backend does,
 //   - attention over sink + quantized body + residual is within the
 //     tolerance of the reference backend (normwise).
+// and for every scheme of the matrix (bits 2/4/8 x token/channel axis x
+// asymmetric/symmetric x fp16/fp32 scales, each head_dim), quantize then
+// dequantize bit-exact against the reference.
 // Every output buffer starts poisoned (Workload.h), so an element a kernel
 // fails to write is a mismatch, not a lucky zero. Each failure is one
 // `MISMATCH:` line.
@@ -35,6 +38,10 @@ struct CheckGrid {
 /// The attention specs of the grid (each preset x head_dim x gqa); their
 /// quantize kernels are forScheme(Quantize, key/value).
 std::vector<KernelSpec> checkSpecs(const CheckGrid &grid);
+
+/// The quantize and dequantize specs of the scheme matrix, for each head_dim
+/// of the grid.
+std::vector<KernelSpec> schemeMatrixSpecs(const CheckGrid &grid);
 
 /// Runs the grid on `device` and `reference`, writes a markdown table and
 /// one `MISMATCH:` line per failure to `os`; returns the number of failures.

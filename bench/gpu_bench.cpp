@@ -565,11 +565,14 @@ llvm::Expected<Timing> Suite::timeAttention(const KernelSpec &spec,
       runtime.prepare(spec); // compiled outside the timed runs
   if (!kernels)
     return kernels.takeError();
-  llvm::Expected<void *> workspace = mem.make(
-      nullptr, attentionWorkspaceBytes(spec, (*kernels)->source, call));
+  llvm::Expected<size_t> bytes = runtime.attentionWorkspaceBytes(spec, call);
+  if (!bytes)
+    return bytes.takeError();
+  llvm::Expected<void *> workspace = mem.make(nullptr, *bytes);
   if (!workspace)
     return workspace.takeError();
   call.workspace = *workspace;
+  call.workspaceBytes = *bytes;
   return timer.measure([&] { return runtime.attention(spec, call); });
 }
 
@@ -746,8 +749,11 @@ std::vector<KernelSpec> specsOfThisRun() {
           p->value.tag() == spec.value.tag())
         addQuantize(*p, spec.headDim);
   }
-  if (checkOnly)
+  if (checkOnly) {
+    for (const KernelSpec &spec : schemeMatrixSpecs(grid))
+      specs.push_back(spec);
     return specs;
+  }
   llvm::SmallVector<llvm::StringRef> names;
   llvm::StringRef(presetList).split(names, ',', -1, false);
   std::optional<ModelShape> model = findModel(cacheModel);

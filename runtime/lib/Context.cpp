@@ -136,12 +136,13 @@ Status Context::attention(const KernelSpec &spec, const AttentionCall &call) {
 
 size_t Context::attentionWorkspaceBytes(const KernelSpec &spec,
                                         const AttentionCall &call) {
-  auto kernels = impl->runtime->prepare(spec);
-  if (!kernels) {
-    llvm::consumeError(kernels.takeError());
+  llvm::Expected<size_t> bytes =
+      impl->runtime->attentionWorkspaceBytes(spec, call);
+  if (!bytes) {
+    llvm::consumeError(bytes.takeError());
     return 0;
   }
-  return kvq::attentionWorkspaceBytes(spec, (*kernels)->source, call);
+  return *bytes;
 }
 
 void *Context::allocate(size_t bytes, Status *status) {

@@ -47,9 +47,9 @@ struct Ids {
 struct Hooks {
   void (*load)(int site, const void *address, unsigned bytes, void *out);
   void (*store)(int site, void *address, unsigned bytes, const void *in);
-  void (*checkShared)(int site, const void *address, unsigned bytes);
+  void (*checkShared)(int site, const void *address, unsigned bytes, int store);
   void *(*shared)(int slot, unsigned bytes);
-  void (*syncthreads)();
+  void (*syncthreads)(int line);
   unsigned long long (*shflXor)(unsigned mask, unsigned long long value,
                                 int laneMask);
 };
@@ -87,6 +87,7 @@ struct Thread {
   unsigned shuffleMask = 0;
   int shuffleLaneMask = 0;
   unsigned long long shuffleValue = 0, shuffleResult = 0;
+  int barrierLine = 0; ///< source line of the __syncthreads it waits at
   std::vector<uint32_t> siteExecutions;
 };
 
@@ -107,7 +108,11 @@ struct RequestKey {
 
 struct Block {
   std::vector<Thread> threads;
-  std::vector<char> arena; // shared memory
+  /// Shared memory: poisoned (0xFF: NaN as floats) at every block start, as
+  /// a GPU leaves it uninitialised, with a byte map of what any thread of
+  /// the block has written since.
+  std::vector<char> arena;
+  std::vector<uint8_t> written;
   size_t arenaUsed = 0;
   std::map<int, size_t> slots; // KVQ_SHARED line -> offset
   std::string error;
@@ -183,7 +188,7 @@ void hookStore(int site, void *address, unsigned bytes, const void *in) {
   std::memcpy(address, in, bytes);
 }
 
-void hookCheckShared(int site, const void *address, unsigned bytes) {
+void hookCheckShared(int site, const void *address, unsigned bytes, int store) {
   Block *block = currentBlock;
   auto p = reinterpret_cast<const char *>(address);
   if (p < block->arena.data() ||
@@ -199,6 +204,22 @@ void hookCheckShared(int site, const void *address, unsigned bytes) {
     os << "misaligned " << bytes * 8 << "-bit shared access at site " << site;
     failThread(os.str());
   }
+  size_t offset = size_t(p - block->arena.data());
+  uint8_t *mark = block->written.data() + offset;
+  if (store) {
+    std::memset(mark, 1, bytes);
+    return;
+  }
+  // On a GPU this read returns whatever the memory held: garbage, possibly
+  // NaN. Whether or not the kernel would discard it, it is a bug.
+  for (unsigned i = 0; i < bytes; ++i)
+    if (!mark[i]) {
+      std::ostringstream os;
+      os << "read of shared memory no thread of this block wrote at site "
+         << site << " (byte " << offset + i << " of the block's "
+         << block->arenaUsed << ")";
+      failThread(os.str());
+    }
 }
 
 void *hookShared(int slot, unsigned bytes) {
@@ -214,8 +235,9 @@ void *hookShared(int slot, unsigned bytes) {
   return block->arena.data() + offset;
 }
 
-void hookSyncthreads() {
+void hookSyncthreads(int line) {
   currentThread->state = State::AtBarrier;
+  currentThread->barrierLine = line;
   yieldToScheduler();
 }
 
@@ -303,7 +325,8 @@ void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
   currentBlock = &block;
   unsigned count = blockDim.x * blockDim.y * blockDim.z;
   block.threads.resize(count);
-  block.arena.assign(kSharedBytes, 0);
+  block.arena.assign(kSharedBytes, char(0xFF));
+  block.written.assign(kSharedBytes, 0);
   ctx::fixedsize_stack stacks(64 * 1024);
   for (unsigned i = 0; i < count; ++i) {
     Thread &t = block.threads[i];
@@ -349,6 +372,26 @@ void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
     if (!anyLive)
       return;
     if (allAtBarrier) {
+      // A GPU releases a barrier when the block's threads reach *that*
+      // __syncthreads; threads waiting at different ones hang or corrupt
+      // each other's shared memory there, so they are an error here.
+      const Thread *first = nullptr;
+      for (const Thread &t : block.threads) {
+        if (t.state != State::AtBarrier)
+          continue;
+        if (!first) {
+          first = &t;
+        } else if (t.barrierLine != first->barrierLine) {
+          std::ostringstream os;
+          os << "divergent __syncthreads in block (" << bx << ", " << by << ", "
+             << bz << "): thread " << first->index
+             << " waits at the barrier on line " << first->barrierLine
+             << " of the kernel source, thread " << t.index
+             << " at the one on line " << t.barrierLine;
+          block.error = os.str();
+          return;
+        }
+      }
       for (Thread &t : block.threads)
         if (t.state == State::AtBarrier)
           t.state = State::Runnable;

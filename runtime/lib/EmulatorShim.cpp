@@ -43,9 +43,10 @@ struct Ids {
 struct Hooks {
   void (*load)(int site, const void *address, unsigned bytes, void *out);
   void (*store)(int site, void *address, unsigned bytes, const void *in);
-  void (*checkShared)(int site, const void *address, unsigned bytes);
+  void (*checkShared)(int site, const void *address, unsigned bytes,
+                      int store);
   void *(*shared)(int slot, unsigned bytes);
-  void (*syncthreads)();
+  void (*syncthreads)(int line);
   unsigned long long (*shflXor)(unsigned mask, unsigned long long value,
                                 int laneMask);
 };
@@ -62,9 +63,16 @@ inline void store(int site, T *address, const V &value) {
   T converted = value;
   hooks->store(site, address, sizeof(T), &converted);
 }
-template <typename T> inline T &shared(int site, T *address) {
-  hooks->checkShared(site, address, sizeof(T));
+// Shared memory: reads and writes are told apart, so the emulator can
+// report a read of an element no thread of the block wrote.
+template <typename T> inline T sharedLoad(int site, const T *address) {
+  hooks->checkShared(site, address, sizeof(T), 0);
   return *address;
+}
+template <typename T, typename V>
+inline void sharedStore(int site, T *address, const V &value) {
+  hooks->checkShared(site, address, sizeof(T), 1);
+  *address = value;
 }
 } // namespace kvq_emu
 
@@ -80,14 +88,16 @@ extern "C" void kvq_emu_set_ids(const kvq_emu::Ids *ids) { kvq_emu::ids = ids; }
 #define KVQ_LDG2(site, ptr, i) kvq_emu::load(site, reinterpret_cast<const int2 *>((ptr) + (i)))
 #define KVQ_LDG4(site, ptr, i) kvq_emu::load(site, reinterpret_cast<const int4 *>((ptr) + (i)))
 #define KVQ_STG(site, ptr, i, v) kvq_emu::store(site, (ptr) + (i), (v))
-#define KVQ_LDS(site, ptr, i) kvq_emu::shared(site, (ptr) + (i))
-#define KVQ_STS(site, ptr, i, v) ((void)(kvq_emu::shared(site, (ptr) + (i)) = (v)))
-#define KVQ_LDS4(site, ptr, i) kvq_emu::shared(site, reinterpret_cast<float4 *>((ptr) + (i)))
-#define KVQ_STS4(site, ptr, i, v) ((void)(kvq_emu::shared(site, reinterpret_cast<float4 *>((ptr) + (i))) = (v)))
+#define KVQ_LDS(site, ptr, i) kvq_emu::sharedLoad(site, (ptr) + (i))
+#define KVQ_STS(site, ptr, i, v) kvq_emu::sharedStore(site, (ptr) + (i), (v))
+#define KVQ_LDS4(site, ptr, i) kvq_emu::sharedLoad(site, reinterpret_cast<const float4 *>((ptr) + (i)))
+#define KVQ_STS4(site, ptr, i, v) kvq_emu::sharedStore(site, reinterpret_cast<float4 *>((ptr) + (i)), (v))
 #define KVQ_SHARED(type, name, count) \
   type *name = static_cast<type *>(kvq_emu::hooks->shared(__LINE__, sizeof(type) * (count)))
 
-inline void __syncthreads() { kvq_emu::hooks->syncthreads(); }
+// The line names the barrier: every thread of a block must wait at the same
+// one, as on a GPU.
+#define __syncthreads() kvq_emu::hooks->syncthreads(__LINE__)
 template <typename T> inline T __shfl_xor_sync(unsigned mask, T value, int laneMask) {
   static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");
   unsigned long long bits = 0;

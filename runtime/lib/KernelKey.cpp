@@ -4,6 +4,7 @@
 
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Codegen/GeneratedSource.h"
+#include "kvq/Runtime/CodegenFingerprint.h"
 #include "kvq/Runtime/Emulator.h"
 
 #include "llvm/Config/llvm-config.h"
@@ -18,7 +19,9 @@ cache::KeyInputs kvq::kernelKeyInputs(const KernelSpec &spec, Backend backend,
   in.spec = spec.canonical();
   in.backend =
       backendName(backend == Backend::Reference ? Backend::Cuda : backend);
-  in.generatorVersion = kVersion;
+  // The version names the release; the fingerprint, the exact generator
+  // sources it was built from (runtime/CMakeLists.txt).
+  in.generatorVersion = std::string(kVersion) + "+" + KVQ_CODEGEN_FINGERPRINT;
   in.mlirVersion = LLVM_VERSION_STRING;
   if (backend == Backend::Emulator) {
     in.target = "host";

@@ -84,11 +84,23 @@ llvm::Error checkCount(const char *name, int value) {
   return llvm::Error::success();
 }
 
-/// The largest element index must fit the kernels' 32-bit index math.
-llvm::Error checkIndexRange(const char *what, int64_t elements) {
-  if (elements > INT_MAX)
-    return Problem() << what << " holds " << elements
-                     << " elements, more than the 2^31 - 1 a kernel addresses";
+/// The largest index into one buffer, in the units the kernel indexes it
+/// by (packed words, scales, halves), must fit its 32-bit index math.
+llvm::Error checkIndexRange(const char *what, int64_t count,
+                            const char *units = "elements") {
+  if (count > INT_MAX)
+    return Problem() << what << " holds " << count << " " << units
+                     << ", more than the 2^31 - 1 a kernel addresses";
+  return llvm::Error::success();
+}
+
+/// CUDA's grid limits: 2^31 - 1 blocks in x, 65535 in y and z.
+llvm::Error checkGridDimension(const char *what, int64_t blocks, char dim) {
+  int64_t limit = dim == 'x' ? INT_MAX : 65535;
+  if (blocks > limit)
+    return Problem() << what << " " << blocks << " exceeds CUDA's limit of "
+                     << limit << " blocks in the grid's " << dim
+                     << " dimension";
   return llvm::Error::success();
 }
 
@@ -117,9 +129,17 @@ llvm::Error checkTokenRange(const KernelSpec &spec, int rows, int tokens,
                          << "-token groups: " << name << " " << value
                          << " is not a multiple of " << group;
   }
-  int64_t elements =
-      int64_t(rows) * std::max(storeTokens, sourceTokens) * spec.headDim;
-  return checkIndexRange("a row range", elements);
+  if (llvm::Error e = checkIndexRange(
+          "the fp16 rows", int64_t(rows) * sourceTokens * spec.headDim))
+    return e;
+  if (llvm::Error e = checkIndexRange(
+          "the packed store",
+          int64_t(packedWordCount(s, spec.headDim, rows, storeTokens)),
+          "words"))
+    return e;
+  return checkIndexRange(
+      "the store's scales",
+      int64_t(scaleCount(s, spec.headDim, rows, storeTokens)), "scales");
 }
 
 KernelLaunch makeLaunch(const GeneratedKernel &k,
@@ -224,7 +244,9 @@ int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
     return c.tokensPerSplit;
   int64_t tile = planValue(k, "tile_tokens", 32);
   int64_t minimum = planValue(k, "min_tokens_per_split", 4 * tile);
-  int64_t sms = planValue(k, "sm_count", 80);
+  // The device's SMs when the runtime knows them (AttentionCall::smCount),
+  // else the count the plan assumed for its arch.
+  int64_t sms = c.smCount > 0 ? c.smCount : planValue(k, "sm_count", 80);
   // Enough blocks for two waves over the SMs, each split a whole number of
   // tiles and never shorter than the plan's minimum.
   int64_t blocksPerSplit = std::max(1, c.batch * spec.kvHeads);
@@ -316,13 +338,42 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
   if (c.softmaxScale < 0 || !std::isfinite(c.softmaxScale))
     return Problem() << "softmax scale must be positive and finite, got "
                      << c.softmaxScale;
-  int64_t kvRows = int64_t(c.batch) * spec.kvHeads;
-  if (llvm::Error e = checkIndexRange(
-          "the quantized body",
-          kvRows *
-              std::max({c.bodyCapacity, c.sinkCapacity, c.residualCapacity}) *
-              spec.headDim))
+  if (c.smCount < 0)
+    return Problem() << "sm_count must not be negative, got " << c.smCount;
+  if (llvm::Error e = checkGridDimension("batch", c.batch, 'z'))
     return std::move(e);
+  if (llvm::Error e = checkGridDimension("kv heads", spec.kvHeads, 'y'))
+    return std::move(e);
+  // Each buffer in the units the kernels index it by: a KIVI-2 body of
+  // 128k tokens x 8 heads x batch 32 is 2^32 halves but 2^28 packed words.
+  int64_t kvRows = int64_t(c.batch) * spec.kvHeads, d = spec.headDim;
+  struct Extent {
+    const char *what;
+    int64_t count;
+    const char *units;
+    bool present;
+  } extents[] = {
+      {"the key codes",
+       int64_t(packedWordCount(spec.key, d, kvRows, c.bodyCapacity)), "words",
+       !dense},
+      {"the key scales",
+       int64_t(scaleCount(spec.key, d, kvRows, c.bodyCapacity)), "scales",
+       !dense},
+      {"the value codes",
+       int64_t(packedWordCount(spec.value, d, kvRows, c.bodyCapacity)), "words",
+       !dense},
+      {"the value scales",
+       int64_t(scaleCount(spec.value, d, kvRows, c.bodyCapacity)), "scales",
+       !dense},
+      {"the fp16 body", kvRows * c.bodyCapacity * d, "halves", dense},
+      {"the sink", kvRows * c.sinkCapacity * d, "halves", spec.sink},
+      {"the residual", kvRows * c.residualCapacity * d, "halves",
+       spec.residual},
+      {"the queries", int64_t(c.batch) * spec.queryHeads * d, "halves", true}};
+  for (const Extent &e : extents)
+    if (e.present)
+      if (llvm::Error error = checkIndexRange(e.what, e.count, e.units))
+        return std::move(error);
   if (c.hostLengths)
     for (int b = 0; b < c.batch; ++b) {
       const int32_t *l = c.hostLengths + 3 * b;
@@ -349,6 +400,15 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
   int bodySplits = std::max(1, (c.bodyCapacity + split - 1) / split);
   int splits = bodySplits + 1;
   size_t rows = size_t(c.batch) * spec.queryHeads * splits;
+  if (llvm::Error e = checkIndexRange("the workspace's partial outputs",
+                                      int64_t(rows) * d, "floats"))
+    return std::move(e);
+  size_t needed = attentionWorkspaceBytes(spec, source, c);
+  if (c.workspaceBytes && c.workspaceBytes < needed)
+    return Problem() << "the workspace of " << c.workspaceBytes
+                     << " bytes is smaller than the " << needed
+                     << " this call needs (attentionWorkspaceBytes, with the "
+                        "same sm_count)";
   auto aligned = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
   char *workspace = static_cast<char *>(c.workspace);
   void *partialOut = workspace;

@@ -65,6 +65,7 @@ struct QuantizedKVCache::Impl {
   std::vector<Layer> layers;
   std::vector<void *> owned;
   void *scratch = nullptr, *lengths = nullptr, *workspace = nullptr;
+  size_t workspaceBytes = 0;
   KernelSpec attention, quantizeKey, quantizeValue;
   size_t rowBytes() const { return size_t(config.headDim) * 2; }
 
@@ -249,8 +250,8 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
   AttentionCall probe;
   probe.batch = config.batch;
   probe.bodyCapacity = impl->storeCapacity;
-  impl->workspace =
-      impl->allocate(context.attentionWorkspaceBytes(a, probe), s);
+  impl->workspaceBytes = context.attentionWorkspaceBytes(a, probe);
+  impl->workspace = impl->allocate(impl->workspaceBytes, s);
   if (!s.ok()) {
     if (status)
       *status = s;
@@ -387,6 +388,7 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   call.hostLengths = lengths.data();
   call.out = out;
   call.workspace = impl->workspace;
+  call.workspaceBytes = impl->workspaceBytes;
   call.batch = c.batch;
   call.bodyCapacity = impl->storeCapacity;
   call.sinkCapacity = std::max(1, c.sink);

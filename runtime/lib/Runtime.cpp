@@ -645,15 +645,38 @@ llvm::Error Runtime::dequantize(const KernelSpec &spec,
   return llvm::Error::success();
 }
 
+/// `call` with the device's SM count filled in on the cuda backend: the
+/// split count, hence the workspace size, follows the GPU it runs on.
+static AttentionCall onDevice(const AttentionCall &call,
+                              const std::optional<cuda::DeviceInfo> &device) {
+  AttentionCall c = call;
+  if (c.smCount == 0 && device && device->smCount > 0)
+    c.smCount = device->smCount;
+  return c;
+}
+
+llvm::Expected<size_t>
+Runtime::attentionWorkspaceBytes(const KernelSpec &spec,
+                                 const AttentionCall &call) {
+  auto k = prepare(spec);
+  if (!k)
+    return k.takeError();
+  return kvq::attentionWorkspaceBytes(spec, (*k)->source,
+                                      onDevice(call, device()));
+}
+
 llvm::Error Runtime::attention(const KernelSpec &spec, const AttentionCall &c) {
   auto k = prepare(spec);
   if (!k)
     return k.takeError();
-  AttentionCall call = c;
+  AttentionCall call = onDevice(c, device());
   if (resolved == Backend::Reference && !call.hostLengths)
-    call.hostLengths = c.lengths; // host memory on this backend
-  if (resolved == Backend::Reference && !call.workspace)
-    call.workspace = reinterpret_cast<void *>(uintptr_t(256)); // unused
+    call.hostLengths = c.lengths;       // host memory on this backend
+  if (resolved == Backend::Reference) { // no kernels: no workspace used
+    if (!call.workspace)
+      call.workspace = reinterpret_cast<void *>(uintptr_t(256));
+    call.workspaceBytes = 0;
+  }
   llvm::Expected<std::vector<KernelLaunch>> launches =
       planAttention(spec, (*k)->source, call);
   if (!launches)

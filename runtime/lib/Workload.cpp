@@ -208,11 +208,15 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
     return prepared.takeError();
   result.prepareMillis += millisSince(start);
   result.origin = (*prepared)->origin;
-  llvm::Expected<void *> workspace =
-      make(nullptr, attentionWorkspaceBytes(s, (*prepared)->source, call));
+  llvm::Expected<size_t> workspaceBytes =
+      runtime.attentionWorkspaceBytes(s, call);
+  if (!workspaceBytes)
+    return workspaceBytes.takeError();
+  llvm::Expected<void *> workspace = make(nullptr, *workspaceBytes);
   if (!workspace)
     return workspace.takeError();
   call.workspace = *workspace;
+  call.workspaceBytes = *workspaceBytes;
   start = std::chrono::steady_clock::now();
   if (llvm::Error e = runtime.attention(s, call))
     return std::move(e);

@@ -120,9 +120,49 @@ TEST_F(AttentionLaunch, CapacitiesAndSplits) {
   call.batch = 0;
   EXPECT_EQ(plan(), "batch must be at least 1, got 0");
   call.batch = 1;
-  call.bodyCapacity = 1 << 23; // 2 heads x 8M tokens x 128 = 2^31
-  EXPECT_EQ(plan(), "the quantized body holds 2147483648 elements, more than "
-                    "the 2^31 - 1 a kernel addresses");
+  call.residualCapacity = 1 << 23; // 2 heads x 8M tokens x 128 = 2^31
+  EXPECT_EQ(plan(), "the residual holds 2147483648 halves, more than the "
+                    "2^31 - 1 a kernel addresses");
+}
+
+TEST_F(AttentionLaunch, IndexLimitsCountTheUnitsEachBufferIsIndexedBy) {
+  // KIVI-2, Llama-3-8B heads, 128k tokens, batch 32: 2^32 values, but
+  // 2^28 packed words and 2^27 scales per tensor. It plans.
+  parseKernelSpec("attention k=2c32 v=2t32 d=128 hq=32 hkv=8", spec);
+  call.batch = 32;
+  call.bodyCapacity = 128 * 1024;
+  EXPECT_EQ(plan(), "(no error)");
+  // The fp16 baseline of that size does not fit 32-bit indices.
+  parseKernelSpec("dense-attention d=128 hq=32 hkv=8", spec);
+  call.keys = call.values = at(0xd000);
+  EXPECT_EQ(plan(), "the fp16 body holds 4294967296 halves, more than the "
+                    "2^31 - 1 a kernel addresses");
+}
+
+TEST_F(AttentionLaunch, GridLimits) {
+  call.batch = 70000;
+  call.bodyCapacity = 32;
+  EXPECT_EQ(plan(), "batch 70000 exceeds CUDA's limit of 65535 blocks in the "
+                    "grid's z dimension");
+}
+
+TEST_F(AttentionLaunch, SplitsFollowTheDeviceSmCountAndTheWorkspaceMustFit) {
+  call.bodyCapacity = 64 * 1024;
+  call.smCount = 132;
+  int h100 = attentionBodySplits(spec, sourceFor(spec), call);
+  size_t bytes = attentionWorkspaceBytes(spec, sourceFor(spec), call);
+  call.smCount = 16;
+  int small = attentionBodySplits(spec, sourceFor(spec), call);
+  EXPECT_LT(small, h100) << "fewer SMs, fewer splits";
+  // A workspace sized for 132 SMs is enough for 16; the reverse is not.
+  call.workspaceBytes = bytes;
+  EXPECT_EQ(plan(), "(no error)");
+  call.smCount = 132;
+  call.workspaceBytes =
+      attentionWorkspaceBytes(spec, sourceFor(spec), call) - 1;
+  EXPECT_NE(plan().find("is smaller than the"), std::string::npos) << plan();
+  call.smCount = -1;
+  EXPECT_EQ(plan(), "sm_count must not be negative, got -1");
 }
 
 TEST(QuantizeLaunch, TokenRangesAreChecked) {

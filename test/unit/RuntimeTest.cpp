@@ -2,6 +2,7 @@
 //-------===//
 
 #include "kvq/Runtime/Runtime.h"
+#include "kvq/BufferSizes.h"
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Runtime/CudaDriver.h"
 #include "kvq/Runtime/Jit.h"
@@ -192,6 +193,96 @@ TEST_F(RuntimeTest, RuntimeOnlyServesABundleAndRunsIt) {
             std::string::npos);
 }
 
+TEST_F(RuntimeTest, DeviceLengthsAreClampedToWhatWasStaged) {
+  // Lengths only in device memory are not checked at launch: a length past
+  // its capacity, negative, or a body that is not whole channel groups must
+  // still read only staged memory (the emulator reports any other read) and
+  // attend over the clamped lengths, as the reference does given those.
+  KernelSpec s = spec("attention k=2c32 v=2t32 d=64 hq=4 hkv=1");
+  std::unique_ptr<Runtime> emulator = make();
+  RuntimeOptions refOptions = jit::options();
+  refOptions.backend = Backend::Reference;
+  refOptions.diskCache = false;
+  auto reference = Runtime::create(refOptions);
+  ASSERT_TRUE(emulator && reference);
+  const int batch = 3, d = 64, body = 64, sinkCap = 4, residualCap = 8;
+  std::vector<int32_t> lengths = {4,  40, 5,    // body: 1.25 groups
+                                  9,  80, -3,   // sink, body past capacity
+                                  -1, -5, 200}; // residual past capacity
+  std::vector<int32_t> clamped = {4, 32, 5, 4, 64, 0, 0, 0, residualCap};
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  auto halves = [&](size_t n) {
+    std::vector<uint16_t> v(n);
+    for (uint16_t &x : v)
+      x = ref::toHalfBits(normal(rng), HalfType::F16);
+    return v;
+  };
+  DeviceBuffers mem(*emulator);
+  auto make = [&](const std::vector<uint16_t> &host) {
+    return llvm::cantFail(mem.make(host.data(), host.size() * 2));
+  };
+  std::vector<uint16_t> keys = halves(size_t(batch) * body * d),
+                        values = halves(size_t(batch) * body * d);
+  AttentionCall call;
+  const void *words[2], *scales[2], *zeros[2];
+  for (int i = 0; i < 2; ++i) {
+    const QuantScheme &q = i ? s.value : s.key;
+    KernelSpec qs = KernelSpec::forScheme(KernelKind::Quantize, q, d, s.dtype);
+    size_t n = scaleCount(q, d, batch, body);
+    void *w = llvm::cantFail(
+        mem.make(nullptr, packedWordCount(q, d, batch, body) * 4));
+    void *sc = llvm::cantFail(mem.make(nullptr, n * 2));
+    void *z = llvm::cantFail(mem.make(nullptr, n * 2));
+    QuantizeCall qc{
+        make(i ? values : keys), w, sc, z, batch, body, body, body, 0};
+    ASSERT_FALSE(static_cast<bool>(emulator->quantize(qs, qc)));
+    words[i] = w;
+    scales[i] = sc;
+    zeros[i] = z;
+  }
+  call.q = make(halves(size_t(batch) * 4 * d));
+  call.keyWords = words[0];
+  call.keyScales = scales[0];
+  call.keyZeros = zeros[0];
+  call.valueWords = words[1];
+  call.valueScales = scales[1];
+  call.valueZeros = zeros[1];
+  call.sinkKeys = make(halves(size_t(batch) * sinkCap * d));
+  call.sinkValues = make(halves(size_t(batch) * sinkCap * d));
+  call.residualKeys = make(halves(size_t(batch) * residualCap * d));
+  call.residualValues = make(halves(size_t(batch) * residualCap * d));
+  call.batch = batch;
+  call.bodyCapacity = body;
+  call.sinkCapacity = sinkCap;
+  call.residualCapacity = residualCap;
+  call.tokensPerSplit = 0; // the plan's choice
+  auto prepared = emulator->prepare(s);
+  ASSERT_TRUE(static_cast<bool>(prepared));
+  call.workspace = llvm::cantFail(mem.make(
+      nullptr, llvm::cantFail(emulator->attentionWorkspaceBytes(s, call))));
+  std::vector<std::vector<uint16_t>> outs;
+  for (const std::vector<int32_t> *l : {&lengths, &clamped}) {
+    AttentionCall c = call;
+    c.lengths = static_cast<const int32_t *>(
+        llvm::cantFail(mem.make(l->data(), l->size() * 4)));
+    c.out = llvm::cantFail(mem.make(nullptr, size_t(batch) * 4 * d * 2));
+    Runtime &runtime = l == &lengths ? *emulator : **reference;
+    if (l == &clamped)
+      c.hostLengths = l->data(); // checked: these are valid
+    llvm::Error e = runtime.attention(s, c);
+    ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+    auto *bits = static_cast<const uint16_t *>(c.out);
+    outs.emplace_back(bits, bits + size_t(batch) * 4 * d);
+  }
+  std::vector<float> got, want;
+  for (size_t i = 0; i < outs[0].size(); ++i) {
+    got.push_back(ref::fromHalfBits(outs[0][i], HalfType::F16));
+    want.push_back(ref::fromHalfBits(outs[1][i], HalfType::F16));
+  }
+  EXPECT_LE(normwiseError(got, want), 2e-3);
+}
+
 TEST_F(RuntimeTest, SixteenThreadsCompileANewKernelOnce) {
   std::unique_ptr<Runtime> runtime = make();
   KernelSpec s = spec("dequantize 8t32 d=64");
@@ -343,7 +434,7 @@ TEST_F(RuntimeTest, DenseAttentionMatchesTheReferenceBackend) {
     ASSERT_TRUE(static_cast<bool>(kernels))
         << llvm::toString(kernels.takeError());
     call.workspace = upload(
-        nullptr, attentionWorkspaceBytes(dense, (*kernels)->source, call));
+        nullptr, llvm::cantFail(runtime->attentionWorkspaceBytes(dense, call)));
     if (backend == Backend::Emulator) {
       AttentionCall misaligned = call;
       misaligned.keys = static_cast<const char *>(call.keys) + 2;

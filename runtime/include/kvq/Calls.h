@@ -11,6 +11,7 @@
 #ifndef KVQ_CALLS_H
 #define KVQ_CALLS_H
 
+#include <cstddef>
 #include <cstdint>
 
 namespace kvq {
@@ -49,9 +50,15 @@ struct AttentionCall {
   void *out = nullptr;
   /// Workspace of attentionWorkspaceBytes() bytes (partial results).
   void *workspace = nullptr;
+  /// Its size, if known: a smaller workspace is then refused at launch.
+  size_t workspaceBytes = 0;
   int batch = 0, bodyCapacity = 0, sinkCapacity = 0, residualCapacity = 0;
-  /// 0: chosen from the body capacity and the plan's SM count.
+  /// 0: chosen from the body capacity and `smCount`.
   int tokensPerSplit = 0;
+  /// SMs the split count is chosen for. 0: the device's on the cuda backend
+  /// (the runtime fills it in, for the workspace size and the launch alike),
+  /// else the SM count the plan assumed for its arch.
+  int smCount = 0;
   float softmaxScale = 0; ///< 0: 1/sqrt(head_dim)
 };
 

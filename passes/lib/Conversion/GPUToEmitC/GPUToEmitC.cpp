@@ -377,8 +377,20 @@ struct VectorExtractToEmitC : OpConversionPattern<vector::ExtractOp> {
 // Arithmetic with C semantics
 //===----------------------------------------------------------------------===//
 
-/// The C spelling of a constant: `42`, `0.5f`, `(-3.0f)`, `KVQ_INF`.
+/// The C spelling of a constant: `42`, `0.5f`, `(-3.0f)`, `KVQ_INF`, and a
+/// splat float4 (folded from four equal elements) as `kvq_float4(x, x, x, x)`.
 std::optional<std::string> constantText(Attribute value) {
+  if (auto splat = dyn_cast<SplatElementsAttr>(value)) {
+    auto type = dyn_cast<VectorType>(splat.getType());
+    if (!type || type.getNumElements() != 4 || !type.getElementType().isF32())
+      return std::nullopt;
+    std::optional<std::string> element =
+        constantText(splat.getSplatValue<Attribute>());
+    if (!element)
+      return std::nullopt;
+    return "kvq_float4(" + *element + ", " + *element + ", " + *element + ", " +
+           *element + ")";
+  }
   if (auto integer = dyn_cast<IntegerAttr>(value)) {
     if (integer.getType().isInteger(1))
       return std::string(integer.getValue().isZero() ? "false" : "true");

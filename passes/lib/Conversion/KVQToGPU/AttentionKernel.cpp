@@ -416,12 +416,25 @@ LogicalResult buildAttention(const AttentionOpView &view,
   Value headRow = kb.add(kb.mul(batch, a.kvHeads), kvHead);
   Value firstQueryRow = kb.mul(headRow, gqa); // (batch, first q head)
 
-  kb.comment("this sequence's sink, quantized and residual token counts");
-  Value sinkLen = kb.load(a.lengths, kb.mul(batch, kb.i32(3)));
-  Value bodyLen =
-      kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(1)));
-  Value residualLen =
-      kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(2)));
+  kb.comment("this sequence's sink, quantized and residual token counts, "
+             "clamped to what the buffers hold (lengths in device memory are "
+             "not checked at launch)");
+  auto clampedLength = [&](int64_t field, Value capacity, int64_t unit) {
+    Value length =
+        kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(field)));
+    length = kb.max(zero, kb.min(length, capacity));
+    if (unit > 1) // only whole channel groups were quantized
+      length = kb.mul(kb.div(length, kb.i32(unit)), kb.i32(unit));
+    return length;
+  };
+  int64_t bodyUnit = 1;
+  if (!dense)
+    for (SchemeAttr scheme : {s.keyScheme, s.valueScheme})
+      if (scheme.getAxis() == Axis::channel)
+        bodyUnit = std::max<int64_t>(bodyUnit, scheme.groupSize(s.headDim));
+  Value sinkLen = clampedLength(0, a.sinkCapacity, 1);
+  Value bodyLen = clampedLength(1, a.bodyCapacity, bodyUnit);
+  Value residualLen = clampedLength(2, a.residualCapacity, 1);
 
   kb.comment("stage the GQA group's queries, pre-multiplied by the softmax "
              "scale");
@@ -505,6 +518,22 @@ LogicalResult buildAttention(const AttentionOpView &view,
                   },
                   residualTile);
             })[0];
+        if (s.scoresPerThread == 2) {
+          // The paired score loop reads every K row of the tile and drops
+          // the scores past `valid`; rows a partial tile did not stage
+          // would hold whatever shared memory held (NaN, on a GPU), so
+          // they are zeroed.
+          kb.comment("K rows past the staged tokens: zeroed, as the paired "
+                     "score loop reads them");
+          int64_t vectors = s.keyStride() / 4;
+          Value missing = kb.mul(kb.sub(tileTokens, valid), kb.i32(vectors));
+          kb.forLoop(tid, missing, step, [&](Value i) {
+            Value row = kb.add(valid, kb.div(i, kb.i32(vectors)));
+            Value column = kb.mul(kb.rem(i, kb.i32(vectors)), kb.i32(4));
+            kb.storeShared4(SmallVector<Value>(4, kb.f32(0.0)), smem.keys,
+                            kb.add(kb.mul(row, kb.i32(s.keyStride())), column));
+          });
+        }
         kb.barrier();
 
         if (s.scoresPerThread == 2) {

@@ -106,6 +106,10 @@ public:
   llvm::Error quantize(const KernelSpec &spec, const QuantizeCall &call);
   llvm::Error dequantize(const KernelSpec &spec, const DequantizeCall &call);
   llvm::Error attention(const KernelSpec &spec, const AttentionCall &call);
+  /// Workspace bytes `call` needs on this runtime's device (the split count
+  /// follows the device's SM count unless call.smCount says otherwise).
+  llvm::Expected<size_t> attentionWorkspaceBytes(const KernelSpec &spec,
+                                                 const AttentionCall &call);
 
   /// Memory for calls: device memory (cuda) or checked host memory.
   llvm::Expected<void *> allocate(size_t bytes);
