@@ -31,20 +31,9 @@ std::vector<KernelSpec> kvq::checkSpecs(const CheckGrid &grid) {
 std::vector<KernelSpec> kvq::schemeMatrixSpecs(const CheckGrid &grid) {
   std::vector<KernelSpec> specs;
   for (int d : grid.headDims)
-    for (int bits : {2, 4, 8})
-      for (auto axis : {QuantScheme::Axis::Token, QuantScheme::Axis::Channel})
-        for (bool symmetric : {false, true})
-          for (bool fp32Scales : {false, true}) {
-            QuantScheme s;
-            s.bits = bits;
-            s.axis = axis;
-            s.symmetric = symmetric;
-            s.fp32Scales = fp32Scales;
-            s.group = axis == QuantScheme::Axis::Token ? std::min(64, d) : 32;
-            for (KernelKind kind :
-                 {KernelKind::Quantize, KernelKind::Dequantize})
-              specs.push_back(KernelSpec::forScheme(kind, s, d, HalfType::F16));
-          }
+    for (const QuantScheme &s : schemeMatrix(d))
+      for (KernelKind kind : {KernelKind::Quantize, KernelKind::Dequantize})
+        specs.push_back(KernelSpec::forScheme(kind, s, d, HalfType::F16));
   return specs;
 }
 

@@ -2,6 +2,7 @@
 
 #include "kvq/Codegen/KernelSpec.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <sstream>
@@ -25,6 +26,24 @@ bool QuantScheme::operator==(const QuantScheme &other) const {
   return bits == other.bits && group == other.group && axis == other.axis &&
          symmetric == other.symmetric && fp32Scales == other.fp32Scales &&
          interleaved == other.interleaved;
+}
+
+std::vector<QuantScheme> kvq::schemeMatrix(int headDim) {
+  std::vector<QuantScheme> schemes;
+  for (int bits : {2, 4, 8})
+    for (auto axis : {QuantScheme::Axis::Token, QuantScheme::Axis::Channel})
+      for (bool symmetric : {false, true})
+        for (bool fp32Scales : {false, true}) {
+          QuantScheme s;
+          s.bits = bits;
+          s.axis = axis;
+          s.symmetric = symmetric;
+          s.fp32Scales = fp32Scales;
+          s.group =
+              axis == QuantScheme::Axis::Token ? std::min(64, headDim) : 32;
+          schemes.push_back(s);
+        }
+  return schemes;
 }
 
 KernelSpec KernelSpec::forScheme(KernelKind kind, const QuantScheme &scheme,

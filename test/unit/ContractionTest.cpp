@@ -24,18 +24,8 @@ namespace {
 std::vector<KernelSpec> quantizeAndDequantizeSpecs() {
   std::vector<KernelSpec> specs;
   for (KernelKind kind : {KernelKind::Quantize, KernelKind::Dequantize})
-    for (int bits : {2, 4, 8})
-      for (auto axis : {QuantScheme::Axis::Token, QuantScheme::Axis::Channel})
-        for (bool symmetric : {false, true})
-          for (bool fp32Scales : {false, true}) {
-            QuantScheme s;
-            s.bits = bits;
-            s.axis = axis;
-            s.symmetric = symmetric;
-            s.fp32Scales = fp32Scales;
-            s.group = axis == QuantScheme::Axis::Token ? 64 : 32;
-            specs.push_back(KernelSpec::forScheme(kind, s, 128, HalfType::F16));
-          }
+    for (const QuantScheme &s : schemeMatrix(128))
+      specs.push_back(KernelSpec::forScheme(kind, s, 128, HalfType::F16));
   return specs;
 }
 

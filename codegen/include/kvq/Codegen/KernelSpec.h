@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace kvq {
 
@@ -27,6 +28,12 @@ struct QuantScheme {
   std::string tag() const;
   bool operator==(const QuantScheme &other) const;
 };
+
+/// Every bits (2/4/8) x axis x mode (asymmetric/symmetric) x scale storage
+/// (fp16/fp32) combination, at the common groups (64 channels, capped at
+/// `headDim`, for the token axis; 32 tokens for the channel axis): the matrix
+/// the tests and the GPU check run through.
+std::vector<QuantScheme> schemeMatrix(int headDim);
 
 /// DenseAttention is decode attention over fp16/bf16 keys and values (no
 /// quantization, `kvq.attention`): the baseline the quantized kernels are
