@@ -25,6 +25,7 @@ constexpr const char *kMagic = "kvq-bundle ";
 /// is a few tens of MB); a manifest or file claiming more is refused before
 /// anything is allocated for it.
 constexpr uint64_t kMaxManifestBytes = 64ull << 20;
+constexpr int kMaxManifestDepth = 8;
 
 llvm::Error bad(const std::string &bundle, const std::string &why) {
   return llvm::make_error<BundleError>("kernel bundle " + bundle + ": " + why);
@@ -53,6 +54,29 @@ std::optional<uint64_t> sizeField(const llvm::json::Object &o,
 }
 
 } // namespace
+
+int kvq::cache::jsonNestingDepth(const std::string &text) {
+  int depth = 0, deepest = 0;
+  bool inString = false, escaped = false;
+  for (char c : text) {
+    if (inString) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        inString = false;
+      continue;
+    }
+    if (c == '"')
+      inString = true;
+    else if (c == '[' || c == '{')
+      deepest = std::max(deepest, ++depth);
+    else if (c == ']' || c == '}')
+      --depth;
+  }
+  return deepest;
+}
 
 std::map<std::string, std::string>
 kvq::cache::parseKeyText(const std::string &text) {
@@ -123,6 +147,12 @@ llvm::Expected<Bundle> Bundle::parse(std::string bytes,
     return bad(name, "the manifest does not match its checksum (the file is "
                      "corrupt or was edited)");
 
+  // A manifest is 4 levels deep; LLVM's JSON parser recurses per level, so a
+  // deeper one (crafted, checksum and all) would overflow the stack.
+  if (int depth = jsonNestingDepth(manifestText); depth > kMaxManifestDepth)
+    return bad(name, "manifest nests " + std::to_string(depth) +
+                         " levels deep; at most " +
+                         std::to_string(kMaxManifestDepth) + " are expected");
   llvm::Expected<llvm::json::Value> parsed = llvm::json::parse(manifestText);
   if (!parsed)
     return bad(name,
@@ -212,22 +242,22 @@ llvm::Expected<Bundle> Bundle::parse(std::string bytes,
   return bundle;
 }
 
-llvm::Error Bundle::write(const std::string &path,
-                          const std::vector<Entry> &entries) {
+llvm::Expected<std::string>
+Bundle::serialize(const std::vector<Entry> &entries) {
   llvm::json::Array list;
   std::string payload;
   for (const Entry &entry : entries) {
     auto keyText = entry.info.find("key_inputs");
     if (keyText == entry.info.end() || sha256Hex(keyText->second) != entry.key)
-      return bad(path, "entry " + entry.key +
-                           " has no key inputs that hash to its key");
+      return bad("(new)", "entry " + entry.key +
+                              " has no key inputs that hash to its key");
     llvm::json::Object info;
     for (const auto &[field, value] : entry.info)
       info[field] = value;
     llvm::json::Array files;
     for (const auto &[fileName, bytes] : entry.files) {
       if (!isPlainFileName(fileName))
-        return bad(path,
+        return bad("(new)",
                    "entry " + entry.key + ": bad file name '" + fileName + "'");
       files.push_back(llvm::json::Object{{"name", fileName},
                                          {"offset", int64_t(payload.size())},
@@ -242,9 +272,16 @@ llvm::Error Bundle::write(const std::string &path,
   std::string manifest;
   llvm::raw_string_ostream(manifest) << llvm::json::Value(llvm::json::Object{
       {"format", kBundleFormatVersion}, {"entries", std::move(list)}});
-  std::string header = kMagic + std::to_string(kBundleFormatVersion) + "\n" +
-                       std::to_string(manifest.size()) + " " +
-                       sha256Hex(manifest) + "\n";
+  return kMagic + std::to_string(kBundleFormatVersion) + "\n" +
+         std::to_string(manifest.size()) + " " + sha256Hex(manifest) + "\n" +
+         manifest + payload;
+}
+
+llvm::Error Bundle::write(const std::string &path,
+                          const std::vector<Entry> &entries) {
+  llvm::Expected<std::string> bytes = serialize(entries);
+  if (!bytes)
+    return bytes.takeError();
 
   static std::atomic<unsigned> counter{0};
   std::string temp = path + ".tmp." + std::to_string(getpid()) + "." +
@@ -254,7 +291,7 @@ llvm::Error Bundle::write(const std::string &path,
     llvm::raw_fd_ostream os(temp, ec, llvm::sys::fs::OF_None);
     if (ec)
       return bad(path, "cannot write " + temp + ": " + ec.message());
-    os << header << manifest << payload;
+    os << *bytes;
     os.close();
     if (os.has_error()) {
       std::string why = os.error().message();

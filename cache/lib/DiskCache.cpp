@@ -1,123 +1,203 @@
-//===- DiskCache.cpp - compiled kernels across processes
-//-------------------===//
+//===- DiskCache.cpp - compiled kernels across processes ------------------===//
 
 #include "kvq/Cache/DiskCache.h"
 
+#include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/CacheKey.h"
 
-#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
-#include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/Path.h"
-#include "llvm/Support/raw_ostream.h"
-#include "llvm/Support/xxhash.h"
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sstream>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <utime.h>
 
 using namespace kvq::cache;
-namespace fs = llvm::sys::fs;
 
 char CacheError::ID = 0;
 
+/// The cache directory, opened once; every access is relative to it.
+struct DiskCache::Handle {
+  int fd = -1;
+  ~Handle() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+};
+
 namespace {
+
+constexpr const char *kSuffix = ".kvqe";
+constexpr const char *kTempPrefix = ".tmp.";
 
 llvm::Error cacheError(const std::string &message) {
   return llvm::make_error<CacheError>(message);
 }
 
 bool isKey(const std::string &key) {
-  return key.size() == 64 && std::all_of(key.begin(), key.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
+  return key.size() == 64 &&
+         key.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-/// Integrity, not identity (the key is SHA-256): XXH3 reads a 200 KB CUBIN
-/// in microseconds, which keeps a disk hit well under a millisecond.
-std::string contentChecksum(const std::string &bytes) {
-  uint64_t hash = llvm::xxh3_64bits(llvm::ArrayRef<uint8_t>(
-      reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size()));
-  return llvm::utohexstr(hash, /*LowerCase=*/true, /*Width=*/16);
+std::string entryName(const std::string &key) { return key + kSuffix; }
+
+/// The key of an entry file name, or "".
+std::string keyOf(const std::string &name) {
+  size_t suffix = std::strlen(kSuffix);
+  if (name.size() != 64 + suffix || name.compare(64, suffix, kSuffix) != 0)
+    return "";
+  std::string key = name.substr(0, 64);
+  return isKey(key) ? key : "";
 }
 
-bool isFileName(const std::string &name) {
-  return !name.empty() && name != "manifest.json" && name[0] != '.' &&
-         name.find('/') == std::string::npos;
+/// Names in the directory `fd` (without . and ..).
+std::vector<std::string> names(int fd) {
+  std::vector<std::string> out;
+  int copy = ::dup(fd);
+  if (copy < 0)
+    return out;
+  DIR *dir = ::fdopendir(copy);
+  if (!dir) {
+    ::close(copy);
+    return out;
+  }
+  ::rewinddir(dir);
+  while (struct dirent *e = ::readdir(dir)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..")
+      out.push_back(name);
+  }
+  ::closedir(dir); // closes `copy`
+  return out;
 }
 
-std::optional<std::string> readFile(const std::string &path) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
-                                            /*RequiresNullTerminator=*/false);
-  if (!buffer)
+/// Reads the regular file `name` in `fd` whole, without following a link.
+/// Sets `why` on failure; `isLink` when the name is a symlink (or another
+/// non-regular file).
+/// `touch` marks the entry used (its mtime orders eviction).
+std::optional<std::string> readAt(int fd, const std::string &name,
+                                  std::string &why, bool &notRegular,
+                                  bool touch) {
+  notRegular = false;
+  int file =
+      ::openat(fd, name.c_str(),
+               O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (file < 0) {
+    if (errno == ELOOP || errno == ENXIO) {
+      notRegular = true;
+      why = "is a symlink or a special file";
+    } else if (errno != ENOENT) {
+      why = std::string("cannot be opened: ") + std::strerror(errno);
+    }
     return std::nullopt;
-  return (*buffer)->getBuffer().str();
+  }
+  struct stat st;
+  if (::fstat(file, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(file);
+    notRegular = true;
+    why = "is not a regular file";
+    return std::nullopt;
+  }
+  if (uint64_t(st.st_size) > kMaxEntryBytes) {
+    ::close(file);
+    why = "has " + std::to_string(st.st_size) + " bytes, more than the " +
+          std::to_string(kMaxEntryBytes) + " an entry may have";
+    return std::nullopt;
+  }
+  std::string bytes(size_t(st.st_size), '\0');
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::read(file, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      why = n < 0 ? std::string("cannot be read: ") + std::strerror(errno)
+                  : "was truncated while being read";
+      ::close(file);
+      return std::nullopt;
+    }
+    done += size_t(n);
+  }
+  if (touch)
+    ::futimens(file, nullptr);
+  ::close(file);
+  return bytes;
 }
 
-llvm::Error writeFile(const std::string &path, const std::string &bytes) {
-  std::error_code ec;
-  llvm::raw_fd_ostream os(path, ec, fs::OF_None);
-  if (ec)
-    return cacheError("cannot write " + path + ": " + ec.message());
-  os << bytes;
-  os.close();
-  if (os.has_error())
-    return cacheError("cannot write " + path + ": " + os.error().message());
+/// Writes `bytes` to a new file `name` in `fd` (0600, never through a link).
+/// On any failure the partial file is removed.
+llvm::Error writeAt(int fd, const std::string &dir, const std::string &name,
+                    const std::string &bytes) {
+  int file =
+      ::openat(fd, name.c_str(),
+               O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (file < 0)
+    return cacheError("cannot write to cache directory " + dir + ": " +
+                      std::strerror(errno));
+  size_t done = 0;
+  int error = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(file, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      error = n < 0 ? errno : EIO;
+      break;
+    }
+    done += size_t(n);
+  }
+  if (::close(file) != 0 && !error)
+    error = errno;
+  if (error) {
+    ::unlinkat(fd, name.c_str(), 0);
+    return cacheError("cannot write to cache directory " + dir + ": " +
+                      std::strerror(error));
+  }
   return llvm::Error::success();
 }
 
-std::string manifestText(const Entry &entry) {
-  llvm::json::Object info, files;
-  for (const auto &[name, value] : entry.info)
-    info[name] = value;
-  for (const auto &[name, bytes] : entry.files)
-    files[name] = llvm::json::Object{{"size", int64_t(bytes.size())},
-                                     {"xxh3_64", contentChecksum(bytes)}};
-  llvm::json::Object manifest{{"format", kFormatVersion},
-                              {"key", entry.key},
-                              {"info", std::move(info)},
-                              {"files", std::move(files)}};
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  os << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest)));
-  return text;
+/// Removes `name` from `fd` without following it: a file or link is
+/// unlinked; a folder (of an older cache format) is emptied of its files and
+/// removed, never descending through a link.
+void removeAt(int fd, const std::string &name) {
+  if (::unlinkat(fd, name.c_str(), 0) == 0 || errno != EISDIR)
+    return;
+  int sub = ::openat(fd, name.c_str(),
+                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (sub < 0)
+    return;
+  for (const std::string &inner : names(sub))
+    ::unlinkat(sub, inner.c_str(), 0); // files only: no recursion
+  ::close(sub);
+  ::unlinkat(fd, name.c_str(), AT_REMOVEDIR);
 }
 
-/// Parses a manifest; on failure says why.
-std::optional<llvm::json::Object> parseManifest(const std::string &text,
-                                                std::string &why) {
-  llvm::Expected<llvm::json::Value> value = llvm::json::parse(text);
-  if (!value) {
-    why = "manifest is not JSON: " + llvm::toString(value.takeError());
-    return std::nullopt;
-  }
-  llvm::json::Object *object = value->getAsObject();
-  if (!object) {
-    why = "manifest is not a JSON object";
-    return std::nullopt;
-  }
-  if (object->getInteger("format") != kFormatVersion) {
-    why = "manifest format is not " + std::to_string(kFormatVersion);
-    return std::nullopt;
-  }
-  return std::move(*object);
-}
+struct FileInfo {
+  bool regular = false, directory = false;
+  uint64_t bytes = 0;
+  int64_t modified = 0;      ///< seconds
+  int64_t modifiedNanos = 0; ///< for ordering uses within one second
+};
 
-uint64_t directoryBytes(const std::string &path) {
-  uint64_t total = 0;
-  std::error_code ec;
-  for (fs::directory_iterator it(path, ec), end; !ec && it != end;
-       it.increment(ec)) {
-    fs::file_status status;
-    if (!fs::status(it->path(), status))
-      total += status.getSize();
-  }
-  return total;
+FileInfo infoAt(int fd, const std::string &name) {
+  FileInfo info;
+  struct stat st;
+  if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return info;
+  info.regular = S_ISREG(st.st_mode);
+  info.directory = S_ISDIR(st.st_mode);
+  info.bytes = uint64_t(st.st_size);
+  info.modified = int64_t(st.st_mtime);
+  info.modifiedNanos =
+      int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return info;
 }
 
 } // namespace
@@ -134,12 +214,22 @@ std::string kvq::cache::defaultCacheDir() {
 
 llvm::Expected<DiskCache> DiskCache::open(const std::string &dir,
                                           uint64_t maxBytes) {
-  if (std::error_code ec = fs::create_directories(dir, /*IgnoreExisting=*/true,
-                                                  fs::perms(fs::owner_all)))
+  if (dir.empty())
+    return cacheError("the cache directory is an empty path");
+  if (std::error_code ec = llvm::sys::fs::create_directories(
+          dir, /*IgnoreExisting=*/true,
+          llvm::sys::fs::perms(llvm::sys::fs::owner_all)))
     return cacheError("cannot create cache directory " + dir + ": " +
                       ec.message());
+  auto handle = std::make_shared<Handle>();
+  handle->fd =
+      ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (handle->fd < 0)
+    return cacheError("cache path " + dir + " is not a directory (or is a " +
+                      "symlink): " + std::strerror(errno));
+  // Checked on the descriptor every later access goes through.
   struct stat st;
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+  if (::fstat(handle->fd, &st) != 0 || !S_ISDIR(st.st_mode))
     return cacheError("cache path " + dir + " is not a directory");
   if (st.st_uid != getuid())
     return cacheError("cache directory " + dir +
@@ -153,99 +243,57 @@ llvm::Expected<DiskCache> DiskCache::open(const std::string &dir,
           "KVQ_CACHE_DIR";
     return cacheError(os.str());
   }
-  return DiskCache(dir, maxBytes);
+  return DiskCache(dir, maxBytes, std::move(handle));
 }
 
 std::optional<Entry> DiskCache::load(const std::string &key,
                                      std::string *problem) const {
   if (!isKey(key))
     return std::nullopt;
-  std::string entryDir = dir + "/" + key;
-  if (!fs::is_directory(entryDir))
-    return std::nullopt;
+  std::string name = entryName(key);
   auto corrupt = [&](const std::string &why) -> std::optional<Entry> {
     if (problem)
-      *problem = "cache entry " + key + ": " + why;
-    remove(key);
+      *problem = "cache entry " + key + " " + why;
+    removeAt(handle->fd, name);
     return std::nullopt;
   };
-  std::string manifestPath = entryDir + "/manifest.json";
-  std::optional<std::string> text = readFile(manifestPath);
-  if (!text)
-    return corrupt("no manifest (partial entry)");
   std::string why;
-  std::optional<llvm::json::Object> manifest = parseManifest(*text, why);
-  if (!manifest)
-    return corrupt(why);
-  if (manifest->getString("key") != key)
-    return corrupt("manifest names another key");
-
-  Entry entry;
-  entry.key = key;
-  if (const llvm::json::Object *info = manifest->getObject("info"))
-    for (const auto &[name, value] : *info)
-      if (auto s = value.getAsString())
-        entry.info[name.str()] = s->str();
-  const llvm::json::Object *files = manifest->getObject("files");
-  if (!files)
-    return corrupt("manifest lists no files");
-  for (const auto &[name, description] : *files) {
-    const llvm::json::Object *file = description.getAsObject();
-    if (!file || !isFileName(name.str()))
-      return corrupt("bad file entry '" + name.str() + "'");
-    std::optional<std::string> bytes = readFile(entryDir + "/" + name.str());
-    if (!bytes)
-      return corrupt("file " + name.str() + " is missing");
-    if (file->getInteger("size") != int64_t(bytes->size()))
-      return corrupt("file " + name.str() + " has " +
-                     std::to_string(bytes->size()) +
-                     " bytes, the manifest says " +
-                     std::to_string(file->getInteger("size").value_or(-1)));
-    if (file->getString("xxh3_64") != contentChecksum(*bytes))
-      return corrupt("file " + name.str() + " does not match its checksum");
-    entry.files[name.str()] = std::move(*bytes);
+  bool notRegular = false;
+  std::optional<std::string> bytes =
+      readAt(handle->fd, name, why, notRegular, /*touch=*/true);
+  if (!bytes) {
+    if (notRegular)
+      return corrupt(why + "; removed it (not followed)");
+    if (!why.empty())
+      return corrupt(why);
+    return std::nullopt; // no such entry
   }
-  ::utime(manifestPath.c_str(), nullptr); // last used, for eviction
-  return entry;
+  llvm::Expected<Bundle> parsed =
+      Bundle::parse(std::move(*bytes), dir + "/" + name);
+  if (!parsed)
+    return corrupt("is corrupt (" + llvm::toString(parsed.takeError()) + ")");
+  if (parsed->entries().size() != 1 || parsed->entries()[0].key != key)
+    return corrupt("holds another key's kernels");
+  return parsed->entries()[0];
 }
 
 llvm::Error DiskCache::store(const Entry &entry) const {
   if (!isKey(entry.key))
     return cacheError("bad cache key '" + entry.key + "'");
-  for (const auto &[name, bytes] : entry.files)
-    if (!isFileName(name))
-      return cacheError("bad artefact name '" + name + "'");
+  llvm::Expected<std::string> bytes = Bundle::serialize({entry});
+  if (!bytes)
+    return cacheError(llvm::toString(bytes.takeError()));
   static std::atomic<unsigned> counter{0};
-  std::string temp = dir + "/.tmp." + entry.key.substr(0, 16) + "." +
+  std::string temp = kTempPrefix + entry.key.substr(0, 16) + "." +
                      std::to_string(getpid()) + "." + std::to_string(counter++);
-  if (std::error_code ec = fs::create_directory(temp, /*IgnoreExisting=*/false,
-                                                fs::perms(fs::owner_all)))
-    return cacheError("cannot write to cache directory " + dir + ": " +
-                      ec.message());
-  auto cleanup = [&]() { (void)fs::remove_directories(temp); };
-  for (const auto &[name, bytes] : entry.files)
-    if (llvm::Error e = writeFile(temp + "/" + name, bytes)) {
-      cleanup();
-      return e;
-    }
-  // The manifest last: its presence is what makes an entry complete.
-  if (llvm::Error e = writeFile(temp + "/manifest.json", manifestText(entry))) {
-    cleanup();
+  if (llvm::Error e = writeAt(handle->fd, dir, temp, *bytes))
     return e;
-  }
-  std::string target = dir + "/" + entry.key;
-  if (::rename(temp.c_str(), target.c_str()) != 0) {
-    // Another writer published this key first; keep theirs if it is intact.
-    std::string problem;
-    if (load(entry.key, &problem)) {
-      cleanup();
-      return llvm::Error::success();
-    }
-    if (::rename(temp.c_str(), target.c_str()) != 0) {
-      cleanup();
-      return cacheError("cannot publish cache entry " + entry.key + " in " +
-                        dir);
-    }
+  std::string name = entryName(entry.key);
+  if (::renameat(handle->fd, temp.c_str(), handle->fd, name.c_str()) != 0) {
+    int error = errno;
+    ::unlinkat(handle->fd, temp.c_str(), 0);
+    return cacheError("cannot publish cache entry " + entry.key + " in " + dir +
+                      ": " + std::strerror(error));
   }
   prune(maxBytes);
   return llvm::Error::success();
@@ -253,27 +301,24 @@ llvm::Error DiskCache::store(const Entry &entry) const {
 
 std::vector<EntrySummary> DiskCache::list() const {
   std::vector<EntrySummary> entries;
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end;
-       it.increment(ec)) {
-    std::string name = llvm::sys::path::filename(it->path()).str();
-    if (!isKey(name))
+  for (const std::string &name : names(handle->fd)) {
+    std::string key = keyOf(name);
+    FileInfo file = infoAt(handle->fd, name);
+    if (key.empty() || !file.regular)
       continue;
     EntrySummary summary;
-    summary.key = name;
-    summary.bytes = directoryBytes(it->path());
-    std::string manifestPath = it->path() + "/manifest.json";
-    struct stat st;
-    if (::stat(manifestPath.c_str(), &st) == 0)
-      summary.lastUsed = st.st_mtime;
-    if (std::optional<std::string> text = readFile(manifestPath)) {
-      std::string why;
-      if (auto manifest = parseManifest(*text, why))
-        if (const llvm::json::Object *info = manifest->getObject("info"))
-          for (const auto &[field, value] : *info)
-            if (auto s = value.getAsString())
-              summary.info[field.str()] = s->str();
-    }
+    summary.key = key;
+    summary.bytes = file.bytes;
+    summary.lastUsed = file.modified;
+    std::string why;
+    bool notRegular = false;
+    if (std::optional<std::string> bytes =
+            readAt(handle->fd, name, why, notRegular, /*touch=*/false))
+      if (llvm::Expected<Bundle> parsed = Bundle::parse(std::move(*bytes), "");
+          parsed && parsed->entries().size() == 1)
+        summary.info = parsed->entries()[0].info;
+      else if (!parsed)
+        llvm::consumeError(parsed.takeError());
     entries.push_back(std::move(summary));
   }
   std::sort(entries.begin(), entries.end(),
@@ -283,21 +328,49 @@ std::vector<EntrySummary> DiskCache::list() const {
   return entries;
 }
 
-std::vector<std::string> DiskCache::verify() const {
-  std::vector<std::string> corrupt;
-  for (const EntrySummary &summary : list()) {
-    std::string problem;
-    if (!load(summary.key, &problem) && !problem.empty())
-      corrupt.push_back(summary.key);
+VerifyReport DiskCache::verify() const {
+  VerifyReport report;
+  int64_t now = std::time(nullptr);
+  for (const std::string &name : names(handle->fd)) {
+    std::string key = keyOf(name);
+    FileInfo file = infoAt(handle->fd, name);
+    if (!key.empty() && file.regular) {
+      std::string problem;
+      if (load(key, &problem))
+        ++report.intact;
+      else if (!problem.empty())
+        report.corrupt.push_back(key);
+      continue;
+    }
+    // Not an entry: a link or folder under an entry's name, a folder of the
+    // older one-folder-per-key format, or a temporary file a crashed writer
+    // left (an hour old: a live writer's is younger).
+    bool stray =
+        !key.empty() || isKey(name) ||
+        (name.rfind(kTempPrefix, 0) == 0 && now - file.modified > 3600);
+    if (stray) {
+      removeAt(handle->fd, name);
+      report.removedStrays.push_back(name);
+    }
   }
-  return corrupt;
+  return report;
 }
 
 size_t DiskCache::prune(uint64_t bound) const {
-  std::vector<EntrySummary> entries = list();
+  std::vector<EntrySummary> entries;
   uint64_t total = 0;
-  for (const EntrySummary &e : entries)
+  for (const std::string &name : names(handle->fd)) {
+    std::string key = keyOf(name);
+    FileInfo file = infoAt(handle->fd, name);
+    if (key.empty() || !file.regular)
+      continue;
+    EntrySummary e;
+    e.key = key;
+    e.bytes = file.bytes;
+    e.lastUsed = file.modifiedNanos;
     total += e.bytes;
+    entries.push_back(std::move(e));
+  }
   std::sort(entries.begin(), entries.end(),
             [](const EntrySummary &a, const EntrySummary &b) {
               return a.lastUsed < b.lastUsed;
@@ -315,15 +388,11 @@ size_t DiskCache::prune(uint64_t bound) const {
 
 void DiskCache::remove(const std::string &key) const {
   if (isKey(key))
-    (void)fs::remove_directories(dir + "/" + key);
+    ::unlinkat(handle->fd, entryName(key).c_str(), 0); // a link itself
 }
 
 void DiskCache::clear() const {
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end;
-       it.increment(ec)) {
-    std::string name = llvm::sys::path::filename(it->path()).str();
-    if (isKey(name) || name.rfind(".tmp.", 0) == 0)
-      (void)fs::remove_directories(it->path());
-  }
+  for (const std::string &name : names(handle->fd))
+    if (!keyOf(name).empty() || isKey(name) || name.rfind(kTempPrefix, 0) == 0)
+      removeAt(handle->fd, name);
 }

@@ -20,13 +20,18 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
 
@@ -465,11 +470,36 @@ const std::vector<std::string> &kvq::emu::hostFlags() {
   return flags;
 }
 
+/// The first line `compiler --version` prints ("c++ (Debian 12.2.0-14)
+/// 12.2.0"), once per compiler name: an upgraded host compiler builds new
+/// emulator kernels rather than reusing the old ones.
+static std::string compilerVersion(const std::string &compiler) {
+  static std::mutex mutex;
+  static std::map<std::string, std::string> known;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = known.find(compiler);
+  if (it != known.end())
+    return it->second;
+  std::string line = "unknown version";
+  if (compiler.find('\'') == std::string::npos)
+    if (FILE *pipe = ::popen(
+            ("'" + compiler + "' --version 2>/dev/null").c_str(), "r")) {
+      char buffer[256];
+      if (std::fgets(buffer, sizeof buffer, pipe)) {
+        line = buffer;
+        while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+          line.pop_back();
+      }
+      ::pclose(pipe);
+    }
+  return known.emplace(compiler, line).first->second;
+}
+
 std::string kvq::emu::hostCompilerIdentity() {
   std::string id = hostCompiler();
   for (const std::string &flag : hostFlags())
     id += " " + flag;
-  return id;
+  return id + " [" + compilerVersion(hostCompiler()) + "]";
 }
 
 llvm::Expected<std::unique_ptr<Module>>
@@ -499,6 +529,65 @@ Module::load(const std::string &library,
                                      "no trampoline for " + kernel.name);
     module->impl->kernels[kernel.name] = entry;
   }
+  return module;
+}
+
+llvm::Expected<std::unique_ptr<Module>>
+Module::loadImage(const std::string &image,
+                  const std::vector<GeneratedKernel> &kernels) {
+  if (image.empty())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "no emulator shared object to load");
+  auto writeAll = [&](int fd) {
+    size_t done = 0;
+    while (done < image.size()) {
+      ssize_t n = ::write(fd, image.data() + done, image.size() - done);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return false;
+      done += size_t(n);
+    }
+    return true;
+  };
+  // A sealed memfd: its bytes are the verified ones, and no path names it.
+  int fd = ::memfd_create("kvq-kernels", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd >= 0 && writeAll(fd) &&
+      ::fcntl(fd, F_ADD_SEALS,
+              F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) == 0) {
+    llvm::Expected<std::unique_ptr<Module>> module =
+        load("/proc/self/fd/" + std::to_string(fd), kernels);
+    ::close(fd);
+    if (module)
+      return module;
+    llvm::consumeError(module.takeError()); // e.g. no /proc: try a file
+  } else if (fd >= 0) {
+    ::close(fd);
+  }
+  const char *tmp = std::getenv("TMPDIR");
+  std::string pattern =
+      std::string(tmp && *tmp ? tmp : "/tmp") + "/kvq-kernels-XXXXXX";
+  std::vector<char> folder(pattern.begin(), pattern.end());
+  folder.push_back('\0');
+  if (!::mkdtemp(folder.data())) // 0700, a new name: ours alone
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        std::string("cannot create a private folder for an emulator "
+                    "kernel: ") +
+            std::strerror(errno));
+  std::string path = std::string(folder.data()) + "/kernels.so";
+  int file = ::open(path.c_str(),
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  bool written = file >= 0 && writeAll(file);
+  if (file >= 0 && ::close(file) != 0)
+    written = false;
+  llvm::Expected<std::unique_ptr<Module>> module =
+      written ? load(path, kernels)
+              : llvm::Expected<std::unique_ptr<Module>>(llvm::createStringError(
+                    llvm::inconvertibleErrorCode(),
+                    "cannot write " + path + ": " + std::strerror(errno)));
+  ::unlink(path.c_str());
+  ::rmdir(folder.data());
   return module;
 }
 

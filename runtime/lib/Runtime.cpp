@@ -16,7 +16,6 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <array>
@@ -217,48 +216,16 @@ struct Runtime::Impl {
     return kernelKeyInputs(spec, backend, arch);
   }
 
-  /// A folder only this process writes, for shared objects that must be
-  /// files to be loaded (bundle hits and compiles without a disk cache).
-  /// The caller removes it once the object is loaded (forgetPrivate): the
-  /// loaded mapping outlives the file.
-  llvm::Expected<std::string> privateLibrary(const CompiledKernels &k,
-                                             const std::string &bytes) {
-    llvm::SmallString<128> folder;
-    if (std::error_code ec =
-            llvm::sys::fs::createUniqueDirectory("kvq-kernels", folder))
-      return llvm::createStringError(ec, "cannot create a folder for " +
-                                             k.spec.canonical());
-    std::string path = folder.str().str() + "/kernels.so";
-    std::error_code ec;
-    llvm::raw_fd_ostream os(path, ec, llvm::sys::fs::OF_None);
-    if (!ec) {
-      os << bytes;
-      os.close();
-      if (os.has_error()) {
-        ec = os.error();
-        os.clear_error();
-      }
-    }
-    if (ec) {
-      (void)llvm::sys::fs::remove_directories(folder);
-      return llvm::createStringError(ec, "cannot write " + path);
-    }
-    return path;
-  }
-
-  static void forgetPrivate(const std::string &library) {
-    (void)llvm::sys::fs::remove_directories(
-        llvm::sys::path::parent_path(library));
-  }
-
-  /// Makes the kernels runnable on this backend from their artefacts.
-  llvm::Error load(CompiledKernels &k, const std::string &library) {
+  /// Makes the kernels runnable on this backend from their artefacts, all
+  /// in memory: the CUBIN/PTX (cuda) or the shared object's bytes
+  /// (emulator) that were just verified or built, never re-read from a path.
+  llvm::Error load(CompiledKernels &k, const std::string &sharedObject) {
     k.executable = std::make_shared<CompiledKernels::Executable>();
     if (compileOnly)
       return llvm::Error::success();
     if (backend == Backend::Emulator) {
       llvm::Expected<std::unique_ptr<emu::Module>> module =
-          emu::Module::load(library, k.source.kernels);
+          emu::Module::loadImage(sharedObject, k.source.kernels);
       if (!module)
         return module.takeError();
       k.executable->emulator = std::move(*module);
@@ -321,8 +288,9 @@ struct Runtime::Impl {
       disk->remove(key);
       return nullptr;
     }
-    if (llvm::Error e =
-            load(*k, disk->directory() + "/" + key + "/kernels.so")) {
+    auto image = entry->files.find("kernels.so");
+    if (llvm::Error e = load(*k, image == entry->files.end() ? std::string()
+                                                             : image->second)) {
       log("cannot load cached " + key + ": " + llvm::toString(std::move(e)));
       return nullptr;
     }
@@ -348,20 +316,9 @@ struct Runtime::Impl {
       log("bundle " + bundle->path() + ": " + problem);
       return nullptr;
     }
-    std::string library;
-    if (backend == Backend::Emulator && !compileOnly) {
-      auto so = entry->files.find("kernels.so");
-      llvm::Expected<std::string> path = privateLibrary(
-          *k, so == entry->files.end() ? std::string() : so->second);
-      if (!path) {
-        log(llvm::toString(path.takeError()));
-        return nullptr;
-      }
-      library = *path;
-    }
-    llvm::Error loaded = load(*k, library);
-    if (!library.empty())
-      forgetPrivate(library);
+    auto image = entry->files.find("kernels.so");
+    llvm::Error loaded =
+        load(*k, image == entry->files.end() ? std::string() : image->second);
     if (loaded) {
       log("cannot load " + key + " from bundle " + bundle->path() + ": " +
           llvm::toString(std::move(loaded)));
@@ -429,7 +386,6 @@ struct Runtime::Impl {
     entry.info["spec"] = spec.canonical();
     entry.info["kernels"] = serializeKernels(k->source.kernels);
     entry.info["key_inputs"] = cache::canonicalKeyText(keyInputs(spec));
-    std::string library;
     if (disk) {
       auto writeStart = std::chrono::steady_clock::now();
       llvm::Error stored = disk->store(entry);
@@ -440,22 +396,9 @@ struct Runtime::Impl {
                   "); keeping kernels in memory only";
         llvm::errs() << warning << "\n";
         disk.reset();
-      } else if (backend == Backend::Emulator) {
-        library = disk->directory() + "/" + key + "/kernels.so";
       }
     }
-    if (backend == Backend::Emulator && library.empty() && !compileOnly) {
-      llvm::Expected<std::string> path =
-          privateLibrary(*k, built->sharedObject);
-      if (!path)
-        return path.takeError();
-      llvm::Error loaded = load(*k, *path);
-      forgetPrivate(*path);
-      if (loaded)
-        return std::move(loaded);
-      return k;
-    }
-    if (llvm::Error e = load(*k, library))
+    if (llvm::Error e = load(*k, built->sharedObject))
       return std::move(e);
     return k;
   }

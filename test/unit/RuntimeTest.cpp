@@ -325,14 +325,38 @@ TEST_F(RuntimeTest, CorruptDiskEntryIsRebuilt) {
     ASSERT_TRUE(static_cast<bool>(k));
     key = (*k)->key;
   }
-  std::string library = root + "/cache/" + key + "/kernels.so";
-  ASSERT_TRUE(llvm::sys::fs::exists(library));
-  ASSERT_EQ(::truncate(library.c_str(), 100), 0);
-  std::unique_ptr<Runtime> runtime = make();
-  auto k = runtime->prepare(s);
-  ASSERT_TRUE(static_cast<bool>(k)) << llvm::toString(k.takeError());
-  EXPECT_EQ((*k)->origin, "compiled");
-  EXPECT_EQ(runtime->statistics().diskHits, 0u);
+  std::string path = root + "/cache/" + key + ".kvqe";
+  ASSERT_TRUE(llvm::sys::fs::exists(path));
+  // A truncated entry, and one whose launch metadata was edited (what a GPU
+  // would run differently): both rebuilt, and the rebuilt entry is then
+  // served from disk again.
+  auto edit = [&](int round) {
+    if (round == 0) {
+      ASSERT_EQ(::truncate(path.c_str(), 100), 0);
+      return;
+    }
+    std::ifstream in(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    // The kernel metadata is JSON text inside the manifest: threads\":128
+    size_t at = bytes.find("threads\\\":");
+    ASSERT_NE(at, std::string::npos);
+    at += 10;
+    ASSERT_TRUE(std::isdigit(static_cast<unsigned char>(bytes[at])));
+    bytes[at] = bytes[at] == '6' ? '3' : '6'; // 128 -> 628 or 328
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  };
+  for (int round = 0; round < 2; ++round) {
+    edit(round);
+    std::unique_ptr<Runtime> runtime = make();
+    auto k = runtime->prepare(s);
+    ASSERT_TRUE(static_cast<bool>(k)) << llvm::toString(k.takeError());
+    EXPECT_EQ((*k)->origin, "compiled") << "round " << round;
+    EXPECT_EQ(runtime->statistics().diskHits, 0u);
+    std::unique_ptr<Runtime> next = make();
+    auto again = next->prepare(s);
+    ASSERT_TRUE(static_cast<bool>(again));
+    EXPECT_EQ((*again)->origin, "disk") << "round " << round;
+  }
 }
 
 TEST_F(RuntimeTest, UnusableCacheDegradesToMemoryWithOneWarning) {

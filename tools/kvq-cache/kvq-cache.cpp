@@ -346,13 +346,17 @@ int main(int argc, char **argv) {
     return fail("no entry with a key starting '" + argument + "'");
   }
   if (command == "verify") {
-    size_t before = disk.list().size();
-    std::vector<std::string> corrupt = disk.verify();
-    for (const std::string &key : corrupt)
+    cache::VerifyReport report = disk.verify();
+    for (const std::string &key : report.corrupt)
       llvm::outs() << "removed corrupt entry " << key << "\n";
-    llvm::outs() << before - corrupt.size() << " of " << before
+    for (const std::string &name : report.removedStrays)
+      llvm::outs() << "removed " << name
+                   << " (not an entry: a link, an older-format folder or a "
+                      "stale temporary file; not followed)\n";
+    llvm::outs() << report.intact << " of "
+                 << report.intact + report.corrupt.size()
                  << " entries intact\n";
-    return corrupt.empty() ? 0 : 1;
+    return report.corrupt.empty() && report.removedStrays.empty() ? 0 : 1;
   }
   if (command == "prune") {
     size_t removed = disk.prune(uint64_t(maxMegabytes) << 20);

@@ -42,6 +42,11 @@ public:
 
 inline constexpr int kBundleFormatVersion = 1;
 
+/// Deepest nesting of JSON arrays/objects `text` reaches (outside strings),
+/// counted without recursion: manifests nesting deeper than a few levels are
+/// refused before a recursive parser sees them.
+int jsonNestingDepth(const std::string &text);
+
 /// The fields of an entry's recorded key inputs (canonicalKeyText), by
 /// name: "spec", "backend", "target", "generator", "compiler", ...
 std::map<std::string, std::string> parseKeyText(const std::string &text);
@@ -54,8 +59,11 @@ public:
   static llvm::Expected<Bundle> parse(std::string bytes,
                                       const std::string &name);
 
+  /// The bytes of a bundle holding `entries`. Every entry must carry
+  /// info["key_inputs"] whose SHA-256 is its key, and plain file names.
+  static llvm::Expected<std::string>
+  serialize(const std::vector<Entry> &entries);
   /// Writes `entries` as a bundle to `path` (temporary name, then rename).
-  /// Every entry must carry info["key_inputs"] whose SHA-256 is its key.
   static llvm::Error write(const std::string &path,
                            const std::vector<Entry> &entries);
 

@@ -17,7 +17,7 @@
 namespace kvq::cache {
 
 /// Bumped whenever the on-disk entry format changes.
-inline constexpr int kFormatVersion = 1;
+inline constexpr int kFormatVersion = 2;
 
 struct KeyInputs {
   std::string spec;             ///< KernelSpec::canonical()

@@ -1,16 +1,24 @@
 //===- DiskCache.h - compiled kernels across processes ----------*- C++ -*-===//
 //
-// One folder per key under the cache directory, holding the artefacts (CUDA
-// source, PTX, CUBIN, or the emulator's shared object) and a manifest.json
-// written last: its presence means "complete". Entries are written under a
-// temporary name and published with one rename, so readers never see a
-// partial entry and concurrent writers of one key leave exactly one.
-// Loading checks every artefact's size and XXH3 checksum against the
-// manifest; a
-// corrupt or partial entry is removed and reported as a miss. The directory
-// is created 0700, and one that other users may write is refused: loading a
-// CUBIN or a shared object is executing code. Least recently used entries
-// are evicted past a size bound.
+// One file per key, `<key>.kvqe`, in the kernel bundle format (Bundle.h)
+// holding one entry: its artefacts (CUDA source, PTX, CUBIN, or the
+// emulator's shared object) and a manifest, every byte covered by a SHA-256
+// that is checked on the bytes then used: an entry is read once into memory,
+// verified there, and served from memory (the runtime loads a CUBIN from
+// memory and an emulator object from a sealed in-memory file), so nothing
+// is read again from a path after it was checked.
+//
+// The directory is opened once (O_NOFOLLOW), its owner and mode checked on
+// the open descriptor (0700, owned by this user; created so), and every
+// later access is relative to that descriptor with O_NOFOLLOW: swapping the
+// directory or planting a symlink after `open` changes nothing. Removal
+// unlinks names inside the directory and never follows a link. Entries are
+// written under a temporary name and published with one rename; a write
+// that fails (disk full, read-only, quota, permissions) removes its
+// temporary file and is reported as a CacheError, which the runtime turns
+// into a warning and a memory-only cache. A corrupt entry is removed (and
+// rebuilt by the caller); least recently used entries are evicted past a
+// size bound.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,6 +30,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,8 +46,8 @@ public:
 
 struct Entry {
   std::string key;
-  /// Free-form description kept in the manifest (spec, versions, launch
-  /// configuration, ptxas statistics, ...).
+  /// Description kept in the manifest (spec, key inputs, kernel launch
+  /// metadata, ptxas log, ...).
   std::map<std::string, std::string> info;
   /// Artefact file name -> bytes.
   std::map<std::string, std::string> files;
@@ -51,13 +60,26 @@ struct EntrySummary {
   int64_t lastUsed = 0; ///< seconds since the epoch
 };
 
+/// What `verify` found: keys of entries removed as corrupt, and names in
+/// the directory that are not entries (symlinks, folders of an older format,
+/// stray temporary files) and were removed without following them.
+struct VerifyReport {
+  std::vector<std::string> corrupt;
+  std::vector<std::string> removedStrays;
+  size_t intact = 0;
+};
+
 /// $KVQ_CACHE_DIR, else $XDG_CACHE_HOME/kvq, else ~/.cache/kvq.
 std::string defaultCacheDir();
+
+/// Largest entry file read (a CUBIN + PTX of the biggest kernel is < 2 MB).
+inline constexpr uint64_t kMaxEntryBytes = 256ull << 20;
 
 class DiskCache {
 public:
   /// Opens (creating 0700 if needed) the cache at `dir`. Refuses a
-  /// directory writable by group or others, or owned by another user.
+  /// directory writable by group or others, owned by another user, or a
+  /// symlink.
   static llvm::Expected<DiskCache> open(const std::string &dir,
                                         uint64_t maxBytes = 1ull << 30);
 
@@ -68,25 +90,30 @@ public:
   std::optional<Entry> load(const std::string &key,
                             std::string *problem = nullptr) const;
 
-  /// Publishes `entry` atomically. If another writer published the key
-  /// first, theirs is kept. Evicts least recently used entries past the
-  /// size bound.
+  /// Publishes `entry` atomically (a concurrent writer of the same key
+  /// writes the same kernels; the last rename wins). Evicts least recently
+  /// used entries past the size bound.
   llvm::Error store(const Entry &entry) const;
 
   std::vector<EntrySummary> list() const;
-  /// Checks every entry; returns the keys that were corrupt (and removed).
-  std::vector<std::string> verify() const;
+  /// Checks every entry and removes what a run would reject.
+  VerifyReport verify() const;
   /// Removes least recently used entries until the cache fits `maxBytes`.
   /// Returns the number removed.
   size_t prune(uint64_t maxBytes) const;
   void remove(const std::string &key) const;
+  /// Removes every entry, temporary file and older-format folder.
   void clear() const;
 
+  /// The descriptor of the opened directory (shared by copies).
+  struct Handle;
+
 private:
-  DiskCache(std::string dir, uint64_t maxBytes)
-      : dir(std::move(dir)), maxBytes(maxBytes) {}
+  DiskCache(std::string dir, uint64_t maxBytes, std::shared_ptr<Handle> handle)
+      : dir(std::move(dir)), maxBytes(maxBytes), handle(std::move(handle)) {}
   std::string dir;
   uint64_t maxBytes;
+  std::shared_ptr<Handle> handle;
 };
 
 } // namespace kvq::cache

@@ -106,6 +106,13 @@ public:
   /// Loads a shared object built by buildSharedObject for `kernels`.
   static llvm::Expected<std::unique_ptr<Module>>
   load(const std::string &library, const std::vector<GeneratedKernel> &kernels);
+  /// Loads a shared object given as bytes (verified by the caller) without
+  /// a path anyone else could replace: from a sealed in-memory file
+  /// (memfd), or where that is unavailable a private 0700 folder removed
+  /// right after loading.
+  static llvm::Expected<std::unique_ptr<Module>>
+  loadImage(const std::string &image,
+            const std::vector<GeneratedKernel> &kernels);
 
   /// Runs `kernel` to completion. `args` point at the argument values, as
   /// for cuLaunchKernel. Errors (bad access with its site, divergent
