@@ -42,3 +42,14 @@ if have_library("libnvrtc.so") or have_library("libnvrtc.so.13"):
 if have_library("libcuda.so.1"):
     config.available_features.add("cuda")
 
+
+# tmpfs: a private mount namespace can mount a small tmpfs (unshare -rm), so
+# tests can fill a real filesystem (test/Tools/full-disk.test).
+import subprocess
+try:
+    if subprocess.run(["unshare", "-rm", "sh", "-c",
+                       "mount -t tmpfs -o size=16k tmpfs /tmp"],
+                      capture_output=True, timeout=10).returncode == 0:
+        config.available_features.add("tmpfs")
+except (OSError, subprocess.TimeoutExpired):
+    pass

@@ -3,6 +3,7 @@
 #include "kvq/Cache/Bundle.h"
 
 #include "kvq/Cache/CacheKey.h"
+#include "kvq/Support/FileIO.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
@@ -286,20 +287,8 @@ llvm::Error Bundle::write(const std::string &path,
   static std::atomic<unsigned> counter{0};
   std::string temp = path + ".tmp." + std::to_string(getpid()) + "." +
                      std::to_string(counter++);
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(temp, ec, llvm::sys::fs::OF_None);
-    if (ec)
-      return bad(path, "cannot write " + temp + ": " + ec.message());
-    os << *bytes;
-    os.close();
-    if (os.has_error()) {
-      std::string why = os.error().message();
-      os.clear_error();
-      (void)llvm::sys::fs::remove(temp);
-      return bad(path, "cannot write " + temp + ": " + why);
-    }
-  }
+  if (llvm::Error e = writeWholeFile(temp, *bytes))
+    return bad(path, llvm::toString(std::move(e)));
   if (std::error_code ec = llvm::sys::fs::rename(temp, path)) {
     (void)llvm::sys::fs::remove(temp);
     return bad(path, "cannot publish it: " + ec.message());

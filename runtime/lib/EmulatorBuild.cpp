@@ -13,6 +13,7 @@
 #include "kvq/Cache/CacheKey.h"
 #include "kvq/Codegen/Generator.h"
 #include "kvq/Runtime/NVRTC.h"
+#include "kvq/Support/FileIO.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -24,19 +25,6 @@
 
 using namespace kvq;
 using namespace kvq::emu;
-
-namespace {
-
-llvm::Error writeFile(const std::string &path, llvm::StringRef text) {
-  std::error_code ec;
-  llvm::raw_fd_ostream os(path, ec);
-  if (ec)
-    return llvm::createStringError(ec, "cannot write " + path);
-  os << text;
-  return llvm::Error::success();
-}
-
-} // namespace
 
 llvm::Expected<std::string>
 kvq::emu::buildSharedObject(const GeneratedSource &source,
@@ -69,11 +57,13 @@ kvq::emu::buildSharedObject(const GeneratedSource &source,
     std::string work = dir + "/tmp." + std::to_string(getpid());
     if (std::error_code ec = llvm::sys::fs::create_directories(work))
       return llvm::createStringError(ec, "cannot create " + work);
-    if (llvm::Error e = writeFile(work + "/kernels.cu", unit))
+    if (llvm::Error e = writeWholeFile(work + "/kernels.cu", unit))
       return std::move(e);
-    if (llvm::Error e = writeFile(work + "/" + kPreludeName, devicePrelude()))
+    if (llvm::Error e =
+            writeWholeFile(work + "/" + kPreludeName, devicePrelude()))
       return std::move(e);
-    if (llvm::Error e = writeFile(work + "/kvq_emulator_shim.h", shimSource()))
+    if (llvm::Error e =
+            writeWholeFile(work + "/kvq_emulator_shim.h", shimSource()))
       return std::move(e);
     llvm::ErrorOr<std::string> path = llvm::sys::findProgramByName(compiler);
     if (!path)

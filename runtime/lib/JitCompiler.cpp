@@ -10,11 +10,13 @@
 #include "kvq/Codegen/Generator.h"
 #include "kvq/Runtime/Emulator.h"
 #include "kvq/Runtime/NVRTC.h"
+#include "kvq/Support/FileIO.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 
@@ -33,11 +35,16 @@ void dumpStages(const KernelSpec &spec, const std::string &arch,
   std::string folder = std::string(dir) + "/" + source.kernels.front().name;
   if (llvm::sys::fs::create_directories(folder))
     return;
+  // A dump that cannot be written (disk full, no permission) is skipped
+  // with one warning per process: it never stops the compile.
+  static std::atomic<bool> warned{false};
   auto write = [&](const std::string &name, const std::string &text) {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(folder + "/" + name, ec);
-    if (!ec)
-      os << text;
+    if (llvm::Error e = writeWholeFile(folder + "/" + name, text)) {
+      std::string message = llvm::toString(std::move(e));
+      if (!warned.exchange(true))
+        llvm::errs() << "kvq: KVQ_DUMP_DIR: " << message
+                     << " (further dump errors are not reported)\n";
+    }
   };
   const char *names[][2] = {{"kvq", "1-kvq.mlir"},
                             {"planned", "2-planned.mlir"},
