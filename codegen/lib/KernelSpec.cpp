@@ -123,6 +123,11 @@ bool parseInt(const std::string &text, int &out) {
 std::optional<std::string> validateScheme(const char *what,
                                           const QuantScheme &s, int headDim) {
   std::ostringstream os;
+  if (s.axis != QuantScheme::Axis::Token &&
+      s.axis != QuantScheme::Axis::Channel) {
+    os << what << " axis has no such value (" << int(s.axis) << ")";
+    return os.str();
+  }
   if (s.bits != 2 && s.bits != 4 && s.bits != 8) {
     os << what << " bits must be 2, 4 or 8, got " << s.bits;
     return os.str();
@@ -156,6 +161,15 @@ std::optional<std::string> validateScheme(const char *what,
 
 std::optional<std::string> KernelSpec::validate() const {
   std::ostringstream os;
+  if (int(kind) < int(KernelKind::Quantize) ||
+      int(kind) > int(KernelKind::DenseAttention)) {
+    os << "kernel kind has no such value (" << int(kind) << ")";
+    return os.str();
+  }
+  if (dtype != HalfType::F16 && dtype != HalfType::BF16) {
+    os << "dtype has no such value (" << int(dtype) << ")";
+    return os.str();
+  }
   if (headDim <= 0 || headDim > 512) {
     os << "head_dim must be in [1, 512], got " << headDim;
     return os.str();

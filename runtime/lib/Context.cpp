@@ -74,6 +74,14 @@ Backend toBackend(BackendKind kind) {
 
 std::unique_ptr<Context> Context::create(const ContextOptions &options,
                                          Status *status) {
+  if (int(options.backend) < int(BackendKind::Auto) ||
+      int(options.backend) > int(BackendKind::Reference)) {
+    if (status)
+      *status = Status(StatusCode::InvalidArgument,
+                       "backend has no such value (" +
+                           std::to_string(int(options.backend)) + ")");
+    return nullptr;
+  }
   RuntimeOptions runtimeOptions;
   runtimeOptions.backend = toBackend(options.backend);
   runtimeOptions.arch = options.arch;
@@ -90,7 +98,7 @@ std::unique_ptr<Context> Context::create(const ContextOptions &options,
     return nullptr;
   }
   auto context = std::unique_ptr<Context>(new Context());
-  context->impl = std::make_unique<Impl>();
+  context->impl = std::make_shared<Impl>();
   context->impl->runtime = std::move(*runtime);
   if (status)
     *status = Status();
@@ -98,6 +106,12 @@ std::unique_ptr<Context> Context::create(const ContextOptions &options,
 }
 
 Context::~Context() = default;
+
+std::unique_ptr<Context> Context::share() const {
+  auto context = std::unique_ptr<Context>(new Context());
+  context->impl = impl;
+  return context;
+}
 
 BackendKind Context::backend() const {
   switch (impl->runtime->backend()) {

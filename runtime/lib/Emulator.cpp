@@ -422,6 +422,8 @@ void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
 //===----------------------------------------------------------------------===//
 
 void *kvq::emu::deviceAlloc(size_t bytes) {
+  if (bytes > (size_t(1) << 40)) // also keeps the rounding below from wrapping
+    return nullptr;
   size_t rounded = std::max<size_t>(256, (bytes + 255) / 256 * 256);
   void *p = std::aligned_alloc(256, rounded);
   if (!p)
@@ -432,14 +434,20 @@ void *kvq::emu::deviceAlloc(size_t bytes) {
   return p;
 }
 
-void kvq::emu::deviceFree(void *pointer) {
+bool kvq::emu::deviceFree(void *pointer) {
   if (!pointer)
-    return;
+    return true;
   {
     std::lock_guard<std::mutex> lock(memoryMutex);
-    allocations.erase(reinterpret_cast<uintptr_t>(pointer));
+    if (!allocations.erase(reinterpret_cast<uintptr_t>(pointer)))
+      return false;
   }
   std::free(pointer);
+  return true;
+}
+
+bool kvq::emu::isDeviceRange(const void *address, size_t bytes) {
+  return isAllocated(address, bytes);
 }
 
 struct Module::Impl {

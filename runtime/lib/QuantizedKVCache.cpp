@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <sstream>
+#include <tuple>
 
 using namespace kvq;
 
@@ -59,7 +61,8 @@ struct Layer {
 } // namespace
 
 struct QuantizedKVCache::Impl {
-  Context *context = nullptr;
+  std::unique_ptr<Context> context; ///< shares the creator's runtime
+  mutable std::mutex mutex;         ///< serializes calls (see the header)
   CacheConfig config;
   int unit = 1, storeCapacity = 0, residualCapacity = 0;
   std::vector<Layer> layers;
@@ -198,8 +201,21 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
                   std::to_string(value));
   if (config.sink < 0 || config.residual < 0)
     return fail("sink and residual must not be negative");
+  // Bounds that keep every size below from overflowing and every launch
+  // within CUDA's grid: far above any model.
+  for (auto [name, value, limit] :
+       {std::tuple<const char *, int, int>{"layers", config.layers, 1 << 16},
+        {"batch", config.batch, 65535},
+        {"kv heads", config.kvHeads, 65535},
+        {"query heads", config.queryHeads, 1 << 20},
+        {"capacity", config.capacity, 1 << 30},
+        {"sink", config.sink, 1 << 20},
+        {"residual", config.residual, 1 << 20}})
+    if (value > limit)
+      return fail(std::string(name) + " " + std::to_string(value) +
+                  " is above the supported " + std::to_string(limit));
   auto impl = std::make_unique<Impl>();
-  impl->context = &context;
+  impl->context = context.share();
   impl->config = config;
   impl->unit = unitOf(config);
   impl->storeCapacity =
@@ -267,12 +283,14 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
 }
 
 QuantizedKVCache::~QuantizedKVCache() {
+  std::lock_guard<std::mutex> lock(impl->mutex);
   for (void *p : impl->owned)
     impl->context->release(p);
 }
 
 Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
                                 const void *v, int tokens) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
   const CacheConfig &c = impl->config;
   if (layerIndex < 0 || layerIndex >= c.layers)
     return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
@@ -358,6 +376,7 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
 }
 
 Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
   const CacheConfig &c = impl->config;
   if (layerIndex < 0 || layerIndex >= c.layers)
     return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
@@ -397,6 +416,7 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
 }
 
 QuantizedKVCache::Parts QuantizedKVCache::parts(int layer, int seq) const {
+  std::lock_guard<std::mutex> lock(impl->mutex);
   if (layer < 0 || layer >= impl->config.layers || seq < 0 ||
       seq >= impl->config.batch)
     return Parts();
@@ -404,6 +424,7 @@ QuantizedKVCache::Parts QuantizedKVCache::parts(int layer, int seq) const {
 }
 
 MemoryUse QuantizedKVCache::memory() const {
+  std::lock_guard<std::mutex> lock(impl->mutex);
   const CacheConfig &c = impl->config;
   MemoryUse m;
   uint64_t row = uint64_t(c.kvHeads) * c.headDim * 2; // one token, one of K/V

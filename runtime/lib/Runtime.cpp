@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <sstream>
 #include <unistd.h>
 #include <unordered_map>
 
@@ -704,13 +705,30 @@ llvm::Expected<void *> Runtime::allocate(size_t bytes) {
 void Runtime::release(void *pointer) {
   if (impl->driver && resolved == Backend::Cuda)
     impl->driver->release(pointer);
-  else
-    emu::deviceFree(pointer);
+  else if (!emu::deviceFree(pointer))
+    llvm::errs() << "kvq: release of " << pointer
+                 << ", which is not a live allocation (freed twice, or not "
+                    "from allocate); ignored\n";
 }
+
+namespace {
+/// On the CPU backends "device" memory is checked like the GPU's would
+/// fault: a copy must stay inside one allocation.
+llvm::Error checkDeviceRange(const char *what, const void *p, size_t bytes) {
+  if (bytes == 0 || emu::isDeviceRange(p, bytes))
+    return llvm::Error::success();
+  std::ostringstream os;
+  os << what << ": [" << p << ", +" << bytes
+     << ") is not inside one allocation of this runtime";
+  return llvm::make_error<LaunchError>(os.str());
+}
+} // namespace
 
 llvm::Error Runtime::copyIn(void *dst, const void *src, size_t bytes) {
   if (impl->driver && resolved == Backend::Cuda)
     return impl->driver->copyToDevice(dst, src, bytes);
+  if (llvm::Error e = checkDeviceRange("copyIn destination", dst, bytes))
+    return e;
   std::memcpy(dst, src, bytes);
   return llvm::Error::success();
 }
@@ -721,6 +739,8 @@ llvm::Error Runtime::copyOut(void *dst, const void *src, size_t bytes) {
       return e;
     return impl->driver->copyToHost(dst, src, bytes);
   }
+  if (llvm::Error e = checkDeviceRange("copyOut source", src, bytes))
+    return e;
   std::memcpy(dst, src, bytes);
   return llvm::Error::success();
 }
@@ -728,6 +748,10 @@ llvm::Error Runtime::copyOut(void *dst, const void *src, size_t bytes) {
 llvm::Error Runtime::copyOnDevice(void *dst, const void *src, size_t bytes) {
   if (impl->driver && resolved == Backend::Cuda)
     return impl->driver->copyOnDevice(dst, src, bytes);
+  if (llvm::Error e = checkDeviceRange("copyOnDevice source", src, bytes))
+    return e;
+  if (llvm::Error e = checkDeviceRange("copyOnDevice destination", dst, bytes))
+    return e;
   std::memmove(dst, src, bytes);
   return llvm::Error::success();
 }

@@ -16,6 +16,12 @@
 //
 // Uses only the public API (kvq/kvq.h): it runs on every backend.
 //
+// Thread safety: a cache may be used from several threads; its calls
+// serialize on an internal lock (each cache has one device lengths buffer
+// and one attention workspace). Threads that decode in parallel use one
+// cache each. A cache keeps its Context's runtime alive: it may outlive the
+// Context object it was created from.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef KVQ_QUANTIZEDKVCACHE_H

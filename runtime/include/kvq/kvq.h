@@ -76,9 +76,13 @@ struct CacheStatistics {
   uint64_t compiled = 0, diskHits = 0, bundleHits = 0, memoryHits = 0;
 };
 
+/// A Context is thread-safe: any number of threads may prepare kernels and
+/// issue calls (a new spec compiles once, whoever asks first). Calls run
+/// synchronously on the CPU backends and in issue order on the GPU.
 class Context {
 public:
-  /// Null (and `status` set) if the requested backend is not available.
+  /// Null (and `status` set) if the requested backend is not available or
+  /// `options` are invalid (e.g. an out-of-range backend value).
   static std::unique_ptr<Context> create(const ContextOptions &options,
                                          Status *status);
   ~Context();
@@ -108,8 +112,12 @@ public:
 
 private:
   Context() = default;
+  /// Another handle on the same runtime: a QuantizedKVCache keeps one, so
+  /// it may outlive the Context it was created from.
+  std::unique_ptr<Context> share() const;
+  friend class QuantizedKVCache;
   struct Impl;
-  std::unique_ptr<Impl> impl;
+  std::shared_ptr<Impl> impl;
 };
 
 } // namespace kvq

@@ -36,8 +36,13 @@ struct Dim3 {
 /// Device memory: 256-byte aligned, registered, checked on every access.
 /// New allocations are filled with 0xFF bytes (NaN for floats) so that a
 /// kernel reading memory nobody wrote shows up in results.
+/// Null when `bytes` is absurd (over 1 TiB) or the host is out of memory.
 void *deviceAlloc(size_t bytes);
-void deviceFree(void *pointer);
+/// False (and nothing freed) for a pointer that is not a live allocation's
+/// base: a double or foreign free is reported, never performed.
+bool deviceFree(void *pointer);
+/// True if [address, address + bytes) lies inside one live allocation.
+bool isDeviceRange(const void *address, size_t bytes);
 
 /// Order in which the threads of a block run between collectives. Fibers
 /// never interleave between barriers, so comparing two orders exposes a
