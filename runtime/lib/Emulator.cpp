@@ -467,14 +467,14 @@ const char *kvq::emu::hostCompiler() {
   return cxx && *cxx ? cxx : "c++";
 }
 const std::vector<std::string> &kvq::emu::hostFlags() {
-  static const std::vector<std::string> flags = {"-std=c++17",
-                                                 "-O1",
-                                                 "-fno-strict-aliasing",
-                                                 "-fwrapv",
-                                                 "-ffp-contract=off",
-                                                 "-shared",
-                                                 "-fPIC",
-                                                 "-w"};
+  static const std::vector<std::string> flags = {
+    "-std=c++17", "-O1", "-fno-strict-aliasing", "-fwrapv",
+    "-ffp-contract=off", "-shared", "-fPIC", "-w",
+#ifdef KVQ_SANITIZE_EMULATOR_KERNELS
+    // A sanitizer build checks the generated kernels too.
+    "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+#endif
+  };
   return flags;
 }
 
