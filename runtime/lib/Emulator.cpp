@@ -18,6 +18,11 @@
 #include <boost/context/fiber.hpp>
 #include <boost/context/fixedsize_stack.hpp>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define KVQ_ASAN_FIBERS 1
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -89,6 +94,10 @@ struct Thread {
   State state = State::Runnable;
   ctx::fiber fiber;
   ctx::fiber sink; // the scheduler, while this thread runs
+  // Stack bounds for AddressSanitizer's fiber switch annotations: this
+  // thread's fiber stack, and the scheduler's stack it switches back to.
+  const void *stackBottom = nullptr, *schedulerBottom = nullptr;
+  size_t stackSize = 0, schedulerSize = 0;
   unsigned shuffleMask = 0;
   int shuffleLaneMask = 0;
   unsigned long long shuffleValue = 0, shuffleResult = 0;
@@ -130,6 +139,47 @@ thread_local Block *currentBlock = nullptr;
 thread_local Thread *currentThread = nullptr;
 constexpr size_t kSharedBytes = 48 * 1024;
 
+//===--- stack switches, annotated for AddressSanitizer -------------------===//
+// ASan keeps one shadow stack per OS thread; each switch between fibers
+// must tell it which stack runs next, or it reports false errors.
+
+/// From the running fiber back to the scheduler.
+void switchToScheduler(Thread &t) {
+#ifdef KVQ_ASAN_FIBERS
+  void *fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, t.schedulerBottom, t.schedulerSize);
+#endif
+  t.sink = std::move(t.sink).resume();
+#ifdef KVQ_ASAN_FIBERS
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+/// From the scheduler into `t`'s fiber, until it yields or ends.
+void switchToThread(Thread &t) {
+#ifdef KVQ_ASAN_FIBERS
+  void *fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, t.stackBottom, t.stackSize);
+#endif
+  t.fiber = std::move(t.fiber).resume();
+#ifdef KVQ_ASAN_FIBERS
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+/// Allocates fiber stacks and remembers their bounds for ASan.
+struct RecordingStack {
+  ctx::fixedsize_stack stacks{64 * 1024};
+  Thread *thread = nullptr;
+  ctx::stack_context allocate() {
+    ctx::stack_context sc = stacks.allocate();
+    thread->stackBottom = static_cast<char *>(sc.sp) - sc.size;
+    thread->stackSize = sc.size;
+    return sc;
+  }
+  void deallocate(ctx::stack_context &sc) noexcept { stacks.deallocate(sc); }
+};
+
 /// Stops the current thread with `message`; it is never resumed.
 [[noreturn]] void failThread(const std::string &message) {
   Thread *t = currentThread;
@@ -141,16 +191,13 @@ constexpr size_t kSharedBytes = 48 * 1024;
     currentBlock->error = os.str();
   }
   t->state = State::Failed;
-  t->sink = std::move(t->sink).resume();
+  switchToScheduler(*t);
   // Only reached if the scheduler resumed a failed thread, which it never
   // does; unwinding on destruction leaves through resume() above.
   std::abort();
 }
 
-void yieldToScheduler() {
-  Thread *t = currentThread;
-  t->sink = std::move(t->sink).resume();
-}
+void yieldToScheduler() { switchToScheduler(*currentThread); }
 
 void trace(int site, const void *address, unsigned bytes, bool store) {
   Block *block = currentBlock;
@@ -323,6 +370,19 @@ bool resolveShuffles(Block &block, bool &progress) {
 using Trampoline = void (*)(void **);
 using SetIds = void (*)(const Ids *);
 
+/// A block stopped by an error: its threads still waiting at a collective
+/// are destroyed by unwinding their stacks, a switch ASan cannot be told
+/// about (Boost makes it); a sanitizer build leaks them instead.
+void abandonSuspended(Block &block) {
+#ifdef KVQ_ASAN_FIBERS
+  for (Thread &t : block.threads)
+    if (t.fiber)
+      new ctx::fiber(std::move(t.fiber)); // deliberately leaked
+#else
+  (void)block;
+#endif
+}
+
 /// Runs one block to completion (or to its first error).
 void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
               Dim3 grid, Dim3 blockDim, unsigned bx, unsigned by, unsigned bz,
@@ -332,7 +392,7 @@ void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
   block.threads.resize(count);
   block.arena.assign(kSharedBytes, char(0xFF));
   block.written.assign(kSharedBytes, 0);
-  ctx::fixedsize_stack stacks(64 * 1024);
+  RecordingStack stacks;
   for (unsigned i = 0; i < count; ++i) {
     Thread &t = block.threads[i];
     t.index = i;
@@ -341,13 +401,23 @@ void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
              {bx, by, bz},
              {blockDim.x, blockDim.y, blockDim.z},
              {grid.x, grid.y, grid.z}};
-    t.fiber = ctx::fiber(std::allocator_arg, stacks,
-                         [&t, trampoline, args](ctx::fiber &&sink) {
-                           t.sink = std::move(sink);
-                           trampoline(args);
-                           t.state = State::Finished;
-                           return std::move(t.sink);
-                         });
+    stacks.thread = &t;
+    t.fiber = ctx::fiber(
+        std::allocator_arg, stacks, [&t, trampoline, args](ctx::fiber &&sink) {
+#ifdef KVQ_ASAN_FIBERS
+          __sanitizer_finish_switch_fiber(nullptr, &t.schedulerBottom,
+                                          &t.schedulerSize);
+#endif
+          t.sink = std::move(sink);
+          trampoline(args);
+          t.state = State::Finished;
+#ifdef KVQ_ASAN_FIBERS
+          // This fiber ends: nothing to save.
+          __sanitizer_start_switch_fiber(nullptr, t.schedulerBottom,
+                                         t.schedulerSize);
+#endif
+          return std::move(t.sink);
+        });
   }
 
   while (true) {
@@ -358,13 +428,13 @@ void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
         continue;
       currentThread = &t;
       setIds(&t.ids);
-      t.fiber = std::move(t.fiber).resume();
+      switchToThread(t);
       if (!block.error.empty())
-        return;
+        return abandonSuspended(block);
     }
     bool progress = false;
     if (!resolveShuffles(block, progress))
-      return;
+      return abandonSuspended(block);
     if (progress)
       continue;
     bool anyLive = false, allAtBarrier = true;
@@ -394,7 +464,7 @@ void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
              << " of the kernel source, thread " << t.index
              << " at the one on line " << t.barrierLine;
           block.error = os.str();
-          return;
+          return abandonSuspended(block);
         }
       }
       for (Thread &t : block.threads)
@@ -411,7 +481,7 @@ void runBlock(Block &block, Trampoline trampoline, SetIds setIds, void **args,
           break;
       }
     block.error = os.str();
-    return;
+    return abandonSuspended(block);
   }
 }
 
@@ -468,11 +538,18 @@ const char *kvq::emu::hostCompiler() {
 }
 const std::vector<std::string> &kvq::emu::hostFlags() {
   static const std::vector<std::string> flags = {
-    "-std=c++17", "-O1", "-fno-strict-aliasing", "-fwrapv",
-    "-ffp-contract=off", "-shared", "-fPIC", "-w",
+      "-std=c++17",
+      "-O1",
+      "-fno-strict-aliasing",
+      "-fwrapv",
+      "-ffp-contract=off",
+      "-shared",
+      "-fPIC",
+      "-w",
 #ifdef KVQ_SANITIZE_EMULATOR_KERNELS
-    // A sanitizer build checks the generated kernels too.
-    "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+      // A sanitizer build checks the generated kernels too.
+      "-fsanitize=address,undefined",
+      "-fno-omit-frame-pointer",
 #endif
   };
   return flags;

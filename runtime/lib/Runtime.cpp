@@ -712,10 +712,13 @@ void Runtime::release(void *pointer) {
 }
 
 namespace {
-/// On the CPU backends "device" memory is checked like the GPU's would
-/// fault: a copy must stay inside one allocation.
-llvm::Error checkDeviceRange(const char *what, const void *p, size_t bytes) {
-  if (bytes == 0 || emu::isDeviceRange(p, bytes))
+/// On the emulator "device" memory is checked as a GPU would fault (its
+/// kernels check every access the same way): a copy must stay inside one
+/// allocation. The reference backend works on any host memory.
+llvm::Error checkDeviceRange(Backend backend, const char *what, const void *p,
+                             size_t bytes) {
+  if (backend != Backend::Emulator || bytes == 0 ||
+      emu::isDeviceRange(p, bytes))
     return llvm::Error::success();
   std::ostringstream os;
   os << what << ": [" << p << ", +" << bytes
@@ -727,7 +730,8 @@ llvm::Error checkDeviceRange(const char *what, const void *p, size_t bytes) {
 llvm::Error Runtime::copyIn(void *dst, const void *src, size_t bytes) {
   if (impl->driver && resolved == Backend::Cuda)
     return impl->driver->copyToDevice(dst, src, bytes);
-  if (llvm::Error e = checkDeviceRange("copyIn destination", dst, bytes))
+  if (llvm::Error e =
+          checkDeviceRange(resolved, "copyIn destination", dst, bytes))
     return e;
   std::memcpy(dst, src, bytes);
   return llvm::Error::success();
@@ -739,7 +743,7 @@ llvm::Error Runtime::copyOut(void *dst, const void *src, size_t bytes) {
       return e;
     return impl->driver->copyToHost(dst, src, bytes);
   }
-  if (llvm::Error e = checkDeviceRange("copyOut source", src, bytes))
+  if (llvm::Error e = checkDeviceRange(resolved, "copyOut source", src, bytes))
     return e;
   std::memcpy(dst, src, bytes);
   return llvm::Error::success();
@@ -748,9 +752,11 @@ llvm::Error Runtime::copyOut(void *dst, const void *src, size_t bytes) {
 llvm::Error Runtime::copyOnDevice(void *dst, const void *src, size_t bytes) {
   if (impl->driver && resolved == Backend::Cuda)
     return impl->driver->copyOnDevice(dst, src, bytes);
-  if (llvm::Error e = checkDeviceRange("copyOnDevice source", src, bytes))
+  if (llvm::Error e =
+          checkDeviceRange(resolved, "copyOnDevice source", src, bytes))
     return e;
-  if (llvm::Error e = checkDeviceRange("copyOnDevice destination", dst, bytes))
+  if (llvm::Error e =
+          checkDeviceRange(resolved, "copyOnDevice destination", dst, bytes))
     return e;
   std::memmove(dst, src, bytes);
   return llvm::Error::success();
