@@ -4,14 +4,13 @@
 #include "kvq/Runtime/Runtime.h"
 #include "kvq/BufferSizes.h"
 
+#include "RuntimeLog.h"
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/CacheKey.h"
 #include "kvq/Cache/DiskCache.h"
 #include "kvq/Cache/MemoryCache.h"
-#include "kvq/Runtime/CudaDriver.h"
-#include "kvq/Runtime/Emulator.h"
+#include "kvq/Runtime/ExecutionBackend.h"
 #include "kvq/Runtime/KernelKey.h"
-#include "kvq/Runtime/Reference.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
@@ -30,11 +29,6 @@
 
 using namespace kvq;
 
-struct CompiledKernels::Executable {
-  std::unique_ptr<emu::Module> emulator;
-  std::unique_ptr<cuda::LoadedModule> gpu;
-};
-
 namespace {
 
 bool envFlag(const char *name) {
@@ -42,10 +36,7 @@ bool envFlag(const char *name) {
   return value && *value && std::strcmp(value, "0") != 0;
 }
 
-void log(const std::string &message) {
-  if (envFlag("KVQ_LOG"))
-    llvm::errs() << "kvq: " << message << "\n";
-}
+void log(const std::string &message) { logLine(message); }
 
 double millisSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(
@@ -116,44 +107,6 @@ parseKernels(const std::string &text) {
   return kernels;
 }
 
-//===--- reference backend: the kernels' buffers as floats ---------------===//
-
-std::vector<float> readHalf(const void *p, size_t n, HalfType t) {
-  std::vector<float> out(n);
-  auto *bits = static_cast<const uint16_t *>(p);
-  for (size_t i = 0; i < n; ++i)
-    out[i] = ref::fromHalfBits(bits[i], t);
-  return out;
-}
-
-void writeHalf(void *p, const std::vector<float> &x, HalfType t) {
-  auto *bits = static_cast<uint16_t *>(p);
-  for (size_t i = 0; i < x.size(); ++i)
-    bits[i] = ref::toHalfBits(x[i], t);
-}
-
-std::vector<float> readStorage(const void *p, size_t n, const QuantScheme &s) {
-  if (!p)
-    return {};
-  if (s.fp32Scales) {
-    auto *f = static_cast<const float *>(p);
-    return std::vector<float>(f, f + n);
-  }
-  return readHalf(p, n, HalfType::F16);
-}
-
-void writeStorage(void *p, const std::vector<float> &x, size_t offset, size_t n,
-                  const QuantScheme &s) {
-  if (!p)
-    return;
-  for (size_t i = offset; i < offset + n; ++i) {
-    if (s.fp32Scales)
-      static_cast<float *>(p)[i] = x[i];
-    else
-      static_cast<uint16_t *>(p)[i] = ref::toHalfBits(x[i], HalfType::F16);
-  }
-}
-
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -198,7 +151,8 @@ struct SpecKeyHash {
 };
 
 struct Runtime::Impl {
-  Backend backend;
+  Backend backend; ///< device->kind(), for cache keys
+  std::unique_ptr<ExecutionBackend> device;
   bool compileOnly = false;
   bool alwaysCompile = false; ///< KVQ_ALWAYS_COMPILE, read at creation
   std::mutex fastMutex;
@@ -206,7 +160,6 @@ struct Runtime::Impl {
                      SpecKeyHash>
       fast;
   std::string arch;
-  cuda::Driver *driver = nullptr;
   std::shared_ptr<const KernelCompiler> compiler;
   std::optional<cache::DiskCache> disk;
   std::optional<cache::Bundle> bundle;
@@ -221,22 +174,13 @@ struct Runtime::Impl {
   /// in memory: the CUBIN/PTX (cuda) or the shared object's bytes
   /// (emulator) that were just verified or built, never re-read from a path.
   llvm::Error load(CompiledKernels &k, const std::string &sharedObject) {
-    k.executable = std::make_shared<CompiledKernels::Executable>();
     if (compileOnly)
       return llvm::Error::success();
-    if (backend == Backend::Emulator) {
-      llvm::Expected<std::unique_ptr<emu::Module>> module =
-          emu::Module::loadImage(sharedObject, k.source.kernels);
-      if (!module)
-        return module.takeError();
-      k.executable->emulator = std::move(*module);
-    } else if (backend == Backend::Cuda) {
-      llvm::Expected<std::unique_ptr<cuda::LoadedModule>> module =
-          driver->load(k.cubin, k.ptx);
-      if (!module)
-        return module.takeError();
-      k.executable->gpu = std::move(*module);
-    }
+    llvm::Expected<std::shared_ptr<LoadedKernels>> loaded =
+        device->load(k, sharedObject);
+    if (!loaded)
+      return loaded.takeError();
+    k.executable = std::move(*loaded);
     return llvm::Error::success();
   }
 
@@ -336,14 +280,16 @@ struct Runtime::Impl {
                              : std::string("the kernel cache (disabled)");
     if (bundle)
       where += " or the bundle " + bundle->path();
-    std::string target = backend == Backend::Emulator ? "emulator" : arch;
-    std::string warm =
-        "kvq-cache warm --spec=\"" + spec.canonical() + "\" " +
-        (backend == Backend::Emulator ? std::string("--backend=emulator")
-                                      : "--arch=" + arch);
+    // The entry that would serve it, named as kvq-cache names it.
+    cache::KeyInputs wanted = keyInputs(spec);
+    std::string warm = "kvq-cache warm --spec=\"" + spec.canonical() +
+                       "\" --backend=" + wanted.backend;
+    if (wanted.target != "host")
+      warm += " --arch=" + wanted.target;
     return llvm::make_error<MissingKernelError>(
-        "no prebuilt kernel for '" + spec.canonical() + "' (" + target +
-        ", kvq " + kVersion + ", key " + key.substr(0, 16) + ") in " + where +
+        "no prebuilt kernel for '" + spec.canonical() + "' (" + wanted.backend +
+        " " + wanted.target + ", kvq " + kVersion + ", key " +
+        key.substr(0, 16) + ") in " + where +
         ", and this runtime has no compiler (it is the runtime-only "
         "library). Build it where kvq's JIT is installed: " +
         warm + " (then `kvq-cache export` to carry it in a bundle)");
@@ -364,8 +310,9 @@ struct Runtime::Impl {
     k->origin = "compiled";
     k->source = std::move(built->source);
     k->mlirMillis = k->source.mlirMillis;
-    if (backend == Backend::Reference)
-      return k; // validation metadata only
+    if (k->source.cuda.empty() ||
+        (built->cubin.empty() && built->sharedObject.empty()))
+      return k; // launch metadata only (the reference backend)
     k->ptx = std::move(built->ptx);
     k->cubin = std::move(built->cubin);
     k->stats = std::move(built->stats);
@@ -374,16 +321,18 @@ struct Runtime::Impl {
     log("compiled '" + spec.canonical() + "' in " +
         std::to_string(int(k->mlirMillis + k->compileMillis)) + " ms");
 
+    // Whatever the compiler produced for this backend is the entry.
     cache::Entry entry;
     entry.key = key;
     entry.files["kernels.cu"] = k->source.cuda;
-    if (backend == Backend::Cuda) {
-      entry.files["kernels.ptx"] = k->ptx;
-      entry.files["kernels.cubin"] = k->cubin;
+    for (auto [name, bytes] :
+         {std::pair<const char *, const std::string *>{"kernels.ptx", &k->ptx},
+          {"kernels.cubin", &k->cubin},
+          {"kernels.so", &built->sharedObject}})
+      if (!bytes->empty())
+        entry.files[name] = *bytes;
+    if (!built->ptxasLog.empty())
       entry.info["ptxas"] = built->ptxasLog;
-    } else {
-      entry.files["kernels.so"] = built->sharedObject;
-    }
     entry.info["spec"] = spec.canonical();
     entry.info["kernels"] = serializeKernels(k->source.kernels);
     entry.info["key_inputs"] = cache::canonicalKeyText(keyInputs(spec));
@@ -412,32 +361,20 @@ Runtime::create(const RuntimeOptions &options) {
   auto runtime = std::unique_ptr<Runtime>(new Runtime());
   runtime->impl = std::make_unique<Impl>();
   Impl &impl = *runtime->impl;
-  Backend backend = options.backend;
   impl.compileOnly = options.compileOnly;
   impl.compiler = options.compiler;
   impl.alwaysCompile = envFlag("KVQ_ALWAYS_COMPILE") && impl.compiler;
-  if (options.compileOnly && backend == Backend::Auto)
-    backend = Backend::Cuda; // warming the cache is for the GPU
-  if ((backend == Backend::Cuda && !options.compileOnly) ||
-      backend == Backend::Auto) {
-    llvm::Expected<cuda::Driver *> driver = cuda::Driver::get();
-    if (driver) {
-      impl.driver = *driver;
-      backend = Backend::Cuda;
-    } else if (backend == Backend::Cuda) {
-      return driver.takeError();
-    } else {
-      log(llvm::toString(driver.takeError()) + "; using the emulator");
-      backend = Backend::Emulator;
-    }
-  }
-  impl.backend = runtime->resolved = backend;
+  llvm::Expected<std::unique_ptr<ExecutionBackend>> device =
+      makeExecutionBackend(options.backend, options.compileOnly);
+  if (!device)
+    return device.takeError();
+  impl.device = std::move(*device);
+  impl.backend = runtime->resolved = impl.device->kind();
   impl.arch = options.arch;
-  if (impl.arch.empty())
-    impl.arch =
-        impl.driver
-            ? "sm_" + std::to_string(impl.driver->device().computeCapability)
-            : "sm_90";
+  if (impl.arch.empty()) {
+    std::optional<cuda::DeviceInfo> gpu = impl.device->device();
+    impl.arch = gpu ? "sm_" + std::to_string(gpu->computeCapability) : "sm_90";
+  }
   runtime->targetArch = impl.arch;
   std::string bundle = options.bundle;
   if (bundle.empty())
@@ -521,42 +458,11 @@ Runtime::prepare(const KernelSpec &spec) {
   return kernels;
 }
 
-namespace {
-llvm::Error run(const CompiledKernels &k, const KernelLaunch &launch) {
-  if (k.executable && k.executable->emulator)
-    return k.executable->emulator->launch(launch);
-  if (k.executable && k.executable->gpu)
-    return k.executable->gpu->launch(launch.kernel, launch.grid, launch.block,
-                                     launch.args);
-  return llvm::createStringError(
-      llvm::inconvertibleErrorCode(),
-      "kernels of '" + k.spec.canonical() +
-          "' are not loaded (the runtime was created compile-only)");
-}
-} // namespace
-
 llvm::Error Runtime::quantize(const KernelSpec &spec, const QuantizeCall &c) {
   auto k = prepare(spec);
   if (!k)
     return k.takeError();
-  llvm::Expected<KernelLaunch> launch = planQuantize(spec, (*k)->source, c);
-  if (!launch)
-    return launch.takeError();
-  if (resolved != Backend::Reference)
-    return run(**k, *launch);
-  int d = spec.headDim;
-  size_t scales = scaleCount(spec.key, d, 1, c.outTokens) * c.rows;
-  std::vector<float> input =
-      readHalf(c.input, size_t(c.rows) * c.inTokens * d, spec.dtype);
-  std::vector<float> s = readStorage(c.scales, scales, spec.key);
-  std::vector<float> z = readStorage(c.zeros, scales, spec.key);
-  ref::quantize(spec.key, d, input.data(), c.rows, c.tokens, c.inTokens,
-                c.outTokens, c.outOffset, static_cast<uint32_t *>(c.words),
-                s.data(), spec.key.symmetric ? nullptr : z.data());
-  writeStorage(c.scales, s, 0, scales, spec.key);
-  if (!spec.key.symmetric)
-    writeStorage(c.zeros, z, 0, scales, spec.key);
-  return llvm::Error::success();
+  return impl->device->quantize(spec, **k, c);
 }
 
 llvm::Error Runtime::dequantize(const KernelSpec &spec,
@@ -564,39 +470,14 @@ llvm::Error Runtime::dequantize(const KernelSpec &spec,
   auto k = prepare(spec);
   if (!k)
     return k.takeError();
-  llvm::Expected<KernelLaunch> launch = planDequantize(spec, (*k)->source, c);
-  if (!launch)
-    return launch.takeError();
-  if (resolved != Backend::Reference)
-    return run(**k, *launch);
-  int d = spec.headDim;
-  size_t scales = scaleCount(spec.key, d, 1, c.inTokens) * c.rows;
-  std::vector<float> s = readStorage(c.scales, scales, spec.key);
-  std::vector<float> z = readStorage(c.zeros, scales, spec.key);
-  std::vector<float> out(size_t(c.rows) * c.outTokens * d);
-  std::vector<float> existing = readHalf(c.output, out.size(), spec.dtype);
-  ref::dequantize(spec.key, d, static_cast<const uint32_t *>(c.words), s.data(),
-                  spec.key.symmetric ? nullptr : z.data(), c.rows, c.tokens,
-                  c.inTokens, c.inOffset, c.outTokens, out.data());
-  // Only tokens [0, tokens) of each output row are written.
-  for (int r = 0; r < c.rows; ++r)
-    for (int t = c.tokens; t < c.outTokens; ++t)
-      for (int i = 0; i < d; ++i) {
-        size_t at = (size_t(r) * c.outTokens + t) * d + i;
-        out[at] = existing[at];
-      }
-  writeHalf(c.output, out, spec.dtype);
-  return llvm::Error::success();
+  return impl->device->dequantize(spec, **k, c);
 }
 
-/// `call` with the device's SM count filled in on the cuda backend: the
-/// split count, hence the workspace size, follows the GPU it runs on.
-static AttentionCall onDevice(const AttentionCall &call,
-                              const std::optional<cuda::DeviceInfo> &device) {
-  AttentionCall c = call;
-  if (c.smCount == 0 && device && device->smCount > 0)
-    c.smCount = device->smCount;
-  return c;
+llvm::Error Runtime::attention(const KernelSpec &spec, const AttentionCall &c) {
+  auto k = prepare(spec);
+  if (!k)
+    return k.takeError();
+  return impl->device->attention(spec, **k, c);
 }
 
 llvm::Expected<size_t>
@@ -606,184 +487,29 @@ Runtime::attentionWorkspaceBytes(const KernelSpec &spec,
   if (!k)
     return k.takeError();
   return kvq::attentionWorkspaceBytes(spec, (*k)->source,
-                                      onDevice(call, device()));
-}
-
-llvm::Error Runtime::attention(const KernelSpec &spec, const AttentionCall &c) {
-  auto k = prepare(spec);
-  if (!k)
-    return k.takeError();
-  AttentionCall call = onDevice(c, device());
-  if (resolved == Backend::Reference && !call.hostLengths)
-    call.hostLengths = c.lengths;       // host memory on this backend
-  if (resolved == Backend::Reference) { // no kernels: no workspace used
-    if (!call.workspace)
-      call.workspace = reinterpret_cast<void *>(uintptr_t(256));
-    call.workspaceBytes = 0;
-  }
-  llvm::Expected<std::vector<KernelLaunch>> launches =
-      planAttention(spec, (*k)->source, call);
-  if (!launches)
-    return launches.takeError();
-  if (resolved != Backend::Reference) {
-    for (const KernelLaunch &launch : *launches)
-      if (llvm::Error e = run(**k, launch))
-        return e;
-    return llvm::Error::success();
-  }
-  int d = spec.headDim;
-  size_t kvRows = size_t(c.batch) * spec.kvHeads;
-  bool dense = spec.kind == KernelKind::DenseAttention;
-  std::vector<float> q =
-      readHalf(c.q, size_t(c.batch) * spec.queryHeads * d, spec.dtype);
-  auto segment = [&](const void *p, int capacity) {
-    return p ? readHalf(p, kvRows * capacity * d, spec.dtype)
-             : std::vector<float>();
-  };
-  std::vector<float> ks, kz, vs, vz, keys, values;
-  if (dense) {
-    keys = segment(c.keys, c.bodyCapacity);
-    values = segment(c.values, c.bodyCapacity);
-  } else {
-    ks = readStorage(c.keyScales,
-                     kvRows * scaleCount(spec.key, d, 1, c.bodyCapacity),
-                     spec.key);
-    if (!spec.key.symmetric)
-      kz = readStorage(c.keyZeros, ks.size(), spec.key);
-    vs = readStorage(c.valueScales,
-                     kvRows * scaleCount(spec.value, d, 1, c.bodyCapacity),
-                     spec.value);
-    if (!spec.value.symmetric)
-      vz = readStorage(c.valueZeros, vs.size(), spec.value);
-  }
-  std::vector<float> sk = segment(spec.sink ? c.sinkKeys : nullptr,
-                                  c.sinkCapacity),
-                     sv = segment(spec.sink ? c.sinkValues : nullptr,
-                                  c.sinkCapacity),
-                     rk = segment(spec.residual ? c.residualKeys : nullptr,
-                                  c.residualCapacity),
-                     rv = segment(spec.residual ? c.residualValues : nullptr,
-                                  c.residualCapacity);
-  ref::AttentionInputs in;
-  in.q = q.data();
-  in.keyWords = static_cast<const uint32_t *>(c.keyWords);
-  in.keyScales = ks.data();
-  in.keyZeros = kz.empty() ? nullptr : kz.data();
-  in.valueWords = static_cast<const uint32_t *>(c.valueWords);
-  in.valueScales = vs.data();
-  in.valueZeros = vz.empty() ? nullptr : vz.data();
-  in.keys = keys.data();
-  in.values = values.data();
-  in.sinkKeys = sk.data();
-  in.sinkValues = sv.data();
-  in.residualKeys = rk.data();
-  in.residualValues = rv.data();
-  in.lengths = c.lengths;
-  in.batch = c.batch;
-  in.bodyCapacity = c.bodyCapacity;
-  in.sinkCapacity = c.sinkCapacity;
-  in.residualCapacity = c.residualCapacity;
-  in.softmaxScale =
-      c.softmaxScale > 0 ? c.softmaxScale : 1.0f / std::sqrt(float(d));
-  std::vector<float> out(size_t(c.batch) * spec.queryHeads * d);
-  ref::attention(spec, in, out.data());
-  writeHalf(c.out, out, spec.dtype);
-  return llvm::Error::success();
+                                      impl->device->complete(call));
 }
 
 llvm::Expected<void *> Runtime::allocate(size_t bytes) {
-  if (impl->driver && resolved == Backend::Cuda)
-    return impl->driver->allocate(bytes);
-  void *p = emu::deviceAlloc(bytes);
-  if (!p)
-    return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                   "out of host memory allocating " +
-                                       std::to_string(bytes) + " bytes");
-  return p;
+  return impl->device->allocate(bytes);
 }
-
-void Runtime::release(void *pointer) {
-  if (impl->driver && resolved == Backend::Cuda)
-    impl->driver->release(pointer);
-  else if (!emu::deviceFree(pointer))
-    llvm::errs() << "kvq: release of " << pointer
-                 << ", which is not a live allocation (freed twice, or not "
-                    "from allocate); ignored\n";
-}
-
-namespace {
-/// On the emulator "device" memory is checked as a GPU would fault (its
-/// kernels check every access the same way): a copy must stay inside one
-/// allocation. The reference backend works on any host memory.
-llvm::Error checkDeviceRange(Backend backend, const char *what, const void *p,
-                             size_t bytes) {
-  if (backend != Backend::Emulator || bytes == 0 ||
-      emu::isDeviceRange(p, bytes))
-    return llvm::Error::success();
-  std::ostringstream os;
-  os << what << ": [" << p << ", +" << bytes
-     << ") is not inside one allocation of this runtime";
-  return llvm::make_error<LaunchError>(os.str());
-}
-} // namespace
-
+void Runtime::release(void *pointer) { impl->device->release(pointer); }
 llvm::Error Runtime::copyIn(void *dst, const void *src, size_t bytes) {
-  if (impl->driver && resolved == Backend::Cuda)
-    return impl->driver->copyToDevice(dst, src, bytes);
-  if (llvm::Error e =
-          checkDeviceRange(resolved, "copyIn destination", dst, bytes))
-    return e;
-  std::memcpy(dst, src, bytes);
-  return llvm::Error::success();
+  return impl->device->copyIn(dst, src, bytes);
 }
-
 llvm::Error Runtime::copyOut(void *dst, const void *src, size_t bytes) {
-  if (impl->driver && resolved == Backend::Cuda) {
-    if (llvm::Error e = impl->driver->synchronize())
-      return e;
-    return impl->driver->copyToHost(dst, src, bytes);
-  }
-  if (llvm::Error e = checkDeviceRange(resolved, "copyOut source", src, bytes))
-    return e;
-  std::memcpy(dst, src, bytes);
-  return llvm::Error::success();
+  return impl->device->copyOut(dst, src, bytes);
 }
-
 llvm::Error Runtime::copyOnDevice(void *dst, const void *src, size_t bytes) {
-  if (impl->driver && resolved == Backend::Cuda)
-    return impl->driver->copyOnDevice(dst, src, bytes);
-  if (llvm::Error e =
-          checkDeviceRange(resolved, "copyOnDevice source", src, bytes))
-    return e;
-  if (llvm::Error e =
-          checkDeviceRange(resolved, "copyOnDevice destination", dst, bytes))
-    return e;
-  std::memmove(dst, src, bytes);
-  return llvm::Error::success();
+  return impl->device->copyOnDevice(dst, src, bytes);
 }
-
-llvm::Error Runtime::synchronize() {
-  if (impl->driver && resolved == Backend::Cuda)
-    return impl->driver->synchronize();
-  return llvm::Error::success();
-}
-
+llvm::Error Runtime::synchronize() { return impl->device->synchronize(); }
 llvm::Expected<double>
 Runtime::timeMillis(const std::function<llvm::Error()> &work) {
-  if (impl->driver && resolved == Backend::Cuda)
-    return impl->driver->timeMillis(work);
-  auto start = std::chrono::steady_clock::now();
-  if (llvm::Error e = work())
-    return std::move(e);
-  return std::chrono::duration<double, std::milli>(
-             std::chrono::steady_clock::now() - start)
-      .count();
+  return impl->device->timeMillis(work);
 }
-
 std::optional<cuda::DeviceInfo> Runtime::device() const {
-  if (impl->driver && resolved == Backend::Cuda)
-    return impl->driver->device();
-  return std::nullopt;
+  return impl->device->device();
 }
 
 bool Runtime::canCompile() const { return impl->compiler != nullptr; }

@@ -40,6 +40,8 @@
 
 namespace kvq {
 
+class LoadedKernels;
+
 struct RuntimeOptions {
   Backend backend = Backend::Auto;
   /// Target arch for cuda; empty: the device's (sm_90 when there is none).
@@ -72,8 +74,9 @@ struct CompiledKernels {
   /// Disk hit: reading and verifying the entry (diskMillis).
   double mlirMillis = 0, compileMillis = 0, diskWriteMillis = 0, diskMillis = 0;
 
-  struct Executable;
-  std::shared_ptr<Executable> executable; ///< loaded module (backend-specific)
+  /// Loaded on the runtime's backend; null when nothing runs kernels
+  /// (reference backend, compile-only runtime).
+  std::shared_ptr<LoadedKernels> executable;
 };
 
 struct RuntimeStatistics {

@@ -1,0 +1,196 @@
+//===- ReferenceBackend.cpp - the kernels' semantics in plain C++ ---------===//
+//
+// Runs no kernels: each call reads its buffers (host memory) as floats and
+// computes what the kernels must compute (Reference.h). Calls are still
+// validated against the launch plan of the cuda kernels for its arch, so a
+// call the GPU would refuse is refused here too.
+//
+//===----------------------------------------------------------------------===//
+
+#include "HostMemoryBackend.h"
+#include "kvq/BufferSizes.h"
+#include "kvq/Runtime/Reference.h"
+#include "kvq/Runtime/Runtime.h"
+
+#include <cmath>
+
+using namespace kvq;
+
+namespace {
+
+std::vector<float> readHalf(const void *p, size_t n, HalfType t) {
+  std::vector<float> out(n);
+  auto *bits = static_cast<const uint16_t *>(p);
+  for (size_t i = 0; i < n; ++i)
+    out[i] = ref::fromHalfBits(bits[i], t);
+  return out;
+}
+
+void writeHalf(void *p, const std::vector<float> &x, HalfType t) {
+  auto *bits = static_cast<uint16_t *>(p);
+  for (size_t i = 0; i < x.size(); ++i)
+    bits[i] = ref::toHalfBits(x[i], t);
+}
+
+std::vector<float> readStorage(const void *p, size_t n, const QuantScheme &s) {
+  if (!p)
+    return {};
+  if (s.fp32Scales) {
+    auto *f = static_cast<const float *>(p);
+    return std::vector<float>(f, f + n);
+  }
+  return readHalf(p, n, HalfType::F16);
+}
+
+void writeStorage(void *p, const std::vector<float> &x, size_t offset, size_t n,
+                  const QuantScheme &s) {
+  if (!p)
+    return;
+  for (size_t i = offset; i < offset + n; ++i) {
+    if (s.fp32Scales)
+      static_cast<float *>(p)[i] = x[i];
+    else
+      static_cast<uint16_t *>(p)[i] = ref::toHalfBits(x[i], HalfType::F16);
+  }
+}
+
+class ReferenceBackend final : public HostMemoryBackend {
+public:
+  ReferenceBackend() : HostMemoryBackend(/*checkRanges=*/false) {}
+  Backend kind() const override { return Backend::Reference; }
+
+  llvm::Expected<std::shared_ptr<LoadedKernels>>
+  load(const CompiledKernels &, const std::string &) override {
+    return nullptr; // no kernels to load
+  }
+
+  /// Lengths are host memory here, so the launch checks them; there is no
+  /// workspace to size.
+  AttentionCall complete(const AttentionCall &call) const override {
+    AttentionCall c = call;
+    if (!c.hostLengths)
+      c.hostLengths = c.lengths;
+    if (!c.workspace)
+      c.workspace = reinterpret_cast<void *>(uintptr_t(256));
+    c.workspaceBytes = 0;
+    return c;
+  }
+
+  llvm::Error quantize(const KernelSpec &spec, const CompiledKernels &k,
+                       const QuantizeCall &c) override {
+    llvm::Expected<KernelLaunch> launch = planQuantize(spec, k.source, c);
+    if (!launch)
+      return launch.takeError();
+    int d = spec.headDim;
+    size_t scales = scaleCount(spec.key, d, 1, c.outTokens) * c.rows;
+    std::vector<float> input =
+        readHalf(c.input, size_t(c.rows) * c.inTokens * d, spec.dtype);
+    std::vector<float> s = readStorage(c.scales, scales, spec.key);
+    std::vector<float> z = readStorage(c.zeros, scales, spec.key);
+    ref::quantize(spec.key, d, input.data(), c.rows, c.tokens, c.inTokens,
+                  c.outTokens, c.outOffset, static_cast<uint32_t *>(c.words),
+                  s.data(), spec.key.symmetric ? nullptr : z.data());
+    writeStorage(c.scales, s, 0, scales, spec.key);
+    if (!spec.key.symmetric)
+      writeStorage(c.zeros, z, 0, scales, spec.key);
+    return llvm::Error::success();
+  }
+
+  llvm::Error dequantize(const KernelSpec &spec, const CompiledKernels &k,
+                         const DequantizeCall &c) override {
+    llvm::Expected<KernelLaunch> launch = planDequantize(spec, k.source, c);
+    if (!launch)
+      return launch.takeError();
+    int d = spec.headDim;
+    size_t scales = scaleCount(spec.key, d, 1, c.inTokens) * c.rows;
+    std::vector<float> s = readStorage(c.scales, scales, spec.key);
+    std::vector<float> z = readStorage(c.zeros, scales, spec.key);
+    std::vector<float> out(size_t(c.rows) * c.outTokens * d);
+    std::vector<float> existing = readHalf(c.output, out.size(), spec.dtype);
+    ref::dequantize(spec.key, d, static_cast<const uint32_t *>(c.words),
+                    s.data(), spec.key.symmetric ? nullptr : z.data(), c.rows,
+                    c.tokens, c.inTokens, c.inOffset, c.outTokens, out.data());
+    // Only tokens [0, tokens) of each output row are written.
+    for (int r = 0; r < c.rows; ++r)
+      for (int t = c.tokens; t < c.outTokens; ++t)
+        for (int i = 0; i < d; ++i) {
+          size_t at = (size_t(r) * c.outTokens + t) * d + i;
+          out[at] = existing[at];
+        }
+    writeHalf(c.output, out, spec.dtype);
+    return llvm::Error::success();
+  }
+
+  llvm::Error attention(const KernelSpec &spec, const CompiledKernels &k,
+                        const AttentionCall &call) override {
+    AttentionCall c = complete(call);
+    llvm::Expected<std::vector<KernelLaunch>> launches =
+        planAttention(spec, k.source, c);
+    if (!launches)
+      return launches.takeError();
+    int d = spec.headDim;
+    size_t kvRows = size_t(c.batch) * spec.kvHeads;
+    bool dense = spec.kind == KernelKind::DenseAttention;
+    std::vector<float> q =
+        readHalf(c.q, size_t(c.batch) * spec.queryHeads * d, spec.dtype);
+    auto segment = [&](const void *p, int capacity) {
+      return p ? readHalf(p, kvRows * capacity * d, spec.dtype)
+               : std::vector<float>();
+    };
+    std::vector<float> ks, kz, vs, vz, keys, values;
+    if (dense) {
+      keys = segment(c.keys, c.bodyCapacity);
+      values = segment(c.values, c.bodyCapacity);
+    } else {
+      ks = readStorage(c.keyScales,
+                       kvRows * scaleCount(spec.key, d, 1, c.bodyCapacity),
+                       spec.key);
+      if (!spec.key.symmetric)
+        kz = readStorage(c.keyZeros, ks.size(), spec.key);
+      vs = readStorage(c.valueScales,
+                       kvRows * scaleCount(spec.value, d, 1, c.bodyCapacity),
+                       spec.value);
+      if (!spec.value.symmetric)
+        vz = readStorage(c.valueZeros, vs.size(), spec.value);
+    }
+    std::vector<float> sk = segment(spec.sink ? c.sinkKeys : nullptr,
+                                    c.sinkCapacity),
+                       sv = segment(spec.sink ? c.sinkValues : nullptr,
+                                    c.sinkCapacity),
+                       rk = segment(spec.residual ? c.residualKeys : nullptr,
+                                    c.residualCapacity),
+                       rv = segment(spec.residual ? c.residualValues : nullptr,
+                                    c.residualCapacity);
+    ref::AttentionInputs in;
+    in.q = q.data();
+    in.keyWords = static_cast<const uint32_t *>(c.keyWords);
+    in.keyScales = ks.data();
+    in.keyZeros = kz.empty() ? nullptr : kz.data();
+    in.valueWords = static_cast<const uint32_t *>(c.valueWords);
+    in.valueScales = vs.data();
+    in.valueZeros = vz.empty() ? nullptr : vz.data();
+    in.keys = keys.data();
+    in.values = values.data();
+    in.sinkKeys = sk.data();
+    in.sinkValues = sv.data();
+    in.residualKeys = rk.data();
+    in.residualValues = rv.data();
+    in.lengths = c.lengths;
+    in.batch = c.batch;
+    in.bodyCapacity = c.bodyCapacity;
+    in.sinkCapacity = c.sinkCapacity;
+    in.residualCapacity = c.residualCapacity;
+    in.softmaxScale =
+        c.softmaxScale > 0 ? c.softmaxScale : 1.0f / std::sqrt(float(d));
+    std::vector<float> out(size_t(c.batch) * spec.queryHeads * d);
+    ref::attention(spec, in, out.data());
+    writeHalf(c.out, out, spec.dtype);
+    return llvm::Error::success();
+  }
+};
+
+} // namespace
+
+std::unique_ptr<ExecutionBackend> kvq::makeReferenceBackend() {
+  return std::make_unique<ReferenceBackend>();
+}
