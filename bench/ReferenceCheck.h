@@ -1,5 +1,4 @@
-//===- ReferenceCheck.h - a device attention result vs the reference -*- C++
-//-*-===//
+//===- ReferenceCheck.h - device attention vs the reference -----*- C++ -*-===//
 //
 // kvq-gpu-bench checks every attention result in the same run: the inputs
 // of a few sequences are copied back from the device (packed codes, scales,

@@ -1,5 +1,4 @@
-//===- cache_bench.cpp - what a cached kernel costs
-//------------------------===//
+//===- cache_bench.cpp - what a cached kernel costs -----------------------===//
 //
 // Google Benchmark, medians over repetitions:
 //   MemoryHit          spec -> launchable kernels, already in this process;

@@ -1,5 +1,4 @@
-//===- compile_bench.cpp - how long spec -> PTX/CUBIN takes
-//----------------===//
+//===- compile_bench.cpp - how long spec -> PTX/CUBIN takes ---------------===//
 //
 // For a fixed set of specs (the kernels real configurations need), times
 //   MLIR:  spec -> kvq IR -> pipeline -> CUDA C++ text

@@ -1,5 +1,4 @@
-//===- emulator_bench.cpp - emulator throughput and kernel traffic
-//---------===//
+//===- emulator_bench.cpp - emulator throughput and kernel traffic --------===//
 //
 // Runs the main generated kernels on the CPU emulator at a representative
 // shape and prints (1) the emulator's speed in CUDA threads per second and

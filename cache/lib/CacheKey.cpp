@@ -1,5 +1,4 @@
-//===- CacheKey.cpp - what identifies a compiled kernel
-//--------------------===//
+//===- CacheKey.cpp - what identifies a compiled kernel -------------------===//
 
 #include "kvq/Cache/CacheKey.h"
 

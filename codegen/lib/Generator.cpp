@@ -1,5 +1,4 @@
-//===- Generator.cpp - from a kernel spec to CUDA C++
-//----------------------===//
+//===- Generator.cpp - from a kernel spec to CUDA C++ ---------------------===//
 
 #include "kvq/Codegen/Generator.h"
 

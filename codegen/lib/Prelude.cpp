@@ -1,5 +1,4 @@
-//===- Prelude.cpp - the device prelude of generated kernels
-//---------------===//
+//===- Prelude.cpp - the device prelude of generated kernels --------------===//
 //
 // Kept small on purpose: the kernels' logic lives in the generated code;
 // the prelude only spells types, memory access macros and a few helpers the

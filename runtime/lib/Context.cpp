@@ -1,5 +1,4 @@
-//===- Context.cpp - the public API over the runtime
-//-----------------------===//
+//===- Context.cpp - the public API over the runtime ----------------------===//
 //
 // Translates the typed llvm::Errors of the runtime into Status codes, so the
 // public header needs no LLVM types.

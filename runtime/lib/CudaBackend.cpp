@@ -1,5 +1,4 @@
-//===- CudaBackend.cpp - kernels on a GPU through the driver
-//---------------===//
+//===- CudaBackend.cpp - kernels on a GPU through the driver --------------===//
 //
 // CUBIN (PTX fallback) loaded from memory into device 0's primary context,
 // device memory, event timing, and the device's SM count for the split

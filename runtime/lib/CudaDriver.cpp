@@ -1,5 +1,4 @@
-//===- CudaDriver.cpp - the CUDA driver, loaded at first use
-//---------------===//
+//===- CudaDriver.cpp - the CUDA driver, loaded at first use --------------===//
 //
 // Only the few entry points kvq needs, resolved with dlsym. The toolkit's
 // cuda.h supplies the types; nothing links libcuda.

@@ -1,5 +1,4 @@
-//===- Emulator.cpp - run generated CUDA on the CPU
-//------------------------===//
+//===- Emulator.cpp - run generated CUDA on the CPU -----------------------===//
 //
 // One boost::context fiber per CUDA thread; a block runs on one OS thread,
 // blocks spread over a pool. A thread runs until it reaches a collective

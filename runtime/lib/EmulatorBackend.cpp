@@ -1,5 +1,4 @@
-//===- EmulatorBackend.cpp - the generated source on the CPU
-//---------------===//
+//===- EmulatorBackend.cpp - the generated source on the CPU --------------===//
 //
 // Kernels are host shared objects (built by the JIT's host compiler or read
 // from a verified cache entry or bundle), loaded from memory and run by the

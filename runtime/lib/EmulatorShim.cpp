@@ -1,5 +1,4 @@
-//===- EmulatorShim.cpp - the header that makes CUDA C++ host C++
-//----------===//
+//===- EmulatorShim.cpp - the header that makes CUDA C++ host C++ ---------===//
 //
 // Force-included (g++ -include) before the generated kernel and the device
 // prelude when the emulator compiles a kernel for the host. It maps CUDA's

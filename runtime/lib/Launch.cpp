@@ -1,5 +1,4 @@
-//===- Launch.cpp - validated launches of generated kernels
-//----------------===//
+//===- Launch.cpp - validated launches of generated kernels ---------------===//
 
 #include "kvq/Runtime/Launch.h"
 #include "kvq/BufferSizes.h"

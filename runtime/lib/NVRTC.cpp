@@ -1,5 +1,4 @@
-//===- NVRTC.cpp - in-process CUDA compilation
-//-----------------------------===//
+//===- NVRTC.cpp - in-process CUDA compilation ----------------------------===//
 
 #include "kvq/Runtime/NVRTC.h"
 

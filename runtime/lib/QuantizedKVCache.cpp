@@ -1,5 +1,4 @@
-//===- QuantizedKVCache.cpp - a quantized KV cache that decodes
-//------------===//
+//===- QuantizedKVCache.cpp - a quantized KV cache that decodes -----------===//
 
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/BufferSizes.h"

@@ -1,5 +1,4 @@
-//===- Reference.cpp - plain C++ semantics of every kvq kernel
-//-------------===//
+//===- Reference.cpp - plain C++ semantics of every kvq kernel ------------===//
 
 #include "kvq/Runtime/Reference.h"
 

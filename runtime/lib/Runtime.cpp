@@ -1,5 +1,4 @@
-//===- Runtime.cpp - specialize, compile once, dispatch
-//--------------------===//
+//===- Runtime.cpp - specialize, compile once, dispatch -------------------===//
 
 #include "kvq/Runtime/Runtime.h"
 #include "kvq/BufferSizes.h"

@@ -1,5 +1,4 @@
-//===- RuntimeLog.h - KVQ_LOG=1 messages -------------------------*- C++
-//-*-===//
+//===- RuntimeLog.h - KVQ_LOG=1 messages ------------------------*- C++ -*-===//
 
 #ifndef KVQ_RUNTIME_RUNTIMELOG_H
 #define KVQ_RUNTIME_RUNTIMELOG_H

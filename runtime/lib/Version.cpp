@@ -1,5 +1,4 @@
-//===- Version.cpp - libkvq.so's own translation unit
-//----------------------===//
+//===- Version.cpp - libkvq.so's own translation unit ---------------------===//
 //
 // libkvq.so is the runtime archive linked whole; this file only gives the
 // shared library a version symbol of its own.

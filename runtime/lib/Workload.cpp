@@ -1,5 +1,4 @@
-//===- Workload.cpp - a generated decode step on any backend
-//---------------===//
+//===- Workload.cpp - a generated decode step on any backend --------------===//
 
 #include "kvq/Runtime/Workload.h"
 

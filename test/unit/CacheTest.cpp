@@ -1,5 +1,4 @@
-//===- CacheTest.cpp - keys, disk cache, memory cache
-//----------------------===//
+//===- CacheTest.cpp - keys, disk cache, memory cache ---------------------===//
 
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/CacheKey.h"

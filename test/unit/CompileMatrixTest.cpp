@@ -1,5 +1,4 @@
-//===- CompileMatrixTest.cpp - every kind of kernel compiles cleanly
-//-------===//
+//===- CompileMatrixTest.cpp - every kind of kernel compiles cleanly ------===//
 //
 // A seeded sample of the spec matrix goes all the way through the pipeline
 // and nvrtc/ptxas for sm_80 and sm_90. Every bits x axis x mode value

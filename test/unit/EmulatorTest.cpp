@@ -1,5 +1,4 @@
-//===- EmulatorTest.cpp - the emulator's CUDA semantics and checks
-//---------===//
+//===- EmulatorTest.cpp - the emulator's CUDA semantics and checks --------===//
 //
 // Hand-written kernels (in the generated code's conventions: access macros
 // with site ids, KVQ_SHARED) that each exercise one rule of the emulator.

@@ -1,5 +1,4 @@
-//===- KVCacheTest.cpp - QuantizedKVCache against the reference cache
-//------===//
+//===- KVCacheTest.cpp - QuantizedKVCache against the reference cache -----===//
 
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Reference.h"

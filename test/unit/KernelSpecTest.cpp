@@ -1,5 +1,4 @@
-//===- KernelSpecTest.cpp - spec text, parsing and validation
-//--------------===//
+//===- KernelSpecTest.cpp - spec text, parsing and validation -------------===//
 
 #include "kvq/Codegen/KernelSpec.h"
 

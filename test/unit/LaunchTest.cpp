@@ -1,5 +1,4 @@
-//===- LaunchTest.cpp - bad launch arguments become typed errors
-//-----------===//
+//===- LaunchTest.cpp - bad launch arguments become typed errors ----------===//
 
 #include "kvq/Runtime/Launch.h"
 #include "kvq/Codegen/Generator.h"

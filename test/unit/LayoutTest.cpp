@@ -1,5 +1,4 @@
-//===- LayoutTest.cpp - shapes of codes, words and scales
-//------------------===//
+//===- LayoutTest.cpp - shapes of codes, words and scales -----------------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQLayout.h"
 #include "kvq/Registration/Registration.h"

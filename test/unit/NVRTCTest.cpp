@@ -1,5 +1,4 @@
-//===- NVRTCTest.cpp - nvrtc wrapper: errors, statistics
-//-------------------===//
+//===- NVRTCTest.cpp - nvrtc wrapper: errors, statistics ------------------===//
 
 #include "kvq/Runtime/NVRTC.h"
 

@@ -1,5 +1,4 @@
-//===- NumericsTest.cpp - generated kernels vs the reference, on the CPU
-//---===//
+//===- NumericsTest.cpp - generated kernels vs the reference, on the CPU --===//
 //
 // The emulator runs the exact CUDA source nvrtc compiles; the reference is
 // ARCHITECTURE.md section 4 in plain C++. Quantize+pack must match bit for

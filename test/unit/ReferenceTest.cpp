@@ -1,5 +1,4 @@
-//===- ReferenceTest.cpp - the reference pinned to hand-computed cases
-//-----===//
+//===- ReferenceTest.cpp - the reference pinned to hand-computed cases ----===//
 //
 // The reference is the ground truth of the numerics matrix, so it is itself
 // checked against values worked out by hand from ARCHITECTURE.md section 4.

@@ -1,5 +1,4 @@
-//===- RuntimeTest.cpp - the JIT runtime: backends, caches, dispatch
-//-------===//
+//===- RuntimeTest.cpp - the JIT runtime: backends, caches, dispatch ------===//
 
 #include "kvq/Runtime/Runtime.h"
 #include "kvq/BufferSizes.h"

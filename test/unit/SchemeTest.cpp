@@ -1,5 +1,4 @@
-//===- SchemeTest.cpp - #kvq.scheme from C++
-//-------------------------------===//
+//===- SchemeTest.cpp - #kvq.scheme from C++ ------------------------------===//
 //
 // The attribute as the runtime and the lowering see it: construction,
 // verification messages, derived quantities, and parse/print round trips.

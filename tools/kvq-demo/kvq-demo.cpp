@@ -1,5 +1,4 @@
-//===- kvq-demo.cpp - the main job: a quantized KV cache decoding
-//----------===//
+//===- kvq-demo.cpp - the main job: a quantized KV cache decoding ---------===//
 //
 // Builds a model-shaped quantized KV cache (Llama-2-7B-like by default),
 // prefills it, decodes a stream of steps with KV data that has outlier

@@ -1,5 +1,4 @@
-//===- kvq-eval.cpp - the accuracy table of docs/accuracy.md
-//---------------===//
+//===- kvq-eval.cpp - the accuracy table of docs/accuracy.md --------------===//
 //
 // Regenerate with:  build/bin/kvq-eval > docs/accuracy.md
 //

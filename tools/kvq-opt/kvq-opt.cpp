@@ -1,5 +1,4 @@
-//===- kvq-opt.cpp - the kvq optimizer driver
-//------------------------------===//
+//===- kvq-opt.cpp - the kvq optimizer driver -----------------------------===//
 //
 // Parses kvq IR, runs kvq passes and pipelines, prints the result. Only the
 // dialects kvq parses and produces are registered (see Registration.h).

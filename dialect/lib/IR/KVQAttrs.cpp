@@ -1,5 +1,4 @@
-//===- KVQAttrs.cpp - #kvq.scheme parsing, printing, verification
-//----------===//
+//===- KVQAttrs.cpp - #kvq.scheme parsing, printing, verification ---------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQAttrs.h"
 #include "kvq/Dialect/KVQ/IR/KVQDialect.h"

@@ -1,5 +1,4 @@
-//===- KVQDialect.cpp - kvq dialect registration
-//---------------------------===//
+//===- KVQDialect.cpp - kvq dialect registration --------------------------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQDialect.h"
 #include "kvq/Dialect/KVQ/IR/KVQAttrs.h"

@@ -1,5 +1,4 @@
-//===- KVQLayout.cpp - shapes of codes, words and scales
-//-------------------===//
+//===- KVQLayout.cpp - shapes of codes, words and scales ------------------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQLayout.h"
 

@@ -1,5 +1,4 @@
-//===- KVQOps.cpp - kvq operation verifiers and folders
-//--------------------===//
+//===- KVQOps.cpp - kvq operation verifiers and folders -------------------===//
 
 #include "kvq/Dialect/KVQ/IR/KVQOps.h"
 #include "kvq/Dialect/KVQ/IR/KVQLayout.h"

@@ -1,5 +1,4 @@
-//===- Pipeline.cpp - the kvq-to-cuda pipeline
-//-----------------------------===//
+//===- Pipeline.cpp - the kvq-to-cuda pipeline ----------------------------===//
 
 #include "kvq/Conversion/Passes.h"
 #include "kvq/Transforms/Passes.h"

@@ -1,5 +1,4 @@
-//===- Registration.cpp - what every kvq tool registers
-//--------------------===//
+//===- Registration.cpp - what every kvq tool registers -------------------===//
 
 #include "kvq/Registration/Registration.h"
 

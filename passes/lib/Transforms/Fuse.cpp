@@ -1,5 +1,4 @@
-//===- Fuse.cpp - fuse quantize+pack and dequantize+attention
-//--------------===//
+//===- Fuse.cpp - fuse quantize+pack and dequantize+attention -------------===//
 //
 // Each pattern removes an intermediate tensor that a kernel would otherwise
 // write to global memory and read back. Decode attention is memory-bound, so

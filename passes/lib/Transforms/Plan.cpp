@@ -1,5 +1,4 @@
-//===- Plan.cpp - choose each kernel's launch configuration
-//----------------===//
+//===- Plan.cpp - choose each kernel's launch configuration ---------------===//
 //
 // The plan is data in the IR (a `plan` dictionary per op), not a decision
 // hidden in the lowering: users see it with kvq-opt and can override any

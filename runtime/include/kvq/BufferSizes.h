@@ -1,5 +1,4 @@
-//===- BufferSizes.h - how big the buffers of a quantized store are -*- C++
-//-*-===//
+//===- BufferSizes.h - how big the buffers of a quantized -------*- C++ -*-===//
 //
 // The element counts of the packed words and the scales (and zeros, the
 // same count) that `rows` rows of `tokens` tokens take in a scheme, in the

@@ -1,5 +1,4 @@
-//===- Calls.h - the arguments of quantize, dequantize, attention -*- C++
-//-*-===//
+//===- Calls.h - the arguments of quantize, dequantize ----------*- C++ -*-===//
 //
 // Plain structs of device pointers and sizes, in the layouts of
 // kvq/Conversion/KernelABI.h: [batch, heads, tokens, head_dim] row-major,

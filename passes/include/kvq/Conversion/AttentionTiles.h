@@ -1,5 +1,4 @@
-//===- AttentionTiles.h - shared-memory layout of the attention kernel -*- C++
-//-*-===//
+//===- AttentionTiles.h - shared-memory layout of attention -----*- C++ -*-===//
 //
 // The fp32 tiles the attention kernel keeps in shared memory, shared by the
 // plan (kvq-plan sizes the tile to a budget) and the kernel builder.

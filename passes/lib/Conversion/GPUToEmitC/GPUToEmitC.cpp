@@ -1,5 +1,4 @@
-//===- GPUToEmitC.cpp - kvq's GPU kernels to EmitC
-//-------------------------===//
+//===- GPUToEmitC.cpp - kvq's GPU kernels to EmitC ------------------------===//
 //
 // The upstream arith lowering keeps LLVM semantics in C (casts to unsigned
 // around every add, guards on every shift, NaN checks on every compare),

@@ -1,5 +1,4 @@
-//===- KVQToGPU.cpp - generate GPU kernels for kvq ops
-//---------------------===//
+//===- KVQToGPU.cpp - generate GPU kernels for kvq ops --------------------===//
 
 #include "Kernels.h"
 

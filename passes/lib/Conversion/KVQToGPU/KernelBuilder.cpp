@@ -1,5 +1,4 @@
-//===- KernelBuilder.cpp - CUDA-flavoured IR building
-//----------------------===//
+//===- KernelBuilder.cpp - CUDA-flavoured IR building ---------------------===//
 
 #include "KernelBuilder.h"
 

@@ -1,5 +1,4 @@
-//===- QuantizeKernels.cpp - quantize+pack and dequantize kernels
-//----------===//
+//===- QuantizeKernels.cpp - quantize+pack and dequantize kernels ---------===//
 //
 // Token axis: a warp quantizes rows (one token of one head). Each lane owns
 // `wordsPerLane` consecutive output words; the `lanesPerGroup` lanes of a
