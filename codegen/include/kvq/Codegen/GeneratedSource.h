@@ -10,6 +10,8 @@
 #ifndef KVQ_CODEGEN_GENERATEDSOURCE_H
 #define KVQ_CODEGEN_GENERATEDSOURCE_H
 
+#include "kvq/Version.h"
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -19,7 +21,7 @@
 namespace kvq {
 
 /// kvq's version: part of every cache key and generated header.
-inline constexpr const char *kVersion = "0.1.0";
+inline constexpr const char *kVersion = KVQ_VERSION;
 
 /// Name under which nvrtc and the emulator receive the device prelude.
 inline constexpr const char *kPreludeName = "kvq_prelude.cuh";
