@@ -4,6 +4,7 @@
 
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/CacheKey.h"
+#include "kvq/Support/FileIO.h"
 
 #include "llvm/Support/FileSystem.h"
 
@@ -141,18 +142,7 @@ llvm::Error writeAt(int fd, const std::string &dir, const std::string &name,
   if (file < 0)
     return cacheError("cannot write to cache directory " + dir + ": " +
                       std::strerror(errno));
-  size_t done = 0;
-  int error = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(file, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      error = n < 0 ? errno : EIO;
-      break;
-    }
-    done += size_t(n);
-  }
+  int error = kvq::writeAll(file, bytes);
   if (::close(file) != 0 && !error)
     error = errno;
   if (error) {

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvq/Runtime/Emulator.h"
+#include "kvq/Support/FileIO.h"
 
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
@@ -622,21 +623,10 @@ Module::loadImage(const std::string &image,
   if (image.empty())
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    "no emulator shared object to load");
-  auto writeAll = [&](int fd) {
-    size_t done = 0;
-    while (done < image.size()) {
-      ssize_t n = ::write(fd, image.data() + done, image.size() - done);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return false;
-      done += size_t(n);
-    }
-    return true;
-  };
+  auto writeImage = [&](int fd) { return kvq::writeAll(fd, image) == 0; };
   // A sealed memfd: its bytes are the verified ones, and no path names it.
   int fd = ::memfd_create("kvq-kernels", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (fd >= 0 && writeAll(fd) &&
+  if (fd >= 0 && writeImage(fd) &&
       ::fcntl(fd, F_ADD_SEALS,
               F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) == 0) {
     llvm::Expected<std::unique_ptr<Module>> module =
@@ -662,7 +652,7 @@ Module::loadImage(const std::string &image,
   std::string path = std::string(folder.data()) + "/kernels.so";
   int file = ::open(path.c_str(),
                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  bool written = file >= 0 && writeAll(file);
+  bool written = file >= 0 && writeImage(file);
   if (file >= 0 && ::close(file) != 0)
     written = false;
   llvm::Expected<std::unique_ptr<Module>> module =

@@ -16,6 +16,10 @@
 
 namespace kvq {
 
+/// Writes all of `bytes` to the open descriptor `fd`, retrying short writes
+/// and EINTR. Returns 0, or the errno that stopped it.
+int writeAll(int fd, const std::string &bytes);
+
 /// Creates or truncates `path` and writes `bytes` to it.
 llvm::Error writeWholeFile(const std::string &path, const std::string &bytes);
 
