@@ -6,7 +6,7 @@
 // CHECK: void kvq_dequant_4t32i_d64_f16(int32_t* words, __half* scales, __half* zeros, __half* output,
 // CHECK: KVQ_LDG(0, words,
 // A masked code and the 2^23 exponent bits are one kvq_and_or (one LOP3).
-// CHECK: = kvq_and_or({{v[0-9]+}}, 15, 1258291200);
+// CHECK: = kvq_and_or({{v[0-9]+}}, 15, 0x4B000000);
 // CHECK: kvq_shr({{.*}}, 16)
 // CHECK: kvq_shr({{.*}}, 4)
 // CHECK: kvq_shr({{.*}}, 20)
@@ -18,7 +18,7 @@
 // 2^23 (OR 0x4B000000, reinterpret, subtract 2^23), not an int conversion.
 // UNPACK: [[TOP:v[0-9]+]] = kvq_shr({{.*}}, 28);
 // UNPACK-NOT: kvq_and_or([[TOP]]
-// UNPACK: [[MAGIC:v[0-9]+]] = [[TOP]] | 1258291200;
+// UNPACK: [[MAGIC:v[0-9]+]] = [[TOP]] | 0x4B000000;
 // UNPACK: [[F:v[0-9]+]] = __int_as_float([[MAGIC]]);
 // UNPACK: {{v[0-9]+}} = [[F]] - 8388608.0f;
 func.func @dequantize(%w: tensor<?x?x?x8xi32>, %s: tensor<?x?x?x2xf16>, %z: tensor<?x?x?x2xf16>) -> tensor<?x?x?x64xf16> {

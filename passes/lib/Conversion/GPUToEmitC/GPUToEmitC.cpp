@@ -394,6 +394,13 @@ std::optional<std::string> constantText(Attribute value) {
     if (integer.getType().isInteger(1))
       return std::string(integer.getValue().isZero() ? "false" : "true");
     int64_t v = integer.getValue().getSExtValue();
+    // Bit patterns (masks, the 0x4B000000 of the code-to-float trick) read
+    // as hex; counts and offsets stay decimal.
+    if (v >= (int64_t(1) << 20) && v <= INT32_MAX) {
+      char hex[32];
+      std::snprintf(hex, sizeof hex, "0x%llX", (unsigned long long)v);
+      return std::string(hex);
+    }
     return v < 0 ? "(" + std::to_string(v) + ")" : std::to_string(v);
   }
   auto real = dyn_cast<FloatAttr>(value);
