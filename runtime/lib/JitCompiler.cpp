@@ -72,6 +72,8 @@ void dumpStages(const KernelSpec &spec, const std::string &arch,
 
 class JitCompiler final : public KernelCompiler {
 public:
+  std::string nvrtcVersion() const override { return nvrtcVersionString(); }
+
   llvm::Expected<CompiledArtefacts>
   compile(const KernelSpec &spec, Backend backend,
           const std::string &arch) const override {

@@ -14,7 +14,8 @@
 using namespace kvq;
 
 cache::KeyInputs kvq::kernelKeyInputs(const KernelSpec &spec, Backend backend,
-                                      const std::string &arch) {
+                                      const std::string &arch,
+                                      const std::string &nvrtcVersion) {
   cache::KeyInputs in;
   in.spec = spec.canonical();
   in.backend =
@@ -28,7 +29,7 @@ cache::KeyInputs kvq::kernelKeyInputs(const KernelSpec &spec, Backend backend,
     in.compilerVersion = emu::hostCompilerIdentity();
   } else {
     in.target = arch;
-    in.compilerVersion = std::string("nvrtc ") + buildNvrtcVersion();
+    in.compilerVersion = "nvrtc " + nvrtcVersion;
     in.options = "-std=c++17";
     for (const std::string &option : cudaCodegenOptions(spec))
       in.options += " " + option;

@@ -166,7 +166,9 @@ struct Runtime::Impl {
   std::atomic<uint64_t> compiled{0}, diskHits{0}, bundleHits{0}, memoryHits{0};
 
   cache::KeyInputs keyInputs(const KernelSpec &spec) const {
-    return kernelKeyInputs(spec, backend, arch);
+    return kernelKeyInputs(spec, backend, arch,
+                           compiler ? compiler->nvrtcVersion()
+                                    : std::string(buildNvrtcVersion()));
   }
 
   /// Makes the kernels runnable on this backend from their artefacts, all

@@ -71,6 +71,11 @@ public:
   using MessageError::MessageError;
 };
 
+/// The nvrtc version the cuda kernels of this kvq build are compiled with
+/// ("13.0"), known without loading nvrtc: the runtime-only library keys its
+/// lookups by it, the JIT uses the nvrtc it loaded.
+const char *buildNvrtcVersion();
+
 /// The artefacts of one spec for one backend.
 struct CompiledArtefacts {
   GeneratedSource source;
@@ -89,6 +94,10 @@ public:
   virtual llvm::Expected<CompiledArtefacts>
   compile(const KernelSpec &spec, Backend backend,
           const std::string &arch) const = 0;
+  /// The nvrtc that compile() uses ("13.0"), for cache keys: an nvrtc
+  /// other than the one kvq was built against builds (and finds) its own
+  /// entries.
+  virtual std::string nvrtcVersion() const { return buildNvrtcVersion(); }
 };
 
 /// nvrtc options, beyond the defaults, that `spec`'s kernels are compiled
@@ -98,11 +107,6 @@ public:
 /// emulator (-ffp-contract=off) and the reference compute them. Attention,
 /// checked within a tolerance, keeps the faster contracted form.
 std::vector<std::string> cudaCodegenOptions(const KernelSpec &spec);
-
-/// The nvrtc version the cuda kernels of this kvq build are compiled with
-/// ("13.0"), known without loading nvrtc: the runtime-only library keys its
-/// lookups by it, and the JIT checks that the nvrtc it loads agrees.
-const char *buildNvrtcVersion();
 
 } // namespace kvq
 

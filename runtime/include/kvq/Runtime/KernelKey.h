@@ -20,8 +20,12 @@ namespace kvq {
 /// The key inputs of `spec`'s kernels for `backend` (cuda: for `arch`).
 /// The reference backend runs no kernels but validates calls against the
 /// launch plan of the cuda kernels for its arch, so it shares their key.
-cache::KeyInputs kernelKeyInputs(const KernelSpec &spec, Backend backend,
-                                 const std::string &arch);
+/// `nvrtcVersion` is the nvrtc that builds (or built) cuda kernels: the
+/// JIT's loaded library, or the version this kvq was built against.
+cache::KeyInputs
+kernelKeyInputs(const KernelSpec &spec, Backend backend,
+                const std::string &arch,
+                const std::string &nvrtcVersion = buildNvrtcVersion());
 
 /// Why a cache or bundle entry, with the recorded key inputs `keyText`, is
 /// not one this kvq build would load (another kvq, LLVM or nvrtc version,
