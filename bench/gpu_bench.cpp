@@ -467,8 +467,7 @@ Suite::quantizeBody(const CachePreset &preset, Context &c, DeviceBuffers &mem) {
       return whole.takeError();
     bodyMs += whole->medianMs;
     // One append: the last unit of tokens, rewritten in place.
-    int unit =
-        s.axis == QuantScheme::Axis::Channel ? (s.group ? s.group : d) : 1;
+    int unit = s.axis == QuantScheme::Axis::Channel ? s.groupSize(d) : 1;
     QuantizeCall flush = call;
     flush.tokens = unit;
     flush.outOffset = c.capacity - unit;

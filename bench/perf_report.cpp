@@ -140,7 +140,7 @@ double attentionBytes(const Contender &c, const ModelShape &m, double tokens) {
   if (!c.preset)
     return tokens * kvRows * d * 2 * 2 + queries;
   auto perElement = [&](const QuantScheme &s) {
-    double g = s.group ? s.group : d;
+    double g = s.groupSize(d);
     double scaleBits = (s.fp32Scales ? 32 : 16) * (s.symmetric ? 1 : 2);
     return (s.bits + scaleBits / g) / 8;
   };

@@ -138,7 +138,7 @@ std::optional<std::string> validateScheme(const char *what,
        << "(head_dim), got " << s.group;
     return os.str();
   }
-  int group = s.group == 0 ? headDim : s.group;
+  int group = s.groupSize(headDim);
   if (s.axis == QuantScheme::Axis::Token) {
     if (headDim % group != 0) {
       os << what << " group " << group << " does not divide head_dim "

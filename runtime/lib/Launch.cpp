@@ -73,10 +73,6 @@ size_t halfAlignment(const GeneratedKernel &k) {
   return 2 * planValue(k, "half_vector", 1);
 }
 
-int groupOf(const QuantScheme &s, int headDim) {
-  return s.group ? s.group : headDim;
-}
-
 llvm::Error checkCount(const char *name, int value) {
   if (value < 0)
     return Problem() << name << " must not be negative, got " << value;
@@ -119,7 +115,7 @@ llvm::Error checkTokenRange(const KernelSpec &spec, int rows, int tokens,
                      << " exceeds the store's " << storeTokens << " tokens";
   const QuantScheme &s = spec.key;
   if (s.axis == QuantScheme::Axis::Channel) {
-    int group = groupOf(s, spec.headDim);
+    int group = s.groupSize(spec.headDim);
     for (auto [name, value] : {std::pair<const char *, int>{"tokens", tokens},
                                {offsetName, offset},
                                {storeName, storeTokens}})
@@ -192,7 +188,7 @@ llvm::Expected<KernelLaunch> kvq::planQuantize(const KernelSpec &spec,
   bool token = spec.key.axis == QuantScheme::Axis::Token;
   int64_t work = token ? int64_t(c.rows) * c.tokens * 32 // a warp per row
                        : int64_t(c.rows) *
-                             (c.tokens / groupOf(spec.key, spec.headDim)) *
+                             (c.tokens / spec.key.groupSize(spec.headDim)) *
                              spec.headDim;
   KernelLaunch launch = makeLaunch(*k, {blocksFor(work, k->threads), 1, 1});
   push(launch, c.input);
@@ -325,7 +321,7 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
   int unit = 1; // a quantized body holds whole channel groups
   for (const QuantScheme *s : {&spec.key, &spec.value})
     if (!dense && s->axis == QuantScheme::Axis::Channel)
-      unit = std::max(unit, groupOf(*s, spec.headDim));
+      unit = std::max(unit, s->groupSize(spec.headDim));
   if (c.bodyCapacity % unit != 0)
     return Problem() << "body_capacity " << c.bodyCapacity
                      << " is not a multiple of the channel group " << unit;

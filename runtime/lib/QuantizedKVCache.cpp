@@ -34,14 +34,12 @@ Status invalid(const std::string &message) {
   return Status(StatusCode::InvalidArgument, message);
 }
 
-int groupOf(const QuantScheme &s, int d) { return s.group ? s.group : d; }
-
 /// Tokens are quantized in multiples of this: the largest channel group.
 int unitOf(const CacheConfig &c) {
   int unit = 1;
   for (const QuantScheme *s : {&c.key, &c.value})
     if (s->axis == QuantScheme::Axis::Channel)
-      unit = std::max(unit, groupOf(*s, c.headDim));
+      unit = std::max(unit, s->groupSize(c.headDim));
   return unit;
 }
 
@@ -429,7 +427,8 @@ MemoryUse QuantizedKVCache::memory() const {
   uint64_t row = uint64_t(c.kvHeads) * c.headDim * 2; // one token, one of K/V
   auto quantizedPerToken = [&](const QuantScheme &s) {
     uint64_t perToken = uint64_t(c.kvHeads) * c.headDim * s.bits / 8;
-    uint64_t scales = uint64_t(c.kvHeads) * (c.headDim / groupOf(s, c.headDim));
+    uint64_t scales =
+        uint64_t(c.kvHeads) * (c.headDim / s.groupSize(c.headDim));
     return perToken + scales * scaleBytes(s) * (s.symmetric ? 1 : 2);
   };
   for (const Layer &layer : impl->layers)

@@ -62,10 +62,6 @@ int ref::wordsPerRow(const QuantScheme &scheme, int headDim) {
 
 namespace {
 
-int groupOf(const QuantScheme &s, int headDim) {
-  return s.group == 0 ? headDim : s.group;
-}
-
 int codesPerWord(const QuantScheme &s) { return 32 / s.bits; }
 unsigned maxCode(const QuantScheme &s) { return (1u << s.bits) - 1; }
 float symmetricMax(const QuantScheme &s) {
@@ -140,7 +136,7 @@ void ref::quantize(const QuantScheme &s, int headDim, const float *input,
                    int rows, int tokens, int inTokens, int outTokens,
                    int outOffset, uint32_t *words, float *scales,
                    float *zeros) {
-  int group = groupOf(s, headDim);
+  int group = s.groupSize(headDim);
   int perWord = codesPerWord(s);
   int d = headDim;
   for (int r = 0; r < rows; ++r) {
@@ -197,7 +193,7 @@ void ref::dequantize(const QuantScheme &s, int headDim, const uint32_t *words,
                      const float *scales, const float *zeros, int rows,
                      int tokens, int inTokens, int inOffset, int outTokens,
                      float *output) {
-  int group = groupOf(s, headDim);
+  int group = s.groupSize(headDim);
   int perWord = codesPerWord(s);
   int d = headDim;
   for (int r = 0; r < rows; ++r)
@@ -287,7 +283,7 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
       vv.assign(size_t(nBody) * d, 0.0f);
       auto rowOf = [&](const QuantScheme &s, const uint32_t *words,
                        const float *scales, const float *zeros, float *dst) {
-        int perWord = 32 / s.bits, group = s.group ? s.group : d;
+        int perWord = 32 / s.bits, group = s.groupSize(d);
         size_t wordStride = s.axis == QuantScheme::Axis::Token
                                 ? size_t(in.bodyCapacity) * (d / perWord)
                                 : size_t(in.bodyCapacity / perWord) * d;

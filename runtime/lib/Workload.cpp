@@ -34,8 +34,6 @@ std::vector<uint16_t> kvData(size_t rows, int headDim, HalfType t,
   return bits;
 }
 
-int groupOf(const QuantScheme &s, int d) { return s.group ? s.group : d; }
-
 } // namespace
 
 kvq::DeviceBuffers::~DeviceBuffers() {
@@ -82,7 +80,7 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   int unit = 1;
   for (const QuantScheme *q : {&s.key, &s.value})
     if (q->axis == QuantScheme::Axis::Channel)
-      unit = std::max(unit, groupOf(*q, d));
+      unit = std::max(unit, q->groupSize(d));
   int capacity = std::max(unit, (w.tokens + unit - 1) / unit * unit);
   size_t rows = size_t(w.batch) * s.kvHeads;
   int sinkCap = std::max(1, w.sinkTokens),

@@ -59,7 +59,7 @@ QuantResult runQuantize(const QuantCase &c, const std::vector<float> &input,
   KernelSpec dq = q;
   dq.kind = KernelKind::Dequantize;
   int d = c.headDim;
-  int group = c.scheme.group ? c.scheme.group : d;
+  int group = c.scheme.groupSize(d);
   int perWord = 32 / c.scheme.bits;
   bool token = c.scheme.axis == QuantScheme::Axis::Token;
   size_t wordCount = token ? size_t(rows) * outTokens * d / perWord
@@ -126,7 +126,7 @@ class QuantizeNumerics : public ::testing::TestWithParam<QuantCase> {};
 TEST_P(QuantizeNumerics, BitExactCodesAndScalesAndFaithfulDequantize) {
   const QuantCase &c = GetParam();
   int d = c.headDim;
-  int group = c.scheme.group ? c.scheme.group : d;
+  int group = c.scheme.groupSize(d);
   bool token = c.scheme.axis == QuantScheme::Axis::Token;
   int rows = 3;
   // Token axis: any count; channel axis: whole groups. The store is larger
@@ -255,7 +255,7 @@ AttentionData makeData(const AttentionCase &c) {
   int lcm = 32; // body capacity: whole groups of either channel-axis scheme
   for (const QuantScheme *q : {&s.key, &s.value})
     if (q->axis == QuantScheme::Axis::Channel)
-      lcm = std::max(lcm, q->group ? q->group : s.headDim);
+      lcm = std::max(lcm, q->groupSize(s.headDim));
   int maxBody = 0, maxSink = 1, maxResidual = 1;
   for (auto &l : c.lengths) {
     maxSink = std::max(maxSink, l[0]);
@@ -285,7 +285,7 @@ AttentionData makeData(const AttentionCase &c) {
                          std::vector<uint32_t> &words,
                          std::vector<float> &scales,
                          std::vector<float> &zeros) {
-    int group = scheme.group ? scheme.group : d;
+    int group = scheme.groupSize(d);
     bool token = scheme.axis == QuantScheme::Axis::Token;
     words.assign(size_t(rows) * data.capacity * d / (32 / scheme.bits), 0);
     size_t nScales = token ? size_t(rows) * data.capacity * (d / group)
@@ -496,7 +496,7 @@ std::vector<AttentionCase> attentionCases() {
     int unit = 1; // body tokens come in whole channel groups
     for (const QuantScheme *q : {&s.key, &s.value})
       if (q->axis == QuantScheme::Axis::Channel)
-        unit = std::max(unit, q->group ? q->group : s.headDim);
+        unit = std::max(unit, q->groupSize(s.headDim));
     const std::vector<std::vector<std::array<int, 3>>> patterns = {
         // unequal lengths, counts not multiples of the tile or split
         {{4, unit * (1 + pick(3)), 1 + pick(60)}, {1, unit, 1 + pick(9)}},

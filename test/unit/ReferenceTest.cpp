@@ -34,7 +34,7 @@ struct Quantized {
 /// One row of `x.size()` channels (token axis) quantized with `s`.
 Quantized quantizeRow(const QuantScheme &s, const std::vector<float> &x) {
   int d = int(x.size());
-  int group = s.group ? s.group : d;
+  int group = s.groupSize(d);
   Quantized q;
   q.words.assign(d * s.bits / 32, 0);
   q.scales.assign(d / group, 0);

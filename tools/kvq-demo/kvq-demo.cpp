@@ -295,7 +295,7 @@ int main(int argc, char **argv) {
       m.fp16Bytes / 1048576.0, m.ratio(), m.sinkBytes / 1048576.0,
       m.quantizedBytes / 1048576.0, m.residualBytes / 1048576.0);
   auto storedBits = [&](const QuantScheme &s) {
-    int g = s.group ? s.group : config.headDim;
+    int g = s.groupSize(config.headDim);
     int scaleBits = (s.fp32Scales ? 32 : 16) * (s.symmetric ? 1 : 2);
     return s.bits + double(scaleBits) / g;
   };

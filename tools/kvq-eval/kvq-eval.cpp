@@ -53,7 +53,7 @@ Data makeData(bool kvLike, uint32_t seed) {
 }
 
 double relativeError(const QuantScheme &s, const std::vector<float> &x) {
-  int g = s.group ? s.group : kHeadDim;
+  int g = s.groupSize(kHeadDim);
   bool token = s.axis == QuantScheme::Axis::Token;
   size_t nScales = token ? size_t(kKvHeads) * kTokens * (kHeadDim / g)
                          : size_t(kKvHeads) * (kTokens / g) * kHeadDim;

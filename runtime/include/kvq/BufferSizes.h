@@ -25,7 +25,7 @@ inline size_t packedWordCount(const QuantScheme &s, int headDim, size_t rows,
 /// per group of tokens of a channel (channel axis; `tokens` whole groups).
 inline size_t scaleCount(const QuantScheme &s, int headDim, size_t rows,
                          int tokens) {
-  size_t group = s.group ? size_t(s.group) : size_t(headDim);
+  size_t group = size_t(s.groupSize(headDim));
   return s.axis == QuantScheme::Axis::Token
              ? rows * size_t(tokens) * (size_t(headDim) / group)
              : rows * (size_t(tokens) / group) * size_t(headDim);

@@ -26,6 +26,8 @@ struct QuantScheme {
 
   /// "4t64", "2c32", "8thd", + s (symmetric), i (interleaved), x (fp32).
   std::string tag() const;
+  /// Values in one group: `group`, or the whole head vector when it is 0.
+  int groupSize(int headDim) const { return group ? group : headDim; }
   bool operator==(const QuantScheme &other) const;
 };
 
