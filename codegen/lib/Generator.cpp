@@ -368,30 +368,22 @@ Generator::generate(ModuleOp module, const GeneratorOptions &options) {
   };
   keep("kvq");
 
-  // The kvq-to-cuda pipeline, run stage by stage so each can be kept.
-  KVQPlanOptions planOptions;
-  planOptions.arch = options.arch;
-  PassManager fuseAndPlan(ctx.get());
-  fuseAndPlan.addPass(createKVQFuse());
-  fuseAndPlan.addPass(createCanonicalizerPass());
-  fuseAndPlan.addPass(createKVQPlan(planOptions));
-  if (failed(fuseAndPlan.run(module)))
-    return diagnostics.error("kvq-fuse/kvq-plan failed");
-  keep("planned");
-
-  PassManager toGPU(ctx.get());
-  toGPU.addPass(createKVQToGPU());
-  toGPU.addPass(createCanonicalizerPass());
-  toGPU.addPass(createCSEPass());
-  if (failed(toGPU.run(module)))
-    return diagnostics.error("kvq-to-gpu failed");
-  keep("gpu");
-
-  PassManager toEmitC(ctx.get());
-  toEmitC.addPass(createGPUToEmitC());
-  if (failed(toEmitC.run(module)))
-    return diagnostics.error("kvq-gpu-to-emitc failed");
-  keep("emitc");
+  // The kvq-to-cuda pipeline (Conversion/Passes.h), run stage by stage so
+  // each stage's IR can be kept.
+  KVQToCUDAPipelineOptions pipeline;
+  pipeline.arch = options.arch;
+  for (KVQToCUDAStage stage : kKVQToCUDAStages) {
+    static const std::pair<const char *, const char *> names[] = {
+        {"planned", "kvq-fuse/kvq-plan failed"},
+        {"gpu", "kvq-to-gpu failed"},
+        {"emitc", "kvq-gpu-to-emitc failed"}};
+    const auto &[kept, failure] = names[int(stage)];
+    PassManager pm(ctx.get());
+    addKVQToCUDAStage(pm, stage, pipeline);
+    if (failed(pm.run(module)))
+      return diagnostics.error(failure);
+    keep(kept);
+  }
 
   llvm::Expected<GeneratedSource> emitted = emitCuda(module, std::move(result));
   if (!emitted)

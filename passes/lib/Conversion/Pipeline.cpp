@@ -11,17 +11,32 @@
 using namespace mlir;
 using namespace mlir::kvq;
 
+void mlir::kvq::addKVQToCUDAStage(OpPassManager &pm, KVQToCUDAStage stage,
+                                  const KVQToCUDAPipelineOptions &options) {
+  switch (stage) {
+  case KVQToCUDAStage::FuseAndPlan: {
+    pm.addPass(createKVQFuse());
+    pm.addPass(createCanonicalizerPass());
+    KVQPlanOptions planOptions;
+    planOptions.arch = options.arch;
+    pm.addPass(createKVQPlan(planOptions));
+    return;
+  }
+  case KVQToCUDAStage::ToGPU:
+    pm.addPass(createKVQToGPU());
+    pm.addPass(createCanonicalizerPass());
+    pm.addPass(createCSEPass());
+    return;
+  case KVQToCUDAStage::ToEmitC:
+    pm.addPass(createGPUToEmitC());
+    return;
+  }
+}
+
 void mlir::kvq::buildKVQToCUDAPipeline(
     OpPassManager &pm, const KVQToCUDAPipelineOptions &options) {
-  pm.addPass(createKVQFuse());
-  pm.addPass(createCanonicalizerPass());
-  KVQPlanOptions planOptions;
-  planOptions.arch = options.arch;
-  pm.addPass(createKVQPlan(planOptions));
-  pm.addPass(createKVQToGPU());
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createCSEPass());
-  pm.addPass(createGPUToEmitC());
+  for (KVQToCUDAStage stage : kKVQToCUDAStages)
+    addKVQToCUDAStage(pm, stage, options);
 }
 
 namespace {

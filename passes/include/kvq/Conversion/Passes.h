@@ -32,8 +32,23 @@ struct KVQToCUDAPipelineOptions {
   std::string arch = "sm_90";
 };
 
-/// kvq-fuse, kvq-plan, kvq-to-gpu, kvq-gpu-to-emitc and cleanups: from kvq
-/// ops to EmitC ready for translation to CUDA C++.
+/// The pipeline's stages, in order. kvq-opt runs them as one pipeline; the
+/// Generator runs them one at a time to keep the IR after each
+/// (KVQ_DUMP_DIR, kvq-translate --to=stage).
+enum class KVQToCUDAStage {
+  FuseAndPlan, ///< kvq-fuse, canonicalize, kvq-plan: "planned" IR
+  ToGPU,       ///< kvq-to-gpu, canonicalize, cse: "gpu" IR
+  ToEmitC,     ///< kvq-gpu-to-emitc: "emitc" IR
+};
+inline constexpr KVQToCUDAStage kKVQToCUDAStages[] = {
+    KVQToCUDAStage::FuseAndPlan, KVQToCUDAStage::ToGPU,
+    KVQToCUDAStage::ToEmitC};
+
+/// Adds the passes of one stage to `pm`.
+void addKVQToCUDAStage(OpPassManager &pm, KVQToCUDAStage stage,
+                       const KVQToCUDAPipelineOptions &options);
+
+/// Every stage: from kvq ops to EmitC ready for translation to CUDA C++.
 void buildKVQToCUDAPipeline(OpPassManager &pm,
                             const KVQToCUDAPipelineOptions &options);
 
