@@ -9,8 +9,6 @@
 
 #include "llvm/Support/FormatVariadic.h"
 
-#include <random>
-
 using namespace kvq;
 
 std::vector<KernelSpec> kvq::checkSpecs(const CheckGrid &grid) {
@@ -162,12 +160,8 @@ llvm::Expected<int> kvq::runCorrectness(Runtime &device, Runtime &reference,
     if (spec.kind != KernelKind::Quantize)
       continue;
     int d = spec.headDim, rows = grid.kvHeads * grid.batch, tokens = 128;
-    std::vector<uint16_t> input(size_t(rows) * tokens * d);
-    std::mt19937 rng(seed++);
-    std::normal_distribution<float> normal;
-    for (size_t i = 0; i < input.size(); ++i)
-      input[i] = ref::toHalfBits(
-          normal(rng) * ((i % d) % 29 == 0 ? 12.0f : 1.0f), HalfType::F16);
+    std::vector<uint16_t> input =
+        kvLikeHalves(size_t(rows) * tokens * d, d, HalfType::F16, seed++, true);
     auto got = roundTrip(device, spec.key, d, rows, tokens, input);
     if (!got)
       return got.takeError();

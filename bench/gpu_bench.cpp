@@ -143,37 +143,6 @@ llvm::Error problem(const std::string &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
 
-/// Deterministic KV-like halves, generated in parallel: roughly Gaussian
-/// (a sum of four uniforms), with every 29th channel of keys 12x larger,
-/// as real keys have outlier channels.
-std::vector<uint16_t> kvLike(size_t count, int d, uint64_t seed,
-                             bool outliers) {
-  std::vector<uint16_t> bits(count);
-  unsigned workers = std::max(1u, std::thread::hardware_concurrency());
-  size_t chunk = (count + workers - 1) / workers;
-  std::vector<std::thread> threads;
-  for (unsigned w = 0; w < workers; ++w)
-    threads.emplace_back([&, w] {
-      for (size_t i = w * chunk; i < std::min(count, (w + 1) * chunk); ++i) {
-        uint64_t x =
-            (i + 1) * 0x9E3779B97F4A7C15ull ^ seed * 0xD1B54A32D192ED03ull;
-        x ^= x >> 31;
-        x *= 0xBF58476D1CE4E5B9ull;
-        x ^= x >> 29;
-        float sum = 0;
-        for (int k = 0; k < 4; ++k)
-          sum += float((x >> (16 * k)) & 0xffff) / 65535.0f;
-        float value = (sum - 2.0f) * 1.73f;
-        if (outliers && (i % d) % 29 == 0)
-          value *= 12.0f;
-        bits[i] = ref::toHalfBits(value, HalfType::F16);
-      }
-    });
-  for (std::thread &t : threads)
-    t.join();
-  return bits;
-}
-
 struct Timing {
   double medianMs = 0, minMs = 0;
 };
@@ -371,12 +340,18 @@ llvm::Error Suite::runContext(int batch, int tokens) {
   c.rows = size_t(batch) * kvHeads;
   int d = headDim;
   uint64_t seed = uint64_t(batch) << 32 | uint64_t(tokens);
-  c.keys = kvLike(c.rows * c.capacity * d, d, seed + 1, true);
-  c.values = kvLike(c.rows * c.capacity * d, d, seed + 2, false);
-  c.sinkKeys = kvLike(c.rows * kSink * d, d, seed + 3, true);
-  c.sinkValues = kvLike(c.rows * kSink * d, d, seed + 4, false);
-  c.residualKeys = kvLike(c.rows * kResidual * d, d, seed + 5, true);
-  c.residualValues = kvLike(c.rows * kResidual * d, d, seed + 6, false);
+  c.keys =
+      kvLikeHalves(c.rows * c.capacity * d, d, HalfType::F16, seed + 1, true);
+  c.values =
+      kvLikeHalves(c.rows * c.capacity * d, d, HalfType::F16, seed + 2, false);
+  c.sinkKeys =
+      kvLikeHalves(c.rows * kSink * d, d, HalfType::F16, seed + 3, true);
+  c.sinkValues =
+      kvLikeHalves(c.rows * kSink * d, d, HalfType::F16, seed + 4, false);
+  c.residualKeys =
+      kvLikeHalves(c.rows * kResidual * d, d, HalfType::F16, seed + 5, true);
+  c.residualValues =
+      kvLikeHalves(c.rows * kResidual * d, d, HalfType::F16, seed + 6, false);
   for (int b = 0; b < batch; ++b)
     c.lengths.insert(c.lengths.end(), {kSink, c.capacity, kResidual});
 
@@ -490,8 +465,8 @@ llvm::Error Suite::attention(const std::string &label, const KernelSpec &spec,
                              Context &c, const QuantizedBody *body) {
   DeviceBuffers mem(runtime); // q, output, workspace: freed on return
   int d = headDim, hq = spec.queryHeads;
-  std::vector<uint16_t> q =
-      kvLike(size_t(c.batch) * hq * d, d, 77 + uint64_t(hq), false);
+  std::vector<uint16_t> q = kvLikeHalves(
+      size_t(c.batch) * hq * d, d, HalfType::F16, 77 + uint64_t(hq), false);
   llvm::Expected<void *> dq = mem.make(q.data(), q.size() * 2);
   llvm::Expected<void *> out = mem.make(nullptr, q.size() * 2);
   if (!dq)
@@ -621,7 +596,8 @@ llvm::Error Suite::cacheStep() {
         if (!cache)
           return problem(status.message());
         size_t perSeq = size_t(config.kvHeads) * ctx * config.headDim;
-        std::vector<uint16_t> kv = kvLike(perSeq, config.headDim, 5, true);
+        std::vector<uint16_t> kv =
+            kvLikeHalves(perSeq, config.headDim, HalfType::F16, 5, true);
         void *dk = context->allocate(perSeq * 2, &status);
         void *dq = context->allocate(
             size_t(batch) * config.queryHeads * config.headDim * 2, &status);
@@ -635,8 +611,8 @@ llvm::Error Suite::cacheStep() {
           context->release(dout);
         };
         std::vector<uint16_t> queries =
-            kvLike(size_t(batch) * config.queryHeads * config.headDim,
-                   config.headDim, 6, false);
+            kvLikeHalves(size_t(batch) * config.queryHeads * config.headDim,
+                         config.headDim, HalfType::F16, 6, false);
         Status s = context->copyIn(dk, kv.data(), perSeq * 2);
         if (s.ok())
           s = context->copyIn(dq, queries.data(), queries.size() * 2);

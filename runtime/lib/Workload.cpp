@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <thread>
 
 using namespace kvq;
 
@@ -19,22 +20,52 @@ double millisSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
-/// Half-type values with a few outlier channels, as bit patterns.
+/// kvLikeHalves, with the values as floats appended to `values`.
 std::vector<uint16_t> kvData(size_t rows, int headDim, HalfType t,
-                             std::mt19937 &rng, bool outliers,
+                             uint64_t seed, bool outliers,
                              std::vector<float> *values) {
-  std::normal_distribution<float> normal;
-  std::vector<uint16_t> bits(rows * headDim);
-  for (size_t i = 0; i < bits.size(); ++i) {
-    float scale = outliers && (i % headDim) % 29 == 0 ? 12.0f : 1.0f;
-    bits[i] = ref::toHalfBits(normal(rng) * scale, t);
-    if (values)
-      values->push_back(ref::fromHalfBits(bits[i], t));
-  }
+  std::vector<uint16_t> bits =
+      kvLikeHalves(rows * headDim, headDim, t, seed, outliers);
+  for (uint16_t b : bits)
+    values->push_back(ref::fromHalfBits(b, t));
   return bits;
 }
 
 } // namespace
+
+std::vector<uint16_t> kvq::kvLikeHalves(size_t count, int headDim,
+                                        HalfType type, uint64_t seed,
+                                        bool outliers) {
+  std::vector<uint16_t> bits(count);
+  unsigned workers = count < (1u << 16)
+                         ? 1u
+                         : std::max(1u, std::thread::hardware_concurrency());
+  size_t chunk = (count + workers - 1) / workers;
+  auto fill = [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      uint64_t x =
+          (i + 1) * 0x9E3779B97F4A7C15ull ^ seed * 0xD1B54A32D192ED03ull;
+      x ^= x >> 31;
+      x *= 0xBF58476D1CE4E5B9ull;
+      x ^= x >> 29;
+      float sum = 0;
+      for (int k = 0; k < 4; ++k)
+        sum += float((x >> (16 * k)) & 0xffff) / 65535.0f;
+      float value = (sum - 2.0f) * 1.73f; // mean 0, variance ~1
+      if (outliers && (i % headDim) % 29 == 0)
+        value *= 12.0f;
+      bits[i] = ref::toHalfBits(value, type);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (unsigned w = 1; w < workers; ++w)
+    threads.emplace_back(fill, std::min(count, w * chunk),
+                         std::min(count, (w + 1) * chunk));
+  fill(0, std::min(count, chunk));
+  for (std::thread &t : threads)
+    t.join();
+  return bits;
+}
 
 kvq::DeviceBuffers::~DeviceBuffers() {
   for (void *p : owned)
@@ -86,22 +117,21 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   int sinkCap = std::max(1, w.sinkTokens),
       residualCap = std::max(1, w.residualTokens);
 
-  std::mt19937 rng(w.seed);
   std::vector<float> qv, kv, vv, skv, svv, rkv, rvv;
-  std::vector<uint16_t> q =
-      kvData(size_t(w.batch) * s.queryHeads, d, s.dtype, rng, false, &qv);
+  std::vector<uint16_t> q = kvData(size_t(w.batch) * s.queryHeads, d, s.dtype,
+                                   w.seed * 8 + 1, false, &qv);
   std::vector<uint16_t> keys =
-      kvData(rows * capacity, d, s.dtype, rng, true, &kv);
+      kvData(rows * capacity, d, s.dtype, w.seed * 8 + 2, true, &kv);
   std::vector<uint16_t> values =
-      kvData(rows * capacity, d, s.dtype, rng, false, &vv);
+      kvData(rows * capacity, d, s.dtype, w.seed * 8 + 3, false, &vv);
   std::vector<uint16_t> sinkK =
-      kvData(rows * sinkCap, d, s.dtype, rng, true, &skv);
+      kvData(rows * sinkCap, d, s.dtype, w.seed * 8 + 4, true, &skv);
   std::vector<uint16_t> sinkV =
-      kvData(rows * sinkCap, d, s.dtype, rng, false, &svv);
+      kvData(rows * sinkCap, d, s.dtype, w.seed * 8 + 5, false, &svv);
   std::vector<uint16_t> residK =
-      kvData(rows * residualCap, d, s.dtype, rng, true, &rkv);
+      kvData(rows * residualCap, d, s.dtype, w.seed * 8 + 6, true, &rkv);
   std::vector<uint16_t> residV =
-      kvData(rows * residualCap, d, s.dtype, rng, false, &rvv);
+      kvData(rows * residualCap, d, s.dtype, w.seed * 8 + 7, false, &rvv);
   std::vector<int32_t> lengths;
   for (int b = 0; b < w.batch; ++b)
     lengths.insert(lengths.end(),

@@ -7,14 +7,13 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvq/QuantizedKVCache.h"
-#include "kvq/Runtime/Reference.h"
+#include "kvq/Runtime/Workload.h"
 
 #include "llvm/Support/FileSystem.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <random>
 #include <thread>
 
 using namespace kvq;
@@ -50,12 +49,7 @@ CacheConfig tinyConfig() {
 }
 
 std::vector<uint16_t> halves(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<uint16_t> out(n);
-  for (uint16_t &x : out)
-    x = ref::toHalfBits(normal(rng), HalfType::F16);
-  return out;
+  return kvLikeHalves(n, 64, HalfType::F16, seed, false);
 }
 
 /// Appends `tokens` tokens to `layer` and attends; the output's bits.

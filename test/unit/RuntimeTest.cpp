@@ -209,13 +209,9 @@ TEST_F(RuntimeTest, DeviceLengthsAreClampedToWhatWasStaged) {
                                   9,  80, -3,   // sink, body past capacity
                                   -1, -5, 200}; // residual past capacity
   std::vector<int32_t> clamped = {4, 32, 5, 4, 64, 0, 0, 0, residualCap};
-  std::mt19937 rng(3);
-  std::normal_distribution<float> normal;
+  uint64_t seed = 3;
   auto halves = [&](size_t n) {
-    std::vector<uint16_t> v(n);
-    for (uint16_t &x : v)
-      x = ref::toHalfBits(normal(rng), HalfType::F16);
-    return v;
+    return kvLikeHalves(n, d, HalfType::F16, seed++, false);
   };
   DeviceBuffers mem(*emulator);
   auto make = [&](const std::vector<uint16_t> &host) {

@@ -53,6 +53,14 @@ private:
   std::vector<void *> owned;
 };
 
+/// `count` KV-cache-like values as half bits, deterministic in `seed` and
+/// fast for billions of values (a counter-based hash, filled by all cores):
+/// roughly Gaussian (a sum of four uniforms, unit variance), and with
+/// `outliers` every 29th channel 12x larger, as real keys have outlier
+/// channels. The one generator of test and bench data.
+std::vector<uint16_t> kvLikeHalves(size_t count, int headDim, HalfType type,
+                                   uint64_t seed, bool outliers);
+
 /// Runs the workload on `runtime`'s backend.
 llvm::Expected<WorkloadResult> runAttentionWorkload(Runtime &runtime,
                                                     const AttentionWorkload &w);
