@@ -10,6 +10,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvq/Runtime/Emulator.h"
+
+#include "emulator/kvq_emulator_abi.h"
 #include "kvq/Support/FileIO.h"
 
 #include "llvm/Support/MemoryBuffer.h"
@@ -47,22 +49,11 @@ namespace ctx = boost::context;
 namespace {
 
 //===----------------------------------------------------------------------===//
-// The ABI shared with the shim (layouts must match EmulatorShim.cpp)
+// The ABI shared with the shim: one definition, emulator/kvq_emulator_abi.h
 //===----------------------------------------------------------------------===//
 
-struct Ids {
-  unsigned threadIdx[3], blockIdx[3], blockDim[3], gridDim[3];
-};
-
-struct Hooks {
-  void (*load)(int site, const void *address, unsigned bytes, void *out);
-  void (*store)(int site, void *address, unsigned bytes, const void *in);
-  void (*checkShared)(int site, const void *address, unsigned bytes, int store);
-  void *(*shared)(int slot, unsigned bytes);
-  void (*syncthreads)(int line);
-  unsigned long long (*shflXor)(unsigned mask, unsigned long long value,
-                                int laneMask);
-};
+using kvq_emu::Hooks;
+using kvq_emu::Ids;
 
 //===----------------------------------------------------------------------===//
 // Device memory
@@ -185,9 +176,9 @@ struct RecordingStack {
   Thread *t = currentThread;
   if (currentBlock->error.empty()) {
     std::ostringstream os;
-    os << message << " (thread " << t->ids.threadIdx[0] << " of block ("
-       << t->ids.blockIdx[0] << ", " << t->ids.blockIdx[1] << ", "
-       << t->ids.blockIdx[2] << "))";
+    os << message << " (thread " << t->ids.threadIdx.x << " of block ("
+       << t->ids.blockIdx.x << ", " << t->ids.blockIdx.y << ", "
+       << t->ids.blockIdx.z << "))";
     currentBlock->error = os.str();
   }
   t->state = State::Failed;

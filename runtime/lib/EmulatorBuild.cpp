@@ -44,8 +44,8 @@ kvq::emu::buildSharedObject(const GeneratedSource &source,
   }
   const char *compiler = hostCompiler();
   const std::vector<std::string> &flags = hostFlags();
-  std::string identity =
-      unit + shimSource() + devicePrelude() + hostCompilerIdentity();
+  std::string identity = unit + shimSource() + shimAbiSource() +
+                         devicePrelude() + hostCompilerIdentity();
   std::string dir = cacheDir + "/" + cache::sha256Hex(identity).substr(0, 32);
   std::string library = dir + "/kernels.so";
 
@@ -64,6 +64,9 @@ kvq::emu::buildSharedObject(const GeneratedSource &source,
       return std::move(e);
     if (llvm::Error e =
             writeWholeFile(work + "/kvq_emulator_shim.h", shimSource()))
+      return std::move(e);
+    if (llvm::Error e =
+            writeWholeFile(work + "/kvq_emulator_abi.h", shimAbiSource()))
       return std::move(e);
     llvm::ErrorOr<std::string> path = llvm::sys::findProgramByName(compiler);
     if (!path)

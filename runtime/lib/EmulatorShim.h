@@ -4,8 +4,10 @@
 #define KVQ_RUNTIME_EMULATORSHIM_H
 
 namespace kvq::emu {
-/// Text of kvq_emulator_shim.h (see EmulatorShim.cpp).
+/// Text of emulator/kvq_emulator_shim.h, embedded at build time.
 const char *shimSource();
+/// Text of emulator/kvq_emulator_abi.h, which the shim includes.
+const char *shimAbiSource();
 } // namespace kvq::emu
 
 #endif // KVQ_RUNTIME_EMULATORSHIM_H

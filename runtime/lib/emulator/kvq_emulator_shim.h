@@ -1,17 +1,10 @@
-//===- EmulatorShim.cpp - the header that makes CUDA C++ host C++ ---------===//
-//
+// kvq emulator shim: CUDA builtins for a host build of a generated kernel.
 // Force-included (g++ -include) before the generated kernel and the device
-// prelude when the emulator compiles a kernel for the host. It maps CUDA's
-// builtins onto calls into the emulator (runtime/lib/Emulator.cpp) through a
-// table of hooks installed after dlopen, so the kernel .so needs no symbols
-// from the host process. See ../shared/design/EMULATOR.md.
-//
-//===----------------------------------------------------------------------===//
-
-#include "EmulatorShim.h"
-
-const char *kvq::emu::shimSource() {
-  return R"shim(// kvq emulator shim: CUDA builtins for a host build of a generated kernel.
+// prelude when the emulator compiles a kernel for the host: it maps CUDA's
+// builtins onto calls into the emulator (runtime/lib/Emulator.cpp) through
+// the table of hooks of kvq_emulator_abi.h, installed after dlopen, so the
+// kernel .so needs no symbols from the host process. Embedded in kvq at
+// build time (runtime/CMakeLists.txt); see ../shared/design/EMULATOR.md.
 #pragma once
 #define KVQ_EMULATOR 1
 #include <cmath>
@@ -19,9 +12,11 @@ const char *kvq::emu::shimSource() {
 #include <cstring>
 // The toolkit's headers first (the prelude's includes are then no-ops):
 // they use names such as gridDim that become macros below.
-#include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <vector_types.h>
+
+#include "kvq_emulator_abi.h"
 
 #undef __global__
 #undef __device__
@@ -35,20 +30,6 @@ const char *kvq::emu::shimSource() {
 #define __launch_bounds__(...)
 
 namespace kvq_emu {
-struct Ids {
-  uint3 threadIdx, blockIdx;
-  dim3 blockDim, gridDim;
-};
-struct Hooks {
-  void (*load)(int site, const void *address, unsigned bytes, void *out);
-  void (*store)(int site, void *address, unsigned bytes, const void *in);
-  void (*checkShared)(int site, const void *address, unsigned bytes,
-                      int store);
-  void *(*shared)(int slot, unsigned bytes);
-  void (*syncthreads)(int line);
-  unsigned long long (*shflXor)(unsigned mask, unsigned long long value,
-                                int laneMask);
-};
 inline Hooks *hooks = nullptr;
 inline thread_local const Ids *ids = nullptr;
 
@@ -75,7 +56,9 @@ inline void sharedStore(int site, T *address, const V &value) {
 }
 } // namespace kvq_emu
 
-extern "C" void kvq_emu_install(kvq_emu::Hooks *hooks) { kvq_emu::hooks = hooks; }
+extern "C" void kvq_emu_install(kvq_emu::Hooks *hooks) {
+  kvq_emu::hooks = hooks;
+}
 extern "C" void kvq_emu_set_ids(const kvq_emu::Ids *ids) { kvq_emu::ids = ids; }
 
 #define threadIdx (kvq_emu::ids->threadIdx)
@@ -84,20 +67,26 @@ extern "C" void kvq_emu_set_ids(const kvq_emu::Ids *ids) { kvq_emu::ids = ids; }
 #define gridDim (kvq_emu::ids->gridDim)
 
 #define KVQ_LDG(site, ptr, i) kvq_emu::load(site, (ptr) + (i))
-#define KVQ_LDG2(site, ptr, i) kvq_emu::load(site, reinterpret_cast<const int2 *>((ptr) + (i)))
-#define KVQ_LDG4(site, ptr, i) kvq_emu::load(site, reinterpret_cast<const int4 *>((ptr) + (i)))
+#define KVQ_LDG2(site, ptr, i)                                                 \
+  kvq_emu::load(site, reinterpret_cast<const int2 *>((ptr) + (i)))
+#define KVQ_LDG4(site, ptr, i)                                                 \
+  kvq_emu::load(site, reinterpret_cast<const int4 *>((ptr) + (i)))
 #define KVQ_STG(site, ptr, i, v) kvq_emu::store(site, (ptr) + (i), (v))
 #define KVQ_LDS(site, ptr, i) kvq_emu::sharedLoad(site, (ptr) + (i))
 #define KVQ_STS(site, ptr, i, v) kvq_emu::sharedStore(site, (ptr) + (i), (v))
-#define KVQ_LDS4(site, ptr, i) kvq_emu::sharedLoad(site, reinterpret_cast<const float4 *>((ptr) + (i)))
-#define KVQ_STS4(site, ptr, i, v) kvq_emu::sharedStore(site, reinterpret_cast<float4 *>((ptr) + (i)), (v))
-#define KVQ_SHARED(type, name, count) \
-  type *name = static_cast<type *>(kvq_emu::hooks->shared(__LINE__, sizeof(type) * (count)))
+#define KVQ_LDS4(site, ptr, i)                                                 \
+  kvq_emu::sharedLoad(site, reinterpret_cast<const float4 *>((ptr) + (i)))
+#define KVQ_STS4(site, ptr, i, v)                                              \
+  kvq_emu::sharedStore(site, reinterpret_cast<float4 *>((ptr) + (i)), (v))
+#define KVQ_SHARED(type, name, count)                                          \
+  type *name = static_cast<type *>(                                            \
+      kvq_emu::hooks->shared(__LINE__, sizeof(type) * (count)))
 
 // The line names the barrier: every thread of a block must wait at the same
 // one, as on a GPU.
 #define __syncthreads() kvq_emu::hooks->syncthreads(__LINE__)
-template <typename T> inline T __shfl_xor_sync(unsigned mask, T value, int laneMask) {
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T value, int laneMask) {
   static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");
   unsigned long long bits = 0;
   std::memcpy(&bits, &value, sizeof(T));
@@ -111,6 +100,4 @@ inline float __int_as_float(int x) {
   float f;
   std::memcpy(&f, &x, sizeof f);
   return f;
-}
-)shim";
 }

@@ -1,16 +1,9 @@
-//===- Prelude.cpp - the device prelude of generated kernels --------------===//
-//
-// Kept small on purpose: the kernels' logic lives in the generated code;
-// the prelude only spells types, memory access macros and a few helpers the
+// kvq device prelude: included by every generated kernel.
+// Kept small on purpose: the kernels' logic lives in the generated code; the
+// prelude only spells types, memory access macros and a few helpers the
 // same way for nvrtc and for the CPU emulator (which defines KVQ_EMULATOR
-// and its own access macros before including this).
-//
-//===----------------------------------------------------------------------===//
-
-#include "kvq/Codegen/Generator.h"
-
-const char *kvq::devicePrelude() {
-  return R"prelude(// kvq device prelude: included by every generated kernel.
+// and its own access macros first). Embedded in kvq at build time
+// (codegen/CMakeLists.txt) and handed to nvrtc as "kvq_prelude.cuh".
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -85,6 +78,4 @@ template <typename V> __device__ __forceinline__ __half kvq_f16(V v, int k) {
 }
 template <typename V> __device__ __forceinline__ __nv_bfloat16 kvq_bf16(V v, int k) {
   return __ushort_as_bfloat16(kvq_half_bits(v, k));
-}
-)prelude";
 }

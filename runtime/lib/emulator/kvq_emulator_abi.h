@@ -1,0 +1,25 @@
+// kvq emulator ABI: what a host-compiled kernel and the emulator share.
+// Included by the shim (kvq_emulator_shim.h, compiled into every emulator
+// kernel) and by the emulator itself (runtime/lib/Emulator.cpp): one
+// definition, so the two sides cannot drift apart. Plain C++, no CUDA.
+#pragma once
+
+namespace kvq_emu {
+/// A thread's coordinates, laid out as CUDA's uint3/dim3.
+struct Coordinates {
+  unsigned x, y, z;
+};
+struct Ids {
+  Coordinates threadIdx, blockIdx, blockDim, gridDim;
+};
+/// The emulator's entry points, called by the shim's CUDA builtins.
+struct Hooks {
+  void (*load)(int site, const void *address, unsigned bytes, void *out);
+  void (*store)(int site, void *address, unsigned bytes, const void *in);
+  void (*checkShared)(int site, const void *address, unsigned bytes, int store);
+  void *(*shared)(int slot, unsigned bytes);
+  void (*syncthreads)(int line);
+  unsigned long long (*shflXor)(unsigned mask, unsigned long long value,
+                                int laneMask);
+};
+} // namespace kvq_emu
