@@ -287,10 +287,28 @@ struct Runtime::Impl {
                        "\" --backend=" + wanted.backend;
     if (wanted.target != "host")
       warm += " --arch=" + wanted.target;
+    // A bundle entry for the same spec and target that another build made
+    // is not loaded; say why, so the user knows what to rebuild.
+    std::string refused;
+    if (bundle)
+      for (const cache::Entry &entry : bundle->entries()) {
+        auto inputs = entry.info.find("key_inputs");
+        if (inputs == entry.info.end())
+          continue;
+        std::map<std::string, std::string> fields =
+            cache::parseKeyText(inputs->second);
+        if (fields["spec"] == wanted.spec &&
+            fields["backend"] == wanted.backend &&
+            fields["target"] == wanted.target) {
+          refused = "; the bundle's entry for it was not used: " +
+                    entryMismatch(inputs->second);
+          break;
+        }
+      }
     return llvm::make_error<MissingKernelError>(
         "no prebuilt kernel for '" + spec.canonical() + "' (" + wanted.backend +
         " " + wanted.target + ", kvq " + kVersion + ", key " +
-        key.substr(0, 16) + ") in " + where +
+        key.substr(0, 16) + ") in " + where + refused +
         ", and this runtime has no compiler (it is the runtime-only "
         "library). Build it where kvq's JIT is installed: " +
         warm + " (then `kvq-cache export` to carry it in a bundle)");
