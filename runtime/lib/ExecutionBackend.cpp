@@ -35,24 +35,28 @@ llvm::Error launchOn(const CompiledKernels &k, const KernelLaunch &launch) {
             "' are not loaded (the runtime was created compile-only)");
   return k.executable->launch(launch);
 }
+
+/// One planned launch (Launch.h's planQuantize or planDequantize), run.
+template <typename Call, typename Planner>
+llvm::Error planAndLaunch(Planner plan, const KernelSpec &spec,
+                          const CompiledKernels &k, const Call &call) {
+  llvm::Expected<KernelLaunch> launch = plan(spec, k.source, call);
+  if (!launch)
+    return launch.takeError();
+  return launchOn(k, *launch);
+}
 } // namespace
 
 llvm::Error ExecutionBackend::quantize(const KernelSpec &spec,
                                        const CompiledKernels &k,
                                        const QuantizeCall &call) {
-  llvm::Expected<KernelLaunch> launch = planQuantize(spec, k.source, call);
-  if (!launch)
-    return launch.takeError();
-  return launchOn(k, *launch);
+  return planAndLaunch(planQuantize, spec, k, call);
 }
 
 llvm::Error ExecutionBackend::dequantize(const KernelSpec &spec,
                                          const CompiledKernels &k,
                                          const DequantizeCall &call) {
-  llvm::Expected<KernelLaunch> launch = planDequantize(spec, k.source, call);
-  if (!launch)
-    return launch.takeError();
-  return launchOn(k, *launch);
+  return planAndLaunch(planDequantize, spec, k, call);
 }
 
 llvm::Error ExecutionBackend::attention(const KernelSpec &spec,
