@@ -1,6 +1,7 @@
 //===- KernelSpec.cpp - canonical text and validation of specs ------------===//
 
 #include "kvq/Codegen/KernelSpec.h"
+#include "kvq/Dialect/KVQ/IR/SchemeRules.h"
 
 #include <algorithm>
 #include <cctype>
@@ -128,14 +129,13 @@ std::optional<std::string> validateScheme(const char *what,
     os << what << " axis has no such value (" << int(s.axis) << ")";
     return os.str();
   }
-  if (s.bits != 2 && s.bits != 4 && s.bits != 8) {
-    os << what << " bits must be 2, 4 or 8, got " << s.bits;
+  if (!scheme_rules::validBits(s.bits)) {
+    os << what << " " << scheme_rules::kBitsRule << ", got " << s.bits;
     return os.str();
   }
-  bool powerOfTwo = s.group > 0 && (s.group & (s.group - 1)) == 0;
-  if (s.group != 0 && (!powerOfTwo || s.group < 16 || s.group > 256)) {
-    os << what << " group must be a power of two in [16, 256] or 0 "
-       << "(head_dim), got " << s.group;
+  if (s.group != 0 && !scheme_rules::validGroup(s.group)) {
+    os << what << " " << scheme_rules::kGroupRule << " or 0 (head_dim), got "
+       << s.group;
     return os.str();
   }
   int group = s.groupSize(headDim);

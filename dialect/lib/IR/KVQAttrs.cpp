@@ -2,6 +2,7 @@
 
 #include "kvq/Dialect/KVQ/IR/KVQAttrs.h"
 #include "kvq/Dialect/KVQ/IR/KVQDialect.h"
+#include "kvq/Dialect/KVQ/IR/SchemeRules.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -31,13 +32,11 @@ void KVQDialect::registerAttributes() {
 LogicalResult SchemeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                  unsigned bits, unsigned group, Axis axis,
                                  Mode mode, Type scaleType, PackOrder order) {
-  if (bits != 2 && bits != 4 && bits != 8)
-    return emitError() << "bits must be 2, 4 or 8, got " << bits;
-  if (group != kWholeHeadDim &&
-      (!llvm::isPowerOf2_32(group) || group < 16 || group > 256))
-    return emitError() << "group must be a power of two in [16, 256] or "
-                          "'head_dim', got "
-                       << group;
+  if (!::kvq::scheme_rules::validBits(bits))
+    return emitError() << ::kvq::scheme_rules::kBitsRule << ", got " << bits;
+  if (group != kWholeHeadDim && !::kvq::scheme_rules::validGroup(group))
+    return emitError() << ::kvq::scheme_rules::kGroupRule
+                       << " or 'head_dim', got " << group;
   if (!scaleType || !(scaleType.isF16() || scaleType.isF32()))
     return emitError() << "scale type must be f16 or f32, got " << scaleType;
   return success();

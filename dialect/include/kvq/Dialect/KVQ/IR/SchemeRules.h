@@ -1,0 +1,29 @@
+//===- SchemeRules.h - what makes a quantization scheme valid ---*- C++ -*-===//
+//
+// The rules a scheme's parameters obey, in plain C++ (no MLIR), so that the
+// `#kvq.scheme` attribute's verifier and KernelSpec::validate (the runtime's
+// vocabulary, codegen/KernelSpec.h) check the same thing and say it the
+// same way.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_DIALECT_KVQ_IR_SCHEMERULES_H
+#define KVQ_DIALECT_KVQ_IR_SCHEMERULES_H
+
+namespace kvq::scheme_rules {
+
+/// Code widths with a fused kernel: 2, 4 or 8 bits.
+inline bool validBits(long bits) { return bits == 2 || bits == 4 || bits == 8; }
+inline constexpr const char *kBitsRule = "bits must be 2, 4 or 8";
+
+/// An explicit group size: a power of two in [16, 256] (a whole head vector
+/// is spelled apart: `head_dim` in IR, 0 in a KernelSpec).
+inline bool validGroup(long group) {
+  return group >= 16 && group <= 256 && (group & (group - 1)) == 0;
+}
+inline constexpr const char *kGroupRule =
+    "group must be a power of two in [16, 256]";
+
+} // namespace kvq::scheme_rules
+
+#endif // KVQ_DIALECT_KVQ_IR_SCHEMERULES_H
