@@ -55,6 +55,7 @@ cp "$root/bench/gpu/device-run.sh" "$root/bench/gpu/suite.sh" \
   echo "kvq $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
   echo "built $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -m), $(wc -l < "$work/specs.txt") specs x ${KVQ_SUITE_ARCHS[*]} + emulator smoke kernels"
   echo "run: bash device-run.sh [RESULTS_DIR]"
+  echo "needs: a CUDA driver, glibc >= $(objdump -T "$out/bin/kvq-gpu-bench" | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -1 | cut -d_ -f2) (x86-64)"
   echo
   (cd "$out" && find . -type f | sort | xargs ls -l | awk '{print $5, $9}')
 } > "$out/MANIFEST.txt"

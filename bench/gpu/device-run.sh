@@ -32,6 +32,12 @@ if [ ! -x "$bench" ] || [ ! -f "$KVQ_BUNDLE" ]; then
   echo "device-run: $here is not a GPU bundle (no bin/kvq-gpu-bench or kernels.kvqb); build it with scripts/gpu-bundle.sh" >&2
   exit 2
 fi
+# The binaries are static but for libc: say so if this libc is too old.
+if ! startup=$("$bench" --help 2>&1 >/dev/null); then
+  echo "device-run: $bench does not start here: $startup" >&2
+  grep '^needs:' "$here/MANIFEST.txt" >&2 || true
+  exit 2
+fi
 start=$(date +%s)
 log() { echo "device-run: $*" | tee -a "$out/device-run.log" >&2; }
 
