@@ -237,6 +237,451 @@ LogicalResult mlir::kvq::buildDenseAttentionKernels(AttentionOp op,
 }
 
 namespace {
+
+/// Writes the body of the attention kernel, stage by stage: each stage of
+/// the tile loop is one method, called in the order the loop runs them.
+class AttentionBodyWriter {
+public:
+  AttentionBodyWriter(KernelBuilder &kb, const AttentionShape &s,
+                      const AttentionArgs &a, const SharedBuffers &smem,
+                      bool dense, bool hasSink, bool hasResidual,
+                      int64_t keyVector, int64_t valueVector)
+      : kb(kb), s(s), a(a), smem(smem), dense(dense), hasSink(hasSink),
+        hasResidual(hasResidual), keyVector(keyVector),
+        valueVector(valueVector) {}
+
+  void write() {
+    d = kb.i32(s.headDim);
+    gqa = kb.i32(s.gqa);
+    tileTokens = kb.i32(s.tile);
+    step = kb.i32(s.threads);
+    zero = kb.i32(0);
+    tid = kb.threadIdx();
+    lane = kb.rem(tid, kb.i32(32));
+    warp = kb.div(tid, kb.i32(32));
+    split = kb.blockIdx(gpu::Dimension::x);
+    kvHead = kb.blockIdx(gpu::Dimension::y);
+    batch = kb.blockIdx(gpu::Dimension::z);
+    splits = kb.gridDim(gpu::Dimension::x);
+    headRow = kb.add(kb.mul(batch, a.kvHeads), kvHead);
+    firstQueryRow = kb.mul(headRow, gqa); // (batch, first q head)
+
+    setUp();
+    SmallVector<Value> initAcc(runsPerThread * run, kb.f32(0.0));
+    kb.barrier();
+    SmallVector<Value> acc = kb.forLoop(
+        zero, tiles, kb.i32(1), initAcc,
+        [&](Value tileIndex, ValueRange carried) -> SmallVector<Value> {
+          Value valid = stageTile(tileIndex);
+          zeroUnstagedKeyRows(valid);
+          kb.barrier();
+          computeScores(valid);
+          kb.barrier();
+          onlineSoftmax();
+          kb.barrier();
+          SmallVector<Value> next = accumulatePV(valid, carried);
+          kb.barrier();
+          return next;
+        });
+    writePartials(acc);
+  }
+
+private:
+  /// This sequence's lengths, the queries staged, the tiles of this split.
+  void setUp() {
+    kb.comment("this sequence's sink, quantized and residual token counts, "
+               "clamped to what the buffers hold (lengths in device memory are "
+               "not checked at launch)");
+    auto clampedLength = [&](int64_t field, Value capacity, int64_t unit) {
+      Value length =
+          kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(field)));
+      length = kb.max(zero, kb.min(length, capacity));
+      if (unit > 1) // only whole channel groups were quantized
+        length = kb.mul(kb.div(length, kb.i32(unit)), kb.i32(unit));
+      return length;
+    };
+    int64_t bodyUnit = 1;
+    if (!dense)
+      for (SchemeAttr scheme : {s.keyScheme, s.valueScheme})
+        if (scheme.getAxis() == Axis::channel)
+          bodyUnit = std::max<int64_t>(bodyUnit, scheme.groupSize(s.headDim));
+    sinkLen = clampedLength(0, a.sinkCapacity, 1);
+    bodyLen = clampedLength(1, a.bodyCapacity, bodyUnit);
+    residualLen = clampedLength(2, a.residualCapacity, 1);
+
+    kb.comment("stage the GQA group's queries, pre-multiplied by the softmax "
+               "scale");
+    kb.forLoop(tid, kb.mul(gqa, d), step, [&](Value i) {
+      Value x = kb.toF32(kb.load(a.q, kb.add(kb.mul(firstQueryRow, d), i)));
+      kb.store(kb.fmul(x, a.softmaxScale), smem.q, i);
+    });
+    kb.ifThen(kb.lt(tid, gqa), [&] {
+      kb.store(kb.negInf(), smem.runningMax, tid);
+      kb.store(kb.f32(0.0), smem.runningSum, tid);
+    });
+
+    kb.comment(
+        "tiles of this split: quantized tokens, or (last split) the fp16 "
+        "sink and residual tokens");
+    Value isFp16Split = kb.eq(split, kb.sub(splits, kb.i32(1)));
+    bodyBegin = kb.mul(split, a.tokensPerSplit);
+    bodyEnd = kb.min(kb.add(bodyBegin, a.tokensPerSplit), bodyLen);
+    bodyTiles = kb.select(
+        isFp16Split, zero,
+        kb.max(zero, kb.ceilDiv(kb.sub(bodyEnd, bodyBegin), tileTokens)));
+    sinkTiles =
+        hasSink ? kb.select(isFp16Split, kb.ceilDiv(sinkLen, tileTokens), zero)
+                : zero;
+    residualTiles =
+        hasResidual
+            ? kb.select(isFp16Split, kb.ceilDiv(residualLen, tileTokens), zero)
+            : zero;
+    tiles = kb.add(bodyTiles, kb.add(sinkTiles, residualTiles));
+
+    // P·V outputs are owned in runs of 4 adjacent channels (one LDS.128 of V
+    // per token) when the tiles are vectorized, else one by one.
+    run = s.vectorTiles() ? 4 : 1;
+    runs = s.gqa * s.headDim / run;
+    runsPerThread = (runs + s.threads - 1) / s.threads;
+  }
+
+  /// Stage 1: the K and V tile as fp32 in shared memory; the tokens staged.
+  Value stageTile(Value tileIndex) {
+    kb.comment("1. stage the K and V tile as fp32 in shared memory");
+    return kb.ifElse(
+        kb.lt(tileIndex, bodyTiles), {kb.i32Type()},
+        [&]() -> SmallVector<Value> {
+          Value t0 = kb.add(bodyBegin, kb.mul(tileIndex, tileTokens));
+          Value n = kb.min(tileTokens, kb.sub(bodyEnd, t0));
+          if (dense) {
+            stageHalf(kb, s, smem, a.keyWords, a.valueWords, headRow,
+                      a.bodyCapacity, t0, n);
+            return {n};
+          }
+          stageQuantized(kb, s, s.keyScheme, keyVector, a.keyWords, a.keyScales,
+                         a.keyZeros, headRow, a.bodyCapacity, t0, n, smem.keys,
+                         s.keyStride());
+          stageQuantized(kb, s, s.valueScheme, valueVector, a.valueWords,
+                         a.valueScales, a.valueZeros, headRow, a.bodyCapacity,
+                         t0, n, smem.values, s.headDim);
+          return {n};
+        },
+        [&]() -> SmallVector<Value> {
+          Value fp16Tile = kb.sub(tileIndex, bodyTiles);
+          auto residualTile = [&]() -> SmallVector<Value> {
+            if (!hasResidual)
+              return {zero};
+            Value t0 = kb.mul(kb.sub(fp16Tile, sinkTiles), tileTokens);
+            Value n = kb.min(tileTokens, kb.sub(residualLen, t0));
+            stageHalf(kb, s, smem, a.residualKeys, a.residualValues, headRow,
+                      a.residualCapacity, t0, n);
+            return {n};
+          };
+          if (!hasSink)
+            return residualTile();
+          return kb.ifElse(
+              kb.lt(fp16Tile, sinkTiles), {kb.i32Type()},
+              [&]() -> SmallVector<Value> {
+                Value t0 = kb.mul(fp16Tile, tileTokens);
+                Value n = kb.min(tileTokens, kb.sub(sinkLen, t0));
+                stageHalf(kb, s, smem, a.sinkKeys, a.sinkValues, headRow,
+                          a.sinkCapacity, t0, n);
+                return {n};
+              },
+              residualTile);
+        })[0];
+  }
+
+  /// The paired score loop reads every K row of the tile.
+  void zeroUnstagedKeyRows(Value valid) {
+    if (s.scoresPerThread == 2) {
+      // The paired score loop reads every K row of the tile and drops
+      // the scores past `valid`; rows a partial tile did not stage
+      // would hold whatever shared memory held (NaN, on a GPU), so
+      // they are zeroed.
+      kb.comment("K rows past the staged tokens: zeroed, as the paired "
+                 "score loop reads them");
+      int64_t vectors = s.keyStride() / 4;
+      Value missing = kb.mul(kb.sub(tileTokens, valid), kb.i32(vectors));
+      kb.forLoop(tid, missing, step, [&](Value i) {
+        Value row = kb.add(valid, kb.div(i, kb.i32(vectors)));
+        Value column = kb.mul(kb.rem(i, kb.i32(vectors)), kb.i32(4));
+        kb.storeShared4(SmallVector<Value>(4, kb.f32(0.0)), smem.keys,
+                        kb.add(kb.mul(row, kb.i32(s.keyStride())), column));
+      });
+    }
+  }
+
+  /// Stage 2: q.K for each (query head, token) of the tile.
+  void computeScores(Value valid) {
+
+    if (s.scoresPerThread == 2) {
+      kb.comment("2. scores: one thread per (query head, tokens t and "
+                 "t + tile/2), q read once for both");
+      // Rows t and t + tile/2 keep a quarter-warp's K rows on distinct
+      // banks (AttentionTiles.h); tokens past `valid` score -inf.
+      Value half = kb.i32(s.tile / 2);
+      Value stride = kb.i32(s.keyStride());
+      kb.forLoop(tid, kb.mul(gqa, half), step, [&](Value i) {
+        Value head = kb.div(i, half);
+        Value t0 = kb.rem(i, half);
+        Value t1 = kb.add(t0, half);
+        Value qBase = kb.mul(head, d);
+        Value k0 = kb.mul(t0, stride);
+        // Row t1 as a constant offset from row t0's element, so both
+        // loads share one address register.
+        Value rowGap = kb.i32(s.tile / 2 * s.keyStride());
+        SmallVector<Value> dots = kb.forLoop(
+            zero, d, kb.i32(4), {kb.f32(0.0), kb.f32(0.0)},
+            [&](Value c, ValueRange sum) -> SmallVector<Value> {
+              SmallVector<Value> qv = kb.loadShared4(smem.q, kb.add(qBase, c));
+              SmallVector<Value> a = kb.loadShared4(smem.keys, kb.add(k0, c));
+              SmallVector<Value> b =
+                  kb.loadShared4(smem.keys, kb.add(kb.add(k0, c), rowGap));
+              Value s0 = sum[0], s1 = sum[1];
+              for (int j = 0; j < 4; ++j) {
+                s0 = kb.fadd(s0, kb.fmul(qv[j], a[j]));
+                s1 = kb.fadd(s1, kb.fmul(qv[j], b[j]));
+              }
+              return {s0, s1};
+            });
+        Value row = kb.mul(head, tileTokens);
+        kb.store(kb.select(kb.lt(t0, valid), dots[0], kb.negInf()), smem.probs,
+                 kb.add(row, t0));
+        kb.store(kb.select(kb.lt(t1, valid), dots[1], kb.negInf()), smem.probs,
+                 kb.add(row, t1));
+      });
+    } else {
+      kb.comment("2. scores: one thread per (query head, token)");
+      kb.forLoop(tid, kb.mul(gqa, tileTokens), step, [&](Value i) {
+        Value head = kb.div(i, tileTokens);
+        Value t = kb.rem(i, tileTokens);
+        Value score = kb.ifElse(
+            kb.lt(t, valid), {kb.f32Type()},
+            [&]() -> SmallVector<Value> {
+              Value qBase = kb.mul(head, d);
+              Value kBase = kb.mul(t, kb.i32(s.keyStride()));
+              if (s.vectorTiles()) // 4 channels per LDS.128, in order
+                return kb.forLoop(
+                    zero, d, kb.i32(4), {kb.f32(0.0)},
+                    [&](Value c, ValueRange sum) -> SmallVector<Value> {
+                      SmallVector<Value> qv =
+                          kb.loadShared4(smem.q, kb.add(qBase, c));
+                      SmallVector<Value> kv =
+                          kb.loadShared4(smem.keys, kb.add(kBase, c));
+                      Value total = sum[0];
+                      for (int j = 0; j < 4; ++j)
+                        total = kb.fadd(total, kb.fmul(qv[j], kv[j]));
+                      return {total};
+                    });
+              return kb.forLoop(
+                  zero, d, kb.i32(1), {kb.f32(0.0)},
+                  [&](Value c, ValueRange sum) -> SmallVector<Value> {
+                    Value qv = kb.load(smem.q, kb.add(qBase, c));
+                    Value kv = kb.load(smem.keys, kb.add(kBase, c));
+                    return {kb.fadd(sum[0], kb.fmul(qv, kv))};
+                  });
+            },
+            [&]() -> SmallVector<Value> { return {kb.negInf()}; })[0];
+        kb.store(score, smem.probs, i);
+      });
+    }
+  }
+
+  /// Stage 3: online softmax, one warp per query head.
+  void onlineSoftmax() {
+    kb.comment("3. online softmax: one warp per query head");
+    kb.forLoop(warp, gqa, kb.i32(s.threads / 32), [&](Value head) {
+      Value base = kb.mul(head, tileTokens);
+      Value tileMax = kb.forLoop(
+          lane, tileTokens, kb.i32(32), {kb.negInf()},
+          [&](Value t, ValueRange m) -> SmallVector<Value> {
+            return {kb.fmax(m[0], kb.load(smem.probs, kb.add(base, t)))};
+          })[0];
+      for (int offset = 16; offset >= 1; offset /= 2)
+        tileMax = kb.fmax(tileMax, kb.shuffleXor(tileMax, offset));
+      Value oldMax = kb.load(smem.runningMax, head);
+      Value newMax = kb.fmax(oldMax, tileMax);
+      // Nothing seen yet: keep exp() away from (-inf) - (-inf).
+      Value safeMax =
+          kb.select(kb.feq(newMax, kb.negInf()), kb.f32(0.0), newMax);
+      Value tileSum =
+          kb.forLoop(lane, tileTokens, kb.i32(32), {kb.f32(0.0)},
+                     [&](Value t, ValueRange sum) -> SmallVector<Value> {
+                       Value index = kb.add(base, t);
+                       Value p =
+                           kb.exp(kb.fsub(kb.load(smem.probs, index), safeMax));
+                       kb.store(p, smem.probs, index);
+                       return {kb.fadd(sum[0], p)};
+                     })[0];
+      for (int offset = 16; offset >= 1; offset /= 2)
+        tileSum = kb.fadd(tileSum, kb.shuffleXor(tileSum, offset));
+      kb.ifThen(kb.eq(lane, zero), [&] {
+        Value correction = kb.exp(kb.fsub(oldMax, safeMax));
+        Value oldSum = kb.load(smem.runningSum, head);
+        kb.store(kb.fadd(kb.fmul(oldSum, correction), tileSum), smem.runningSum,
+                 head);
+        kb.store(newMax, smem.runningMax, head);
+        kb.store(correction, smem.correction, head);
+      });
+    });
+  }
+
+  /// Stage 4: P.V into the accumulators `carried`; the updated ones.
+  SmallVector<Value> accumulatePV(Value valid, ValueRange carried) {
+    kb.comment("4. P·V: each thread owns runs of " + std::to_string(run) +
+               " (query head, channel) outputs");
+    SmallVector<Value> next;
+    for (int64_t k = 0; k < runsPerThread; ++k) {
+      Value i = kb.add(tid, kb.i32(k * s.threads)); // run index
+      Value inRange = kb.lt(i, kb.i32(s.gqa * s.headDim / run));
+      Value first = kb.mul(kb.select(inRange, i, zero), kb.i32(run));
+      Value head = kb.div(first, d);
+      Value channel = kb.rem(first, d);
+      Value correction = kb.load(smem.correction, head);
+      SmallVector<Value> scaled;
+      for (int64_t j = 0; j < run; ++j)
+        scaled.push_back(kb.fmul(carried[k * run + j], correction));
+      // acc += p[t] * V[t] for one token, tokens in order.
+      auto accumulate = [&](ValueRange sum, Value p, Value t) {
+        Value at = kb.add(kb.mul(t, d), channel);
+        SmallVector<Value> v =
+            run == 4 ? kb.loadShared4(smem.values, at)
+                     : SmallVector<Value>{kb.load(smem.values, at)};
+        SmallVector<Value> out;
+        for (int64_t j = 0; j < run; ++j)
+          out.push_back(kb.fadd(sum[j], kb.fmul(p, v[j])));
+        return out;
+      };
+      Value probs = kb.mul(head, tileTokens);
+      SmallVector<Value> updated = scaled;
+      Value scalarFrom = zero;
+      if (s.vectorTiles()) {
+        // Whole groups of 4 tokens take their probabilities with one
+        // LDS.128 (the row of a head starts 16-byte aligned).
+        scalarFrom = kb.mul(kb.div(valid, kb.i32(4)), kb.i32(4));
+        updated =
+            kb.forLoop(zero, scalarFrom, kb.i32(4), updated,
+                       [&](Value t, ValueRange sum) -> SmallVector<Value> {
+                         SmallVector<Value> p =
+                             kb.loadShared4(smem.probs, kb.add(probs, t));
+                         SmallVector<Value> acc(sum.begin(), sum.end());
+                         for (int64_t j = 0; j < 4; ++j)
+                           acc = accumulate(acc, p[j], kb.add(t, kb.i32(j)));
+                         return acc;
+                       });
+      }
+      updated = kb.forLoop(scalarFrom, valid, kb.i32(1), updated,
+                           [&](Value t, ValueRange sum) -> SmallVector<Value> {
+                             return accumulate(
+                                 sum, kb.load(smem.probs, kb.add(probs, t)), t);
+                           });
+      for (int64_t j = 0; j < run; ++j)
+        next.push_back(kb.select(inRange, updated[j], carried[k * run + j]));
+    }
+    return next;
+  }
+
+  /// This split's unnormalized output, running max and sum.
+  void writePartials(ArrayRef<Value> acc) {
+    kb.comment("write this split's unnormalized output, running max and sum");
+    for (int64_t k = 0; k < runsPerThread; ++k) {
+      Value i = kb.add(tid, kb.i32(k * s.threads));
+      kb.ifThen(kb.lt(i, kb.i32(runs)), [&] {
+        Value first = kb.mul(i, kb.i32(run));
+        Value head = kb.div(first, d);
+        Value channel = kb.rem(first, d);
+        Value row = kb.add(kb.mul(kb.add(firstQueryRow, head), splits), split);
+        for (int64_t j = 0; j < run; ++j)
+          kb.store(acc[k * run + j], a.partialOut,
+                   kb.add(kb.mul(row, d), kb.add(channel, kb.i32(j))));
+      });
+    }
+    kb.ifThen(kb.lt(tid, gqa), [&] {
+      Value row = kb.add(kb.mul(kb.add(firstQueryRow, tid), splits), split);
+      kb.store(kb.load(smem.runningMax, tid), a.partialMax, row);
+      kb.store(kb.load(smem.runningSum, tid), a.partialSum, row);
+    });
+  }
+
+  KernelBuilder &kb;
+  const AttentionShape &s;
+  const AttentionArgs &a;
+  const SharedBuffers &smem;
+  bool dense, hasSink, hasResidual;
+  int64_t keyVector, valueVector; ///< packed words per load (plan)
+  // Made once at the top of the kernel, used by every stage.
+  Value d, gqa, tileTokens, step, zero, tid, lane, warp, split, kvHead, batch,
+      splits, headRow, firstQueryRow;
+  // setUp(): lengths (clamped) and this split's tiles.
+  Value sinkLen, bodyLen, residualLen, bodyBegin, bodyEnd, bodyTiles, sinkTiles,
+      residualTiles, tiles;
+  // P.V outputs are owned in runs of `run` adjacent channels.
+  int64_t run = 1, runs = 0, runsPerThread = 0;
+};
+
+/// The combine kernel: merges the splits of each (batch, query head).
+void buildCombineKernel(OpBuilder &builder, ImplicitLocOpBuilder &b,
+                        KernelBuilder &kb, gpu::GPUModuleOp module,
+                        Operation *op, const AttentionShape &s,
+                        const std::string &name, const std::string &spec,
+                        DictionaryAttr plan) {
+  Type i32 = builder.getI32Type(), f32 = builder.getF32Type();
+  int64_t combineThreads = std::min<int64_t>(s.headDim, 128);
+  SmallVector<Type> combineArgs = {globalBuffer(f32), globalBuffer(f32),
+                                   globalBuffer(f32), globalBuffer(s.half),
+                                   i32};
+  gpu::GPUFuncOp combine = createKernel(
+      builder, module, op->getLoc(), name + "_combine", "combine", combineArgs,
+      {"partial_out", "partial_max", "partial_sum", "out", "splits"}, {},
+      combineThreads, spec, plan);
+  b.setInsertionPoint(combine.getBody().front().getTerminator());
+  {
+    Value partialOut = combine.getArgument(0);
+    Value partialMax = combine.getArgument(1);
+    Value partialSum = combine.getArgument(2);
+    Value out = combine.getArgument(3);
+    Value numSplits = combine.getArgument(4);
+    Value d = kb.i32(s.headDim); // this kernel's own constant
+    kb.comment("merge the splits of one (batch, query head) by log-sum-exp");
+    Value qRow = kb.add(
+        kb.mul(kb.blockIdx(gpu::Dimension::y), kb.gridDim(gpu::Dimension::x)),
+        kb.blockIdx(gpu::Dimension::x));
+    Value base = kb.mul(qRow, numSplits);
+    Value globalMax = kb.forLoop(
+        kb.i32(0), numSplits, kb.i32(1), {kb.negInf()},
+        [&](Value sp, ValueRange m) -> SmallVector<Value> {
+          return {kb.fmax(m[0], kb.load(partialMax, kb.add(base, sp)))};
+        })[0];
+    Value safeMax =
+        kb.select(kb.feq(globalMax, kb.negInf()), kb.f32(0.0), globalMax);
+    Value total = kb.forLoop(
+        kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
+        [&](Value sp, ValueRange sum) -> SmallVector<Value> {
+          Value weight =
+              kb.exp(kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
+          return {kb.fadd(
+              sum[0], kb.fmul(kb.load(partialSum, kb.add(base, sp)), weight))};
+        })[0];
+    kb.comment("a sequence with no tokens at all produces zeros");
+    Value inverse = kb.select(kb.flt(kb.f32(0.0), total),
+                              kb.fdiv(kb.f32(1.0), total), kb.f32(0.0));
+    kb.forLoop(kb.threadIdx(), d, kb.i32(combineThreads), [&](Value c) {
+      Value o = kb.forLoop(
+          kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
+          [&](Value sp, ValueRange sum) -> SmallVector<Value> {
+            Value weight =
+                kb.exp(kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
+            Value part =
+                kb.load(partialOut, kb.add(kb.mul(kb.add(base, sp), d), c));
+            return {kb.fadd(sum[0], kb.fmul(part, weight))};
+          })[0];
+      kb.store(kb.fromF32(kb.fmul(o, inverse), s.half), out,
+               kb.add(kb.mul(qRow, d), c));
+    });
+  }
+}
+
 LogicalResult buildAttention(const AttentionOpView &view,
                              gpu::GPUModuleOp module) {
   Operation *op = view.op;
@@ -400,383 +845,10 @@ LogicalResult buildAttention(const AttentionOpView &view,
     smem = {attrs[0], attrs[1], attrs[2], attrs[3],
             attrs[4], attrs[5], attrs[6]};
   }
-
-  Value d = kb.i32(s.headDim);
-  Value gqa = kb.i32(s.gqa);
-  Value tileTokens = kb.i32(s.tile);
-  Value step = kb.i32(s.threads);
-  Value zero = kb.i32(0);
-  Value tid = kb.threadIdx();
-  Value lane = kb.rem(tid, kb.i32(32));
-  Value warp = kb.div(tid, kb.i32(32));
-  Value split = kb.blockIdx(gpu::Dimension::x);
-  Value kvHead = kb.blockIdx(gpu::Dimension::y);
-  Value batch = kb.blockIdx(gpu::Dimension::z);
-  Value splits = kb.gridDim(gpu::Dimension::x);
-  Value headRow = kb.add(kb.mul(batch, a.kvHeads), kvHead);
-  Value firstQueryRow = kb.mul(headRow, gqa); // (batch, first q head)
-
-  kb.comment("this sequence's sink, quantized and residual token counts, "
-             "clamped to what the buffers hold (lengths in device memory are "
-             "not checked at launch)");
-  auto clampedLength = [&](int64_t field, Value capacity, int64_t unit) {
-    Value length =
-        kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(field)));
-    length = kb.max(zero, kb.min(length, capacity));
-    if (unit > 1) // only whole channel groups were quantized
-      length = kb.mul(kb.div(length, kb.i32(unit)), kb.i32(unit));
-    return length;
-  };
-  int64_t bodyUnit = 1;
-  if (!dense)
-    for (SchemeAttr scheme : {s.keyScheme, s.valueScheme})
-      if (scheme.getAxis() == Axis::channel)
-        bodyUnit = std::max<int64_t>(bodyUnit, scheme.groupSize(s.headDim));
-  Value sinkLen = clampedLength(0, a.sinkCapacity, 1);
-  Value bodyLen = clampedLength(1, a.bodyCapacity, bodyUnit);
-  Value residualLen = clampedLength(2, a.residualCapacity, 1);
-
-  kb.comment("stage the GQA group's queries, pre-multiplied by the softmax "
-             "scale");
-  kb.forLoop(tid, kb.mul(gqa, d), step, [&](Value i) {
-    Value x = kb.toF32(kb.load(a.q, kb.add(kb.mul(firstQueryRow, d), i)));
-    kb.store(kb.fmul(x, a.softmaxScale), smem.q, i);
-  });
-  kb.ifThen(kb.lt(tid, gqa), [&] {
-    kb.store(kb.negInf(), smem.runningMax, tid);
-    kb.store(kb.f32(0.0), smem.runningSum, tid);
-  });
-
-  kb.comment("tiles of this split: quantized tokens, or (last split) the fp16 "
-             "sink and residual tokens");
-  Value isFp16Split = kb.eq(split, kb.sub(splits, kb.i32(1)));
-  Value bodyBegin = kb.mul(split, a.tokensPerSplit);
-  Value bodyEnd = kb.min(kb.add(bodyBegin, a.tokensPerSplit), bodyLen);
-  Value bodyTiles = kb.select(
-      isFp16Split, zero,
-      kb.max(zero, kb.ceilDiv(kb.sub(bodyEnd, bodyBegin), tileTokens)));
-  Value sinkTiles =
-      hasSink ? kb.select(isFp16Split, kb.ceilDiv(sinkLen, tileTokens), zero)
-              : zero;
-  Value residualTiles =
-      hasResidual
-          ? kb.select(isFp16Split, kb.ceilDiv(residualLen, tileTokens), zero)
-          : zero;
-  Value tiles = kb.add(bodyTiles, kb.add(sinkTiles, residualTiles));
-
-  // P·V outputs are owned in runs of 4 adjacent channels (one LDS.128 of V
-  // per token) when the tiles are vectorized, else one by one.
-  int64_t run = s.vectorTiles() ? 4 : 1;
-  int64_t runs = s.gqa * s.headDim / run;
-  int64_t runsPerThread = (runs + s.threads - 1) / s.threads;
-  SmallVector<Value> initAcc(runsPerThread * run, kb.f32(0.0));
-  kb.barrier();
-
-  SmallVector<Value> acc = kb.forLoop(
-      zero, tiles, kb.i32(1), initAcc,
-      [&](Value tileIndex, ValueRange carried) -> SmallVector<Value> {
-        kb.comment("1. stage the K and V tile as fp32 in shared memory");
-        Value valid = kb.ifElse(
-            kb.lt(tileIndex, bodyTiles), {kb.i32Type()},
-            [&]() -> SmallVector<Value> {
-              Value t0 = kb.add(bodyBegin, kb.mul(tileIndex, tileTokens));
-              Value n = kb.min(tileTokens, kb.sub(bodyEnd, t0));
-              if (dense) {
-                stageHalf(kb, s, smem, a.keyWords, a.valueWords, headRow,
-                          a.bodyCapacity, t0, n);
-                return {n};
-              }
-              stageQuantized(kb, s, s.keyScheme, *keyVector, a.keyWords,
-                             a.keyScales, a.keyZeros, headRow, a.bodyCapacity,
-                             t0, n, smem.keys, s.keyStride());
-              stageQuantized(kb, s, s.valueScheme, *valueVector, a.valueWords,
-                             a.valueScales, a.valueZeros, headRow,
-                             a.bodyCapacity, t0, n, smem.values, s.headDim);
-              return {n};
-            },
-            [&]() -> SmallVector<Value> {
-              Value fp16Tile = kb.sub(tileIndex, bodyTiles);
-              auto residualTile = [&]() -> SmallVector<Value> {
-                if (!hasResidual)
-                  return {zero};
-                Value t0 = kb.mul(kb.sub(fp16Tile, sinkTiles), tileTokens);
-                Value n = kb.min(tileTokens, kb.sub(residualLen, t0));
-                stageHalf(kb, s, smem, a.residualKeys, a.residualValues,
-                          headRow, a.residualCapacity, t0, n);
-                return {n};
-              };
-              if (!hasSink)
-                return residualTile();
-              return kb.ifElse(
-                  kb.lt(fp16Tile, sinkTiles), {kb.i32Type()},
-                  [&]() -> SmallVector<Value> {
-                    Value t0 = kb.mul(fp16Tile, tileTokens);
-                    Value n = kb.min(tileTokens, kb.sub(sinkLen, t0));
-                    stageHalf(kb, s, smem, a.sinkKeys, a.sinkValues, headRow,
-                              a.sinkCapacity, t0, n);
-                    return {n};
-                  },
-                  residualTile);
-            })[0];
-        if (s.scoresPerThread == 2) {
-          // The paired score loop reads every K row of the tile and drops
-          // the scores past `valid`; rows a partial tile did not stage
-          // would hold whatever shared memory held (NaN, on a GPU), so
-          // they are zeroed.
-          kb.comment("K rows past the staged tokens: zeroed, as the paired "
-                     "score loop reads them");
-          int64_t vectors = s.keyStride() / 4;
-          Value missing = kb.mul(kb.sub(tileTokens, valid), kb.i32(vectors));
-          kb.forLoop(tid, missing, step, [&](Value i) {
-            Value row = kb.add(valid, kb.div(i, kb.i32(vectors)));
-            Value column = kb.mul(kb.rem(i, kb.i32(vectors)), kb.i32(4));
-            kb.storeShared4(SmallVector<Value>(4, kb.f32(0.0)), smem.keys,
-                            kb.add(kb.mul(row, kb.i32(s.keyStride())), column));
-          });
-        }
-        kb.barrier();
-
-        if (s.scoresPerThread == 2) {
-          kb.comment("2. scores: one thread per (query head, tokens t and "
-                     "t + tile/2), q read once for both");
-          // Rows t and t + tile/2 keep a quarter-warp's K rows on distinct
-          // banks (AttentionTiles.h); tokens past `valid` score -inf.
-          Value half = kb.i32(s.tile / 2);
-          Value stride = kb.i32(s.keyStride());
-          kb.forLoop(tid, kb.mul(gqa, half), step, [&](Value i) {
-            Value head = kb.div(i, half);
-            Value t0 = kb.rem(i, half);
-            Value t1 = kb.add(t0, half);
-            Value qBase = kb.mul(head, d);
-            Value k0 = kb.mul(t0, stride);
-            // Row t1 as a constant offset from row t0's element, so both
-            // loads share one address register.
-            Value rowGap = kb.i32(s.tile / 2 * s.keyStride());
-            SmallVector<Value> dots =
-                kb.forLoop(zero, d, kb.i32(4), {kb.f32(0.0), kb.f32(0.0)},
-                           [&](Value c, ValueRange sum) -> SmallVector<Value> {
-                             SmallVector<Value> qv =
-                                 kb.loadShared4(smem.q, kb.add(qBase, c));
-                             SmallVector<Value> a =
-                                 kb.loadShared4(smem.keys, kb.add(k0, c));
-                             SmallVector<Value> b = kb.loadShared4(
-                                 smem.keys, kb.add(kb.add(k0, c), rowGap));
-                             Value s0 = sum[0], s1 = sum[1];
-                             for (int j = 0; j < 4; ++j) {
-                               s0 = kb.fadd(s0, kb.fmul(qv[j], a[j]));
-                               s1 = kb.fadd(s1, kb.fmul(qv[j], b[j]));
-                             }
-                             return {s0, s1};
-                           });
-            Value row = kb.mul(head, tileTokens);
-            kb.store(kb.select(kb.lt(t0, valid), dots[0], kb.negInf()),
-                     smem.probs, kb.add(row, t0));
-            kb.store(kb.select(kb.lt(t1, valid), dots[1], kb.negInf()),
-                     smem.probs, kb.add(row, t1));
-          });
-        } else {
-          kb.comment("2. scores: one thread per (query head, token)");
-          kb.forLoop(tid, kb.mul(gqa, tileTokens), step, [&](Value i) {
-            Value head = kb.div(i, tileTokens);
-            Value t = kb.rem(i, tileTokens);
-            Value score = kb.ifElse(
-                kb.lt(t, valid), {kb.f32Type()},
-                [&]() -> SmallVector<Value> {
-                  Value qBase = kb.mul(head, d);
-                  Value kBase = kb.mul(t, kb.i32(s.keyStride()));
-                  if (s.vectorTiles()) // 4 channels per LDS.128, in order
-                    return kb.forLoop(
-                        zero, d, kb.i32(4), {kb.f32(0.0)},
-                        [&](Value c, ValueRange sum) -> SmallVector<Value> {
-                          SmallVector<Value> qv =
-                              kb.loadShared4(smem.q, kb.add(qBase, c));
-                          SmallVector<Value> kv =
-                              kb.loadShared4(smem.keys, kb.add(kBase, c));
-                          Value total = sum[0];
-                          for (int j = 0; j < 4; ++j)
-                            total = kb.fadd(total, kb.fmul(qv[j], kv[j]));
-                          return {total};
-                        });
-                  return kb.forLoop(
-                      zero, d, kb.i32(1), {kb.f32(0.0)},
-                      [&](Value c, ValueRange sum) -> SmallVector<Value> {
-                        Value qv = kb.load(smem.q, kb.add(qBase, c));
-                        Value kv = kb.load(smem.keys, kb.add(kBase, c));
-                        return {kb.fadd(sum[0], kb.fmul(qv, kv))};
-                      });
-                },
-                [&]() -> SmallVector<Value> { return {kb.negInf()}; })[0];
-            kb.store(score, smem.probs, i);
-          });
-        }
-        kb.barrier();
-
-        kb.comment("3. online softmax: one warp per query head");
-        kb.forLoop(warp, gqa, kb.i32(s.threads / 32), [&](Value head) {
-          Value base = kb.mul(head, tileTokens);
-          Value tileMax = kb.forLoop(
-              lane, tileTokens, kb.i32(32), {kb.negInf()},
-              [&](Value t, ValueRange m) -> SmallVector<Value> {
-                return {kb.fmax(m[0], kb.load(smem.probs, kb.add(base, t)))};
-              })[0];
-          for (int offset = 16; offset >= 1; offset /= 2)
-            tileMax = kb.fmax(tileMax, kb.shuffleXor(tileMax, offset));
-          Value oldMax = kb.load(smem.runningMax, head);
-          Value newMax = kb.fmax(oldMax, tileMax);
-          // Nothing seen yet: keep exp() away from (-inf) - (-inf).
-          Value safeMax =
-              kb.select(kb.feq(newMax, kb.negInf()), kb.f32(0.0), newMax);
-          Value tileSum = kb.forLoop(
-              lane, tileTokens, kb.i32(32), {kb.f32(0.0)},
-              [&](Value t, ValueRange sum) -> SmallVector<Value> {
-                Value index = kb.add(base, t);
-                Value p = kb.exp(kb.fsub(kb.load(smem.probs, index), safeMax));
-                kb.store(p, smem.probs, index);
-                return {kb.fadd(sum[0], p)};
-              })[0];
-          for (int offset = 16; offset >= 1; offset /= 2)
-            tileSum = kb.fadd(tileSum, kb.shuffleXor(tileSum, offset));
-          kb.ifThen(kb.eq(lane, zero), [&] {
-            Value correction = kb.exp(kb.fsub(oldMax, safeMax));
-            Value oldSum = kb.load(smem.runningSum, head);
-            kb.store(kb.fadd(kb.fmul(oldSum, correction), tileSum),
-                     smem.runningSum, head);
-            kb.store(newMax, smem.runningMax, head);
-            kb.store(correction, smem.correction, head);
-          });
-        });
-        kb.barrier();
-
-        kb.comment("4. P·V: each thread owns runs of " + std::to_string(run) +
-                   " (query head, channel) outputs");
-        SmallVector<Value> next;
-        for (int64_t k = 0; k < runsPerThread; ++k) {
-          Value i = kb.add(tid, kb.i32(k * s.threads)); // run index
-          Value inRange = kb.lt(i, kb.i32(s.gqa * s.headDim / run));
-          Value first = kb.mul(kb.select(inRange, i, zero), kb.i32(run));
-          Value head = kb.div(first, d);
-          Value channel = kb.rem(first, d);
-          Value correction = kb.load(smem.correction, head);
-          SmallVector<Value> scaled;
-          for (int64_t j = 0; j < run; ++j)
-            scaled.push_back(kb.fmul(carried[k * run + j], correction));
-          // acc += p[t] * V[t] for one token, tokens in order.
-          auto accumulate = [&](ValueRange sum, Value p, Value t) {
-            Value at = kb.add(kb.mul(t, d), channel);
-            SmallVector<Value> v =
-                run == 4 ? kb.loadShared4(smem.values, at)
-                         : SmallVector<Value>{kb.load(smem.values, at)};
-            SmallVector<Value> out;
-            for (int64_t j = 0; j < run; ++j)
-              out.push_back(kb.fadd(sum[j], kb.fmul(p, v[j])));
-            return out;
-          };
-          Value probs = kb.mul(head, tileTokens);
-          SmallVector<Value> updated = scaled;
-          Value scalarFrom = zero;
-          if (s.vectorTiles()) {
-            // Whole groups of 4 tokens take their probabilities with one
-            // LDS.128 (the row of a head starts 16-byte aligned).
-            scalarFrom = kb.mul(kb.div(valid, kb.i32(4)), kb.i32(4));
-            updated =
-                kb.forLoop(zero, scalarFrom, kb.i32(4), updated,
-                           [&](Value t, ValueRange sum) -> SmallVector<Value> {
-                             SmallVector<Value> p =
-                                 kb.loadShared4(smem.probs, kb.add(probs, t));
-                             SmallVector<Value> acc(sum.begin(), sum.end());
-                             for (int64_t j = 0; j < 4; ++j)
-                               acc =
-                                   accumulate(acc, p[j], kb.add(t, kb.i32(j)));
-                             return acc;
-                           });
-          }
-          updated =
-              kb.forLoop(scalarFrom, valid, kb.i32(1), updated,
-                         [&](Value t, ValueRange sum) -> SmallVector<Value> {
-                           return accumulate(
-                               sum, kb.load(smem.probs, kb.add(probs, t)), t);
-                         });
-          for (int64_t j = 0; j < run; ++j)
-            next.push_back(
-                kb.select(inRange, updated[j], carried[k * run + j]));
-        }
-        kb.barrier();
-        return next;
-      });
-
-  kb.comment("write this split's unnormalized output, running max and sum");
-  for (int64_t k = 0; k < runsPerThread; ++k) {
-    Value i = kb.add(tid, kb.i32(k * s.threads));
-    kb.ifThen(kb.lt(i, kb.i32(runs)), [&] {
-      Value first = kb.mul(i, kb.i32(run));
-      Value head = kb.div(first, d);
-      Value channel = kb.rem(first, d);
-      Value row = kb.add(kb.mul(kb.add(firstQueryRow, head), splits), split);
-      for (int64_t j = 0; j < run; ++j)
-        kb.store(acc[k * run + j], a.partialOut,
-                 kb.add(kb.mul(row, d), kb.add(channel, kb.i32(j))));
-    });
-  }
-  kb.ifThen(kb.lt(tid, gqa), [&] {
-    Value row = kb.add(kb.mul(kb.add(firstQueryRow, tid), splits), split);
-    kb.store(kb.load(smem.runningMax, tid), a.partialMax, row);
-    kb.store(kb.load(smem.runningSum, tid), a.partialSum, row);
-  });
-
-  //===--- combine kernel ---------------------------------------------===//
-  int64_t combineThreads = std::min<int64_t>(s.headDim, 128);
-  SmallVector<Type> combineArgs = {globalBuffer(f32), globalBuffer(f32),
-                                   globalBuffer(f32), globalBuffer(s.half),
-                                   i32};
-  gpu::GPUFuncOp combine = createKernel(
-      builder, module, op->getLoc(), name + "_combine", "combine", combineArgs,
-      {"partial_out", "partial_max", "partial_sum", "out", "splits"}, {},
-      combineThreads, spec, plan);
-  b.setInsertionPoint(combine.getBody().front().getTerminator());
-  {
-    Value partialOut = combine.getArgument(0);
-    Value partialMax = combine.getArgument(1);
-    Value partialSum = combine.getArgument(2);
-    Value out = combine.getArgument(3);
-    Value numSplits = combine.getArgument(4);
-    Value d = kb.i32(s.headDim); // this kernel's own constant
-    kb.comment("merge the splits of one (batch, query head) by log-sum-exp");
-    Value qRow = kb.add(
-        kb.mul(kb.blockIdx(gpu::Dimension::y), kb.gridDim(gpu::Dimension::x)),
-        kb.blockIdx(gpu::Dimension::x));
-    Value base = kb.mul(qRow, numSplits);
-    Value globalMax = kb.forLoop(
-        kb.i32(0), numSplits, kb.i32(1), {kb.negInf()},
-        [&](Value sp, ValueRange m) -> SmallVector<Value> {
-          return {kb.fmax(m[0], kb.load(partialMax, kb.add(base, sp)))};
-        })[0];
-    Value safeMax =
-        kb.select(kb.feq(globalMax, kb.negInf()), kb.f32(0.0), globalMax);
-    Value total = kb.forLoop(
-        kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
-        [&](Value sp, ValueRange sum) -> SmallVector<Value> {
-          Value weight =
-              kb.exp(kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
-          return {kb.fadd(
-              sum[0], kb.fmul(kb.load(partialSum, kb.add(base, sp)), weight))};
-        })[0];
-    kb.comment("a sequence with no tokens at all produces zeros");
-    Value inverse = kb.select(kb.flt(kb.f32(0.0), total),
-                              kb.fdiv(kb.f32(1.0), total), kb.f32(0.0));
-    kb.forLoop(kb.threadIdx(), d, kb.i32(combineThreads), [&](Value c) {
-      Value o = kb.forLoop(
-          kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
-          [&](Value sp, ValueRange sum) -> SmallVector<Value> {
-            Value weight =
-                kb.exp(kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
-            Value part =
-                kb.load(partialOut, kb.add(kb.mul(kb.add(base, sp), d), c));
-            return {kb.fadd(sum[0], kb.fmul(part, weight))};
-          })[0];
-      kb.store(kb.fromF32(kb.fmul(o, inverse), s.half), out,
-               kb.add(kb.mul(qRow, d), c));
-    });
-  }
+  AttentionBodyWriter(kb, s, a, smem, dense, hasSink, hasResidual, *keyVector,
+                      *valueVector)
+      .write();
+  buildCombineKernel(builder, b, kb, module, op, s, name, spec, plan);
   return success();
 }
 } // namespace
