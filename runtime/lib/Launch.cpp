@@ -6,7 +6,9 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <sstream>
+#include <type_traits>
 
 using namespace kvq;
 
@@ -146,18 +148,55 @@ KernelLaunch makeLaunch(const GeneratedKernel &k,
   return launch;
 }
 
-template <typename T> void push(KernelLaunch &launch, T value) {
-  uint64_t slot = 0;
-  static_assert(sizeof(T) <= sizeof(slot), "argument wider than 8 bytes");
-  std::memcpy(&slot, &value, sizeof(T));
-  launch.values.push_back(slot);
-}
+/// What a call offers a kernel, by the argument names of KernelABI.h. A
+/// launch takes the values in the order the kernel's own metadata lists its
+/// arguments (GeneratedKernel::argNames, written by the lowering), so the
+/// argument list is spelled once, where the kernel is generated: optional
+/// arguments (zero points, sink, residual) are simply not asked for.
+class Arguments {
+public:
+  template <typename T> Arguments &set(const char *name, T value) {
+    static_assert(sizeof(T) <= sizeof(uint64_t), "argument wider than 8 "
+                                                 "bytes");
+    Slot slot;
+    std::memcpy(&slot.bits, &value, sizeof(T));
+    slot.pointer = std::is_pointer_v<T>;
+    slots[name] = slot;
+    return *this;
+  }
 
-void finish(KernelLaunch &launch) {
-  launch.args.clear();
-  for (uint64_t &slot : launch.values)
-    launch.args.push_back(&slot);
-}
+  /// Fills `launch` for kernel `k`, checking each argument's kind against
+  /// the C++ type the kernel declares.
+  llvm::Error packInto(KernelLaunch &launch, const GeneratedKernel &k) const {
+    launch.values.clear();
+    for (size_t i = 0; i < k.argNames.size(); ++i) {
+      auto it = slots.find(k.argNames[i]);
+      if (it == slots.end())
+        return Problem() << "kernel " << k.name << " takes an argument '"
+                         << k.argNames[i]
+                         << "' that this runtime does not provide (kernel "
+                            "and runtime from different kvq builds?)";
+      bool wantsPointer = i < k.argTypes.size() && !k.argTypes[i].empty() &&
+                          k.argTypes[i].back() == '*';
+      if (wantsPointer != it->second.pointer)
+        return Problem() << "kernel " << k.name << " argument '"
+                         << k.argNames[i] << "' is a " << k.argTypes[i]
+                         << ", which this runtime does not pass";
+      launch.values.push_back(it->second.bits);
+    }
+    launch.args.clear();
+    for (uint64_t &slot : launch.values)
+      launch.args.push_back(&slot);
+    return llvm::Error::success();
+  }
+
+private:
+  struct Slot {
+    uint64_t bits = 0;
+    bool pointer = false;
+  };
+  std::map<std::string, Slot> slots;
+};
 
 unsigned blocksFor(int64_t work, int64_t perBlock) {
   int64_t blocks = (work + perBlock - 1) / perBlock;
@@ -191,14 +230,18 @@ llvm::Expected<KernelLaunch> kvq::planQuantize(const KernelSpec &spec,
                              (c.tokens / spec.key.groupSize(spec.headDim)) *
                              spec.headDim;
   KernelLaunch launch = makeLaunch(*k, {blocksFor(work, k->threads), 1, 1});
-  push(launch, c.input);
-  push(launch, c.words);
-  push(launch, c.scales);
-  if (!spec.key.symmetric)
-    push(launch, c.zeros);
-  for (int v : {c.rows, c.tokens, c.inTokens, c.outTokens, c.outOffset})
-    push(launch, int32_t(v));
-  finish(launch);
+  Arguments args;
+  args.set("input", c.input)
+      .set("words", c.words)
+      .set("scales", c.scales)
+      .set("zeros", c.zeros)
+      .set("rows", int32_t(c.rows))
+      .set("tokens", int32_t(c.tokens))
+      .set("in_tokens", int32_t(c.inTokens))
+      .set("out_tokens", int32_t(c.outTokens))
+      .set("out_offset", int32_t(c.outOffset));
+  if (llvm::Error e = args.packInto(launch, *k))
+    return std::move(e);
   return launch;
 }
 
@@ -221,14 +264,18 @@ llvm::Expected<KernelLaunch> kvq::planDequantize(const KernelSpec &spec,
     return std::move(e);
   int64_t work = int64_t(c.rows) * c.tokens * spec.headDim * spec.key.bits / 32;
   KernelLaunch launch = makeLaunch(*k, {blocksFor(work, k->threads), 1, 1});
-  push(launch, c.words);
-  push(launch, c.scales);
-  if (!spec.key.symmetric)
-    push(launch, c.zeros);
-  push(launch, c.output);
-  for (int v : {c.rows, c.tokens, c.inTokens, c.inOffset, c.outTokens})
-    push(launch, int32_t(v));
-  finish(launch);
+  Arguments args;
+  args.set("words", c.words)
+      .set("scales", c.scales)
+      .set("zeros", c.zeros)
+      .set("output", c.output)
+      .set("rows", int32_t(c.rows))
+      .set("tokens", int32_t(c.tokens))
+      .set("in_tokens", int32_t(c.inTokens))
+      .set("in_offset", int32_t(c.inOffset))
+      .set("out_tokens", int32_t(c.outTokens));
+  if (llvm::Error e = args.packInto(launch, *k))
+    return std::move(e);
   return launch;
 }
 
@@ -414,46 +461,42 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
 
   KernelLaunch attention = makeLaunch(
       *k, {unsigned(splits), unsigned(spec.kvHeads), unsigned(c.batch)});
-  for (const void *p : {c.q, static_cast<const void *>(partialOut),
-                        static_cast<const void *>(partialMax),
-                        static_cast<const void *>(partialSum)})
-    push(attention, p);
-  if (dense) {
-    push(attention, c.keys);
-    push(attention, c.values);
-  } else {
-    push(attention, c.keyWords);
-    push(attention, c.keyScales);
-    if (!spec.key.symmetric)
-      push(attention, c.keyZeros);
-    push(attention, c.valueWords);
-    push(attention, c.valueScales);
-    if (!spec.value.symmetric)
-      push(attention, c.valueZeros);
-  }
-  if (spec.sink) {
-    push(attention, c.sinkKeys);
-    push(attention, c.sinkValues);
-  }
-  if (spec.residual) {
-    push(attention, c.residualKeys);
-    push(attention, c.residualValues);
-  }
-  push(attention, c.lengths);
-  for (int v : {spec.kvHeads, c.bodyCapacity, c.sinkCapacity,
-                c.residualCapacity, split})
-    push(attention, int32_t(v));
-  push(attention, scale);
-  finish(attention);
+  // Every argument an attention or combine kernel may take; each asks for
+  // its own (dense kernels `keys`/`values`, quantized ones the words,
+  // scales and zero points they have).
+  Arguments args;
+  args.set("q", c.q)
+      .set("partial_out", partialOut)
+      .set("partial_max", partialMax)
+      .set("partial_sum", partialSum)
+      .set("keys", c.keys)
+      .set("values", c.values)
+      .set("key_words", c.keyWords)
+      .set("key_scales", c.keyScales)
+      .set("key_zeros", c.keyZeros)
+      .set("value_words", c.valueWords)
+      .set("value_scales", c.valueScales)
+      .set("value_zeros", c.valueZeros)
+      .set("sink_keys", c.sinkKeys)
+      .set("sink_values", c.sinkValues)
+      .set("residual_keys", c.residualKeys)
+      .set("residual_values", c.residualValues)
+      .set("lengths", c.lengths)
+      .set("kv_heads", int32_t(spec.kvHeads))
+      .set("body_capacity", int32_t(c.bodyCapacity))
+      .set("sink_capacity", int32_t(c.sinkCapacity))
+      .set("residual_capacity", int32_t(c.residualCapacity))
+      .set("tokens_per_split", int32_t(split))
+      .set("softmax_scale", scale)
+      .set("out", c.out)
+      .set("splits", int32_t(splits));
+  if (llvm::Error e = args.packInto(attention, *k))
+    return std::move(e);
 
   KernelLaunch merge =
       makeLaunch(*combine, {unsigned(spec.queryHeads), unsigned(c.batch), 1});
-  push(merge, partialOut);
-  push(merge, partialMax);
-  push(merge, partialSum);
-  push(merge, c.out);
-  push(merge, int32_t(splits));
-  finish(merge);
+  if (llvm::Error e = args.packInto(merge, *combine))
+    return std::move(e);
   std::vector<KernelLaunch> launches;
   launches.push_back(std::move(attention));
   launches.push_back(std::move(merge));

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 using namespace kvq;
@@ -197,6 +198,37 @@ TEST(QuantizeLaunch, TokenRangesAreChecked) {
   // A thread per (row, group, channel): 8 x 2 x 128 = 2048 -> 16 blocks.
   EXPECT_EQ(launch->grid[0], 16u);
   EXPECT_EQ(launch->block[0], 128u);
+}
+
+TEST(QuantizeLaunch, ArgumentsFollowTheKernelsOwnList) {
+  // The launch packs what the kernel's metadata asks for, by name; a kernel
+  // from another kvq build asking for something unknown is refused.
+  KernelSpec spec;
+  parseKernelSpec("quantize 4t64s d=128", spec); // symmetric: no zeros
+  QuantizeCall call;
+  call.input = at(0x1000);
+  call.words = at(0x2000);
+  call.scales = at(0x3000);
+  call.rows = 2;
+  call.tokens = call.inTokens = call.outTokens = 8;
+  llvm::Expected<KernelLaunch> launch =
+      planQuantize(spec, sourceFor(spec), call);
+  ASSERT_TRUE(static_cast<bool>(launch)) << llvm::toString(launch.takeError());
+  EXPECT_EQ(launch->args.size(), 8u) << "no zero points for a symmetric scheme";
+  GeneratedSource other = sourceFor(spec);
+  other.kernels[0].argNames[0] = "mystery";
+  EXPECT_EQ(launchError(planQuantize(spec, other, call)),
+            "kernel " + other.kernels[0].name +
+                " takes an argument 'mystery' that this runtime does not "
+                "provide (kernel and runtime from different kvq builds?)");
+  other = sourceFor(spec);
+  auto &names = other.kernels[0].argNames;
+  size_t rows = std::find(names.begin(), names.end(), "rows") - names.begin();
+  ASSERT_LT(rows, names.size());
+  other.kernels[0].argTypes[rows] = "float*"; // `rows` is an int32_t
+  EXPECT_NE(launchError(planQuantize(spec, other, call))
+                .find("argument 'rows' is a float*"),
+            std::string::npos);
 }
 
 TEST(QuantizeLaunch, WrongKindOfSpec) {
