@@ -724,42 +724,57 @@ LogicalResult buildAttention(const AttentionOpView &view,
   Type i32 = builder.getI32Type(), f32 = builder.getF32Type();
 
   //===--- signature (KernelABI.h) -----------------------------------===//
-  SmallVector<Type> args = {globalBuffer(s.half), globalBuffer(f32),
-                            globalBuffer(f32), globalBuffer(f32)};
-  SmallVector<StringRef> names = {"q", "partial_out", "partial_max",
-                                  "partial_sum"};
+  // Each argument once: its name, its type and where the body finds it.
+  // The runtime packs launches by these names (GeneratedKernel::argNames).
+  AttentionArgs a; // dense: keyWords/valueWords hold the fp16 keys/values
+  struct Parameter {
+    StringRef name;
+    Type type;
+    Value *into;
+  };
+  SmallVector<Parameter> parameters = {
+      {"q", globalBuffer(s.half), &a.q},
+      {"partial_out", globalBuffer(f32), &a.partialOut},
+      {"partial_max", globalBuffer(f32), &a.partialMax},
+      {"partial_sum", globalBuffer(f32), &a.partialSum}};
   if (dense) {
-    args.append(2, globalBuffer(s.half));
-    names.append({"keys", "values"});
+    parameters.append({{"keys", globalBuffer(s.half), &a.keyWords},
+                       {"values", globalBuffer(s.half), &a.valueWords}});
   } else {
     Type keyStorage = s.keyScheme.getScaleType();
     Type valueStorage = s.valueScheme.getScaleType();
-    args.append({globalBuffer(i32), globalBuffer(keyStorage)});
-    names.append({"key_words", "key_scales"});
-    if (s.keyScheme.hasZeroPoints()) {
-      args.push_back(globalBuffer(keyStorage));
-      names.push_back("key_zeros");
-    }
-    args.append({globalBuffer(i32), globalBuffer(valueStorage)});
-    names.append({"value_words", "value_scales"});
-    if (s.valueScheme.hasZeroPoints()) {
-      args.push_back(globalBuffer(valueStorage));
-      names.push_back("value_zeros");
-    }
+    parameters.append({{"key_words", globalBuffer(i32), &a.keyWords},
+                       {"key_scales", globalBuffer(keyStorage), &a.keyScales}});
+    if (s.keyScheme.hasZeroPoints())
+      parameters.push_back(
+          {"key_zeros", globalBuffer(keyStorage), &a.keyZeros});
+    parameters.append(
+        {{"value_words", globalBuffer(i32), &a.valueWords},
+         {"value_scales", globalBuffer(valueStorage), &a.valueScales}});
+    if (s.valueScheme.hasZeroPoints())
+      parameters.push_back(
+          {"value_zeros", globalBuffer(valueStorage), &a.valueZeros});
   }
   if (hasSink)
-    args.append(2, globalBuffer(s.half));
+    parameters.append({{"sink_keys", globalBuffer(s.half), &a.sinkKeys},
+                       {"sink_values", globalBuffer(s.half), &a.sinkValues}});
   if (hasResidual)
-    args.append(2, globalBuffer(s.half));
-  args.push_back(globalBuffer(i32));
-  args.append(5, i32);
-  args.push_back(f32);
-  if (hasSink)
-    names.append({"sink_keys", "sink_values"});
-  if (hasResidual)
-    names.append({"residual_keys", "residual_values"});
-  names.append({"lengths", "kv_heads", "body_capacity", "sink_capacity",
-                "residual_capacity", "tokens_per_split", "softmax_scale"});
+    parameters.append(
+        {{"residual_keys", globalBuffer(s.half), &a.residualKeys},
+         {"residual_values", globalBuffer(s.half), &a.residualValues}});
+  parameters.append({{"lengths", globalBuffer(i32), &a.lengths},
+                     {"kv_heads", i32, &a.kvHeads},
+                     {"body_capacity", i32, &a.bodyCapacity},
+                     {"sink_capacity", i32, &a.sinkCapacity},
+                     {"residual_capacity", i32, &a.residualCapacity},
+                     {"tokens_per_split", i32, &a.tokensPerSplit},
+                     {"softmax_scale", f32, &a.softmaxScale}});
+  SmallVector<Type> args;
+  SmallVector<StringRef> names;
+  for (const Parameter &p : parameters) {
+    args.push_back(p.type);
+    names.push_back(p.name);
+  }
 
   SmallVector<Type> shared = {
       sharedBuffer(ctx, s.gqa * s.headDim, f32),      // q (pre-scaled)
@@ -803,42 +818,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
   ImplicitLocOpBuilder b(op->getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
-  AttentionArgs a; // dense: keyWords/valueWords hold the fp16 keys/values
-  {
-    auto it = func.getArguments().begin();
-    a.q = *it++;
-    a.partialOut = *it++;
-    a.partialMax = *it++;
-    a.partialSum = *it++;
-    if (dense) {
-      a.keyWords = *it++;
-      a.valueWords = *it++;
-    } else {
-      a.keyWords = *it++;
-      a.keyScales = *it++;
-      if (s.keyScheme.hasZeroPoints())
-        a.keyZeros = *it++;
-      a.valueWords = *it++;
-      a.valueScales = *it++;
-      if (s.valueScheme.hasZeroPoints())
-        a.valueZeros = *it++;
-    }
-    if (hasSink) {
-      a.sinkKeys = *it++;
-      a.sinkValues = *it++;
-    }
-    if (hasResidual) {
-      a.residualKeys = *it++;
-      a.residualValues = *it++;
-    }
-    a.lengths = *it++;
-    a.kvHeads = *it++;
-    a.bodyCapacity = *it++;
-    a.sinkCapacity = *it++;
-    a.residualCapacity = *it++;
-    a.tokensPerSplit = *it++;
-    a.softmaxScale = *it++;
-  }
+  for (auto [parameter, value] : llvm::zip(parameters, func.getArguments()))
+    *parameter.into = value;
   SharedBuffers smem;
   {
     auto attrs = func.getWorkgroupAttributions();
