@@ -727,12 +727,7 @@ LogicalResult buildAttention(const AttentionOpView &view,
   // Each argument once: its name, its type and where the body finds it.
   // The runtime packs launches by these names (GeneratedKernel::argNames).
   AttentionArgs a; // dense: keyWords/valueWords hold the fp16 keys/values
-  struct Parameter {
-    StringRef name;
-    Type type;
-    Value *into;
-  };
-  SmallVector<Parameter> parameters = {
+  SmallVector<KernelParameter> parameters = {
       {"q", globalBuffer(s.half), &a.q},
       {"partial_out", globalBuffer(f32), &a.partialOut},
       {"partial_max", globalBuffer(f32), &a.partialMax},
@@ -769,13 +764,6 @@ LogicalResult buildAttention(const AttentionOpView &view,
                      {"residual_capacity", i32, &a.residualCapacity},
                      {"tokens_per_split", i32, &a.tokensPerSplit},
                      {"softmax_scale", f32, &a.softmaxScale}});
-  SmallVector<Type> args;
-  SmallVector<StringRef> names;
-  for (const Parameter &p : parameters) {
-    args.push_back(p.type);
-    names.push_back(p.name);
-  }
-
   SmallVector<Type> shared = {
       sharedBuffer(ctx, s.gqa * s.headDim, f32),      // q (pre-scaled)
       sharedBuffer(ctx, s.tile * s.keyStride(), f32), // K tile
@@ -807,8 +795,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
       hasSink ? "yes" : "no", hasResidual ? "yes" : "no");
   auto plan = op->getAttrOfType<DictionaryAttr>("plan");
   gpu::GPUFuncOp func =
-      createKernel(builder, module, op->getLoc(), name, "attention", args,
-                   names, shared, s.threads, spec, plan);
+      createKernel(builder, module, op->getLoc(), name, "attention", parameters,
+                   shared, s.threads, spec, plan);
   func->setAttr(
       "kvq.shared_names",
       builder.getStrArrayAttr({"q", "keys", "values", "probs", "running_max",
@@ -818,8 +806,6 @@ LogicalResult buildAttention(const AttentionOpView &view,
   ImplicitLocOpBuilder b(op->getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
-  for (auto [parameter, value] : llvm::zip(parameters, func.getArguments()))
-    *parameter.into = value;
   SharedBuffers smem;
   {
     auto attrs = func.getWorkgroupAttributions();

@@ -37,6 +37,23 @@ gpu::GPUFuncOp createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
                             ArrayRef<Type> workgroupTypes, int64_t threads,
                             StringRef spec, DictionaryAttr plan);
 
+/// One kernel argument: its C++ name (KernelABI.h; the runtime packs
+/// launches by these names), its type, and where the kernel body finds its
+/// value once the kernel exists.
+struct KernelParameter {
+  StringRef name;
+  Type type;
+  Value *into;
+};
+
+/// createKernel from one parameter list, written once: the signature and
+/// the argument names come from it, and each `into` is set to its argument.
+gpu::GPUFuncOp createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
+                            Location loc, StringRef name, StringRef kind,
+                            ArrayRef<KernelParameter> parameters,
+                            ArrayRef<Type> workgroupTypes, int64_t threads,
+                            StringRef spec, DictionaryAttr plan);
+
 LogicalResult buildQuantizeKernel(QuantizeOp op, gpu::GPUModuleOp module);
 LogicalResult buildDequantizeKernel(DequantizeOp op, gpu::GPUModuleOp module);
 LogicalResult buildAttentionKernels(QuantizedAttentionOp op,

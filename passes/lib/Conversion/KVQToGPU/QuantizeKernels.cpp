@@ -81,6 +81,27 @@ mlir::kvq::createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
   return func;
 }
 
+gpu::GPUFuncOp mlir::kvq::createKernel(OpBuilder &builder,
+                                       gpu::GPUModuleOp module, Location loc,
+                                       StringRef name, StringRef kind,
+                                       ArrayRef<KernelParameter> parameters,
+                                       ArrayRef<Type> workgroupTypes,
+                                       int64_t threads, StringRef spec,
+                                       DictionaryAttr plan) {
+  SmallVector<Type> types;
+  SmallVector<StringRef> names;
+  for (const KernelParameter &p : parameters) {
+    types.push_back(p.type);
+    names.push_back(p.name);
+  }
+  gpu::GPUFuncOp func =
+      createKernel(builder, module, loc, name, kind, types, names,
+                   workgroupTypes, threads, spec, plan);
+  for (auto [p, value] : llvm::zip(parameters, func.getArguments()))
+    *p.into = value;
+  return func;
+}
+
 namespace {
 
 MemRefType globalBuffer(Type elementType) {
@@ -178,14 +199,25 @@ TokenAxisMapping mapTokenAxis(SchemeAttr scheme, int64_t headDim) {
   return m;
 }
 
+/// A quantize kernel's arguments (KernelABI.h); zeros only for asymmetric
+/// schemes.
+struct QuantizeArgs {
+  Value input, words, scales, zeros, rows, tokens, inTokens, outTokens,
+      outOffset;
+};
+
+/// A dequantize kernel's arguments (KernelABI.h).
+struct DequantizeArgs {
+  Value words, scales, zeros, output, rows, tokens, inTokens, inOffset,
+      outTokens;
+};
+
 void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                             int64_t headDim, int64_t threads,
-                            int64_t halfVector, ArrayRef<Value> args) {
-  Value input = args[0], words = args[1], scales = args[2];
-  Value zeros = scheme.hasZeroPoints() ? args[3] : Value();
-  ArrayRef<Value> dims = args.take_back(5);
-  Value rows = dims[0], tokens = dims[1], inTokens = dims[2],
-        outTokens = dims[3], outOffset = dims[4];
+                            int64_t halfVector, const QuantizeArgs &a) {
+  Value input = a.input, words = a.words, scales = a.scales, zeros = a.zeros;
+  Value rows = a.rows, tokens = a.tokens, inTokens = a.inTokens,
+        outTokens = a.outTokens, outOffset = a.outOffset;
   TokenAxisMapping m = mapTokenAxis(scheme, headDim);
   int64_t perWord = scheme.codesPerWord();
   int64_t groups = headDim / scheme.groupSize(headDim);
@@ -257,12 +289,10 @@ void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
 
 void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                               int64_t headDim, int64_t threads,
-                              ArrayRef<Value> args) {
-  Value input = args[0], words = args[1], scales = args[2];
-  Value zeros = scheme.hasZeroPoints() ? args[3] : Value();
-  ArrayRef<Value> dims = args.take_back(5);
-  Value rows = dims[0], tokens = dims[1], inTokens = dims[2],
-        outTokens = dims[3], outOffset = dims[4];
+                              const QuantizeArgs &a) {
+  Value input = a.input, words = a.words, scales = a.scales, zeros = a.zeros;
+  Value rows = a.rows, tokens = a.tokens, inTokens = a.inTokens,
+        outTokens = a.outTokens, outOffset = a.outOffset;
   int64_t group = scheme.groupSize(headDim);
   int64_t perWord = scheme.codesPerWord();
   Value d = kb.i32(headDim);
@@ -331,14 +361,24 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
 }
 
 /// What quantize and dequantize kernels share: they need packed words (the
-/// fused form) and a plan, and take the packed tensor as words, scales and
-/// (asymmetric) zero points.
+/// fused form) and a plan.
 struct PackedKernel {
   int64_t threads, headDim;
   Type half;
-  SmallVector<Type> args;
-  SmallVector<StringRef> names;
 };
+
+/// The packed tensor's arguments: words, scales and (asymmetric) zeros.
+SmallVector<KernelParameter> packedParameters(MLIRContext *context,
+                                              SchemeAttr scheme, Value *words,
+                                              Value *scales, Value *zeros) {
+  Type i32 = IntegerType::get(context, 32), storage = scheme.getScaleType();
+  SmallVector<KernelParameter> parameters = {
+      {"words", globalBuffer(i32), words},
+      {"scales", globalBuffer(storage), scales}};
+  if (scheme.hasZeroPoints())
+    parameters.push_back({"zeros", globalBuffer(storage), zeros});
+  return parameters;
+}
 
 FailureOr<PackedKernel> preparePackedKernel(Operation *op, SchemeAttr scheme,
                                             Value codes, RankedTensorType dense,
@@ -349,16 +389,7 @@ FailureOr<PackedKernel> preparePackedKernel(Operation *op, SchemeAttr scheme,
   FailureOr<int64_t> threads = getPlanInt(op, "threads");
   if (failed(threads))
     return failure();
-  PackedKernel k{*threads, dense.getShape()[3], dense.getElementType(), {}, {}};
-  Type i32 = IntegerType::get(op->getContext(), 32);
-  Type storage = scheme.getScaleType();
-  k.args = {globalBuffer(i32), globalBuffer(storage)};
-  k.names = {"words", "scales"};
-  if (scheme.hasZeroPoints()) {
-    k.args.push_back(globalBuffer(storage));
-    k.names.push_back("zeros");
-  }
-  return k;
+  return PackedKernel{*threads, dense.getShape()[3], dense.getElementType()};
 }
 
 } // namespace
@@ -375,32 +406,35 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
   int64_t headDim = k->headDim;
   Type half = k->half;
   OpBuilder builder(op);
-  SmallVector<Type> args = {globalBuffer(half)};
-  args.append(k->args);
-  args.append(5, builder.getI32Type());
-  SmallVector<StringRef> names = {"input"};
-  names.append(k->names);
-  names.append({"rows", "tokens", "in_tokens", "out_tokens", "out_offset"});
+  Type i32 = builder.getI32Type();
+  QuantizeArgs a;
+  SmallVector<KernelParameter> parameters = {
+      {"input", globalBuffer(half), &a.input}};
+  parameters.append(packedParameters(op->getContext(), scheme, &a.words,
+                                     &a.scales, &a.zeros));
+  parameters.append({{"rows", i32, &a.rows},
+                     {"tokens", i32, &a.tokens},
+                     {"in_tokens", i32, &a.inTokens},
+                     {"out_tokens", i32, &a.outTokens},
+                     {"out_offset", i32, &a.outOffset}});
   std::string name = llvm::formatv("kvq_quant_{0}_d{1}_{2}", schemeTag(scheme),
                                    headDim, halfTag(half));
   std::string spec =
       llvm::formatv("quantize {0} head_dim={1} dtype={2}",
                     describeScheme(scheme), headDim, halfTag(half));
   gpu::GPUFuncOp func = createKernel(
-      builder, module, op.getLoc(), name, "quantize", args, names, {},
+      builder, module, op.getLoc(), name, "quantize", parameters, {},
       k->threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
-  SmallVector<Value> values(func.getArguments());
   if (scheme.getAxis() == Axis::token) {
     FailureOr<int64_t> halfVector = getPlanInt(op, "half_vector");
     if (failed(halfVector))
       return failure();
-    buildTokenAxisQuantize(kb, scheme, headDim, k->threads, *halfVector,
-                           values);
+    buildTokenAxisQuantize(kb, scheme, headDim, k->threads, *halfVector, a);
   } else {
-    buildChannelAxisQuantize(kb, scheme, headDim, k->threads, values);
+    buildChannelAxisQuantize(kb, scheme, headDim, k->threads, a);
   }
   return success();
 }
@@ -419,31 +453,31 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
   int64_t perWord = scheme.codesPerWord();
   int64_t group = scheme.groupSize(headDim);
   OpBuilder builder(op);
-  SmallVector<Type> args(k->args);
-  args.push_back(globalBuffer(half));
-  args.append(5, builder.getI32Type());
-  SmallVector<StringRef> names(k->names);
-  names.append(
-      {"output", "rows", "tokens", "in_tokens", "in_offset", "out_tokens"});
+  Type i32 = builder.getI32Type();
+  DequantizeArgs a;
+  SmallVector<KernelParameter> parameters =
+      packedParameters(op->getContext(), scheme, &a.words, &a.scales, &a.zeros);
+  parameters.append({{"output", globalBuffer(half), &a.output},
+                     {"rows", i32, &a.rows},
+                     {"tokens", i32, &a.tokens},
+                     {"in_tokens", i32, &a.inTokens},
+                     {"in_offset", i32, &a.inOffset},
+                     {"out_tokens", i32, &a.outTokens}});
   std::string name = llvm::formatv("kvq_dequant_{0}_d{1}_{2}",
                                    schemeTag(scheme), headDim, halfTag(half));
   std::string spec =
       llvm::formatv("dequantize {0} head_dim={1} dtype={2}",
                     describeScheme(scheme), headDim, halfTag(half));
   gpu::GPUFuncOp func = createKernel(
-      builder, module, op.getLoc(), name, "dequantize", args, names, {},
+      builder, module, op.getLoc(), name, "dequantize", parameters, {},
       k->threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
 
-  SmallVector<Value> a(func.getArguments());
-  Value words = a[0], scales = a[1];
-  Value zeros = scheme.hasZeroPoints() ? a[2] : Value();
-  Value output = a[scheme.hasZeroPoints() ? 3 : 2];
-  ArrayRef<Value> dims = ArrayRef<Value>(a).take_back(5);
-  Value rows = dims[0], tokens = dims[1], inTokens = dims[2],
-        inOffset = dims[3], outTokens = dims[4];
+  Value words = a.words, scales = a.scales, zeros = a.zeros, output = a.output;
+  Value rows = a.rows, tokens = a.tokens, inTokens = a.inTokens,
+        inOffset = a.inOffset, outTokens = a.outTokens;
   Value d = kb.i32(headDim);
 
   kb.comment("one thread per packed word; consecutive threads read "
