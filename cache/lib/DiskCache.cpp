@@ -190,6 +190,18 @@ FileInfo infoAt(int fd, const std::string &name) {
   return info;
 }
 
+/// The entries of the directory `fd`: regular files named `<key>.kvqe`.
+std::vector<std::pair<std::string, FileInfo>> entryFiles(int fd) {
+  std::vector<std::pair<std::string, FileInfo>> entries;
+  for (const std::string &name : names(fd)) {
+    std::string key = keyOf(name);
+    FileInfo file = infoAt(fd, name);
+    if (!key.empty() && file.regular)
+      entries.emplace_back(key, file);
+  }
+  return entries;
+}
+
 } // namespace
 
 std::string kvq::cache::defaultCacheDir() {
@@ -291,19 +303,16 @@ llvm::Error DiskCache::store(const Entry &entry) const {
 
 std::vector<EntrySummary> DiskCache::list() const {
   std::vector<EntrySummary> entries;
-  for (const std::string &name : names(handle->fd)) {
-    std::string key = keyOf(name);
-    FileInfo file = infoAt(handle->fd, name);
-    if (key.empty() || !file.regular)
-      continue;
+  for (const auto &[key, file] : entryFiles(handle->fd)) {
     EntrySummary summary;
     summary.key = key;
     summary.bytes = file.bytes;
     summary.lastUsed = file.modified;
+    // The info shown is that of a verified entry only.
     std::string why;
     bool notRegular = false;
-    if (std::optional<std::string> bytes =
-            readAt(handle->fd, name, why, notRegular, /*touch=*/false))
+    if (std::optional<std::string> bytes = readAt(
+            handle->fd, entryName(key), why, notRegular, /*touch=*/false))
       if (llvm::Expected<Bundle> parsed = Bundle::parse(std::move(*bytes), "");
           parsed && parsed->entries().size() == 1)
         summary.info = parsed->entries()[0].info;
@@ -349,11 +358,7 @@ VerifyReport DiskCache::verify() const {
 size_t DiskCache::prune(uint64_t bound) const {
   std::vector<EntrySummary> entries;
   uint64_t total = 0;
-  for (const std::string &name : names(handle->fd)) {
-    std::string key = keyOf(name);
-    FileInfo file = infoAt(handle->fd, name);
-    if (key.empty() || !file.regular)
-      continue;
+  for (const auto &[key, file] : entryFiles(handle->fd)) {
     EntrySummary e;
     e.key = key;
     e.bytes = file.bytes;

@@ -10,17 +10,10 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <sstream>
 
 using namespace kvq;
-
-void kvq::logLine(const std::string &message) {
-  const char *value = std::getenv("KVQ_LOG");
-  if (value && *value && std::strcmp(value, "0") != 0)
-    llvm::errs() << "kvq: " << message << "\n";
-}
 
 //===----------------------------------------------------------------------===//
 // Planned launches on loaded kernels (cuda and emulator)

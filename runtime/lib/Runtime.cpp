@@ -35,8 +35,6 @@ bool envFlag(const char *name) {
   return value && *value && std::strcmp(value, "0") != 0;
 }
 
-void log(const std::string &message) { logLine(message); }
-
 double millisSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(
              std::chrono::steady_clock::now() - start)
@@ -150,7 +148,6 @@ struct SpecKeyHash {
 };
 
 struct Runtime::Impl {
-  Backend backend; ///< device->kind(), for cache keys
   std::unique_ptr<ExecutionBackend> device;
   bool compileOnly = false;
   bool alwaysCompile = false; ///< KVQ_ALWAYS_COMPILE, read at creation
@@ -166,7 +163,7 @@ struct Runtime::Impl {
   std::atomic<uint64_t> compiled{0}, diskHits{0}, bundleHits{0}, memoryHits{0};
 
   cache::KeyInputs keyInputs(const KernelSpec &spec) const {
-    return kernelKeyInputs(spec, backend, arch,
+    return kernelKeyInputs(spec, device->kind(), arch,
                            compiler ? compiler->nvrtcVersion()
                                     : std::string(buildNvrtcVersion()));
   }
@@ -224,25 +221,26 @@ struct Runtime::Impl {
     std::string problem;
     std::optional<cache::Entry> entry = disk->load(key, &problem);
     if (!problem.empty())
-      log(problem + "; rebuilding it");
+      logLine(problem + "; rebuilding it");
     if (!entry)
       return nullptr;
     std::shared_ptr<CompiledKernels> k =
         fromEntry(spec, *entry, "disk", problem);
     if (!k) {
-      log("cache " + problem + "; rebuilding it");
+      logLine("cache " + problem + "; rebuilding it");
       disk->remove(key);
       return nullptr;
     }
     auto image = entry->files.find("kernels.so");
     if (llvm::Error e = load(*k, image == entry->files.end() ? std::string()
                                                              : image->second)) {
-      log("cannot load cached " + key + ": " + llvm::toString(std::move(e)));
+      logLine("cannot load cached " + key + ": " +
+              llvm::toString(std::move(e)));
       return nullptr;
     }
     k->diskMillis = millisSince(start);
     ++diskHits;
-    log("disk cache hit for '" + spec.canonical() + "'");
+    logLine("disk cache hit for '" + spec.canonical() + "'");
     return k;
   }
 
@@ -259,20 +257,20 @@ struct Runtime::Impl {
     std::shared_ptr<CompiledKernels> k =
         fromEntry(spec, *entry, "bundle", problem);
     if (!k) {
-      log("bundle " + bundle->path() + ": " + problem);
+      logLine("bundle " + bundle->path() + ": " + problem);
       return nullptr;
     }
     auto image = entry->files.find("kernels.so");
     llvm::Error loaded =
         load(*k, image == entry->files.end() ? std::string() : image->second);
     if (loaded) {
-      log("cannot load " + key + " from bundle " + bundle->path() + ": " +
-          llvm::toString(std::move(loaded)));
+      logLine("cannot load " + key + " from bundle " + bundle->path() + ": " +
+              llvm::toString(std::move(loaded)));
       return nullptr;
     }
     k->diskMillis = millisSince(start);
     ++bundleHits;
-    log("bundle hit for '" + spec.canonical() + "'");
+    logLine("bundle hit for '" + spec.canonical() + "'");
     return k;
   }
 
@@ -320,7 +318,7 @@ struct Runtime::Impl {
     if (!compiler)
       return missing(spec, key);
     llvm::Expected<CompiledArtefacts> built =
-        compiler->compile(spec, backend, arch);
+        compiler->compile(spec, device->kind(), arch);
     if (!built)
       return built.takeError();
     auto k = std::make_shared<CompiledKernels>();
@@ -337,8 +335,8 @@ struct Runtime::Impl {
     k->stats = std::move(built->stats);
     k->compileMillis = built->compileMillis;
     ++compiled;
-    log("compiled '" + spec.canonical() + "' in " +
-        std::to_string(int(k->mlirMillis + k->compileMillis)) + " ms");
+    logLine("compiled '" + spec.canonical() + "' in " +
+            std::to_string(int(k->mlirMillis + k->compileMillis)) + " ms");
 
     // Whatever the compiler produced for this backend is the entry.
     cache::Entry entry;
@@ -388,7 +386,7 @@ Runtime::create(const RuntimeOptions &options) {
   if (!device)
     return device.takeError();
   impl.device = std::move(*device);
-  impl.backend = runtime->resolved = impl.device->kind();
+  runtime->resolved = impl.device->kind();
   impl.arch = options.arch;
   if (impl.arch.empty()) {
     std::optional<cuda::DeviceInfo> gpu = impl.device->device();

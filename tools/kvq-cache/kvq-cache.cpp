@@ -317,7 +317,8 @@ int main(int argc, char **argv) {
 
   if (command == "list") {
     uint64_t total = 0;
-    for (const cache::EntrySummary &e : disk.list()) {
+    std::vector<cache::EntrySummary> entries = disk.list();
+    for (const cache::EntrySummary &e : entries) {
       total += e.bytes;
       llvm::outs() << llvm::formatv(
           "{0}  {1,8} KB  {2,-9}  {3}\n", e.key.substr(0, 16), e.bytes / 1024,
@@ -325,7 +326,7 @@ int main(int argc, char **argv) {
           e.info.count("spec") ? e.info.at("spec") : std::string("?"));
     }
     llvm::outs() << llvm::formatv("{0} entries, {1} KB in {2}\n",
-                                  disk.list().size(), total / 1024, dir);
+                                  entries.size(), total / 1024, dir);
     return 0;
   }
   if (command == "show") {
