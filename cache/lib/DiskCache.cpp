@@ -312,12 +312,13 @@ std::vector<EntrySummary> DiskCache::list() const {
     std::string why;
     bool notRegular = false;
     if (std::optional<std::string> bytes = readAt(
-            handle->fd, entryName(key), why, notRegular, /*touch=*/false))
+            handle->fd, entryName(key), why, notRegular, /*touch=*/false)) {
       if (llvm::Expected<Bundle> parsed = Bundle::parse(std::move(*bytes), "");
           parsed && parsed->entries().size() == 1)
         summary.info = parsed->entries()[0].info;
       else if (!parsed)
         llvm::consumeError(parsed.takeError());
+    }
     entries.push_back(std::move(summary));
   }
   std::sort(entries.begin(), entries.end(),

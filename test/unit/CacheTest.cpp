@@ -184,9 +184,10 @@ TEST_F(DiskCacheTest, CorruptEntriesAreDetectedAndRemoved) {
     EXPECT_FALSE(cache.load(e.key, &problem)) << damage.name;
     EXPECT_NE(problem.find(damage.expected), std::string::npos)
         << damage.name << ": " << problem;
-    if (damage.name != "folder under the entry's name")
+    if (damage.name != "folder under the entry's name") {
       EXPECT_FALSE(llvm::sys::fs::exists(path))
           << damage.name << ": the corrupt entry must be removed";
+    }
     (void)cache.verify(); // removes anything load left behind
     EXPECT_FALSE(llvm::sys::fs::exists(path)) << damage.name;
     // ... and the next store rebuilds it.
