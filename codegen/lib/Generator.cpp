@@ -119,7 +119,8 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     auto func = makeFunc(inputs, {output});
     Value zeros = key.hasZeroPoints() ? func.getArgument(2) : Value();
     Value x = DequantizeOp::create(b, loc, output, func.getArgument(0),
-                                   func.getArgument(1), zeros, key);
+                                   func.getArgument(1), zeros, key,
+                                   /*plan=*/PlanAttr());
     func::ReturnOp::create(b, loc, x);
     break;
   }
@@ -165,8 +166,8 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
       Value kz = key.hasZeroPoints() ? Value(args[i++]) : Value();
       Value vw = args[i++], vs = args[i++];
       Value vz = value.hasZeroPoints() ? Value(args[i++]) : Value();
-      k = DequantizeOp::create(b, loc, segment, kw, ks, kz, key);
-      v = DequantizeOp::create(b, loc, segment, vw, vs, vz, value);
+      k = DequantizeOp::create(b, loc, segment, kw, ks, kz, key, PlanAttr());
+      v = DequantizeOp::create(b, loc, segment, vw, vs, vz, value, PlanAttr());
     }
     Value sk, sv, rk, rv;
     if (spec.sink) {
@@ -180,7 +181,8 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     Value lens = args[i++];
     float scale = 1.0f / std::sqrt(static_cast<float>(d));
     Value out = AttentionOp::create(b, loc, query, q, k, v, sk, sv, rk, rv,
-                                    lens, b.getF32FloatAttr(scale));
+                                    lens, b.getF32FloatAttr(scale),
+                                    /*plan=*/PlanAttr()); // kvq-plan sets it
     func::ReturnOp::create(b, loc, out);
     break;
   }
@@ -262,24 +264,11 @@ llvm::Expected<GeneratedSource> emitCuda(ModuleOp module,
       kernel.spec = spec.str();
     if (auto threads = func->getAttrOfType<IntegerAttr>(abi::kThreads))
       kernel.threads = threads.getInt();
-    if (auto plan = func->getAttrOfType<DictionaryAttr>(abi::kPlan)) {
-      llvm::raw_string_ostream os(kernel.plan);
-      llvm::interleave(
-          plan, os,
-          [&](NamedAttribute entry) {
-            os << entry.getName().strref() << "=";
-            if (auto text = dyn_cast<StringAttr>(entry.getValue()))
-              os << text.strref();
-            else if (auto number = dyn_cast<IntegerAttr>(entry.getValue())) {
-              os << number.getInt();
-              kernel.planValues[entry.getName().str()] = number.getInt();
-            } else
-              os << entry.getValue();
-          },
-          " ");
+    if (auto plan = func->getAttrOfType<PlanAttr>(abi::kPlan)) {
+      llvm::raw_string_ostream(kernel.planText) << Attribute(plan);
+      kernel.plan = plan.toLaunchPlan();
       if (kernel.kind == "attention")
-        if (auto shared = plan.getAs<IntegerAttr>("shared_bytes"))
-          kernel.sharedBytes = shared.getInt();
+        kernel.sharedBytes = static_cast<int>(kernel.plan.sharedBytes);
     }
     for (Type type : func.getArgumentTypes())
       kernel.argTypes.push_back(cSpelling(type));
@@ -294,7 +283,7 @@ llvm::Expected<GeneratedSource> emitCuda(ModuleOp module,
                                      kernel.name);
     header << "//\n// " << kernel.name << " (" << kernel.kind << ")\n"
            << "//   spec: " << kernel.spec << "\n"
-           << "//   plan: " << kernel.plan << "\n"
+           << "//   plan: " << kernel.planText << "\n"
            << "//   block: " << kernel.threads << " threads\n";
     kernels += "\n" + nameArguments(body, kernel.argNames);
     result.kernels.push_back(std::move(kernel));

@@ -3,7 +3,7 @@
 //
 // kvq_dequant_4t64_d64_f16 (dequantize)
 //   spec: dequantize #kvq.scheme<bits = 4, group = 64, axis = token> head_dim=64 dtype=f16
-//   plan: arch=sm_90 threads=256
+//   plan: #kvq.plan<arch = "sm_90", threads = 256>
 //   block: 256 threads
 
 #include "kvq_prelude.cuh"

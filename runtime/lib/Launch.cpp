@@ -37,12 +37,6 @@ const GeneratedKernel *findKernel(const GeneratedSource &source,
   return nullptr;
 }
 
-int64_t planValue(const GeneratedKernel &k, const std::string &key,
-                  int64_t fallback) {
-  auto it = k.planValues.find(key);
-  return it == k.planValues.end() ? fallback : it->second;
-}
-
 llvm::Error checkPointer(const char *name, const void *p, size_t alignment) {
   if (!p)
     return Problem() << name << " is null";
@@ -65,14 +59,9 @@ llvm::Error checkQuantizedPointers(const KernelSpec &spec, const void *words,
   return llvm::Error::success();
 }
 
-/// Alignment a packed-word buffer needs: the widest load the plan chose.
-size_t wordAlignment(const GeneratedKernel &k, const char *prefix) {
-  return 4 * planValue(k, std::string(prefix) + "_vector_words", 1);
-}
-
-/// fp16 segments are read `half_vector` halves at a time.
+/// fp16 segments are read `halfVector` halves at a time.
 size_t halfAlignment(const GeneratedKernel &k) {
-  return 2 * planValue(k, "half_vector", 1);
+  return 2 * k.plan.halvesPerLoad();
 }
 
 llvm::Error checkCount(const char *name, int value) {
@@ -284,11 +273,11 @@ int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
                    const AttentionCall &c) {
   if (c.tokensPerSplit > 0)
     return c.tokensPerSplit;
-  int64_t tile = planValue(k, "tile_tokens", 32);
-  int64_t minimum = planValue(k, "min_tokens_per_split", 4 * tile);
+  int64_t tile = k.plan.tileTokens;
+  int64_t minimum = k.plan.minTokensPerSplit;
   // The device's SMs when the runtime knows them (AttentionCall::smCount),
   // else the count the plan assumed for its arch.
-  int64_t sms = c.smCount > 0 ? c.smCount : planValue(k, "sm_count", 80);
+  int64_t sms = c.smCount > 0 ? c.smCount : k.plan.smCount;
   // Enough blocks for two waves over the SMs, each split a whole number of
   // tiles and never shorter than the plan's minimum.
   int64_t blocksPerSplit = std::max(1, c.batch * spec.kvHeads);
@@ -336,11 +325,13 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
   };
   std::vector<Pointer> pointers = {
       {"q", c.q, half, true},
-      {"key_words", c.keyWords, wordAlignment(*k, "key"), !dense},
+      // Packed words are read as wide as the plan chose.
+      {"key_words", c.keyWords, size_t(4 * k->plan.keyWordsPerLoad()), !dense},
       {"key_scales", c.keyScales, scaleBytes(spec.key), !dense},
       {"key_zeros", c.keyZeros, scaleBytes(spec.key),
        !dense && !spec.key.symmetric},
-      {"value_words", c.valueWords, wordAlignment(*k, "value"), !dense},
+      {"value_words", c.valueWords, size_t(4 * k->plan.valueWordsPerLoad()),
+       !dense},
       {"value_scales", c.valueScales, scaleBytes(spec.value), !dense},
       {"value_zeros", c.valueZeros, scaleBytes(spec.value),
        !dense && !spec.value.symmetric},
@@ -372,7 +363,7 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
   if (c.bodyCapacity % unit != 0)
     return Problem() << "body_capacity " << c.bodyCapacity
                      << " is not a multiple of the channel group " << unit;
-  int64_t tile = planValue(*k, "tile_tokens", 32);
+  int64_t tile = k->plan.tileTokens;
   if (c.tokensPerSplit < 0 || c.tokensPerSplit % tile != 0)
     return Problem() << "tokens_per_split must be a positive multiple of the "
                         "tile ("

@@ -46,19 +46,19 @@ double millisSince(std::chrono::steady_clock::time_point start) {
 std::string serializeKernels(const std::vector<GeneratedKernel> &kernels) {
   llvm::json::Array array;
   for (const GeneratedKernel &k : kernels) {
-    llvm::json::Object plan;
-    for (const auto &[key, value] : k.planValues)
-      plan[key] = value;
+    llvm::json::Object plan{{kPlanArchField, k.plan.arch}};
+    for (const LaunchPlanField &field : kPlanIntegerFields)
+      plan[field.name] = k.plan.*field.member;
     array.push_back(
         llvm::json::Object{{"name", k.name},
                            {"kind", k.kind},
                            {"spec", k.spec},
-                           {"plan", k.plan},
-                           {"threads", k.threads},
-                           {"shared_bytes", k.sharedBytes},
+                           {"plan_text", k.planText},
+                           {"block_threads", k.threads},
+                           {"block_shared_bytes", k.sharedBytes},
                            {"arg_names", llvm::json::Array(k.argNames)},
                            {"arg_types", llvm::json::Array(k.argTypes)},
-                           {"plan_values", std::move(plan)}});
+                           {"plan", std::move(plan)}});
   }
   std::string text;
   llvm::raw_string_ostream(text) << llvm::json::Value(std::move(array));
@@ -84,9 +84,9 @@ parseKernels(const std::string &text) {
     k.name = o->getString("name").value_or("").str();
     k.kind = o->getString("kind").value_or("").str();
     k.spec = o->getString("spec").value_or("").str();
-    k.plan = o->getString("plan").value_or("").str();
-    k.threads = int(o->getInteger("threads").value_or(0));
-    k.sharedBytes = int(o->getInteger("shared_bytes").value_or(0));
+    k.planText = o->getString("plan_text").value_or("").str();
+    k.threads = int(o->getInteger("block_threads").value_or(0));
+    k.sharedBytes = int(o->getInteger("block_shared_bytes").value_or(0));
     for (auto [field, out] :
          {std::pair<const char *, std::vector<std::string> *>{"arg_names",
                                                               &k.argNames},
@@ -94,9 +94,20 @@ parseKernels(const std::string &text) {
       if (const llvm::json::Array *list = o->getArray(field))
         for (const llvm::json::Value &v : *list)
           out->push_back(v.getAsString().value_or("").str());
-    if (const llvm::json::Object *plan = o->getObject("plan_values"))
-      for (const auto &[key, v] : *plan)
-        k.planValues[key.str()] = v.getAsInteger().value_or(0);
+    const llvm::json::Object *plan = o->getObject("plan");
+    if (!plan)
+      return std::nullopt;
+    k.plan.arch = plan->getString(kPlanArchField).value_or("").str();
+    for (const LaunchPlanField &field : kPlanIntegerFields) {
+      k.plan.*field.member = plan->getInteger(field.name).value_or(0);
+      if (k.plan.*field.member < 0)
+        return std::nullopt;
+    }
+    // Launch divides by these: an attention kernel without them is not one
+    // kvq wrote.
+    if (k.kind == "attention" &&
+        (!k.plan.tileTokens || !k.plan.minTokensPerSplit || !k.plan.smCount))
+      return std::nullopt;
     if (k.name.empty() || k.threads <= 0)
       return std::nullopt;
     kernels.push_back(std::move(k));

@@ -11,7 +11,7 @@ func.func @unplanned(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
 
 func.func @unfused(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x128xi8> {
   // expected-error @+1 {{'kvq.quantize' op must produce packed words to be lowered; run --kvq-fuse first}}
-  %c, %s, %z = kvq.quantize %x scheme <bits = 4, group = 64, axis = token> {plan = {threads = 128 : i32}}
+  %c, %s, %z = kvq.quantize %x scheme <bits = 4, group = 64, axis = token> {plan = #kvq.plan<threads = 128>}
       : tensor<?x?x?x128xf16> -> tensor<?x?x?x128xi8>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
   return %c : tensor<?x?x?x128xi8>
 }
@@ -31,7 +31,19 @@ func.func @dynamic_heads(%q: tensor<?x?x64xf16>, %kw: tensor<?x?x?x8xi32>, %ks: 
   %o = kvq.quantized_attention %q,
       keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
       values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
-      lengths(%l) scale 0.125 {plan = {threads = 128 : i32, tile_tokens = 32 : i32, key_vector_words = 4 : i32, value_vector_words = 4 : i32}}
+      lengths(%l) scale 0.125 {plan = #kvq.plan<threads = 128, tileTokens = 32, keyVectorWords = 4, valueVectorWords = 4>}
       : (tensor<?x?x64xf16>, tensor<?x?x?x8xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x8xi32>, tensor<?x?x?x2xf16>, tensor<?x3xi32>) -> tensor<?x?x64xf16>
   return %o : tensor<?x?x64xf16>
+}
+
+// -----
+
+func.func @partial_plan(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tensor<?x4x?x2xf16>, %vw: tensor<?x4x?x8xi32>, %vs: tensor<?x4x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op launch plan has no tileTokens; run --kvq-plan first}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) scale 0.125 {plan = #kvq.plan<threads = 128, halfVector = 8>}
+      : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
 }

@@ -1,8 +1,8 @@
 // RUN: kvq-opt %s --kvq-plan --split-input-file --verify-diagnostics
 
 func.func @bad_threads(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
-  // expected-error @+1 {{'kvq.quantize' op plan: threads must be a multiple of 32 in [32, 1024], got 100}}
-  %w, %s, %z = kvq.quantize %x scheme <bits = 4, group = 64, axis = token> {plan = {threads = 100 : i32}}
+  // expected-error @+1 {{plan: threads must be a multiple of 32 in [32, 1024], got 100}}
+  %w, %s, %z = kvq.quantize %x scheme <bits = 4, group = 64, axis = token> {plan = #kvq.plan<threads = 100>}
       : tensor<?x?x?x128xf16> -> tensor<?x?x?x16xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
   return %w : tensor<?x?x?x16xi32>
 }
@@ -10,11 +10,11 @@ func.func @bad_threads(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
 // -----
 
 func.func @bad_tile(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tensor<?x4x?x2xf16>, %vw: tensor<?x4x?x8xi32>, %vs: tensor<?x4x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
-  // expected-error @+1 {{'kvq.quantized_attention' op plan: tile_tokens must be a positive multiple of 16, got 24}}
+  // expected-error @+4 {{plan: tileTokens must be a positive multiple of 16, got 24}}
   %o = kvq.quantized_attention %q,
       keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
       values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
-      lengths(%l) scale 0.125 {plan = {tile_tokens = 24 : i32}}
+      lengths(%l) scale 0.125 {plan = #kvq.plan<tileTokens = 24>}
       : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
   return %o : tensor<?x4x64xf16>
 }
@@ -22,11 +22,11 @@ func.func @bad_tile(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tenso
 // -----
 
 func.func @bad_vector(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tensor<?x4x?x2xf16>, %vw: tensor<?x4x?x8xi32>, %vs: tensor<?x4x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
-  // expected-error @+1 {{'kvq.quantized_attention' op plan: key_vector_words must be 1, 2 or 4, got 3}}
+  // expected-error @+4 {{plan: keyVectorWords must be 1, 2 or 4, got 3}}
   %o = kvq.quantized_attention %q,
       keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
       values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
-      lengths(%l) scale 0.125 {plan = {key_vector_words = 3 : i32}}
+      lengths(%l) scale 0.125 {plan = #kvq.plan<keyVectorWords = 3>}
       : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
   return %o : tensor<?x4x64xf16>
 }
@@ -34,11 +34,11 @@ func.func @bad_vector(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: ten
 // -----
 
 func.func @split_not_multiple_of_tile(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tensor<?x4x?x2xf16>, %vw: tensor<?x4x?x8xi32>, %vs: tensor<?x4x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
-  // expected-error @+1 {{'kvq.quantized_attention' op plan: min_tokens_per_split must be a multiple of tile_tokens (32), got 40}}
+  // expected-error @+4 {{plan: minTokensPerSplit must be a multiple of tileTokens (32), got 40}}
   %o = kvq.quantized_attention %q,
       keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
       values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
-      lengths(%l) scale 0.125 {plan = {tile_tokens = 32 : i32, min_tokens_per_split = 40 : i32}}
+      lengths(%l) scale 0.125 {plan = #kvq.plan<tileTokens = 32, minTokensPerSplit = 40>}
       : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
   return %o : tensor<?x4x64xf16>
 }
@@ -46,11 +46,11 @@ func.func @split_not_multiple_of_tile(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x
 // -----
 
 func.func @too_much_shared_memory(%q: tensor<?x8x256xf16>, %kw: tensor<?x1x?x32xi32>, %ks: tensor<?x1x?x4xf16>, %vw: tensor<?x1x?x32xi32>, %vs: tensor<?x1x?x4xf16>, %l: tensor<?x3xi32>) -> tensor<?x8x256xf16> {
-  // expected-error @+1 {{'kvq.quantized_attention' op plan: tile_tokens 64 needs 142432 bytes of shared memory, more than the 49152 a block gets}}
+  // expected-error @+1 {{'kvq.quantized_attention' op plan: tileTokens 64 needs 142432 bytes of shared memory, more than the 49152 a block gets}}
   %o = kvq.quantized_attention %q,
       keys(%kw, %ks) scheme <bits = 4, group = 64, axis = token, mode = symmetric>,
       values(%vw, %vs) scheme <bits = 4, group = 64, axis = token, mode = symmetric>
-      lengths(%l) scale 0.125 {plan = {tile_tokens = 64 : i32}}
+      lengths(%l) scale 0.125 {plan = #kvq.plan<tileTokens = 64>}
       : (tensor<?x8x256xf16>, tensor<?x1x?x32xi32>, tensor<?x1x?x4xf16>, tensor<?x1x?x32xi32>, tensor<?x1x?x4xf16>, tensor<?x3xi32>) -> tensor<?x8x256xf16>
   return %o : tensor<?x8x256xf16>
 }
@@ -58,11 +58,11 @@ func.func @too_much_shared_memory(%q: tensor<?x8x256xf16>, %kw: tensor<?x1x?x32x
 // -----
 
 func.func @bad_half_vector(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tensor<?x4x?x2xf16>, %vw: tensor<?x4x?x8xi32>, %vs: tensor<?x4x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
-  // expected-error @+1 {{'kvq.quantized_attention' op plan: half_vector must be 1, 4 or 8 and divide head_dim (64), got 2}}
+  // expected-error @+4 {{plan: halfVector must be 1, 4 or 8, got 2}}
   %o = kvq.quantized_attention %q,
       keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
       values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
-      lengths(%l) scale 0.125 {plan = {half_vector = 2 : i32}}
+      lengths(%l) scale 0.125 {plan = #kvq.plan<halfVector = 2>}
       : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
   return %o : tensor<?x4x64xf16>
 }
@@ -70,8 +70,8 @@ func.func @bad_half_vector(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks
 // -----
 
 func.func @quantize_half_vector_wider_than_a_word(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x32xi32> {
-  // expected-error @+1 {{'kvq.quantize' op plan: half_vector must be 1, 4 or 8 and divide head_dim (128) and the codes of a word (4), got 8}}
-  %w, %s, %z = kvq.quantize %x scheme <bits = 8, group = 64, axis = token> {plan = {half_vector = 8 : i32}}
+  // expected-error @+1 {{'kvq.quantize' op plan: halfVector 8 needs a token-axis scheme whose words hold a multiple of it, but a word holds 4 codes along the token axis}}
+  %w, %s, %z = kvq.quantize %x scheme <bits = 8, group = 64, axis = token> {plan = #kvq.plan<halfVector = 8>}
       : tensor<?x?x?x128xf16> -> tensor<?x?x?x32xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
   return %w : tensor<?x?x?x32xi32>
 }
@@ -79,11 +79,51 @@ func.func @quantize_half_vector_wider_than_a_word(%x: tensor<?x?x?x128xf16>) -> 
 // -----
 
 func.func @bad_scores_per_thread(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tensor<?x4x?x2xf16>, %vw: tensor<?x4x?x8xi32>, %vs: tensor<?x4x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
-  // expected-error @+1 {{'kvq.quantized_attention' op plan: scores_per_thread must be 1, or 2 when head_dim is a multiple of 4, got 3}}
+  // expected-error @+4 {{plan: scoresPerThread must be 1 or 2, got 3}}
   %o = kvq.quantized_attention %q,
       keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
       values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
-      lengths(%l) scale 0.125 {plan = {scores_per_thread = 3 : i32}}
+      lengths(%l) scale 0.125 {plan = #kvq.plan<scoresPerThread = 3>}
       : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
   return %o : tensor<?x4x64xf16>
+}
+
+// -----
+
+func.func @vector_does_not_divide_row(%q: tensor<?x2x80xf16>, %kw: tensor<?x2x?x5xi32>, %ks: tensor<?x2x?x1xf16>, %vw: tensor<?x2x?x5xi32>, %vs: tensor<?x2x?x1xf16>, %l: tensor<?x3xi32>) -> tensor<?x2x80xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op plan: valueVectorWords 4 does not divide the 5 words of a packed row}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 2, group = head_dim, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 2, group = head_dim, axis = token, mode = symmetric>
+      lengths(%l) scale 0.125 {plan = #kvq.plan<valueVectorWords = 4>}
+      : (tensor<?x2x80xf16>, tensor<?x2x?x5xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x5xi32>, tensor<?x2x?x1xf16>, tensor<?x3xi32>) -> tensor<?x2x80xf16>
+  return %o : tensor<?x2x80xf16>
+}
+
+// -----
+
+func.func @half_vector_does_not_divide_head_dim(%q: tensor<?x2x36xf16>, %k: tensor<?x2x?x36xf16>, %v: tensor<?x2x?x36xf16>, %l: tensor<?x3xi32>) -> tensor<?x2x36xf16> {
+  // expected-error @+1 {{'kvq.attention' op plan: halfVector 8 does not divide head_dim (36)}}
+  %o = kvq.attention %q, keys(%k), values(%v) lengths(%l) scale 0.125 {plan = #kvq.plan<halfVector = 8>}
+      : (tensor<?x2x36xf16>, tensor<?x2x?x36xf16>, tensor<?x2x?x36xf16>, tensor<?x3xi32>) -> tensor<?x2x36xf16>
+  return %o : tensor<?x2x36xf16>
+}
+
+// -----
+
+func.func @bad_arch(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
+  // expected-error @+1 {{plan: arch must be sm_75 .. sm_121, got 'sm_70'}}
+  %w, %s, %z = kvq.quantize %x scheme <bits = 4, group = 64, axis = token> {plan = #kvq.plan<arch = "sm_70">}
+      : tensor<?x?x?x128xf16> -> tensor<?x?x?x16xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
+  return %w : tensor<?x?x?x16xi32>
+}
+
+// -----
+
+// A plan is a #kvq.plan, not a dictionary.
+func.func @untyped_plan(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
+  // expected-error @+1 {{attribute 'plan' failed to satisfy constraint}}
+  %w, %s, %z = kvq.quantize %x scheme <bits = 4, group = 64, axis = token> {plan = {threads = 128 : i32}}
+      : tensor<?x?x?x128xf16> -> tensor<?x?x?x16xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
+  return %w : tensor<?x?x?x16xi32>
 }

@@ -4,9 +4,9 @@
 // Quantize: 4 warps, each a row at a time; a token-axis lane reads its
 // word's 8 halves with one 128-bit load.
 // SM90-LABEL: func.func @quantize
-// SM90: kvq.quantize {{.*}} {plan = {arch = "sm_90", half_vector = 8 : i32, threads = 128 : i32}}
+// SM90: kvq.quantize {{.*}} {plan = #kvq.plan<arch = "sm_90", threads = 128, halfVector = 8>}
 // SM80-LABEL: func.func @quantize
-// SM80: {plan = {arch = "sm_80", half_vector = 8 : i32, threads = 128 : i32}}
+// SM80: {plan = #kvq.plan<arch = "sm_80", threads = 128, halfVector = 8>}
 func.func @quantize(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
   %w, %s, %z = kvq.quantize %x scheme <bits = 4, group = 64, axis = token>
       : tensor<?x?x?x128xf16> -> tensor<?x?x?x16xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
@@ -19,10 +19,10 @@ func.func @quantize(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
 // budget, 32-token tiles do; 128-bit loads for both packed layouts.
 // SM90-LABEL: func.func @attention
 // SM90: kvq.quantized_attention
-// SM90-SAME: plan = {arch = "sm_90", half_vector = 8 : i32, key_vector_words = 4 : i32, min_tokens_per_split = 128 : i32, scores_per_thread = 2 : i32, shared_bytes = 35888 : i32, sm_count = 132 : i32, threads = 128 : i32, tile_tokens = 32 : i32, value_vector_words = 4 : i32}
+// SM90-SAME: plan = #kvq.plan<arch = "sm_90", threads = 128, halfVector = 8, tileTokens = 32, minTokensPerSplit = 128, smCount = 132, keyVectorWords = 4, valueVectorWords = 4, scoresPerThread = 2, sharedBytes = 35888>
 // SM80-LABEL: func.func @attention
 // SM80: kvq.quantized_attention
-// SM80-SAME: sm_count = 108 : i32
+// SM80-SAME: smCount = 108
 func.func @attention(%q: tensor<?x32x128xf16>,
     %kw: tensor<?x8x?x128xi32>, %ks: tensor<?x8x?x128xf16>, %kz: tensor<?x8x?x128xf16>,
     %vw: tensor<?x8x?x8xi32>, %vs: tensor<?x8x?x4xf16>, %vz: tensor<?x8x?x4xf16>,
@@ -42,7 +42,7 @@ func.func @attention(%q: tensor<?x32x128xf16>,
 // 80 with 2-bit token-axis codes has 5 words a row: scalar loads.
 // SM90-LABEL: func.func @override
 // SM90: kvq.quantized_attention
-// SM90-SAME: threads = 256 : i32, tile_tokens = 16 : i32, value_vector_words = 1 : i32
+// SM90-SAME: threads = 256, halfVector = 8, tileTokens = 16, minTokensPerSplit = 64, smCount = 132, keyVectorWords = 1, valueVectorWords = 1
 func.func @override(%q: tensor<?x2x80xf16>,
     %kw: tensor<?x2x?x5xi32>, %ks: tensor<?x2x?x1xf16>, %kz: tensor<?x2x?x1xf16>,
     %vw: tensor<?x2x?x5xi32>, %vs: tensor<?x2x?x1xf16>, %vz: tensor<?x2x?x1xf16>,
@@ -50,7 +50,7 @@ func.func @override(%q: tensor<?x2x80xf16>,
   %o = kvq.quantized_attention %q,
       keys(%kw, %ks, %kz) scheme <bits = 2, group = head_dim, axis = token>,
       values(%vw, %vs, %vz) scheme <bits = 2, group = head_dim, axis = token>
-      lengths(%l) scale 0.1 {plan = {threads = 256 : i32, tile_tokens = 16 : i32}}
+      lengths(%l) scale 0.1 {plan = #kvq.plan<threads = 256, tileTokens = 16>}
       : (tensor<?x2x80xf16>, tensor<?x2x?x5xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>,
          tensor<?x2x?x5xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>, tensor<?x3xi32>) -> tensor<?x2x80xf16>
   return %o : tensor<?x2x80xf16>

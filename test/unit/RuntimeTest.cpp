@@ -332,7 +332,7 @@ TEST_F(RuntimeTest, CorruptDiskEntryIsRebuilt) {
     }
     std::ifstream in(path, std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), {});
-    // The kernel metadata is JSON text inside the manifest: threads\":128
+    // The kernel metadata is JSON text inside the manifest: block_threads\":128
     size_t at = bytes.find("threads\\\":");
     ASSERT_NE(at, std::string::npos);
     at += 10;

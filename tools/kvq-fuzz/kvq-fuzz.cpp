@@ -235,7 +235,8 @@ std::vector<std::string> defaultSeeds(const std::string &name) {
     e.info["key_inputs"] = cache::canonicalKeyText(in);
     e.key = cache::computeKey(in);
     e.info["spec"] = spec;
-    e.info["kernels"] = R"([{"name":"k","threads":128,"plan_values":{}}])";
+    e.info["kernels"] =
+        R"([{"name":"k","block_threads":128,"plan":{"threads":128}}])";
     e.files["kernels.cubin"] = std::string("\x7f"
                                            "ELF") +
                                spec;

@@ -42,6 +42,72 @@ LogicalResult SchemeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+/// The rules of a plan that hold whatever op it is attached to; those that
+/// depend on the op's shapes are in KVQOps.cpp (verifyPlanFits).
+LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                               StringRef arch, int64_t threads,
+                               int64_t halfVector, int64_t tileTokens,
+                               int64_t minTokensPerSplit, int64_t smCount,
+                               int64_t keyVectorWords, int64_t valueVectorWords,
+                               int64_t scoresPerThread, int64_t sharedBytes) {
+  if (!arch.empty() && !::kvq::archNumber(arch))
+    return emitError() << "plan: " << ::kvq::kArchRule << ", got '" << arch
+                       << "'";
+  if (threads && (threads < 32 || threads > 1024 || threads % 32 != 0))
+    return emitError() << "plan: threads must be a multiple of 32 in "
+                          "[32, 1024], got "
+                       << threads;
+  if (halfVector && halfVector != 1 && halfVector != 4 && halfVector != 8)
+    return emitError() << "plan: halfVector must be 1, 4 or 8, got "
+                       << halfVector;
+  if (tileTokens && (tileTokens < 16 || tileTokens % 16 != 0))
+    return emitError() << "plan: tileTokens must be a positive multiple of "
+                          "16, got "
+                       << tileTokens;
+  if (minTokensPerSplit && tileTokens &&
+      (minTokensPerSplit < tileTokens || minTokensPerSplit % tileTokens))
+    return emitError() << "plan: minTokensPerSplit must be a multiple of "
+                          "tileTokens ("
+                       << tileTokens << "), got " << minTokensPerSplit;
+  for (auto [name, words] : {std::pair{"keyVectorWords", keyVectorWords},
+                             std::pair{"valueVectorWords", valueVectorWords}})
+    if (words && words != 1 && words != 2 && words != 4)
+      return emitError() << "plan: " << name << " must be 1, 2 or 4, got "
+                         << words;
+  if (scoresPerThread && scoresPerThread != 1 && scoresPerThread != 2)
+    return emitError() << "plan: scoresPerThread must be 1 or 2, got "
+                       << scoresPerThread;
+  if (smCount < 0)
+    return emitError() << "plan: smCount must not be negative, got " << smCount;
+  if (sharedBytes < 0 || sharedBytes > ::kvq::kMaxStaticSharedBytes)
+    return emitError() << "plan: sharedBytes must be in [0, "
+                       << ::kvq::kMaxStaticSharedBytes << "], got "
+                       << sharedBytes;
+  return success();
+}
+
+PlanAttr PlanAttr::get(MLIRContext *context, const ::kvq::LaunchPlan &plan) {
+  return get(context, StringRef(plan.arch), plan.threads, plan.halfVector,
+             plan.tileTokens, plan.minTokensPerSplit, plan.smCount,
+             plan.keyVectorWords, plan.valueVectorWords, plan.scoresPerThread,
+             plan.sharedBytes);
+}
+
+::kvq::LaunchPlan PlanAttr::toLaunchPlan() const {
+  ::kvq::LaunchPlan plan;
+  plan.arch = getArch().str();
+  plan.threads = getThreads();
+  plan.halfVector = getHalfVector();
+  plan.tileTokens = getTileTokens();
+  plan.minTokensPerSplit = getMinTokensPerSplit();
+  plan.smCount = getSmCount();
+  plan.keyVectorWords = getKeyVectorWords();
+  plan.valueVectorWords = getValueVectorWords();
+  plan.scoresPerThread = getScoresPerThread();
+  plan.sharedBytes = getSharedBytes();
+  return plan;
+}
+
 //===----------------------------------------------------------------------===//
 // Assembly: #kvq.scheme<bits = 4, group = 64, axis = token, ...>
 //===----------------------------------------------------------------------===//

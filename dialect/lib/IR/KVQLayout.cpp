@@ -57,6 +57,11 @@ SmallVector<int64_t, 4> mlir::kvq::scalesShape(SchemeAttr scheme,
   return shape;
 }
 
+int64_t mlir::kvq::packedRowWords(SchemeAttr scheme, int64_t headDim) {
+  return scheme.getAxis() == Axis::token ? headDim * scheme.getBits() / 32
+                                         : headDim;
+}
+
 bool mlir::kvq::isCompatibleShape(ArrayRef<int64_t> expected,
                                   ArrayRef<int64_t> actual) {
   if (expected.size() != actual.size())

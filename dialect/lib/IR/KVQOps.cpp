@@ -5,8 +5,10 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
+#include <tuple>
 
 using namespace mlir;
 using namespace mlir::kvq;
@@ -168,6 +170,65 @@ LogicalResult appendOptionalSegments(AttentionOp op,
                    elementTypeOf(op.getResidualKeys())});
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// Launch plans: the rules that depend on the op (PlanAttr::verify has the
+// others)
+//===----------------------------------------------------------------------===//
+
+/// fp16 loads of `halfVector` halves must tile a head vector.
+LogicalResult verifyHalfVector(Operation *op, PlanAttr plan, int64_t headDim) {
+  int64_t width = plan.getHalfVector();
+  if (width > 1 && !ShapedType::isDynamic(headDim) && headDim % width != 0)
+    return op->emitOpError("plan: halfVector ")
+           << width << " does not divide head_dim (" << headDim << ")";
+  return success();
+}
+
+LogicalResult verifyQuantizePlan(QuantizeOp op, PlanAttr plan) {
+  if (failed(verifyHalfVector(op, plan, shapeOf(op.getInput()).back())))
+    return failure();
+  // Token axis: a lane loads halves of whole words, so a load never holds
+  // more than one word's codes.
+  SchemeAttr scheme = op.getScheme();
+  int64_t width = plan.getHalfVector();
+  if (width > 1 &&
+      (scheme.getAxis() != Axis::token || scheme.codesPerWord() % width != 0))
+    return op.emitOpError("plan: halfVector ")
+           << width << " needs a token-axis scheme whose words hold a "
+           << "multiple of it, but a word holds " << scheme.codesPerWord()
+           << " codes along the " << stringifyAxis(scheme.getAxis()) << " axis";
+  return success();
+}
+
+/// Attention: vector loads tile the rows they read, and paired scores
+/// split head_dim into halves of whole half2 pairs.
+LogicalResult verifyAttentionPlan(Operation *op, PlanAttr plan, Value query,
+                                  SchemeAttr keyScheme,
+                                  SchemeAttr valueScheme) {
+  int64_t headDim = shapeOf(query)[2];
+  if (failed(verifyHalfVector(op, plan, headDim)))
+    return failure();
+  if (ShapedType::isDynamic(headDim))
+    return success();
+  for (auto [what, scheme, width] :
+       {std::tuple{"keyVectorWords", keyScheme, plan.getKeyVectorWords()},
+        std::tuple{"valueVectorWords", valueScheme,
+                   plan.getValueVectorWords()}}) {
+    if (!scheme || width <= 1)
+      continue;
+    int64_t words = packedRowWords(scheme, headDim);
+    if (words % width != 0)
+      return op->emitOpError("plan: ")
+             << what << " " << width << " does not divide the " << words
+             << " words of a packed row";
+  }
+  if (plan.getScoresPerThread() == 2 && headDim % 4 != 0)
+    return op->emitOpError("plan: scoresPerThread 2 needs head_dim a "
+                           "multiple of 4, got ")
+           << headDim;
+  return success();
+}
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -175,8 +236,11 @@ LogicalResult appendOptionalSegments(AttentionOp op,
 //===----------------------------------------------------------------------===//
 
 LogicalResult QuantizeOp::verify() {
-  return verifyQuantizedTensor(*this, "", getScheme(), shapeOf(getInput()),
-                               getCodes(), getScales(), getZeros());
+  if (failed(verifyQuantizedTensor(*this, "", getScheme(), shapeOf(getInput()),
+                                   getCodes(), getScales(), getZeros())))
+    return failure();
+  PlanAttr plan = getPlanAttr();
+  return plan ? verifyQuantizePlan(*this, plan) : success();
 }
 
 //===----------------------------------------------------------------------===//
@@ -252,8 +316,13 @@ LogicalResult AttentionOp::verify() {
                                          elementTypeOf(getKeys())}};
   if (failed(appendOptionalSegments(*this, segments)))
     return failure();
-  return verifyAttention(*this, getQuery(), getOutput(), segments, getLengths(),
-                         getSoftmaxScale().convertToFloat());
+  if (failed(verifyAttention(*this, getQuery(), getOutput(), segments,
+                             getLengths(), getSoftmaxScale().convertToFloat())))
+    return failure();
+  PlanAttr plan = getPlanAttr();
+  return plan ? verifyAttentionPlan(*this, plan, getQuery(), SchemeAttr(),
+                                    SchemeAttr())
+              : success();
 }
 
 LogicalResult QuantizedAttentionOp::verify() {
@@ -271,6 +340,31 @@ LogicalResult QuantizedAttentionOp::verify() {
       {"quantized keys/values", keyShape, valueShape, Type()}};
   if (failed(appendOptionalSegments(*this, segments)))
     return failure();
-  return verifyAttention(*this, getQuery(), getOutput(), segments, getLengths(),
-                         getSoftmaxScale().convertToFloat());
+  if (failed(verifyAttention(*this, getQuery(), getOutput(), segments,
+                             getLengths(), getSoftmaxScale().convertToFloat())))
+    return failure();
+  PlanAttr plan = getPlanAttr();
+  return plan ? verifyAttentionPlan(*this, plan, getQuery(), getKeyScheme(),
+                                    getValueScheme())
+              : success();
+}
+
+//===----------------------------------------------------------------------===//
+// Launch plans of the ops that have one
+//===----------------------------------------------------------------------===//
+
+PlanAttr mlir::kvq::getLaunchPlan(Operation *op) {
+  return llvm::TypeSwitch<Operation *, PlanAttr>(op)
+      .Case<QuantizeOp, DequantizeOp, AttentionOp, QuantizedAttentionOp>(
+          [](auto planned) { return planned.getPlanAttr(); })
+      .Default([](Operation *) { return PlanAttr(); });
+}
+
+void mlir::kvq::setLaunchPlan(Operation *op, PlanAttr plan) {
+  llvm::TypeSwitch<Operation *>(op)
+      .Case<QuantizeOp, DequantizeOp, AttentionOp, QuantizedAttentionOp>(
+          [&](auto planned) { planned.setPlanAttr(plan); })
+      .Default([](Operation *) {
+        llvm_unreachable("setLaunchPlan on an op without a plan");
+      });
 }

@@ -115,7 +115,8 @@ struct FuseDequantizeIntoAttention : OpRewritePattern<AttentionOp> {
         values.getScales(), values.getZeros(), attention.getSinkKeys(),
         attention.getSinkValues(), attention.getResidualKeys(),
         attention.getResidualValues(), attention.getLengths(), keys.getScheme(),
-        values.getScheme(), attention.getSoftmaxScaleAttr());
+        values.getScheme(), attention.getSoftmaxScaleAttr(),
+        attention.getPlanAttr()); // a plan written by hand survives fusion
     return success();
   }
 };
@@ -124,7 +125,7 @@ struct FuseDequantizeIntoAttention : OpRewritePattern<AttentionOp> {
 // Pass
 //===----------------------------------------------------------------------===//
 
-struct KVQFusePass : kvq::impl::KVQFuseBase<KVQFusePass> {
+struct KVQFusePass : mlir::kvq::impl::KVQFuseBase<KVQFusePass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateKVQFusePatterns(patterns);

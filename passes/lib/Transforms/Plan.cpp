@@ -1,18 +1,18 @@
 //===- Plan.cpp - choose each kernel's launch configuration ---------------===//
 //
-// The plan is data in the IR (a `plan` dictionary per op), not a decision
+// The plan is data in the IR (a `#kvq.plan` attribute per op), not a decision
 // hidden in the lowering: users see it with kvq-opt and can override any
 // entry by writing it themselves.
 //
 //===----------------------------------------------------------------------===//
 
 #include "kvq/Conversion/AttentionTiles.h"
+#include "kvq/Dialect/KVQ/IR/KVQLayout.h"
 #include "kvq/Dialect/KVQ/IR/KVQOps.h"
 #include "kvq/Transforms/Passes.h"
 
 #include "mlir/IR/Builders.h"
-
-#include <tuple>
+#include "mlir/IR/Verifier.h"
 
 namespace mlir::kvq {
 #define GEN_PASS_DEF_KVQPLAN
@@ -49,29 +49,10 @@ int64_t smCountFor(int64_t arch) {
   }
 }
 
-/// Parses "sm_90", "sm_90a" or "compute_90" into 90.
-FailureOr<int64_t> parseArch(StringRef arch) {
-  StringRef digits = arch;
-  if (!digits.consume_front("sm_") && !digits.consume_front("compute_"))
-    return failure();
-  digits = digits.rtrim("af");
-  int64_t value;
-  if (digits.getAsInteger(10, value) || value < 75 || value > 121)
-    return failure();
-  return value;
-}
-
-/// Words a thread can load side by side: a token-axis row holds
-/// head_dim·bits/32 words, a channel-axis word row head_dim words.
-int64_t rowWords(SchemeAttr scheme, int64_t headDim) {
-  return scheme.getAxis() == Axis::token ? headDim * scheme.getBits() / 32
-                                         : headDim;
-}
-
 /// The widest load (in words, up to 128 bits) that divides a packed row, so
 /// that every vector access stays aligned.
 int64_t widestVector(SchemeAttr scheme, int64_t headDim) {
-  int64_t words = rowWords(scheme, headDim);
+  int64_t words = packedRowWords(scheme, headDim);
   for (int64_t width : {4, 2})
     if (words % width == 0)
       return width;
@@ -87,114 +68,86 @@ int64_t widestHalfVector(int64_t headDim) {
   return 1;
 }
 
-/// Builds a plan from defaults, keeping any entry `op` already has.
-class PlanBuilder {
-public:
-  PlanBuilder(Operation *op) : op(op), builder(op->getContext()) {
-    if (auto existing = op->getAttrOfType<DictionaryAttr>("plan"))
-      for (NamedAttribute entry : existing)
-        entries[entry.getName().strref()] = entry.getValue();
-  }
-
-  /// The user's value for `key` if present, else `fallback` (recorded).
-  int64_t getOrSet(StringRef key, int64_t fallback) {
-    if (auto value = dyn_cast_or_null<IntegerAttr>(entries.lookup(key)))
-      return value.getInt();
-    entries[key] = builder.getI32IntegerAttr(fallback);
-    return fallback;
-  }
-
-  void set(StringRef key, Attribute value) { entries[key] = value; }
-
-  void commit() {
-    SmallVector<NamedAttribute> list;
-    for (auto &entry : entries)
-      list.push_back(builder.getNamedAttr(entry.getKey(), entry.getValue()));
-    op->setAttr("plan", builder.getDictionaryAttr(list));
-  }
-
-private:
-  Operation *op;
-  Builder builder;
-  llvm::StringMap<Attribute> entries;
-};
-
-LogicalResult checkThreads(Operation *op, int64_t threads) {
-  if (threads < 32 || threads > 1024 || threads % 32 != 0)
-    return op->emitOpError("plan: threads must be a multiple of 32 in "
-                           "[32, 1024], got ")
-           << threads;
-  return success();
+/// `field` keeps the value a user wrote; an unset (0) field gets `fallback`.
+int64_t fill(int64_t &field, int64_t fallback) {
+  if (field == 0)
+    field = fallback;
+  return field;
 }
 
-struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
+/// The op's plan so far (a user's override, or nothing), as plain fields.
+::kvq::LaunchPlan existingPlan(Operation *op) {
+  if (PlanAttr plan = getLaunchPlan(op))
+    return plan.toLaunchPlan();
+  return {};
+}
+
+/// Attaches `plan` to `op` and checks it: the attribute's own rules (through
+/// getChecked) and the op's (its verifier).
+bool commit(Operation *op, const ::kvq::LaunchPlan &plan) {
+  auto attr = PlanAttr::getChecked(
+      [&] { return op->emitOpError(); }, op->getContext(), StringRef(plan.arch),
+      plan.threads, plan.halfVector, plan.tileTokens, plan.minTokensPerSplit,
+      plan.smCount, plan.keyVectorWords, plan.valueVectorWords,
+      plan.scoresPerThread, plan.sharedBytes);
+  if (!attr)
+    return false;
+  setLaunchPlan(op, attr);
+  return succeeded(verify(op, /*verifyRecursively=*/false));
+}
+
+struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
   using KVQPlanBase::KVQPlanBase;
 
   void runOnOperation() override {
-    FailureOr<int64_t> archNumber = parseArch(arch);
-    if (failed(archNumber)) {
-      getOperation()->emitError("kvq-plan: arch must be sm_75 .. sm_121, got '")
-          << arch << "'";
+    int64_t archNumber = ::kvq::archNumber(arch);
+    if (!archNumber) {
+      getOperation()->emitError("kvq-plan: ")
+          << ::kvq::kArchRule << ", got '" << arch << "'";
       return signalPassFailure();
     }
-    Builder builder(&getContext());
     WalkResult result = getOperation()->walk([&](Operation *op) {
+      bool planned = true;
       if (isa<QuantizeOp, DequantizeOp>(op))
-        return planElementwise(op, builder) ? WalkResult::advance()
-                                            : WalkResult::interrupt();
-      if (auto attention = dyn_cast<QuantizedAttentionOp>(op))
-        return planAttention(op, attention.getQuery(), attention.getKeyCodes(),
-                             attention.getKeyScheme(),
-                             attention.getValueScheme(), builder, *archNumber)
-                   ? WalkResult::advance()
-                   : WalkResult::interrupt();
-      if (auto attention = dyn_cast<AttentionOp>(op))
-        return planAttention(op, attention.getQuery(), attention.getKeys(),
-                             SchemeAttr(), SchemeAttr(), builder, *archNumber)
-                   ? WalkResult::advance()
-                   : WalkResult::interrupt();
-      return WalkResult::advance();
+        planned = planElementwise(op);
+      else if (auto attention = dyn_cast<QuantizedAttentionOp>(op))
+        planned = planAttention(
+            op, attention.getQuery(), attention.getKeyCodes(),
+            attention.getKeyScheme(), attention.getValueScheme(), archNumber);
+      else if (auto attention = dyn_cast<AttentionOp>(op))
+        planned = planAttention(op, attention.getQuery(), attention.getKeys(),
+                                SchemeAttr(), SchemeAttr(), archNumber);
+      return planned ? WalkResult::advance() : WalkResult::interrupt();
     });
     if (result.wasInterrupted())
       signalPassFailure();
   }
 
-  bool planElementwise(Operation *op, Builder &builder) {
-    PlanBuilder plan(op);
-    plan.set("arch", builder.getStringAttr(arch));
+  bool planElementwise(Operation *op) {
+    ::kvq::LaunchPlan plan = existingPlan(op);
+    plan.arch = arch;
     // Quantize: 4 warps, each a row at a time; dequantize: a word a thread.
-    int64_t threads = plan.getOrSet("threads", isa<QuantizeOp>(op) ? 128 : 256);
+    fill(plan.threads, isa<QuantizeOp>(op) ? 128 : 256);
     // Token-axis quantize: each lane reads the halves of whole words, so
     // up to a word's codes (and at most 8, 128 bits) per load.
     auto quantize = dyn_cast<QuantizeOp>(op);
-    int64_t halfVector = 1, codesPerWord = 1, headDim = 0;
     if (quantize && quantize.getScheme().getAxis() == Axis::token) {
-      codesPerWord = quantize.getScheme().codesPerWord();
-      headDim = cast<RankedTensorType>(quantize.getInput().getType())
-                    .getShape()
-                    .back();
-      halfVector = plan.getOrSet("half_vector",
-                                 std::min(widestHalfVector(headDim),
-                                          std::min<int64_t>(8, codesPerWord)));
+      int64_t headDim = cast<RankedTensorType>(quantize.getInput().getType())
+                            .getShape()
+                            .back();
+      fill(plan.halfVector,
+           std::min<int64_t>(
+               widestHalfVector(headDim),
+               std::min<int64_t>(8, quantize.getScheme().codesPerWord())));
     }
-    plan.commit();
-    if (halfVector != 1 &&
-        ((halfVector != 4 && halfVector != 8) || headDim % halfVector ||
-         codesPerWord % halfVector)) {
-      op->emitOpError(
-          "plan: half_vector must be 1, 4 or 8 and divide head_dim (")
-          << headDim << ") and the codes of a word (" << codesPerWord
-          << "), got " << halfVector;
-      return false;
-    }
-    return succeeded(checkThreads(op, threads));
+    return commit(op, plan);
   }
 
   /// Plans quantized attention, or (null schemes) the fp16 baseline, which
   /// has no packed words and so no vector widths.
   bool planAttention(Operation *op, Value query, Value keys,
                      SchemeAttr keyScheme, SchemeAttr valueScheme,
-                     Builder &builder, int64_t archNumber) {
+                     int64_t archNumber) {
     auto queryType = cast<RankedTensorType>(query.getType());
     auto keyType = cast<RankedTensorType>(keys.getType());
     int64_t headDim = queryType.getShape()[2];
@@ -205,11 +158,9 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
       return false;
     }
     int64_t gqa = queryHeads / kvHeads;
-    bool dense = !keyScheme;
-    PlanBuilder plan(op);
-    plan.set("arch", builder.getStringAttr(arch));
-    int64_t threads =
-        plan.getOrSet("threads", gqa * headDim <= 512 ? 128 : 256);
+    ::kvq::LaunchPlan plan = existingPlan(op);
+    plan.arch = arch;
+    fill(plan.threads, gqa * headDim <= 512 ? 128 : 256);
     // The largest tile that fits the budget; at least 16 tokens so a tile
     // holds whole packed words of any channel-axis scheme.
     int64_t defaultTile = 16;
@@ -218,78 +169,28 @@ struct KVQPlanPass : kvq::impl::KVQPlanBase<KVQPlanPass> {
         defaultTile = tile;
         break;
       }
-    int64_t tile = plan.getOrSet("tile_tokens", defaultTile);
-    int64_t minSplit = plan.getOrSet("min_tokens_per_split", 4 * tile);
-    plan.getOrSet("sm_count", smCountFor(archNumber));
-    int64_t keyVector = dense ? 1
-                              : plan.getOrSet("key_vector_words",
-                                              widestVector(keyScheme, headDim));
-    int64_t valueVector =
-        dense ? 1
-              : plan.getOrSet("value_vector_words",
-                              widestVector(valueScheme, headDim));
-    int64_t halfVector =
-        plan.getOrSet("half_vector", widestHalfVector(headDim));
+    int64_t tile = fill(plan.tileTokens, defaultTile);
+    fill(plan.minTokensPerSplit, 4 * tile);
+    fill(plan.smCount, smCountFor(archNumber));
+    if (keyScheme) {
+      fill(plan.keyVectorWords, widestVector(keyScheme, headDim));
+      fill(plan.valueVectorWords, widestVector(valueScheme, headDim));
+    }
+    fill(plan.halfVector, widestHalfVector(headDim));
     // Scores for two tokens per thread share each q load; past head_dim 128
     // the unrolled pair needs more registers than ptxas keeps (spills at
     // head_dim 256, GQA 8 on sm_90).
-    int64_t scoresPerThread = plan.getOrSet(
-        "scores_per_thread", headDim % 4 == 0 && headDim <= 128 ? 2 : 1);
+    fill(plan.scoresPerThread, headDim % 4 == 0 && headDim <= 128 ? 2 : 1);
     int64_t shared = attentionSharedBytes(headDim, gqa, tile);
-    plan.set("shared_bytes", builder.getI32IntegerAttr(shared));
-    plan.commit();
-
-    if (failed(checkThreads(op, threads)))
-      return false;
-    for (auto [what, scheme, width] :
-         {std::tuple{"key", keyScheme, keyVector},
-          std::tuple{"value", valueScheme, valueVector}}) {
-      if (!scheme)
-        continue;
-      if (width != 1 && width != 2 && width != 4) {
-        op->emitOpError("plan: ")
-            << what << "_vector_words must be 1, 2 or 4, got " << width;
-        return false;
-      }
-      if (rowWords(scheme, headDim) % width != 0) {
-        op->emitOpError("plan: ")
-            << what << "_vector_words " << width << " does not divide the "
-            << rowWords(scheme, headDim) << " words of a packed row";
-        return false;
-      }
-    }
-    if ((halfVector != 1 && halfVector != 4 && halfVector != 8) ||
-        headDim % halfVector != 0) {
-      op->emitOpError("plan: half_vector must be 1, 4 or 8 and divide "
-                      "head_dim (")
-          << headDim << "), got " << halfVector;
-      return false;
-    }
-    if (scoresPerThread != 1 && (scoresPerThread != 2 || headDim % 4 != 0)) {
-      op->emitOpError("plan: scores_per_thread must be 1, or 2 when head_dim "
-                      "is a multiple of 4, got ")
-          << scoresPerThread;
-      return false;
-    }
-    if (tile < 16 || tile % 16 != 0) {
-      op->emitOpError(
-          "plan: tile_tokens must be a positive multiple of 16, got ")
-          << tile;
-      return false;
-    }
-    if (minSplit < tile || minSplit % tile != 0) {
-      op->emitOpError("plan: min_tokens_per_split must be a multiple of "
-                      "tile_tokens (")
-          << tile << "), got " << minSplit;
-      return false;
-    }
-    if (shared > 48 * 1024) {
-      op->emitOpError("plan: tile_tokens ")
+    if (shared > ::kvq::kMaxStaticSharedBytes) {
+      op->emitOpError("plan: tileTokens ")
           << tile << " needs " << shared
-          << " bytes of shared memory, more than the 49152 a block gets";
+          << " bytes of shared memory, more than the "
+          << ::kvq::kMaxStaticSharedBytes << " a block gets";
       return false;
     }
-    return true;
+    plan.sharedBytes = shared;
+    return commit(op, plan);
   }
 };
 

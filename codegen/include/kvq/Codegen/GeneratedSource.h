@@ -10,10 +10,10 @@
 #ifndef KVQ_CODEGEN_GENERATEDSOURCE_H
 #define KVQ_CODEGEN_GENERATEDSOURCE_H
 
+#include "kvq/Dialect/KVQ/IR/LaunchPlan.h"
 #include "kvq/Version.h"
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,12 +29,12 @@ inline constexpr const char *kPreludeName = "kvq_prelude.cuh";
 /// One kernel of a generated translation unit, as the runtime launches it.
 struct GeneratedKernel {
   std::string name;
-  std::string kind; ///< quantize, dequantize, attention, combine
-  std::string spec; ///< human-readable specialization
-  std::string plan; ///< the plan dictionary, printed
-  std::map<std::string, int64_t> planValues; ///< its integer entries
-  int threads = 0;
-  int sharedBytes = 0;
+  std::string kind;     ///< quantize, dequantize, attention, combine
+  std::string spec;     ///< human-readable specialization
+  std::string planText; ///< the #kvq.plan attribute, printed
+  LaunchPlan plan;
+  int threads = 0;     ///< block size of this kernel (combine: its own)
+  int sharedBytes = 0; ///< dynamic shared memory of this kernel
   std::vector<std::string> argNames;
   /// C++ spelling of each argument's type ("__half*", "int32_t", ...).
   std::vector<std::string> argTypes;

@@ -54,7 +54,7 @@ namespace abi {
 inline constexpr const char *kKernelKind = "kvq.kind"; // quantize, ...
 inline constexpr const char *kThreads = "kvq.threads";
 inline constexpr const char *kSpec = "kvq.spec";          // human-readable spec
-inline constexpr const char *kPlan = "kvq.plan";          // the plan dictionary
+inline constexpr const char *kPlan = "kvq.plan";          // its #kvq.plan
 inline constexpr const char *kArgNames = "kvq.arg_names"; // C++ names
 } // namespace abi
 

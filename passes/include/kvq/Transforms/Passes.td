@@ -45,14 +45,16 @@ def KVQPlan : Pass<"kvq-plan"> {
     so the fp32 K/V tiles, queries and scores fit the shared-memory budget),
     the smallest split of the token range and the arch's SM count (the
     runtime picks the split count at launch from these and the sequence
-    lengths). The lowering reads only this dictionary, so a human can see
-    the plan in the IR and override any entry by writing it: entries already
-    present are kept and validated, missing ones are filled in.
+    lengths). The plan is a typed `#kvq.plan` attribute (KVQAttrs.td); the
+    lowering reads only it, so a human can see the plan in the IR and
+    override any field by writing it: fields already present are kept and
+    verified, missing ones are filled in.
 
     ```mlir
-    %o = kvq.quantized_attention ... {plan = {arch = "sm_90", min_tokens_per_split = 128 : i32,
-        shared_bytes = 34576 : i32, sm_count = 132 : i32, threads = 128 : i32,
-        tile_tokens = 32 : i32}} : ...
+    %o = kvq.quantized_attention ... {plan = #kvq.plan<arch = "sm_90",
+        threads = 128, halfVector = 8, tileTokens = 32, minTokensPerSplit = 128,
+        smCount = 132, keyVectorWords = 4, valueVectorWords = 4,
+        scoresPerThread = 2, sharedBytes = 35888>} : ...
     ```
   }];
   let options = [

@@ -666,7 +666,7 @@ void prepareKernel(gpu::GPUFuncOp func) {
   }
 }
 
-struct GPUToEmitCPass : kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
+struct GPUToEmitCPass : mlir::kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
     MLIRContext *context = &getContext();

@@ -55,7 +55,7 @@ struct AttentionShape {
   SchemeAttr keyScheme, valueScheme;
   int64_t headDim, gqa, threads, tile;
   Type half;
-  int64_t halfVector;      ///< halves per fp16 load (plan: half_vector)
+  int64_t halfVector;      ///< halves per fp16 load (plan: halfVector)
   int64_t scoresPerThread; ///< tokens a thread scores (plan: 1 or 2)
   int64_t keyStride() const { return attentionKeyStride(headDim); }
   /// Tiles read and written 4 floats at a time (AttentionTiles.h).
@@ -625,7 +625,7 @@ void buildCombineKernel(OpBuilder &builder, ImplicitLocOpBuilder &b,
                         KernelBuilder &kb, gpu::GPUModuleOp module,
                         Operation *op, const AttentionShape &s,
                         const std::string &name, const std::string &spec,
-                        DictionaryAttr plan) {
+                        PlanAttr plan) {
   Type i32 = builder.getI32Type(), f32 = builder.getF32Type();
   int64_t combineThreads = std::min<int64_t>(s.headDim, 128);
   SmallVector<Type> combineArgs = {globalBuffer(f32), globalBuffer(f32),
@@ -693,30 +693,26 @@ LogicalResult buildAttention(const AttentionOpView &view,
   if (ShapedType::isDynamic(queryHeads) || ShapedType::isDynamic(kvHeads))
     return op->emitOpError("needs static query and kv head counts to fix the "
                            "GQA ratio of the kernel");
-  FailureOr<int64_t> threads = getPlanInt(op, "threads");
-  FailureOr<int64_t> tile = getPlanInt(op, "tile_tokens");
-  FailureOr<int64_t> halfVector = getPlanInt(op, "half_vector");
-  FailureOr<int64_t> scoresPerThread = getPlanInt(op, "scores_per_thread");
-  if (failed(threads) || failed(tile) || failed(halfVector) ||
-      failed(scoresPerThread))
+  using ::kvq::LaunchPlan;
+  SmallVector<int64_t LaunchPlan::*> required = {
+      &LaunchPlan::threads, &LaunchPlan::tileTokens, &LaunchPlan::halfVector,
+      &LaunchPlan::scoresPerThread};
+  if (!dense)
+    required.append(
+        {&LaunchPlan::keyVectorWords, &LaunchPlan::valueVectorWords});
+  FailureOr<LaunchPlan> plan = requirePlan(op, required);
+  if (failed(plan))
     return failure();
-  FailureOr<int64_t> keyVector = int64_t(1), valueVector = int64_t(1);
-  if (!dense) {
-    keyVector = getPlanInt(op, "key_vector_words");
-    valueVector = getPlanInt(op, "value_vector_words");
-    if (failed(keyVector) || failed(valueVector))
-      return failure();
-  }
 
   AttentionShape s{view.keyScheme,
                    view.valueScheme,
                    queryType.getShape()[2],
                    queryHeads / kvHeads,
-                   *threads,
-                   *tile,
+                   plan->threads,
+                   plan->tileTokens,
                    queryType.getElementType(),
-                   *halfVector,
-                   *scoresPerThread};
+                   plan->halfVector,
+                   plan->scoresPerThread};
   bool hasSink = view.hasSink;
   bool hasResidual = view.hasResidual;
   MLIRContext *ctx = op->getContext();
@@ -793,10 +789,9 @@ LogicalResult buildAttention(const AttentionOpView &view,
       "sink={5} residual={6}",
       keyText, valueText, s.headDim, s.gqa, halfTag(s.half),
       hasSink ? "yes" : "no", hasResidual ? "yes" : "no");
-  auto plan = op->getAttrOfType<DictionaryAttr>("plan");
   gpu::GPUFuncOp func =
       createKernel(builder, module, op->getLoc(), name, "attention", parameters,
-                   shared, s.threads, spec, plan);
+                   shared, s.threads, spec, getLaunchPlan(op));
   func->setAttr(
       "kvq.shared_names",
       builder.getStrArrayAttr({"q", "keys", "values", "probs", "running_max",
@@ -812,10 +807,11 @@ LogicalResult buildAttention(const AttentionOpView &view,
     smem = {attrs[0], attrs[1], attrs[2], attrs[3],
             attrs[4], attrs[5], attrs[6]};
   }
-  AttentionBodyWriter(kb, s, a, smem, dense, hasSink, hasResidual, *keyVector,
-                      *valueVector)
+  AttentionBodyWriter(kb, s, a, smem, dense, hasSink, hasResidual,
+                      plan->keyWordsPerLoad(), plan->valueWordsPerLoad())
       .write();
-  buildCombineKernel(builder, b, kb, module, op, s, name, spec, plan);
+  buildCombineKernel(builder, b, kb, module, op, s, name, spec,
+                     getLaunchPlan(op));
   return success();
 }
 } // namespace

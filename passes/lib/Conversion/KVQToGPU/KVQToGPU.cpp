@@ -20,7 +20,7 @@ using namespace mlir::kvq;
 
 namespace {
 
-struct KVQToGPUPass : kvq::impl::KVQToGPUBase<KVQToGPUPass> {
+struct KVQToGPUPass : mlir::kvq::impl::KVQToGPUBase<KVQToGPUPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
     OpBuilder builder(module.getBodyRegion());

@@ -2,7 +2,7 @@
 //
 // One builder per kind of kernel. Each creates gpu.func kernels in the given
 // gpu.module following the argument lists in kvq/Conversion/KernelABI.h and
-// reads its launch configuration from the op's `plan` dictionary (written by
+// reads its launch configuration from the op's `#kvq.plan` (written by
 // --kvq-plan, possibly edited by hand).
 //
 //===----------------------------------------------------------------------===//
@@ -23,9 +23,10 @@ std::string schemeTag(SchemeAttr scheme);
 /// Type name used in kernel names and comments: "f16" or "bf16".
 std::string halfTag(Type type);
 
-/// Reads an integer entry of a plan dictionary, emitting an error on `op`
-/// if it is missing.
-FailureOr<int64_t> getPlanInt(Operation *op, StringRef key);
+/// The op's launch plan, or an error on `op` if it has none or one of the
+/// `required` fields is unset (run --kvq-plan first).
+FailureOr<::kvq::LaunchPlan>
+requirePlan(Operation *op, ArrayRef<int64_t ::kvq::LaunchPlan::*> required);
 
 /// Creates a kernel `name` with `argTypes` named `argNames` (and
 /// shared-memory `workgroupTypes`) at the end of `module`, tagged with the
@@ -35,7 +36,7 @@ gpu::GPUFuncOp createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
                             ArrayRef<Type> argTypes,
                             ArrayRef<StringRef> argNames,
                             ArrayRef<Type> workgroupTypes, int64_t threads,
-                            StringRef spec, DictionaryAttr plan);
+                            StringRef spec, PlanAttr plan);
 
 /// One kernel argument: its C++ name (KernelABI.h; the runtime packs
 /// launches by these names), its type, and where the kernel body finds its
@@ -52,7 +53,7 @@ gpu::GPUFuncOp createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
                             Location loc, StringRef name, StringRef kind,
                             ArrayRef<KernelParameter> parameters,
                             ArrayRef<Type> workgroupTypes, int64_t threads,
-                            StringRef spec, DictionaryAttr plan);
+                            StringRef spec, PlanAttr plan);
 
 LogicalResult buildQuantizeKernel(QuantizeOp op, gpu::GPUModuleOp module);
 LogicalResult buildDequantizeKernel(DequantizeOp op, gpu::GPUModuleOp module);

@@ -45,14 +45,18 @@ std::string mlir::kvq::halfTag(Type type) {
   return type.isBF16() ? "bf16" : "f16";
 }
 
-FailureOr<int64_t> mlir::kvq::getPlanInt(Operation *op, StringRef key) {
-  auto plan = op->getAttrOfType<DictionaryAttr>("plan");
-  if (!plan)
+FailureOr<::kvq::LaunchPlan>
+mlir::kvq::requirePlan(Operation *op,
+                       ArrayRef<int64_t ::kvq::LaunchPlan::*> required) {
+  PlanAttr attr = getLaunchPlan(op);
+  if (!attr)
     return op->emitOpError("has no launch plan; run --kvq-plan first");
-  auto value = plan.getAs<IntegerAttr>(key);
-  if (!value)
-    return op->emitOpError("launch plan has no integer '") << key << "'";
-  return value.getInt();
+  ::kvq::LaunchPlan plan = attr.toLaunchPlan();
+  for (const ::kvq::LaunchPlanField &field : ::kvq::kPlanIntegerFields)
+    if (llvm::is_contained(required, field.member) && plan.*field.member == 0)
+      return op->emitOpError("launch plan has no ")
+             << field.name << "; run --kvq-plan first";
+  return plan;
 }
 
 gpu::GPUFuncOp
@@ -60,7 +64,7 @@ mlir::kvq::createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
                         Location loc, StringRef name, StringRef kind,
                         ArrayRef<Type> argTypes, ArrayRef<StringRef> argNames,
                         ArrayRef<Type> workgroupTypes, int64_t threads,
-                        StringRef spec, DictionaryAttr plan) {
+                        StringRef spec, PlanAttr plan) {
   OpBuilder::InsertionGuard guard(builder);
   builder.setInsertionPointToEnd(module.getBody());
   auto type = builder.getFunctionType(argTypes, {});
@@ -87,7 +91,7 @@ gpu::GPUFuncOp mlir::kvq::createKernel(OpBuilder &builder,
                                        ArrayRef<KernelParameter> parameters,
                                        ArrayRef<Type> workgroupTypes,
                                        int64_t threads, StringRef spec,
-                                       DictionaryAttr plan) {
+                                       PlanAttr plan) {
   SmallVector<Type> types;
   SmallVector<StringRef> names;
   for (const KernelParameter &p : parameters) {
@@ -363,7 +367,7 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
 /// What quantize and dequantize kernels share: they need packed words (the
 /// fused form) and a plan.
 struct PackedKernel {
-  int64_t threads, headDim;
+  int64_t threads, halfVector, headDim;
   Type half;
 };
 
@@ -386,10 +390,12 @@ FailureOr<PackedKernel> preparePackedKernel(Operation *op, SchemeAttr scheme,
   if (!cast<RankedTensorType>(codes.getType()).getElementType().isInteger(32))
     return op->emitOpError(requirement) << " to be lowered; run --kvq-fuse "
                                            "first";
-  FailureOr<int64_t> threads = getPlanInt(op, "threads");
-  if (failed(threads))
+  FailureOr<::kvq::LaunchPlan> plan =
+      requirePlan(op, {&::kvq::LaunchPlan::threads});
+  if (failed(plan))
     return failure();
-  return PackedKernel{*threads, dense.getShape()[3], dense.getElementType()};
+  return PackedKernel{plan->threads, plan->halfVector, dense.getShape()[3],
+                      dense.getElementType()};
 }
 
 } // namespace
@@ -422,17 +428,17 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
   std::string spec =
       llvm::formatv("quantize {0} head_dim={1} dtype={2}",
                     describeScheme(scheme), headDim, halfTag(half));
-  gpu::GPUFuncOp func = createKernel(
-      builder, module, op.getLoc(), name, "quantize", parameters, {},
-      k->threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
+  gpu::GPUFuncOp func =
+      createKernel(builder, module, op.getLoc(), name, "quantize", parameters,
+                   {}, k->threads, spec, getLaunchPlan(op));
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
   if (scheme.getAxis() == Axis::token) {
-    FailureOr<int64_t> halfVector = getPlanInt(op, "half_vector");
-    if (failed(halfVector))
+    // Token-axis lanes load halfVector halves at a time.
+    if (failed(requirePlan(op, {&::kvq::LaunchPlan::halfVector})))
       return failure();
-    buildTokenAxisQuantize(kb, scheme, headDim, k->threads, *halfVector, a);
+    buildTokenAxisQuantize(kb, scheme, headDim, k->threads, k->halfVector, a);
   } else {
     buildChannelAxisQuantize(kb, scheme, headDim, k->threads, a);
   }
@@ -468,9 +474,9 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
   std::string spec =
       llvm::formatv("dequantize {0} head_dim={1} dtype={2}",
                     describeScheme(scheme), headDim, halfTag(half));
-  gpu::GPUFuncOp func = createKernel(
-      builder, module, op.getLoc(), name, "dequantize", parameters, {},
-      k->threads, spec, op->getAttrOfType<DictionaryAttr>("plan"));
+  gpu::GPUFuncOp func =
+      createKernel(builder, module, op.getLoc(), name, "dequantize", parameters,
+                   {}, k->threads, spec, getLaunchPlan(op));
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);

@@ -3,6 +3,8 @@
 #ifndef KVQ_DIALECT_KVQ_IR_KVQATTRS_H
 #define KVQ_DIALECT_KVQ_IR_KVQATTRS_H
 
+#include "kvq/Dialect/KVQ/IR/LaunchPlan.h"
+
 #include "mlir/IR/Attributes.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/BuiltinTypes.h"

@@ -97,4 +97,56 @@ def KVQ_SchemeAttr : KVQ_Attr<"Scheme", "scheme"> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// #kvq.plan
+//===----------------------------------------------------------------------===//
+
+def KVQ_PlanAttr : KVQ_Attr<"Plan", "plan"> {
+  let summary = "How a kernel is launched: block size, tiles, vector widths";
+  let description = [{
+    The launch plan of one kvq op, chosen by `--kvq-plan` and read by the
+    lowering (block size, tiles, vector widths) and the runtime (split-K
+    count, shared memory). Every parameter is optional: an unset one (0, or
+    no arch) is filled by `--kvq-plan`, and one a user writes is kept, so a
+    plan can be overridden in the IR. The verifier checks what holds for
+    any op; the op verifiers check what depends on the op's shapes.
+    The same fields, without MLIR, are `kvq::LaunchPlan` (LaunchPlan.h).
+
+    - `arch`: target, `"sm_75"` .. `"sm_121"`;
+    - `threads`: threads per block, a multiple of 32 in [32, 1024];
+    - `halfVector`: fp16/bf16 elements per load, 1, 4 or 8;
+    - attention only: `tileTokens` (tokens per shared-memory tile, a
+      multiple of 16), `minTokensPerSplit` (shortest split-K part, a multiple
+      of `tileTokens`), `smCount` (SMs the split count assumes when the
+      device's are unknown), `keyVectorWords` and `valueVectorWords` (packed
+      words per load, 1, 2 or 4), `scoresPerThread` (1 or 2) and
+      `sharedBytes` (derived from the tile; at most 49152).
+
+    ```mlir
+    #kvq.plan<arch = "sm_90", threads = 128, halfVector = 8>
+    #kvq.plan<tileTokens = 16>
+    ```
+  }];
+  let parameters = (ins
+    StringRefParameter<"target arch", "\"\"">:$arch,
+    OptionalParameter<"int64_t">:$threads,
+    OptionalParameter<"int64_t">:$halfVector,
+    OptionalParameter<"int64_t">:$tileTokens,
+    OptionalParameter<"int64_t">:$minTokensPerSplit,
+    OptionalParameter<"int64_t">:$smCount,
+    OptionalParameter<"int64_t">:$keyVectorWords,
+    OptionalParameter<"int64_t">:$valueVectorWords,
+    OptionalParameter<"int64_t">:$scoresPerThread,
+    OptionalParameter<"int64_t">:$sharedBytes
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// Field by field from / to the MLIR-free twin (LaunchPlan.h).
+    static PlanAttr get(::mlir::MLIRContext *context,
+                        const ::kvq::LaunchPlan &plan);
+    ::kvq::LaunchPlan toLaunchPlan() const;
+  }];
+}
+
 #endif // KVQ_ATTRS_TD

@@ -38,6 +38,11 @@ llvm::SmallVector<int64_t, 4> unpackedShape(SchemeAttr scheme,
 llvm::SmallVector<int64_t, 4> scalesShape(SchemeAttr scheme,
                                           llvm::ArrayRef<int64_t> codeShape);
 
+/// Packed words of one row that a thread can load side by side: a token-axis
+/// row holds head_dim·bits/32 words of one token, a channel-axis word row
+/// head_dim words (one per channel).
+int64_t packedRowWords(SchemeAttr scheme, int64_t headDim);
+
 /// True if `actual` can hold a tensor of shape `expected` (equal, or one of
 /// the two extents dynamic).
 bool isCompatibleShape(llvm::ArrayRef<int64_t> expected,

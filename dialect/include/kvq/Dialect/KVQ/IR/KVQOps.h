@@ -13,4 +13,14 @@
 #define GET_OP_CLASSES
 #include "kvq/Dialect/KVQ/IR/KVQOps.h.inc"
 
+namespace mlir::kvq {
+
+/// The launch plan of an op that is lowered to kernels (quantize,
+/// dequantize, attention, quantized_attention); null if it has none yet.
+PlanAttr getLaunchPlan(Operation *op);
+/// Sets it; `op` must be one of those ops.
+void setLaunchPlan(Operation *op, PlanAttr plan);
+
+} // namespace mlir::kvq
+
 #endif // KVQ_DIALECT_KVQ_IR_KVQOPS_H

@@ -49,7 +49,8 @@ def KVQ_QuantizeOp : KVQ_Op<"quantize", [Pure]> {
         -> tensor<1x8x64x128xi8>, tensor<1x8x64x4xf16>, tensor<1x8x64x4xf16>
     ```
   }];
-  let arguments = (ins KVQ_HalfTensor4D:$input, KVQ_SchemeAttr:$scheme);
+  let arguments = (ins KVQ_HalfTensor4D:$input, KVQ_SchemeAttr:$scheme,
+                       OptionalAttr<KVQ_PlanAttr>:$plan);
   let results = (outs KVQ_CodeOrWordTensor:$codes, KVQ_ScaleTensor:$scales,
                       Optional<KVQ_ScaleTensor>:$zeros);
   let assemblyFormat = [{
@@ -119,7 +120,8 @@ def KVQ_DequantizeOp : KVQ_Op<"dequantize", [Pure]> {
   }];
   let arguments = (ins KVQ_CodeOrWordTensor:$codes, KVQ_ScaleTensor:$scales,
                        Optional<KVQ_ScaleTensor>:$zeros,
-                       KVQ_SchemeAttr:$scheme);
+                       KVQ_SchemeAttr:$scheme,
+                       OptionalAttr<KVQ_PlanAttr>:$plan);
   let results = (outs KVQ_HalfTensor4D:$output);
   let assemblyFormat = [{
     $codes `,` $scales (`,` $zeros^)? `scheme` $scheme attr-dict `:`
@@ -168,7 +170,8 @@ def KVQ_AttentionOp : KVQ_AttentionOp<"attention"> {
                        Optional<KVQ_HalfTensor4D>:$residual_keys,
                        Optional<KVQ_HalfTensor4D>:$residual_values,
                        KVQ_LengthsTensor:$lengths,
-                       F32Attr:$softmax_scale);
+                       F32Attr:$softmax_scale,
+                       OptionalAttr<KVQ_PlanAttr>:$plan);
   let assemblyFormat = [{
     $query `,` `keys` `(` $keys `)` `,` `values` `(` $values `)`
     (`sink` `(` $sink_keys^ `,` $sink_values `)`)?
@@ -210,7 +213,8 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
                        KVQ_LengthsTensor:$lengths,
                        KVQ_SchemeAttr:$key_scheme,
                        KVQ_SchemeAttr:$value_scheme,
-                       F32Attr:$softmax_scale);
+                       F32Attr:$softmax_scale,
+                       OptionalAttr<KVQ_PlanAttr>:$plan);
   let assemblyFormat = [{
     $query `,`
     `keys` `(` $key_codes `,` $key_scales (`,` $key_zeros^)? `)`
