@@ -2,6 +2,8 @@
 
 #include "kvq/Codegen/Generator.h"
 
+#include "SourceNames.h"
+
 #include "kvq/Conversion/KernelABI.h"
 #include "kvq/Conversion/Passes.h"
 #include "kvq/Dialect/KVQ/IR/KVQLayout.h"
@@ -204,36 +206,6 @@ std::string printOp(Operation *op) {
   return text;
 }
 
-/// Replaces the emitter's `v1`..`vN` argument names by the ABI names, so a
-/// dumped kernel reads `words[...]` rather than `v2[...]`. The emitter
-/// numbers a function's arguments first, so v1..vN are exactly them.
-std::string nameArguments(const std::string &body,
-                          ArrayRef<std::string> names) {
-  std::string out;
-  out.reserve(body.size());
-  auto isIdent = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
-  };
-  for (size_t i = 0; i < body.size();) {
-    if (!isIdent(body[i])) {
-      out += body[i++];
-      continue;
-    }
-    size_t end = i;
-    while (end < body.size() && isIdent(body[end]))
-      ++end;
-    llvm::StringRef word(body.data() + i, end - i);
-    unsigned number = 0;
-    if (word.consume_front("v") && !word.getAsInteger(10, number) &&
-        number >= 1 && number <= names.size())
-      out += names[number - 1];
-    else
-      out.append(body, i, end - i);
-    i = end;
-  }
-  return out;
-}
-
 /// The C++ spelling of a kernel argument type, as the emitter prints it.
 std::string cSpelling(Type type) {
   if (auto pointer = dyn_cast<emitc::PointerType>(type))
@@ -278,6 +250,7 @@ llvm::Expected<GeneratedSource> emitCuda(ModuleOp module,
 
     std::string body;
     llvm::raw_string_ostream os(body);
+    ::kvq::markNamedValues(func);
     if (failed(emitc::translateToCpp(func, os)))
       return llvm::createStringError("cannot emit C++ for kernel " +
                                      kernel.name);
@@ -285,7 +258,7 @@ llvm::Expected<GeneratedSource> emitCuda(ModuleOp module,
            << "//   spec: " << kernel.spec << "\n"
            << "//   plan: " << kernel.planText << "\n"
            << "//   block: " << kernel.threads << " threads\n";
-    kernels += "\n" + nameArguments(body, kernel.argNames);
+    kernels += "\n" + ::kvq::nameValues(body, kernel.argNames);
     result.kernels.push_back(std::move(kernel));
   }
   header << "\n#include \"" << ::kvq::kPreludeName << "\"\n";

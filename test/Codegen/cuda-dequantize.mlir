@@ -6,7 +6,7 @@
 // CHECK: void kvq_dequant_4t32i_d64_f16(int32_t* words, __half* scales, __half* zeros, __half* output,
 // CHECK: KVQ_LDG(0, words,
 // A masked code and the 2^23 exponent bits are one kvq_and_or (one LOP3).
-// CHECK: = kvq_and_or({{v[0-9]+}}, 15, 0x4B000000);
+// CHECK: = kvq_and_or({{[a-z_0-9]+}}, 0xF, 0x4B000000);
 // CHECK: kvq_shr({{.*}}, 16)
 // CHECK: kvq_shr({{.*}}, 4)
 // CHECK: kvq_shr({{.*}}, 20)

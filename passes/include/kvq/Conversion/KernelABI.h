@@ -56,6 +56,9 @@ inline constexpr const char *kThreads = "kvq.threads";
 inline constexpr const char *kSpec = "kvq.spec";          // human-readable spec
 inline constexpr const char *kPlan = "kvq.plan";          // its #kvq.plan
 inline constexpr const char *kArgNames = "kvq.arg_names"; // C++ names
+/// A NameLoc `kvq.name=head_row` on an op names its result (or, on a loop,
+/// its variable) in the generated C++ (KernelBuilder::named).
+inline constexpr const char *kSourceNamePrefix = "kvq.name=";
 } // namespace abi
 
 } // namespace mlir::kvq

@@ -20,9 +20,11 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/Transforms/DialectConversion.h"
 
 #include "llvm/ADT/SmallString.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
 #include <cstdio>
@@ -619,9 +621,17 @@ void fuseAndOr(gpu::GPUFuncOp func) {
     if (!op.getType().isInteger(32) || !mask || !mask->hasOneUse())
       continue;
     OpBuilder builder(op);
+    // A constant mask reads as one: 15 -> 0xF.
+    Value bits = mask.getRhs();
+    IntegerAttr constant;
+    if (matchPattern(bits, m_Constant(&constant)) &&
+        constant.getValue().isNonNegative())
+      bits = emitc::LiteralOp::create(
+          builder, op.getLoc(), bits.getType(),
+          llvm::formatv("{0:X}", constant.getValue().getZExtValue()).str());
     auto call = emitc::CallOpaqueOp::create(
         builder, op.getLoc(), TypeRange{op.getType()}, "kvq_and_or",
-        ValueRange{mask.getLhs(), mask.getRhs(), op.getRhs()});
+        ValueRange{mask.getLhs(), bits, op.getRhs()});
     op.replaceAllUsesWith(call.getResult(0));
     op.erase();
     mask.erase();

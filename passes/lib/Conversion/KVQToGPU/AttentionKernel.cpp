@@ -94,79 +94,99 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
   int64_t group = scheme.groupSize(s.headDim);
   Value d = kb.i32(s.headDim);
   Value tid = kb.threadIdx();
-  Value step = kb.i32(s.threads);
   auto scaleAndZero = [&](Value index) -> std::pair<Value, Value> {
-    Value scale = kb.toF32(kb.load(scales, index));
-    Value zero = zeros ? kb.toF32(kb.load(zeros, index)) : Value();
+    Value scale = kb.named("scale", kb.toF32(kb.load(scales, index)));
+    Value zero =
+        zeros ? kb.named("zero", kb.toF32(kb.load(zeros, index))) : Value();
     return {scale, zero};
   };
 
   if (scheme.getAxis() == Axis::token) {
     int64_t wordsPerRow = s.headDim / perWord;
     int64_t vectorsPerRow = wordsPerRow / vectorWords;
-    Value count = kb.mul(valid, kb.i32(vectorsPerRow));
-    kb.forLoop(tid, count, step, [&](Value i) {
-      Value t = kb.div(i, kb.i32(vectorsPerRow));
-      Value w0 = kb.mul(kb.rem(i, kb.i32(vectorsPerRow)), kb.i32(vectorWords));
-      Value row = kb.add(kb.mul(headRow, bodyCapacity), kb.add(t0, t));
-      SmallVector<Value> loaded = kb.loadVector(
-          words, kb.add(kb.mul(row, kb.i32(wordsPerRow)), w0), vectorWords);
-      // w0 is a multiple of vectorWords and both it and the words of a
-      // group are powers of two: a group spans whole vectors or a vector
-      // whole groups. Load each group's scale (and zero) once.
-      int64_t wordsPerGroup = group / perWord;
-      Value firstGroup = kb.div(w0, kb.i32(wordsPerGroup));
-      Value scale, zero;
-      for (auto [k, word] : llvm::enumerate(loaded)) {
-        Value w = kb.add(w0, kb.i32(k));
-        if (int64_t(k) % wordsPerGroup == 0)
-          std::tie(scale, zero) = scaleAndZero(
-              kb.add(kb.mul(row, kb.i32(s.headDim / group)),
-                     kb.add(firstGroup, kb.i32(int64_t(k) / wordsPerGroup))));
-        Value base =
-            kb.add(kb.mul(t, kb.i32(rowStride)), kb.mul(w, kb.i32(perWord)));
-        SmallVector<Value> codes;
-        for (int64_t j = 0; j < perWord; ++j)
-          codes.push_back(kb.dequantizeCode(
-              scheme, kb.extractCode(scheme, word, j), scale, zero));
-        storeRun(kb, s, codes, tile, base);
-      }
-    });
+    Value count = kb.named("vectors", kb.mul(valid, kb.i32(vectorsPerRow)));
+    kb.strideLoop(
+        tid, count, s.threads,
+        [&](Value i) {
+          Value t = kb.named("token", kb.div(i, kb.i32(vectorsPerRow)));
+          Value w0 =
+              kb.named("first_word", kb.mul(kb.rem(i, kb.i32(vectorsPerRow)),
+                                            kb.i32(vectorWords)));
+          Value row = kb.named(
+              "row", kb.add(kb.mul(headRow, bodyCapacity), kb.add(t0, t)));
+          SmallVector<Value> loaded = kb.loadVector(
+              words, kb.add(kb.mul(row, kb.i32(wordsPerRow)), w0), vectorWords);
+          // w0 is a multiple of vectorWords and both it and the words of a
+          // group are powers of two: a group spans whole vectors or a vector
+          // whole groups. Load each group's scale (and zero) once.
+          int64_t wordsPerGroup = group / perWord;
+          Value firstGroup =
+              kb.named("first_group", kb.div(w0, kb.i32(wordsPerGroup)));
+          Value scale, zero;
+          for (auto [k, word] : llvm::enumerate(loaded)) {
+            Value w = kb.add(w0, kb.i32(k));
+            if (int64_t(k) % wordsPerGroup == 0)
+              std::tie(scale, zero) = scaleAndZero(kb.add(
+                  kb.mul(row, kb.i32(s.headDim / group)),
+                  kb.add(firstGroup, kb.i32(int64_t(k) / wordsPerGroup))));
+            Value base = kb.add(kb.mul(t, kb.i32(rowStride)),
+                                kb.mul(w, kb.i32(perWord)));
+            SmallVector<Value> codes;
+            for (int64_t j = 0; j < perWord; ++j)
+              codes.push_back(kb.dequantizeCode(
+                  scheme, kb.extractCode(scheme, word, j), scale, zero));
+            storeRun(kb, s, codes, tile, base);
+          }
+        },
+        "vector");
     return;
   }
 
   // axis = channel: word (token block, channel); valid is a whole number of
   // groups, so of words. A thread takes `vectorWords` adjacent channels.
   int64_t vectorsPerRow = s.headDim / vectorWords;
-  Value count = kb.mul(kb.div(valid, kb.i32(perWord)), kb.i32(vectorsPerRow));
-  kb.forLoop(tid, count, step, [&](Value i) {
-    Value c0 = kb.mul(kb.rem(i, kb.i32(vectorsPerRow)), kb.i32(vectorWords));
-    Value wordRow = kb.div(i, kb.i32(vectorsPerRow));
-    Value globalRow =
-        kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(perWord))),
-               kb.add(kb.div(t0, kb.i32(perWord)), wordRow));
-    SmallVector<Value> loaded =
-        kb.loadVector(words, kb.add(kb.mul(globalRow, d), c0), vectorWords);
-    Value firstToken = kb.mul(wordRow, kb.i32(perWord));
-    Value scaleRow =
-        kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(group))),
-               kb.div(kb.add(t0, firstToken), kb.i32(group)));
-    SmallVector<std::pair<Value, Value>> scaleZero;
-    for (int64_t k = 0; k < vectorWords; ++k)
-      scaleZero.push_back(
-          scaleAndZero(kb.add(kb.mul(scaleRow, d), kb.add(c0, kb.i32(k)))));
-    // Token j of the word row: the `vectorWords` adjacent channels side by
-    // side, one 128-bit store when there are 4.
-    kb.forLoop(kb.i32(0), kb.i32(perWord), kb.i32(1), [&](Value j) {
-      Value t = kb.add(firstToken, j);
-      SmallVector<Value> values;
-      for (auto [k, word] : llvm::enumerate(loaded))
-        values.push_back(
-            kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                              scaleZero[k].first, scaleZero[k].second));
-      storeRun(kb, s, values, tile, kb.add(kb.mul(t, kb.i32(rowStride)), c0));
-    });
-  });
+  Value count = kb.named(
+      "vectors", kb.mul(kb.div(valid, kb.i32(perWord)), kb.i32(vectorsPerRow)));
+  kb.strideLoop(
+      tid, count, s.threads,
+      [&](Value i) {
+        Value c0 =
+            kb.named("first_channel", kb.mul(kb.rem(i, kb.i32(vectorsPerRow)),
+                                             kb.i32(vectorWords)));
+        Value wordRow = kb.named("word_row", kb.div(i, kb.i32(vectorsPerRow)));
+        Value globalRow = kb.named(
+            "global_word_row",
+            kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(perWord))),
+                   kb.add(kb.div(t0, kb.i32(perWord)), wordRow)));
+        SmallVector<Value> loaded =
+            kb.loadVector(words, kb.add(kb.mul(globalRow, d), c0), vectorWords);
+        Value firstToken =
+            kb.named("first_token", kb.mul(wordRow, kb.i32(perWord)));
+        Value scaleRow = kb.named(
+            "scale_row",
+            kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(group))),
+                   kb.div(kb.add(t0, firstToken), kb.i32(group))));
+        SmallVector<std::pair<Value, Value>> scaleZero;
+        for (int64_t k = 0; k < vectorWords; ++k)
+          scaleZero.push_back(
+              scaleAndZero(kb.add(kb.mul(scaleRow, d), kb.add(c0, kb.i32(k)))));
+        // Token j of the word row: the `vectorWords` adjacent channels side by
+        // side, one 128-bit store when there are 4.
+        kb.forLoop(
+            kb.i32(0), kb.i32(perWord), kb.i32(1),
+            [&](Value j) {
+              Value t = kb.named("token", kb.add(firstToken, j));
+              SmallVector<Value> values;
+              for (auto [k, word] : llvm::enumerate(loaded))
+                values.push_back(
+                    kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                      scaleZero[k].first, scaleZero[k].second));
+              storeRun(kb, s, values, tile,
+                       kb.add(kb.mul(t, kb.i32(rowStride)), c0));
+            },
+            "code");
+      },
+      "vector");
 }
 
 /// Converts fp16 tokens [t0, t0 + valid) of a sink/residual segment into
@@ -182,23 +202,29 @@ void stageHalf(KernelBuilder &kb, const AttentionShape &s,
   Value d = kb.i32(s.headDim);
   int64_t width = s.halfVector;
   Value runsPerRow = kb.i32(s.headDim / width);
-  Value count = kb.mul(valid, runsPerRow);
-  kb.forLoop(kb.threadIdx(), count, kb.i32(s.threads), [&](Value i) {
-    Value t = kb.div(i, runsPerRow);
-    Value channel = kb.mul(kb.rem(i, runsPerRow), kb.i32(width));
-    Value index = kb.add(
-        kb.mul(kb.add(kb.mul(headRow, capacity), kb.add(t0, t)), d), channel);
-    SmallVector<Value> k = kb.loadVector(keys, index, width);
-    SmallVector<Value> v = kb.loadVector(values, index, width);
-    SmallVector<Value> kf, vf;
-    for (int64_t j = 0; j < width; ++j) {
-      kf.push_back(kb.toF32(k[j]));
-      vf.push_back(kb.toF32(v[j]));
-    }
-    storeRun(kb, s, kf, smem.keys,
-             kb.add(kb.mul(t, kb.i32(s.keyStride())), channel));
-    storeRun(kb, s, vf, smem.values, kb.add(kb.mul(t, d), channel));
-  });
+  Value count = kb.named("runs", kb.mul(valid, runsPerRow));
+  kb.strideLoop(
+      kb.threadIdx(), count, s.threads,
+      [&](Value i) {
+        Value t = kb.named("token", kb.div(i, runsPerRow));
+        Value channel =
+            kb.named("channel", kb.mul(kb.rem(i, runsPerRow), kb.i32(width)));
+        Value index = kb.named(
+            "index",
+            kb.add(kb.mul(kb.add(kb.mul(headRow, capacity), kb.add(t0, t)), d),
+                   channel));
+        SmallVector<Value> k = kb.loadVector(keys, index, width);
+        SmallVector<Value> v = kb.loadVector(values, index, width);
+        SmallVector<Value> kf, vf;
+        for (int64_t j = 0; j < width; ++j) {
+          kf.push_back(kb.toF32(k[j]));
+          vf.push_back(kb.toF32(v[j]));
+        }
+        storeRun(kb, s, kf, smem.keys,
+                 kb.add(kb.mul(t, kb.i32(s.keyStride())), channel));
+        storeRun(kb, s, vf, smem.values, kb.add(kb.mul(t, d), channel));
+      },
+      "run");
 }
 
 } // namespace
@@ -257,14 +283,15 @@ public:
     step = kb.i32(s.threads);
     zero = kb.i32(0);
     tid = kb.threadIdx();
-    lane = kb.rem(tid, kb.i32(32));
-    warp = kb.div(tid, kb.i32(32));
+    lane = kb.named("lane", kb.rem(tid, kb.i32(32)));
+    warp = kb.named("warp", kb.div(tid, kb.i32(32)));
     split = kb.blockIdx(gpu::Dimension::x);
     kvHead = kb.blockIdx(gpu::Dimension::y);
     batch = kb.blockIdx(gpu::Dimension::z);
     splits = kb.gridDim(gpu::Dimension::x);
-    headRow = kb.add(kb.mul(batch, a.kvHeads), kvHead);
-    firstQueryRow = kb.mul(headRow, gqa); // (batch, first q head)
+    headRow = kb.named("head_row", kb.add(kb.mul(batch, a.kvHeads), kvHead));
+    // (batch, first q head)
+    firstQueryRow = kb.named("first_query_row", kb.mul(headRow, gqa));
 
     setUp();
     SmallVector<Value> initAcc(runsPerThread * run, kb.f32(0.0));
@@ -282,7 +309,8 @@ public:
           SmallVector<Value> next = accumulatePV(valid, carried);
           kb.barrier();
           return next;
-        });
+        },
+        "tile");
     writePartials(acc);
   }
 
@@ -305,16 +333,20 @@ private:
       for (SchemeAttr scheme : {s.keyScheme, s.valueScheme})
         if (scheme.getAxis() == Axis::channel)
           bodyUnit = std::max<int64_t>(bodyUnit, scheme.groupSize(s.headDim));
-    sinkLen = clampedLength(0, a.sinkCapacity, 1);
-    bodyLen = clampedLength(1, a.bodyCapacity, bodyUnit);
-    residualLen = clampedLength(2, a.residualCapacity, 1);
+    sinkLen = kb.named("sink_len", clampedLength(0, a.sinkCapacity, 1));
+    bodyLen = kb.named("body_len", clampedLength(1, a.bodyCapacity, bodyUnit));
+    residualLen =
+        kb.named("residual_len", clampedLength(2, a.residualCapacity, 1));
 
     kb.comment("stage the GQA group's queries, pre-multiplied by the softmax "
                "scale");
-    kb.forLoop(tid, kb.mul(gqa, d), step, [&](Value i) {
-      Value x = kb.toF32(kb.load(a.q, kb.add(kb.mul(firstQueryRow, d), i)));
-      kb.store(kb.fmul(x, a.softmaxScale), smem.q, i);
-    });
+    kb.strideLoop(
+        tid, kb.i32(s.gqa * s.headDim), s.threads,
+        [&](Value i) {
+          Value x = kb.toF32(kb.load(a.q, kb.add(kb.mul(firstQueryRow, d), i)));
+          kb.store(kb.fmul(x, a.softmaxScale), smem.q, i);
+        },
+        "i");
     kb.ifThen(kb.lt(tid, gqa), [&] {
       kb.store(kb.negInf(), smem.runningMax, tid);
       kb.store(kb.f32(0.0), smem.runningSum, tid);
@@ -323,20 +355,29 @@ private:
     kb.comment(
         "tiles of this split: quantized tokens, or (last split) the fp16 "
         "sink and residual tokens");
-    Value isFp16Split = kb.eq(split, kb.sub(splits, kb.i32(1)));
-    bodyBegin = kb.mul(split, a.tokensPerSplit);
-    bodyEnd = kb.min(kb.add(bodyBegin, a.tokensPerSplit), bodyLen);
-    bodyTiles = kb.select(
-        isFp16Split, zero,
-        kb.max(zero, kb.ceilDiv(kb.sub(bodyEnd, bodyBegin), tileTokens)));
-    sinkTiles =
-        hasSink ? kb.select(isFp16Split, kb.ceilDiv(sinkLen, tileTokens), zero)
-                : zero;
+    Value isFp16Split =
+        kb.named("is_fp16_split", kb.eq(split, kb.sub(splits, kb.i32(1))));
+    bodyBegin = kb.named("body_begin", kb.mul(split, a.tokensPerSplit));
+    bodyEnd = kb.named("body_end",
+                       kb.min(kb.add(bodyBegin, a.tokensPerSplit), bodyLen));
+    bodyTiles =
+        kb.named("body_tiles",
+                 kb.select(isFp16Split, zero,
+                           kb.max(zero, kb.ceilDiv(kb.sub(bodyEnd, bodyBegin),
+                                                   tileTokens))));
+    sinkTiles = hasSink
+                    ? kb.named("sink_tiles",
+                               kb.select(isFp16Split,
+                                         kb.ceilDiv(sinkLen, tileTokens), zero))
+                    : zero;
     residualTiles =
         hasResidual
-            ? kb.select(isFp16Split, kb.ceilDiv(residualLen, tileTokens), zero)
+            ? kb.named("residual_tiles",
+                       kb.select(isFp16Split,
+                                 kb.ceilDiv(residualLen, tileTokens), zero))
             : zero;
-    tiles = kb.add(bodyTiles, kb.add(sinkTiles, residualTiles));
+    tiles =
+        kb.named("tiles", kb.add(bodyTiles, kb.add(sinkTiles, residualTiles)));
 
     // P·V outputs are owned in runs of 4 adjacent channels (one LDS.128 of V
     // per token) when the tiles are vectorized, else one by one.
@@ -351,8 +392,10 @@ private:
     return kb.ifElse(
         kb.lt(tileIndex, bodyTiles), {kb.i32Type()},
         [&]() -> SmallVector<Value> {
-          Value t0 = kb.add(bodyBegin, kb.mul(tileIndex, tileTokens));
-          Value n = kb.min(tileTokens, kb.sub(bodyEnd, t0));
+          Value t0 = kb.named("tile_start",
+                              kb.add(bodyBegin, kb.mul(tileIndex, tileTokens)));
+          Value n =
+              kb.named("tile_len", kb.min(tileTokens, kb.sub(bodyEnd, t0)));
           if (dense) {
             stageHalf(kb, s, smem, a.keyWords, a.valueWords, headRow,
                       a.bodyCapacity, t0, n);
@@ -367,12 +410,14 @@ private:
           return {n};
         },
         [&]() -> SmallVector<Value> {
-          Value fp16Tile = kb.sub(tileIndex, bodyTiles);
+          Value fp16Tile = kb.named("fp16_tile", kb.sub(tileIndex, bodyTiles));
           auto residualTile = [&]() -> SmallVector<Value> {
             if (!hasResidual)
               return {zero};
-            Value t0 = kb.mul(kb.sub(fp16Tile, sinkTiles), tileTokens);
-            Value n = kb.min(tileTokens, kb.sub(residualLen, t0));
+            Value t0 = kb.named(
+                "tile_start", kb.mul(kb.sub(fp16Tile, sinkTiles), tileTokens));
+            Value n = kb.named("tile_len",
+                               kb.min(tileTokens, kb.sub(residualLen, t0)));
             stageHalf(kb, s, smem, a.residualKeys, a.residualValues, headRow,
                       a.residualCapacity, t0, n);
             return {n};
@@ -382,8 +427,9 @@ private:
           return kb.ifElse(
               kb.lt(fp16Tile, sinkTiles), {kb.i32Type()},
               [&]() -> SmallVector<Value> {
-                Value t0 = kb.mul(fp16Tile, tileTokens);
-                Value n = kb.min(tileTokens, kb.sub(sinkLen, t0));
+                Value t0 = kb.named("tile_start", kb.mul(fp16Tile, tileTokens));
+                Value n = kb.named("tile_len",
+                                   kb.min(tileTokens, kb.sub(sinkLen, t0)));
                 stageHalf(kb, s, smem, a.sinkKeys, a.sinkValues, headRow,
                           a.sinkCapacity, t0, n);
                 return {n};
@@ -402,13 +448,19 @@ private:
       kb.comment("K rows past the staged tokens: zeroed, as the paired "
                  "score loop reads them");
       int64_t vectors = s.keyStride() / 4;
-      Value missing = kb.mul(kb.sub(tileTokens, valid), kb.i32(vectors));
-      kb.forLoop(tid, missing, step, [&](Value i) {
-        Value row = kb.add(valid, kb.div(i, kb.i32(vectors)));
-        Value column = kb.mul(kb.rem(i, kb.i32(vectors)), kb.i32(4));
-        kb.storeShared4(SmallVector<Value>(4, kb.f32(0.0)), smem.keys,
-                        kb.add(kb.mul(row, kb.i32(s.keyStride())), column));
-      });
+      Value missing = kb.named(
+          "missing", kb.mul(kb.sub(tileTokens, valid), kb.i32(vectors)));
+      kb.strideLoop(
+          tid, missing, s.threads,
+          [&](Value i) {
+            Value row =
+                kb.named("row", kb.add(valid, kb.div(i, kb.i32(vectors))));
+            Value column = kb.named(
+                "column", kb.mul(kb.rem(i, kb.i32(vectors)), kb.i32(4)));
+            kb.storeShared4(SmallVector<Value>(4, kb.f32(0.0)), smem.keys,
+                            kb.add(kb.mul(row, kb.i32(s.keyStride())), column));
+          },
+          "i");
     }
   }
 
@@ -422,109 +474,134 @@ private:
       // banks (AttentionTiles.h); tokens past `valid` score -inf.
       Value half = kb.i32(s.tile / 2);
       Value stride = kb.i32(s.keyStride());
-      kb.forLoop(tid, kb.mul(gqa, half), step, [&](Value i) {
-        Value head = kb.div(i, half);
-        Value t0 = kb.rem(i, half);
-        Value t1 = kb.add(t0, half);
-        Value qBase = kb.mul(head, d);
-        Value k0 = kb.mul(t0, stride);
-        // Row t1 as a constant offset from row t0's element, so both
-        // loads share one address register.
-        Value rowGap = kb.i32(s.tile / 2 * s.keyStride());
-        SmallVector<Value> dots = kb.forLoop(
-            zero, d, kb.i32(4), {kb.f32(0.0), kb.f32(0.0)},
-            [&](Value c, ValueRange sum) -> SmallVector<Value> {
-              SmallVector<Value> qv = kb.loadShared4(smem.q, kb.add(qBase, c));
-              SmallVector<Value> a = kb.loadShared4(smem.keys, kb.add(k0, c));
-              SmallVector<Value> b =
-                  kb.loadShared4(smem.keys, kb.add(kb.add(k0, c), rowGap));
-              Value s0 = sum[0], s1 = sum[1];
-              for (int j = 0; j < 4; ++j) {
-                s0 = kb.fadd(s0, kb.fmul(qv[j], a[j]));
-                s1 = kb.fadd(s1, kb.fmul(qv[j], b[j]));
-              }
-              return {s0, s1};
-            });
-        Value row = kb.mul(head, tileTokens);
-        kb.store(kb.select(kb.lt(t0, valid), dots[0], kb.negInf()), smem.probs,
-                 kb.add(row, t0));
-        kb.store(kb.select(kb.lt(t1, valid), dots[1], kb.negInf()), smem.probs,
-                 kb.add(row, t1));
-      });
+      kb.strideLoop(
+          tid, kb.i32(s.gqa * (s.tile / 2)), s.threads,
+          [&](Value i) {
+            Value head = kb.named("head", kb.div(i, half));
+            Value t0 = kb.named("token", kb.rem(i, half));
+            Value t1 = kb.named("token_b", kb.add(t0, half));
+            Value qBase = kb.named("q_base", kb.mul(head, d));
+            Value k0 = kb.named("k_base", kb.mul(t0, stride));
+            // Row t1 as a constant offset from row t0's element, so both
+            // loads share one address register.
+            Value rowGap = kb.i32(s.tile / 2 * s.keyStride());
+            SmallVector<Value> dots = kb.forLoop(
+                zero, d, kb.i32(4), {kb.f32(0.0), kb.f32(0.0)},
+                [&](Value c, ValueRange sum) -> SmallVector<Value> {
+                  SmallVector<Value> qv =
+                      kb.loadShared4(smem.q, kb.add(qBase, c));
+                  SmallVector<Value> a =
+                      kb.loadShared4(smem.keys, kb.add(k0, c));
+                  SmallVector<Value> b =
+                      kb.loadShared4(smem.keys, kb.add(kb.add(k0, c), rowGap));
+                  Value s0 = sum[0], s1 = sum[1];
+                  for (int j = 0; j < 4; ++j) {
+                    s0 = kb.fadd(s0, kb.fmul(qv[j], a[j]));
+                    s1 = kb.fadd(s1, kb.fmul(qv[j], b[j]));
+                  }
+                  return {s0, s1};
+                },
+                "channel");
+            Value row = kb.named("probs_row", kb.mul(head, tileTokens));
+            kb.store(kb.select(kb.lt(t0, valid), dots[0], kb.negInf()),
+                     smem.probs, kb.add(row, t0));
+            kb.store(kb.select(kb.lt(t1, valid), dots[1], kb.negInf()),
+                     smem.probs, kb.add(row, t1));
+          },
+          "i");
     } else {
       kb.comment("2. scores: one thread per (query head, token)");
-      kb.forLoop(tid, kb.mul(gqa, tileTokens), step, [&](Value i) {
-        Value head = kb.div(i, tileTokens);
-        Value t = kb.rem(i, tileTokens);
-        Value score = kb.ifElse(
-            kb.lt(t, valid), {kb.f32Type()},
-            [&]() -> SmallVector<Value> {
-              Value qBase = kb.mul(head, d);
-              Value kBase = kb.mul(t, kb.i32(s.keyStride()));
-              if (s.vectorTiles()) // 4 channels per LDS.128, in order
-                return kb.forLoop(
-                    zero, d, kb.i32(4), {kb.f32(0.0)},
-                    [&](Value c, ValueRange sum) -> SmallVector<Value> {
-                      SmallVector<Value> qv =
-                          kb.loadShared4(smem.q, kb.add(qBase, c));
-                      SmallVector<Value> kv =
-                          kb.loadShared4(smem.keys, kb.add(kBase, c));
-                      Value total = sum[0];
-                      for (int j = 0; j < 4; ++j)
-                        total = kb.fadd(total, kb.fmul(qv[j], kv[j]));
-                      return {total};
-                    });
-              return kb.forLoop(
-                  zero, d, kb.i32(1), {kb.f32(0.0)},
-                  [&](Value c, ValueRange sum) -> SmallVector<Value> {
-                    Value qv = kb.load(smem.q, kb.add(qBase, c));
-                    Value kv = kb.load(smem.keys, kb.add(kBase, c));
-                    return {kb.fadd(sum[0], kb.fmul(qv, kv))};
-                  });
-            },
-            [&]() -> SmallVector<Value> { return {kb.negInf()}; })[0];
-        kb.store(score, smem.probs, i);
-      });
+      kb.strideLoop(
+          tid, kb.i32(s.gqa * s.tile), s.threads,
+          [&](Value i) {
+            Value head = kb.named("head", kb.div(i, tileTokens));
+            Value t = kb.named("token", kb.rem(i, tileTokens));
+            Value score = kb.ifElse(
+                kb.lt(t, valid), {kb.f32Type()},
+                [&]() -> SmallVector<Value> {
+                  Value qBase = kb.named("q_base", kb.mul(head, d));
+                  Value kBase =
+                      kb.named("k_base", kb.mul(t, kb.i32(s.keyStride())));
+                  if (s.vectorTiles()) // 4 channels per LDS.128, in order
+                    return kb.forLoop(
+                        zero, d, kb.i32(4), {kb.f32(0.0)},
+                        [&](Value c, ValueRange sum) -> SmallVector<Value> {
+                          SmallVector<Value> qv =
+                              kb.loadShared4(smem.q, kb.add(qBase, c));
+                          SmallVector<Value> kv =
+                              kb.loadShared4(smem.keys, kb.add(kBase, c));
+                          Value total = sum[0];
+                          for (int j = 0; j < 4; ++j)
+                            total = kb.fadd(total, kb.fmul(qv[j], kv[j]));
+                          return {total};
+                        },
+                        "channel");
+                  return kb.forLoop(
+                      zero, d, kb.i32(1), {kb.f32(0.0)},
+                      [&](Value c, ValueRange sum) -> SmallVector<Value> {
+                        Value qv = kb.load(smem.q, kb.add(qBase, c));
+                        Value kv = kb.load(smem.keys, kb.add(kBase, c));
+                        return {kb.fadd(sum[0], kb.fmul(qv, kv))};
+                      },
+                      "channel");
+                },
+                [&]() -> SmallVector<Value> { return {kb.negInf()}; })[0];
+            kb.store(score, smem.probs, i);
+          },
+          "i");
     }
   }
 
   /// Stage 3: online softmax, one warp per query head.
   void onlineSoftmax() {
     kb.comment("3. online softmax: one warp per query head");
-    kb.forLoop(warp, gqa, kb.i32(s.threads / 32), [&](Value head) {
-      Value base = kb.mul(head, tileTokens);
-      Value tileMax = kb.forLoop(
-          lane, tileTokens, kb.i32(32), {kb.negInf()},
-          [&](Value t, ValueRange m) -> SmallVector<Value> {
-            return {kb.fmax(m[0], kb.load(smem.probs, kb.add(base, t)))};
-          })[0];
-      for (int offset = 16; offset >= 1; offset /= 2)
-        tileMax = kb.fmax(tileMax, kb.shuffleXor(tileMax, offset));
-      Value oldMax = kb.load(smem.runningMax, head);
-      Value newMax = kb.fmax(oldMax, tileMax);
-      // Nothing seen yet: keep exp() away from (-inf) - (-inf).
-      Value safeMax =
-          kb.select(kb.feq(newMax, kb.negInf()), kb.f32(0.0), newMax);
-      Value tileSum =
-          kb.forLoop(lane, tileTokens, kb.i32(32), {kb.f32(0.0)},
-                     [&](Value t, ValueRange sum) -> SmallVector<Value> {
-                       Value index = kb.add(base, t);
-                       Value p =
-                           kb.exp(kb.fsub(kb.load(smem.probs, index), safeMax));
-                       kb.store(p, smem.probs, index);
-                       return {kb.fadd(sum[0], p)};
-                     })[0];
-      for (int offset = 16; offset >= 1; offset /= 2)
-        tileSum = kb.fadd(tileSum, kb.shuffleXor(tileSum, offset));
-      kb.ifThen(kb.eq(lane, zero), [&] {
-        Value correction = kb.exp(kb.fsub(oldMax, safeMax));
-        Value oldSum = kb.load(smem.runningSum, head);
-        kb.store(kb.fadd(kb.fmul(oldSum, correction), tileSum), smem.runningSum,
-                 head);
-        kb.store(newMax, smem.runningMax, head);
-        kb.store(correction, smem.correction, head);
-      });
-    });
+    // Loops, even where a warp or lane makes exactly one trip (GQA = warps,
+    // 32-token tiles): written straight, ptxas gives kivi4 two more registers
+    // on sm_80 and its unpack loop four more instructions on sm_90
+    // (kvq-perf-report), though the kernel as a whole shrinks.
+    kb.forLoop(
+        warp, gqa, kb.i32(s.threads / 32),
+        [&](Value head) {
+          Value base = kb.named("probs_row", kb.mul(head, tileTokens));
+          Value tileMax = kb.forLoop(
+              lane, tileTokens, kb.i32(32), {kb.negInf()},
+              [&](Value t, ValueRange m) -> SmallVector<Value> {
+                return {kb.fmax(m[0], kb.load(smem.probs, kb.add(base, t)))};
+              },
+              "token")[0];
+          for (int offset = 16; offset >= 1; offset /= 2)
+            tileMax = kb.fmax(tileMax, kb.shuffleXor(tileMax, offset));
+          kb.named("tile_max", tileMax);
+          Value oldMax = kb.named("old_max", kb.load(smem.runningMax, head));
+          Value newMax = kb.named("new_max", kb.fmax(oldMax, tileMax));
+          // Nothing seen yet: keep exp() away from (-inf) - (-inf).
+          Value safeMax =
+              kb.named("safe_max", kb.select(kb.feq(newMax, kb.negInf()),
+                                             kb.f32(0.0), newMax));
+          Value tileSum = kb.forLoop(
+              lane, tileTokens, kb.i32(32), {kb.f32(0.0)},
+              [&](Value t, ValueRange sum) -> SmallVector<Value> {
+                Value index = kb.add(base, t);
+                Value p = kb.named(
+                    "p", kb.exp(kb.fsub(kb.load(smem.probs, index), safeMax)));
+                kb.store(p, smem.probs, index);
+                return {kb.fadd(sum[0], p)};
+              },
+              "token")[0];
+          for (int offset = 16; offset >= 1; offset /= 2)
+            tileSum = kb.fadd(tileSum, kb.shuffleXor(tileSum, offset));
+          kb.named("tile_sum", tileSum);
+          kb.ifThen(kb.eq(lane, zero), [&] {
+            Value correction =
+                kb.named("correction", kb.exp(kb.fsub(oldMax, safeMax)));
+            Value oldSum = kb.named("old_sum", kb.load(smem.runningSum, head));
+            kb.store(kb.fadd(kb.fmul(oldSum, correction), tileSum),
+                     smem.runningSum, head);
+            kb.store(newMax, smem.runningMax, head);
+            kb.store(correction, smem.correction, head);
+          });
+        },
+        "head");
   }
 
   /// Stage 4: P.V into the accumulators `carried`; the updated ones.
@@ -533,12 +610,14 @@ private:
                " (query head, channel) outputs");
     SmallVector<Value> next;
     for (int64_t k = 0; k < runsPerThread; ++k) {
-      Value i = kb.add(tid, kb.i32(k * s.threads)); // run index
-      Value inRange = kb.lt(i, kb.i32(s.gqa * s.headDim / run));
-      Value first = kb.mul(kb.select(inRange, i, zero), kb.i32(run));
-      Value head = kb.div(first, d);
-      Value channel = kb.rem(first, d);
-      Value correction = kb.load(smem.correction, head);
+      Value i = kb.named("run_index", kb.add(tid, kb.i32(k * s.threads)));
+      Value inRange =
+          kb.named("in_range", kb.lt(i, kb.i32(s.gqa * s.headDim / run)));
+      Value first = kb.named("first_output",
+                             kb.mul(kb.select(inRange, i, zero), kb.i32(run)));
+      Value head = kb.named("head", kb.div(first, d));
+      Value channel = kb.named("channel", kb.rem(first, d));
+      Value correction = kb.named("correction", kb.load(smem.correction, head));
       SmallVector<Value> scaled;
       for (int64_t j = 0; j < run; ++j)
         scaled.push_back(kb.fmul(carried[k * run + j], correction));
@@ -553,29 +632,32 @@ private:
           out.push_back(kb.fadd(sum[j], kb.fmul(p, v[j])));
         return out;
       };
-      Value probs = kb.mul(head, tileTokens);
+      Value probs = kb.named("probs_row", kb.mul(head, tileTokens));
       SmallVector<Value> updated = scaled;
       Value scalarFrom = zero;
       if (s.vectorTiles()) {
         // Whole groups of 4 tokens take their probabilities with one
         // LDS.128 (the row of a head starts 16-byte aligned).
-        scalarFrom = kb.mul(kb.div(valid, kb.i32(4)), kb.i32(4));
-        updated =
-            kb.forLoop(zero, scalarFrom, kb.i32(4), updated,
-                       [&](Value t, ValueRange sum) -> SmallVector<Value> {
-                         SmallVector<Value> p =
-                             kb.loadShared4(smem.probs, kb.add(probs, t));
-                         SmallVector<Value> acc(sum.begin(), sum.end());
-                         for (int64_t j = 0; j < 4; ++j)
-                           acc = accumulate(acc, p[j], kb.add(t, kb.i32(j)));
-                         return acc;
-                       });
+        scalarFrom = kb.named("whole_fours",
+                              kb.mul(kb.div(valid, kb.i32(4)), kb.i32(4)));
+        updated = kb.forLoop(
+            zero, scalarFrom, kb.i32(4), updated,
+            [&](Value t, ValueRange sum) -> SmallVector<Value> {
+              SmallVector<Value> p =
+                  kb.loadShared4(smem.probs, kb.add(probs, t));
+              SmallVector<Value> acc(sum.begin(), sum.end());
+              for (int64_t j = 0; j < 4; ++j)
+                acc = accumulate(acc, p[j], kb.add(t, kb.i32(j)));
+              return acc;
+            },
+            "token");
       }
-      updated = kb.forLoop(scalarFrom, valid, kb.i32(1), updated,
-                           [&](Value t, ValueRange sum) -> SmallVector<Value> {
-                             return accumulate(
-                                 sum, kb.load(smem.probs, kb.add(probs, t)), t);
-                           });
+      updated = kb.forLoop(
+          scalarFrom, valid, kb.i32(1), updated,
+          [&](Value t, ValueRange sum) -> SmallVector<Value> {
+            return accumulate(sum, kb.load(smem.probs, kb.add(probs, t)), t);
+          },
+          "token");
       for (int64_t j = 0; j < run; ++j)
         next.push_back(kb.select(inRange, updated[j], carried[k * run + j]));
     }
@@ -591,7 +673,9 @@ private:
         Value first = kb.mul(i, kb.i32(run));
         Value head = kb.div(first, d);
         Value channel = kb.rem(first, d);
-        Value row = kb.add(kb.mul(kb.add(firstQueryRow, head), splits), split);
+        Value row = kb.named(
+            "partial_row",
+            kb.add(kb.mul(kb.add(firstQueryRow, head), splits), split));
         for (int64_t j = 0; j < run; ++j)
           kb.store(acc[k * run + j], a.partialOut,
                    kb.add(kb.mul(row, d), kb.add(channel, kb.i32(j))));
@@ -644,17 +728,20 @@ void buildCombineKernel(OpBuilder &builder, ImplicitLocOpBuilder &b,
     Value numSplits = combine.getArgument(4);
     Value d = kb.i32(s.headDim); // this kernel's own constant
     kb.comment("merge the splits of one (batch, query head) by log-sum-exp");
-    Value qRow = kb.add(
-        kb.mul(kb.blockIdx(gpu::Dimension::y), kb.gridDim(gpu::Dimension::x)),
-        kb.blockIdx(gpu::Dimension::x));
-    Value base = kb.mul(qRow, numSplits);
+    Value qRow =
+        kb.named("query_row", kb.add(kb.mul(kb.blockIdx(gpu::Dimension::y),
+                                            kb.gridDim(gpu::Dimension::x)),
+                                     kb.blockIdx(gpu::Dimension::x)));
+    Value base = kb.named("first_partial", kb.mul(qRow, numSplits));
     Value globalMax = kb.forLoop(
         kb.i32(0), numSplits, kb.i32(1), {kb.negInf()},
         [&](Value sp, ValueRange m) -> SmallVector<Value> {
           return {kb.fmax(m[0], kb.load(partialMax, kb.add(base, sp)))};
-        })[0];
+        },
+        "split")[0];
     Value safeMax =
-        kb.select(kb.feq(globalMax, kb.negInf()), kb.f32(0.0), globalMax);
+        kb.named("safe_max", kb.select(kb.feq(globalMax, kb.negInf()),
+                                       kb.f32(0.0), globalMax));
     Value total = kb.forLoop(
         kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
         [&](Value sp, ValueRange sum) -> SmallVector<Value> {
@@ -662,11 +749,13 @@ void buildCombineKernel(OpBuilder &builder, ImplicitLocOpBuilder &b,
               kb.exp(kb.fsub(kb.load(partialMax, kb.add(base, sp)), safeMax));
           return {kb.fadd(
               sum[0], kb.fmul(kb.load(partialSum, kb.add(base, sp)), weight))};
-        })[0];
+        },
+        "split")[0];
     kb.comment("a sequence with no tokens at all produces zeros");
-    Value inverse = kb.select(kb.flt(kb.f32(0.0), total),
-                              kb.fdiv(kb.f32(1.0), total), kb.f32(0.0));
-    kb.forLoop(kb.threadIdx(), d, kb.i32(combineThreads), [&](Value c) {
+    Value inverse = kb.named("inverse", kb.select(kb.flt(kb.f32(0.0), total),
+                                                  kb.fdiv(kb.f32(1.0), total),
+                                                  kb.f32(0.0)));
+    kb.strideLoop(kb.threadIdx(), d, combineThreads, [&](Value c) {
       Value o = kb.forLoop(
           kb.i32(0), numSplits, kb.i32(1), {kb.f32(0.0)},
           [&](Value sp, ValueRange sum) -> SmallVector<Value> {
@@ -675,7 +764,8 @@ void buildCombineKernel(OpBuilder &builder, ImplicitLocOpBuilder &b,
             Value part =
                 kb.load(partialOut, kb.add(kb.mul(kb.add(base, sp), d), c));
             return {kb.fadd(sum[0], kb.fmul(part, weight))};
-          })[0];
+          },
+          "split")[0];
       kb.store(kb.fromF32(kb.fmul(o, inverse), s.half), out,
                kb.add(kb.mul(qRow, d), c));
     });

@@ -2,6 +2,8 @@
 
 #include "KernelBuilder.h"
 
+#include "kvq/Conversion/KernelABI.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/EmitC/IR/EmitC.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -198,9 +200,34 @@ void KernelBuilder::storeShared4(ArrayRef<Value> values, Value memref,
   vector::StoreOp::create(b, vector, memref, ValueRange{idx});
 }
 
+namespace {
+/// `loc` carrying `name` for the generated source ("" leaves it as it is).
+Location withName(Location loc, StringRef name) {
+  if (name.empty())
+    return loc;
+  return NameLoc::get(
+      StringAttr::get(loc.getContext(), abi::kSourceNamePrefix + name), loc);
+}
+
+/// The value of `v` if it is an integer constant.
+std::optional<int64_t> constantOf(Value v) {
+  if (auto constant = v.getDefiningOp<arith::ConstantIntOp>())
+    return constant.value();
+  return std::nullopt;
+}
+} // namespace
+
+Value KernelBuilder::named(StringRef name, Value value) {
+  if (Operation *op = value.getDefiningOp())
+    if (!isa<arith::ConstantOp, scf::ForOp, scf::IfOp>(op) &&
+        op->getNumResults() == 1)
+      op->setLoc(withName(op->getLoc(), name));
+  return value;
+}
+
 void KernelBuilder::forLoop(Value lb, Value ub, Value step,
-                            const LoopBody &body) {
-  auto loop = scf::ForOp::create(b, lb, ub, step);
+                            const LoopBody &body, StringRef ivName) {
+  auto loop = scf::ForOp::create(b, withName(b.getLoc(), ivName), lb, ub, step);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(loop.getBody()->getTerminator());
   body(loop.getInductionVar());
@@ -208,9 +235,10 @@ void KernelBuilder::forLoop(Value lb, Value ub, Value step,
 
 SmallVector<Value> KernelBuilder::forLoop(Value lb, Value ub, Value step,
                                           ValueRange init,
-                                          const CarriedLoopBody &body) {
+                                          const CarriedLoopBody &body,
+                                          StringRef ivName) {
   auto loop = scf::ForOp::create(
-      b, lb, ub, step, init,
+      b, withName(b.getLoc(), ivName), lb, ub, step, init,
       [&](OpBuilder &nested, Location loc, Value iv, ValueRange carried) {
         OpBuilder::InsertionGuard guard(b);
         b.setInsertionPointToEnd(nested.getInsertionBlock());
@@ -218,6 +246,13 @@ SmallVector<Value> KernelBuilder::forLoop(Value lb, Value ub, Value step,
         scf::YieldOp::create(b, next);
       });
   return SmallVector<Value>(loop.getResults());
+}
+
+void KernelBuilder::strideLoop(Value first, Value count, int64_t stride,
+                               const LoopBody &body, StringRef ivName) {
+  if (constantOf(count) != stride)
+    return forLoop(first, count, i32(stride), body, ivName);
+  body(first);
 }
 
 void KernelBuilder::ifThen(Value cond, const std::function<void()> &body) {

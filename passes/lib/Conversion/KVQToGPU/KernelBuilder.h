@@ -83,6 +83,11 @@ public:
   Value shuffleXor(Value value, int offset);
   /// A C++ comment in the generated source, saying what the next lines do.
   void comment(const Twine &text);
+  /// Gives `value` the name the generated C++ declares it with (a NameLoc
+  /// on its defining op, which the emitter's output is renamed by:
+  /// codegen/lib/SourceNames.cpp). A lower_snake_case word; repeats get a
+  /// suffix. Returns `value`; block arguments keep their names.
+  Value named(StringRef name, Value value);
 
   //===--- memory (1-D memrefs, global or shared) ------------------===//
   Value load(Value memref, Value index);
@@ -102,9 +107,21 @@ public:
   using LoopBody = std::function<void(Value iv)>;
   using CarriedLoopBody =
       std::function<SmallVector<Value>(Value iv, ValueRange carried)>;
-  void forLoop(Value lb, Value ub, Value step, const LoopBody &body);
+  /// `for (iv = lb; iv < ub; iv += step)`; `ivName` names the variable in
+  /// the generated C++.
+  void forLoop(Value lb, Value ub, Value step, const LoopBody &body,
+               StringRef ivName = {});
   SmallVector<Value> forLoop(Value lb, Value ub, Value step, ValueRange init,
-                             const CarriedLoopBody &body);
+                             const CarriedLoopBody &body,
+                             StringRef ivName = {});
+  /// `for (iv = first; iv < count; iv += stride)` where 0 <= first < stride
+  /// (a thread's, lane's or warp's own index). When `count` is the constant
+  /// `stride`, every thread makes exactly one trip: the body is written once,
+  /// with iv = first, and no loop. (A loop of at most one trip, count <
+  /// stride, stays a loop: written as an `if` it made ptxas spill on
+  /// d=256, GQA 8, sm_90 — CompileMatrixTest.)
+  void strideLoop(Value first, Value count, int64_t stride,
+                  const LoopBody &body, StringRef ivName = {});
   void ifThen(Value cond, const std::function<void()> &body);
   /// scf.if yielding values of `types`.
   SmallVector<Value>

@@ -488,66 +488,89 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
 
   kb.comment("one thread per packed word; consecutive threads read "
              "consecutive words");
-  Value first =
-      kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(k->threads)),
-             kb.threadIdx());
-  Value stride = kb.mul(kb.gridDim(gpu::Dimension::x), kb.i32(k->threads));
+  Value first = kb.named("thread", kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x),
+                                                 kb.i32(k->threads)),
+                                          kb.threadIdx()));
+  Value stride = kb.named("thread_count", kb.mul(kb.gridDim(gpu::Dimension::x),
+                                                 kb.i32(k->threads)));
   auto loadScale = [&](Value index) -> std::pair<Value, Value> {
-    Value scale = kb.toF32(kb.load(scales, index));
-    Value zero = zeros ? kb.toF32(kb.load(zeros, index)) : Value();
+    Value scale = kb.named("scale", kb.toF32(kb.load(scales, index)));
+    Value zero =
+        zeros ? kb.named("zero", kb.toF32(kb.load(zeros, index))) : Value();
     return {scale, zero};
   };
+  auto codeName = [](int64_t j) { return "value" + std::to_string(j); };
 
   if (scheme.getAxis() == Axis::token) {
     int64_t wordsPerRow = headDim / perWord;
-    Value total = kb.mul(kb.mul(rows, tokens), kb.i32(wordsPerRow));
-    kb.forLoop(first, total, stride, [&](Value item) {
-      Value w = kb.rem(item, kb.i32(wordsPerRow));
-      Value row = kb.div(item, kb.i32(wordsPerRow));
-      Value headRow = kb.div(row, tokens);
-      Value token = kb.rem(row, tokens);
-      Value srcRow = kb.add(kb.mul(headRow, inTokens), kb.add(inOffset, token));
-      Value word =
-          kb.load(words, kb.add(kb.mul(srcRow, kb.i32(wordsPerRow)), w));
-      Value groupIndex = kb.div(w, kb.i32(group / perWord));
-      auto [scale, zero] = loadScale(
-          kb.add(kb.mul(srcRow, kb.i32(headDim / group)), groupIndex));
-      Value outBase =
-          kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),
-                 kb.mul(w, kb.i32(perWord)));
-      for (int64_t j = 0; j < perWord; ++j) {
-        Value x = kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                                    scale, zero);
-        kb.store(kb.fromF32(x, half), output, kb.add(outBase, kb.i32(j)));
-      }
-    });
+    Value total = kb.named("word_count",
+                           kb.mul(kb.mul(rows, tokens), kb.i32(wordsPerRow)));
+    kb.forLoop(
+        first, total, stride,
+        [&](Value item) {
+          Value w = kb.named("word_in_row", kb.rem(item, kb.i32(wordsPerRow)));
+          Value row = kb.named("token_row", kb.div(item, kb.i32(wordsPerRow)));
+          Value headRow = kb.named("head_row", kb.div(row, tokens));
+          Value token = kb.named("token", kb.rem(row, tokens));
+          Value srcRow =
+              kb.named("stored_row", kb.add(kb.mul(headRow, inTokens),
+                                            kb.add(inOffset, token)));
+          Value word = kb.named(
+              "word",
+              kb.load(words, kb.add(kb.mul(srcRow, kb.i32(wordsPerRow)), w)));
+          Value groupIndex =
+              kb.named("group", kb.div(w, kb.i32(group / perWord)));
+          auto [scale, zero] = loadScale(
+              kb.add(kb.mul(srcRow, kb.i32(headDim / group)), groupIndex));
+          Value outBase = kb.named(
+              "out_index",
+              kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),
+                     kb.mul(w, kb.i32(perWord))));
+          for (int64_t j = 0; j < perWord; ++j) {
+            Value x = kb.named(
+                codeName(j),
+                kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                  scale, zero));
+            kb.store(kb.fromF32(x, half), output, kb.add(outBase, kb.i32(j)));
+          }
+        },
+        "item");
     return success();
   }
 
-  Value wordRows = kb.div(tokens, kb.i32(perWord));
-  Value total = kb.mul(kb.mul(rows, wordRows), d);
-  kb.forLoop(first, total, stride, [&](Value item) {
-    Value channel = kb.rem(item, d);
-    Value rest = kb.div(item, d);
-    Value wordRow = kb.rem(rest, wordRows);
-    Value headRow = kb.div(rest, wordRows);
-    Value srcWordRow =
-        kb.add(kb.mul(headRow, kb.div(inTokens, kb.i32(perWord))),
-               kb.add(kb.div(inOffset, kb.i32(perWord)), wordRow));
-    Value word = kb.load(words, kb.add(kb.mul(srcWordRow, d), channel));
-    Value firstToken = kb.mul(wordRow, kb.i32(perWord));
-    Value scaleRow =
-        kb.add(kb.mul(headRow, kb.div(inTokens, kb.i32(group))),
-               kb.div(kb.add(inOffset, firstToken), kb.i32(group)));
-    auto [scale, zero] = loadScale(kb.add(kb.mul(scaleRow, d), channel));
-    for (int64_t j = 0; j < perWord; ++j) {
-      Value x = kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                                  scale, zero);
-      Value token = kb.add(firstToken, kb.i32(j));
-      Value index =
-          kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d), channel);
-      kb.store(kb.fromF32(x, half), output, index);
-    }
-  });
+  Value wordRows = kb.named("word_rows", kb.div(tokens, kb.i32(perWord)));
+  Value total = kb.named("word_count", kb.mul(kb.mul(rows, wordRows), d));
+  kb.forLoop(
+      first, total, stride,
+      [&](Value item) {
+        Value channel = kb.named("channel", kb.rem(item, d));
+        Value rest = kb.div(item, d);
+        Value wordRow = kb.named("word_row", kb.rem(rest, wordRows));
+        Value headRow = kb.named("head_row", kb.div(rest, wordRows));
+        Value srcWordRow = kb.named(
+            "stored_word_row",
+            kb.add(kb.mul(headRow, kb.div(inTokens, kb.i32(perWord))),
+                   kb.add(kb.div(inOffset, kb.i32(perWord)), wordRow)));
+        Value word = kb.named(
+            "word", kb.load(words, kb.add(kb.mul(srcWordRow, d), channel)));
+        Value firstToken =
+            kb.named("first_token", kb.mul(wordRow, kb.i32(perWord)));
+        Value scaleRow = kb.named(
+            "scale_row",
+            kb.add(kb.mul(headRow, kb.div(inTokens, kb.i32(group))),
+                   kb.div(kb.add(inOffset, firstToken), kb.i32(group))));
+        auto [scale, zero] = loadScale(kb.add(kb.mul(scaleRow, d), channel));
+        for (int64_t j = 0; j < perWord; ++j) {
+          Value x = kb.named(codeName(j),
+                             kb.dequantizeCode(scheme,
+                                               kb.extractCode(scheme, word, j),
+                                               scale, zero));
+          Value token = kb.add(firstToken, kb.i32(j));
+          Value index = kb.add(
+              kb.mul(kb.add(kb.mul(headRow, outTokens), token), d), channel);
+          kb.store(kb.fromF32(x, half), output, index);
+        }
+      },
+      "item");
   return success();
 }
