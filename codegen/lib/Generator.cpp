@@ -58,6 +58,15 @@ RankedTensorType tensorOf(ArrayRef<int64_t> shape, Type element) {
 /// tensor with static heads `heads`.
 struct QuantizedTypes {
   RankedTensorType codes, words, scales;
+  bool zeroPoints;
+  /// `data` (codes or words), the scales and, when the scheme has them, the
+  /// zero points: the order of every quantized tensor's values.
+  SmallVector<Type> with(Type data) const {
+    SmallVector<Type> types = {data, scales};
+    if (zeroPoints)
+      types.push_back(scales);
+    return types;
+  }
 };
 
 QuantizedTypes quantizedTypes(SchemeAttr scheme, int64_t heads,
@@ -67,7 +76,8 @@ QuantizedTypes quantizedTypes(SchemeAttr scheme, int64_t heads,
   Type scaleType = scheme.getScaleType();
   return {tensorOf(shape, b.getI8Type()),
           tensorOf(packedShape(scheme, shape), b.getI32Type()),
-          tensorOf(scalesShape(scheme, shape), scaleType)};
+          tensorOf(scalesShape(scheme, shape), scaleType),
+          scheme.hasZeroPoints()};
 }
 
 } // namespace
@@ -95,16 +105,10 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
   case ::kvq::KernelKind::Quantize: {
     QuantizedTypes t = quantizedTypes(key, kDyn, d);
     auto input = tensorOf({kDyn, kDyn, kDyn, d}, half);
-    SmallVector<Type> results = {t.words, t.scales};
-    if (key.hasZeroPoints())
-      results.push_back(t.scales);
-    auto func = makeFunc({input}, results);
-    SmallVector<Type> quantTypes = {t.codes, t.scales};
-    if (key.hasZeroPoints())
-      quantTypes.push_back(t.scales);
-    auto quantize =
-        QuantizeOp::create(b, loc, quantTypes, ValueRange{func.getArgument(0)},
-                           b.getNamedAttr("scheme", key));
+    auto func = makeFunc({input}, t.with(t.words));
+    auto quantize = QuantizeOp::create(b, loc, t.with(t.codes),
+                                       ValueRange{func.getArgument(0)},
+                                       b.getNamedAttr("scheme", key));
     Value words = PackOp::create(b, loc, t.words, quantize.getCodes(), key);
     SmallVector<Value> returned = {words, quantize.getScales()};
     if (quantize.getZeros())
@@ -115,10 +119,7 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
   case ::kvq::KernelKind::Dequantize: {
     QuantizedTypes t = quantizedTypes(key, kDyn, d);
     auto output = tensorOf({kDyn, kDyn, kDyn, d}, half);
-    SmallVector<Type> inputs = {t.words, t.scales};
-    if (key.hasZeroPoints())
-      inputs.push_back(t.scales);
-    auto func = makeFunc(inputs, {output});
+    auto func = makeFunc(t.with(t.words), {output});
     Value zeros = key.hasZeroPoints() ? func.getArgument(2) : Value();
     Value x = DequantizeOp::create(b, loc, output, func.getArgument(0),
                                    func.getArgument(1), zeros, key,
@@ -143,12 +144,8 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     if (dense) {
       inputs.append({segment, segment});
     } else {
-      inputs.append({kt.words, kt.scales});
-      if (key.hasZeroPoints())
-        inputs.push_back(kt.scales);
-      inputs.append({vt.words, vt.scales});
-      if (value.hasZeroPoints())
-        inputs.push_back(vt.scales);
+      inputs.append(kt.with(kt.words));
+      inputs.append(vt.with(vt.words));
     }
     if (spec.sink)
       inputs.append({segment, segment});

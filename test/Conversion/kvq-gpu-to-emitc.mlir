@@ -36,7 +36,7 @@ func.func @quantize(%x: tensor<?x?x?x128xf16>) -> (tensor<?x?x?x16xi32>, tensor<
 // CHECK: call_opaque "__syncthreads"()
 // CHECK: call_opaque "KVQ_LDG4"(%{{.*}}, %{{.*}}) {{.*}} -> !emitc.opaque<"int4">
 // CHECK: call_opaque "kvq_word"(%{{.*}}) {args = [0 : index, 3 : i32]}
-// CHECK: call_opaque "__int_as_float"
+// CHECK: call_opaque "kvq_code_from_bits"
 // CHECK: call_opaque "kvq_float4"({{.*}}) : (f32, f32, f32, f32) -> !emitc.opaque<"float4">
 // CHECK: call_opaque "KVQ_STS4"
 // CHECK: call_opaque "KVQ_LDS4"({{.*}}) {{.*}} -> !emitc.opaque<"float4">

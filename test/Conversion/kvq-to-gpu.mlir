@@ -37,11 +37,14 @@ func.func @channel_quantize(%x: tensor<?x?x?x64xbf16>) -> (tensor<?x?x?x64xi32>,
 
 // -----
 
-// Dequantize: 16 codes a 2-bit word, each shifted out (the last by 30
-// bits) and written as f16.
+// Dequantize: a loop over the 16 codes of a 2-bit word (ptxas unrolls it),
+// each shifted out by a computed shift and written as f16.
 // CHECK-LABEL: gpu.func @kvq_dequant_2t32_d128_f16
 // CHECK-SAME: kvq.arg_names = ["words", "scales", "zeros", "output", "rows", "tokens", "in_tokens", "in_offset", "out_tokens"]
-// CHECK-COUNT-16: arith.truncf %{{.*}} : f32 to f16
+// CHECK: scf.for %[[J:.*]] = %c0_i32 to %c16_i32{{.*}} step %c1_i32 : i32 {
+// CHECK: %[[SHIFT:.*]] = arith.muli %[[J]], %{{.*}} : i32
+// CHECK: arith.shrui %{{.*}}, %[[SHIFT]] : i32
+// CHECK: arith.truncf %{{.*}} : f32 to f16
 // CHECK-NOT: arith.truncf
 func.func @dequantize(%w: tensor<?x?x?x8xi32>, %s: tensor<?x?x?x4xf16>, %z: tensor<?x?x?x4xf16>) -> tensor<?x?x?x128xf16> {
   %x = kvq.dequantize %w, %s, %z scheme <bits = 2, group = 32, axis = token>

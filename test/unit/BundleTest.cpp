@@ -1,5 +1,7 @@
 //===- BundleTest.cpp - kernel bundles: round trip and hostile bytes ------===//
 
+#include "ScratchDirectory.h"
+
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/CacheKey.h"
 
@@ -42,24 +44,21 @@ std::string slurp(const std::string &path) {
 class BundleTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    llvm::SmallString<128> dir;
-    ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("kvq-bundle-test", dir));
-    root = dir.str().str();
     entries = {sampleEntry("quantize 2c32 d=64 f16", "sm_90"),
                sampleEntry("quantize 2t32 d=64 f16", "sm_80")};
     path = root + "/k.kvqb";
     ASSERT_FALSE(static_cast<bool>(Bundle::write(path, entries)));
     bytes = slurp(path);
   }
-  void TearDown() override { (void)llvm::sys::fs::remove_directories(root); }
-
   /// Parses `text`; the error's message (empty if it parsed).
   std::string problem(std::string text) {
     llvm::Expected<Bundle> b = Bundle::parse(std::move(text), "test.kvqb");
     return b ? std::string() : llvm::toString(b.takeError());
   }
 
-  std::string root, path, bytes;
+  kvq::testing::ScratchDirectory scratch{"kvq-bundle-test"};
+  const std::string root = scratch.path();
+  std::string path, bytes;
   std::vector<Entry> entries;
 };
 

@@ -1,5 +1,7 @@
 //===- CacheTest.cpp - keys, disk cache, memory cache ---------------------===//
 
+#include "ScratchDirectory.h"
+
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/CacheKey.h"
 #include "kvq/Cache/DiskCache.h"
@@ -61,14 +63,6 @@ TEST(CacheKey, EveryFieldChangesTheKey) {
 
 class DiskCacheTest : public ::testing::Test {
 protected:
-  void SetUp() override {
-    llvm::SmallString<128> path;
-    ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("kvq-cache-test", path));
-    root = path.str().str();
-    dir = root + "/cache";
-  }
-  void TearDown() override { (void)llvm::sys::fs::remove_directories(root); }
-
   Entry sampleEntry(const std::string &seed = "a") {
     Entry e;
     KeyInputs in = sampleInputs();
@@ -99,7 +93,9 @@ protected:
     std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
   }
 
-  std::string root, dir;
+  kvq::testing::ScratchDirectory scratch{"kvq-cache-test"};
+  const std::string root = scratch.path();
+  const std::string dir = root + "/cache";
 };
 
 TEST_F(DiskCacheTest, CreatesAPrivateDirectoryAndRoundTrips) {

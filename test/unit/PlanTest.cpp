@@ -28,17 +28,15 @@ protected:
 
   /// A plan with every field set to a distinct valid value.
   static ::kvq::LaunchPlan everyField() {
+    // In kPlanIntegerFields order: threads, halfVector, tileTokens,
+    // minTokensPerSplit, smCount, key/valueVectorWords, scoresPerThread,
+    // sharedBytes.
+    const int64_t values[] = {96, 4, 48, 144, 132, 2, 1, 2, 12345};
+    static_assert(std::size(values) == ::kvq::kPlanIntegerFields.size());
     ::kvq::LaunchPlan plan;
     plan.arch = "sm_90";
-    plan.threads = 96;
-    plan.halfVector = 4;
-    plan.tileTokens = 48;
-    plan.minTokensPerSplit = 144;
-    plan.smCount = 132;
-    plan.keyVectorWords = 2;
-    plan.valueVectorWords = 1;
-    plan.scoresPerThread = 2;
-    plan.sharedBytes = 12345;
+    for (size_t i = 0; i < std::size(values); ++i)
+      plan.*::kvq::kPlanIntegerFields[i].member = values[i];
     return plan;
   }
 

@@ -1,11 +1,13 @@
 //===- RuntimeTest.cpp - the JIT runtime: backends, caches, dispatch ------===//
 
-#include "kvq/Runtime/Runtime.h"
+#include "ScratchDirectory.h"
+
 #include "kvq/BufferSizes.h"
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Runtime/CudaDriver.h"
 #include "kvq/Runtime/Jit.h"
 #include "kvq/Runtime/Reference.h"
+#include "kvq/Runtime/Runtime.h"
 #include "kvq/Runtime/Workload.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -25,16 +27,12 @@ namespace {
 class RuntimeTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    llvm::SmallString<128> path;
-    ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("kvq-runtime", path));
-    root = path.str().str();
     unsetenv("KVQ_ALWAYS_COMPILE");
     unsetenv("KVQ_DUMP_DIR");
   }
   void TearDown() override {
     unsetenv("KVQ_ALWAYS_COMPILE");
     unsetenv("KVQ_DUMP_DIR");
-    (void)llvm::sys::fs::remove_directories(root);
   }
   std::unique_ptr<Runtime> make(Backend backend = Backend::Emulator,
                                 std::string cacheDir = "") {
@@ -51,7 +49,8 @@ protected:
     EXPECT_FALSE(parseKernelSpec(text, s));
     return s;
   }
-  std::string root;
+  kvq::testing::ScratchDirectory scratch{"kvq-runtime"};
+  const std::string root = scratch.path();
 };
 
 bool haveDriver() {

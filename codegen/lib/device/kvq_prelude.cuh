@@ -58,6 +58,12 @@ __device__ __forceinline__ int kvq_and_or(int a, int b, int c) {
   return (a & b) | c;
 #endif
 }
+// A code as a float, exactly, less `centre`: `bits` is code | 0x4B000000,
+// the fp32 pattern of 2^23 + code, so one FADD of 2^23 + centre (folded)
+// replaces a quarter-rate int-to-float conversion.
+__device__ __forceinline__ float kvq_code_from_bits(int bits, float centre) {
+  return __int_as_float(bits) - (8388608.0f + centre);
+}
 // Four floats as one 128-bit shared-memory value, and lane k of one.
 __device__ __forceinline__ float4 kvq_float4(float a, float b, float c, float d) {
   float4 v;

@@ -264,6 +264,19 @@ LogicalResult verifyPacking(Operation *op, SchemeAttr scheme, Value codes,
            << formatShape(codeShape);
   return success();
 }
+
+/// `op(inverse(x))` is `x` when both use the same scheme and `x` has the
+/// op's result type: pack and unpack undo each other (packing is lossless
+/// for codes in range).
+template <typename InverseOp, typename Source>
+OpFoldResult foldInverse(Value input, SchemeAttr scheme, Type type,
+                         Source source) {
+  auto inverse = input.getDefiningOp<InverseOp>();
+  if (inverse && inverse.getScheme() == scheme &&
+      source(inverse).getType() == type)
+    return source(inverse);
+  return {};
+}
 } // namespace
 
 LogicalResult PackOp::verify() {
@@ -271,12 +284,9 @@ LogicalResult PackOp::verify() {
 }
 
 OpFoldResult PackOp::fold(FoldAdaptor) {
-  // pack(unpack(w)) == w when both use the same layout.
-  auto unpack = getCodes().getDefiningOp<UnpackOp>();
-  if (unpack && unpack.getScheme() == getScheme() &&
-      unpack.getWords().getType() == getType())
-    return unpack.getWords();
-  return {};
+  return foldInverse<UnpackOp>(
+      getCodes(), getScheme(), getType(),
+      [](UnpackOp unpack) { return unpack.getWords(); });
 }
 
 LogicalResult UnpackOp::verify() {
@@ -284,12 +294,8 @@ LogicalResult UnpackOp::verify() {
 }
 
 OpFoldResult UnpackOp::fold(FoldAdaptor) {
-  // unpack(pack(c)) == c: packing is lossless for codes in range.
-  auto pack = getWords().getDefiningOp<PackOp>();
-  if (pack && pack.getScheme() == getScheme() &&
-      pack.getCodes().getType() == getType())
-    return pack.getCodes();
-  return {};
+  return foldInverse<PackOp>(getWords(), getScheme(), getType(),
+                             [](PackOp pack) { return pack.getCodes(); });
 }
 
 //===----------------------------------------------------------------------===//
@@ -310,19 +316,30 @@ LogicalResult DequantizeOp::verify() {
 // AttentionOp / QuantizedAttentionOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult AttentionOp::verify() {
-  SmallVector<KVSegment, 3> segments = {{"keys/values", shapeOf(getKeys()),
-                                         shapeOf(getValues()),
-                                         elementTypeOf(getKeys())}};
-  if (failed(appendOptionalSegments(*this, segments)))
+namespace {
+/// What both attention ops check once their body segment is known: the
+/// optional sink and residual segments, the shapes, and the plan.
+template <typename AttentionOpT>
+LogicalResult verifyAttentionOp(AttentionOpT op, KVSegment body,
+                                SchemeAttr keyScheme, SchemeAttr valueScheme) {
+  SmallVector<KVSegment, 3> segments = {body};
+  if (failed(appendOptionalSegments(op, segments)) ||
+      failed(verifyAttention(op, op.getQuery(), op.getOutput(), segments,
+                             op.getLengths(),
+                             op.getSoftmaxScale().convertToFloat())))
     return failure();
-  if (failed(verifyAttention(*this, getQuery(), getOutput(), segments,
-                             getLengths(), getSoftmaxScale().convertToFloat())))
-    return failure();
-  PlanAttr plan = getPlanAttr();
-  return plan ? verifyAttentionPlan(*this, plan, getQuery(), SchemeAttr(),
-                                    SchemeAttr())
+  PlanAttr plan = op.getPlanAttr();
+  return plan ? verifyAttentionPlan(op, plan, op.getQuery(), keyScheme,
+                                    valueScheme)
               : success();
+}
+} // namespace
+
+LogicalResult AttentionOp::verify() {
+  return verifyAttentionOp(*this,
+                           {"keys/values", shapeOf(getKeys()),
+                            shapeOf(getValues()), elementTypeOf(getKeys())},
+                           SchemeAttr(), SchemeAttr());
 }
 
 LogicalResult QuantizedAttentionOp::verify() {
@@ -336,17 +353,9 @@ LogicalResult QuantizedAttentionOp::verify() {
                                    valueShape, getValueCodes(),
                                    getValueScales(), getValueZeros())))
     return failure();
-  SmallVector<KVSegment, 3> segments = {
-      {"quantized keys/values", keyShape, valueShape, Type()}};
-  if (failed(appendOptionalSegments(*this, segments)))
-    return failure();
-  if (failed(verifyAttention(*this, getQuery(), getOutput(), segments,
-                             getLengths(), getSoftmaxScale().convertToFloat())))
-    return failure();
-  PlanAttr plan = getPlanAttr();
-  return plan ? verifyAttentionPlan(*this, plan, getQuery(), getKeyScheme(),
-                                    getValueScheme())
-              : success();
+  return verifyAttentionOp(
+      *this, {"quantized keys/values", keyShape, valueShape, Type()},
+      getKeyScheme(), getValueScheme());
 }
 
 //===----------------------------------------------------------------------===//

@@ -638,10 +638,42 @@ void fuseAndOr(gpu::GPUFuncOp func) {
   }
 }
 
+/// `bitcast<f32>(bits) - (2^23 + c)`, the second half of the code-to-float
+/// trick (KernelBuilder::dequantizeCode), becomes kvq_code_from_bits(bits,
+/// c): a prelude helper whose name and comment say what the bit pattern
+/// means. The same FADD after inlining (2^23 + c is folded).
+void fuseCodeFromBits(gpu::GPUFuncOp func) {
+  constexpr double kTwoPow23 = 8388608.0;
+  SmallVector<arith::SubFOp> subs;
+  func.walk([&](arith::SubFOp op) { subs.push_back(op); });
+  for (arith::SubFOp op : subs) {
+    auto cast = op.getLhs().getDefiningOp<arith::BitcastOp>();
+    FloatAttr offset;
+    if (!cast || !cast.getIn().getType().isInteger(32) ||
+        !op.getType().isF32() ||
+        !matchPattern(op.getRhs(), m_Constant(&offset)) ||
+        offset.getValueAsDouble() < kTwoPow23 ||
+        offset.getValueAsDouble() >= kTwoPow23 + 256)
+      continue;
+    OpBuilder builder(op);
+    Value centre = arith::ConstantOp::create(
+        builder, op.getLoc(),
+        builder.getF32FloatAttr(offset.getValueAsDouble() - kTwoPow23));
+    auto call = emitc::CallOpaqueOp::create(
+        builder, op.getLoc(), TypeRange{op.getType()}, "kvq_code_from_bits",
+        ValueRange{cast.getIn(), centre});
+    op.replaceAllUsesWith(call.getResult(0));
+    op.erase();
+    if (cast->use_empty())
+      cast.erase();
+  }
+}
+
 /// Gives every memory access a site id (per kernel, in program order) and
 /// turns shared-memory buffers into named KVQ_SHARED arrays.
 void prepareKernel(gpu::GPUFuncOp func) {
   fuseAndOr(func);
+  fuseCodeFromBits(func);
   int64_t site = 0;
   Builder attrBuilder(func.getContext());
   func.walk([&](Operation *op) {

@@ -94,11 +94,8 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
   int64_t group = scheme.groupSize(s.headDim);
   Value d = kb.i32(s.headDim);
   Value tid = kb.threadIdx();
-  auto scaleAndZero = [&](Value index) -> std::pair<Value, Value> {
-    Value scale = kb.named("scale", kb.toF32(kb.load(scales, index)));
-    Value zero =
-        zeros ? kb.named("zero", kb.toF32(kb.load(zeros, index))) : Value();
-    return {scale, zero};
+  auto scaleAndZero = [&](Value index) {
+    return kb.loadScaleAndZero(scales, zeros, index);
   };
 
   if (scheme.getAxis() == Axis::token) {
@@ -154,18 +151,11 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
             kb.named("first_channel", kb.mul(kb.rem(i, kb.i32(vectorsPerRow)),
                                              kb.i32(vectorWords)));
         Value wordRow = kb.named("word_row", kb.div(i, kb.i32(vectorsPerRow)));
-        Value globalRow = kb.named(
-            "global_word_row",
-            kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(perWord))),
-                   kb.add(kb.div(t0, kb.i32(perWord)), wordRow)));
-        SmallVector<Value> loaded =
-            kb.loadVector(words, kb.add(kb.mul(globalRow, d), c0), vectorWords);
-        Value firstToken =
-            kb.named("first_token", kb.mul(wordRow, kb.i32(perWord)));
-        Value scaleRow = kb.named(
-            "scale_row",
-            kb.add(kb.mul(headRow, kb.div(bodyCapacity, kb.i32(group))),
-                   kb.div(kb.add(t0, firstToken), kb.i32(group))));
+        KernelBuilder::ChannelWordRow at = kb.channelWordRow(
+            scheme, s.headDim, headRow, bodyCapacity, t0, wordRow);
+        SmallVector<Value> loaded = kb.loadVector(
+            words, kb.add(kb.mul(at.storedWordRow, d), c0), vectorWords);
+        Value firstToken = at.firstToken, scaleRow = at.scaleRow;
         SmallVector<std::pair<Value, Value>> scaleZero;
         for (int64_t k = 0; k < vectorWords; ++k)
           scaleZero.push_back(

@@ -302,10 +302,34 @@ Value KernelBuilder::extractCode(SchemeAttr scheme, Value word, Value j) {
     // Even codes in the low half of the slots, odd codes in the high half.
     Value half = shru(j, i32(1));
     Value odd = bitAnd(j, i32(1));
-    slot = add(half, mul(odd, i32(scheme.codesPerWord() / 2)));
+    slot = named("slot", add(half, mul(odd, i32(scheme.codesPerWord() / 2))));
   }
-  Value shift = mul(slot, i32(scheme.getBits()));
+  Value shift = named("shift", mul(slot, i32(scheme.getBits())));
   return bitAnd(shru(word, shift), i32(scheme.maxCode()));
+}
+
+KernelBuilder::ChannelWordRow
+KernelBuilder::channelWordRow(SchemeAttr scheme, int64_t headDim, Value headRow,
+                              Value capacity, Value firstStored,
+                              Value wordRow) {
+  Value perWord = i32(scheme.codesPerWord());
+  Value group = i32(scheme.groupSize(headDim));
+  ChannelWordRow row;
+  row.storedWordRow =
+      named("stored_word_row", add(mul(headRow, div(capacity, perWord)),
+                                   add(div(firstStored, perWord), wordRow)));
+  row.firstToken = named("first_token", mul(wordRow, perWord));
+  row.scaleRow =
+      named("scale_row", add(mul(headRow, div(capacity, group)),
+                             div(add(firstStored, row.firstToken), group)));
+  return row;
+}
+
+std::pair<Value, Value>
+KernelBuilder::loadScaleAndZero(Value scales, Value zeros, Value index) {
+  Value scale = named("scale", toF32(load(scales, index)));
+  Value zero = zeros ? named("zero", toF32(load(zeros, index))) : Value();
+  return {scale, zero};
 }
 
 Value KernelBuilder::dequantizeCode(SchemeAttr scheme, Value code, Value scale,
@@ -317,7 +341,8 @@ Value KernelBuilder::dequantizeCode(SchemeAttr scheme, Value code, Value scale,
   Value magic =
       arith::BitcastOp::create(b, b.getF32Type(), bitOr(code, i32(0x4B000000)));
   if (scheme.isSymmetric()) // stored code = q + 2^(bits-1)
-    return fmul(fsub(magic, f32(8388608.0 + (1 << (scheme.getBits() - 1)))),
+    return fmul(named("code", fsub(magic, f32(8388608.0 +
+                                              (1 << (scheme.getBits() - 1))))),
                 scale);
-  return fadd(fmul(fsub(magic, f32(8388608.0)), scale), zero);
+  return fadd(fmul(named("code", fsub(magic, f32(8388608.0))), scale), zero);
 }

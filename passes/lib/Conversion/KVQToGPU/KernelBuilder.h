@@ -137,6 +137,20 @@ public:
   /// The same with a run-time code index (a loop variable): the shift is
   /// computed, so a loop over a word's codes stays a loop in the source.
   Value extractCode(SchemeAttr scheme, Value word, Value j);
+  /// Where word row `wordRow` (counted from stored token `firstStored`) of a
+  /// channel-axis tensor lives, for a head row whose store holds `capacity`
+  /// tokens: its row of packed words, its first token (from `firstStored`)
+  /// and its row of scales.
+  struct ChannelWordRow {
+    Value storedWordRow, firstToken, scaleRow;
+  };
+  ChannelWordRow channelWordRow(SchemeAttr scheme, int64_t headDim,
+                                Value headRow, Value capacity,
+                                Value firstStored, Value wordRow);
+  /// The fp32 scale of group `index` and, when `zeros` is non-null, its
+  /// zero point (null otherwise), named `scale` and `zero`.
+  std::pair<Value, Value> loadScaleAndZero(Value scales, Value zeros,
+                                           Value index);
   /// Dequantizes an i32 code with fp32 scale (and zero point): the §4 math.
   Value dequantizeCode(SchemeAttr scheme, Value code, Value scale, Value zero);
 

@@ -398,6 +398,22 @@ FailureOr<PackedKernel> preparePackedKernel(Operation *op, SchemeAttr scheme,
                       dense.getElementType()};
 }
 
+/// The kernel of a quantize or dequantize op (`kind`), named after the kind
+/// (`tag`), scheme, head_dim and dtype: "kvq_quant_4t64_d128_f16".
+gpu::GPUFuncOp createPackedKernel(OpBuilder &builder, gpu::GPUModuleOp module,
+                                  Operation *op, StringRef kind, StringRef tag,
+                                  SchemeAttr scheme, const PackedKernel &k,
+                                  ArrayRef<KernelParameter> parameters) {
+  std::string name =
+      llvm::formatv("kvq_{0}_{1}_d{2}_{3}", tag, schemeTag(scheme), k.headDim,
+                    halfTag(k.half));
+  std::string spec =
+      llvm::formatv("{0} {1} head_dim={2} dtype={3}", kind,
+                    describeScheme(scheme), k.headDim, halfTag(k.half));
+  return createKernel(builder, module, op->getLoc(), name, kind, parameters, {},
+                      k.threads, spec, getLaunchPlan(op));
+}
+
 } // namespace
 
 LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
@@ -423,14 +439,8 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
                      {"in_tokens", i32, &a.inTokens},
                      {"out_tokens", i32, &a.outTokens},
                      {"out_offset", i32, &a.outOffset}});
-  std::string name = llvm::formatv("kvq_quant_{0}_d{1}_{2}", schemeTag(scheme),
-                                   headDim, halfTag(half));
-  std::string spec =
-      llvm::formatv("quantize {0} head_dim={1} dtype={2}",
-                    describeScheme(scheme), headDim, halfTag(half));
-  gpu::GPUFuncOp func =
-      createKernel(builder, module, op.getLoc(), name, "quantize", parameters,
-                   {}, k->threads, spec, getLaunchPlan(op));
+  gpu::GPUFuncOp func = createPackedKernel(builder, module, op, "quantize",
+                                           "quant", scheme, *k, parameters);
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
@@ -469,14 +479,8 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
                      {"in_tokens", i32, &a.inTokens},
                      {"in_offset", i32, &a.inOffset},
                      {"out_tokens", i32, &a.outTokens}});
-  std::string name = llvm::formatv("kvq_dequant_{0}_d{1}_{2}",
-                                   schemeTag(scheme), headDim, halfTag(half));
-  std::string spec =
-      llvm::formatv("dequantize {0} head_dim={1} dtype={2}",
-                    describeScheme(scheme), headDim, halfTag(half));
-  gpu::GPUFuncOp func =
-      createKernel(builder, module, op.getLoc(), name, "dequantize", parameters,
-                   {}, k->threads, spec, getLaunchPlan(op));
+  gpu::GPUFuncOp func = createPackedKernel(builder, module, op, "dequantize",
+                                           "dequant", scheme, *k, parameters);
   ImplicitLocOpBuilder b(op.getLoc(), builder);
   b.setInsertionPoint(func.getBody().front().getTerminator());
   KernelBuilder kb(b);
@@ -493,13 +497,9 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
                                           kb.threadIdx()));
   Value stride = kb.named("thread_count", kb.mul(kb.gridDim(gpu::Dimension::x),
                                                  kb.i32(k->threads)));
-  auto loadScale = [&](Value index) -> std::pair<Value, Value> {
-    Value scale = kb.named("scale", kb.toF32(kb.load(scales, index)));
-    Value zero =
-        zeros ? kb.named("zero", kb.toF32(kb.load(zeros, index))) : Value();
-    return {scale, zero};
+  auto loadScale = [&](Value index) {
+    return kb.loadScaleAndZero(scales, zeros, index);
   };
-  auto codeName = [](int64_t j) { return "value" + std::to_string(j); };
 
   if (scheme.getAxis() == Axis::token) {
     int64_t wordsPerRow = headDim / perWord;
@@ -526,13 +526,18 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
               "out_index",
               kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),
                      kb.mul(w, kb.i32(perWord))));
-          for (int64_t j = 0; j < perWord; ++j) {
-            Value x = kb.named(
-                codeName(j),
-                kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                                  scale, zero));
-            kb.store(kb.fromF32(x, half), output, kb.add(outBase, kb.i32(j)));
-          }
+          // A loop over the word's codes (ptxas unrolls it): the shift is
+          // computed from the code's index.
+          kb.forLoop(
+              kb.i32(0), kb.i32(perWord), kb.i32(1),
+              [&](Value j) {
+                Value x = kb.named(
+                    "value",
+                    kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                      scale, zero));
+                kb.store(kb.fromF32(x, half), output, kb.add(outBase, j));
+              },
+              "code_index");
         },
         "item");
     return success();
@@ -547,29 +552,27 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
         Value rest = kb.div(item, d);
         Value wordRow = kb.named("word_row", kb.rem(rest, wordRows));
         Value headRow = kb.named("head_row", kb.div(rest, wordRows));
-        Value srcWordRow = kb.named(
-            "stored_word_row",
-            kb.add(kb.mul(headRow, kb.div(inTokens, kb.i32(perWord))),
-                   kb.add(kb.div(inOffset, kb.i32(perWord)), wordRow)));
+        KernelBuilder::ChannelWordRow at = kb.channelWordRow(
+            scheme, headDim, headRow, inTokens, inOffset, wordRow);
         Value word = kb.named(
-            "word", kb.load(words, kb.add(kb.mul(srcWordRow, d), channel)));
-        Value firstToken =
-            kb.named("first_token", kb.mul(wordRow, kb.i32(perWord)));
-        Value scaleRow = kb.named(
-            "scale_row",
-            kb.add(kb.mul(headRow, kb.div(inTokens, kb.i32(group))),
-                   kb.div(kb.add(inOffset, firstToken), kb.i32(group))));
+            "word",
+            kb.load(words, kb.add(kb.mul(at.storedWordRow, d), channel)));
+        Value firstToken = at.firstToken, scaleRow = at.scaleRow;
         auto [scale, zero] = loadScale(kb.add(kb.mul(scaleRow, d), channel));
-        for (int64_t j = 0; j < perWord; ++j) {
-          Value x = kb.named(codeName(j),
-                             kb.dequantizeCode(scheme,
-                                               kb.extractCode(scheme, word, j),
-                                               scale, zero));
-          Value token = kb.add(firstToken, kb.i32(j));
-          Value index = kb.add(
-              kb.mul(kb.add(kb.mul(headRow, outTokens), token), d), channel);
-          kb.store(kb.fromF32(x, half), output, index);
-        }
+        kb.forLoop(
+            kb.i32(0), kb.i32(perWord), kb.i32(1),
+            [&](Value j) {
+              Value x = kb.named(
+                  "value",
+                  kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
+                                    scale, zero));
+              Value token = kb.named("token", kb.add(firstToken, j));
+              Value index =
+                  kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),
+                         channel);
+              kb.store(kb.fromF32(x, half), output, index);
+            },
+            "code_index");
       },
       "item");
   return success();
