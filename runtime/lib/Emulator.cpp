@@ -134,29 +134,29 @@ constexpr size_t kSharedBytes = 48 * 1024;
 // ASan keeps one shadow stack per OS thread; each switch between fibers
 // must tell it which stack runs next, or it reports false errors.
 
-/// From the running fiber back to the scheduler.
-void switchToScheduler(Thread &t) {
+/// Resumes `next`, whose stack is [bottom, bottom + size), until it
+/// switches back.
+void resume(ctx::fiber &next, const void *bottom, size_t size) {
 #ifdef KVQ_ASAN_FIBERS
   void *fake = nullptr;
-  __sanitizer_start_switch_fiber(&fake, t.schedulerBottom, t.schedulerSize);
+  __sanitizer_start_switch_fiber(&fake, bottom, size);
+#else
+  (void)bottom;
+  (void)size;
 #endif
-  t.sink = std::move(t.sink).resume();
+  next = std::move(next).resume();
 #ifdef KVQ_ASAN_FIBERS
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
 }
 
-/// From the scheduler into `t`'s fiber, until it yields or ends.
-void switchToThread(Thread &t) {
-#ifdef KVQ_ASAN_FIBERS
-  void *fake = nullptr;
-  __sanitizer_start_switch_fiber(&fake, t.stackBottom, t.stackSize);
-#endif
-  t.fiber = std::move(t.fiber).resume();
-#ifdef KVQ_ASAN_FIBERS
-  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
-#endif
+/// From the running fiber back to the scheduler.
+void switchToScheduler(Thread &t) {
+  resume(t.sink, t.schedulerBottom, t.schedulerSize);
 }
+
+/// From the scheduler into `t`'s fiber, until it yields or ends.
+void switchToThread(Thread &t) { resume(t.fiber, t.stackBottom, t.stackSize); }
 
 /// Allocates fiber stacks and remembers their bounds for ASan.
 struct RecordingStack {

@@ -42,6 +42,19 @@ std::vector<float> readStorage(const void *p, size_t n, const QuantScheme &s) {
   return readHalf(p, n, HalfType::F16);
 }
 
+/// The `n` scales and (asymmetric schemes) zero points of a quantized
+/// tensor, as host floats; `zeros` is empty for a symmetric scheme.
+struct HostScales {
+  std::vector<float> scales, zeros;
+  float *zeroData() { return zeros.empty() ? nullptr : zeros.data(); }
+};
+
+HostScales readScales(const void *scales, const void *zeros, size_t n,
+                      const QuantScheme &s) {
+  return {readStorage(scales, n, s),
+          s.symmetric ? std::vector<float>() : readStorage(zeros, n, s)};
+}
+
 void writeStorage(void *p, const std::vector<float> &x, size_t offset, size_t n,
                   const QuantScheme &s) {
   if (!p)
@@ -85,14 +98,13 @@ public:
     size_t scales = scaleCount(spec.key, d, 1, c.outTokens) * c.rows;
     std::vector<float> input =
         readHalf(c.input, size_t(c.rows) * c.inTokens * d, spec.dtype);
-    std::vector<float> s = readStorage(c.scales, scales, spec.key);
-    std::vector<float> z = readStorage(c.zeros, scales, spec.key);
+    HostScales h = readScales(c.scales, c.zeros, scales, spec.key);
     ref::quantize(spec.key, d, input.data(), c.rows, c.tokens, c.inTokens,
                   c.outTokens, c.outOffset, static_cast<uint32_t *>(c.words),
-                  s.data(), spec.key.symmetric ? nullptr : z.data());
-    writeStorage(c.scales, s, 0, scales, spec.key);
+                  h.scales.data(), h.zeroData());
+    writeStorage(c.scales, h.scales, 0, scales, spec.key);
     if (!spec.key.symmetric)
-      writeStorage(c.zeros, z, 0, scales, spec.key);
+      writeStorage(c.zeros, h.zeros, 0, scales, spec.key);
     return llvm::Error::success();
   }
 
@@ -103,13 +115,12 @@ public:
       return launch.takeError();
     int d = spec.headDim;
     size_t scales = scaleCount(spec.key, d, 1, c.inTokens) * c.rows;
-    std::vector<float> s = readStorage(c.scales, scales, spec.key);
-    std::vector<float> z = readStorage(c.zeros, scales, spec.key);
+    HostScales h = readScales(c.scales, c.zeros, scales, spec.key);
     std::vector<float> out(size_t(c.rows) * c.outTokens * d);
     std::vector<float> existing = readHalf(c.output, out.size(), spec.dtype);
     ref::dequantize(spec.key, d, static_cast<const uint32_t *>(c.words),
-                    s.data(), spec.key.symmetric ? nullptr : z.data(), c.rows,
-                    c.tokens, c.inTokens, c.inOffset, c.outTokens, out.data());
+                    h.scales.data(), h.zeroData(), c.rows, c.tokens, c.inTokens,
+                    c.inOffset, c.outTokens, out.data());
     // Only tokens [0, tokens) of each output row are written.
     for (int r = 0; r < c.rows; ++r)
       for (int t = c.tokens; t < c.outTokens; ++t)
@@ -137,21 +148,18 @@ public:
       return p ? readHalf(p, kvRows * capacity * d, spec.dtype)
                : std::vector<float>();
     };
-    std::vector<float> ks, kz, vs, vz, keys, values;
+    std::vector<float> keys, values;
+    HostScales keyScales, valueScales;
     if (dense) {
       keys = segment(c.keys, c.bodyCapacity);
       values = segment(c.values, c.bodyCapacity);
     } else {
-      ks = readStorage(c.keyScales,
-                       kvRows * scaleCount(spec.key, d, 1, c.bodyCapacity),
-                       spec.key);
-      if (!spec.key.symmetric)
-        kz = readStorage(c.keyZeros, ks.size(), spec.key);
-      vs = readStorage(c.valueScales,
-                       kvRows * scaleCount(spec.value, d, 1, c.bodyCapacity),
-                       spec.value);
-      if (!spec.value.symmetric)
-        vz = readStorage(c.valueZeros, vs.size(), spec.value);
+      keyScales = readScales(
+          c.keyScales, c.keyZeros,
+          kvRows * scaleCount(spec.key, d, 1, c.bodyCapacity), spec.key);
+      valueScales = readScales(
+          c.valueScales, c.valueZeros,
+          kvRows * scaleCount(spec.value, d, 1, c.bodyCapacity), spec.value);
     }
     std::vector<float> sk = segment(spec.sink ? c.sinkKeys : nullptr,
                                     c.sinkCapacity),
@@ -164,11 +172,11 @@ public:
     ref::AttentionInputs in;
     in.q = q.data();
     in.keyWords = static_cast<const uint32_t *>(c.keyWords);
-    in.keyScales = ks.data();
-    in.keyZeros = kz.empty() ? nullptr : kz.data();
+    in.keyScales = keyScales.scales.data();
+    in.keyZeros = keyScales.zeroData();
     in.valueWords = static_cast<const uint32_t *>(c.valueWords);
-    in.valueScales = vs.data();
-    in.valueZeros = vz.empty() ? nullptr : vz.data();
+    in.valueScales = valueScales.scales.data();
+    in.valueZeros = valueScales.zeroData();
     in.keys = keys.data();
     in.values = values.data();
     in.sinkKeys = sk.data();

@@ -118,20 +118,18 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
       residualCap = std::max(1, w.residualTokens);
 
   std::vector<float> qv, kv, vv, skv, svv, rkv, rvv;
-  std::vector<uint16_t> q = kvData(size_t(w.batch) * s.queryHeads, d, s.dtype,
-                                   w.seed * 8 + 1, false, &qv);
-  std::vector<uint16_t> keys =
-      kvData(rows * capacity, d, s.dtype, w.seed * 8 + 2, true, &kv);
-  std::vector<uint16_t> values =
-      kvData(rows * capacity, d, s.dtype, w.seed * 8 + 3, false, &vv);
-  std::vector<uint16_t> sinkK =
-      kvData(rows * sinkCap, d, s.dtype, w.seed * 8 + 4, true, &skv);
-  std::vector<uint16_t> sinkV =
-      kvData(rows * sinkCap, d, s.dtype, w.seed * 8 + 5, false, &svv);
-  std::vector<uint16_t> residK =
-      kvData(rows * residualCap, d, s.dtype, w.seed * 8 + 6, true, &rkv);
-  std::vector<uint16_t> residV =
-      kvData(rows * residualCap, d, s.dtype, w.seed * 8 + 7, false, &rvv);
+  // Tensor `which` of this workload (its own seed), `keyLike` for keys.
+  auto data = [&](size_t vectors, int which, bool keyLike,
+                  std::vector<float> *values) {
+    return kvData(vectors, d, s.dtype, w.seed * 8 + which, keyLike, values);
+  };
+  std::vector<uint16_t> q = data(size_t(w.batch) * s.queryHeads, 1, false, &qv);
+  std::vector<uint16_t> keys = data(rows * capacity, 2, true, &kv);
+  std::vector<uint16_t> values = data(rows * capacity, 3, false, &vv);
+  std::vector<uint16_t> sinkK = data(rows * sinkCap, 4, true, &skv);
+  std::vector<uint16_t> sinkV = data(rows * sinkCap, 5, false, &svv);
+  std::vector<uint16_t> residK = data(rows * residualCap, 6, true, &rkv);
+  std::vector<uint16_t> residV = data(rows * residualCap, 7, false, &rvv);
   std::vector<int32_t> lengths;
   for (int b = 0; b < w.batch; ++b)
     lengths.insert(lengths.end(),

@@ -878,9 +878,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
                                "running_sum", "rescale"}));
 
   //===--- body -------------------------------------------------------===//
-  ImplicitLocOpBuilder b(op->getLoc(), builder);
-  b.setInsertionPoint(func.getBody().front().getTerminator());
-  KernelBuilder kb(b);
+  KernelBody body(builder, op->getLoc(), func);
+  KernelBuilder &kb = body.kb;
   SharedBuffers smem;
   {
     auto attrs = func.getWorkgroupAttributions();
@@ -890,7 +889,7 @@ LogicalResult buildAttention(const AttentionOpView &view,
   AttentionBodyWriter(kb, s, a, smem, dense, hasSink, hasResidual,
                       plan->keyWordsPerLoad(), plan->valueWordsPerLoad())
       .write();
-  buildCombineKernel(builder, b, kb, module, op, s, name, spec,
+  buildCombineKernel(builder, body.b, kb, module, op, s, name, spec,
                      getLaunchPlan(op));
   return success();
 }

@@ -10,6 +10,8 @@
 #ifndef KVQ_CONVERSION_KVQTOGPU_KERNELS_H
 #define KVQ_CONVERSION_KVQTOGPU_KERNELS_H
 
+#include "KernelBuilder.h"
+
 #include "kvq/Dialect/KVQ/IR/KVQOps.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -54,6 +56,17 @@ gpu::GPUFuncOp createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
                             ArrayRef<KernelParameter> parameters,
                             ArrayRef<Type> workgroupTypes, int64_t threads,
                             StringRef spec, PlanAttr plan);
+
+/// The builders a kernel body is written with, at the start of `func`'s
+/// body (before its return).
+struct KernelBody {
+  KernelBody(OpBuilder &builder, Location loc, gpu::GPUFuncOp func)
+      : b(loc, builder), kb(b) {
+    b.setInsertionPoint(func.getBody().front().getTerminator());
+  }
+  ImplicitLocOpBuilder b;
+  KernelBuilder kb;
+};
 
 LogicalResult buildQuantizeKernel(QuantizeOp op, gpu::GPUModuleOp module);
 LogicalResult buildDequantizeKernel(DequantizeOp op, gpu::GPUModuleOp module);

@@ -384,8 +384,11 @@ SmallVector<KernelParameter> packedParameters(MLIRContext *context,
   return parameters;
 }
 
-FailureOr<PackedKernel> preparePackedKernel(Operation *op, SchemeAttr scheme,
-                                            Value codes, RankedTensorType dense,
+/// The launch facts of a quantize/dequantize op whose packed side is
+/// `codes` and fp16/bf16 side `dense`, or an error if it is not ready to be
+/// lowered (`requirement` says what it lacks).
+FailureOr<PackedKernel> preparePackedKernel(Operation *op, Value codes,
+                                            Value dense,
                                             StringRef requirement) {
   if (!cast<RankedTensorType>(codes.getType()).getElementType().isInteger(32))
     return op->emitOpError(requirement) << " to be lowered; run --kvq-fuse "
@@ -394,8 +397,9 @@ FailureOr<PackedKernel> preparePackedKernel(Operation *op, SchemeAttr scheme,
       requirePlan(op, {&::kvq::LaunchPlan::threads});
   if (failed(plan))
     return failure();
-  return PackedKernel{plan->threads, plan->halfVector, dense.getShape()[3],
-                      dense.getElementType()};
+  auto type = cast<RankedTensorType>(dense.getType());
+  return PackedKernel{plan->threads, plan->halfVector, type.getShape()[3],
+                      type.getElementType()};
 }
 
 /// The kernel of a quantize or dequantize op (`kind`), named after the kind
@@ -418,20 +422,17 @@ gpu::GPUFuncOp createPackedKernel(OpBuilder &builder, gpu::GPUModuleOp module,
 
 LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
                                              gpu::GPUModuleOp module) {
-  SchemeAttr scheme = op.getScheme();
-  FailureOr<PackedKernel> k =
-      preparePackedKernel(op, scheme, op.getCodes(),
-                          cast<RankedTensorType>(op.getInput().getType()),
-                          "must produce packed words");
+  FailureOr<PackedKernel> k = preparePackedKernel(
+      op, op.getCodes(), op.getInput(), "must produce packed words");
   if (failed(k))
     return failure();
+  SchemeAttr scheme = op.getScheme();
   int64_t headDim = k->headDim;
-  Type half = k->half;
   OpBuilder builder(op);
   Type i32 = builder.getI32Type();
   QuantizeArgs a;
   SmallVector<KernelParameter> parameters = {
-      {"input", globalBuffer(half), &a.input}};
+      {"input", globalBuffer(k->half), &a.input}};
   parameters.append(packedParameters(op->getContext(), scheme, &a.words,
                                      &a.scales, &a.zeros));
   parameters.append({{"rows", i32, &a.rows},
@@ -441,9 +442,8 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
                      {"out_offset", i32, &a.outOffset}});
   gpu::GPUFuncOp func = createPackedKernel(builder, module, op, "quantize",
                                            "quant", scheme, *k, parameters);
-  ImplicitLocOpBuilder b(op.getLoc(), builder);
-  b.setInsertionPoint(func.getBody().front().getTerminator());
-  KernelBuilder kb(b);
+  KernelBody body(builder, op.getLoc(), func);
+  KernelBuilder &kb = body.kb;
   if (scheme.getAxis() == Axis::token) {
     // Token-axis lanes load halfVector halves at a time.
     if (failed(requirePlan(op, {&::kvq::LaunchPlan::halfVector})))
@@ -457,16 +457,13 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
 
 LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
                                                gpu::GPUModuleOp module) {
-  SchemeAttr scheme = op.getScheme();
-  FailureOr<PackedKernel> k =
-      preparePackedKernel(op, scheme, op.getCodes(),
-                          cast<RankedTensorType>(op.getOutput().getType()),
-                          "must read packed words");
+  FailureOr<PackedKernel> k = preparePackedKernel(
+      op, op.getCodes(), op.getOutput(), "must read packed words");
   if (failed(k))
     return failure();
-  int64_t headDim = k->headDim;
+  SchemeAttr scheme = op.getScheme();
+  int64_t headDim = k->headDim, perWord = scheme.codesPerWord();
   Type half = k->half;
-  int64_t perWord = scheme.codesPerWord();
   int64_t group = scheme.groupSize(headDim);
   OpBuilder builder(op);
   Type i32 = builder.getI32Type();
@@ -481,9 +478,8 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
                      {"out_tokens", i32, &a.outTokens}});
   gpu::GPUFuncOp func = createPackedKernel(builder, module, op, "dequantize",
                                            "dequant", scheme, *k, parameters);
-  ImplicitLocOpBuilder b(op.getLoc(), builder);
-  b.setInsertionPoint(func.getBody().front().getTerminator());
-  KernelBuilder kb(b);
+  KernelBody body(builder, op.getLoc(), func);
+  KernelBuilder &kb = body.kb;
 
   Value words = a.words, scales = a.scales, zeros = a.zeros, output = a.output;
   Value rows = a.rows, tokens = a.tokens, inTokens = a.inTokens,
