@@ -2,6 +2,7 @@
 
 #include "kvq/Codegen/Generator.h"
 
+#include "CarriedCopies.h"
 #include "SourceNames.h"
 
 #include "kvq/Conversion/KernelABI.h"
@@ -255,7 +256,8 @@ llvm::Expected<GeneratedSource> emitCuda(ModuleOp module,
            << "//   spec: " << kernel.spec << "\n"
            << "//   plan: " << kernel.planText << "\n"
            << "//   block: " << kernel.threads << " threads\n";
-    kernels += "\n" + ::kvq::nameValues(body, kernel.argNames);
+    kernels += "\n" + ::kvq::nameValues(::kvq::dropCarriedCopies(body),
+                                        kernel.argNames);
     result.kernels.push_back(std::move(kernel));
   }
   header << "\n#include \"" << ::kvq::kPreludeName << "\"\n";

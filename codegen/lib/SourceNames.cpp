@@ -81,11 +81,13 @@ void markNamedValues(emitc::FuncOp func) {
     std::optional<StringRef> name = nameOf(op->getLoc());
     if (!name || op->getParentOfType<emitc::ExpressionOp>())
       return;
-    // A loop names its variable; any other op its one result. Variables
-    // (the storage of loop-carried values) share their loop's location.
-    bool declares = isa<emitc::ForOp>(op) ||
-                    (op->getNumResults() == 1 &&
-                     !isa<emitc::VariableOp, emitc::LiteralOp>(op));
+    // A loop names its variable; any other op its one result. The storage
+    // of loop-carried values (variables, and the loads that read them)
+    // shares its loop's location but not its name.
+    bool declares =
+        isa<emitc::ForOp>(op) ||
+        (op->getNumResults() == 1 &&
+         !isa<emitc::VariableOp, emitc::LiteralOp, emitc::LoadOp>(op));
     if (!declares)
       return;
     OpBuilder builder(op);
