@@ -1,19 +1,20 @@
 //===- JitCompiler.cpp - the compiler the JIT library adds ----------------===//
 //
-// KernelSpec -> Generator (MLIR) -> CUDA C++ -> nvrtc (cuda) or the host
-// compiler (emulator). Runtime-only builds do not link this file.
+// KernelSpec -> Generator (MLIR) -> CUDA C++ -> the backend's artefacts
+// (ArtefactBuilder.h: nvrtc for cuda, the host compiler for the emulator).
+// Runtime-only builds do not link this file.
 //
 //===----------------------------------------------------------------------===//
 
 #include "kvq/Runtime/Jit.h"
 
+#include "ArtefactBuilder.h"
+
 #include "kvq/Codegen/Generator.h"
-#include "kvq/Runtime/Emulator.h"
 #include "kvq/Runtime/NVRTC.h"
 #include "kvq/Support/FileIO.h"
 
 #include "llvm/Support/FileSystem.h"
-#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <atomic>
@@ -87,39 +88,9 @@ public:
     if (!source)
       return source.takeError();
     out.source = std::move(*source);
-    if (backend == Backend::Reference)
-      return out; // launch metadata only
     auto start = std::chrono::steady_clock::now();
-    if (backend == Backend::Cuda) {
-      NVRTCOptions nvrtc;
-      nvrtc.arch = arch;
-      nvrtc.extraOptions = cudaCodegenOptions(spec);
-      llvm::Expected<CompiledModule> module = compileCuda(
-          out.source.cuda, out.source.kernels.front().name + ".cu", nvrtc);
-      if (!module)
-        return module.takeError();
-      out.ptx = std::move(module->ptx);
-      out.cubin = std::move(module->cubin);
-      out.ptxasLog = std::move(module->log);
-      out.stats = std::move(module->stats);
-    } else {
-      llvm::SmallString<128> work;
-      if (std::error_code ec =
-              llvm::sys::fs::createUniqueDirectory("kvq-build", work))
-        return llvm::createStringError(ec, "cannot create a build folder");
-      llvm::Expected<std::string> built =
-          emu::buildSharedObject(out.source, work.str().str());
-      if (!built) {
-        (void)llvm::sys::fs::remove_directories(work);
-        return built.takeError();
-      }
-      auto bytes = llvm::MemoryBuffer::getFile(*built, false, false);
-      (void)llvm::sys::fs::remove_directories(work);
-      if (!bytes)
-        return llvm::createStringError(bytes.getError(),
-                                       "cannot read the built " + *built);
-      out.sharedObject = (*bytes)->getBuffer().str();
-    }
+    if (llvm::Error e = artefactBuilderFor(backend).build(spec, arch, out))
+      return std::move(e);
     out.compileMillis = std::chrono::duration<double, std::milli>(
                             std::chrono::steady_clock::now() - start)
                             .count();
