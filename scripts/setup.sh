@@ -10,6 +10,7 @@ packages=(
   libfmt-dev ninja-build ccache cmake g++ clang-format python3
   libgtest-dev libbenchmark-dev
   libboost-context-dev                                     # fibers for the CPU emulator
+  libhiredis-dev redis-server                              # the remote kernel cache and its tests
 )
 
 missing=()

@@ -9,6 +9,19 @@ build=${KVQ_BUILD_DIR:-$root/build}
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh" kvq-test-depends  # every binary the suite runs (test/CMakeLists.txt)
 
+# A redis-server for the remote kernel cache tests (test/Tools/remote-cache.test,
+# RemoteCacheTest), on a free port of 127.0.0.1, stopped when this script ends.
+redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+  > "$build/redis-test.log" 2>&1 &
+redis_pid=$!
+trap 'kill "$redis_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  redis-cli -p "$redis_port" ping > /dev/null 2>&1 && break
+  sleep 0.1
+done
+export KVQ_TEST_REDIS="127.0.0.1:$redis_port"
+
 status=0
 format=ok
 "$root/scripts/check-format.sh" || { status=1; format=FAILED; }

@@ -42,6 +42,16 @@ if have_library("libnvrtc.so") or have_library("libnvrtc.so.13"):
 if have_library("libcuda.so.1"):
     config.available_features.add("cuda")
 
+# redis: a redis-server the README's test command (scripts/test.sh) started
+# for this run, as host:port in KVQ_TEST_REDIS.
+if os.environ.get("KVQ_TEST_REDIS"):
+    config.available_features.add("redis")
+    config.environment["KVQ_TEST_REDIS"] = os.environ["KVQ_TEST_REDIS"]
+    redis_host, redis_port = os.environ["KVQ_TEST_REDIS"].rsplit(":", 1)
+    config.substitutions.append(("%{redis_host}", redis_host))
+    config.substitutions.append(("%{redis_port}", redis_port))
+    config.substitutions.append(("%redis", os.environ["KVQ_TEST_REDIS"]))
+
 
 # tmpfs: a private mount namespace can mount a small tmpfs (unshare -rm), so
 # tests can fill a real filesystem (test/Tools/full-disk.test).

@@ -187,5 +187,5 @@ Status Context::copyOnDevice(void *dst, const void *src, size_t bytes) {
 
 CacheStatistics Context::statistics() const {
   RuntimeStatistics s = impl->runtime->statistics();
-  return {s.compiled, s.diskHits, s.bundleHits, s.memoryHits};
+  return {s.compiled, s.diskHits, s.bundleHits, s.memoryHits, s.remoteHits};
 }

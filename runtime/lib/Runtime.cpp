@@ -3,6 +3,7 @@
 #include "kvq/Runtime/Runtime.h"
 #include "kvq/BufferSizes.h"
 
+#include "RemoteTier.h"
 #include "RuntimeLog.h"
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/CacheKey.h"
@@ -170,8 +171,10 @@ struct Runtime::Impl {
   std::shared_ptr<const KernelCompiler> compiler;
   std::optional<cache::DiskCache> disk;
   std::optional<cache::Bundle> bundle;
+  RemoteTier remote;
   cache::MemoryCache<CompiledKernels> memory;
-  std::atomic<uint64_t> compiled{0}, diskHits{0}, bundleHits{0}, memoryHits{0};
+  std::atomic<uint64_t> compiled{0}, diskHits{0}, bundleHits{0}, memoryHits{0},
+      remoteHits{0};
 
   cache::KeyInputs keyInputs(const KernelSpec &spec) const {
     return kernelKeyInputs(spec, device->kind(), arch,
@@ -323,6 +326,31 @@ struct Runtime::Impl {
         warm + " (then `kvq-cache export` to carry it in a bundle)");
   }
 
+  /// A verified entry from the fleet's cache (or, when another process is
+  /// building it, the one it publishes); kept on disk too.
+  std::shared_ptr<const CompiledKernels>
+  fromRemote(const KernelSpec &spec, const std::string &key,
+             std::optional<cache::Entry> entry) {
+    if (!entry)
+      return nullptr;
+    std::string problem;
+    std::shared_ptr<CompiledKernels> k =
+        fromEntry(spec, *entry, "remote", problem);
+    auto image = entry->files.find("kernels.so");
+    if (!k ||
+        load(*k, image == entry->files.end() ? std::string() : image->second)) {
+      logLine("cannot load remote " + key);
+      return nullptr;
+    }
+    if (disk)
+      if (llvm::Error e = disk->store(*entry))
+        logLine("cannot keep remote " + key +
+                " on disk: " + llvm::toString(std::move(e)));
+    ++remoteHits;
+    logLine("remote cache hit for '" + spec.canonical() + "'");
+    return k;
+  }
+
   llvm::Expected<std::shared_ptr<const CompiledKernels>>
   compile(const KernelSpec &spec, const std::string &key,
           std::string &warning) {
@@ -376,6 +404,7 @@ struct Runtime::Impl {
         disk.reset();
       }
     }
+    remote.publish(entry);
     if (llvm::Error e = load(*k, built->sharedObject))
       return std::move(e);
     return k;
@@ -414,6 +443,12 @@ Runtime::create(const RuntimeOptions &options) {
       return opened.takeError();
     impl.bundle.emplace(std::move(*opened));
     runtime->bundleFile = bundle;
+  }
+  {
+    std::string remoteWarning;
+    impl.remote = RemoteTier::fromEnvironment(remoteWarning);
+    if (!remoteWarning.empty() && runtime->warning.empty())
+      runtime->warning = remoteWarning;
   }
   if (options.diskCache) {
     runtime->cacheDir =
@@ -457,8 +492,20 @@ Runtime::prepare(const KernelSpec &spec) {
       return hit;
     if (auto hit = impl->fromBundle(spec, key))
       return hit;
+    RemoteTier &remote = impl->remote;
+    if (!impl->alwaysCompile)
+      if (auto hit = impl->fromRemote(spec, key, remote.load(key)))
+        return hit;
+    // Single flight across the fleet: one process builds, the others wait
+    // (up to a bound) for what it publishes.
+    bool building = !impl->compiler || remote.shouldBuild(key);
+    if (!building)
+      if (auto hit = impl->fromRemote(spec, key, remote.waitFor(key)))
+        return hit;
     llvm::Expected<std::shared_ptr<const CompiledKernels>> built =
         impl->compile(spec, key, warning);
+    if (building)
+      remote.finished(key);
     if (!built) {
       // The creating thread keeps the typed error (CompileError,
       // MissingKernelError, ...); threads that waited on it get its text.
@@ -544,5 +591,5 @@ bool Runtime::canCompile() const { return impl->compiler != nullptr; }
 
 RuntimeStatistics Runtime::statistics() const {
   return {impl->compiled.load(), impl->diskHits.load(), impl->bundleHits.load(),
-          impl->memoryHits.load()};
+          impl->memoryHits.load(), impl->remoteHits.load()};
 }

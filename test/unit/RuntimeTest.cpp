@@ -1,5 +1,6 @@
 //===- RuntimeTest.cpp - the JIT runtime: backends, caches, dispatch ------===//
 
+#include "RedisServer.h"
 #include "ScratchDirectory.h"
 
 #include "kvq/BufferSizes.h"
@@ -308,6 +309,39 @@ TEST_F(RuntimeTest, AlwaysCompileBypassesBothCaches) {
   EXPECT_EQ(runtime->statistics().compiled, 2u);
   EXPECT_EQ(runtime->statistics().memoryHits, 0u);
   EXPECT_EQ(runtime->statistics().diskHits, 0u);
+}
+
+TEST_F(RuntimeTest, ARemoteCacheThatDiesMidRunCostsOneWarningNotTheRun) {
+  kvq::testing::RedisServer server;
+  if (!server.running())
+    GTEST_SKIP() << "redis-server is not installed (scripts/setup.sh "
+                    "installs it)";
+  std::ofstream(root + "/key") << "a-fleet-signing-key-for-tests";
+  setenv("KVQ_REMOTE_CACHE", server.url().c_str(), 1);
+  setenv("KVQ_CACHE_KEY_FILE", (root + "/key").c_str(), 1);
+  setenv("KVQ_REMOTE_TIMEOUT_MS", "100", 1);
+  std::unique_ptr<Runtime> runtime = make();
+  unsetenv("KVQ_REMOTE_CACHE");
+  unsetenv("KVQ_CACHE_KEY_FILE");
+  unsetenv("KVQ_REMOTE_TIMEOUT_MS");
+  ASSERT_TRUE(runtime);
+  ASSERT_TRUE(static_cast<bool>(runtime->prepare(spec("quantize 2c32 d=64"))));
+
+  server.kill();
+  ::testing::internal::CaptureStderr();
+  for (const char *text :
+       {"quantize 4t64 d=64", "dequantize 4t64 d=64", "quantize 8t64 d=64"}) {
+    auto k = runtime->prepare(spec(text));
+    ASSERT_TRUE(static_cast<bool>(k)) << llvm::toString(k.takeError());
+    EXPECT_EQ((*k)->origin, "compiled") << text;
+  }
+  std::string messages = ::testing::internal::GetCapturedStderr();
+  size_t first = messages.find("failed");
+  EXPECT_NE(first, std::string::npos) << messages;
+  EXPECT_EQ(messages.find("failed", first + 1), std::string::npos)
+      << "one warning, not one per kernel:\n"
+      << messages;
+  EXPECT_EQ(runtime->statistics().compiled, 4u);
 }
 
 TEST_F(RuntimeTest, CorruptDiskEntryIsRebuilt) {

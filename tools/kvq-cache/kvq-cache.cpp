@@ -27,6 +27,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "RemoteCommands.h"
+
 #include "kvq/Cache/Bundle.h"
 #include "kvq/Cache/DiskCache.h"
 #include "kvq/Runtime/KernelKey.h"
@@ -81,6 +83,10 @@ cl::list<std::string> archs("arch",
                             cl::desc("Target arch(s) for cuda (default "
                                      "sm_90)"),
                             cl::cat(toolCategory));
+cl::opt<bool> remote("remote",
+                     cl::desc("list, verify, prune or warm the remote cache "
+                              "(KVQ_REMOTE_CACHE, KVQ_CACHE_KEY_FILE)"),
+                     cl::cat(toolCategory));
 cl::opt<std::string> outPath("out", cl::desc("Bundle file to write (export)"),
                              cl::init(""), cl::cat(toolCategory));
 
@@ -304,8 +310,24 @@ int main(int argc, char **argv) {
   std::string argument = arguments.empty() ? "" : arguments.front();
   if (command == "merge")
     return mergeBundles({arguments.begin(), arguments.end()});
-  if (command == "warm")
-    return forEachSelected(dir, [](Runtime &, const CompiledKernels &) {});
+  if (remote && command != "warm")
+    return remoteCommand(command);
+  if (command == "warm") {
+    // With --remote the Runtime publishes what it compiles; what it found
+    // on disk is published after.
+    std::vector<std::string> warmed;
+    if (int status =
+            forEachSelected(dir, [&](Runtime &, const CompiledKernels &k) {
+              warmed.push_back(k.key);
+            }))
+      return status;
+    if (!remote)
+      return 0;
+    llvm::Expected<cache::DiskCache> disk = cache::DiskCache::open(dir);
+    if (!disk)
+      return fail(llvm::toString(disk.takeError()));
+    return publishWarmed(*disk, warmed);
+  }
   llvm::Expected<cache::DiskCache> opened = cache::DiskCache::open(dir);
   if (!opened)
     return fail(llvm::toString(opened.takeError()));

@@ -96,9 +96,11 @@ int main(int argc, char **argv) {
       codesMatch ? "bit-identical to" : "DIFFER from", error, vsFp16);
   RuntimeStatistics stats = (*runtime)->statistics();
   llvm::outs() << llvm::formatv("kernels   {0} compiled, {1} from disk, {2} "
-                                "from the bundle, {3} from memory\n",
+                                "from the bundle, {3} from memory, {4} from "
+                                "the remote cache\n",
                                 stats.compiled, stats.diskHits,
-                                stats.bundleHits, stats.memoryHits);
+                                stats.bundleHits, stats.memoryHits,
+                                stats.remoteHits);
   if (!(*runtime)->cacheWarning().empty())
     llvm::outs() << (*runtime)->cacheWarning() << "\n";
   return codesMatch && error <= 1e-3 ? 0 : 2;

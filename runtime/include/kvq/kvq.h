@@ -73,7 +73,8 @@ struct ContextOptions {
 };
 
 struct CacheStatistics {
-  uint64_t compiled = 0, diskHits = 0, bundleHits = 0, memoryHits = 0;
+  uint64_t compiled = 0, diskHits = 0, bundleHits = 0, memoryHits = 0,
+           remoteHits = 0;
 };
 
 /// A Context is thread-safe: any number of threads may prepare kernels and

@@ -80,7 +80,8 @@ struct CompiledKernels {
 };
 
 struct RuntimeStatistics {
-  uint64_t compiled = 0, diskHits = 0, bundleHits = 0, memoryHits = 0;
+  uint64_t compiled = 0, diskHits = 0, bundleHits = 0, memoryHits = 0,
+           remoteHits = 0;
 };
 
 class Runtime {
