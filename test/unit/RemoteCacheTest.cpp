@@ -4,7 +4,7 @@
 // on a private redis-server: signed round trips, refusals, the single-flight
 // lock, and a server that dies.
 
-#include "RedisServer.h"
+#include "kvq/Testing/RedisServer.h"
 
 #include "kvq/Cache/CacheKey.h"
 #include "kvq/Cache/Hmac.h"

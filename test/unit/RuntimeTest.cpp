@@ -1,6 +1,6 @@
 //===- RuntimeTest.cpp - the JIT runtime: backends, caches, dispatch ------===//
 
-#include "RedisServer.h"
+#include "kvq/Testing/RedisServer.h"
 #include "ScratchDirectory.h"
 
 #include "kvq/BufferSizes.h"

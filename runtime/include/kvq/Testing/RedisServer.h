@@ -1,13 +1,14 @@
-//===- RedisServer.h - a private redis-server for one test ------*- C++ -*-===//
+//===- RedisServer.h - a private redis-server for tests ---------*- C++ -*-===//
 
-#ifndef KVQ_TEST_UNIT_REDISSERVER_H
-#define KVQ_TEST_UNIT_REDISSERVER_H
+#ifndef KVQ_TESTING_REDISSERVER_H
+#define KVQ_TESTING_REDISSERVER_H
 
 #include "kvq/Cache/RemoteCache.h"
 
 #include <arpa/inet.h>
 #include <chrono>
 #include <csignal>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <spawn.h>
 #include <string>
@@ -32,8 +33,15 @@ public:
         "redis-server", "--port", portText.c_str(), "--bind", "127.0.0.1",
         "--save",       "",       "--appendonly",   "no",     "--loglevel",
         "warning",      nullptr};
-    if (posix_spawnp(&pid_, "redis-server", nullptr, nullptr,
-                     const_cast<char **>(argv), environ) != 0) {
+    // Its log (start-up banner, warnings about the host) is not ours.
+    posix_spawn_file_actions_t quiet;
+    posix_spawn_file_actions_init(&quiet);
+    posix_spawn_file_actions_addopen(&quiet, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&quiet, 2, "/dev/null", O_WRONLY, 0);
+    int spawned = posix_spawnp(&pid_, "redis-server", &quiet, nullptr,
+                               const_cast<char **>(argv), environ);
+    posix_spawn_file_actions_destroy(&quiet);
+    if (spawned != 0) {
       pid_ = -1;
       return;
     }
@@ -91,4 +99,4 @@ private:
 
 } // namespace kvq::testing
 
-#endif // KVQ_TEST_UNIT_REDISSERVER_H
+#endif // KVQ_TESTING_REDISSERVER_H
