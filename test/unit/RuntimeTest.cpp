@@ -1,7 +1,7 @@
 //===- RuntimeTest.cpp - the JIT runtime: backends, caches, dispatch ------===//
 
-#include "kvq/Testing/RedisServer.h"
 #include "ScratchDirectory.h"
+#include "kvq/Testing/RedisServer.h"
 
 #include "kvq/BufferSizes.h"
 #include "kvq/Cache/Bundle.h"
