@@ -36,36 +36,35 @@ void RemoteTier::reportRefusal(const std::string &problem) {
     llvm::errs() << "kvq: " << problem << "; rebuilding it\n";
 }
 
-std::optional<cache::Entry> RemoteTier::load(const std::string &key) {
+std::optional<cache::Entry> RemoteTier::fetch(
+    llvm::function_ref<std::optional<cache::Entry>(std::string *)> read) {
   if (!enabled())
     return std::nullopt;
   std::string problem;
-  std::optional<cache::Entry> entry = remote->load(key, &problem);
+  std::optional<cache::Entry> entry = read(&problem);
   reportRefusal(problem);
   reportFailure();
   return entry;
 }
 
+std::optional<cache::Entry> RemoteTier::load(const std::string &key) {
+  return fetch(
+      [&](std::string *problem) { return remote->load(key, problem); });
+}
+
+std::optional<cache::Entry> RemoteTier::waitFor(const std::string &key) {
+  return fetch(
+      [&](std::string *problem) { return remote->waitFor(key, problem); });
+}
+
 bool RemoteTier::shouldBuild(const std::string &key) {
-  if (!enabled())
-    return true;
-  bool build = remote->acquire(key);
+  bool build = !enabled() || remote->acquire(key);
   reportFailure();
   return build;
 }
 
-std::optional<cache::Entry> RemoteTier::waitFor(const std::string &key) {
-  if (!enabled())
-    return std::nullopt;
-  std::string problem;
-  std::optional<cache::Entry> entry = remote->waitFor(key, &problem);
-  reportRefusal(problem);
-  reportFailure();
-  return entry;
-}
-
 void RemoteTier::finished(const std::string &key) {
-  if (enabled())
+  if (enabled()) // a lock left behind expires (RemoteOptions::lockMs)
     remote->release(key);
 }
 

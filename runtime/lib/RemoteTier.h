@@ -13,6 +13,8 @@
 
 #include "kvq/Cache/RemoteCache.h"
 
+#include "llvm/ADT/STLFunctionalExtras.h"
+
 #include <atomic>
 #include <memory>
 #include <optional>
@@ -38,6 +40,9 @@ public:
   void publish(const cache::Entry &entry);
 
 private:
+  /// `read`'s entry, with a refusal or a failed server reported.
+  std::optional<cache::Entry>
+  fetch(llvm::function_ref<std::optional<cache::Entry>(std::string *)> read);
   void reportFailure();
   void reportRefusal(const std::string &problem);
 

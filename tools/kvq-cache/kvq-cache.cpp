@@ -83,12 +83,12 @@ cl::list<std::string> archs("arch",
                             cl::desc("Target arch(s) for cuda (default "
                                      "sm_90)"),
                             cl::cat(toolCategory));
+cl::opt<std::string> outPath("out", cl::desc("Bundle file to write (export)"),
+                             cl::init(""), cl::cat(toolCategory));
 cl::opt<bool> remote("remote",
                      cl::desc("list, verify, prune or warm the remote cache "
                               "(KVQ_REMOTE_CACHE, KVQ_CACHE_KEY_FILE)"),
                      cl::cat(toolCategory));
-cl::opt<std::string> outPath("out", cl::desc("Bundle file to write (export)"),
-                             cl::init(""), cl::cat(toolCategory));
 
 int fail(const llvm::Twine &message) {
   llvm::errs() << "kvq-cache: " << message << "\n";

@@ -496,6 +496,21 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
   auto loadScale = [&](Value index) {
     return kb.loadScaleAndZero(scales, zeros, index);
   };
+  // Each code of `word` dequantized, in a loop over the word's codes (ptxas
+  // unrolls it; the shift is computed from the code's index): `store(j,
+  // value)` writes code j.
+  auto forEachValue = [&](Value word, Value scale, Value zero,
+                          llvm::function_ref<void(Value, Value)> store) {
+    kb.forLoop(
+        kb.i32(0), kb.i32(perWord), kb.i32(1),
+        [&](Value j) {
+          store(j, kb.named("value",
+                            kb.dequantizeCode(scheme,
+                                              kb.extractCode(scheme, word, j),
+                                              scale, zero)));
+        },
+        "code_index");
+  };
 
   if (scheme.getAxis() == Axis::token) {
     int64_t wordsPerRow = headDim / perWord;
@@ -522,18 +537,9 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
               "out_index",
               kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),
                      kb.mul(w, kb.i32(perWord))));
-          // A loop over the word's codes (ptxas unrolls it): the shift is
-          // computed from the code's index.
-          kb.forLoop(
-              kb.i32(0), kb.i32(perWord), kb.i32(1),
-              [&](Value j) {
-                Value x = kb.named(
-                    "value",
-                    kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                                      scale, zero));
-                kb.store(kb.fromF32(x, half), output, kb.add(outBase, j));
-              },
-              "code_index");
+          forEachValue(word, scale, zero, [&](Value j, Value x) {
+            kb.store(kb.fromF32(x, half), output, kb.add(outBase, j));
+          });
         },
         "item");
     return success();
@@ -555,20 +561,12 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
             kb.load(words, kb.add(kb.mul(at.storedWordRow, d), channel)));
         Value firstToken = at.firstToken, scaleRow = at.scaleRow;
         auto [scale, zero] = loadScale(kb.add(kb.mul(scaleRow, d), channel));
-        kb.forLoop(
-            kb.i32(0), kb.i32(perWord), kb.i32(1),
-            [&](Value j) {
-              Value x = kb.named(
-                  "value",
-                  kb.dequantizeCode(scheme, kb.extractCode(scheme, word, j),
-                                    scale, zero));
-              Value token = kb.named("token", kb.add(firstToken, j));
-              Value index =
-                  kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),
-                         channel);
-              kb.store(kb.fromF32(x, half), output, index);
-            },
-            "code_index");
+        forEachValue(word, scale, zero, [&](Value j, Value x) {
+          Value token = kb.named("token", kb.add(firstToken, j));
+          Value index = kb.add(
+              kb.mul(kb.add(kb.mul(headRow, outTokens), token), d), channel);
+          kb.store(kb.fromF32(x, half), output, index);
+        });
       },
       "item");
   return success();
