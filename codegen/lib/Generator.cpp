@@ -70,9 +70,11 @@ struct QuantizedTypes {
   }
 };
 
-QuantizedTypes quantizedTypes(SchemeAttr scheme, int64_t heads,
-                              int64_t headDim) {
-  SmallVector<int64_t, 4> shape = {kDyn, heads, kDyn, headDim};
+/// The types of a quantized tensor of `tokens` tokens per head row (dynamic
+/// by default; a page's tokens for a paged pool).
+QuantizedTypes quantizedTypes(SchemeAttr scheme, int64_t heads, int64_t headDim,
+                              int64_t tokens = kDyn) {
+  SmallVector<int64_t, 4> shape = {kDyn, heads, tokens, headDim};
   Builder b(scheme.getContext());
   Type scaleType = scheme.getScaleType();
   return {tensorOf(shape, b.getI8Type()),
@@ -133,11 +135,15 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     // Quantized: dequantize(K), dequantize(V) feeding kvq.attention, which
     // kvq-fuse folds into kvq.quantized_attention. Dense: kvq.attention over
     // the fp16/bf16 tensors themselves, which lowers to the dense kernel.
+    // Paged: kvq.quantized_attention over the pool itself (kvq.attention
+    // has no paged form).
     bool dense = spec.kind == ::kvq::KernelKind::DenseAttention;
+    bool paged = spec.pageTokens > 0;
     SchemeAttr value = toAttr(context, spec.value);
     int64_t hq = spec.queryHeads, hkv = spec.kvHeads;
-    QuantizedTypes kt = quantizedTypes(key, hkv, d);
-    QuantizedTypes vt = quantizedTypes(value, hkv, d);
+    int64_t bodyTokens = paged ? int64_t(spec.pageTokens) : kDyn;
+    QuantizedTypes kt = quantizedTypes(key, hkv, d, bodyTokens);
+    QuantizedTypes vt = quantizedTypes(value, hkv, d, bodyTokens);
     auto query = tensorOf({kDyn, hq, d}, half);
     auto segment = tensorOf({kDyn, hkv, kDyn, d}, half);
     auto lengths = tensorOf({kDyn, 3}, b.getI32Type());
@@ -153,21 +159,26 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     if (spec.residual)
       inputs.append({segment, segment});
     inputs.push_back(lengths);
+    if (paged)
+      inputs.push_back(tensorOf({kDyn, kDyn}, b.getI32Type())); // block table
     auto func = makeFunc(inputs, {query});
     auto args = func.getArguments();
     unsigned i = 0;
     Value q = args[i++];
-    Value k, v;
+    Value k, v, kw, ks, kz, vw, vs, vz;
     if (dense) {
       k = args[i++];
       v = args[i++];
     } else {
-      Value kw = args[i++], ks = args[i++];
-      Value kz = key.hasZeroPoints() ? Value(args[i++]) : Value();
-      Value vw = args[i++], vs = args[i++];
-      Value vz = value.hasZeroPoints() ? Value(args[i++]) : Value();
-      k = DequantizeOp::create(b, loc, segment, kw, ks, kz, key, PlanAttr());
-      v = DequantizeOp::create(b, loc, segment, vw, vs, vz, value, PlanAttr());
+      kw = args[i++], ks = args[i++];
+      kz = key.hasZeroPoints() ? Value(args[i++]) : Value();
+      vw = args[i++], vs = args[i++];
+      vz = value.hasZeroPoints() ? Value(args[i++]) : Value();
+      if (!paged) {
+        k = DequantizeOp::create(b, loc, segment, kw, ks, kz, key, PlanAttr());
+        v = DequantizeOp::create(b, loc, segment, vw, vs, vz, value,
+                                 PlanAttr());
+      }
     }
     Value sk, sv, rk, rv;
     if (spec.sink) {
@@ -180,9 +191,16 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     }
     Value lens = args[i++];
     float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    Value out = AttentionOp::create(b, loc, query, q, k, v, sk, sv, rk, rv,
-                                    lens, b.getF32FloatAttr(scale),
-                                    /*plan=*/PlanAttr()); // kvq-plan sets it
+    Value out;
+    if (paged)
+      out = QuantizedAttentionOp::create(
+          b, loc, query, q, kw, ks, kz, vw, vs, vz, sk, sv, rk, rv, lens,
+          /*block_table=*/args[i++], key, value, b.getF32FloatAttr(scale),
+          b.getI64IntegerAttr(spec.pageTokens), /*plan=*/PlanAttr());
+    else
+      out = AttentionOp::create(b, loc, query, q, k, v, sk, sv, rk, rv, lens,
+                                b.getF32FloatAttr(scale),
+                                /*plan=*/PlanAttr()); // kvq-plan sets it
     func::ReturnOp::create(b, loc, out);
     break;
   }

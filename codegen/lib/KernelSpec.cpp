@@ -95,8 +95,11 @@ std::string KernelSpec::canonical() const {
     break;
   case KernelKind::Attention:
     os << "attention k=" << key.tag() << " v=" << value.tag()
-       << " d=" << headDim << " hq=" << queryHeads << " hkv=" << kvHeads << " "
-       << dtypeName << (sink ? " sink" : "") << (residual ? " residual" : "");
+       << " d=" << headDim << " hq=" << queryHeads << " hkv=" << kvHeads;
+    if (pageTokens)
+      os << " paged=" << pageTokens;
+    os << " " << dtypeName << (sink ? " sink" : "")
+       << (residual ? " residual" : "");
     break;
   case KernelKind::DenseAttention:
     os << "dense-attention d=" << headDim << " hq=" << queryHeads
@@ -192,6 +195,26 @@ std::optional<std::string> KernelSpec::validate() const {
     os << "query heads (" << queryHeads << ") must be a multiple of kv heads ("
        << kvHeads << ")";
     return os.str();
+  }
+  if (pageTokens != 0) {
+    if (kind != KernelKind::Attention) {
+      os << "paged=" << pageTokens << ": only quantized attention reads a "
+         << "paged pool";
+      return os.str();
+    }
+    // Whole tiles (16, 32 or 64 tokens) and whole channel groups per page.
+    if (pageTokens < 16 || pageTokens > 4096 || pageTokens % 16 != 0) {
+      os << "paged=" << pageTokens
+         << ": page tokens must be a multiple of 16 in [16, 4096]";
+      return os.str();
+    }
+    for (const QuantScheme *s : {&key, &value})
+      if (s->axis == QuantScheme::Axis::Channel &&
+          pageTokens % s->groupSize(headDim) != 0) {
+        os << "paged=" << pageTokens << ": page tokens must be a multiple of "
+           << "the channel group (" << s->groupSize(headDim) << ")";
+        return os.str();
+      }
   }
   return std::nullopt;
 }
@@ -291,6 +314,8 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
       error = number(3, s.queryHeads);
     else if (word.rfind("hkv=", 0) == 0)
       error = number(4, s.kvHeads);
+    else if (word.rfind("paged=", 0) == 0)
+      error = number(6, s.pageTokens);
     else if (word == "f16")
       s.dtype = HalfType::F16;
     else if (word == "bf16")

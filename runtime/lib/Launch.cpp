@@ -289,9 +289,23 @@ int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
 }
 } // namespace
 
+namespace {
+/// The call with a paged body's capacity filled in: maxPages pages of the
+/// spec's page tokens.
+AttentionCall withBodyCapacity(const KernelSpec &spec,
+                               const AttentionCall &call) {
+  AttentionCall c = call;
+  if (spec.pageTokens && c.bodyCapacity == 0)
+    c.bodyCapacity = int(std::min<int64_t>(
+        INT32_MAX, int64_t(std::max(0, c.maxPages)) * spec.pageTokens));
+  return c;
+}
+} // namespace
+
 int kvq::attentionBodySplits(const KernelSpec &spec,
                              const GeneratedSource &source,
-                             const AttentionCall &c) {
+                             const AttentionCall &call) {
+  AttentionCall c = withBodyCapacity(spec, call);
   const GeneratedKernel *k = findKernel(source, "attention");
   if (!k)
     return 1;
@@ -301,7 +315,8 @@ int kvq::attentionBodySplits(const KernelSpec &spec,
 
 size_t kvq::attentionWorkspaceBytes(const KernelSpec &spec,
                                     const GeneratedSource &source,
-                                    const AttentionCall &c) {
+                                    const AttentionCall &call) {
+  AttentionCall c = withBodyCapacity(spec, call);
   size_t rows = size_t(std::max(0, c.batch)) * spec.queryHeads *
                 (attentionBodySplits(spec, source, c) + 1);
   auto aligned = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
@@ -310,7 +325,8 @@ size_t kvq::attentionWorkspaceBytes(const KernelSpec &spec,
 
 llvm::Expected<std::vector<KernelLaunch>>
 kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
-                   const AttentionCall &c) {
+                   const AttentionCall &call) {
+  AttentionCall c = withBodyCapacity(spec, call);
   const GeneratedKernel *k = findKernel(source, "attention");
   const GeneratedKernel *combine = findKernel(source, "combine");
   if (!spec.isAttention() || !k || !combine)
@@ -350,6 +366,23 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
         return std::move(e);
   if (c.batch < 1)
     return Problem() << "batch must be at least 1, got " << c.batch;
+  bool paged = spec.pageTokens > 0;
+  if (!paged && c.blockTable)
+    return Problem() << "a block table was given for '" << spec.canonical()
+                     << "', which is not paged (paged=N)";
+  if (paged) {
+    if (llvm::Error e = checkPointer("block_table", c.blockTable, 4))
+      return std::move(e);
+    if (c.maxPages < 1 || c.numPages < 1)
+      return Problem() << "a paged body needs max_pages and num_pages of at "
+                          "least 1, got "
+                       << c.maxPages << " and " << c.numPages;
+    if (int64_t(c.bodyCapacity) != int64_t(c.maxPages) * spec.pageTokens)
+      return Problem() << "body_capacity " << c.bodyCapacity
+                       << " must be 0 or max_pages x page tokens ("
+                       << int64_t(c.maxPages) * spec.pageTokens
+                       << ") for a paged body";
+  }
   for (auto [name, value] :
        {std::pair<const char *, int>{"body_capacity", c.bodyCapacity},
         {"sink_capacity", c.sinkCapacity},
@@ -380,6 +413,9 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
   // Each buffer in the units the kernels index it by: a KIVI-2 body of
   // 128k tokens x 8 heads x batch 32 is 2^32 halves but 2^28 packed words.
   int64_t kvRows = int64_t(c.batch) * spec.kvHeads, d = spec.headDim;
+  // The quantized body: a sequence's rows, or the pool's pages.
+  int64_t bodyRows = paged ? int64_t(c.numPages) * spec.kvHeads : kvRows;
+  int bodyTokens = paged ? spec.pageTokens : c.bodyCapacity;
   struct Extent {
     const char *what;
     int64_t count;
@@ -387,17 +423,17 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
     bool present;
   } extents[] = {
       {"the key codes",
-       int64_t(packedWordCount(spec.key, d, kvRows, c.bodyCapacity)), "words",
+       int64_t(packedWordCount(spec.key, d, bodyRows, bodyTokens)), "words",
        !dense},
-      {"the key scales",
-       int64_t(scaleCount(spec.key, d, kvRows, c.bodyCapacity)), "scales",
-       !dense},
+      {"the key scales", int64_t(scaleCount(spec.key, d, bodyRows, bodyTokens)),
+       "scales", !dense},
       {"the value codes",
-       int64_t(packedWordCount(spec.value, d, kvRows, c.bodyCapacity)), "words",
+       int64_t(packedWordCount(spec.value, d, bodyRows, bodyTokens)), "words",
        !dense},
       {"the value scales",
-       int64_t(scaleCount(spec.value, d, kvRows, c.bodyCapacity)), "scales",
+       int64_t(scaleCount(spec.value, d, bodyRows, bodyTokens)), "scales",
        !dense},
+      {"the block table", int64_t(c.batch) * c.maxPages, "pages", paged},
       {"the fp16 body", kvRows * c.bodyCapacity * d, "halves", dense},
       {"the sink", kvRows * c.sinkCapacity * d, "halves", spec.sink},
       {"the residual", kvRows * c.residualCapacity * d, "halves",
@@ -480,7 +516,10 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
       .set("tokens_per_split", int32_t(split))
       .set("softmax_scale", scale)
       .set("out", c.out)
-      .set("splits", int32_t(splits));
+      .set("splits", int32_t(splits))
+      .set("block_table", c.blockTable)
+      .set("max_pages", int32_t(c.maxPages))
+      .set("num_pages", int32_t(c.numPages));
   if (llvm::Error e = args.packInto(attention, *k))
     return std::move(e);
 

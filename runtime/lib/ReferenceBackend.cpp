@@ -12,7 +12,9 @@
 #include "kvq/Runtime/Reference.h"
 #include "kvq/Runtime/Runtime.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 using namespace kvq;
 
@@ -53,6 +55,30 @@ HostScales readScales(const void *scales, const void *zeros, size_t n,
                       const QuantScheme &s) {
   return {readStorage(scales, n, s),
           s.symmetric ? std::vector<float>() : readStorage(zeros, n, s)};
+}
+
+/// A paged body's tensor in the contiguous layout the reference reads,
+/// `[batch, kv_heads, max_pages * N, ...]`: each (sequence, kv head, page
+/// slot) block of `blockBytes` comes from the page the block table names
+/// (clamped into the pool, as the kernels do).
+std::vector<char> gatherPages(const void *pool, size_t blockBytes,
+                              const AttentionCall &c, int kvHeads) {
+  std::vector<char> out;
+  if (!pool)
+    return out;
+  out.resize(size_t(c.batch) * kvHeads * c.maxPages * blockBytes);
+  const char *bytes = static_cast<const char *>(pool);
+  for (int b = 0; b < c.batch; ++b)
+    for (int slot = 0; slot < c.maxPages; ++slot) {
+      int page = std::clamp(c.blockTable[size_t(b) * c.maxPages + slot], 0,
+                            c.numPages - 1);
+      for (int h = 0; h < kvHeads; ++h)
+        std::memcpy(
+            out.data() +
+                ((size_t(b) * kvHeads + h) * c.maxPages + slot) * blockBytes,
+            bytes + (size_t(page) * kvHeads + h) * blockBytes, blockBytes);
+    }
+  return out;
 }
 
 void writeStorage(void *p, const std::vector<float> &x, size_t offset, size_t n,
@@ -140,6 +166,24 @@ public:
     if (!launches)
       return launches.takeError();
     int d = spec.headDim;
+    // A paged body: read as the contiguous body it stands for.
+    std::vector<char> pagedBody[6];
+    if (spec.pageTokens) {
+      int n = spec.pageTokens;
+      const void **tensors[6] = {&c.keyWords,   &c.keyScales,   &c.keyZeros,
+                                 &c.valueWords, &c.valueScales, &c.valueZeros};
+      const QuantScheme *schemes[6] = {&spec.key,   &spec.key,   &spec.key,
+                                       &spec.value, &spec.value, &spec.value};
+      for (int i = 0; i < 6; ++i) {
+        const QuantScheme &s = *schemes[i];
+        size_t block = i % 3 == 0
+                           ? packedWordCount(s, d, 1, n) * 4
+                           : scaleCount(s, d, 1, n) * (s.fp32Scales ? 4 : 2);
+        pagedBody[i] = gatherPages(*tensors[i], block, c, spec.kvHeads);
+        *tensors[i] = pagedBody[i].empty() ? nullptr : pagedBody[i].data();
+      }
+      c.bodyCapacity = c.maxPages * n;
+    }
     size_t kvRows = size_t(c.batch) * spec.kvHeads;
     bool dense = spec.kind == KernelKind::DenseAttention;
     std::vector<float> q =

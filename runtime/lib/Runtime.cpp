@@ -145,6 +145,7 @@ SpecKey specKey(const KernelSpec &s) {
   key.fields[11] = s.kvHeads;
   key.fields[12] = int32_t(s.dtype);
   key.fields[13] = s.sink | (s.residual << 1);
+  key.fields[14] = s.pageTokens;
   return key;
 }
 

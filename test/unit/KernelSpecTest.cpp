@@ -97,3 +97,26 @@ TEST(KernelSpec, ValidationNamesTheBadValue) {
 }
 
 } // namespace
+
+TEST(KernelSpec, PagedAttentionSpecs) {
+  KernelSpec spec;
+  ASSERT_FALSE(parseKernelSpec(
+      "attention k=2c32 v=2t32 d=128 hq=32 hkv=8 paged=64", spec));
+  EXPECT_EQ(spec.pageTokens, 64);
+  EXPECT_EQ(spec.canonical(),
+            "attention k=2c32 v=2t32 d=128 hq=32 hkv=8 paged=64 f16 sink "
+            "residual");
+  EXPECT_FALSE(spec.validate());
+  auto problem = [](const char *text) {
+    KernelSpec s;
+    EXPECT_FALSE(parseKernelSpec(text, s)) << text;
+    return s.validate().value_or("");
+  };
+  EXPECT_EQ(problem("attention k=2c32 v=2t32 d=128 hq=32 hkv=8 paged=24"),
+            "paged=24: page tokens must be a multiple of 16 in [16, 4096]");
+  EXPECT_EQ(problem("attention k=2c32 v=2t32 d=128 hq=32 hkv=8 paged=16"),
+            "paged=16: page tokens must be a multiple of the channel group "
+            "(32)");
+  EXPECT_EQ(problem("dense-attention d=128 hq=32 hkv=8 paged=64"),
+            "paged=64: only quantized attention reads a paged pool");
+}

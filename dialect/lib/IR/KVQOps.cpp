@@ -87,6 +87,8 @@ struct KVSegment {
   ArrayRef<int64_t> keyShape;
   ArrayRef<int64_t> valueShape;
   Type elementType; // null when the segment is quantized
+  /// A paged pool: its first dimension counts pages, not sequences.
+  bool pooled = false;
 };
 
 /// Checks what every decode attention op shares: query/output/segment shapes
@@ -108,8 +110,9 @@ LogicalResult verifyAttention(Operation *op, Value query, Value output,
   int64_t kvHeads = segments.front().keyShape[kHeadDim];
   for (const KVSegment &segment : segments) {
     for (ArrayRef<int64_t> shape : {segment.keyShape, segment.valueShape}) {
-      SmallVector<int64_t, 4> expected = {batch, kvHeads, shape[kTokenDim],
-                                          headDim};
+      SmallVector<int64_t, 4> expected = {segment.pooled ? ShapedType::kDynamic
+                                                         : batch,
+                                          kvHeads, shape[kTokenDim], headDim};
       if (!isCompatibleShape(expected, shape))
         return op->emitOpError()
                << segment.name << " have shape " << formatShape(shape)
@@ -353,9 +356,48 @@ LogicalResult QuantizedAttentionOp::verify() {
                                    valueShape, getValueCodes(),
                                    getValueScales(), getValueZeros())))
     return failure();
-  return verifyAttentionOp(
-      *this, {"quantized keys/values", keyShape, valueShape, Type()},
-      getKeyScheme(), getValueScheme());
+  bool paged = static_cast<bool>(getBlockTable());
+  if (paged != getPageTokens().has_value())
+    return emitOpError("a paged body needs both a block table and its page "
+                       "tokens");
+  if (paged) {
+    int64_t pageTokens = *getPageTokens();
+    if (pageTokens < 16 || pageTokens % 16 != 0)
+      return emitOpError("page tokens must be a positive multiple of 16, got ")
+             << pageTokens;
+    for (auto [what, scheme, shape] :
+         {std::tuple{"key", getKeyScheme(), ArrayRef<int64_t>(keyShape)},
+          std::tuple{"value", getValueScheme(),
+                     ArrayRef<int64_t>(valueShape)}}) {
+      int64_t headDim = shape[kChannelDim];
+      if (scheme.getAxis() == Axis::channel &&
+          !ShapedType::isDynamic(headDim) &&
+          pageTokens % scheme.groupSize(headDim) != 0)
+        return emitOpError()
+               << "page tokens (" << pageTokens
+               << ") must be a multiple of the " << what << " channel group ("
+               << scheme.groupSize(headDim) << ")";
+      if (!ShapedType::isDynamic(shape[kTokenDim]) &&
+          shape[kTokenDim] != pageTokens)
+        return emitOpError() << what << " pool pages hold " << shape[kTokenDim]
+                             << " tokens, expected " << pageTokens;
+    }
+    int64_t batch = shapeOf(getQuery())[0];
+    SmallVector<int64_t, 2> expected = {batch, ShapedType::kDynamic};
+    if (!isCompatibleShape(expected, shapeOf(getBlockTable())))
+      return emitOpError() << "block table has shape "
+                           << formatShape(shapeOf(getBlockTable()))
+                           << ", expected " << formatShape(expected)
+                           << " (pages of each sequence)";
+  }
+  if (PlanAttr plan = getPlanAttr(); plan && paged && plan.getTileTokens() &&
+                                     *getPageTokens() % plan.getTileTokens())
+    return emitOpError("plan: tileTokens ")
+           << plan.getTileTokens() << " does not divide the page tokens ("
+           << *getPageTokens() << "): a tile must not cross a page";
+  KVSegment body = {"quantized keys/values", keyShape, valueShape, Type()};
+  body.pooled = paged;
+  return verifyAttentionOp(*this, body, getKeyScheme(), getValueScheme());
 }
 
 //===----------------------------------------------------------------------===//

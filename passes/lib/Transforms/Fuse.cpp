@@ -114,8 +114,9 @@ struct FuseDequantizeIntoAttention : OpRewritePattern<AttentionOp> {
         keys.getScales(), keys.getZeros(), values.getCodes(),
         values.getScales(), values.getZeros(), attention.getSinkKeys(),
         attention.getSinkValues(), attention.getResidualKeys(),
-        attention.getResidualValues(), attention.getLengths(), keys.getScheme(),
-        values.getScheme(), attention.getSoftmaxScaleAttr(),
+        attention.getResidualValues(), attention.getLengths(),
+        /*block_table=*/Value(), keys.getScheme(), values.getScheme(),
+        attention.getSoftmaxScaleAttr(), /*page_tokens=*/IntegerAttr(),
         attention.getPlanAttr()); // a plan written by hand survives fusion
     return success();
   }

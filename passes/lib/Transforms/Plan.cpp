@@ -111,12 +111,14 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
       if (isa<QuantizeOp, DequantizeOp>(op))
         planned = planElementwise(op);
       else if (auto attention = dyn_cast<QuantizedAttentionOp>(op))
-        planned = planAttention(
-            op, attention.getQuery(), attention.getKeyCodes(),
-            attention.getKeyScheme(), attention.getValueScheme(), archNumber);
+        planned =
+            planAttention(op, attention.getQuery(), attention.getKeyCodes(),
+                          attention.getKeyScheme(), attention.getValueScheme(),
+                          archNumber, attention.getPageTokens().value_or(0));
       else if (auto attention = dyn_cast<AttentionOp>(op))
         planned = planAttention(op, attention.getQuery(), attention.getKeys(),
-                                SchemeAttr(), SchemeAttr(), archNumber);
+                                SchemeAttr(), SchemeAttr(), archNumber,
+                                /*pageTokens=*/0);
       return planned ? WalkResult::advance() : WalkResult::interrupt();
     });
     if (result.wasInterrupted())
@@ -147,7 +149,7 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
   /// has no packed words and so no vector widths.
   bool planAttention(Operation *op, Value query, Value keys,
                      SchemeAttr keyScheme, SchemeAttr valueScheme,
-                     int64_t archNumber) {
+                     int64_t archNumber, int64_t pageTokens) {
     auto queryType = cast<RankedTensorType>(query.getType());
     auto keyType = cast<RankedTensorType>(keys.getType());
     int64_t headDim = queryType.getShape()[2];
@@ -164,8 +166,10 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
     // The largest tile that fits the budget; at least 16 tokens so a tile
     // holds whole packed words of any channel-axis scheme.
     int64_t defaultTile = 16;
+    // A paged body: a tile never crosses a page (pages are multiples of 16).
     for (int64_t tile : {64, 32})
-      if (attentionSharedBytes(headDim, gqa, tile) <= kSharedBudgetBytes) {
+      if (attentionSharedBytes(headDim, gqa, tile) <= kSharedBudgetBytes &&
+          (pageTokens == 0 || pageTokens % tile == 0)) {
         defaultTile = tile;
         break;
       }

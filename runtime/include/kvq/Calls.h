@@ -59,6 +59,14 @@ struct AttentionCall {
   /// else the SM count the plan assumed for its arch.
   int smCount = 0;
   float softmaxScale = 0; ///< 0: 1/sqrt(head_dim)
+  /// A paged body (a spec with `paged=N`): the body buffers hold `numPages`
+  /// pages of N tokens for every kv head (`[pages, kv_heads, N, ...]`),
+  /// and `blockTable` (device, `[batch, maxPages]` i32) names the page of
+  /// each sequence's tokens [i*N, (i+1)*N). bodyCapacity is then
+  /// maxPages*N (0 means that). A page number outside [0, numPages) is
+  /// clamped into it on the device.
+  const int32_t *blockTable = nullptr;
+  int maxPages = 0, numPages = 0;
 };
 
 } // namespace kvq

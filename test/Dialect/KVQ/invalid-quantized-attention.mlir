@@ -82,11 +82,49 @@ func.func @half_a_residual(%q: tensor<1x4x64xf16>,
     %rk: tensor<1x4x8x64xf16>, %l: tensor<1x3xi32>) {
   // expected-error @+1 {{'kvq.quantized_attention' op sink and residual segments need both keys and values}}
   %o = "kvq.quantized_attention"(%q, %kw, %ks, %kz, %vw, %vs, %vz, %rk, %l)
-      <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 1>,
+      <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 1, 0>,
         key_scheme = #kvq.scheme<bits = 4, group = 32, axis = channel>,
         value_scheme = #kvq.scheme<bits = 2, group = 32, axis = token>,
         softmax_scale = 1.250000e-01 : f32}>
       : (tensor<1x4x64xf16>, tensor<1x4x8x64xi32>, tensor<1x4x2x64xf16>, tensor<1x4x2x64xf16>,
          tensor<1x4x64x4xi32>, tensor<1x4x64x2xf16>, tensor<1x4x64x2xf16>, tensor<1x4x8x64xf16>, tensor<1x3xi32>) -> tensor<1x4x64xf16>
   return
+}
+
+// -----
+
+// A pool whose token extent is not static: the page tokens alone must keep
+// whole channel groups.
+func.func @page_tokens_not_a_multiple_of_the_group(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x64xi32>, %ks: tensor<?x4x?x64xf16>, %vw: tensor<?x4x48x8xi32>, %vs: tensor<?x4x48x2xf16>, %l: tensor<?x3xi32>, %t: tensor<?x?xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op page tokens (48) must be a multiple of the key channel group (32)}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 2, group = 32, axis = channel, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) pages(%t, 48) scale 0.125
+      : (tensor<?x4x64xf16>, tensor<?x4x?x64xi32>, tensor<?x4x?x64xf16>, tensor<?x4x48x8xi32>, tensor<?x4x48x2xf16>, tensor<?x3xi32>, tensor<?x?xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}
+
+// -----
+
+func.func @pool_pages_of_another_size(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x32x8xi32>, %ks: tensor<?x4x32x2xf16>, %vw: tensor<?x4x32x8xi32>, %vs: tensor<?x4x32x2xf16>, %l: tensor<?x3xi32>, %t: tensor<?x?xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op key pool pages hold 32 tokens, expected 64}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) pages(%t, 64) scale 0.125
+      : (tensor<?x4x64xf16>, tensor<?x4x32x8xi32>, tensor<?x4x32x2xf16>, tensor<?x4x32x8xi32>, tensor<?x4x32x2xf16>, tensor<?x3xi32>, tensor<?x?xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}
+
+// -----
+
+func.func @block_table_of_another_batch(%q: tensor<2x4x64xf16>, %kw: tensor<?x4x64x8xi32>, %ks: tensor<?x4x64x2xf16>, %vw: tensor<?x4x64x8xi32>, %vs: tensor<?x4x64x2xf16>, %l: tensor<2x3xi32>, %t: tensor<3x?xi32>) -> tensor<2x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op block table has shape 3x?, expected 2x? (pages of each sequence)}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) pages(%t, 64) scale 0.125
+      : (tensor<2x4x64xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<2x3xi32>, tensor<3x?xi32>) -> tensor<2x4x64xf16>
+  return %o : tensor<2x4x64xf16>
 }

@@ -58,6 +58,10 @@ struct KernelSpec {
   /// Attention: fp16 sink and residual segments.
   bool sink = true;
   bool residual = true;
+  /// Quantized attention: the body lives in a paged pool of pages of this
+  /// many tokens (all kv heads of a page together), found through a block
+  /// table; 0: one contiguous store per (sequence, kv head).
+  int pageTokens = 0;
 
   /// A quantize or dequantize spec for one scheme.
   static KernelSpec forScheme(KernelKind kind, const QuantScheme &scheme,

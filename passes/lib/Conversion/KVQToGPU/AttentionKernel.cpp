@@ -48,6 +48,7 @@ struct AttentionArgs {
   Value sinkKeys, sinkValues, residualKeys, residualValues;
   Value lengths, kvHeads, bodyCapacity, sinkCapacity, residualCapacity,
       tokensPerSplit, softmaxScale;
+  Value blockTable, maxPages, numPages; ///< a paged body only
 };
 
 /// Static facts about the kernel being generated.
@@ -57,6 +58,7 @@ struct AttentionShape {
   Type half;
   int64_t halfVector;      ///< halves per fp16 load (plan: halfVector)
   int64_t scoresPerThread; ///< tokens a thread scores (plan: 1 or 2)
+  int64_t pageTokens = 0;  ///< tokens per page of a paged body (0: none)
   int64_t keyStride() const { return attentionKeyStride(headDim); }
   /// Tiles read and written 4 floats at a time (AttentionTiles.h).
   bool vectorTiles() const { return attentionTilesVectorized(headDim); }
@@ -228,6 +230,7 @@ struct AttentionOpView {
   Value query, keys;
   SchemeAttr keyScheme, valueScheme;
   bool hasSink, hasResidual;
+  int64_t pageTokens = 0; ///< a paged body's page tokens (0: contiguous)
 };
 
 LogicalResult buildAttention(const AttentionOpView &view,
@@ -237,11 +240,11 @@ LogicalResult buildAttention(const AttentionOpView &view,
 
 LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
                                                gpu::GPUModuleOp module) {
-  return buildAttention({op, op.getQuery(), op.getKeyCodes(), op.getKeyScheme(),
-                         op.getValueScheme(),
-                         static_cast<bool>(op.getSinkKeys()),
-                         static_cast<bool>(op.getResidualKeys())},
-                        module);
+  return buildAttention(
+      {op, op.getQuery(), op.getKeyCodes(), op.getKeyScheme(),
+       op.getValueScheme(), static_cast<bool>(op.getSinkKeys()),
+       static_cast<bool>(op.getResidualKeys()), op.getPageTokens().value_or(0)},
+      module);
 }
 
 LogicalResult mlir::kvq::buildDenseAttentionKernels(AttentionOp op,
@@ -391,12 +394,30 @@ private:
                       a.bodyCapacity, t0, n);
             return {n};
           }
+          // Where the tile's tokens are stored: this sequence's rows, or
+          // (paged) the rows of the page the block table names, which
+          // hold the whole tile (a tile never crosses a page).
+          Value storedRow = headRow, capacity = a.bodyCapacity, first = t0;
+          if (s.pageTokens) {
+            Value pageTokens = kb.i32(s.pageTokens);
+            Value slot = kb.div(t0, pageTokens);
+            Value page =
+                kb.load(a.blockTable, kb.add(kb.mul(batch, a.maxPages), slot));
+            // Device data never leads outside the pool.
+            page = kb.named(
+                "page",
+                kb.max(zero, kb.min(page, kb.sub(a.numPages, kb.i32(1)))));
+            storedRow =
+                kb.named("pool_row", kb.add(kb.mul(page, a.kvHeads), kvHead));
+            capacity = pageTokens;
+            first = kb.named("token_in_page", kb.rem(t0, pageTokens));
+          }
           stageQuantized(kb, s, s.keyScheme, keyVector, a.keyWords, a.keyScales,
-                         a.keyZeros, headRow, a.bodyCapacity, t0, n, smem.keys,
+                         a.keyZeros, storedRow, capacity, first, n, smem.keys,
                          s.keyStride());
           stageQuantized(kb, s, s.valueScheme, valueVector, a.valueWords,
-                         a.valueScales, a.valueZeros, headRow, a.bodyCapacity,
-                         t0, n, smem.values, s.headDim);
+                         a.valueScales, a.valueZeros, storedRow, capacity,
+                         first, n, smem.values, s.headDim);
           return {n};
         },
         [&]() -> SmallVector<Value> {
@@ -792,7 +813,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
                    plan->tileTokens,
                    queryType.getElementType(),
                    plan->halfVector,
-                   plan->scoresPerThread};
+                   plan->scoresPerThread,
+                   view.pageTokens};
   bool hasSink = view.hasSink;
   bool hasResidual = view.hasResidual;
   MLIRContext *ctx = op->getContext();
@@ -840,6 +862,10 @@ LogicalResult buildAttention(const AttentionOpView &view,
                      {"residual_capacity", i32, &a.residualCapacity},
                      {"tokens_per_split", i32, &a.tokensPerSplit},
                      {"softmax_scale", f32, &a.softmaxScale}});
+  if (s.pageTokens)
+    parameters.append({{"block_table", globalBuffer(i32), &a.blockTable},
+                       {"max_pages", i32, &a.maxPages},
+                       {"num_pages", i32, &a.numPages}});
   SmallVector<Type> shared = {
       sharedBuffer(ctx, s.gqa * s.headDim, f32),      // q (pre-scaled)
       sharedBuffer(ctx, s.tile * s.keyStride(), f32), // K tile
@@ -854,9 +880,11 @@ LogicalResult buildAttention(const AttentionOpView &view,
   std::string kv =
       dense ? "dense"
             : "k" + schemeTag(s.keyScheme) + "_v" + schemeTag(s.valueScheme);
-  std::string name =
-      llvm::formatv("kvq_attn_{0}_d{1}_g{2}_{3}{4}{5}", kv, s.headDim, s.gqa,
-                    halfTag(s.half), segments.empty() ? "" : "_", segments);
+  std::string paged =
+      s.pageTokens ? "_p" + std::to_string(s.pageTokens) : std::string();
+  std::string name = llvm::formatv("kvq_attn_{0}_d{1}_g{2}{3}_{4}{5}{6}", kv,
+                                   s.headDim, s.gqa, paged, halfTag(s.half),
+                                   segments.empty() ? "" : "_", segments);
   std::string keyText = "dense", valueText = "dense";
   if (!dense) {
     keyText.clear();
@@ -866,9 +894,10 @@ LogicalResult buildAttention(const AttentionOpView &view,
   }
   std::string spec = llvm::formatv(
       "attention keys {0} values {1} head_dim={2} gqa={3} dtype={4} "
-      "sink={5} residual={6}",
+      "sink={5} residual={6}{7}",
       keyText, valueText, s.headDim, s.gqa, halfTag(s.half),
-      hasSink ? "yes" : "no", hasResidual ? "yes" : "no");
+      hasSink ? "yes" : "no", hasResidual ? "yes" : "no",
+      s.pageTokens ? " page_tokens=" + std::to_string(s.pageTokens) : "");
   gpu::GPUFuncOp func =
       createKernel(builder, module, op->getLoc(), name, "attention", parameters,
                    shared, s.threads, spec, getLaunchPlan(op));

@@ -190,6 +190,12 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
     materialized. `--kvq-fuse` forms this op from `kvq.attention` over
     `kvq.dequantize` results. Key and value schemes are independent.
 
+    Paged: with `pages(%block_table, N)` the body codes, scales and zero
+    points are a pool of pages, `[pages, kv_heads, N tokens (packed), ...]`,
+    and `block_table` (`[batch, max_pages]` i32) gives the page of each
+    sequence's tokens `[i*N, (i+1)*N)`. N is a multiple of 16 and of every
+    channel-axis group, so a tile never crosses a page.
+
     ```mlir
     %out = kvq.quantized_attention %q,
         keys(%kw, %ks, %kz) scheme <bits = 2, group = 32, axis = channel>,
@@ -211,9 +217,11 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
                        Optional<KVQ_HalfTensor4D>:$residual_keys,
                        Optional<KVQ_HalfTensor4D>:$residual_values,
                        KVQ_LengthsTensor:$lengths,
+                       Optional<KVQ_LengthsTensor>:$block_table,
                        KVQ_SchemeAttr:$key_scheme,
                        KVQ_SchemeAttr:$value_scheme,
                        F32Attr:$softmax_scale,
+                       OptionalAttr<I64Attr>:$page_tokens,
                        OptionalAttr<KVQ_PlanAttr>:$plan);
   let assemblyFormat = [{
     $query `,`
@@ -223,7 +231,9 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
         `scheme` $value_scheme
     (`sink` `(` $sink_keys^ `,` $sink_values `)`)?
     (`residual` `(` $residual_keys^ `,` $residual_values `)`)?
-    `lengths` `(` $lengths `)` `scale` $softmax_scale attr-dict `:`
+    `lengths` `(` $lengths `)`
+    (`pages` `(` $block_table^ `,` $page_tokens `)`)?
+    `scale` $softmax_scale attr-dict `:`
     functional-type(operands, results)
   }];
 }
