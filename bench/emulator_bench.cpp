@@ -112,6 +112,7 @@ void measure(const char *title, emu::Module &m, uint64_t tensorBytes,
 struct AttentionSetup {
   std::vector<std::unique_ptr<Buffer>> buffers;
   int32_t lens[3];
+  std::vector<int32_t> blockTable; ///< a paged body: page i at pages-1-i
   uint64_t minimumBytes = 0;
   KernelLaunch launch; ///< the attention kernel (the combine is not run)
 
@@ -135,6 +136,21 @@ struct AttentionSetup {
     AttentionCall c;
     c.batch = 1;
     c.bodyCapacity = tokens;
+    // Paged: the body is `pages` pages of the spec's page tokens, stored in
+    // reverse order; the block table is read too.
+    int rows = hkv, rowTokens = tokens;
+    if (s.pageTokens) {
+      int pages = tokens / s.pageTokens;
+      for (int i = 0; i < pages; ++i)
+        blockTable.push_back(pages - 1 - i);
+      void *table = make(blockTable.size() * 4, 0, true);
+      std::memcpy(table, blockTable.data(), blockTable.size() * 4);
+      c.blockTable = static_cast<const int32_t *>(table);
+      c.maxPages = c.numPages = pages;
+      c.bodyCapacity = 0;
+      rows = pages * hkv;
+      rowTokens = s.pageTokens;
+    }
     c.sinkCapacity = 4;
     c.residualCapacity = residual;
     c.tokensPerSplit = 256;
@@ -148,9 +164,9 @@ struct AttentionSetup {
       const void **zeros[] = {&c.keyZeros, &c.valueZeros};
       for (int i = 0; i < 2; ++i) {
         const QuantScheme &q = i == 0 ? s.key : s.value;
-        *words[i] = make(packedWordCount(q, d, hkv, tokens) * 4,
+        *words[i] = make(packedWordCount(q, d, rows, rowTokens) * 4,
                          i == 0 ? 0x5a : 0xa5, true);
-        size_t halves = scaleCount(q, d, hkv, tokens) * scaleBytes(q) / 2;
+        size_t halves = scaleCount(q, d, rows, rowTokens) * scaleBytes(q) / 2;
         *scales[i] = half(halves);
         if (!q.symmetric)
           *zeros[i] = half(halves);
@@ -282,6 +298,8 @@ int main() {
   std::printf("kvq emulator bench: traffic per access site and emulator "
               "speed (2-core CPU; not GPU timings)\n");
   attention("attention k=2c32 v=2t32 d=128 hq=32 hkv=8", 1024);
+  attention("attention k=2c32 v=2t32 d=128 hq=32 hkv=8 paged=64", 1024);
+  attention("attention k=2c32 v=2t32 d=128 hq=32 hkv=8 paged=256", 4096);
   attention("attention k=4t64 v=4t64 d=128 hq=32 hkv=8", 1024);
   attention("attention k=8t64 v=8t64 d=128 hq=32 hkv=32", 512);
   attention("dense-attention d=128 hq=32 hkv=8", 1024);
