@@ -19,7 +19,7 @@ public:
   explicit CudaKernels(std::unique_ptr<cuda::LoadedModule> module)
       : module(std::move(module)) {}
   llvm::Error launch(const KernelLaunch &l) override {
-    return module->launch(l.kernel, l.grid, l.block, l.args);
+    return module->launch(l.kernel, l.grid, l.block, l.args, l.stream);
   }
 
 private:

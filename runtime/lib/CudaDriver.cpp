@@ -73,7 +73,7 @@ public:
 
   llvm::Error launch(const std::string &kernel, std::array<unsigned, 3> grid,
                      std::array<unsigned, 3> block,
-                     const std::vector<void *> &args) override {
+                     const std::vector<void *> &args, void *stream) override {
     CUfunction function;
     if (llvm::Error e = api->check(
             api->cuModuleGetFunction(&function, module, kernel.c_str()),
@@ -82,7 +82,8 @@ public:
     std::vector<void *> params(args);
     return api->check(api->cuLaunchKernel(function, grid[0], grid[1], grid[2],
                                           block[0], block[1], block[2], 0,
-                                          nullptr, params.data(), nullptr),
+                                          static_cast<CUstream>(stream),
+                                          params.data(), nullptr),
                       ("cuLaunchKernel(" + kernel + ")").c_str());
   }
 

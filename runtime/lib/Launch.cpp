@@ -128,10 +128,11 @@ llvm::Error checkTokenRange(const KernelSpec &spec, int rows, int tokens,
       int64_t(scaleCount(s, spec.headDim, rows, storeTokens)), "scales");
 }
 
-KernelLaunch makeLaunch(const GeneratedKernel &k,
-                        std::array<unsigned, 3> grid) {
+KernelLaunch makeLaunch(const GeneratedKernel &k, std::array<unsigned, 3> grid,
+                        void *stream) {
   KernelLaunch launch;
   launch.kernel = k.name;
+  launch.stream = stream;
   launch.grid = grid;
   launch.block = {unsigned(k.threads), 1, 1};
   return launch;
@@ -218,7 +219,8 @@ llvm::Expected<KernelLaunch> kvq::planQuantize(const KernelSpec &spec,
                        : int64_t(c.rows) *
                              (c.tokens / spec.key.groupSize(spec.headDim)) *
                              spec.headDim;
-  KernelLaunch launch = makeLaunch(*k, {blocksFor(work, k->threads), 1, 1});
+  KernelLaunch launch =
+      makeLaunch(*k, {blocksFor(work, k->threads), 1, 1}, c.stream);
   Arguments args;
   args.set("input", c.input)
       .set("words", c.words)
@@ -252,7 +254,8 @@ llvm::Expected<KernelLaunch> kvq::planDequantize(const KernelSpec &spec,
                           c.inOffset, "in_tokens", "in_offset"))
     return std::move(e);
   int64_t work = int64_t(c.rows) * c.tokens * spec.headDim * spec.key.bits / 32;
-  KernelLaunch launch = makeLaunch(*k, {blocksFor(work, k->threads), 1, 1});
+  KernelLaunch launch =
+      makeLaunch(*k, {blocksFor(work, k->threads), 1, 1}, c.stream);
   Arguments args;
   args.set("words", c.words)
       .set("scales", c.scales)
@@ -487,7 +490,8 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
                                    : 1.0f / std::sqrt(float(spec.headDim));
 
   KernelLaunch attention = makeLaunch(
-      *k, {unsigned(splits), unsigned(spec.kvHeads), unsigned(c.batch)});
+      *k, {unsigned(splits), unsigned(spec.kvHeads), unsigned(c.batch)},
+      c.stream);
   // Every argument an attention or combine kernel may take; each asks for
   // its own (dense kernels `keys`/`values`, quantized ones the words,
   // scales and zero points they have).
@@ -524,7 +528,8 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
     return std::move(e);
 
   KernelLaunch merge =
-      makeLaunch(*combine, {unsigned(spec.queryHeads), unsigned(c.batch), 1});
+      makeLaunch(*combine, {unsigned(spec.queryHeads), unsigned(c.batch), 1},
+                 c.stream); // after the attention kernel, on its stream
   if (llvm::Error e = args.packInto(merge, *combine))
     return std::move(e);
   std::vector<KernelLaunch> launches;

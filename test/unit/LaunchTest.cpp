@@ -88,6 +88,21 @@ TEST_F(AttentionLaunch, ValidCallPlansBothKernels) {
   EXPECT_GT(splits, 2);
 }
 
+TEST_F(AttentionLaunch, BothKernelsGoToTheCallsStream) {
+  int queue; // any address stands for a CUstream here
+  call.stream = &queue;
+  llvm::Expected<std::vector<KernelLaunch>> launches =
+      planAttention(spec, sourceFor(spec), call);
+  ASSERT_TRUE(static_cast<bool>(launches))
+      << llvm::toString(launches.takeError());
+  for (const KernelLaunch &launch : *launches)
+    EXPECT_EQ(launch.stream, &queue) << launch.kernel;
+  call.stream = nullptr;
+  launches = planAttention(spec, sourceFor(spec), call);
+  ASSERT_TRUE(static_cast<bool>(launches));
+  EXPECT_EQ((*launches)[0].stream, nullptr);
+}
+
 TEST_F(AttentionLaunch, NullAndMisalignedPointers) {
   call.valueZeros = nullptr;
   EXPECT_EQ(plan(), "value_zeros is null");
@@ -229,6 +244,22 @@ TEST(QuantizeLaunch, ArgumentsFollowTheKernelsOwnList) {
   EXPECT_NE(launchError(planQuantize(spec, other, call))
                 .find("argument 'rows' is a float*"),
             std::string::npos);
+}
+
+TEST(QuantizeLaunch, TheCallsStreamIsTheLaunchs) {
+  KernelSpec spec;
+  ASSERT_FALSE(parseKernelSpec("quantize 4t64 d=64", spec));
+  alignas(256) static char buffer[1 << 14];
+  int queue;
+  QuantizeCall call;
+  call.input = buffer;
+  call.words = call.scales = call.zeros = buffer;
+  call.rows = call.tokens = call.inTokens = call.outTokens = 1;
+  call.stream = &queue;
+  llvm::Expected<KernelLaunch> launch =
+      planQuantize(spec, sourceFor(spec), call);
+  ASSERT_TRUE(static_cast<bool>(launch)) << llvm::toString(launch.takeError());
+  EXPECT_EQ(launch->stream, &queue);
 }
 
 TEST(QuantizeLaunch, WrongKindOfSpec) {

@@ -15,12 +15,17 @@
 
 namespace kvq {
 
+// Every call takes `stream`: the CUstream (cudaStream_t) its launches are
+// queued on, asynchronously, on the cuda backend (null: the default
+// stream); the CPU backends run calls in order and ignore it.
+
 /// quantize: tokens [0, tokens) of each of `rows` rows of `inTokens` into
 /// positions [outOffset, outOffset + tokens) of a store of `outTokens`.
 struct QuantizeCall {
   const void *input = nullptr;
   void *words = nullptr, *scales = nullptr, *zeros = nullptr;
   int rows = 0, tokens = 0, inTokens = 0, outTokens = 0, outOffset = 0;
+  void *stream = nullptr;
 };
 
 /// dequantize: store positions [inOffset, inOffset + tokens) into tokens
@@ -29,6 +34,7 @@ struct DequantizeCall {
   const void *words = nullptr, *scales = nullptr, *zeros = nullptr;
   void *output = nullptr;
   int rows = 0, tokens = 0, inTokens = 0, inOffset = 0, outTokens = 0;
+  void *stream = nullptr;
 };
 
 /// Quantized attention reads the body from the packed words, scales and
@@ -67,6 +73,7 @@ struct AttentionCall {
   /// clamped into it on the device.
   const int32_t *blockTable = nullptr;
   int maxPages = 0, numPages = 0;
+  void *stream = nullptr;
 };
 
 } // namespace kvq

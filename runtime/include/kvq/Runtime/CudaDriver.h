@@ -42,10 +42,11 @@ struct DeviceInfo {
 class LoadedModule {
 public:
   virtual ~LoadedModule() = default;
+  /// Queues the launch on `stream` (a CUstream; null: the default stream).
   virtual llvm::Error launch(const std::string &kernel,
                              std::array<unsigned, 3> grid,
                              std::array<unsigned, 3> block,
-                             const std::vector<void *> &args) = 0;
+                             const std::vector<void *> &args, void *stream) = 0;
 };
 
 class Driver {

@@ -41,6 +41,7 @@ struct KernelLaunch {
   std::array<unsigned, 3> grid{1, 1, 1}, block{1, 1, 1};
   std::vector<uint64_t> values; ///< one 8-byte slot per argument
   std::vector<void *> args;     ///< &values[i]
+  void *stream = nullptr;       ///< the call's stream (cuda)
 };
 
 llvm::Expected<KernelLaunch> planQuantize(const KernelSpec &spec,
