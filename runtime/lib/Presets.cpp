@@ -2,6 +2,8 @@
 
 #include "kvq/Runtime/Presets.h"
 
+#include <numeric>
+
 using namespace kvq;
 
 namespace {
@@ -79,9 +81,13 @@ std::vector<KernelSpec> kvq::kernelsFor(const CachePreset &preset,
   for (const QuantScheme &s : {preset.key, preset.value})
     for (KernelKind kind : {KernelKind::Quantize, KernelKind::Dequantize})
       specs.push_back(KernelSpec::forScheme(kind, s, model.headDim, dtype));
-  specs.push_back(KernelSpec::forAttention(
+  // Paged, as QuantizedKVCache stores it.
+  KernelSpec attention = KernelSpec::forAttention(
       preset.key, preset.value, model.headDim, model.queryHeads, model.kvHeads,
-      dtype, preset.sink > 0, preset.residual > 0));
+      dtype, preset.sink > 0, /*residual=*/true);
+  attention.pageTokens =
+      cachePageTokens(preset.key, preset.value, model.headDim);
+  specs.push_back(attention);
   // Identical schemes for K and V share their quantize/dequantize kernels.
   std::vector<KernelSpec> unique;
   for (const KernelSpec &s : specs) {
@@ -92,4 +98,13 @@ std::vector<KernelSpec> kvq::kernelsFor(const CachePreset &preset,
       unique.push_back(s);
   }
   return unique;
+}
+
+int kvq::cachePageTokens(const QuantScheme &key, const QuantScheme &value,
+                         int headDim) {
+  int tokens = 64; // a multiple of 16: whole attention tiles
+  for (const QuantScheme *s : {&key, &value})
+    if (s->axis == QuantScheme::Axis::Channel)
+      tokens = std::lcm(tokens, s->groupSize(headDim));
+  return tokens;
 }

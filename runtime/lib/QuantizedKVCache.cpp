@@ -43,16 +43,21 @@ int unitOf(const CacheConfig &c) {
   return unit;
 }
 
-/// A quantized store of one tensor (K or V) for one layer.
+/// The page pool of one tensor (K or V) of one layer: `[pages, kv heads,
+/// pageTokens, ...]` words, scales and zero points.
 struct Store {
   void *words = nullptr, *scales = nullptr, *zeros = nullptr;
-  size_t wordsPerSequence = 0, scalesPerSequence = 0;
+  size_t wordsPerPage = 0, scalesPerPage = 0; ///< all kv heads
 };
 
 struct Layer {
   void *sinkK, *sinkV, *residualK, *residualV;
   Store key, value;
   std::vector<QuantizedKVCache::Parts> parts; // per sequence
+  /// [batch, maxPages]: the page of each sequence's quantized tokens
+  /// [i*pageTokens, (i+1)*pageTokens), or -1.
+  std::vector<int32_t> blockTable;
+  std::vector<int32_t> freePages; ///< a stack: the last freed is reused first
 };
 
 } // namespace
@@ -62,9 +67,11 @@ struct QuantizedKVCache::Impl {
   mutable std::mutex mutex;         ///< serializes calls (see the header)
   CacheConfig config;
   int unit = 1, storeCapacity = 0, residualCapacity = 0;
+  int pageTokens = 0, maxPages = 0, numPages = 0;
   std::vector<Layer> layers;
   std::vector<void *> owned;
-  void *scratch = nullptr, *lengths = nullptr, *workspace = nullptr;
+  void *scratch = nullptr, *lengths = nullptr, *workspace = nullptr,
+       *blockTable = nullptr;
   size_t workspaceBytes = 0;
   KernelSpec attention, quantizeKey, quantizeValue;
   size_t rowBytes() const { return size_t(config.headDim) * 2; }
@@ -81,17 +88,38 @@ struct QuantizedKVCache::Impl {
   Store makeStore(const QuantScheme &s, Status &status) {
     Store store;
     size_t heads = config.kvHeads;
-    store.wordsPerSequence =
-        packedWordCount(s, config.headDim, heads, storeCapacity);
-    store.scalesPerSequence =
-        scaleCount(s, config.headDim, heads, storeCapacity);
-    store.words = allocate(store.wordsPerSequence * 4 * config.batch, status);
-    store.scales = allocate(
-        store.scalesPerSequence * scaleBytes(s) * config.batch, status);
+    store.wordsPerPage = packedWordCount(s, config.headDim, heads, pageTokens);
+    store.scalesPerPage = scaleCount(s, config.headDim, heads, pageTokens);
+    store.words = allocate(store.wordsPerPage * 4 * numPages, status);
+    store.scales =
+        allocate(store.scalesPerPage * scaleBytes(s) * numPages, status);
     if (!s.symmetric)
-      store.zeros = allocate(
-          store.scalesPerSequence * scaleBytes(s) * config.batch, status);
+      store.zeros =
+          allocate(store.scalesPerPage * scaleBytes(s) * numPages, status);
     return store;
+  }
+
+  /// The page holding quantized token `token` of sequence `seq`, taken
+  /// from the free list on first use; -1 when none is free.
+  int32_t pageFor(Layer &layer, int seq, int token) {
+    int32_t &page =
+        layer.blockTable[size_t(seq) * maxPages + token / pageTokens];
+    if (page < 0 && !layer.freePages.empty()) {
+      page = layer.freePages.back();
+      layer.freePages.pop_back();
+    }
+    return page;
+  }
+
+  /// Gives back the pages holding quantized tokens [from, ...) of `seq`.
+  void releasePages(Layer &layer, int seq, int from) {
+    for (int slot = (from + pageTokens - 1) / pageTokens; slot < maxPages;
+         ++slot) {
+      int32_t &page = layer.blockTable[size_t(seq) * maxPages + slot];
+      if (page >= 0)
+        layer.freePages.push_back(page);
+      page = -1;
+    }
   }
 
   /// Copies `count` token rows per kv head: src [heads, srcStride, D] from
@@ -113,9 +141,33 @@ struct QuantizedKVCache::Impl {
   }
 
   /// Quantizes `count` tokens of `input` (rows of `inputTokens`, from token
-  /// `first`) into sequence `seq`'s stores at token `offset`.
+  /// `first`) into sequence `seq`'s store at token `offset`: page by page
+  /// (`offset` and `count` are whole units, which divide a page).
   Status quantize(Layer &layer, int seq, const void *k, const void *v,
                   int inputTokens, int first, int count, int offset) {
+    while (count > 0) {
+      int32_t page = pageFor(layer, seq, offset);
+      if (page < 0)
+        return Status(StatusCode::InvalidArgument,
+                      "no free page left in the cache's pool of " +
+                          std::to_string(numPages) + " pages");
+      int inPage = offset % pageTokens;
+      int take = std::min(count, pageTokens - inPage);
+      Status status =
+          quantizeIntoPage(k, v, inputTokens, first, take, page, inPage, layer);
+      if (!status.ok())
+        return status;
+      first += take;
+      offset += take;
+      count -= take;
+    }
+    return Status();
+  }
+
+  /// Quantizes `count` tokens into page `page` at token `inPage`.
+  Status quantizeIntoPage(const void *k, const void *v, int inputTokens,
+                          int first, int count, int32_t page, int inPage,
+                          Layer &layer) {
     for (int which = 0; which < 2; ++which) {
       const QuantScheme &s = which == 0 ? config.key : config.value;
       const KernelSpec &spec = which == 0 ? quantizeKey : quantizeValue;
@@ -125,18 +177,18 @@ struct QuantizedKVCache::Impl {
       call.input =
           static_cast<const char *>(input) + size_t(first) * rowBytes();
       call.words = static_cast<char *>(store.words) +
-                   size_t(seq) * store.wordsPerSequence * 4;
+                   size_t(page) * store.wordsPerPage * 4;
       call.scales = static_cast<char *>(store.scales) +
-                    size_t(seq) * store.scalesPerSequence * scaleBytes(s);
-      call.zeros = store.zeros ? static_cast<char *>(store.zeros) +
-                                     size_t(seq) * store.scalesPerSequence *
-                                         scaleBytes(s)
-                               : nullptr;
+                    size_t(page) * store.scalesPerPage * scaleBytes(s);
+      call.zeros = store.zeros
+                       ? static_cast<char *>(store.zeros) +
+                             size_t(page) * store.scalesPerPage * scaleBytes(s)
+                       : nullptr;
       call.rows = config.kvHeads;
       call.tokens = count;
       call.inTokens = inputTokens;
-      call.outTokens = storeCapacity;
-      call.outOffset = offset;
+      call.outTokens = pageTokens;
+      call.outOffset = inPage;
       Status status = context->quantize(spec, call);
       if (!status.ok())
         return status;
@@ -215,13 +267,18 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
   impl->context = context.share();
   impl->config = config;
   impl->unit = unitOf(config);
-  impl->storeCapacity =
-      (config.capacity + impl->unit - 1) / impl->unit * impl->unit;
+  // The quantized tokens live in pages (a multiple of the unit) drawn from
+  // one pool per layer; a sequence can fill its whole capacity.
+  impl->pageTokens = cachePageTokens(config.key, config.value, config.headDim);
+  impl->maxPages = (config.capacity + impl->pageTokens - 1) / impl->pageTokens;
+  impl->storeCapacity = impl->maxPages * impl->pageTokens;
+  impl->numPages = config.batch * impl->maxPages;
   impl->residualCapacity = config.residual + impl->unit;
 
   impl->attention = KernelSpec::forAttention(
       config.key, config.value, config.headDim, config.queryHeads,
       config.kvHeads, config.dtype, config.sink > 0, /*residual=*/true);
+  impl->attention.pageTokens = impl->pageTokens;
   const KernelSpec &a = impl->attention;
   if (std::optional<std::string> problem = a.validate())
     return fail("invalid cache configuration: " + *problem);
@@ -256,13 +313,19 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
     layer.key = impl->makeStore(config.key, s);
     layer.value = impl->makeStore(config.value, s);
     layer.parts.assign(config.batch, Parts());
+    layer.blockTable.assign(size_t(config.batch) * impl->maxPages, -1);
+    for (int page = impl->numPages - 1; page >= 0; --page)
+      layer.freePages.push_back(page);
     impl->layers.push_back(layer);
   }
   impl->scratch = impl->allocate(heads * impl->residualCapacity * rowBytes, s);
   impl->lengths = impl->allocate(size_t(config.batch) * 3 * 4, s);
+  impl->blockTable =
+      impl->allocate(size_t(config.batch) * impl->maxPages * 4, s);
   AttentionCall probe;
   probe.batch = config.batch;
-  probe.bodyCapacity = impl->storeCapacity;
+  probe.maxPages = impl->maxPages;
+  probe.numPages = impl->numPages;
   impl->workspaceBytes = context.attentionWorkspaceBytes(a, probe);
   impl->workspace = impl->allocate(impl->workspaceBytes, s);
   if (!s.ok()) {
@@ -322,6 +385,7 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
   };
   auto failed = [&](Status status) {
     p = before; // the counts say what the cache holds: nothing changed
+    impl->releasePages(layer, seq, before.quantized); // nor the pages
     return status;
   };
   int pos = 0;
@@ -386,6 +450,9 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
     lengths.insert(lengths.end(), {p.sink, p.quantized, p.residual});
   Status s =
       impl->context->copyIn(impl->lengths, lengths.data(), lengths.size() * 4);
+  if (s.ok())
+    s = impl->context->copyIn(impl->blockTable, layer.blockTable.data(),
+                              layer.blockTable.size() * 4);
   if (!s.ok())
     return s;
   AttentionCall call;
@@ -406,11 +473,34 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   call.workspace = impl->workspace;
   call.workspaceBytes = impl->workspaceBytes;
   call.batch = c.batch;
-  call.bodyCapacity = impl->storeCapacity;
+  call.blockTable = static_cast<const int32_t *>(impl->blockTable);
+  call.maxPages = impl->maxPages;
+  call.numPages = impl->numPages;
   call.sinkCapacity = std::max(1, c.sink);
   call.residualCapacity = impl->residualCapacity;
   return impl->context->attention(impl->attention, call);
 }
+
+Status QuantizedKVCache::release(int seq) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  if (seq < 0 || seq >= impl->config.batch)
+    return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
+                   std::to_string(impl->config.batch) + ")");
+  for (Layer &layer : impl->layers) {
+    impl->releasePages(layer, seq, 0);
+    layer.parts[seq] = Parts();
+  }
+  return Status();
+}
+
+int QuantizedKVCache::pagesInUse(int layer) const {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  if (layer < 0 || layer >= impl->config.layers)
+    return 0;
+  return impl->numPages - int(impl->layers[layer].freePages.size());
+}
+
+int QuantizedKVCache::pageTokens() const { return impl->pageTokens; }
 
 QuantizedKVCache::Parts QuantizedKVCache::parts(int layer, int seq) const {
   std::lock_guard<std::mutex> lock(impl->mutex);

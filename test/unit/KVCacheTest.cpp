@@ -131,6 +131,39 @@ TEST(KVCache, RoutesSinkBulkPrefillResidualAndFlushes) {
   EXPECT_EQ(h.cache->parts(1, 0).total(), 0) << "layers are independent";
 }
 
+TEST(KVCache, ReleasedPagesAreReusedAndAttentionStaysExact) {
+  CacheConfig c = smallConfig("kivi2"); // 64-token pages
+  Harness h(BackendKind::Emulator, c);
+  ASSERT_EQ(h.cache->pageTokens(), 64);
+  std::mt19937 rng(7);
+  Tokens first = makeTokens(c, 300, rng);
+  ASSERT_TRUE(h.append(0, 0, first, 300).ok()); // 224 quantized: 4 pages
+  EXPECT_EQ(h.cache->pagesInUse(0), 4);
+  EXPECT_EQ(h.cache->pagesInUse(1), 0);
+  std::vector<uint16_t> query;
+  std::normal_distribution<float> normal;
+  for (int i = 0; i < c.batch * c.queryHeads * c.headDim; ++i)
+    query.push_back(ref::toHalfBits(normal(rng), c.dtype));
+
+  // Sequence 1 holds what sequence 0 held, in the pages sequence 0 gave
+  // back: its attention equals sequence 0's before the release.
+  std::vector<float> before = h.attend(0, query, c.dtype);
+  ASSERT_TRUE(h.cache->release(0).ok());
+  EXPECT_EQ(h.cache->pagesInUse(0), 0);
+  EXPECT_EQ(h.cache->parts(0, 0).total(), 0);
+  ASSERT_TRUE(h.append(0, 1, first, 300).ok());
+  EXPECT_EQ(h.cache->pagesInUse(0), 4) << "the freed pages, not new ones";
+  // The query of sequence 0 now asks sequence 1.
+  std::vector<uint16_t> swapped(query.size());
+  size_t half = query.size() / 2;
+  std::copy(query.begin(), query.begin() + half, swapped.begin() + half);
+  std::copy(query.begin() + half, query.end(), swapped.begin());
+  std::vector<float> after = h.attend(0, swapped, c.dtype);
+  for (size_t i = 0; i < half; ++i)
+    ASSERT_EQ(after[half + i], before[i]) << i;
+  EXPECT_FALSE(h.cache->release(2).ok());
+}
+
 TEST(KVCache, FailedAppendsChangeNothing) {
   CacheConfig c = smallConfig("int4");
   c.capacity = 100;

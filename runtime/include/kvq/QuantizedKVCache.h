@@ -14,6 +14,11 @@
 // store in bulk (all but the sink and the residual tail). attend() runs one
 // fused attention over the three parts for the whole batch.
 //
+// The quantized store is paged: one pool of pages per layer (pageTokens()
+// tokens of every kv head each), a page taken from a free list when a
+// sequence's store reaches it and given back by release(); attention reads
+// it through a block table (the paged attention kernel, spec paged=N).
+//
 // Uses only the public API (kvq/kvq.h): it runs on every backend.
 //
 // Thread safety: a cache may be used from several threads; its calls
@@ -80,6 +85,13 @@ public:
   /// out[b, h, :] = attention of q[b, h, :] over everything sequence b holds
   /// in `layer`. q and out are device arrays [batch, query heads, head_dim].
   Status attend(int layer, const void *q, void *out);
+  /// Empties sequence `sequence` in every layer: its pages go back to the
+  /// pool, for the next sequence to reuse.
+  Status release(int sequence);
+  /// Pages of `layer`'s pool holding quantized tokens.
+  int pagesInUse(int layer) const;
+  /// Tokens per page (a multiple of every channel group and of 16).
+  int pageTokens() const;
 
   struct Parts {
     int sink = 0, quantized = 0, residual = 0;

@@ -38,6 +38,12 @@ std::vector<KernelSpec> kernelsFor(const CachePreset &preset,
                                    const ModelShape &model,
                                    HalfType dtype = HalfType::F16);
 
+/// Tokens per page of QuantizedKVCache's paged store for these schemes: 64,
+/// or the largest channel-axis group if that is larger (a page holds whole
+/// groups, and whole attention tiles).
+int cachePageTokens(const QuantScheme &key, const QuantScheme &value,
+                    int headDim);
+
 } // namespace kvq
 
 #endif // KVQ_RUNTIME_PRESETS_H
