@@ -3,7 +3,9 @@
 # cache end to end (kvq-demo): a Llama-2-7B-shaped cache (32 layers, 32
 # heads, head_dim 128) prefilled and decoding with KV data that has outlier
 # channels and an attention sink; it reports memory vs fp16, attention error
-# vs fp16 per preset, kernels compiled or cached, compile and dispatch times.
+# vs fp16 per preset, kernels compiled or cached, compile and dispatch times;
+# then continuous batching on the paged cache (requests of different prompt
+# lengths arrive, decode, finish and give their pages to later ones).
 # It uses the GPU when one is present, else the CPU emulator (about a minute
 # on 2 cores). Then it shows the compiler's stages for the same kernels.
 #

@@ -43,6 +43,10 @@ cl::opt<int> prefillTokens("prefill", cl::init(512),
                            cl::cat(toolCategory));
 cl::opt<int> decodeSteps("steps", cl::init(5), cl::desc("Decode steps"),
                          cl::cat(toolCategory));
+cl::opt<int> serveSteps("serve-steps", cl::init(24),
+                        cl::desc("Steps of the continuous-batching run on the "
+                                 "paged cache (0: none)"),
+                        cl::cat(toolCategory));
 cl::opt<int> layersOverride("layers", cl::init(0),
                             cl::desc("Layers (0: the model's)"),
                             cl::cat(toolCategory));
@@ -197,6 +201,98 @@ Status runCache(Context &context, QuantizedKVCache &cache,
   return s;
 }
 
+/// Continuous batching on the paged cache: `slots` sequences; a request
+/// arrives with a prompt of its own length, decodes its own number of
+/// tokens, finishes and gives its pages back for the next request.
+Status serve(Context &context, CacheConfig config, int slots, int steps) {
+  config.layers = 2;
+  config.batch = slots;
+  config.capacity = 1024;
+  Status s;
+  std::unique_ptr<QuantizedKVCache> cache =
+      QuantizedKVCache::create(context, config, &s);
+  if (!cache)
+    return s;
+  int d = config.headDim, maxPrompt = 640;
+  size_t tokenBytes = size_t(config.kvHeads) * maxPrompt * d * 2;
+  size_t queryBytes = size_t(slots) * config.queryHeads * d * 2;
+  void *k = context.allocate(tokenBytes, &s);
+  void *v = context.allocate(tokenBytes, &s);
+  void *q = context.allocate(queryBytes, &s);
+  void *out = context.allocate(queryBytes, &s);
+  if (!s.ok())
+    return s;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> noise(tokenBytes / 2);
+  for (uint16_t &h : noise)
+    h = ref::toHalfBits(normal(rng), config.dtype);
+  std::vector<uint16_t> queries(noise.begin(), noise.begin() + queryBytes / 2);
+  s = context.copyIn(k, noise.data(), tokenBytes);
+  if (s.ok())
+    s = context.copyIn(v, noise.data(), tokenBytes);
+  if (s.ok())
+    s = context.copyIn(q, queries.data(), queryBytes);
+  struct Request {
+    int id = -1, left = 0;
+  };
+  std::vector<Request> active(slots);
+  int next = 0, finished = 0;
+  std::uniform_int_distribution<int> promptLength(32, maxPrompt),
+      generate(4, 16);
+  int pagesPerLayer = slots * ((config.capacity + cache->pageTokens() - 1) /
+                               cache->pageTokens());
+  llvm::outs() << llvm::formatv(
+      "\ncontinuous batching on the paged cache: {0} sequence slots, 2 "
+      "layers, {1}-token pages ({2} per layer in the pool)\n",
+      slots, cache->pageTokens(), pagesPerLayer);
+  llvm::outs() << "  step  requests (id:tokens)                 pages  "
+                  "memory vs fp16  ms/step\n";
+  for (int step = 0; step < steps && s.ok(); ++step) {
+    auto start = Clock::now();
+    for (int slot = 0; slot < slots && s.ok(); ++slot) {
+      Request &r = active[slot];
+      if (r.id >= 0)
+        continue;
+      // Admit a request into the free slot: prefill its prompt.
+      r.id = next++;
+      r.left = generate(rng);
+      int prompt = promptLength(rng);
+      for (int layer = 0; layer < config.layers && s.ok(); ++layer)
+        s = cache->append(layer, slot, k, v, prompt);
+    }
+    // One decode step: a new token for every sequence, one attention per
+    // layer for the whole ragged batch.
+    for (int layer = 0; layer < config.layers && s.ok(); ++layer) {
+      for (int slot = 0; slot < slots && s.ok(); ++slot)
+        s = cache->append(layer, slot, k, v, 1);
+      if (s.ok())
+        s = cache->attend(layer, q, out);
+    }
+    double ms = msSince(start);
+    std::string line;
+    for (int slot = 0; slot < slots; ++slot)
+      line += std::to_string(active[slot].id) + ":" +
+              std::to_string(cache->parts(0, slot).total()) + " ";
+    llvm::outs() << llvm::formatv(
+        "  {0,4}  {1,-36} {2,5}  {3,6:f2}x        {4,7:f1}\n", step, line,
+        cache->pagesInUse(0), cache->memory().ratio(), ms);
+    for (int slot = 0; slot < slots && s.ok(); ++slot)
+      if (--active[slot].left == 0) { // finished: its pages go back
+        s = cache->release(slot);
+        active[slot].id = -1;
+        ++finished;
+      }
+  }
+  llvm::outs() << llvm::formatv(
+      "  {0} requests admitted, {1} finished; the pages of finished requests "
+      "served later ones\n",
+      next, finished);
+  for (void *p : {k, v, q, out})
+    context.release(p);
+  return s;
+}
+
 double normwise(const std::vector<float> &a, const std::vector<float> &b) {
   double diff = 0, scale = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -338,6 +434,12 @@ int main(int argc, char **argv) {
     llvm::outs() << llvm::formatv(
         "  {0,-15} {1,-7} {2,-7} {3,9:e2} {4,9:f2}x\n", name, one.key.tag(),
         one.value.tag(), normwise(r.output, exact), r.memory.ratio());
+  }
+
+  if (serveSteps > 0) {
+    status = serve(*context, config, /*slots=*/4, serveSteps);
+    if (!status.ok())
+      return fail(status.message());
   }
 
   CacheStatistics stats = context->statistics();
