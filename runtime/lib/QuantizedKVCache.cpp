@@ -148,9 +148,12 @@ struct QuantizedKVCache::Impl {
     while (count > 0) {
       int32_t page = pageFor(layer, seq, offset);
       if (page < 0)
-        return Status(StatusCode::InvalidArgument,
-                      "no free page left in the cache's pool of " +
-                          std::to_string(numPages) + " pages");
+        return Status(StatusCode::ResourceExhausted,
+                      "no free page left in the pool of " +
+                          std::to_string(numPages) + " pages (" +
+                          std::to_string(pageTokens) +
+                          " tokens each); release a sequence or create the "
+                          "cache with more pages");
       int inPage = offset % pageTokens;
       int take = std::min(count, pageTokens - inPage);
       Status status =
@@ -272,7 +275,12 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
   impl->pageTokens = cachePageTokens(config.key, config.value, config.headDim);
   impl->maxPages = (config.capacity + impl->pageTokens - 1) / impl->pageTokens;
   impl->storeCapacity = impl->maxPages * impl->pageTokens;
-  impl->numPages = config.batch * impl->maxPages;
+  int64_t fullPool = int64_t(config.batch) * impl->maxPages;
+  if (config.pages < 0 || config.pages > fullPool)
+    return fail("pages must be in [0, " + std::to_string(fullPool) +
+                "] (batch x capacity in pages), got " +
+                std::to_string(config.pages));
+  impl->numPages = config.pages ? config.pages : int(fullPool);
   impl->residualCapacity = config.residual + impl->unit;
 
   impl->attention = KernelSpec::forAttention(

@@ -164,6 +164,38 @@ TEST(KVCache, ReleasedPagesAreReusedAndAttentionStaysExact) {
   EXPECT_FALSE(h.cache->release(2).ok());
 }
 
+TEST(KVCache, AFullPoolIsAResourceErrorThatChangesNothing) {
+  CacheConfig c = smallConfig("int4"); // token axis: 64-token pages
+  c.pages = 8; // shared by the two sequences (a full pool: 2 x 22)
+  Harness h(BackendKind::Emulator, c);
+  std::mt19937 rng(3);
+  Tokens t = makeTokens(c, 400, rng);
+  // 4 sink, 64 residual, 332 quantized: 6 pages.
+  ASSERT_TRUE(h.append(0, 0, t, 400).ok());
+  EXPECT_EQ(h.cache->parts(0, 0).quantized, 332);
+  EXPECT_EQ(h.cache->pagesInUse(0), 6);
+  // Sequence 1 needs 6 pages, 2 are left: refused, and the 2 it took back.
+  Status s = h.append(0, 1, t, 400);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
+  EXPECT_NE(s.message().find("no free page left in the pool of 8 pages"),
+            std::string::npos)
+      << s.message();
+  EXPECT_EQ(h.cache->parts(0, 1).total(), 0);
+  EXPECT_EQ(h.cache->pagesInUse(0), 6);
+  // Releasing sequence 0 makes room.
+  ASSERT_TRUE(h.cache->release(0).ok());
+  ASSERT_TRUE(h.append(0, 1, t, 400).ok());
+  EXPECT_EQ(h.cache->parts(0, 1).total(), 400);
+  EXPECT_EQ(h.cache->pagesInUse(0), 6);
+  c.pages = 1000;
+  Status status;
+  EXPECT_FALSE(QuantizedKVCache::create(*h.context, c, &status));
+  EXPECT_NE(status.message().find("pages must be in [0, 44]"),
+            std::string::npos)
+      << status.message();
+}
+
 TEST(KVCache, FailedAppendsChangeNothing) {
   CacheConfig c = smallConfig("int4");
   c.capacity = 100;

@@ -51,6 +51,11 @@ struct CacheConfig {
   QuantScheme key, value;
   int residual = 128; ///< fp16 residual tokens kept at rest
   int sink = 4;       ///< fp16 sink tokens
+  /// Pages of each layer's pool (pageTokens() tokens of every kv head
+  /// each). 0: enough for every sequence at full capacity. Fewer share the
+  /// memory between sequences: an append that finds no free page fails
+  /// with ResourceExhausted and changes nothing.
+  int pages = 0;
 };
 
 /// The named presets (kivi2, kivi4, hf_quanto_int4, int8, int4): fills the

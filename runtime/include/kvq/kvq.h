@@ -35,14 +35,15 @@ namespace kvq {
 
 enum class StatusCode {
   Ok,
-  InvalidSpec,     ///< the KernelSpec itself is not valid
-  InvalidArgument, ///< a call's pointers, sizes or lengths are wrong
-  NoDevice,        ///< cuda asked for, but no driver or device
-  CompileFailed,   ///< kernel generation or compilation failed
-  RuntimeFailed,   ///< a launch or a copy failed
-  MissingKernel,   ///< runtime-only library: the kernel is in no cache or
-                   ///< bundle (the message names the kvq-cache command)
-  BadBundle        ///< the kernel bundle cannot be read or fails its checks
+  InvalidSpec,      ///< the KernelSpec itself is not valid
+  InvalidArgument,  ///< a call's pointers, sizes or lengths are wrong
+  NoDevice,         ///< cuda asked for, but no driver or device
+  CompileFailed,    ///< kernel generation or compilation failed
+  RuntimeFailed,    ///< a launch or a copy failed
+  MissingKernel,    ///< runtime-only library: the kernel is in no cache or
+                    ///< bundle (the message names the kvq-cache command)
+  BadBundle,        ///< the kernel bundle cannot be read or fails its checks
+  ResourceExhausted ///< a fixed pool (the paged cache's pages) is full
 };
 
 class Status {
