@@ -303,3 +303,83 @@ INSTANTIATE_TEST_SUITE_P(Presets, CacheVsReference,
                                            "int8", "int4"));
 
 } // namespace
+
+namespace {
+
+/// 2000 seeded operations (prefill, append, release, attend) on a cache
+/// whose small shared pool also serves a fourth, noise sequence that comes
+/// and goes (so the real sequences' pages are scattered and reused), and
+/// the same operations on a cache with a full pool and no noise: the real
+/// sequences' attention must be the same bit for bit, and a refused append
+/// must leave the cache as it was.
+TEST(KVCache, RandomOperationsOnASharedPoolMatchAnUnsharedCache) {
+  CacheConfig c = smallConfig("kivi2"); // 64-token pages, 32-token unit
+  c.layers = 1;
+  c.batch = 4;
+  c.capacity = 512;
+  c.residual = 32;
+  CacheConfig shared = c;
+  shared.pages = 12; // of 4 x 8
+  Harness subject(BackendKind::Reference, shared);
+  Harness control(BackendKind::Reference, c);
+  ASSERT_TRUE(subject.cache && control.cache);
+  std::mt19937 rng(2000);
+  Tokens source = makeTokens(c, 400, rng);
+  std::vector<uint16_t> query;
+  std::normal_distribution<float> normal;
+  for (int i = 0; i < c.batch * c.queryHeads * c.headDim; ++i)
+    query.push_back(ref::toHalfBits(normal(rng), c.dtype));
+  std::uniform_int_distribution<int> pick(0, 99), sequence(0, 2),
+      prefill(33, 300), decode(1, 5);
+  int refused = 0, attends = 0, releases = 0;
+  for (int op = 0; op < 2000; ++op) {
+    int kind = pick(rng);
+    if (kind < 15) { // the noise sequence comes or goes
+      if (subject.cache->parts(0, 3).total() > 0 && kind < 7)
+        ASSERT_TRUE(subject.cache->release(3).ok());
+      else
+        (void)subject.append(0, 3, source, decode(rng) * 20);
+      continue;
+    }
+    int seq = sequence(rng);
+    if (kind < 20) {
+      ASSERT_TRUE(subject.cache->release(seq).ok());
+      ASSERT_TRUE(control.cache->release(seq).ok());
+      ++releases;
+      continue;
+    }
+    if (kind < 35) {
+      std::vector<float> a = subject.attend(0, query, c.dtype);
+      std::vector<float> b = control.attend(0, query, c.dtype);
+      size_t real = size_t(3) * c.queryHeads * c.headDim;
+      ASSERT_TRUE(std::equal(a.begin(), a.begin() + real, b.begin()))
+          << "operation " << op;
+      ++attends;
+      continue;
+    }
+    QuantizedKVCache::Parts before = subject.cache->parts(0, seq);
+    int n = before.total() == 0 ? prefill(rng) : decode(rng);
+    if (before.total() + n > c.capacity) {
+      ASSERT_TRUE(subject.cache->release(seq).ok());
+      ASSERT_TRUE(control.cache->release(seq).ok());
+      continue;
+    }
+    int pagesBefore = subject.cache->pagesInUse(0);
+    Status s = subject.append(0, seq, source, n);
+    if (!s.ok()) {
+      ASSERT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
+      QuantizedKVCache::Parts after = subject.cache->parts(0, seq);
+      ASSERT_EQ(after.total(), before.total());
+      ASSERT_EQ(subject.cache->pagesInUse(0), pagesBefore);
+      ++refused;
+      continue;
+    }
+    ASSERT_TRUE(control.append(0, seq, source, n).ok());
+  }
+  EXPECT_GT(attends, 100);
+  EXPECT_GT(releases, 50);
+  EXPECT_GT(refused, 0) << "the shared pool never ran out: the test did not "
+                           "exercise a full pool";
+}
+
+} // namespace
