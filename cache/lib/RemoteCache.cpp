@@ -119,10 +119,13 @@ struct RemoteCache::Impl {
     return reply;
   }
 
+  /// Called with `mutex` held. `failure` is written once, before `down`
+  /// is set, so a reader that sees `down` reads it whole.
   void fail(std::string why) {
-    if (down.exchange(true))
+    if (down)
       return;
     failure = std::move(why);
+    down = true;
   }
 
   std::string sign(const std::string &key, llvm::StringRef bundle) const {
