@@ -111,10 +111,10 @@ bool dropCopy(llvm::SmallVectorImpl<std::string> &lines, size_t at,
 
 std::string dropCarriedCopies(const std::string &body) {
   // A variable: declared without a value (`float v9;`).
-  static const llvm::Regex variableDecl(
+  const llvm::Regex variableDecl(
       "^ *[A-Za-z_][A-Za-z0-9_:]* \\**([A-Za-z_][A-Za-z0-9_]*);$");
   // A copy of one: `float v11 = v9;`.
-  static const llvm::Regex copyDecl(
+  const llvm::Regex copyDecl(
       "^ *[A-Za-z_][A-Za-z0-9_:]* ([A-Za-z_][A-Za-z0-9_]*) = "
       "([A-Za-z_][A-Za-z0-9_]*);$");
 

@@ -99,7 +99,8 @@ void markNamedValues(emitc::FuncOp func) {
 std::string nameValues(const std::string &body,
                        const std::vector<std::string> &argNames) {
   // The declaration on a line: `T v12 = ...;`, `T v12;`, `for (T i3 = ...`.
-  static const llvm::Regex declaration(
+  // (One per call: kernels are generated on several threads at once.)
+  const llvm::Regex declaration(
       "^ *(for \\()?[A-Za-z_][A-Za-z0-9_:]* \\**([a-z][0-9]+)( =|;)");
 
   // Pass 1: drop the markers, noting which emitted name each one names.
