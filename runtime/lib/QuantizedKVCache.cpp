@@ -58,6 +58,9 @@ struct Layer {
   /// [i*pageTokens, (i+1)*pageTokens), or -1.
   std::vector<int32_t> blockTable;
   std::vector<int32_t> freePages; ///< a stack: the last freed is reused first
+  /// Sequences whose block tables hold each page: a full page is shared
+  /// by a fork and returns to the free list when its last holder lets go.
+  std::vector<int32_t> pageHolders;
 };
 
 } // namespace
@@ -107,6 +110,7 @@ struct QuantizedKVCache::Impl {
     if (page < 0 && !layer.freePages.empty()) {
       page = layer.freePages.back();
       layer.freePages.pop_back();
+      layer.pageHolders[page] = 1;
     }
     return page;
   }
@@ -116,7 +120,7 @@ struct QuantizedKVCache::Impl {
     for (int slot = (from + pageTokens - 1) / pageTokens; slot < maxPages;
          ++slot) {
       int32_t &page = layer.blockTable[size_t(seq) * maxPages + slot];
-      if (page >= 0)
+      if (page >= 0 && --layer.pageHolders[page] == 0)
         layer.freePages.push_back(page);
       page = -1;
     }
@@ -137,6 +141,66 @@ struct QuantizedKVCache::Impl {
       if (!status.ok())
         return status;
     }
+    return Status();
+  }
+
+  /// Copies page `from` of every store of `layer` to page `to`.
+  Status copyPage(Layer &layer, int32_t from, int32_t to) {
+    for (auto [store, scheme] : {std::pair{&layer.key, &config.key},
+                                 std::pair{&layer.value, &config.value}}) {
+      size_t scaleBytesPerPage = store->scalesPerPage * scaleBytes(*scheme);
+      for (auto [base, bytes] :
+           {std::pair{store->words, store->wordsPerPage * 4},
+            std::pair{store->scales, scaleBytesPerPage},
+            std::pair{store->zeros, scaleBytesPerPage}}) {
+        if (!base)
+          continue;
+        Status s = context->copyOnDevice(
+            static_cast<char *>(base) + to * bytes,
+            static_cast<char *>(base) + from * bytes, bytes);
+        if (!s.ok())
+          return s;
+      }
+    }
+    return Status();
+  }
+
+  /// `target` (empty) becomes a copy of `source` in `layer`: whole pages
+  /// shared, the partial page, the sink and the residual copied.
+  Status fork(Layer &layer, int source, int target) {
+    const Parts &p = layer.parts[source];
+    int full = p.quantized / pageTokens;
+    size_t from = size_t(source) * maxPages, to = size_t(target) * maxPages;
+    for (int slot = 0; slot < full; ++slot) {
+      int32_t page = layer.blockTable[from + slot];
+      layer.blockTable[to + slot] = page;
+      ++layer.pageHolders[page];
+    }
+    if (p.quantized % pageTokens) { // the partial page is written again
+      int32_t page = pageFor(layer, target, full * pageTokens);
+      if (page < 0)
+        return Status(StatusCode::ResourceExhausted,
+                      "no free page left in the pool of " +
+                          std::to_string(numPages) +
+                          " pages for the forked sequence's partial page");
+      Status s = copyPage(layer, layer.blockTable[from + full], page);
+      if (!s.ok())
+        return s;
+    }
+    size_t rows = size_t(config.kvHeads);
+    for (auto [buffer, stride, count] :
+         {std::tuple{layer.sinkK, std::max(1, config.sink), p.sink},
+          std::tuple{layer.sinkV, std::max(1, config.sink), p.sink},
+          std::tuple{layer.residualK, residualCapacity, p.residual},
+          std::tuple{layer.residualV, residualCapacity, p.residual}}) {
+      char *base = static_cast<char *>(buffer);
+      Status s = copyRows(base + target * rows * stride * rowBytes(), stride, 0,
+                          base + source * rows * stride * rowBytes(), stride, 0,
+                          count);
+      if (!s.ok())
+        return s;
+    }
+    layer.parts[target] = p;
     return Status();
   }
 
@@ -324,6 +388,7 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
     layer.blockTable.assign(size_t(config.batch) * impl->maxPages, -1);
     for (int page = impl->numPages - 1; page >= 0; --page)
       layer.freePages.push_back(page);
+    layer.pageHolders.assign(impl->numPages, 0);
     impl->layers.push_back(layer);
   }
   impl->scratch = impl->allocate(heads * impl->residualCapacity * rowBytes, s);
@@ -497,6 +562,33 @@ Status QuantizedKVCache::release(int seq) {
   for (Layer &layer : impl->layers) {
     impl->releasePages(layer, seq, 0);
     layer.parts[seq] = Parts();
+  }
+  return Status();
+}
+
+Status QuantizedKVCache::fork(int source, int target) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  int batch = impl->config.batch;
+  for (auto [name, seq] : {std::pair{"source", source}, {"target", target}})
+    if (seq < 0 || seq >= batch)
+      return invalid(std::string(name) + " sequence " + std::to_string(seq) +
+                     " is outside [0, " + std::to_string(batch) + ")");
+  if (source == target)
+    return invalid("a sequence cannot be forked into itself (" +
+                   std::to_string(source) + ")");
+  for (const Layer &layer : impl->layers)
+    if (layer.parts[target].total() != 0)
+      return invalid("target sequence " + std::to_string(target) +
+                     " is not empty: release it first");
+  for (Layer &layer : impl->layers) {
+    Status s = impl->fork(layer, source, target);
+    if (!s.ok()) { // undo: the target is empty again in every layer
+      for (Layer &undo : impl->layers) {
+        impl->releasePages(undo, target, 0);
+        undo.parts[target] = Parts();
+      }
+      return s;
+    }
   }
   return Status();
 }

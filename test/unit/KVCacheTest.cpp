@@ -383,3 +383,85 @@ TEST(KVCache, RandomOperationsOnASharedPoolMatchAnUnsharedCache) {
 }
 
 } // namespace
+
+namespace {
+
+/// A fork shares its source's whole pages and copies the rest: after both
+/// grow apart, each attends exactly as a sequence that was fed the same
+/// tokens without a fork; a shared page is freed by its last holder.
+TEST(KVCache, AForkSharesWholePagesAndGrowsApart) {
+  CacheConfig c = smallConfig("kivi2"); // 64-token pages, 32-token unit
+  c.layers = 2;
+  // No residual at rest: the tokens that follow the fork reach the store
+  // (and its partial page) at the first flush.
+  c.residual = 0;
+  Harness subject(BackendKind::Reference, c);
+  Harness control(BackendKind::Reference, c);
+  std::mt19937 rng(5);
+  Tokens prefix = makeTokens(c, 300, rng);
+  Tokens a = makeTokens(c, 100, rng), b = makeTokens(c, 100, rng);
+  for (int layer = 0; layer < c.layers; ++layer) {
+    ASSERT_TRUE(subject.append(layer, 0, prefix, 300).ok());
+    ASSERT_TRUE(control.append(layer, 0, prefix, 300).ok());
+    ASSERT_TRUE(control.append(layer, 1, prefix, 300).ok());
+  }
+  // 288 quantized tokens: 4 whole pages (shared) and a partial one (copied).
+  EXPECT_EQ(subject.cache->parts(0, 0).quantized, 288);
+  EXPECT_EQ(subject.cache->pagesInUse(0), 5);
+  ASSERT_TRUE(subject.cache->fork(0, 1).ok());
+  EXPECT_EQ(subject.cache->pagesInUse(0), 6);
+  EXPECT_EQ(subject.cache->parts(1, 1).total(), 300);
+  for (int layer = 0; layer < c.layers; ++layer)
+    for (auto [seq, tokens] : {std::pair{0, &a}, std::pair{1, &b}})
+      for (int chunk = 0; chunk < 4; ++chunk) {
+        ASSERT_TRUE(subject.append(layer, seq, *tokens, 25).ok());
+        ASSERT_TRUE(control.append(layer, seq, *tokens, 25).ok());
+      }
+  std::vector<uint16_t> query;
+  std::normal_distribution<float> normal;
+  for (int i = 0; i < c.batch * c.queryHeads * c.headDim; ++i)
+    query.push_back(ref::toHalfBits(normal(rng), c.dtype));
+  for (int layer = 0; layer < c.layers; ++layer)
+    EXPECT_EQ(subject.attend(layer, query, c.dtype),
+              control.attend(layer, query, c.dtype))
+        << "layer " << layer;
+
+  int shared = 4, inUse = subject.cache->pagesInUse(0);
+  ASSERT_TRUE(subject.cache->release(0).ok());
+  EXPECT_GE(subject.cache->pagesInUse(0), shared)
+      << "the shared pages stay with sequence 1";
+  EXPECT_LT(subject.cache->pagesInUse(0), inUse);
+  ASSERT_TRUE(subject.cache->release(1).ok());
+  EXPECT_EQ(subject.cache->pagesInUse(0), 0);
+
+  EXPECT_FALSE(subject.cache->fork(1, 1).ok());
+  ASSERT_TRUE(subject.append(0, 0, prefix, 300).ok());
+  ASSERT_TRUE(subject.append(0, 1, prefix, 10).ok());
+  Status notEmpty = subject.cache->fork(0, 1);
+  EXPECT_EQ(notEmpty.message(),
+            "target sequence 1 is not empty: release it first");
+}
+
+} // namespace
+
+namespace {
+
+TEST(KVCache, AForkWithoutAPageForItsPartialPageChangesNothing) {
+  CacheConfig c = smallConfig("int4"); // 64-token pages
+  c.pages = 6;
+  Harness h(BackendKind::Reference, c);
+  std::mt19937 rng(9);
+  Tokens t = makeTokens(c, 400, rng);
+  ASSERT_TRUE(h.append(0, 1, t, 400).ok()); // 332 quantized: 6 pages
+  ASSERT_EQ(h.cache->pagesInUse(0), 6);
+  Status s = h.cache->fork(1, 0);
+  EXPECT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
+  EXPECT_EQ(h.cache->parts(0, 0).total(), 0);
+  EXPECT_EQ(h.cache->parts(1, 0).total(), 0);
+  EXPECT_EQ(h.cache->pagesInUse(0), 6);
+  // The shared pages' holders were undone: releasing the source frees all.
+  ASSERT_TRUE(h.cache->release(1).ok());
+  EXPECT_EQ(h.cache->pagesInUse(0), 0);
+}
+
+} // namespace

@@ -93,6 +93,13 @@ public:
   /// Empties sequence `sequence` in every layer: its pages go back to the
   /// pool, for the next sequence to reuse.
   Status release(int sequence);
+  /// Makes empty sequence `target` a copy of `source` in every layer (for
+  /// parallel sampling or a shared prefix): their whole pages are shared
+  /// (and freed when the last holder releases them); the partial page, the
+  /// sink and the residual are copied, so the two then grow apart. Fails
+  /// with ResourceExhausted, changing nothing, if no page is left for the
+  /// copy of the partial page.
+  Status fork(int source, int target);
   /// Pages of `layer`'s pool holding quantized tokens.
   int pagesInUse(int layer) const;
   /// Tokens per page (a multiple of every channel group and of 16).
