@@ -5,8 +5,13 @@
 
 #include "kvq/Runtime/Presets.h"
 
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/SHA256.h"
+
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <sstream>
 #include <tuple>
@@ -142,6 +147,51 @@ struct QuantizedKVCache::Impl {
         return status;
     }
     return Status();
+  }
+
+  /// The device bytes that hold sequence `seq`'s KV in `layer` when it
+  /// holds `p`, in snapshot order: sink K and V rows and residual K and V
+  /// rows per kv head, then each quantized page of K then V (words, scales,
+  /// zeros). The pages must be in the block table.
+  std::vector<std::pair<char *, size_t>> regions(Layer &layer, int seq,
+                                                 const Parts &p) {
+    std::vector<std::pair<char *, size_t>> out;
+    for (auto [buffer, stride, count] :
+         {std::tuple{layer.sinkK, std::max(1, config.sink), p.sink},
+          std::tuple{layer.sinkV, std::max(1, config.sink), p.sink},
+          std::tuple{layer.residualK, residualCapacity, p.residual},
+          std::tuple{layer.residualV, residualCapacity, p.residual}})
+      for (int h = 0; h < config.kvHeads && count > 0; ++h)
+        out.push_back(
+            {static_cast<char *>(buffer) +
+                 (size_t(seq) * config.kvHeads + h) * stride * rowBytes(),
+             size_t(count) * rowBytes()});
+    int pages = (p.quantized + pageTokens - 1) / pageTokens;
+    for (auto [store, scheme] : {std::pair{&layer.key, &config.key},
+                                 std::pair{&layer.value, &config.value}})
+      for (int slot = 0; slot < pages; ++slot) {
+        size_t page = layer.blockTable[size_t(seq) * maxPages + slot];
+        size_t scaleBytesPerPage = store->scalesPerPage * scaleBytes(*scheme);
+        out.push_back(
+            {static_cast<char *>(store->words) + page * store->wordsPerPage * 4,
+             store->wordsPerPage * 4});
+        out.push_back(
+            {static_cast<char *>(store->scales) + page * scaleBytesPerPage,
+             scaleBytesPerPage});
+        if (store->zeros)
+          out.push_back(
+              {static_cast<char *>(store->zeros) + page * scaleBytesPerPage,
+               scaleBytesPerPage});
+      }
+    return out;
+  }
+
+  /// What a snapshot must match: the attention spec (schemes, shapes, page
+  /// tokens) and the layout of the fp16 parts.
+  std::string identity() const {
+    return attention.canonical() + " layers=" + std::to_string(config.layers) +
+           " sink=" + std::to_string(config.sink) +
+           " residual=" + std::to_string(config.residual);
   }
 
   /// Copies page `from` of every store of `layer` to page `to`.
@@ -590,6 +640,115 @@ Status QuantizedKVCache::fork(int source, int target) {
       return s;
     }
   }
+  return Status();
+}
+
+namespace {
+constexpr const char *kSnapshotMagic = "kvq-sequence 1\n";
+
+void putInt(std::string &out, int32_t value) {
+  out.append(reinterpret_cast<const char *>(&value), 4);
+}
+} // namespace
+
+Status QuantizedKVCache::snapshot(int seq, std::string &bytes) const {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  if (seq < 0 || seq >= impl->config.batch)
+    return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
+                   std::to_string(impl->config.batch) + ")");
+  std::string payload;
+  for (Layer &layer : impl->layers) {
+    const Parts &p = layer.parts[seq];
+    for (int count : {p.sink, p.quantized, p.residual})
+      putInt(payload, count);
+    for (auto [device, size] : impl->regions(layer, seq, p)) {
+      size_t at = payload.size();
+      payload.resize(at + size);
+      Status s = impl->context->copyOut(&payload[at], device, size);
+      if (!s.ok())
+        return s;
+    }
+  }
+  std::array<uint8_t, 32> digest =
+      llvm::SHA256::hash(llvm::arrayRefFromStringRef(payload));
+  bytes = std::string(kSnapshotMagic) + impl->identity() + "\n" +
+          llvm::toHex(digest, /*LowerCase=*/true) + "\n" + payload;
+  return Status();
+}
+
+Status QuantizedKVCache::restore(int seq, const std::string &bytes) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  const CacheConfig &c = impl->config;
+  if (seq < 0 || seq >= c.batch)
+    return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
+                   std::to_string(c.batch) + ")");
+  for (const Layer &layer : impl->layers)
+    if (layer.parts[seq].total() != 0)
+      return invalid("sequence " + std::to_string(seq) +
+                     " is not empty: release it first");
+  // Every byte is checked before any is used: the format, the cache it
+  // was taken from, the checksum, then each count against this cache.
+  llvm::StringRef text(bytes);
+  if (!text.consume_front(kSnapshotMagic))
+    return invalid("not a kvq sequence snapshot");
+  auto [identity, rest] = text.split('\n');
+  if (identity != impl->identity())
+    return invalid("the snapshot is of another cache configuration ('" +
+                   identity.str() + "', this cache is '" + impl->identity() +
+                   "')");
+  auto [checksum, payload] = rest.split('\n');
+  if (checksum !=
+      llvm::toHex(llvm::SHA256::hash(llvm::arrayRefFromStringRef(payload)),
+                  /*LowerCase=*/true))
+    return invalid("the snapshot's checksum does not match its contents");
+  std::vector<Parts> parts;
+  size_t at = 0;
+  auto getInt = [&](int32_t &value) {
+    if (payload.size() - at < 4)
+      return false;
+    std::memcpy(&value, payload.data() + at, 4);
+    at += 4;
+    return true;
+  };
+  auto failed = [&](Status status) {
+    for (Layer &layer : impl->layers) {
+      impl->releasePages(layer, seq, 0);
+      layer.parts[seq] = Parts();
+    }
+    return status;
+  };
+  for (Layer &layer : impl->layers) {
+    Parts p;
+    if (!getInt(p.sink) || !getInt(p.quantized) || !getInt(p.residual))
+      return failed(invalid("the snapshot is truncated"));
+    if (p.sink < 0 || p.sink > c.sink || p.quantized < 0 ||
+        p.quantized > impl->storeCapacity || p.quantized % impl->unit ||
+        p.residual < 0 || p.residual > impl->residualCapacity ||
+        p.total() > c.capacity)
+      return failed(
+          invalid("the snapshot's token counts (" + std::to_string(p.sink) +
+                  ", " + std::to_string(p.quantized) + ", " +
+                  std::to_string(p.residual) + ") do not fit this cache"));
+    for (int token = 0; token < p.quantized; token += impl->pageTokens)
+      if (impl->pageFor(layer, seq, token) < 0)
+        return failed(Status(StatusCode::ResourceExhausted,
+                             "no free page left in the pool of " +
+                                 std::to_string(impl->numPages) +
+                                 " pages for the restored sequence"));
+    for (auto [device, size] : impl->regions(layer, seq, p)) {
+      if (payload.size() - at < size)
+        return failed(invalid("the snapshot is truncated"));
+      Status s = impl->context->copyIn(device, payload.data() + at, size);
+      if (!s.ok())
+        return failed(s);
+      at += size;
+    }
+    layer.parts[seq] = p;
+  }
+  if (at != payload.size())
+    return failed(invalid("the snapshot has " +
+                          std::to_string(payload.size() - at) +
+                          " bytes past its last layer"));
   return Status();
 }
 

@@ -465,3 +465,71 @@ TEST(KVCache, AForkWithoutAPageForItsPartialPageChangesNothing) {
 }
 
 } // namespace
+
+namespace {
+
+/// A sequence shipped as bytes: restored into another cache (another
+/// context), it attends bit for bit as the original; the bytes are several
+/// times fewer than fp16's; damaged or foreign bytes change nothing.
+TEST(KVCache, ASnapshotRestoresElsewhereBitForBitAndIsChecked) {
+  CacheConfig c = smallConfig("kivi2");
+  Harness source(BackendKind::Reference, c);
+  Harness target(BackendKind::Reference, c);
+  std::mt19937 rng(13);
+  Tokens t = makeTokens(c, 400, rng);
+  for (int layer = 0; layer < c.layers; ++layer)
+    for (int chunk = 0; chunk < 3; ++chunk)
+      ASSERT_TRUE(source.append(layer, 0, t, 400).ok());
+  std::string bytes;
+  ASSERT_TRUE(source.cache->snapshot(0, bytes).ok());
+  uint64_t fp16 = uint64_t(c.layers) * 2 * c.kvHeads * 1200 * c.headDim * 2;
+  std::printf("  snapshot of 1200 tokens x %d layers: %zu bytes, fp16 %llu "
+              "(%.2fx fewer)\n",
+              c.layers, bytes.size(), (unsigned long long)fp16,
+              double(fp16) / double(bytes.size()));
+  EXPECT_GT(double(fp16) / double(bytes.size()), 3.0);
+
+  // Damaged, truncated, foreign: refused, nothing changed.
+  std::string damaged = bytes;
+  damaged[damaged.size() / 2] ^= 1;
+  std::string foreign = bytes;
+  foreign.replace(foreign.find("kivi2") == std::string::npos
+                      ? foreign.find("k=2c32")
+                      : foreign.find("kivi2"),
+                  6, "k=4c32");
+  for (const std::string &bad : {damaged, bytes.substr(0, bytes.size() - 1),
+                                 foreign, std::string("garbage")}) {
+    Status s = target.cache->restore(1, bad);
+    EXPECT_EQ(s.code(), StatusCode::InvalidArgument) << s.message();
+    EXPECT_EQ(target.cache->parts(0, 1).total(), 0);
+    EXPECT_EQ(target.cache->pagesInUse(0), 0);
+  }
+  EXPECT_NE(target.cache->restore(1, damaged).message().find("checksum"),
+            std::string::npos);
+  EXPECT_NE(target.cache->restore(1, foreign)
+                .message()
+                .find("another cache configuration"),
+            std::string::npos);
+
+  ASSERT_TRUE(target.cache->restore(1, bytes).ok());
+  EXPECT_EQ(target.cache->parts(1, 1).total(), 1200);
+  std::vector<uint16_t> query;
+  std::normal_distribution<float> normal;
+  for (int i = 0; i < c.batch * c.queryHeads * c.headDim; ++i)
+    query.push_back(ref::toHalfBits(normal(rng), c.dtype));
+  // Sequence 1 of the target is sequence 0 of the source.
+  std::vector<uint16_t> swapped(query.size());
+  size_t half = query.size() / 2;
+  std::copy(query.begin(), query.begin() + half, swapped.begin() + half);
+  std::copy(query.begin() + half, query.end(), swapped.begin());
+  for (int layer = 0; layer < c.layers; ++layer) {
+    std::vector<float> a = source.attend(layer, query, c.dtype);
+    std::vector<float> b = target.attend(layer, swapped, c.dtype);
+    EXPECT_TRUE(std::equal(a.begin(), a.begin() + half, b.begin() + half))
+        << "layer " << layer;
+  }
+  EXPECT_EQ(target.cache->restore(1, bytes).message(),
+            "sequence 1 is not empty: release it first");
+}
+
+} // namespace

@@ -100,6 +100,14 @@ public:
   /// with ResourceExhausted, changing nothing, if no page is left for the
   /// copy of the partial page.
   Status fork(int source, int target);
+  /// Sequence `sequence`'s KV in every layer as bytes (its quantized pages
+  /// and fp16 sink and residual, checksummed): what a prefill/decode-
+  /// disaggregated system or a shared prefix cache ships between machines.
+  Status snapshot(int sequence, std::string &bytes) const;
+  /// Empty sequence `sequence` takes the KV of a snapshot of a cache with
+  /// the same configuration. Every byte is checked before use (format,
+  /// configuration, checksum, token counts); on any error nothing changes.
+  Status restore(int sequence, const std::string &bytes);
   /// Pages of `layer`'s pool holding quantized tokens.
   int pagesInUse(int layer) const;
   /// Tokens per page (a multiple of every channel group and of 16).
