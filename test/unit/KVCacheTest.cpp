@@ -64,6 +64,23 @@ Tokens makeTokens(const CacheConfig &c, int n, std::mt19937 &rng) {
   return t;
 }
 
+/// A query for every sequence of the batch.
+std::vector<uint16_t> randomQuery(const CacheConfig &c, std::mt19937 &rng) {
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> query;
+  for (int i = 0; i < c.batch * c.queryHeads * c.headDim; ++i)
+    query.push_back(ref::toHalfBits(normal(rng), c.dtype));
+  return query;
+}
+
+/// A two-sequence batch's queries in the other order.
+std::vector<uint16_t> swapHalves(const std::vector<uint16_t> &query) {
+  std::vector<uint16_t> swapped(query.begin() + query.size() / 2, query.end());
+  swapped.insert(swapped.end(), query.begin(),
+                 query.begin() + query.size() / 2);
+  return swapped;
+}
+
 /// A cache plus the device buffers it is fed through.
 struct Harness {
   std::unique_ptr<Context> context;
@@ -140,10 +157,7 @@ TEST(KVCache, ReleasedPagesAreReusedAndAttentionStaysExact) {
   ASSERT_TRUE(h.append(0, 0, first, 300).ok()); // 224 quantized: 4 pages
   EXPECT_EQ(h.cache->pagesInUse(0), 4);
   EXPECT_EQ(h.cache->pagesInUse(1), 0);
-  std::vector<uint16_t> query;
-  std::normal_distribution<float> normal;
-  for (int i = 0; i < c.batch * c.queryHeads * c.headDim; ++i)
-    query.push_back(ref::toHalfBits(normal(rng), c.dtype));
+  std::vector<uint16_t> query = randomQuery(c, rng);
 
   // Sequence 1 holds what sequence 0 held, in the pages sequence 0 gave
   // back: its attention equals sequence 0's before the release.
@@ -154,10 +168,8 @@ TEST(KVCache, ReleasedPagesAreReusedAndAttentionStaysExact) {
   ASSERT_TRUE(h.append(0, 1, first, 300).ok());
   EXPECT_EQ(h.cache->pagesInUse(0), 4) << "the freed pages, not new ones";
   // The query of sequence 0 now asks sequence 1.
-  std::vector<uint16_t> swapped(query.size());
+  std::vector<uint16_t> swapped = swapHalves(query);
   size_t half = query.size() / 2;
-  std::copy(query.begin(), query.begin() + half, swapped.begin() + half);
-  std::copy(query.begin() + half, query.end(), swapped.begin());
   std::vector<float> after = h.attend(0, swapped, c.dtype);
   for (size_t i = 0; i < half; ++i)
     ASSERT_EQ(after[half + i], before[i]) << i;
@@ -302,10 +314,6 @@ INSTANTIATE_TEST_SUITE_P(Presets, CacheVsReference,
                          ::testing::Values("kivi2", "kivi4", "hf_quanto_int4",
                                            "int8", "int4"));
 
-} // namespace
-
-namespace {
-
 /// 2000 seeded operations (prefill, append, release, attend) on a cache
 /// whose small shared pool also serves a fourth, noise sequence that comes
 /// and goes (so the real sequences' pages are scattered and reused), and
@@ -325,10 +333,7 @@ TEST(KVCache, RandomOperationsOnASharedPoolMatchAnUnsharedCache) {
   ASSERT_TRUE(subject.cache && control.cache);
   std::mt19937 rng(2000);
   Tokens source = makeTokens(c, 400, rng);
-  std::vector<uint16_t> query;
-  std::normal_distribution<float> normal;
-  for (int i = 0; i < c.batch * c.queryHeads * c.headDim; ++i)
-    query.push_back(ref::toHalfBits(normal(rng), c.dtype));
+  std::vector<uint16_t> query = randomQuery(c, rng);
   std::uniform_int_distribution<int> pick(0, 99), sequence(0, 2),
       prefill(33, 300), decode(1, 5);
   int refused = 0, attends = 0, releases = 0;
@@ -382,10 +387,6 @@ TEST(KVCache, RandomOperationsOnASharedPoolMatchAnUnsharedCache) {
                            "exercise a full pool";
 }
 
-} // namespace
-
-namespace {
-
 /// A fork shares its source's whole pages and copies the rest: after both
 /// grow apart, each attends exactly as a sequence that was fed the same
 /// tokens without a fork; a shared page is freed by its last holder.
@@ -417,10 +418,7 @@ TEST(KVCache, AForkSharesWholePagesAndGrowsApart) {
         ASSERT_TRUE(subject.append(layer, seq, *tokens, 25).ok());
         ASSERT_TRUE(control.append(layer, seq, *tokens, 25).ok());
       }
-  std::vector<uint16_t> query;
-  std::normal_distribution<float> normal;
-  for (int i = 0; i < c.batch * c.queryHeads * c.headDim; ++i)
-    query.push_back(ref::toHalfBits(normal(rng), c.dtype));
+  std::vector<uint16_t> query = randomQuery(c, rng);
   for (int layer = 0; layer < c.layers; ++layer)
     EXPECT_EQ(subject.attend(layer, query, c.dtype),
               control.attend(layer, query, c.dtype))
@@ -442,10 +440,6 @@ TEST(KVCache, AForkSharesWholePagesAndGrowsApart) {
             "target sequence 1 is not empty: release it first");
 }
 
-} // namespace
-
-namespace {
-
 TEST(KVCache, AForkWithoutAPageForItsPartialPageChangesNothing) {
   CacheConfig c = smallConfig("int4"); // 64-token pages
   c.pages = 6;
@@ -463,10 +457,6 @@ TEST(KVCache, AForkWithoutAPageForItsPartialPageChangesNothing) {
   ASSERT_TRUE(h.cache->release(1).ok());
   EXPECT_EQ(h.cache->pagesInUse(0), 0);
 }
-
-} // namespace
-
-namespace {
 
 /// A sequence shipped as bytes: restored into another cache (another
 /// context), it attends bit for bit as the original; the bytes are several
@@ -513,15 +503,10 @@ TEST(KVCache, ASnapshotRestoresElsewhereBitForBitAndIsChecked) {
 
   ASSERT_TRUE(target.cache->restore(1, bytes).ok());
   EXPECT_EQ(target.cache->parts(1, 1).total(), 1200);
-  std::vector<uint16_t> query;
-  std::normal_distribution<float> normal;
-  for (int i = 0; i < c.batch * c.queryHeads * c.headDim; ++i)
-    query.push_back(ref::toHalfBits(normal(rng), c.dtype));
+  std::vector<uint16_t> query = randomQuery(c, rng);
   // Sequence 1 of the target is sequence 0 of the source.
-  std::vector<uint16_t> swapped(query.size());
+  std::vector<uint16_t> swapped = swapHalves(query);
   size_t half = query.size() / 2;
-  std::copy(query.begin(), query.begin() + half, swapped.begin() + half);
-  std::copy(query.begin() + half, query.end(), swapped.begin());
   for (int layer = 0; layer < c.layers; ++layer) {
     std::vector<float> a = source.attend(layer, query, c.dtype);
     std::vector<float> b = target.attend(layer, swapped, c.dtype);
