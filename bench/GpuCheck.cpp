@@ -22,6 +22,16 @@ std::vector<KernelSpec> kvq::checkSpecs(const CheckGrid &grid) {
         specs.push_back(KernelSpec::forAttention(
             preset->key, preset->value, d, grid.kvHeads * gqa, grid.kvHeads,
             HalfType::F16, /*sink=*/true, /*residual=*/true));
+    // The paged form QuantizedKVCache runs, once per preset: its pool in
+    // reverse page order through a block table (runAttentionWorkload).
+    if (grid.headDims.empty() || grid.gqas.empty())
+      continue;
+    int d = grid.headDims.front();
+    KernelSpec paged = KernelSpec::forAttention(
+        preset->key, preset->value, d, grid.kvHeads * grid.gqas.front(),
+        grid.kvHeads, HalfType::F16, /*sink=*/true, /*residual=*/true);
+    paged.pageTokens = cachePageTokens(preset->key, preset->value, d);
+    specs.push_back(paged);
   }
   return specs;
 }

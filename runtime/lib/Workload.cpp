@@ -113,6 +113,8 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
     if (q->axis == QuantScheme::Axis::Channel)
       unit = std::max(unit, q->groupSize(d));
   int capacity = std::max(unit, (w.tokens + unit - 1) / unit * unit);
+  if (s.pageTokens) // whole pages (a page is a multiple of the unit)
+    capacity = (capacity + s.pageTokens - 1) / s.pageTokens * s.pageTokens;
   size_t rows = size_t(w.batch) * s.kvHeads;
   int sinkCap = std::max(1, w.sinkTokens),
       residualCap = std::max(1, w.residualTokens);
@@ -198,6 +200,43 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
       return std::move(e);
   }
 
+  // A paged spec reads the stores as a pool of pages in reverse order,
+  // through a block table (as an engine's page allocator might hand them
+  // out).
+  std::vector<int32_t> blockTable;
+  int maxPages = 0, numPages = 0;
+  if (s.pageTokens) {
+    maxPages = capacity / s.pageTokens;
+    numPages = w.batch * maxPages;
+    for (int i = 0; i < numPages; ++i)
+      blockTable.push_back(numPages - 1 - i);
+    void **tensors[6] = {&words[0], &scales[0], &zeros[0],
+                         &words[1], &scales[1], &zeros[1]};
+    for (int i = 0; i < 6; ++i) {
+      const QuantScheme &q = *schemes[i / 3];
+      size_t block = i % 3 == 0
+                         ? packedWordCount(q, d, 1, s.pageTokens) * 4
+                         : scaleCount(q, d, 1, s.pageTokens) * scaleBytes(q);
+      llvm::Expected<void *> pool = poisoned(block * numPages * s.kvHeads);
+      if (!pool)
+        return pool.takeError();
+      char *to = static_cast<char *>(*pool);
+      const char *from = static_cast<const char *>(*tensors[i]);
+      for (int b = 0; b < w.batch; ++b)
+        for (int h = 0; h < s.kvHeads; ++h)
+          for (int slot = 0; slot < maxPages; ++slot) {
+            size_t page = blockTable[size_t(b) * maxPages + slot];
+            if (llvm::Error e = runtime.copyOnDevice(
+                    to + (page * s.kvHeads + h) * block,
+                    from +
+                        ((size_t(b) * s.kvHeads + h) * maxPages + slot) * block,
+                    block))
+              return std::move(e);
+          }
+      *tensors[i] = *pool;
+    }
+  }
+
   AttentionCall call;
   llvm::Expected<void *> qp = make(q.data(), q.size() * 2);
   llvm::Expected<void *> sk = make(sinkK.data(), sinkK.size() * 2);
@@ -224,7 +263,16 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   call.hostLengths = lengths.data();
   call.out = *out;
   call.batch = w.batch;
-  call.bodyCapacity = capacity;
+  call.bodyCapacity = s.pageTokens ? 0 : capacity;
+  if (s.pageTokens) {
+    llvm::Expected<void *> table =
+        make(blockTable.data(), blockTable.size() * 4);
+    if (!table)
+      return table.takeError();
+    call.blockTable = static_cast<const int32_t *>(*table);
+    call.maxPages = maxPages;
+    call.numPages = numPages;
+  }
   call.sinkCapacity = sinkCap;
   call.residualCapacity = residualCap;
   auto start = std::chrono::steady_clock::now();
