@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -90,6 +91,53 @@ std::vector<uint16_t> randomHalves(size_t n, std::mt19937 &rng) {
   return out;
 }
 
+KernelSpec specOf(const char *text) {
+  KernelSpec spec;
+  EXPECT_FALSE(parseKernelSpec(text, spec)) << text;
+  return spec;
+}
+
+/// A JIT runtime on `backend` with its own cache, and the device buffers
+/// a test uploads, released at the end.
+struct TestRuntime {
+  explicit TestRuntime(Backend backend) : scratch("kvq-paged-test") {
+    RuntimeOptions options = jit::options();
+    options.backend = backend;
+    options.cacheDir = scratch.path() + "/cache";
+    runtime = llvm::cantFail(Runtime::create(options));
+  }
+  ~TestRuntime() {
+    for (void *p : owned)
+      runtime->release(p);
+  }
+  /// `bytes` of device memory holding `host` (if given); null for 0 bytes.
+  void *upload(const void *host, size_t bytes) {
+    if (bytes == 0)
+      return nullptr;
+    void *p = llvm::cantFail(runtime->allocate(bytes));
+    owned.push_back(p);
+    if (host)
+      llvm::cantFail(runtime->copyIn(p, host, bytes));
+    return p;
+  }
+  /// Runs `call` with an output and a workspace allocated here; the
+  /// output's `halves`. An error fails the test.
+  std::vector<uint16_t> attend(const KernelSpec &spec, AttentionCall call,
+                               size_t halves) {
+    call.out = upload(nullptr, halves * 2);
+    call.workspace = upload(
+        nullptr, llvm::cantFail(runtime->attentionWorkspaceBytes(spec, call)));
+    llvm::Error error = runtime->attention(spec, call);
+    EXPECT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
+    std::vector<uint16_t> out(halves);
+    llvm::cantFail(runtime->copyOut(out.data(), call.out, halves * 2));
+    return out;
+  }
+  kvq::testing::ScratchDirectory scratch;
+  std::unique_ptr<Runtime> runtime;
+  std::vector<void *> owned;
+};
+
 class PagedAttentionTest
     : public ::testing::TestWithParam<std::tuple<std::string, Backend>> {};
 
@@ -125,20 +173,9 @@ TEST_P(PagedAttentionTest, PermutedPagesEqualTheContiguousBodyBitForBit) {
   std::vector<int32_t> lengths = {kSink, capacity, kResidual, 3,        160,
                                   7,     kSink,    32,        kResidual};
 
-  kvq::testing::ScratchDirectory scratch("kvq-paged-test");
-  RuntimeOptions options = jit::options();
-  options.backend = backend;
-  options.cacheDir = scratch.path() + "/cache";
-  std::unique_ptr<Runtime> runtime = llvm::cantFail(Runtime::create(options));
-  std::vector<void *> owned;
-  auto upload = [&](const void *host, size_t bytes) -> void * {
-    if (bytes == 0)
-      return nullptr;
-    void *p = llvm::cantFail(runtime->allocate(bytes));
-    owned.push_back(p);
-    if (host)
-      llvm::cantFail(runtime->copyIn(p, host, bytes));
-    return p;
+  TestRuntime test(backend);
+  auto upload = [&](const void *host, size_t bytes) {
+    return test.upload(host, bytes);
   };
 
   auto run = [&](const KernelSpec &spec) {
@@ -174,14 +211,7 @@ TEST_P(PagedAttentionTest, PermutedPagesEqualTheContiguousBodyBitForBit) {
     } else {
       call.bodyCapacity = capacity;
     }
-    call.out = upload(nullptr, q.size() * 2);
-    call.workspace = upload(
-        nullptr, llvm::cantFail(runtime->attentionWorkspaceBytes(spec, call)));
-    llvm::Error error = runtime->attention(spec, call);
-    EXPECT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
-    std::vector<uint16_t> out(q.size());
-    llvm::cantFail(runtime->copyOut(out.data(), call.out, out.size() * 2));
-    return out;
+    return test.attend(spec, call, q.size());
   };
   std::vector<uint16_t> expected = run(contiguous);
   std::vector<uint16_t> actual = run(paged);
@@ -189,8 +219,6 @@ TEST_P(PagedAttentionTest, PermutedPagesEqualTheContiguousBodyBitForBit) {
   EXPECT_NE(std::count(expected.begin(), expected.end(), 0),
             long(expected.size()))
       << "the output must not be trivially zero";
-  for (void *p : owned)
-    runtime->release(p);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -203,19 +231,11 @@ INSTANTIATE_TEST_SUITE_P(
              backendName(std::get<1>(info.param));
     });
 
-} // namespace
-
-namespace {
-
 TEST(PagedAttentionCallTest, BadPagedCallsAreTypedErrorsNamingTheValue) {
-  kvq::testing::ScratchDirectory scratch("kvq-paged-call-test");
-  RuntimeOptions options = jit::options();
-  options.backend = Backend::Reference;
-  options.cacheDir = scratch.path() + "/cache";
-  std::unique_ptr<Runtime> runtime = llvm::cantFail(Runtime::create(options));
-  KernelSpec paged;
-  ASSERT_FALSE(parseKernelSpec(
-      "attention k=4t64 v=4t64 d=64 hq=4 hkv=2 paged=64 nosegments", paged));
+  TestRuntime test(Backend::Reference);
+  Runtime *runtime = test.runtime.get();
+  KernelSpec paged =
+      specOf("attention k=4t64 v=4t64 d=64 hq=4 hkv=2 paged=64 nosegments");
   KernelSpec contiguous = paged;
   contiguous.pageTokens = 0;
   alignas(256) static char buffer[1 << 16];
@@ -247,6 +267,53 @@ TEST(PagedAttentionCallTest, BadPagedCallsAreTypedErrorsNamingTheValue) {
             "a paged body");
   EXPECT_NE(message(contiguous, call).find("which is not paged (paged=N)"),
             std::string::npos);
+}
+
+/// Device data is not trusted: a block table naming pages outside the pool
+/// and body lengths far past the table's reach (not checked at launch: no
+/// host copy of the lengths) make the kernel read only inside its buffers,
+/// which the emulator checks for every access.
+TEST(PagedAttentionBoundsTest, HostileTablesAndLengthsStayInsideThePool) {
+  TestRuntime test(Backend::Emulator);
+  KernelSpec spec = specOf("attention k=2c32 v=2t32 d=64 hq=4 hkv=2 paged=64");
+  constexpr int batch = 2, maxPages = 2, numPages = 3, heads = 2, d = 64;
+  std::mt19937 rng(77);
+  auto upload = [&](const void *host, size_t bytes) {
+    return test.upload(host, bytes);
+  };
+  QuantizedBytes k =
+      randomQuantized(spec.key, size_t(numPages) * heads, 64, rng);
+  QuantizedBytes v =
+      randomQuantized(spec.value, size_t(numPages) * heads, 64, rng);
+  std::vector<uint16_t> q = randomHalves(size_t(batch) * 4 * d, rng);
+  std::vector<uint16_t> sink = randomHalves(size_t(batch) * heads * 4 * d, rng);
+  std::vector<uint16_t> resid =
+      randomHalves(size_t(batch) * heads * 16 * d, rng);
+  std::vector<int32_t> table = {1000, -7, 2, 0};
+  std::vector<int32_t> lengths = {4, 100000, 16, 9, 50000, 999};
+  AttentionCall call;
+  call.q = upload(q.data(), q.size() * 2);
+  call.keyWords = upload(k.words.data(), k.words.size());
+  call.keyScales = upload(k.scales.data(), k.scales.size());
+  call.keyZeros = upload(k.zeros.data(), k.zeros.size());
+  call.valueWords = upload(v.words.data(), v.words.size());
+  call.valueScales = upload(v.scales.data(), v.scales.size());
+  call.valueZeros = upload(v.zeros.data(), v.zeros.size());
+  call.sinkKeys = call.sinkValues = upload(sink.data(), sink.size() * 2);
+  call.residualKeys = call.residualValues =
+      upload(resid.data(), resid.size() * 2);
+  call.lengths =
+      static_cast<int32_t *>(upload(lengths.data(), lengths.size() * 4));
+  call.blockTable =
+      static_cast<int32_t *>(upload(table.data(), table.size() * 4));
+  call.batch = batch;
+  call.maxPages = maxPages;
+  call.numPages = numPages;
+  call.sinkCapacity = 4;
+  call.residualCapacity = 16;
+  std::vector<uint16_t> out = test.attend(spec, call, q.size());
+  for (uint16_t h : out)
+    EXPECT_TRUE(std::isfinite(ref::fromHalfBits(h, HalfType::F16)));
 }
 
 } // namespace
