@@ -263,12 +263,15 @@ bool RemoteCache::acquire(const std::string &key) {
 
 std::optional<Entry> RemoteCache::waitFor(const std::string &key,
                                           std::string *why) {
+  std::string refused;
+  if (!why)
+    why = &refused;
   auto deadline = std::chrono::steady_clock::now() +
                   std::chrono::milliseconds(impl->options.waitMs);
   while (available() && std::chrono::steady_clock::now() < deadline) {
     if (std::optional<Entry> entry = load(key, why))
       return entry;
-    if (why && !why->empty())
+    if (!why->empty())
       return std::nullopt; // a refused value: build it ourselves
     Reply holder = impl->command({"EXISTS", impl->lockKey(key)});
     if (!holder ||
@@ -295,14 +298,22 @@ std::vector<std::string> RemoteCache::keys() {
   do {
     Reply reply =
         impl->command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2)
+    // The reply is the server's: its shape is checked before it is read.
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY)
       break;
     cursor = std::string(reply->element[0]->str, reply->element[0]->len);
     redisReply *list = reply->element[1];
-    size_t skip = impl->entryKey("").size();
-    for (size_t i = 0; i < list->elements; ++i)
-      out.push_back(std::string(list->element[i]->str, list->element[i]->len)
-                        .substr(skip));
+    std::string entries = impl->entryKey("");
+    for (size_t i = 0; i < list->elements; ++i) {
+      const redisReply *item = list->element[i];
+      if (item->type != REDIS_REPLY_STRING)
+        continue;
+      llvm::StringRef name(item->str, item->len);
+      if (name.consume_front(entries))
+        out.push_back(name.str());
+    }
   } while (cursor != "0");
   return out;
 }

@@ -337,10 +337,15 @@ struct Runtime::Impl {
     std::string problem;
     std::shared_ptr<CompiledKernels> k =
         fromEntry(spec, *entry, "remote", problem);
+    if (!k) {
+      logLine("remote " + problem + "; rebuilding it");
+      return nullptr;
+    }
     auto image = entry->files.find("kernels.so");
-    if (!k ||
-        load(*k, image == entry->files.end() ? std::string() : image->second)) {
-      logLine("cannot load remote " + key);
+    if (llvm::Error e = load(*k, image == entry->files.end() ? std::string()
+                                                             : image->second)) {
+      logLine("cannot load remote " + key + ": " +
+              llvm::toString(std::move(e)));
       return nullptr;
     }
     if (disk)
