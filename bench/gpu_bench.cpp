@@ -270,8 +270,17 @@ llvm::Error Suite::run() {
            << " tokens: above --max-batch-tokens=" << maxBatchTokens << "\n";
         continue;
       }
+      size_t first = rows.size();
       if (llvm::Error e = runContext(batch, t))
         return e;
+      // Progress on stderr as each context ends: the tables come at the
+      // end, and a run cut off by a time limit keeps what it measured.
+      for (size_t i = first; i < rows.size(); ++i)
+        llvm::errs() << llvm::formatv(
+            "kvq-gpu-bench: {0} batch {1} tokens {2} gqa {3}: {4:F1} us "
+            "(median), {5}\n",
+            rows[i].preset, rows[i].batch, rows[i].tokens, rows[i].gqa,
+            rows[i].time.medianMs * 1e3, rows[i].ok ? "ok" : "FAIL");
     }
 
   os << "\n## Decode attention (one layer, all sequences)\n\n"

@@ -53,19 +53,19 @@ log() { echo "device-run: $*" | tee -a "$out/device-run.log" >&2; }
 cat "$out/device.md" >&2
 
 log "correctness suite"
-timeout 240 "$bench" "${KVQ_SUITE_CHECK[@]}" --out="$out/check.md" 2> "$out/check.log"
+timeout 150 "$bench" "${KVQ_SUITE_CHECK[@]}" --out="$out/check.md" 2> "$out/check.log"
 check=$?
 log "correctness exit status $check ($(( $(date +%s) - start )) s)"
 grep MISMATCH "$out/check.md" >&2 || true
 
 log "attention benchmark"
-timeout 330 "$bench" "${KVQ_SUITE_BENCH[@]}" --out="$out/bench.md" 2> "$out/bench.log"
+timeout 240 "$bench" "${KVQ_SUITE_BENCH[@]}" --out="$out/bench.md" 2> "$out/bench.log"
 timing=$?
 log "benchmark exit status $timing ($(( $(date +%s) - start )) s)"
 
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   log "PyTorch SDPA baseline"
-  timeout 90 python3 "$here/sdpa_baseline.py" "${KVQ_SUITE_BENCH[@]}" > "$out/sdpa.md" 2> "$out/sdpa.log"
+  timeout 60 python3 "$here/sdpa_baseline.py" "${KVQ_SUITE_BENCH[@]}" > "$out/sdpa.md" 2> "$out/sdpa.log"
   log "SDPA exit status $? ($(( $(date +%s) - start )) s)"
 else
   printf '\n## PyTorch scaled_dot_product_attention\n\nNot measured: PyTorch with CUDA is not installed on this machine.\n' > "$out/sdpa.md"
