@@ -34,6 +34,7 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
@@ -813,6 +814,9 @@ std::string utcNow() {
 } // namespace
 
 int main(int argc, char **argv) {
+  // A crash prints a stack trace (module + offset: symbolize it against the
+  // unstripped build/runtime-only/bin/kvq-gpu-bench).
+  llvm::InitLLVM init(argc, argv);
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,

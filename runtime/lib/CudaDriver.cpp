@@ -10,41 +10,56 @@
 #include <cuda.h>
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <mutex>
 
 using namespace kvq::cuda;
 
 char NoDriverError::ID = 0;
 
+// Every driver entry point kvq calls, named once: the member's type comes
+// from cuda.h's prototype and its symbol from cuda.h's versioning macros
+// (cuMemAlloc -> cuMemAlloc_v2), exactly what linking libcuda would bind.
+// Declaring and resolving from one list means no entry point can be called
+// without having been resolved (a missing one was a null call on the GPU).
+#define KVQ_CUDA_ENTRY_POINTS(X)                                               \
+  X(cuInit)                                                                    \
+  X(cuDeviceGetCount)                                                          \
+  X(cuDeviceGet)                                                               \
+  X(cuDeviceGetName)                                                           \
+  X(cuDeviceGetAttribute)                                                      \
+  X(cuDevicePrimaryCtxRetain)                                                  \
+  X(cuCtxSetCurrent)                                                           \
+  X(cuCtxSynchronize)                                                          \
+  X(cuModuleLoadData)                                                          \
+  X(cuModuleUnload)                                                            \
+  X(cuModuleGetFunction)                                                       \
+  X(cuFuncSetAttribute)                                                        \
+  X(cuLaunchKernel)                                                            \
+  X(cuMemAlloc)                                                                \
+  X(cuMemFree)                                                                 \
+  X(cuMemcpyHtoD)                                                              \
+  X(cuMemcpyDtoH)                                                              \
+  X(cuMemcpyDtoD)                                                              \
+  X(cuGetErrorString)                                                          \
+  X(cuDeviceTotalMem)                                                          \
+  X(cuEventCreate)                                                             \
+  X(cuEventRecord)                                                             \
+  X(cuEventSynchronize)                                                        \
+  X(cuEventDestroy)
+
+// The symbol a name binds to, after cuda.h's #defines have renamed it.
+#define KVQ_SYMBOL_OF(name) KVQ_STRINGIFY(name)
+#define KVQ_STRINGIFY(name) #name
+
 struct Driver::Api {
   void *handle = nullptr;
-  CUresult (*cuInit)(unsigned);
-  CUresult (*cuDeviceGetCount)(int *);
-  CUresult (*cuDeviceGet)(CUdevice *, int);
-  CUresult (*cuDeviceGetName)(char *, int, CUdevice);
-  CUresult (*cuDeviceGetAttribute)(int *, CUdevice_attribute, CUdevice);
-  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
-  CUresult (*cuCtxSetCurrent)(CUcontext);
-  CUresult (*cuCtxSynchronize)();
-  CUresult (*cuModuleLoadData)(CUmodule *, const void *);
-  CUresult (*cuModuleUnload)(CUmodule);
-  CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
-  CUresult (*cuFuncSetAttribute)(CUfunction, CUfunction_attribute, int);
-  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned,
-                             unsigned, unsigned, unsigned, CUstream, void **,
-                             void **);
-  CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
-  CUresult (*cuMemFree)(CUdeviceptr);
-  CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
-  CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
-  CUresult (*cuMemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
-  CUresult (*cuGetErrorString)(CUresult, const char **);
-  CUresult (*cuDeviceTotalMem)(size_t *, CUdevice);
-  CUresult (*cuEventCreate)(CUevent *, unsigned);
-  CUresult (*cuEventRecord)(CUevent, CUstream);
-  CUresult (*cuEventSynchronize)(CUevent);
-  CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
-  CUresult (*cuEventDestroy)(CUevent);
+#define KVQ_DECLARE(name) decltype(&::name) name = nullptr;
+  KVQ_CUDA_ENTRY_POINTS(KVQ_DECLARE)
+#undef KVQ_DECLARE
+  /// cuEventElapsedTime_v2 since CUDA 12.8; older drivers have only v1 (same
+  /// signature), so it is resolved apart from the list.
+  CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent) = nullptr;
   CUcontext context = nullptr;
 
   llvm::Error check(CUresult result, const char *what) const {
@@ -104,7 +119,12 @@ llvm::Expected<Driver *> Driver::get(const std::string &library) {
   if (!failure.empty() && library.empty())
     return llvm::make_error<NoDriverError>(failure);
 
-  std::string name = library.empty() ? "libcuda.so.1" : library;
+  // KVQ_CUDA_DRIVER: a driver outside the loader's path (or the tests'
+  // fake driver, test/unit/fake-driver), read once at first use.
+  const char *fromEnv = std::getenv("KVQ_CUDA_DRIVER");
+  std::string name = !library.empty()      ? library
+                     : fromEnv && *fromEnv ? std::string(fromEnv)
+                                           : std::string("libcuda.so.1");
   auto fail = [&](const std::string &why) -> llvm::Error {
     std::string message = "no CUDA driver: " + why;
     if (library.empty())
@@ -117,36 +137,18 @@ llvm::Expected<Driver *> Driver::get(const std::string &library) {
     return fail(name + " could not be loaded (" + dlerror() +
                 "); kernels can still be compiled and cached, and the "
                 "emulator backend runs them on the CPU");
-  bool ok =
-      resolve(api->handle, "cuInit", api->cuInit) &&
-      resolve(api->handle, "cuDeviceGetCount", api->cuDeviceGetCount) &&
-      resolve(api->handle, "cuDeviceGet", api->cuDeviceGet) &&
-      resolve(api->handle, "cuDeviceGetName", api->cuDeviceGetName) &&
-      resolve(api->handle, "cuDeviceGetAttribute", api->cuDeviceGetAttribute) &&
-      resolve(api->handle, "cuDevicePrimaryCtxRetain",
-              api->cuDevicePrimaryCtxRetain) &&
-      resolve(api->handle, "cuCtxSetCurrent", api->cuCtxSetCurrent) &&
-      resolve(api->handle, "cuCtxSynchronize", api->cuCtxSynchronize) &&
-      resolve(api->handle, "cuModuleLoadData", api->cuModuleLoadData) &&
-      resolve(api->handle, "cuModuleUnload", api->cuModuleUnload) &&
-      resolve(api->handle, "cuModuleGetFunction", api->cuModuleGetFunction) &&
-      resolve(api->handle, "cuFuncSetAttribute", api->cuFuncSetAttribute) &&
-      resolve(api->handle, "cuLaunchKernel", api->cuLaunchKernel) &&
-      resolve(api->handle, "cuMemAlloc_v2", api->cuMemAlloc) &&
-      resolve(api->handle, "cuMemFree_v2", api->cuMemFree) &&
-      resolve(api->handle, "cuMemcpyHtoD_v2", api->cuMemcpyHtoD) &&
-      resolve(api->handle, "cuMemcpyDtoH_v2", api->cuMemcpyDtoH) &&
-      resolve(api->handle, "cuGetErrorString", api->cuGetErrorString) &&
-      resolve(api->handle, "cuDeviceTotalMem_v2", api->cuDeviceTotalMem) &&
-      resolve(api->handle, "cuEventCreate", api->cuEventCreate) &&
-      resolve(api->handle, "cuEventRecord", api->cuEventRecord) &&
-      resolve(api->handle, "cuEventSynchronize", api->cuEventSynchronize) &&
-      resolve(api->handle, "cuEventDestroy_v2", api->cuEventDestroy) &&
-      // cuEventElapsedTime_v2 since CUDA 12.8; older drivers have only v1.
-      (resolve(api->handle, "cuEventElapsedTime_v2", api->cuEventElapsedTime) ||
-       resolve(api->handle, "cuEventElapsedTime", api->cuEventElapsedTime));
-  if (!ok)
-    return fail(name + " lacks a driver API entry point kvq needs");
+  std::string missing;
+  auto need = [&](const char *symbol, auto &slot) {
+    if (!resolve(api->handle, symbol, slot))
+      missing += (missing.empty() ? "" : ", ") + std::string(symbol);
+  };
+#define KVQ_RESOLVE(name) need(KVQ_SYMBOL_OF(name), api->name);
+  KVQ_CUDA_ENTRY_POINTS(KVQ_RESOLVE)
+#undef KVQ_RESOLVE
+  if (!resolve(api->handle, "cuEventElapsedTime_v2", api->cuEventElapsedTime))
+    need("cuEventElapsedTime", api->cuEventElapsedTime);
+  if (!missing.empty())
+    return fail(name + " lacks driver API entry points kvq needs: " + missing);
   int count = 0;
   if (api->cuInit(0) != CUDA_SUCCESS ||
       api->cuDeviceGetCount(&count) != CUDA_SUCCESS || count == 0)

@@ -1,0 +1,149 @@
+//===- FakeCudaDriver.cpp - a libcuda stand-in for tests without a GPU ----===//
+//
+// Exports the driver entry points kvq resolves, by the symbols cuda.h binds
+// them to, over host memory: "device" pointers are malloc'ed, copies are
+// memcpy, events read the host clock, modules are accepted and launches are
+// counted (no kernel runs). The runtime's driver layer (which symbols it
+// resolves, how it calls them) is then testable on a machine with no GPU.
+//
+// Built twice: KVQ_FAKE_OMIT_DTOD leaves cuMemcpyDtoD_v2 out, the shape of
+// a driver that lacks one entry point.
+//
+//===----------------------------------------------------------------------===//
+
+#include <cuda.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#define FAKE extern "C" __attribute__((visibility("default")))
+
+namespace {
+int launches = 0;
+int moduleToken = 0; // distinct addresses to hand out as handles
+double nowMillis() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+} // namespace
+
+FAKE int kvqFakeLaunchCount() { return launches; }
+
+FAKE CUresult cuInit(unsigned) { return CUDA_SUCCESS; }
+FAKE CUresult cuDeviceGetCount(int *count) {
+  *count = 1;
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuDeviceGet(CUdevice *device, int ordinal) {
+  if (ordinal != 0)
+    return CUDA_ERROR_INVALID_DEVICE;
+  *device = 0;
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuDeviceGetName(char *name, int length, CUdevice) {
+  std::strncpy(name, "kvq fake device", size_t(length));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuDeviceGetAttribute(int *value, CUdevice_attribute attribute,
+                                   CUdevice) {
+  switch (attribute) {
+  case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR:
+    *value = 9;
+    break;
+  case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT:
+    *value = 132;
+    break;
+  case CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE:
+    *value = 1 << 20;
+    break;
+  default:
+    *value = 0;
+  }
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice) {
+  *bytes = size_t(1) << 30;
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuDevicePrimaryCtxRetain(CUcontext *context, CUdevice) {
+  *context = reinterpret_cast<CUcontext>(&moduleToken);
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuCtxSetCurrent(CUcontext) { return CUDA_SUCCESS; }
+FAKE CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+FAKE CUresult cuModuleLoadData(CUmodule *module, const void *image) {
+  if (!image)
+    return CUDA_ERROR_INVALID_IMAGE;
+  *module = reinterpret_cast<CUmodule>(new int(++moduleToken));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuModuleUnload(CUmodule module) {
+  delete reinterpret_cast<int *>(module);
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuModuleGetFunction(CUfunction *function, CUmodule module,
+                                  const char *) {
+  *function = reinterpret_cast<CUfunction>(module);
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuFuncSetAttribute(CUfunction, CUfunction_attribute, int) {
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, unsigned, CUstream, void **,
+                             void **) {
+  ++launches;
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes) {
+  // 256-byte aligned, as cuMemAlloc promises (the runtime checks it).
+  void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+  if (!p)
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  *pointer = reinterpret_cast<CUdeviceptr>(p);
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuMemFree_v2(CUdeviceptr pointer) {
+  std::free(reinterpret_cast<void *>(pointer));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t bytes) {
+  std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t bytes) {
+  std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
+  return CUDA_SUCCESS;
+}
+#ifndef KVQ_FAKE_OMIT_DTOD
+FAKE CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+  std::memcpy(reinterpret_cast<void *>(dst),
+              reinterpret_cast<const void *>(src), bytes);
+  return CUDA_SUCCESS;
+}
+#endif
+FAKE CUresult cuGetErrorString(CUresult, const char **text) {
+  *text = "fake driver error";
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuEventCreate(CUevent *event, unsigned) {
+  *event = reinterpret_cast<CUevent>(new double(0));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuEventRecord(CUevent event, CUstream) {
+  *reinterpret_cast<double *>(event) = nowMillis();
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuEventSynchronize(CUevent) { return CUDA_SUCCESS; }
+FAKE CUresult cuEventElapsedTime_v2(float *millis, CUevent start,
+                                    CUevent stop) {
+  *millis = float(*reinterpret_cast<double *>(stop) -
+                  *reinterpret_cast<double *>(start));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuEventDestroy_v2(CUevent event) {
+  delete reinterpret_cast<double *>(event);
+  return CUDA_SUCCESS;
+}
