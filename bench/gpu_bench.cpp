@@ -84,6 +84,12 @@ cl::opt<int> iterations("iterations", cl::init(20),
                         cl::cat(category));
 cl::opt<int> warmup("warmup", cl::init(3), cl::desc("Untimed runs first"),
                     cl::cat(category));
+cl::opt<std::string> wavesList(
+    "waves", cl::init(""),
+    cl::desc("Also time each attention with the body split for these many "
+             "waves of blocks over the SMs (the runtime picks 2), e.g. "
+             "1,2,4,8,16: how the split count moves the time"),
+    cl::cat(category));
 cl::opt<std::string> cacheModel("cache-model", cl::init("llama-3-8b"),
                                 cl::desc("Model shape of the cache step"),
                                 cl::cat(category));
@@ -212,6 +218,14 @@ struct QuantizedBody {
   size_t bytes = 0; ///< words + scales + zeros of K and V
 };
 
+/// One attention timed at a forced split (--waves).
+struct SweepRow {
+  std::string preset;
+  int batch, tokens, gqa, waves, tokensPerSplit, blocks;
+  double medianUs, defaultUs;
+  std::string error; ///< why the launch failed, if it did
+};
+
 struct Row {
   std::string preset;
   int batch, tokens, gqa;
@@ -248,7 +262,12 @@ private:
   std::vector<std::string> presets;
   std::vector<int> gqas;
   std::vector<Row> rows;
+  std::vector<SweepRow> sweep;
   std::vector<std::string> quantizeRows, failures;
+  /// Times `call` again at each --waves split count.
+  llvm::Error sweepSplits(const std::string &label, const KernelSpec &spec,
+                          AttentionCall call, Context &c, double defaultUs,
+                          DeviceBuffers &mem);
 };
 
 llvm::Error Suite::run() {
@@ -320,6 +339,23 @@ llvm::Error Suite::run() {
                         r.preset, r.batch, r.tokens, r.gqa,
                         r.time.medianMs * 1e3, r.time.minMs * 1e3, gbps, peak,
                         copy, speedup, r.ok ? "ok" : "FAIL", r.error);
+  }
+  if (!sweep.empty()) {
+    os << "\n## Split sweep (--waves)\n\nThe same calls with the body "
+          "split for `waves` waves of blocks over the SMs (the runtime's "
+          "default: 2); `blocks`: attention blocks launched; `vs default`: "
+          "the default split's time over this one's.\n\n"
+          "| preset | batch | tokens | gqa | waves | tokens/split | blocks | "
+          "median us | vs default |\n|---|---|---|---|---|---|---|---|---|\n";
+    for (const SweepRow &r : sweep)
+      os << llvm::formatv(
+          "| {0} | {1} | {2} | {3} | {4} | {5} | {6} | {7} | {8} |\n", r.preset,
+          r.batch, r.tokens, r.gqa, r.waves, r.tokensPerSplit, r.blocks,
+          r.error.empty() ? std::string(llvm::formatv("{0:F1}", r.medianUs))
+                          : "error: " + r.error,
+          r.error.empty()
+              ? std::string(llvm::formatv("{0:F2}x", r.defaultUs / r.medianUs))
+              : "-");
   }
   os << "\n## Quantize (the runtime's quantize kernels)\n\n"
      << "`body`: quantizing the whole body of K and V (fp16 bytes read / "
@@ -536,9 +572,50 @@ llvm::Error Suite::attention(const std::string &label, const KernelSpec &spec,
                                      label, c.batch, c.tokens, row.gqa,
                                      *error));
   rows.push_back(row);
+  if (!wavesList.empty())
+    if (llvm::Error e =
+            sweepSplits(label, spec, call, c, time->medianMs * 1e3, mem))
+      return e;
   llvm::errs() << llvm::formatv(
       "  {0,-15} batch {1,3} tokens {2,7} gqa {3}: {4,9:F1} us  check {5:e}\n",
       label, c.batch, c.tokens, row.gqa, time->medianMs * 1e3, *error);
+  return llvm::Error::success();
+}
+
+llvm::Error Suite::sweepSplits(const std::string &label, const KernelSpec &spec,
+                               AttentionCall call, Context &c, double defaultUs,
+                               DeviceBuffers &mem) {
+  std::optional<cuda::DeviceInfo> device = runtime.device();
+  int sms = device ? device->smCount : 132;
+  int perWave = c.batch * spec.kvHeads; // blocks of one split
+  constexpr int kTile = 64; // the plan's tile at head_dim <= 128, gqa <= 8
+  for (int waves : parseList(wavesList, "waves")) {
+    int splits = std::max(1, (waves * sms + perWave - 1) / perWave);
+    int perSplit = (c.capacity + splits - 1) / splits;
+    perSplit = std::max(kTile, (perSplit + kTile - 1) / kTile * kTile);
+    call.tokensPerSplit = perSplit;
+    SweepRow r{label,
+               c.batch,
+               c.tokens,
+               spec.queryHeads / spec.kvHeads,
+               waves,
+               perSplit,
+               perWave * ((c.capacity + perSplit - 1) / perSplit),
+               0,
+               defaultUs,
+               ""};
+    llvm::Expected<Timing> t = timeAttention(spec, call, mem);
+    if (t)
+      r.medianUs = t->medianMs * 1e3;
+    else
+      r.error = llvm::toString(t.takeError());
+    llvm::errs() << llvm::formatv(
+        "kvq-gpu-bench: sweep {0} batch {1} tokens {2} gqa {3} waves {4} "
+        "({5} tokens/split, {6} blocks): {7:F1} us (default {8:F1}) {9}\n",
+        label, r.batch, r.tokens, r.gqa, waves, perSplit, r.blocks, r.medianUs,
+        defaultUs, r.error);
+    sweep.push_back(r);
+  }
   return llvm::Error::success();
 }
 
