@@ -272,6 +272,14 @@ llvm::Expected<KernelLaunch> kvq::planDequantize(const KernelSpec &spec,
 }
 
 namespace {
+/// The body is split so that the attention kernel launches about this many
+/// blocks per SM. Measured on an H200 (bench/results/gpu-h200.md, split
+/// sweep of every preset at batch 1/8, 8k-128k tokens, GQA 1/4): 4 waves
+/// beat 2 (the first default) in all 50 cases, 1.31x on the geometric mean;
+/// 8 waves leave a partial second round of resident blocks (1.06x) and 16-32
+/// help batch 8 but not batch 1.
+constexpr int64_t kBlocksPerSm = 4;
+
 int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
                    const AttentionCall &c) {
   if (c.tokensPerSplit > 0)
@@ -281,11 +289,11 @@ int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
   // The device's SMs when the runtime knows them (AttentionCall::smCount),
   // else the count the plan assumed for its arch.
   int64_t sms = c.smCount > 0 ? c.smCount : k.plan.smCount;
-  // Enough blocks for two waves over the SMs, each split a whole number of
-  // tiles and never shorter than the plan's minimum.
+  // Enough blocks for kBlocksPerSm waves over the SMs, each split a whole
+  // number of tiles and never shorter than the plan's minimum.
   int64_t blocksPerSplit = std::max(1, c.batch * spec.kvHeads);
-  int64_t wanted =
-      std::max<int64_t>(1, (2 * sms + blocksPerSplit - 1) / blocksPerSplit);
+  int64_t wanted = std::max<int64_t>(
+      1, (kBlocksPerSm * sms + blocksPerSplit - 1) / blocksPerSplit);
   int64_t perSplit = (c.bodyCapacity + wanted - 1) / wanted;
   perSplit = (perSplit + tile - 1) / tile * tile;
   return int(std::max(minimum, perSplit));

@@ -84,8 +84,19 @@ TEST_F(AttentionLaunch, ValidCallPlansBothKernels) {
   EXPECT_EQ(attention.grid, (std::array<unsigned, 3>{unsigned(splits), 2, 2}));
   EXPECT_EQ(attention.args.size(), 21u);
   EXPECT_EQ((*launches)[1].grid, (std::array<unsigned, 3>{8, 2, 1}));
-  // Splits fill two waves of the plan's 132 SMs, a whole number of tiles.
+  // Splits fill several waves of the plan's 132 SMs, a whole number of tiles.
   EXPECT_GT(splits, 2);
+}
+
+// A long body is split into about 4 blocks per SM (the measured best on an
+// H200): 2 sequences x 2 kv heads = 4 blocks a split, so 132 splits of the
+// plan's 132 SMs, each a whole number of 64-token tiles.
+TEST_F(AttentionLaunch, LongBodiesGiveFourBlocksPerSm) {
+  call.bodyCapacity = 132 * 1024;
+  int bodySplits = attentionBodySplits(spec, sourceFor(spec), call);
+  EXPECT_EQ(bodySplits, 132);
+  call.smCount = 66; // the device's own count wins over the plan's
+  EXPECT_EQ(attentionBodySplits(spec, sourceFor(spec), call), 66);
 }
 
 TEST_F(AttentionLaunch, BothKernelsGoToTheCallsStream) {
