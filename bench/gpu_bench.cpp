@@ -25,6 +25,7 @@
 #include "kvq/BufferSizes.h"
 #include "kvq/Codegen/GeneratedSource.h"
 #include "kvq/QuantizedKVCache.h"
+#include "kvq/Runtime/CudaDriver.h"
 #include "kvq/Runtime/Presets.h"
 #include "kvq/Runtime/Reference.h"
 #include "kvq/Runtime/Runtime.h"
@@ -89,6 +90,11 @@ cl::opt<std::string> wavesList(
     cl::desc("Also time each attention with the body split for these many "
              "waves of blocks over the SMs (the runtime picks 2), e.g. "
              "1,2,4,8,16: how the split count moves the time"),
+    cl::cat(category));
+cl::opt<std::string> graphContext(
+    "graph-context", cl::init("8,8192"),
+    cl::desc("batch,tokens of the CUDA-graph step (every layer of "
+             "--cache-model's attention, eager vs captured); empty: none"),
     cl::cat(category));
 cl::opt<std::string> cacheModel("cache-model", cl::init("llama-3-8b"),
                                 cl::desc("Model shape of the cache step"),
@@ -218,6 +224,15 @@ struct QuantizedBody {
   size_t bytes = 0; ///< words + scales + zeros of K and V
 };
 
+/// One decode step's attention over every layer, eager and as a graph.
+struct GraphRow {
+  std::string preset;
+  int batch, tokens, layers;
+  double eagerUs = 0, graphUs = 0;
+  bool identical = false;
+  std::string error; ///< why the capture or a launch failed, if one did
+};
+
 /// One attention timed at a forced split (--waves).
 struct SweepRow {
   std::string preset;
@@ -263,6 +278,12 @@ private:
   std::vector<int> gqas;
   std::vector<Row> rows;
   std::vector<SweepRow> sweep;
+  std::vector<GraphRow> graphs;
+  /// Times every layer's attention of one decode step eagerly on a stream,
+  /// then captured as a CUDA graph and replayed.
+  llvm::Error graphStep(const std::string &label, const KernelSpec &spec,
+                        AttentionCall call, Context &c, size_t outBytes,
+                        DeviceBuffers &mem);
   std::vector<std::string> quantizeRows, failures;
   /// Times `call` again at each --waves split count.
   llvm::Error sweepSplits(const std::string &label, const KernelSpec &spec,
@@ -339,6 +360,27 @@ llvm::Error Suite::run() {
                         r.preset, r.batch, r.tokens, r.gqa,
                         r.time.medianMs * 1e3, r.time.minMs * 1e3, gbps, peak,
                         copy, speedup, r.ok ? "ok" : "FAIL", r.error);
+  }
+  if (!graphs.empty()) {
+    os << "\n## CUDA graph: one decode step's attention, every layer\n\n"
+       << "Every layer's attention call (attention + combine kernels) on one "
+          "stream, eagerly and captured once as a CUDA graph (global capture "
+          "mode: a synchronizing, allocating or copying call inside would "
+          "have failed the capture) then replayed; median of "
+       << iterations
+       << " after warm-up, L2 flushed before each. The same K/V serve every "
+          "layer. `identical`: the replay's outputs (poisoned first) equal "
+          "the eager ones bit for bit.\n\n"
+          "| preset | batch | tokens | layers | eager us | graph us | graph "
+          "per layer us | identical |\n|---|---|---|---|---|---|---|---|\n";
+    for (const GraphRow &r : graphs)
+      os << llvm::formatv("| {0} | {1} | {2} | {3} | {4:F1} | {5:F1} | {6:F1} "
+                          "| {7} |\n",
+                          r.preset, r.batch, r.tokens, r.layers, r.eagerUs,
+                          r.graphUs, r.graphUs / r.layers,
+                          r.error.empty()
+                              ? std::string(r.identical ? "yes" : "NO")
+                              : "error: " + r.error);
   }
   if (!sweep.empty()) {
     os << "\n## Split sweep (--waves)\n\nThe same calls with the body "
@@ -572,6 +614,10 @@ llvm::Error Suite::attention(const std::string &label, const KernelSpec &spec,
                                      label, c.batch, c.tokens, row.gqa,
                                      *error));
   rows.push_back(row);
+  if (!graphContext.empty() && hq / kvHeads == gqas.front() &&
+      graphContext == std::to_string(c.batch) + "," + std::to_string(c.tokens))
+    if (llvm::Error e = graphStep(label, spec, call, c, q.size() * 2, mem))
+      return e;
   if (!wavesList.empty())
     if (llvm::Error e =
             sweepSplits(label, spec, call, c, time->medianMs * 1e3, mem))
@@ -579,6 +625,88 @@ llvm::Error Suite::attention(const std::string &label, const KernelSpec &spec,
   llvm::errs() << llvm::formatv(
       "  {0,-15} batch {1,3} tokens {2,7} gqa {3}: {4,9:F1} us  check {5:e}\n",
       label, c.batch, c.tokens, row.gqa, time->medianMs * 1e3, *error);
+  return llvm::Error::success();
+}
+
+llvm::Error Suite::graphStep(const std::string &label, const KernelSpec &spec,
+                             AttentionCall call, Context &c, size_t outBytes,
+                             DeviceBuffers &mem) {
+  if (runtime.backend() != Backend::Cuda)
+    return llvm::Error::success(); // graphs are a CUDA driver feature
+  llvm::Expected<cuda::Driver *> driver = cuda::Driver::get();
+  if (!driver)
+    return driver.takeError();
+  std::optional<ModelShape> model = findModel(cacheModel);
+  GraphRow row{label, c.batch, c.tokens, smoke ? 2 : model->layers};
+  llvm::Expected<void *> stream = (*driver)->createStream();
+  if (!stream)
+    return stream.takeError();
+  // Every layer writes its own output (the same K/V serve every layer: the
+  // step's launches, not its data, are what a graph changes).
+  std::vector<void *> outs;
+  for (int l = 0; l < row.layers; ++l) {
+    llvm::Expected<void *> out = mem.make(nullptr, outBytes);
+    if (!out)
+      return out.takeError();
+    outs.push_back(*out);
+  }
+  call.stream = *stream;
+  auto step = [&]() -> llvm::Error {
+    for (void *out : outs) {
+      call.out = out;
+      if (llvm::Error e = runtime.attention(spec, call))
+        return e;
+    }
+    return llvm::Error::success();
+  };
+  auto readBack = [&](std::vector<uint16_t> &host) -> llvm::Error {
+    host.resize(outs.size() * outBytes / 2);
+    for (size_t l = 0; l < outs.size(); ++l)
+      if (llvm::Error e =
+              runtime.copyOut(&host[l * outBytes / 2], outs[l], outBytes))
+        return e;
+    return llvm::Error::success();
+  };
+  std::vector<uint16_t> eager, replayed;
+  std::vector<uint8_t> poison(outBytes, 0xFF); // NaN in every half
+  llvm::Error failure = [&]() -> llvm::Error {
+    llvm::Expected<Timing> t = timer.measure(step);
+    if (!t)
+      return t.takeError();
+    row.eagerUs = t->medianMs * 1e3;
+    if (llvm::Error e = readBack(eager))
+      return e;
+    for (void *out : outs)
+      if (llvm::Error e = runtime.copyIn(out, poison.data(), outBytes))
+        return e;
+    llvm::Expected<std::unique_ptr<cuda::CapturedGraph>> graph =
+        (*driver)->capture(*stream, step);
+    if (!graph)
+      return graph.takeError();
+    llvm::Expected<Timing> g =
+        timer.measure([&] { return (*graph)->launch(*stream); });
+    if (!g)
+      return g.takeError();
+    row.graphUs = g->medianMs * 1e3;
+    if (llvm::Error e = readBack(replayed))
+      return e;
+    row.identical = eager == replayed;
+    return llvm::Error::success();
+  }();
+  if (failure)
+    row.error = llvm::toString(std::move(failure));
+  (*driver)->destroyStream(*stream);
+  if (!row.error.empty() || !row.identical)
+    failures.push_back(llvm::formatv(
+        "CUDA graph {0} batch {1} tokens {2}: {3}", label, c.batch, c.tokens,
+        row.error.empty() ? "replayed outputs differ from the eager ones"
+                          : row.error));
+  llvm::errs() << llvm::formatv(
+      "kvq-gpu-bench: graph {0} batch {1} tokens {2}, {3} layers: eager "
+      "{4:F1} us, graph {5:F1} us, {6} {7}\n",
+      label, c.batch, c.tokens, row.layers, row.eagerUs, row.graphUs,
+      row.identical ? "identical" : "DIFFERENT", row.error);
+  graphs.push_back(row);
   return llvm::Error::success();
 }
 
@@ -909,6 +1037,7 @@ int main(int argc, char **argv) {
     iterations = 1;
     warmup = 0;
     cacheContexts = "160";
+    graphContext = "2,256";
     checkHeadDims = "64";
     checkTokens = 200;
     checkBatch = 2;

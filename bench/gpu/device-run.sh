@@ -63,6 +63,27 @@ timeout 240 "$bench" "${KVQ_SUITE_BENCH[@]}" --out="$out/bench.md" 2> "$out/benc
 timing=$?
 log "benchmark exit status $timing ($(( $(date +%s) - start )) s)"
 
+# The smoke correctness run under compute-sanitizer's memcheck, where it is
+# installed: every preset's kernels, paged too, with no out-of-bounds or
+# misaligned access on the GPU itself.
+if [ "${KVQ_SUITE_BACKEND:-cuda}" = cuda ] && command -v compute-sanitizer > /dev/null; then
+  log "memcheck (compute-sanitizer, smoke correctness run)"
+  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    "$bench" "${KVQ_SUITE_MEMCHECK[@]}" --out="$out/memcheck-run.md" \
+    > "$out/memcheck.log" 2>&1
+  memcheck=$?
+  log "memcheck exit status $memcheck ($(( $(date +%s) - start )) s)"
+  {
+    printf '\n## Memory check\n\n`compute-sanitizer --tool memcheck` over `kvq-gpu-bench %s`: exit status %s.\n\n```\n' \
+      "${KVQ_SUITE_MEMCHECK[*]}" "$memcheck"
+    grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.log" | head -20
+    printf '```\n'
+  } > "$out/memcheck.md"
+else
+  memcheck=0
+  printf '\n## Memory check\n\nNot run: no compute-sanitizer here, or not the cuda backend.\n' > "$out/memcheck.md"
+fi
+
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   log "PyTorch SDPA baseline"
   timeout 60 python3 "$here/sdpa_baseline.py" "${KVQ_SUITE_BENCH[@]}" > "$out/sdpa.md" 2> "$out/sdpa.log"
@@ -76,14 +97,15 @@ fi
   echo
   echo "Bundle: $(head -3 "$here/MANIFEST.txt" | tr '\n' ' ')"
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - start )) s in all."
-  echo "Correctness exit status: $check; benchmark exit status: $timing."
+  echo "Correctness exit status: $check; benchmark exit status: $timing; memcheck exit status: $memcheck."
   echo
   cat "$out/device.md"
   echo
   cat "$out/check.md" 2>/dev/null
   echo
   cat "$out/bench.md" 2>/dev/null
+  cat "$out/memcheck.md" 2>/dev/null
   cat "$out/sdpa.md" 2>/dev/null
 } > "$out/results.md"
 log "results in $out/results.md"
-[ "$check" -eq 0 ] && [ "$timing" -eq 0 ]
+[ "$check" -eq 0 ] && [ "$timing" -eq 0 ] && [ "$memcheck" -eq 0 ]

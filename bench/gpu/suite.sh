@@ -11,6 +11,8 @@ KVQ_SUITE_CHECK=(--check --check-head-dims=64,128 --gqa=1,4,8)
 KVQ_SUITE_BENCH=(--batches=1,8 --tokens=1024,8192,32768,131072 --gqa=4,1
                  --head-dim=128 --kv-heads=8 --iterations=20 --warmup=3
                  --max-batch-tokens=262144 --cache-contexts=4096,32768)
+# Under compute-sanitizer's memcheck (slow: the smoke size).
+KVQ_SUITE_MEMCHECK=(--check --smoke)
 # The toy run the test suite makes on the CPU emulator.
 KVQ_SUITE_SMOKE=(--smoke)
 # Architectures the bundle carries CUBINs for (plus PTX in every entry).

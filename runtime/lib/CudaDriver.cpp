@@ -46,7 +46,16 @@ char NoDriverError::ID = 0;
   X(cuEventCreate)                                                             \
   X(cuEventRecord)                                                             \
   X(cuEventSynchronize)                                                        \
-  X(cuEventDestroy)
+  X(cuEventDestroy)                                                            \
+  X(cuStreamCreate)                                                            \
+  X(cuStreamDestroy)                                                           \
+  X(cuStreamSynchronize)                                                       \
+  X(cuStreamBeginCapture)                                                      \
+  X(cuStreamEndCapture)                                                        \
+  X(cuGraphInstantiate)                                                        \
+  X(cuGraphLaunch)                                                             \
+  X(cuGraphExecDestroy)                                                        \
+  X(cuGraphDestroy)
 
 // The symbol a name binds to, after cuda.h's #defines have renamed it.
 #define KVQ_SYMBOL_OF(name) KVQ_STRINGIFY(name)
@@ -280,4 +289,71 @@ Driver::timeMillis(const std::function<llvm::Error()> &work) {
   if (error)
     return std::move(error);
   return double(millis);
+}
+
+namespace {
+class CudaGraph final : public CapturedGraph {
+public:
+  CudaGraph(std::shared_ptr<Driver::Api> api, CUgraph graph, CUgraphExec exec)
+      : api(std::move(api)), graph(graph), exec(exec) {}
+  ~CudaGraph() override {
+    api->cuGraphExecDestroy(exec);
+    api->cuGraphDestroy(graph);
+  }
+  llvm::Error launch(void *stream) override {
+    return api->check(api->cuGraphLaunch(exec, static_cast<CUstream>(stream)),
+                      "cuGraphLaunch");
+  }
+
+private:
+  std::shared_ptr<Driver::Api> api;
+  CUgraph graph;
+  CUgraphExec exec;
+};
+} // namespace
+
+llvm::Expected<void *> Driver::createStream() {
+  CUstream stream = nullptr;
+  if (llvm::Error e = api->check(
+          api->cuStreamCreate(&stream, CU_STREAM_DEFAULT), "cuStreamCreate"))
+    return std::move(e);
+  return static_cast<void *>(stream);
+}
+
+void Driver::destroyStream(void *stream) {
+  if (stream)
+    api->cuStreamDestroy(static_cast<CUstream>(stream));
+}
+
+llvm::Error Driver::synchronize(void *stream) {
+  return api->check(api->cuStreamSynchronize(static_cast<CUstream>(stream)),
+                    "cuStreamSynchronize");
+}
+
+llvm::Expected<std::unique_ptr<CapturedGraph>>
+Driver::capture(void *stream, const std::function<llvm::Error()> &work) {
+  auto s = static_cast<CUstream>(stream);
+  // Global mode: any call that may synchronize or allocate, from any
+  // thread, while the capture is open invalidates it, so a capture that
+  // succeeds shows `work` did neither.
+  if (llvm::Error e = api->check(
+          api->cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL),
+          "cuStreamBeginCapture"))
+    return std::move(e);
+  llvm::Error failure = work();
+  CUgraph graph = nullptr;
+  llvm::Error ended =
+      api->check(api->cuStreamEndCapture(s, &graph), "cuStreamEndCapture");
+  if (failure || ended) {
+    if (graph)
+      api->cuGraphDestroy(graph);
+    return llvm::joinErrors(std::move(failure), std::move(ended));
+  }
+  CUgraphExec exec = nullptr;
+  if (llvm::Error e = api->check(api->cuGraphInstantiate(&exec, graph, 0),
+                                 "cuGraphInstantiate")) {
+    api->cuGraphDestroy(graph);
+    return std::move(e);
+  }
+  return std::make_unique<CudaGraph>(api, graph, exec);
 }

@@ -97,3 +97,50 @@ TEST(CudaDriverTest, ADriverLackingAnEntryPointIsRefusedByName) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(CudaDriverTest, CapturesAndReplaysAGraphOnAStream) {
+  cuda::Driver *driver = fakeDriver();
+  ASSERT_TRUE(driver);
+  llvm::Expected<void *> stream = driver->createStream();
+  ASSERT_TRUE(static_cast<bool>(stream)) << llvm::toString(stream.takeError());
+  int queued = 0;
+  llvm::Expected<std::unique_ptr<cuda::CapturedGraph>> graph =
+      driver->capture(*stream, [&] {
+        ++queued;
+        return llvm::Error::success();
+      });
+  ASSERT_TRUE(static_cast<bool>(graph)) << llvm::toString(graph.takeError());
+  EXPECT_EQ(queued, 1);
+  EXPECT_FALSE(static_cast<bool>((*graph)->launch(*stream)));
+  EXPECT_FALSE(static_cast<bool>(driver->synchronize(*stream)));
+  graph->reset();
+  driver->destroyStream(*stream);
+}
+
+TEST(CudaDriverTest, AFailedCaptureReportsWhy) {
+  cuda::Driver *driver = fakeDriver();
+  ASSERT_TRUE(driver);
+  // The default stream cannot be captured.
+  llvm::Expected<std::unique_ptr<cuda::CapturedGraph>> graph =
+      driver->capture(nullptr, [] { return llvm::Error::success(); });
+  ASSERT_FALSE(static_cast<bool>(graph));
+  EXPECT_NE(llvm::toString(graph.takeError()).find("cuStreamBeginCapture"),
+            std::string::npos);
+  // Work that fails: its error comes back, and the stream is usable after.
+  llvm::Expected<void *> stream = driver->createStream();
+  ASSERT_TRUE(static_cast<bool>(stream));
+  graph = driver->capture(*stream, [] {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "launch refused");
+  });
+  ASSERT_FALSE(static_cast<bool>(graph));
+  EXPECT_EQ(llvm::toString(graph.takeError()), "launch refused");
+  graph = driver->capture(*stream, [] { return llvm::Error::success(); });
+  EXPECT_TRUE(static_cast<bool>(graph)) << llvm::toString(graph.takeError());
+  graph->reset();
+  driver->destroyStream(*stream);
+}
+
+} // namespace

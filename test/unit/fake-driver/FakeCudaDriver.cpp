@@ -147,3 +147,41 @@ FAKE CUresult cuEventDestroy_v2(CUevent event) {
   delete reinterpret_cast<double *>(event);
   return CUDA_SUCCESS;
 }
+
+// Streams and graphs: handles only. A capture records nothing; replaying a
+// graph counts one launch per replay.
+FAKE CUresult cuStreamCreate(CUstream *stream, unsigned) {
+  *stream = reinterpret_cast<CUstream>(new int(0));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuStreamDestroy_v2(CUstream stream) {
+  delete reinterpret_cast<int *>(stream);
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
+FAKE CUresult cuStreamBeginCapture_v2(CUstream stream, CUstreamCaptureMode) {
+  if (!stream) // the legacy default stream cannot be captured
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuStreamEndCapture(CUstream, CUgraph *graph) {
+  *graph = reinterpret_cast<CUgraph>(new int(0));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph,
+                                          unsigned long long) {
+  *exec = reinterpret_cast<CUgraphExec>(new int(0));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuGraphLaunch(CUgraphExec, CUstream) {
+  ++launches;
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuGraphExecDestroy(CUgraphExec exec) {
+  delete reinterpret_cast<int *>(exec);
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuGraphDestroy(CUgraph graph) {
+  delete reinterpret_cast<int *>(graph);
+  return CUDA_SUCCESS;
+}

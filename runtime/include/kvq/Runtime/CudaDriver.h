@@ -49,6 +49,14 @@ public:
                              const std::vector<void *> &args, void *stream) = 0;
 };
 
+/// A CUDA graph captured from a stream and instantiated.
+class CapturedGraph {
+public:
+  virtual ~CapturedGraph() = default;
+  /// Replays every captured launch on `stream`.
+  virtual llvm::Error launch(void *stream) = 0;
+};
+
 class Driver {
 public:
   /// The driver of device 0, loading it on first use. `library` overrides
@@ -65,6 +73,16 @@ public:
   llvm::Error copyToHost(void *dst, const void *src, size_t bytes);
   llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes);
   llvm::Error synchronize();
+  /// A new stream (a CUstream; blocking with respect to the default stream).
+  llvm::Expected<void *> createStream();
+  void destroyStream(void *stream);
+  llvm::Error synchronize(void *stream);
+  /// Captures what `work` queues on `stream` into a CUDA graph (nothing
+  /// runs) and instantiates it. The capture is global: if `work` (or any
+  /// thread meanwhile) synchronizes, allocates or copies synchronously,
+  /// the capture fails, so a graph back means `work` did none of that.
+  llvm::Expected<std::unique_ptr<CapturedGraph>>
+  capture(void *stream, const std::function<llvm::Error()> &work);
   /// Milliseconds of GPU time between two events recorded around `work`
   /// on the default stream (waits for it).
   llvm::Expected<double> timeMillis(const std::function<llvm::Error()> &work);
