@@ -9,8 +9,8 @@
 # ceiling), runs the correctness suite (quantize bit-exact, attention vs the
 # reference, MISMATCH lines on failure), then the attention benchmark and,
 # when PyTorch with CUDA is installed, PyTorch SDPA on the same shapes.
-# Writes results.md and the raw logs to RESULTS_DIR (default: $OUT, else
-# ./gpu-results). Exits non-zero if any correctness check failed.
+# Writes results.md and raw-logs.tar.gz (every log and partial file) to
+# RESULTS_DIR (default: $OUT, else ./gpu-results). Exits non-zero if any correctness check failed.
 #
 # KVQ_SUITE_BACKEND=emulator runs the same flow on the CPU emulator at the
 # smoke size (the test suite does, to check this script without a GPU).
@@ -18,6 +18,11 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-${OUT:-$PWD/gpu-results}}
 mkdir -p "$out"
+# Raw logs go to a folder of their own and come back as one tarball: the
+# device tool returns at most 8 files from $OUT.
+raw="$out/raw"
+rm -rf "$raw" "$out/raw-logs.tar.gz"
+mkdir -p "$raw"
 bench="$here/bin/kvq-gpu-bench"
 export KVQ_BUNDLE="$here/kernels.kvqb"
 export KVQ_CACHE_DIR
@@ -39,7 +44,7 @@ if ! startup=$("$bench" --help 2>&1 >/dev/null); then
   exit 2
 fi
 start=$(date +%s)
-log() { echo "device-run: $*" | tee -a "$out/device-run.log" >&2; }
+log() { echo "device-run: $*" | tee -a "$raw/device-run.log" >&2; }
 
 {
   echo "## Device"
@@ -49,17 +54,17 @@ log() { echo "device-run: $*" | tee -a "$out/device-run.log" >&2; }
   nvidia-smi -q -d CLOCK 2>/dev/null | grep -iE "applications|default|sm|memory" | head -20
   echo "host: $(uname -srm), $(nproc) CPUs"
   echo '```'
-} > "$out/device.md"
-cat "$out/device.md" >&2
+} > "$raw/device.md"
+cat "$raw/device.md" >&2
 
 log "correctness suite"
-timeout 150 "$bench" "${KVQ_SUITE_CHECK[@]}" --out="$out/check.md" 2> "$out/check.log"
+timeout 150 "$bench" "${KVQ_SUITE_CHECK[@]}" --out="$raw/check.md" 2> "$raw/check.log"
 check=$?
 log "correctness exit status $check ($(( $(date +%s) - start )) s)"
-grep MISMATCH "$out/check.md" >&2 || true
+grep MISMATCH "$raw/check.md" >&2 || true
 
 log "attention benchmark"
-timeout 240 "$bench" "${KVQ_SUITE_BENCH[@]}" --out="$out/bench.md" 2> "$out/bench.log"
+timeout 240 "$bench" "${KVQ_SUITE_BENCH[@]}" --out="$raw/bench.md" 2> "$raw/bench.log"
 timing=$?
 log "benchmark exit status $timing ($(( $(date +%s) - start )) s)"
 
@@ -69,27 +74,27 @@ log "benchmark exit status $timing ($(( $(date +%s) - start )) s)"
 if [ "${KVQ_SUITE_BACKEND:-cuda}" = cuda ] && command -v compute-sanitizer > /dev/null; then
   log "memcheck (compute-sanitizer, smoke correctness run)"
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
-    "$bench" "${KVQ_SUITE_MEMCHECK[@]}" --out="$out/memcheck-run.md" \
-    > "$out/memcheck.log" 2>&1
+    "$bench" "${KVQ_SUITE_MEMCHECK[@]}" --out="$raw/memcheck-run.md" \
+    > "$raw/memcheck.log" 2>&1
   memcheck=$?
   log "memcheck exit status $memcheck ($(( $(date +%s) - start )) s)"
   {
     printf '\n## Memory check\n\n`compute-sanitizer --tool memcheck` over `kvq-gpu-bench %s`: exit status %s.\n\n```\n' \
       "${KVQ_SUITE_MEMCHECK[*]}" "$memcheck"
-    grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.log" | head -20
+    grep -E "ERROR SUMMARY|Invalid|out of bounds" "$raw/memcheck.log" | head -20
     printf '```\n'
-  } > "$out/memcheck.md"
+  } > "$raw/memcheck.md"
 else
   memcheck=0
-  printf '\n## Memory check\n\nNot run: no compute-sanitizer here, or not the cuda backend.\n' > "$out/memcheck.md"
+  printf '\n## Memory check\n\nNot run: no compute-sanitizer here, or not the cuda backend.\n' > "$raw/memcheck.md"
 fi
 
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   log "PyTorch SDPA baseline"
-  timeout 60 python3 "$here/sdpa_baseline.py" "${KVQ_SUITE_BENCH[@]}" > "$out/sdpa.md" 2> "$out/sdpa.log"
+  timeout 60 python3 "$here/sdpa_baseline.py" "${KVQ_SUITE_BENCH[@]}" > "$raw/sdpa.md" 2> "$raw/sdpa.log"
   log "SDPA exit status $? ($(( $(date +%s) - start )) s)"
 else
-  printf '\n## PyTorch scaled_dot_product_attention\n\nNot measured: PyTorch with CUDA is not installed on this machine.\n' > "$out/sdpa.md"
+  printf '\n## PyTorch scaled_dot_product_attention\n\nNot measured: PyTorch with CUDA is not installed on this machine.\n' > "$raw/sdpa.md"
 fi
 
 {
@@ -99,13 +104,14 @@ fi
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - start )) s in all."
   echo "Correctness exit status: $check; benchmark exit status: $timing; memcheck exit status: $memcheck."
   echo
-  cat "$out/device.md"
+  cat "$raw/device.md"
   echo
-  cat "$out/check.md" 2>/dev/null
+  cat "$raw/check.md" 2>/dev/null
   echo
-  cat "$out/bench.md" 2>/dev/null
-  cat "$out/memcheck.md" 2>/dev/null
-  cat "$out/sdpa.md" 2>/dev/null
+  cat "$raw/bench.md" 2>/dev/null
+  cat "$raw/memcheck.md" 2>/dev/null
+  cat "$raw/sdpa.md" 2>/dev/null
 } > "$out/results.md"
-log "results in $out/results.md"
+tar czf "$out/raw-logs.tar.gz" -C "$raw" . && rm -rf "$raw"
+log "results in $out/results.md, raw logs in $out/raw-logs.tar.gz"
 [ "$check" -eq 0 ] && [ "$timing" -eq 0 ] && [ "$memcheck" -eq 0 ]
