@@ -633,7 +633,8 @@ llvm::Error Suite::graphStep(const std::string &label, const KernelSpec &spec,
                              DeviceBuffers &mem) {
   if (runtime.backend() != Backend::Cuda)
     return llvm::Error::success(); // graphs are a CUDA driver feature
-  llvm::Expected<cuda::Driver *> driver = cuda::Driver::get();
+  llvm::Expected<cuda::Driver *> driver =
+      cuda::Driver::get(runtime.device()->ordinal);
   if (!driver)
     return driver.takeError();
   std::optional<ModelShape> model = findModel(cacheModel);

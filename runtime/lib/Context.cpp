@@ -81,7 +81,15 @@ std::unique_ptr<Context> Context::create(const ContextOptions &options,
                            std::to_string(int(options.backend)) + ")");
     return nullptr;
   }
+  if (options.device < 0) {
+    if (status)
+      *status = Status(StatusCode::InvalidArgument,
+                       "device must not be negative, got " +
+                           std::to_string(options.device));
+    return nullptr;
+  }
   RuntimeOptions runtimeOptions;
+  runtimeOptions.device = options.device;
   runtimeOptions.backend = toBackend(options.backend);
   runtimeOptions.arch = options.arch;
   runtimeOptions.cacheDir = options.cacheDir;

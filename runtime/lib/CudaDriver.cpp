@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <map>
 #include <mutex>
 
 using namespace kvq::cuda;
@@ -69,7 +70,7 @@ struct Driver::Api {
   /// cuEventElapsedTime_v2 since CUDA 12.8; older drivers have only v1 (same
   /// signature), so it is resolved apart from the list.
   CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent) = nullptr;
-  CUcontext context = nullptr;
+  int deviceCount = 0;
 
   llvm::Error check(CUresult result, const char *what) const {
     if (result == CUDA_SUCCESS)
@@ -91,13 +92,19 @@ template <typename F> bool resolve(void *handle, const char *name, F &out) {
 
 class CudaModule : public LoadedModule {
 public:
-  CudaModule(std::shared_ptr<Driver::Api> api, CUmodule module)
-      : api(std::move(api)), module(module) {}
-  ~CudaModule() override { api->cuModuleUnload(module); }
+  CudaModule(std::shared_ptr<Driver::Api> api, CUmodule module,
+             CUcontext context)
+      : api(std::move(api)), module(module), context(context) {}
+  ~CudaModule() override {
+    api->cuCtxSetCurrent(context);
+    api->cuModuleUnload(module);
+  }
 
   llvm::Error launch(const std::string &kernel, std::array<unsigned, 3> grid,
                      std::array<unsigned, 3> block,
                      const std::vector<void *> &args, void *stream) override {
+    // The module's device: its context current in this thread.
+    api->cuCtxSetCurrent(context);
     CUfunction function;
     if (llvm::Error e = api->check(
             api->cuModuleGetFunction(&function, module, kernel.c_str()),
@@ -114,38 +121,24 @@ public:
 private:
   std::shared_ptr<Driver::Api> api;
   CUmodule module;
+  CUcontext context;
 };
 
 } // namespace
 
-llvm::Expected<Driver *> Driver::get(const std::string &library) {
-  static std::mutex mutex;
-  static std::unique_ptr<Driver> driver;
-  static std::string failure;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (driver && library.empty())
-    return driver.get();
-  if (!failure.empty() && library.empty())
-    return llvm::make_error<NoDriverError>(failure);
-
-  // KVQ_CUDA_DRIVER: a driver outside the loader's path (or the tests'
-  // fake driver, test/unit/fake-driver), read once at first use.
-  const char *fromEnv = std::getenv("KVQ_CUDA_DRIVER");
-  std::string name = !library.empty()      ? library
-                     : fromEnv && *fromEnv ? std::string(fromEnv)
-                                           : std::string("libcuda.so.1");
-  auto fail = [&](const std::string &why) -> llvm::Error {
-    std::string message = "no CUDA driver: " + why;
-    if (library.empty())
-      failure = message;
-    return llvm::make_error<NoDriverError>(message);
-  };
-  auto api = std::make_shared<Api>();
+namespace {
+/// Loads driver library `name` and resolves every entry point kvq calls;
+/// the error says why not.
+llvm::Expected<std::shared_ptr<Driver::Api>>
+loadDriverLibrary(const std::string &name) {
+  auto api = std::make_shared<Driver::Api>();
   api->handle = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!api->handle)
-    return fail(name + " could not be loaded (" + dlerror() +
-                "); kernels can still be compiled and cached, and the "
-                "emulator backend runs them on the CPU");
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        name + " could not be loaded (" + dlerror() +
+            "); kernels can still be compiled and cached, and the emulator "
+            "backend runs them on the CPU");
   std::string missing;
   auto need = [&](const char *symbol, auto &slot) {
     if (!resolve(api->handle, symbol, slot))
@@ -157,22 +150,72 @@ llvm::Expected<Driver *> Driver::get(const std::string &library) {
   if (!resolve(api->handle, "cuEventElapsedTime_v2", api->cuEventElapsedTime))
     need("cuEventElapsedTime", api->cuEventElapsedTime);
   if (!missing.empty())
-    return fail(name + " lacks driver API entry points kvq needs: " + missing);
-  int count = 0;
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        name + " lacks driver API entry points kvq needs: " + missing);
   if (api->cuInit(0) != CUDA_SUCCESS ||
-      api->cuDeviceGetCount(&count) != CUDA_SUCCESS || count == 0)
-    return fail("the driver loaded but reports no CUDA device");
+      api->cuDeviceGetCount(&api->deviceCount) != CUDA_SUCCESS ||
+      api->deviceCount == 0)
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        "the driver loaded but reports no CUDA device");
+  return api;
+}
+} // namespace
+
+llvm::Expected<Driver *> Driver::get(int ordinal, const std::string &library) {
+  static std::mutex mutex;
+  // One library load per file name (its failure remembered), one Driver per
+  // (library, device): a process may use several GPUs side by side.
+  static std::map<std::string, std::shared_ptr<Api>> libraries;
+  static std::map<std::string, std::string> failures;
+  static std::map<std::pair<std::string, int>, std::unique_ptr<Driver>> drivers;
+  std::lock_guard<std::mutex> lock(mutex);
+
+  // KVQ_CUDA_DRIVER: a driver outside the loader's path (or the tests'
+  // fake driver, test/unit/fake-driver).
+  const char *fromEnv = std::getenv("KVQ_CUDA_DRIVER");
+  std::string name = !library.empty()      ? library
+                     : fromEnv && *fromEnv ? std::string(fromEnv)
+                                           : std::string("libcuda.so.1");
+  if (auto found = drivers.find({name, ordinal}); found != drivers.end())
+    return found->second.get();
+  auto fail = [&](const std::string &why) -> llvm::Error {
+    return llvm::make_error<NoDriverError>("no CUDA driver: " + why);
+  };
+  if (auto failed = failures.find(name); failed != failures.end())
+    return fail(failed->second);
+  std::shared_ptr<Api> &api = libraries[name];
+  if (!api) {
+    llvm::Expected<std::shared_ptr<Api>> loaded = loadDriverLibrary(name);
+    if (!loaded) {
+      libraries.erase(name);
+      std::string why = llvm::toString(loaded.takeError());
+      failures[name] = why;
+      return fail(why);
+    }
+    api = *loaded;
+  }
+  if (ordinal < 0 || ordinal >= api->deviceCount)
+    return fail(
+        "there is no CUDA device " + std::to_string(ordinal) +
+        ": the driver reports " + std::to_string(api->deviceCount) +
+        (api->deviceCount == 1
+             ? " device (0)"
+             : " devices (0 to " + std::to_string(api->deviceCount - 1) + ")"));
   CUdevice device;
-  if (llvm::Error e = api->check(api->cuDeviceGet(&device, 0), "cuDeviceGet"))
-    return fail(llvm::toString(std::move(e)));
   if (llvm::Error e =
-          api->check(api->cuDevicePrimaryCtxRetain(&api->context, device),
+          api->check(api->cuDeviceGet(&device, ordinal), "cuDeviceGet"))
+    return fail(llvm::toString(std::move(e)));
+  CUcontext context = nullptr;
+  if (llvm::Error e =
+          api->check(api->cuDevicePrimaryCtxRetain(&context, device),
                      "cuDevicePrimaryCtxRetain"))
     return fail(llvm::toString(std::move(e)));
-  api->cuCtxSetCurrent(api->context);
 
   auto loaded = std::unique_ptr<Driver>(new Driver());
   loaded->api = api;
+  loaded->context = context;
   char deviceName[256] = {0};
   api->cuDeviceGetName(deviceName, sizeof deviceName, device);
   int major = 0, minor = 0, sms = 0;
@@ -191,24 +234,25 @@ llvm::Expected<Driver *> Driver::get(const std::string &library) {
   size_t total = 0;
   api->cuDeviceTotalMem(&total, device);
   loaded->info.name = deviceName;
+  loaded->info.ordinal = ordinal;
   loaded->info.computeCapability = major * 10 + minor;
   loaded->info.smCount = sms;
   // Double data rate: two transfers per clock over the bus.
   loaded->info.peakBandwidth = 2.0 * memoryClockKHz * 1e3 * busBits / 8;
   loaded->info.l2Bytes = l2;
   loaded->info.memoryBytes = total;
-  if (!library.empty()) {
-    static std::vector<std::unique_ptr<Driver>> others;
-    others.push_back(std::move(loaded));
-    return others.back().get();
-  }
-  driver = std::move(loaded);
-  return driver.get();
+  Driver *result = loaded.get();
+  drivers[{name, ordinal}] = std::move(loaded);
+  return result;
+}
+
+void Driver::makeCurrent() const {
+  api->cuCtxSetCurrent(static_cast<CUcontext>(context));
 }
 
 llvm::Expected<std::unique_ptr<LoadedModule>>
 Driver::load(const std::string &cubin, const std::string &ptx) {
-  api->cuCtxSetCurrent(api->context);
+  makeCurrent();
   CUmodule module = nullptr;
   CUresult result = cubin.empty()
                         ? CUDA_ERROR_INVALID_IMAGE
@@ -217,10 +261,12 @@ Driver::load(const std::string &cubin, const std::string &ptx) {
     result = api->cuModuleLoadData(&module, ptx.c_str());
   if (llvm::Error e = api->check(result, "cuModuleLoadData"))
     return std::move(e);
-  return std::make_unique<CudaModule>(api, module);
+  return std::make_unique<CudaModule>(api, module,
+                                      static_cast<CUcontext>(context));
 }
 
 llvm::Expected<void *> Driver::allocate(size_t bytes) {
+  makeCurrent();
   CUdeviceptr pointer = 0;
   if (llvm::Error e =
           api->check(api->cuMemAlloc(&pointer, bytes), "cuMemAlloc"))
@@ -229,23 +275,27 @@ llvm::Expected<void *> Driver::allocate(size_t bytes) {
 }
 
 void Driver::release(void *pointer) {
+  makeCurrent();
   if (pointer)
     api->cuMemFree(reinterpret_cast<CUdeviceptr>(pointer));
 }
 
 llvm::Error Driver::copyToDevice(void *dst, const void *src, size_t bytes) {
+  makeCurrent();
   return api->check(
       api->cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, bytes),
       "cuMemcpyHtoD");
 }
 
 llvm::Error Driver::copyToHost(void *dst, const void *src, size_t bytes) {
+  makeCurrent();
   return api->check(
       api->cuMemcpyDtoH(dst, reinterpret_cast<CUdeviceptr>(src), bytes),
       "cuMemcpyDtoH");
 }
 
 llvm::Error Driver::copyOnDevice(void *dst, const void *src, size_t bytes) {
+  makeCurrent();
   return api->check(api->cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(dst),
                                       reinterpret_cast<CUdeviceptr>(src),
                                       bytes),
@@ -253,11 +303,13 @@ llvm::Error Driver::copyOnDevice(void *dst, const void *src, size_t bytes) {
 }
 
 llvm::Error Driver::synchronize() {
+  makeCurrent();
   return api->check(api->cuCtxSynchronize(), "cuCtxSynchronize");
 }
 
 llvm::Expected<double>
 Driver::timeMillis(const std::function<llvm::Error()> &work) {
+  makeCurrent();
   CUevent start = nullptr, stop = nullptr;
   auto cleanup = [&] {
     if (start)
@@ -313,6 +365,7 @@ private:
 } // namespace
 
 llvm::Expected<void *> Driver::createStream() {
+  makeCurrent();
   CUstream stream = nullptr;
   if (llvm::Error e = api->check(
           api->cuStreamCreate(&stream, CU_STREAM_DEFAULT), "cuStreamCreate"))
@@ -321,17 +374,20 @@ llvm::Expected<void *> Driver::createStream() {
 }
 
 void Driver::destroyStream(void *stream) {
+  makeCurrent();
   if (stream)
     api->cuStreamDestroy(static_cast<CUstream>(stream));
 }
 
 llvm::Error Driver::synchronize(void *stream) {
+  makeCurrent();
   return api->check(api->cuStreamSynchronize(static_cast<CUstream>(stream)),
                     "cuStreamSynchronize");
 }
 
 llvm::Expected<std::unique_ptr<CapturedGraph>>
 Driver::capture(void *stream, const std::function<llvm::Error()> &work) {
+  makeCurrent();
   auto s = static_cast<CUstream>(stream);
   // Global mode: any call that may synchronize or allocate, from any
   // thread, while the capture is open invalidates it, so a capture that

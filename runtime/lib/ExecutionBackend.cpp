@@ -136,7 +136,7 @@ llvm::Error HostMemoryBackend::copyOnDevice(void *dst, const void *src,
 //===----------------------------------------------------------------------===//
 
 llvm::Expected<std::unique_ptr<ExecutionBackend>>
-kvq::makeExecutionBackend(Backend requested, bool compileOnly) {
+kvq::makeExecutionBackend(Backend requested, bool compileOnly, int device) {
   switch (requested) {
   case Backend::Emulator:
     return makeEmulatorBackend();
@@ -148,7 +148,7 @@ kvq::makeExecutionBackend(Backend requested, bool compileOnly) {
   }
   if (compileOnly) // warming a cache: no driver needed, nothing is loaded
     return makeCudaBackend(nullptr);
-  llvm::Expected<cuda::Driver *> driver = cuda::Driver::get();
+  llvm::Expected<cuda::Driver *> driver = cuda::Driver::get(device);
   if (driver)
     return makeCudaBackend(*driver);
   if (requested == Backend::Cuda)

@@ -428,7 +428,8 @@ Runtime::create(const RuntimeOptions &options) {
   impl.compiler = options.compiler;
   impl.alwaysCompile = envFlag("KVQ_ALWAYS_COMPILE") && impl.compiler;
   llvm::Expected<std::unique_ptr<ExecutionBackend>> device =
-      makeExecutionBackend(options.backend, options.compileOnly);
+      makeExecutionBackend(options.backend, options.compileOnly,
+                           options.device);
   if (!device)
     return device.takeError();
   impl.device = std::move(*device);

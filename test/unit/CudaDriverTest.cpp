@@ -8,10 +8,13 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvq/Runtime/CudaDriver.h"
+#include "kvq/kvq.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <dlfcn.h>
 #include <numeric>
 #include <vector>
 
@@ -21,7 +24,7 @@ namespace {
 
 cuda::Driver *fakeDriver() {
   llvm::Expected<cuda::Driver *> driver =
-      cuda::Driver::get(KVQ_FAKE_CUDA_DRIVER);
+      cuda::Driver::get(0, KVQ_FAKE_CUDA_DRIVER);
   if (!driver) {
     ADD_FAILURE() << llvm::toString(driver.takeError());
     return nullptr;
@@ -87,7 +90,7 @@ TEST(CudaDriverTest, LoadsAModuleAndLaunches) {
 
 TEST(CudaDriverTest, ADriverLackingAnEntryPointIsRefusedByName) {
   llvm::Expected<cuda::Driver *> driver =
-      cuda::Driver::get(KVQ_FAKE_CUDA_DRIVER_WITHOUT_DTOD);
+      cuda::Driver::get(0, KVQ_FAKE_CUDA_DRIVER_WITHOUT_DTOD);
   ASSERT_FALSE(static_cast<bool>(driver));
   std::string message = llvm::toString(driver.takeError());
   EXPECT_NE(message.find("lacks driver API entry points kvq needs: "
@@ -141,6 +144,95 @@ TEST(CudaDriverTest, AFailedCaptureReportsWhy) {
   EXPECT_TRUE(static_cast<bool>(graph)) << llvm::toString(graph.takeError());
   graph->reset();
   driver->destroyStream(*stream);
+}
+
+} // namespace
+
+namespace {
+
+/// A hook of the fake driver (already loaded by Driver::get).
+template <typename F> F fakeHook(const char *name) {
+  void *library = dlopen(KVQ_FAKE_CUDA_DRIVER, RTLD_NOW | RTLD_NOLOAD);
+  return library ? reinterpret_cast<F>(dlsym(library, name)) : nullptr;
+}
+
+TEST(CudaDriverTest, EachDeviceHasItsOwnDriverAndContext) {
+  llvm::Expected<cuda::Driver *> first =
+      cuda::Driver::get(0, KVQ_FAKE_CUDA_DRIVER);
+  llvm::Expected<cuda::Driver *> second =
+      cuda::Driver::get(1, KVQ_FAKE_CUDA_DRIVER);
+  ASSERT_TRUE(first && second);
+  EXPECT_NE(*first, *second);
+  EXPECT_EQ((*second)->device().ordinal, 1);
+  EXPECT_EQ((*second)->device().smCount, 66);
+  auto deviceOf = fakeHook<int (*)(const void *)>("kvqFakeDeviceOf");
+  auto lastLaunch = fakeHook<int (*)()>("kvqFakeLastLaunchDevice");
+  ASSERT_TRUE(deviceOf && lastLaunch);
+  // Interleaved calls each run in their own device's context.
+  llvm::Expected<void *> onSecond = (*second)->allocate(64);
+  llvm::Expected<void *> onFirst = (*first)->allocate(64);
+  ASSERT_TRUE(onSecond && onFirst);
+  EXPECT_EQ(deviceOf(*onSecond), 1);
+  EXPECT_EQ(deviceOf(*onFirst), 0);
+  llvm::Expected<std::unique_ptr<cuda::LoadedModule>> module =
+      (*second)->load("cubin", "");
+  ASSERT_TRUE(static_cast<bool>(module));
+  llvm::Expected<void *> again = (*first)->allocate(64); // device 0 current
+  ASSERT_TRUE(static_cast<bool>(again));
+  EXPECT_FALSE(static_cast<bool>(
+      (*module)->launch("k", {1, 1, 1}, {32, 1, 1}, {}, nullptr)));
+  EXPECT_EQ(lastLaunch(), 1) << "the launch ran in device 0's context";
+  for (void *p : {*onSecond, *again})
+    (p == *onSecond ? *second : *first)->release(p);
+  (*first)->release(*onFirst);
+}
+
+TEST(CudaDriverTest, AMissingDeviceIsNamed) {
+  llvm::Expected<cuda::Driver *> driver =
+      cuda::Driver::get(2, KVQ_FAKE_CUDA_DRIVER);
+  ASSERT_FALSE(static_cast<bool>(driver));
+  bool typed = false;
+  llvm::handleAllErrors(driver.takeError(), [&](const cuda::NoDriverError &e) {
+    typed = true;
+    EXPECT_EQ(e.message(), "no CUDA driver: there is no CUDA device 2: the "
+                           "driver reports 2 devices (0 to 1)");
+  });
+  EXPECT_TRUE(typed);
+}
+
+/// KVQ_CUDA_DRIVER for the scope of a test (restored after).
+struct FakeDriverInEnvironment {
+  FakeDriverInEnvironment() {
+    setenv("KVQ_CUDA_DRIVER", KVQ_FAKE_CUDA_DRIVER, 1);
+  }
+  ~FakeDriverInEnvironment() { unsetenv("KVQ_CUDA_DRIVER"); }
+};
+
+TEST(CudaDriverTest, ContextOptionsChooseTheDevice) {
+  FakeDriverInEnvironment fake;
+  ContextOptions options;
+  options.backend = BackendKind::Cuda;
+  options.device = 1;
+  options.diskCache = false;
+  Status status;
+  std::unique_ptr<Context> context = Context::create(options, &status);
+  ASSERT_TRUE(context) << status.message();
+  void *p = context->allocate(256, &status);
+  ASSERT_TRUE(p) << status.message();
+  auto deviceOf = fakeHook<int (*)(const void *)>("kvqFakeDeviceOf");
+  ASSERT_TRUE(deviceOf);
+  EXPECT_EQ(deviceOf(p), 1);
+  context->release(p);
+
+  options.device = 7;
+  EXPECT_FALSE(Context::create(options, &status));
+  EXPECT_NE(status.message().find("there is no CUDA device 7"),
+            std::string::npos)
+      << status.message();
+  options.device = -1;
+  EXPECT_FALSE(Context::create(options, &status));
+  EXPECT_EQ(status.code(), StatusCode::InvalidArgument);
+  EXPECT_EQ(status.message(), "device must not be negative, got -1");
 }
 
 } // namespace

@@ -80,7 +80,7 @@ TEST_F(RuntimeTest, CudaWithoutADriverIsATypedError) {
   EXPECT_TRUE(typed);
   // A bogus driver library is reported the same way.
   llvm::Expected<cuda::Driver *> bogus =
-      cuda::Driver::get("/nonexistent/libcuda.so");
+      cuda::Driver::get(0, "/nonexistent/libcuda.so");
   ASSERT_FALSE(static_cast<bool>(bogus));
   EXPECT_NE(llvm::toString(bogus.takeError()).find("/nonexistent/libcuda.so"),
             std::string::npos);

@@ -71,6 +71,10 @@ struct ContextOptions {
   /// A kernel bundle (`kvq-cache export`) to serve kernels from; "" =
   /// $KVQ_BUNDLE, if set.
   std::string bundle;
+  /// The CUDA device (driver ordinal) of the cuda backend. One Context per
+  /// device; Contexts of several devices work side by side. A device the
+  /// driver does not have fails creation (auto: falls back to the emulator).
+  int device = 0;
 };
 
 struct CacheStatistics {

@@ -16,11 +16,17 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #define FAKE extern "C" __attribute__((visibility("default")))
 
 namespace {
-int launches = 0;
+// Two devices; device 1 has half the SMs, so a test sees which one it got.
+constexpr int kDevices = 2;
+int contexts[kDevices];                  // their addresses are the contexts
+thread_local int current = 0;            // the device of the current context
+std::map<const void *, int> allocatedOn; // pointer -> device
+int launches = 0, lastLaunchDevice = -1;
 int moduleToken = 0; // distinct addresses to hand out as handles
 double nowMillis() {
   return std::chrono::duration<double, std::milli>(
@@ -30,16 +36,23 @@ double nowMillis() {
 } // namespace
 
 FAKE int kvqFakeLaunchCount() { return launches; }
+/// The device whose context was current when `pointer` was allocated, -1
+/// for none; the device of the last launch.
+FAKE int kvqFakeDeviceOf(const void *pointer) {
+  auto found = allocatedOn.find(pointer);
+  return found == allocatedOn.end() ? -1 : found->second;
+}
+FAKE int kvqFakeLastLaunchDevice() { return lastLaunchDevice; }
 
 FAKE CUresult cuInit(unsigned) { return CUDA_SUCCESS; }
 FAKE CUresult cuDeviceGetCount(int *count) {
-  *count = 1;
+  *count = kDevices;
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuDeviceGet(CUdevice *device, int ordinal) {
-  if (ordinal != 0)
+  if (ordinal < 0 || ordinal >= kDevices)
     return CUDA_ERROR_INVALID_DEVICE;
-  *device = 0;
+  *device = ordinal;
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuDeviceGetName(char *name, int length, CUdevice) {
@@ -47,13 +60,13 @@ FAKE CUresult cuDeviceGetName(char *name, int length, CUdevice) {
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuDeviceGetAttribute(int *value, CUdevice_attribute attribute,
-                                   CUdevice) {
+                                   CUdevice device) {
   switch (attribute) {
   case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR:
     *value = 9;
     break;
   case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT:
-    *value = 132;
+    *value = device == 0 ? 132 : 66;
     break;
   case CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE:
     *value = 1 << 20;
@@ -67,11 +80,18 @@ FAKE CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice) {
   *bytes = size_t(1) << 30;
   return CUDA_SUCCESS;
 }
-FAKE CUresult cuDevicePrimaryCtxRetain(CUcontext *context, CUdevice) {
-  *context = reinterpret_cast<CUcontext>(&moduleToken);
+FAKE CUresult cuDevicePrimaryCtxRetain(CUcontext *context, CUdevice device) {
+  *context = reinterpret_cast<CUcontext>(&contexts[device]);
   return CUDA_SUCCESS;
 }
-FAKE CUresult cuCtxSetCurrent(CUcontext) { return CUDA_SUCCESS; }
+FAKE CUresult cuCtxSetCurrent(CUcontext context) {
+  for (int d = 0; d < kDevices; ++d)
+    if (reinterpret_cast<int *>(context) == &contexts[d]) {
+      current = d;
+      return CUDA_SUCCESS;
+    }
+  return CUDA_ERROR_INVALID_CONTEXT;
+}
 FAKE CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
 FAKE CUresult cuModuleLoadData(CUmodule *module, const void *image) {
   if (!image)
@@ -95,6 +115,7 @@ FAKE CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned,
                              unsigned, unsigned, unsigned, CUstream, void **,
                              void **) {
   ++launches;
+  lastLaunchDevice = current;
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes) {
@@ -103,9 +124,11 @@ FAKE CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes) {
   if (!p)
     return CUDA_ERROR_OUT_OF_MEMORY;
   *pointer = reinterpret_cast<CUdeviceptr>(p);
+  allocatedOn[p] = current;
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemFree_v2(CUdeviceptr pointer) {
+  allocatedOn.erase(reinterpret_cast<void *>(pointer));
   std::free(reinterpret_cast<void *>(pointer));
   return CUDA_SUCCESS;
 }

@@ -30,6 +30,7 @@ public:
 
 struct DeviceInfo {
   std::string name;
+  int ordinal = 0;           ///< the driver's device number
   int computeCapability = 0; ///< 90 for sm_90
   int smCount = 0;
   /// Peak DRAM bandwidth from the memory clock and bus width (bytes/s).
@@ -59,9 +60,12 @@ public:
 
 class Driver {
 public:
-  /// The driver of device 0, loading it on first use. `library` overrides
-  /// the file name (tests).
-  static llvm::Expected<Driver *> get(const std::string &library = "");
+  /// The driver of device `ordinal` (its primary context), loading the
+  /// library on first use. `library` overrides the file name (tests);
+  /// otherwise $KVQ_CUDA_DRIVER, else libcuda.so.1. A device the driver
+  /// does not have is a NoDriverError naming it and the count.
+  static llvm::Expected<Driver *> get(int ordinal = 0,
+                                      const std::string &library = "");
 
   const DeviceInfo &device() const { return info; }
 
@@ -91,7 +95,11 @@ public:
 
 private:
   Driver() = default;
+  /// Every call first makes this device's context current in the calling
+  /// thread, so Drivers of several devices can be used from one thread.
+  void makeCurrent() const;
   std::shared_ptr<Api> api;
+  void *context = nullptr; ///< CUcontext: the device's primary context
   DeviceInfo info;
 };
 

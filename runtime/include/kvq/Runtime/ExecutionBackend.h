@@ -88,7 +88,7 @@ public:
 /// time) needs no driver: Auto is then cuda, and cuda loads nothing. Fails
 /// (NoDriverError) when cuda is asked for and there is no driver.
 llvm::Expected<std::unique_ptr<ExecutionBackend>>
-makeExecutionBackend(Backend requested, bool compileOnly);
+makeExecutionBackend(Backend requested, bool compileOnly, int device = 0);
 
 // The implementations (one file each).
 std::unique_ptr<ExecutionBackend> makeCudaBackend(cuda::Driver *driver);

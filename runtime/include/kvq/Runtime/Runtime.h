@@ -46,6 +46,8 @@ struct RuntimeOptions {
   Backend backend = Backend::Auto;
   /// Target arch for cuda; empty: the device's (sm_90 when there is none).
   std::string arch;
+  /// The CUDA device (driver ordinal) the cuda backend runs on.
+  int device = 0;
   /// Empty: $KVQ_CACHE_DIR, $XDG_CACHE_HOME/kvq or ~/.cache/kvq.
   std::string cacheDir;
   bool diskCache = true;
