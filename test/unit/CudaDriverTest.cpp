@@ -236,3 +236,80 @@ TEST(CudaDriverTest, ContextOptionsChooseTheDevice) {
 }
 
 } // namespace
+
+namespace {
+
+struct Counts {
+  int launches, allocations, copies, synchronizations;
+};
+Counts fakeCounts() {
+  auto counts = fakeHook<void (*)(int *, int *, int *, int *)>("kvqFakeCounts");
+  Counts c{-1, -1, -1, -1};
+  if (counts)
+    counts(&c.launches, &c.allocations, &c.copies, &c.synchronizations);
+  return c;
+}
+
+// The engine contract of an attention call on the cuda backend, counted at
+// the driver: once its kernels are prepared and its lengths, block table
+// and workspace are on the device, a call only launches (attention and
+// combine) -- no allocation, copy or synchronisation -- contiguous or paged.
+TEST(CudaDriverTest, AnAttentionCallOnlyLaunches) {
+  FakeDriverInEnvironment fake;
+  ContextOptions options;
+  options.backend = BackendKind::Cuda;
+  Status status;
+  std::unique_ptr<Context> context = Context::create(options, &status);
+  ASSERT_TRUE(context) << status.message();
+  for (const char *text :
+       {"attention k=2c32 v=2t32 d=128 hq=32 hkv=8 sink residual",
+        "attention k=4t64 v=4t64 d=128 hq=32 hkv=8 paged=64 sink residual"}) {
+    KernelSpec spec;
+    ASSERT_FALSE(parseKernelSpec(text, spec)) << text;
+    ASSERT_TRUE(context->prepare(spec).ok());
+    int batch = 4, pages = 8;
+    std::vector<int32_t> lengths;
+    for (int b = 0; b < batch; ++b)
+      lengths.insert(lengths.end(), {4, 256, 100});
+    auto buffer = [&](size_t bytes) {
+      void *p = context->allocate(bytes, &status);
+      EXPECT_TRUE(p) << status.message();
+      return p;
+    };
+    void *any = buffer(1 << 20); // the fake runs no kernel: never read
+    AttentionCall call;
+    call.q = call.out = any;
+    call.keyWords = call.valueWords = call.keyScales = call.valueScales =
+        call.keyZeros = call.valueZeros = any;
+    call.sinkKeys = call.sinkValues = call.residualKeys = call.residualValues =
+        any;
+    call.lengths = static_cast<const int32_t *>(buffer(lengths.size() * 4));
+    call.hostLengths = lengths.data();
+    call.batch = batch;
+    call.sinkCapacity = 4;
+    call.residualCapacity = 128;
+    if (spec.pageTokens) {
+      call.blockTable = static_cast<const int32_t *>(buffer(batch * 4 * 4));
+      call.maxPages = 4;
+      call.numPages = pages;
+    } else {
+      call.bodyCapacity = 256;
+    }
+    call.workspaceBytes = context->attentionWorkspaceBytes(spec, call);
+    call.workspace = buffer(call.workspaceBytes);
+    Counts before = fakeCounts();
+    for (int i = 0; i < 3; ++i)
+      ASSERT_TRUE(context->attention(spec, call).ok()) << text;
+    Counts after = fakeCounts();
+    EXPECT_EQ(after.launches - before.launches, 6) << text;
+    EXPECT_EQ(after.allocations - before.allocations, 0) << text;
+    EXPECT_EQ(after.copies - before.copies, 0) << text;
+    EXPECT_EQ(after.synchronizations - before.synchronizations, 0) << text;
+    context->release(any);
+    context->release(const_cast<int32_t *>(call.lengths));
+    context->release(const_cast<int32_t *>(call.blockTable));
+    context->release(call.workspace);
+  }
+}
+
+} // namespace

@@ -27,6 +27,9 @@ int contexts[kDevices];                  // their addresses are the contexts
 thread_local int current = 0;            // the device of the current context
 std::map<const void *, int> allocatedOn; // pointer -> device
 int launches = 0, lastLaunchDevice = -1;
+// What a call did, for tests of the engine contract (no allocation, copy
+// or synchronisation inside a decode step).
+int allocations = 0, copies = 0, synchronizations = 0;
 int moduleToken = 0; // distinct addresses to hand out as handles
 double nowMillis() {
   return std::chrono::duration<double, std::milli>(
@@ -43,6 +46,15 @@ FAKE int kvqFakeDeviceOf(const void *pointer) {
   return found == allocatedOn.end() ? -1 : found->second;
 }
 FAKE int kvqFakeLastLaunchDevice() { return lastLaunchDevice; }
+/// Counts so far: launches (graph replays included), allocations and
+/// frees, copies of any direction, synchronisations of any kind.
+FAKE void kvqFakeCounts(int *launchCount, int *allocationCount, int *copyCount,
+                        int *synchronizationCount) {
+  *launchCount = launches;
+  *allocationCount = allocations;
+  *copyCount = copies;
+  *synchronizationCount = synchronizations;
+}
 
 FAKE CUresult cuInit(unsigned) { return CUDA_SUCCESS; }
 FAKE CUresult cuDeviceGetCount(int *count) {
@@ -92,7 +104,10 @@ FAKE CUresult cuCtxSetCurrent(CUcontext context) {
     }
   return CUDA_ERROR_INVALID_CONTEXT;
 }
-FAKE CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+FAKE CUresult cuCtxSynchronize() {
+  ++synchronizations;
+  return CUDA_SUCCESS;
+}
 FAKE CUresult cuModuleLoadData(CUmodule *module, const void *image) {
   if (!image)
     return CUDA_ERROR_INVALID_IMAGE;
@@ -119,6 +134,7 @@ FAKE CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned,
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes) {
+  ++allocations;
   // 256-byte aligned, as cuMemAlloc promises (the runtime checks it).
   void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
   if (!p)
@@ -128,20 +144,24 @@ FAKE CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes) {
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemFree_v2(CUdeviceptr pointer) {
+  ++allocations;
   allocatedOn.erase(reinterpret_cast<void *>(pointer));
   std::free(reinterpret_cast<void *>(pointer));
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t bytes) {
+  ++copies;
   std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t bytes) {
+  ++copies;
   std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
   return CUDA_SUCCESS;
 }
 #ifndef KVQ_FAKE_OMIT_DTOD
 FAKE CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+  ++copies;
   std::memcpy(reinterpret_cast<void *>(dst),
               reinterpret_cast<const void *>(src), bytes);
   return CUDA_SUCCESS;
@@ -159,7 +179,10 @@ FAKE CUresult cuEventRecord(CUevent event, CUstream) {
   *reinterpret_cast<double *>(event) = nowMillis();
   return CUDA_SUCCESS;
 }
-FAKE CUresult cuEventSynchronize(CUevent) { return CUDA_SUCCESS; }
+FAKE CUresult cuEventSynchronize(CUevent) {
+  ++synchronizations;
+  return CUDA_SUCCESS;
+}
 FAKE CUresult cuEventElapsedTime_v2(float *millis, CUevent start,
                                     CUevent stop) {
   *millis = float(*reinterpret_cast<double *>(stop) -
@@ -181,7 +204,10 @@ FAKE CUresult cuStreamDestroy_v2(CUstream stream) {
   delete reinterpret_cast<int *>(stream);
   return CUDA_SUCCESS;
 }
-FAKE CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
+FAKE CUresult cuStreamSynchronize(CUstream) {
+  ++synchronizations;
+  return CUDA_SUCCESS;
+}
 FAKE CUresult cuStreamBeginCapture_v2(CUstream stream, CUstreamCaptureMode) {
   if (!stream) // the legacy default stream cannot be captured
     return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
