@@ -2,10 +2,11 @@
 //
 // What one decode step costs the CPU per layer, with kernel execution taken
 // out: the cuda backend runs against the fake driver of the tests
-// (test/unit/fake-driver: memory is host memory, launches are counted and
-// return at once), so the time is kvq's own work (validation, planning,
-// argument packing, the cache's bookkeeping) plus the driver calls' entry.
-// Two paths, at batch 1/64/256 of Llama-3-8B's attention shape:
+// (test/unit/fake-driver: memory is host memory, launches and copies are
+// counted and return at once, moving no data), so the time is kvq's own work
+// (validation, planning, argument packing, the cache's bookkeeping) plus the
+// driver calls' entry. Two paths, at batch 1/64/256 of Llama-3-8B's attention
+// shape:
 //   - `attention call`: one Context::attention over the whole batch, its
 //     device lengths and workspace prepared by the caller;
 //   - `cache step`: one QuantizedKVCache layer step, one token appended to
@@ -164,6 +165,7 @@ int main(int argc, char **argv) {
       "kvq host cost of a decode step per layer, kernels not executed\n");
   // The cuda backend over the fake driver: kvq's host path, no GPU work.
   setenv("KVQ_CUDA_DRIVER", driverPath.c_str(), 1);
+  setenv("KVQ_FAKE_NO_DATA", "1", 1); // copies counted, no bytes moved
   ContextOptions options;
   options.backend = BackendKind::Cuda;
   Status status;

@@ -193,6 +193,13 @@ Status Context::copyOnDevice(void *dst, const void *src, size_t bytes) {
   return toStatus(impl->runtime->copyOnDevice(dst, src, bytes));
 }
 
+Status Context::copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
+                                 size_t srcPitch, size_t rowBytes,
+                                 size_t rows) {
+  return toStatus(impl->runtime->copyRowsOnDevice(dst, dstPitch, src, srcPitch,
+                                                  rowBytes, rows));
+}
+
 CacheStatistics Context::statistics() const {
   RuntimeStatistics s = impl->runtime->statistics();
   return {s.compiled, s.diskHits, s.bundleHits, s.memoryHits, s.remoteHits};

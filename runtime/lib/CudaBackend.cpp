@@ -76,6 +76,14 @@ public:
       return noDriver();
     return driver->copyOnDevice(dst, src, bytes);
   }
+  llvm::Error copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
+                               size_t srcPitch, size_t rowBytes,
+                               size_t rows) override {
+    if (!driver)
+      return noDriver();
+    return driver->copyRowsOnDevice(dst, dstPitch, src, srcPitch, rowBytes,
+                                    rows);
+  }
   llvm::Error synchronize() override {
     return driver ? driver->synchronize() : llvm::Error::success();
   }

@@ -10,6 +10,7 @@
 #include <cuda.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -42,6 +43,7 @@ char NoDriverError::ID = 0;
   X(cuMemcpyHtoD)                                                              \
   X(cuMemcpyDtoH)                                                              \
   X(cuMemcpyDtoD)                                                              \
+  X(cuMemcpy2D)                                                                \
   X(cuGetErrorString)                                                          \
   X(cuDeviceTotalMem)                                                          \
   X(cuEventCreate)                                                             \
@@ -296,10 +298,39 @@ llvm::Error Driver::copyToHost(void *dst, const void *src, size_t bytes) {
 
 llvm::Error Driver::copyOnDevice(void *dst, const void *src, size_t bytes) {
   makeCurrent();
-  return api->check(api->cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(dst),
-                                      reinterpret_cast<CUdeviceptr>(src),
-                                      bytes),
-                    "cuMemcpyDtoD");
+  auto to = reinterpret_cast<CUdeviceptr>(dst);
+  auto from = reinterpret_cast<CUdeviceptr>(src);
+  // cuMemcpyDtoD does not promise memmove semantics: overlapping ranges go
+  // in chunks no longer than the distance between them, in the direction
+  // that reads every byte before it is overwritten.
+  size_t gap = to > from ? to - from : from - to;
+  if (gap == 0 || gap >= bytes)
+    return api->check(api->cuMemcpyDtoD(to, from, bytes), "cuMemcpyDtoD");
+  for (size_t done = 0; done < bytes;) {
+    size_t chunk = std::min(gap, bytes - done);
+    size_t at = to < from ? done : bytes - done - chunk;
+    if (llvm::Error e = api->check(api->cuMemcpyDtoD(to + at, from + at, chunk),
+                                   "cuMemcpyDtoD"))
+      return e;
+    done += chunk;
+  }
+  return llvm::Error::success();
+}
+
+llvm::Error Driver::copyRowsOnDevice(void *dst, size_t dstPitch,
+                                     const void *src, size_t srcPitch,
+                                     size_t rowBytes, size_t rows) {
+  makeCurrent();
+  CUDA_MEMCPY2D copy{};
+  copy.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+  copy.srcDevice = reinterpret_cast<CUdeviceptr>(src);
+  copy.srcPitch = srcPitch;
+  copy.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+  copy.dstDevice = reinterpret_cast<CUdeviceptr>(dst);
+  copy.dstPitch = dstPitch;
+  copy.WidthInBytes = rowBytes;
+  copy.Height = rows;
+  return api->check(api->cuMemcpy2D(&copy), "cuMemcpy2D");
 }
 
 llvm::Error Driver::synchronize() {

@@ -131,6 +131,17 @@ llvm::Error HostMemoryBackend::copyOnDevice(void *dst, const void *src,
   return llvm::Error::success();
 }
 
+llvm::Error ExecutionBackend::copyRowsOnDevice(void *dst, size_t dstPitch,
+                                               const void *src, size_t srcPitch,
+                                               size_t rowBytes, size_t rows) {
+  for (size_t r = 0; r < rows; ++r)
+    if (llvm::Error e = copyOnDevice(
+            static_cast<char *>(dst) + r * dstPitch,
+            static_cast<const char *>(src) + r * srcPitch, rowBytes))
+      return e;
+  return llvm::Error::success();
+}
+
 //===----------------------------------------------------------------------===//
 // Choosing one
 //===----------------------------------------------------------------------===//

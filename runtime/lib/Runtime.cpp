@@ -585,6 +585,13 @@ llvm::Error Runtime::copyOut(void *dst, const void *src, size_t bytes) {
 llvm::Error Runtime::copyOnDevice(void *dst, const void *src, size_t bytes) {
   return impl->device->copyOnDevice(dst, src, bytes);
 }
+
+llvm::Error Runtime::copyRowsOnDevice(void *dst, size_t dstPitch,
+                                      const void *src, size_t srcPitch,
+                                      size_t rowBytes, size_t rows) {
+  return impl->device->copyRowsOnDevice(dst, dstPitch, src, srcPitch, rowBytes,
+                                        rows);
+}
 llvm::Error Runtime::synchronize() { return impl->device->synchronize(); }
 llvm::Expected<double>
 Runtime::timeMillis(const std::function<llvm::Error()> &work) {

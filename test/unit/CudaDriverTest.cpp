@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <dlfcn.h>
 #include <numeric>
 #include <vector>
@@ -310,6 +311,51 @@ TEST(CudaDriverTest, AnAttentionCallOnlyLaunches) {
     context->release(const_cast<int32_t *>(call.blockTable));
     context->release(call.workspace);
   }
+}
+
+} // namespace
+
+namespace {
+
+// Overlapping device copies behave as memmove in both directions (the
+// driver's own copy promises nothing for overlapping ranges), and strided
+// rows go in one driver call.
+TEST(CudaDriverTest, CopiesOverlappingRangesAndStridedRows) {
+  cuda::Driver *driver = fakeDriver();
+  ASSERT_TRUE(driver);
+  std::vector<uint8_t> host(1000);
+  std::iota(host.begin(), host.end(), uint8_t(1));
+  llvm::Expected<void *> buffer = driver->allocate(host.size());
+  ASSERT_TRUE(static_cast<bool>(buffer));
+  auto *base = static_cast<char *>(*buffer);
+  for (int shift : {3, -3, 200, -200}) {
+    std::vector<uint8_t> expected = host, back(host.size());
+    size_t bytes = 700, from = shift > 0 ? 0 : -shift, to = from + shift;
+    std::memmove(&expected[to], &expected[from], bytes);
+    ASSERT_FALSE(static_cast<bool>(
+        driver->copyToDevice(*buffer, host.data(), host.size())));
+    ASSERT_FALSE(
+        static_cast<bool>(driver->copyOnDevice(base + to, base + from, bytes)));
+    ASSERT_FALSE(static_cast<bool>(
+        driver->copyToHost(back.data(), *buffer, back.size())));
+    EXPECT_EQ(back, expected) << "shift " << shift;
+  }
+  // Rows 100 bytes apart, 30 bytes each, to rows 40 apart.
+  llvm::Expected<void *> rows = driver->allocate(400);
+  ASSERT_TRUE(static_cast<bool>(rows));
+  ASSERT_FALSE(static_cast<bool>(
+      driver->copyToDevice(*buffer, host.data(), host.size())));
+  Counts before = fakeCounts();
+  ASSERT_FALSE(static_cast<bool>(
+      driver->copyRowsOnDevice(*rows, 40, base + 5, 100, 30, 8)));
+  EXPECT_EQ(fakeCounts().copies - before.copies, 1);
+  std::vector<uint8_t> back(400);
+  ASSERT_FALSE(static_cast<bool>(driver->copyToHost(back.data(), *rows, 320)));
+  for (int r = 0; r < 8; ++r)
+    for (int i = 0; i < 30; ++i)
+      ASSERT_EQ(back[r * 40 + i], host[5 + r * 100 + i]) << r << " " << i;
+  driver->release(*buffer);
+  driver->release(*rows);
 }
 
 } // namespace

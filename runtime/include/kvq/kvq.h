@@ -118,6 +118,10 @@ public:
 
 private:
   Context() = default;
+  /// Strided device-to-device rows in one call (QuantizedKVCache's copies
+  /// of a token range across kv heads).
+  Status copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
+                          size_t srcPitch, size_t rowBytes, size_t rows);
   /// Another handle on the same runtime: a QuantizedKVCache keeps one, so
   /// it may outlive the Context it was created from.
   std::unique_ptr<Context> share() const;

@@ -31,6 +31,15 @@ int launches = 0, lastLaunchDevice = -1;
 // or synchronisation inside a decode step).
 int allocations = 0, copies = 0, synchronizations = 0;
 int moduleToken = 0; // distinct addresses to hand out as handles
+/// KVQ_FAKE_NO_DATA=1: copies are counted but move nothing, so a host-cost
+/// benchmark does not time the data movement a GPU would do.
+bool moveData() {
+  static const bool move = [] {
+    const char *value = std::getenv("KVQ_FAKE_NO_DATA");
+    return !(value && *value == '1');
+  }();
+  return move;
+}
 double nowMillis() {
   return std::chrono::duration<double, std::milli>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -151,22 +160,44 @@ FAKE CUresult cuMemFree_v2(CUdeviceptr pointer) {
 }
 FAKE CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t bytes) {
   ++copies;
-  std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
+  if (moveData())
+    std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t bytes) {
   ++copies;
-  std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
+  if (moveData())
+    std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
   return CUDA_SUCCESS;
 }
 #ifndef KVQ_FAKE_OMIT_DTOD
 FAKE CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
   ++copies;
-  std::memcpy(reinterpret_cast<void *>(dst),
-              reinterpret_cast<const void *>(src), bytes);
+  // The driver promises nothing for overlapping ranges: refuse them, so a
+  // caller that relies on it fails here.
+  if (dst != src && dst < src + bytes && src < dst + bytes)
+    return CUDA_ERROR_INVALID_VALUE;
+  if (moveData())
+    std::memcpy(reinterpret_cast<void *>(dst),
+                reinterpret_cast<const void *>(src), bytes);
   return CUDA_SUCCESS;
 }
 #endif
+FAKE CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *copy) {
+  ++copies;
+  if (copy->srcMemoryType != CU_MEMORYTYPE_DEVICE ||
+      copy->dstMemoryType != CU_MEMORYTYPE_DEVICE)
+    return CUDA_ERROR_NOT_SUPPORTED; // kvq copies device rows only
+  if (moveData())
+    for (size_t r = 0; r < copy->Height; ++r)
+      std::memcpy(
+          reinterpret_cast<char *>(copy->dstDevice + copy->dstXInBytes) +
+              (copy->dstY + r) * copy->dstPitch,
+          reinterpret_cast<const char *>(copy->srcDevice + copy->srcXInBytes) +
+              (copy->srcY + r) * copy->srcPitch,
+          copy->WidthInBytes);
+  return CUDA_SUCCESS;
+}
 FAKE CUresult cuGetErrorString(CUresult, const char **text) {
   *text = "fake driver error";
   return CUDA_SUCCESS;

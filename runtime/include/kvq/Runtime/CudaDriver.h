@@ -75,7 +75,12 @@ public:
   void release(void *pointer);
   llvm::Error copyToDevice(void *dst, const void *src, size_t bytes);
   llvm::Error copyToHost(void *dst, const void *src, size_t bytes);
+  /// Device to device; overlapping ranges are copied as memmove would.
   llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes);
+  /// `rows` rows of `rowBytes`, `srcPitch` apart, to rows `dstPitch` apart
+  /// (one driver call; the ranges must not overlap).
+  llvm::Error copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
+                               size_t srcPitch, size_t rowBytes, size_t rows);
   llvm::Error synchronize();
   /// A new stream (a CUstream; blocking with respect to the default stream).
   llvm::Expected<void *> createStream();

@@ -74,6 +74,11 @@ public:
   virtual llvm::Error copyOut(void *dst, const void *src, size_t bytes) = 0;
   virtual llvm::Error copyOnDevice(void *dst, const void *src,
                                    size_t bytes) = 0;
+  /// `rows` rows of `rowBytes`, `srcPitch` apart, to rows `dstPitch` apart;
+  /// the ranges must not overlap. By default one copyOnDevice a row.
+  virtual llvm::Error copyRowsOnDevice(void *dst, size_t dstPitch,
+                                       const void *src, size_t srcPitch,
+                                       size_t rowBytes, size_t rows);
   virtual llvm::Error synchronize() { return llvm::Error::success(); }
   /// GPU time between events (cuda), wall time on the CPU backends.
   virtual llvm::Expected<double>

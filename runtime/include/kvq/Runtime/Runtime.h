@@ -124,6 +124,10 @@ public:
   llvm::Error copyOut(void *dst, const void *src, size_t bytes);
   /// Device to device; the ranges may overlap (memmove semantics).
   llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes);
+  /// `rows` rows of `rowBytes`, `srcPitch` apart, to rows `dstPitch` apart,
+  /// in one driver call on cuda; the ranges must not overlap.
+  llvm::Error copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
+                               size_t srcPitch, size_t rowBytes, size_t rows);
 
   /// Waits for all work issued so far (cuda); a no-op on the CPU backends.
   llvm::Error synchronize();
