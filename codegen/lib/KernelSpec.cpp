@@ -181,6 +181,15 @@ std::optional<std::string> KernelSpec::validate() const {
     if (auto error = validateScheme(
             kind == KernelKind::Attention ? "key" : "scheme", key, headDim))
       return error;
+  // Only quantizing writes scales; reading fp16 scales into bf16 is safe.
+  if (kind == KernelKind::Quantize && dtype == HalfType::BF16 &&
+      !key.fp32Scales) {
+    QuantScheme fixed = key;
+    fixed.fp32Scales = true;
+    os << scheme_rules::kBf16ScalesRule << " (add the x flag: " << key.tag()
+       << " -> " << fixed.tag() << ")";
+    return os.str();
+  }
   if (!isAttention())
     return std::nullopt;
   if (kind == KernelKind::Attention)

@@ -28,6 +28,10 @@ bool kvq::applyPreset(const std::string &name, CacheConfig &config,
   }
   config.key = preset->key;
   config.value = preset->value;
+  // bf16 caches keep fp32 scales (SchemeRules.h: kBf16ScalesRule); set
+  // dtype before applying the preset.
+  if (config.dtype == HalfType::BF16)
+    config.key.fp32Scales = config.value.fp32Scales = true;
   config.residual = preset->residual;
   config.sink = preset->sink;
   return true;
@@ -405,6 +409,11 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
                                             config.headDim, config.dtype);
   impl->quantizeValue = KernelSpec::forScheme(
       KernelKind::Quantize, config.value, config.headDim, config.dtype);
+  for (const KernelSpec *spec : {&impl->quantizeKey, &impl->quantizeValue})
+    if (std::optional<std::string> problem = spec->validate())
+      return fail("invalid cache configuration: " +
+                  std::string(spec == &impl->quantizeKey ? "key" : "value") +
+                  " " + *problem);
   // Compile (or find) every kernel now: errors surface at creation, and
   // decoding never waits for a compiler.
   for (const KernelSpec *spec :

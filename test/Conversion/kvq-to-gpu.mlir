@@ -24,15 +24,16 @@ func.func @quantize(%x: tensor<?x?x?x128xf16>) -> (tensor<?x?x?x16xi32>, tensor<
 
 // Channel-axis quantize: a thread walks its channel; no shuffles. Symmetric:
 // no zero points argument.
-// CHECK-LABEL: gpu.func @kvq_quant_2c32s_d64_bf16(%{{.*}}: memref<?xbf16>, %{{.*}}: memref<?xi32>, %{{.*}}: memref<?xf16>, %{{.*}}: i32
+// bf16 input, so fp32 scales.
+// CHECK-LABEL: gpu.func @kvq_quant_2c32sx_d64_bf16(%{{.*}}: memref<?xbf16>, %{{.*}}: memref<?xi32>, %{{.*}}: memref<?xf32>, %{{.*}}: i32
 // CHECK-NOT: gpu.shuffle
 // CHECK: scf.for
 // CHECK: scf.for
 // CHECK: gpu.return
-func.func @channel_quantize(%x: tensor<?x?x?x64xbf16>) -> (tensor<?x?x?x64xi32>, tensor<?x?x?x64xf16>) {
-  %w, %s = kvq.quantize %x scheme <bits = 2, group = 32, axis = channel, mode = symmetric>
-      : tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xi32>, tensor<?x?x?x64xf16>
-  return %w, %s : tensor<?x?x?x64xi32>, tensor<?x?x?x64xf16>
+func.func @channel_quantize(%x: tensor<?x?x?x64xbf16>) -> (tensor<?x?x?x64xi32>, tensor<?x?x?x64xf32>) {
+  %w, %s = kvq.quantize %x scheme <bits = 2, group = 32, axis = channel, mode = symmetric, scale = f32>
+      : tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xi32>, tensor<?x?x?x64xf32>
+  return %w, %s : tensor<?x?x?x64xi32>, tensor<?x?x?x64xf32>
 }
 
 // -----

@@ -81,6 +81,8 @@ std::vector<KernelSpec> sampleSpecs() {
       spec.headDim = pick({64, 128, 256});
       spec.dtype = pick({0, 1}) ? HalfType::BF16 : HalfType::F16;
       spec.key = scheme(bits, axis, symmetric, spec.headDim);
+      if (spec.dtype == HalfType::BF16) // kBf16ScalesRule
+        spec.key.fp32Scales = true;
       specs.push_back(spec);
     }
   return specs;

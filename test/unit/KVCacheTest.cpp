@@ -254,6 +254,26 @@ TEST(KVCache, MemoryAccounting) {
   EXPECT_GT(m.ratio(), 1.5);
 }
 
+// A bf16 cache keeps fp32 scales: the presets pick them when the dtype is
+// set first, and a bf16 configuration with fp16 scales is refused by name.
+TEST(KVCache, Bf16CachesKeepFp32Scales) {
+  CacheConfig c;
+  c.dtype = HalfType::BF16;
+  ASSERT_TRUE(applyPreset("kivi2", c));
+  EXPECT_TRUE(c.key.fp32Scales && c.value.fp32Scales);
+  std::unique_ptr<Context> context = makeContext(BackendKind::Reference);
+  ASSERT_TRUE(context);
+  Status status;
+  EXPECT_TRUE(QuantizedKVCache::create(*context, c, &status))
+      << status.message();
+  c.key.fp32Scales = false;
+  EXPECT_FALSE(QuantizedKVCache::create(*context, c, &status));
+  EXPECT_EQ(status.code(), StatusCode::InvalidArgument);
+  EXPECT_NE(status.message().find("key bf16 input needs fp32 scales"),
+            std::string::npos)
+      << status.message();
+}
+
 /// Prefill, then >= 1000 decode steps with interleaved layers and sequences
 /// of unequal lengths, residual flushes included: the emulated cache's
 /// attention equals the reference cache's, for every preset.

@@ -98,6 +98,24 @@ TEST(KernelSpec, ValidationNamesTheBadValue) {
 
 } // namespace
 
+// Quantizing bf16 with fp16 scales would store inf past 65504: refused,
+// with the fix named; reading fp16 scales (dequantize, attention) is fine.
+TEST(KernelSpec, Bf16QuantizesWithFp32Scales) {
+  KernelSpec spec;
+  ASSERT_FALSE(parseKernelSpec("quantize 4t64 d=128 bf16", spec));
+  std::optional<std::string> problem = spec.validate();
+  ASSERT_TRUE(problem);
+  EXPECT_EQ(*problem, "bf16 input needs fp32 scales: an fp16 scale or zero "
+                      "point overflows to inf once a group's values pass "
+                      "65504 (add the x flag: 4t64 -> 4t64x)");
+  ASSERT_FALSE(parseKernelSpec("quantize 4t64x d=128 bf16", spec));
+  EXPECT_FALSE(spec.validate());
+  ASSERT_FALSE(parseKernelSpec("quantize 4t64 d=128", spec)); // fp16 input
+  EXPECT_FALSE(spec.validate());
+  ASSERT_FALSE(parseKernelSpec("dequantize 4t64 d=128 bf16", spec));
+  EXPECT_FALSE(spec.validate());
+}
+
 TEST(KernelSpec, PagedAttentionSpecs) {
   KernelSpec spec;
   ASSERT_FALSE(parseKernelSpec(

@@ -189,6 +189,8 @@ std::vector<QuantCase> quantCases() {
           c.scheme.interleaved = (index % 3) == 1;
           c.scheme.fp32Scales = (index % 5) == 2;
           c.dtype = (index % 4) == 3 ? HalfType::BF16 : HalfType::F16;
+          if (c.dtype == HalfType::BF16) // kBf16ScalesRule
+            c.scheme.fp32Scales = true;
           for (bool outliers : {false, true}) {
             c.outliers = outliers;
             cases.push_back(c);
@@ -491,6 +493,8 @@ std::vector<AttentionCase> attentionCases() {
     };
     set(s.key, combos[k], index);
     set(s.value, combos[v], index + 1 + pick(3));
+    if (s.dtype == HalfType::BF16) // kBf16ScalesRule: quantized with fp32
+      s.key.fp32Scales = s.value.fp32Scales = true;
     s.sink = pick(4) != 0;
     s.residual = pick(4) != 0;
     int unit = 1; // body tokens come in whole channel groups

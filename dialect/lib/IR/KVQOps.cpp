@@ -2,6 +2,7 @@
 
 #include "kvq/Dialect/KVQ/IR/KVQOps.h"
 #include "kvq/Dialect/KVQ/IR/KVQLayout.h"
+#include "kvq/Dialect/KVQ/IR/SchemeRules.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
@@ -242,6 +243,10 @@ LogicalResult QuantizeOp::verify() {
   if (failed(verifyQuantizedTensor(*this, "", getScheme(), shapeOf(getInput()),
                                    getCodes(), getScales(), getZeros())))
     return failure();
+  if (cast<ShapedType>(getInput().getType()).getElementType().isBF16() &&
+      !getScheme().getScaleType().isF32())
+    return emitOpError() << ::kvq::scheme_rules::kBf16ScalesRule
+                         << " (write the scheme with scale = f32)";
   PlanAttr plan = getPlanAttr();
   return plan ? verifyQuantizePlan(*this, plan) : success();
 }

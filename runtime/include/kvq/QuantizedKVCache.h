@@ -60,6 +60,9 @@ struct CacheConfig {
 
 /// The named presets (kivi2, kivi4, hf_quanto_int4, int8, int4): fills the
 /// schemes, residual and sink of `config`. False (and `error`) if unknown.
+/// With `config.dtype` bf16 the schemes get fp32 scales (an fp16 scale
+/// overflows past 65504), so set the dtype first; a bf16 config with fp16
+/// scales is refused by create().
 bool applyPreset(const std::string &name, CacheConfig &config,
                  std::string *error = nullptr);
 

@@ -133,3 +133,13 @@ func.func @f32_input(%x: tensor<1x2x4x64xf32>) {
       : tensor<1x2x4x64xf32> -> tensor<1x2x4x64xi8>, tensor<1x2x4x2xf16>, tensor<1x2x4x2xf16>
   return
 }
+
+// -----
+
+// bf16 input with fp16 scales would store inf for any group past 65504.
+func.func @bf16_needs_f32_scales(%k: tensor<1x2x64x64xbf16>) {
+  // expected-error @+1 {{'kvq.quantize' op bf16 input needs fp32 scales: an fp16 scale or zero point overflows to inf once a group's values pass 65504 (write the scheme with scale = f32)}}
+  %c, %s, %z = kvq.quantize %k scheme <bits = 4, group = 64, axis = token>
+      : tensor<1x2x64x64xbf16> -> tensor<1x2x64x64xi8>, tensor<1x2x64x1xf16>, tensor<1x2x64x1xf16>
+  return
+}

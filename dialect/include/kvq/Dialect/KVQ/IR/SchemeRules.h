@@ -24,6 +24,13 @@ inline bool validGroup(long group) {
 inline constexpr const char *kGroupRule =
     "group must be a power of two in [16, 256]";
 
+/// bf16 input is quantized with fp32 scales: bf16 reaches 3.4e38, an fp16
+/// scale or zero point only 65504, so a group with a larger value (or
+/// range) would be stored as inf and decode as inf/NaN, silently.
+inline constexpr const char *kBf16ScalesRule =
+    "bf16 input needs fp32 scales: an fp16 scale or zero point overflows to "
+    "inf once a group's values pass 65504";
+
 } // namespace kvq::scheme_rules
 
 #endif // KVQ_DIALECT_KVQ_IR_SCHEMERULES_H
