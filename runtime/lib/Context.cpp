@@ -202,5 +202,6 @@ Status Context::copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
 
 CacheStatistics Context::statistics() const {
   RuntimeStatistics s = impl->runtime->statistics();
-  return {s.compiled, s.diskHits, s.bundleHits, s.memoryHits, s.remoteHits};
+  return {s.compiled,   s.diskHits,   s.bundleHits,
+          s.memoryHits, s.remoteHits, s.launches};
 }

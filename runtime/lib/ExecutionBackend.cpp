@@ -19,37 +19,35 @@ using namespace kvq;
 // Planned launches on loaded kernels (cuda and emulator)
 //===----------------------------------------------------------------------===//
 
-namespace {
-llvm::Error launchOn(const CompiledKernels &k, const KernelLaunch &launch) {
+llvm::Error ExecutionBackend::launchOn(const CompiledKernels &k,
+                                       const KernelLaunch &launch) {
   if (!k.executable)
     return llvm::createStringError(
         llvm::inconvertibleErrorCode(),
         "kernels of '" + k.spec.canonical() +
             "' are not loaded (the runtime was created compile-only)");
+  ++launched;
   return k.executable->launch(launch);
 }
 
-/// One planned launch (Launch.h's planQuantize or planDequantize), run.
-template <typename Call, typename Planner>
-llvm::Error planAndLaunch(Planner plan, const KernelSpec &spec,
-                          const CompiledKernels &k, const Call &call) {
-  llvm::Expected<KernelLaunch> launch = plan(spec, k.source, call);
+llvm::Error
+ExecutionBackend::launchPlanned(const CompiledKernels &k,
+                                llvm::Expected<KernelLaunch> launch) {
   if (!launch)
     return launch.takeError();
   return launchOn(k, *launch);
 }
-} // namespace
 
 llvm::Error ExecutionBackend::quantize(const KernelSpec &spec,
                                        const CompiledKernels &k,
                                        const QuantizeCall &call) {
-  return planAndLaunch(planQuantize, spec, k, call);
+  return launchPlanned(k, planQuantize(spec, k.source, call));
 }
 
 llvm::Error ExecutionBackend::dequantize(const KernelSpec &spec,
                                          const CompiledKernels &k,
                                          const DequantizeCall &call) {
-  return planAndLaunch(planDequantize, spec, k, call);
+  return launchPlanned(k, planDequantize(spec, k.source, call));
 }
 
 llvm::Error ExecutionBackend::attention(const KernelSpec &spec,

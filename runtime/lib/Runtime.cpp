@@ -604,6 +604,7 @@ std::optional<cuda::DeviceInfo> Runtime::device() const {
 bool Runtime::canCompile() const { return impl->compiler != nullptr; }
 
 RuntimeStatistics Runtime::statistics() const {
-  return {impl->compiled.load(), impl->diskHits.load(), impl->bundleHits.load(),
-          impl->memoryHits.load(), impl->remoteHits.load()};
+  return {impl->compiled.load(),   impl->diskHits.load(),
+          impl->bundleHits.load(), impl->memoryHits.load(),
+          impl->remoteHits.load(), impl->device->launches()};
 }

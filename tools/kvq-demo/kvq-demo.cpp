@@ -247,9 +247,10 @@ Status serve(Context &context, CacheConfig config, int slots, int steps) {
       "layers, {1}-token pages ({2} per layer in the pool)\n",
       slots, cache->pageTokens(), pagesPerLayer);
   llvm::outs() << "  step  requests (id:tokens)                 pages  "
-                  "memory vs fp16  ms/step\n";
+                  "memory vs fp16  launches  ms/step\n";
   for (int step = 0; step < steps && s.ok(); ++step) {
     auto start = Clock::now();
+    uint64_t launchesBefore = context.statistics().launches;
     for (int slot = 0; slot < slots && s.ok(); ++slot) {
       Request &r = active[slot];
       if (r.id >= 0)
@@ -270,13 +271,17 @@ Status serve(Context &context, CacheConfig config, int slots, int steps) {
         s = cache->attend(layer, q, out);
     }
     double ms = msSince(start);
+    uint64_t launches = context.statistics().launches - launchesBefore;
     std::string line;
     for (int slot = 0; slot < slots; ++slot)
       line += std::to_string(active[slot].id) + ":" +
               std::to_string(cache->parts(0, slot).total()) + " ";
     llvm::outs() << llvm::formatv(
-        "  {0,4}  {1,-36} {2,5}  {3,6:f2}x        {4,7:f1}\n", step, line,
-        cache->pagesInUse(0), cache->memory().ratio(), ms);
+        "  {0,4}  {1,-36} {2,5}  {3,6:f2}x        {4,8}  {5,7:f1}\n", step,
+        line, cache->pagesInUse(0), cache->memory().ratio(),
+        context.backend() == BackendKind::Reference ? std::string("-")
+                                                    : std::to_string(launches),
+        ms);
     for (int slot = 0; slot < slots && s.ok(); ++slot)
       if (--active[slot].left == 0) { // finished: its pages go back
         s = cache->release(slot);
@@ -286,7 +291,10 @@ Status serve(Context &context, CacheConfig config, int slots, int steps) {
   }
   llvm::outs() << llvm::formatv(
       "  {0} requests admitted, {1} finished; the pages of finished requests "
-      "served later ones\n",
+      "served later ones\n  launches: every kernel launch of the step (prompt "
+      "appends of admitted requests included; the reference backend runs no "
+      "kernels); a decode step appends sequence by sequence today, so they "
+      "grow with the batch (issue 19: one batched append per layer)\n",
       next, finished);
   for (void *p : {k, v, q, out})
     context.release(p);

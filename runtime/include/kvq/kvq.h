@@ -77,9 +77,13 @@ struct ContextOptions {
   int device = 0;
 };
 
+/// Where kernels came from, and how many launches ran them.
 struct CacheStatistics {
   uint64_t compiled = 0, diskHits = 0, bundleHits = 0, memoryHits = 0,
            remoteHits = 0;
+  /// Kernel launches issued (cuda and emulator; the reference backend runs
+  /// no kernels).
+  uint64_t launches = 0;
 };
 
 /// A Context is thread-safe: any number of threads may prepare kernels and

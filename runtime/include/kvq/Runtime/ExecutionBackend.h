@@ -18,6 +18,8 @@
 #include "kvq/Runtime/KernelCompiler.h"
 #include "kvq/Runtime/Launch.h"
 
+#include <atomic>
+
 #include "llvm/Support/Error.h"
 
 #include <functional>
@@ -39,6 +41,10 @@ public:
 class ExecutionBackend {
 public:
   virtual ~ExecutionBackend() = default;
+
+  /// Kernel launches issued so far (cuda and emulator; the reference
+  /// backend runs no kernels).
+  uint64_t launches() const { return launched.load(); }
 
   virtual Backend kind() const = 0;
 
@@ -86,6 +92,16 @@ public:
   virtual std::optional<cuda::DeviceInfo> device() const {
     return std::nullopt;
   }
+
+protected:
+  /// Runs one planned launch on loaded kernels, counting it.
+  llvm::Error launchOn(const CompiledKernels &k, const KernelLaunch &launch);
+  /// launchOn, or the planner's error.
+  llvm::Error launchPlanned(const CompiledKernels &k,
+                            llvm::Expected<KernelLaunch> launch);
+
+private:
+  std::atomic<uint64_t> launched{0};
 };
 
 /// The backend `requested` resolves to: Auto is cuda when a driver and a

@@ -84,6 +84,7 @@ struct CompiledKernels {
 struct RuntimeStatistics {
   uint64_t compiled = 0, diskHits = 0, bundleHits = 0, memoryHits = 0,
            remoteHits = 0;
+  uint64_t launches = 0; ///< kernel launches issued (cuda, emulator)
 };
 
 class Runtime {
