@@ -9,7 +9,9 @@
 //     tolerance of the reference backend (normwise).
 // and for every scheme of the matrix (bits 2/4/8 x token/channel axis x
 // asymmetric/symmetric x fp16/fp32 scales, each head_dim), quantize then
-// dequantize bit-exact against the reference.
+// dequantize bit-exact against the reference; and each preset's paged
+// QuantizedKVCache (prefill, decode steps that flush into pages) attending
+// within the tolerance of the same cache on the reference backend.
 // Every output buffer starts poisoned (Workload.h), so an element a kernel
 // fails to write is a mismatch, not a lucky zero. Each failure is one
 // `MISMATCH:` line.
