@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <numeric>
 #include <sstream>
 #include <tuple>
 
@@ -52,6 +53,13 @@ int unitOf(const CacheConfig &c) {
   return unit;
 }
 
+/// The residual is flushed this many tokens at a time (a multiple of the
+/// unit, at least 32): a token-axis scheme would otherwise quantize one token
+/// and shift the whole residual on every decode step; in blocks of 32 the
+/// shift comes once every 32 steps (bench/README.md, kvq-host-bench).
+constexpr int kMinFlushTokens = 32;
+int flushTokensOf(int unit) { return std::lcm(unit, kMinFlushTokens); }
+
 /// The page pool of one tensor (K or V) of one layer: `[pages, kv heads,
 /// pageTokens, ...]` words, scales and zero points.
 struct Store {
@@ -78,7 +86,7 @@ struct QuantizedKVCache::Impl {
   std::unique_ptr<Context> context; ///< shares the creator's runtime
   mutable std::mutex mutex;         ///< serializes calls (see the header)
   CacheConfig config;
-  int unit = 1, storeCapacity = 0, residualCapacity = 0;
+  int unit = 1, flushTokens = 1, storeCapacity = 0, residualCapacity = 0;
   int pageTokens = 0, maxPages = 0, numPages = 0;
   std::vector<Layer> layers;
   std::vector<void *> owned;
@@ -314,12 +322,12 @@ struct QuantizedKVCache::Impl {
     return Status();
   }
 
-  /// Quantizes the oldest whole units of the residual while it holds more
-  /// than `residual` tokens; moves the rest to the front.
+  /// Once the residual holds `residual` + flushTokens tokens, quantizes
+  /// its oldest flushTokens; moves the rest to the front.
   Status flush(Layer &layer, int seq) {
     Parts &p = layer.parts[seq];
     int excess = p.residual - config.residual;
-    int count = excess > 0 ? excess / unit * unit : 0;
+    int count = excess >= flushTokens ? excess / flushTokens * flushTokens : 0;
     if (count == 0)
       return Status();
     size_t seqOffset =
@@ -385,6 +393,7 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
   impl->context = context.share();
   impl->config = config;
   impl->unit = unitOf(config);
+  impl->flushTokens = flushTokensOf(impl->unit);
   // The quantized tokens live in pages (a multiple of the unit) drawn from
   // one pool per layer; a sequence can fill its whole capacity.
   impl->pageTokens = cachePageTokens(config.key, config.value, config.headDim);
@@ -396,7 +405,7 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
                 "] (batch x capacity in pages), got " +
                 std::to_string(config.pages));
   impl->numPages = config.pages ? config.pages : int(fullPool);
-  impl->residualCapacity = config.residual + impl->unit;
+  impl->residualCapacity = config.residual + impl->flushTokens;
 
   impl->attention = KernelSpec::forAttention(
       config.key, config.value, config.headDim, config.queryHeads,

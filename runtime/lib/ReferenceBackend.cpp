@@ -122,8 +122,12 @@ public:
       return launch.takeError();
     int d = spec.headDim;
     size_t scales = scaleCount(spec.key, d, 1, c.outTokens) * c.rows;
-    std::vector<float> input =
-        readHalf(c.input, size_t(c.rows) * c.inTokens * d, spec.dtype);
+    // What the call covers and no more: tokens [0, tokens) of each row;
+    // `input` may point into the middle of a buffer (a slice of a prompt),
+    // so the last row ends where the call's tokens end.
+    size_t covered =
+        c.rows > 0 ? (size_t(c.rows - 1) * c.inTokens + c.tokens) * d : 0;
+    std::vector<float> input = readHalf(c.input, covered, spec.dtype);
     HostScales h = readScales(c.scales, c.zeros, scales, spec.key);
     ref::quantize(spec.key, d, input.data(), c.rows, c.tokens, c.inTokens,
                   c.outTokens, c.outOffset, static_cast<uint32_t *>(c.words),

@@ -148,6 +148,34 @@ TEST(KVCache, RoutesSinkBulkPrefillResidualAndFlushes) {
   EXPECT_EQ(h.cache->parts(1, 0).total(), 0) << "layers are independent";
 }
 
+// A token-axis preset (unit 1) flushes its residual 32 tokens at a time:
+// 31 decode steps only copy, the 32nd quantizes 32 tokens (not one token
+// and a residual shift on every step).
+TEST(KVCache, TokenAxisResidualsFlushThirtyTwoTokensAtATime) {
+  CacheConfig c = smallConfig("int4");
+  Harness h(BackendKind::Emulator, c);
+  std::mt19937 rng(2);
+  Tokens prefill = makeTokens(c, 300, rng);
+  ASSERT_TRUE(h.append(0, 0, prefill, 300).ok());
+  // 4 sink; of 296, all but 64 go to the store in bulk (unit 1).
+  QuantizedKVCache::Parts p = h.cache->parts(0, 0);
+  EXPECT_EQ(p.quantized, 232);
+  EXPECT_EQ(p.residual, 64);
+  Tokens one = makeTokens(c, 1, rng);
+  uint64_t launches = h.context->statistics().launches;
+  for (int step = 0; step < 31; ++step)
+    ASSERT_TRUE(h.append(0, 0, one, 1).ok());
+  EXPECT_EQ(h.cache->parts(0, 0).residual, 95);
+  EXPECT_EQ(h.context->statistics().launches, launches) << "no quantize yet";
+  ASSERT_TRUE(h.append(0, 0, one, 1).ok()); // 96 = R + 32: flush 32
+  p = h.cache->parts(0, 0);
+  EXPECT_EQ(p.quantized, 264);
+  EXPECT_EQ(p.residual, 64);
+  // Tokens 232-263 straddle the 64-token pages at 256: K and V, each
+  // quantized into two pages.
+  EXPECT_EQ(h.context->statistics().launches, launches + 4);
+}
+
 TEST(KVCache, ReleasedPagesAreReusedAndAttentionStaysExact) {
   CacheConfig c = smallConfig("kivi2"); // 64-token pages
   Harness h(BackendKind::Emulator, c);

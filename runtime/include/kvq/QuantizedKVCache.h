@@ -6,11 +6,14 @@
 //   quantized an append-only store of packed codes + scales, written by the
 //             generated quantize kernel and never re-quantized;
 //   residual  the most recent tokens in fp16, between `residual` and
-//             `residual + unit - 1` of them, where `unit` is the largest
+//             `residual + flush - 1` of them; `flush` is the largest
 //             channel-axis group (keys are quantized in whole groups of
-//             tokens; values move with their keys so both stay aligned).
-// append() routes new tokens; when the residual overflows, its oldest whole
-// units are quantized into the store. A long prefill goes straight to the
+//             tokens; values move with their keys so both stay aligned),
+//             and at least 32 tokens.
+// append() routes new tokens; when the residual reaches `residual + flush`,
+// its oldest `flush` tokens are quantized into the store (with token-axis
+// schemes too: one quantize and one residual shift every 32 decode steps,
+// not every step). A long prefill goes straight to the
 // store in bulk (all but the sink and the residual tail). attend() runs one
 // fused attention over the three parts for the whole batch.
 //
