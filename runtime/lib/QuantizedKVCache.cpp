@@ -158,6 +158,63 @@ struct QuantizedKVCache::Impl {
         size_t(config.kvHeads));
   }
 
+  /// Copies tokens [first, first + count) of every kv head of `input` (laid
+  /// out as `layout`, in bytes) to dst [heads, dstStride, D] at token
+  /// `dstFirst`: one strided copy over the heads when a head's tokens are
+  /// contiguous, else one per head (its tokens `tokenPitch` apart).
+  Status copyTokens(void *dst, int dstStride, int dstFirst, const char *input,
+                    const TokenLayout &layout, int first, int count) {
+    if (count <= 0)
+      return Status();
+    size_t headPitch = size_t(layout.headStride) * 2;
+    size_t tokenPitch = size_t(layout.tokenStride) * 2;
+    auto *out = static_cast<char *>(dst) + size_t(dstFirst) * rowBytes();
+    const char *in = input + size_t(first) * tokenPitch;
+    if (tokenPitch == rowBytes())
+      return context->copyRowsOnDevice(out, size_t(dstStride) * rowBytes(), in,
+                                       headPitch, size_t(count) * rowBytes(),
+                                       size_t(config.kvHeads));
+    for (int h = 0; h < config.kvHeads; ++h) {
+      Status s = context->copyRowsOnDevice(
+          out + size_t(h) * dstStride * rowBytes(), rowBytes(),
+          in + size_t(h) * headPitch, tokenPitch, rowBytes(), size_t(count));
+      if (!s.ok())
+        return s;
+    }
+    return Status();
+  }
+
+  /// Quantizes tokens [first, first + count) of `k`/`v` (laid out as
+  /// `layout`) into sequence `seq`'s store at token `offset`: read in place
+  /// when each head's tokens are contiguous rows, else staged through the
+  /// scratch buffer a chunk of whole units at a time.
+  Status quantizeInput(Layer &layer, int seq, const char *k, const char *v,
+                       const TokenLayout &layout, int first, int count,
+                       int offset) {
+    if (layout.tokenStride == config.headDim &&
+        layout.headStride % config.headDim == 0)
+      return quantize(layer, seq, k, v, int(layout.headStride / config.headDim),
+                      first, count, offset);
+    int chunk = residualCapacity / unit * unit; // >= flushTokens >= unit
+    size_t half = size_t(config.kvHeads) * residualCapacity * rowBytes();
+    char *stagedK = static_cast<char *>(scratch);
+    char *stagedV = stagedK + half;
+    for (int done = 0; done < count; done += chunk) {
+      int n = std::min(chunk, count - done);
+      for (auto [staged, input] :
+           {std::pair{stagedK, k}, std::pair{stagedV, v}})
+        if (Status s = copyTokens(staged, residualCapacity, 0, input, layout,
+                                  first + done, n);
+            !s.ok())
+          return s;
+      if (Status s = quantize(layer, seq, stagedK, stagedV, residualCapacity, 0,
+                              n, offset + done);
+          !s.ok())
+        return s;
+    }
+    return Status();
+  }
+
   /// The device bytes that hold sequence `seq`'s KV in `layer` when it
   /// holds `p`, in snapshot order: sink K and V rows and residual K and V
   /// rows per kv head, then each quantized page of K then V (words, scales,
@@ -456,7 +513,10 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
     layer.pageHolders.assign(impl->numPages, 0);
     impl->layers.push_back(layer);
   }
-  impl->scratch = impl->allocate(heads * impl->residualCapacity * rowBytes, s);
+  // Room for K and V: a residual's shift uses one half, staged token-major
+  // input (append with a TokenLayout) both.
+  impl->scratch =
+      impl->allocate(2 * heads * impl->residualCapacity * rowBytes, s);
   impl->lengths = impl->allocate(size_t(config.batch) * 3 * 4, s);
   impl->blockTable =
       impl->allocate(size_t(config.batch) * impl->maxPages * 4, s);
@@ -488,6 +548,14 @@ QuantizedKVCache::~QuantizedKVCache() {
 
 Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
                                 const void *v, int tokens) {
+  int64_t d = impl->config.headDim;
+  return append(layerIndex, seq, k, v, tokens,
+                TokenLayout{std::max<int64_t>(tokens, 0) * d, d});
+}
+
+Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
+                                const void *v, int tokens,
+                                const TokenLayout &layout) {
   std::lock_guard<std::mutex> lock(impl->mutex);
   const CacheConfig &c = impl->config;
   if (layerIndex < 0 || layerIndex >= c.layers)
@@ -505,6 +573,16 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
     return invalid(std::string(k ? "v" : "k") + " is null");
   if (reinterpret_cast<uintptr_t>(k) % 2 || reinterpret_cast<uintptr_t>(v) % 2)
     return invalid("k and v must be 2-byte aligned");
+  // A head's row of head_dim channels is contiguous: strides below it would
+  // make rows overlap.
+  for (auto [name, stride] : {std::pair{"head", layout.headStride},
+                              std::pair{"token", layout.tokenStride}})
+    if (stride < c.headDim)
+      return invalid(std::string("the input's ") + name + " stride " +
+                     std::to_string(stride) + " is below head_dim " +
+                     std::to_string(c.headDim) +
+                     " (strides are in elements; a row of head_dim channels "
+                     "is contiguous)");
   Layer &layer = impl->layers[layerIndex];
   Parts before = layer.parts[seq];
   if (before.total() + int64_t(tokens) > c.capacity)
@@ -517,6 +595,8 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
   Parts &p = layer.parts[seq];
   size_t rowBytes = impl->rowBytes();
   size_t heads = c.kvHeads;
+  const char *keys = static_cast<const char *>(k);
+  const char *values = static_cast<const char *>(v);
   auto sequenceBase = [&](void *buffer, int stride) {
     return static_cast<char *>(buffer) +
            size_t(seq) * heads * stride * rowBytes;
@@ -531,9 +611,9 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
   int toSink = std::min(c.sink - p.sink, tokens);
   if (toSink > 0) {
     for (auto [dst, src] :
-         {std::pair{layer.sinkK, k}, std::pair{layer.sinkV, v}}) {
-      Status s = impl->copyRows(sequenceBase(dst, c.sink), c.sink, p.sink, src,
-                                tokens, 0, toSink);
+         {std::pair{layer.sinkK, keys}, std::pair{layer.sinkV, values}}) {
+      Status s = impl->copyTokens(sequenceBase(dst, c.sink), c.sink, p.sink,
+                                  src, layout, 0, toSink);
       if (!s.ok())
         return failed(s);
     }
@@ -546,8 +626,8 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
   if (p.residual == 0 && rest > c.residual) {
     int bulk = (rest - c.residual) / impl->unit * impl->unit;
     if (bulk > 0) {
-      Status s =
-          impl->quantize(layer, seq, k, v, tokens, pos, bulk, p.quantized);
+      Status s = impl->quantizeInput(layer, seq, keys, values, layout, pos,
+                                     bulk, p.quantized);
       if (!s.ok())
         return failed(s);
       p.quantized += bulk;
@@ -557,11 +637,11 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
   // 3. The rest through the residual, flushing whole units as it fills.
   while (pos < tokens) {
     int take = std::min(impl->residualCapacity - p.residual, tokens - pos);
-    for (auto [dst, src] :
-         {std::pair{layer.residualK, k}, std::pair{layer.residualV, v}}) {
-      Status s = impl->copyRows(sequenceBase(dst, impl->residualCapacity),
-                                impl->residualCapacity, p.residual, src, tokens,
-                                pos, take);
+    for (auto [dst, src] : {std::pair{layer.residualK, keys},
+                            std::pair{layer.residualV, values}}) {
+      Status s = impl->copyTokens(sequenceBase(dst, impl->residualCapacity),
+                                  impl->residualCapacity, p.residual, src,
+                                  layout, pos, take);
       if (!s.ok())
         return failed(s);
     }

@@ -176,6 +176,80 @@ TEST(KVCache, TokenAxisResidualsFlushThirtyTwoTokensAtATime) {
   EXPECT_EQ(h.context->statistics().launches, launches + 4);
 }
 
+/// `t` ([kv heads, n, head_dim]) rearranged as `layout` says, in a buffer
+/// of `elements` halves (the rest zero).
+std::vector<uint16_t> laidOut(const std::vector<uint16_t> &t,
+                              const CacheConfig &c, int n,
+                              const TokenLayout &layout, size_t elements) {
+  std::vector<uint16_t> out(elements, 0);
+  for (int h = 0; h < c.kvHeads; ++h)
+    for (int i = 0; i < n; ++i)
+      for (int x = 0; x < c.headDim; ++x)
+        out[h * layout.headStride + i * layout.tokenStride + x] =
+            t[(size_t(h) * n + i) * c.headDim + x];
+  return out;
+}
+
+// An engine's token-major [tokens, kv heads, head_dim] input (staged on its
+// way to the store) and a head-major slice with a longer stride (PyTorch's
+// [batch, kv heads, seq, head_dim], read in place) give the cache exactly
+// what contiguous input gives it: attention equal bit for bit, through the
+// bulk prefill, the sink and the residual, for channel- and token-axis
+// presets.
+TEST(KVCache, StridedInputIsReadWhereItIs) {
+  for (const char *preset : {"kivi2", "int4"}) {
+    CacheConfig c = smallConfig(preset);
+    c.batch = 1;
+    Harness contiguous(BackendKind::Emulator, c);
+    Harness tokenMajor(BackendKind::Emulator, c);
+    Harness padded(BackendKind::Emulator, c);
+    std::mt19937 rng(9);
+    int d = c.headDim, heads = c.kvHeads;
+    auto feed = [&](int n) {
+      Tokens t = makeTokens(c, n, rng);
+      ASSERT_TRUE(contiguous.append(0, 0, t, n).ok());
+      TokenLayout engine{d, int64_t(heads) * d};
+      TokenLayout slice{int64_t(n + 37) * d, d}; // a longer sequence's head
+      for (auto [h, layout] :
+           {std::pair{&tokenMajor, engine}, std::pair{&padded, slice}}) {
+        size_t elements = size_t(heads) * (n + 37) * d;
+        ASSERT_LE(elements * 2, h->tokenBytes);
+        std::vector<uint16_t> k = laidOut(t.k, c, n, layout, elements);
+        std::vector<uint16_t> v = laidOut(t.v, c, n, layout, elements);
+        ASSERT_TRUE(h->context->copyIn(h->k, k.data(), k.size() * 2).ok());
+        ASSERT_TRUE(h->context->copyIn(h->v, v.data(), v.size() * 2).ok());
+        Status s = h->cache->append(0, 0, h->k, h->v, n, layout);
+        ASSERT_TRUE(s.ok()) << preset << ": " << s.message();
+      }
+    };
+    feed(300); // sink, bulk prefill, residual
+    for (int step = 0; step < 40; ++step)
+      feed(1); // decode steps, flushes included
+    QuantizedKVCache::Parts p = contiguous.cache->parts(0, 0);
+    EXPECT_GT(p.quantized, 0);
+    std::vector<uint16_t> query = randomQuery(c, rng);
+    std::vector<float> want = contiguous.attend(0, query, c.dtype);
+    EXPECT_EQ(tokenMajor.attend(0, query, c.dtype), want) << preset;
+    EXPECT_EQ(padded.attend(0, query, c.dtype), want) << preset;
+    for (Harness *h : {&tokenMajor, &padded}) {
+      QuantizedKVCache::Parts q = h->cache->parts(0, 0);
+      EXPECT_EQ(q.quantized, p.quantized);
+      EXPECT_EQ(q.residual, p.residual);
+    }
+  }
+}
+
+TEST(KVCache, StridesBelowHeadDimAreRefused) {
+  CacheConfig c = smallConfig("kivi2");
+  Harness h(BackendKind::Reference, c);
+  Status s = h.cache->append(0, 0, h.k, h.v, 8, TokenLayout{64, 32});
+  EXPECT_EQ(s.code(), StatusCode::InvalidArgument);
+  EXPECT_EQ(s.message(), "the input's token stride 32 is below head_dim 64 "
+                         "(strides are in elements; a row of head_dim "
+                         "channels is contiguous)");
+  EXPECT_EQ(h.cache->parts(0, 0).total(), 0);
+}
+
 TEST(KVCache, ReleasedPagesAreReusedAndAttentionStaysExact) {
   CacheConfig c = smallConfig("kivi2"); // 64-token pages
   Harness h(BackendKind::Emulator, c);

@@ -81,6 +81,16 @@ struct MemoryUse {
   }
 };
 
+/// Where token t of kv head h starts in an input array, in elements of the
+/// half type: at h * headStride + t * tokenStride (a row of head_dim
+/// channels is contiguous). The contiguous [kv heads, tokens, head_dim] of
+/// append() is {tokens * head_dim, head_dim}; an engine's [tokens, kv heads,
+/// head_dim] is {head_dim, kv heads * head_dim}; one sequence of PyTorch's
+/// [batch, kv heads, seq, head_dim] is {seq * head_dim, head_dim}.
+struct TokenLayout {
+  int64_t headStride = 0, tokenStride = 0;
+};
+
 class QuantizedKVCache {
 public:
   static std::unique_ptr<QuantizedKVCache>
@@ -92,6 +102,14 @@ public:
   /// On any error nothing in the cache changes.
   Status append(int layer, int sequence, const void *k, const void *v,
                 int tokens);
+  /// The same, with `k` and `v` laid out as `layout` says: an engine's
+  /// [tokens, kv heads, head_dim] or a slice of PyTorch's [batch, kv heads,
+  /// seq, head_dim] are read where they are. Token-major input (a token
+  /// stride other than head_dim) is staged through the cache's scratch
+  /// buffer on its way to the quantized store; everything else is read in
+  /// place.
+  Status append(int layer, int sequence, const void *k, const void *v,
+                int tokens, const TokenLayout &layout);
 
   /// out[b, h, :] = attention of q[b, h, :] over everything sequence b holds
   /// in `layer`. q and out are device arrays [batch, query heads, head_dim].
