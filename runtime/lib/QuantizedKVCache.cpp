@@ -379,12 +379,10 @@ struct QuantizedKVCache::Impl {
     return Status();
   }
 
-  /// Once the residual holds `residual` + flushTokens tokens, quantizes
-  /// its oldest flushTokens; moves the rest to the front.
-  Status flush(Layer &layer, int seq) {
+  /// Quantizes the residual's oldest `count` tokens (route() says how
+  /// many); moves the rest to the front.
+  Status flush(Layer &layer, int seq, int count) {
     Parts &p = layer.parts[seq];
-    int excess = p.residual - config.residual;
-    int count = excess >= flushTokens ? excess / flushTokens * flushTokens : 0;
     if (count == 0)
       return Status();
     size_t seqOffset =
@@ -410,6 +408,59 @@ struct QuantizedKVCache::Impl {
     p.quantized += count;
     p.residual = keep;
     return Status();
+  }
+
+  /// One step of an append, in the order append() runs them.
+  struct AppendStep {
+    enum Kind { Sink, Bulk, Residual } kind;
+    int first, count; ///< the input tokens it takes
+    int flush = 0;    ///< Residual: tokens quantized once they are copied
+  };
+
+  /// How `tokens` new tokens are routed from parts `p`, which become the
+  /// parts after the append: the first tokens of a sequence fill the sink;
+  /// a long prefill (empty residual) goes to the store in bulk, all but the
+  /// residual tail, in whole units; the rest enter the residual, whose
+  /// oldest flushTokens are quantized each time it holds `residual` +
+  /// flushTokens. The one description of the routing: append() runs it and
+  /// checks the pool against it before changing anything.
+  std::vector<AppendStep> route(Parts &p, int tokens) const {
+    std::vector<AppendStep> steps;
+    int pos = 0;
+    if (int toSink = std::min(config.sink - p.sink, tokens); toSink > 0) {
+      steps.push_back({AppendStep::Sink, pos, toSink});
+      p.sink += toSink;
+      pos += toSink;
+    }
+    int rest = tokens - pos;
+    if (p.residual == 0 && rest > config.residual) {
+      if (int bulk = (rest - config.residual) / unit * unit; bulk > 0) {
+        steps.push_back({AppendStep::Bulk, pos, bulk});
+        p.quantized += bulk;
+        pos += bulk;
+      }
+    }
+    while (pos < tokens) {
+      int take = std::min(residualCapacity - p.residual, tokens - pos);
+      p.residual += take;
+      int excess = p.residual - config.residual;
+      int flush =
+          excess >= flushTokens ? excess / flushTokens * flushTokens : 0;
+      steps.push_back({AppendStep::Residual, pos, take, flush});
+      p.quantized += flush;
+      p.residual -= flush;
+      pos += take;
+    }
+    return steps;
+  }
+
+  /// Pages sequence `seq` must take from the free list for its store to
+  /// grow from `from` to `to` quantized tokens.
+  int pagesNeeded(const Layer &layer, int seq, int from, int to) const {
+    int needed = 0;
+    for (int slot = from / pageTokens; slot * pageTokens < to; ++slot)
+      needed += layer.blockTable[size_t(seq) * maxPages + slot] < 0;
+    return needed;
   }
 };
 
@@ -601,53 +652,55 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
     return static_cast<char *>(buffer) +
            size_t(seq) * heads * stride * rowBytes;
   };
+  Parts after = before;
+  std::vector<Impl::AppendStep> steps = impl->route(after, tokens);
+  // Every page the append needs, checked before anything changes: running
+  // out midway would leave a residual already shifted by earlier flushes.
+  int needed = impl->pagesNeeded(layer, seq, before.quantized, after.quantized);
+  if (needed > int(layer.freePages.size()))
+    return Status(StatusCode::ResourceExhausted,
+                  "no free page left in the pool of " +
+                      std::to_string(impl->numPages) + " pages (" +
+                      std::to_string(impl->pageTokens) +
+                      " tokens each): appending " + std::to_string(tokens) +
+                      " tokens to sequence " + std::to_string(seq) + " needs " +
+                      std::to_string(needed) + ", " +
+                      std::to_string(layer.freePages.size()) +
+                      " are free; release a sequence or create the cache "
+                      "with more pages");
   auto failed = [&](Status status) {
     p = before; // the counts say what the cache holds: nothing changed
     impl->releasePages(layer, seq, before.quantized); // nor the pages
     return status;
   };
-  int pos = 0;
-  // 1. The first `sink` tokens of a sequence stay fp16 forever.
-  int toSink = std::min(c.sink - p.sink, tokens);
-  if (toSink > 0) {
-    for (auto [dst, src] :
-         {std::pair{layer.sinkK, keys}, std::pair{layer.sinkV, values}}) {
-      Status s = impl->copyTokens(sequenceBase(dst, c.sink), c.sink, p.sink,
-                                  src, layout, 0, toSink);
-      if (!s.ok())
-        return failed(s);
+  for (const Impl::AppendStep &step : steps) {
+    Status s;
+    switch (step.kind) {
+    case Impl::AppendStep::Sink:
+      for (auto [dst, src] :
+           {std::pair{layer.sinkK, keys}, std::pair{layer.sinkV, values}})
+        if (s.ok())
+          s = impl->copyTokens(sequenceBase(dst, c.sink), c.sink, p.sink, src,
+                               layout, step.first, step.count);
+      p.sink += step.count;
+      break;
+    case Impl::AppendStep::Bulk:
+      s = impl->quantizeInput(layer, seq, keys, values, layout, step.first,
+                              step.count, p.quantized);
+      p.quantized += step.count;
+      break;
+    case Impl::AppendStep::Residual:
+      for (auto [dst, src] : {std::pair{layer.residualK, keys},
+                              std::pair{layer.residualV, values}})
+        if (s.ok())
+          s = impl->copyTokens(sequenceBase(dst, impl->residualCapacity),
+                               impl->residualCapacity, p.residual, src, layout,
+                               step.first, step.count);
+      p.residual += step.count;
+      if (s.ok())
+        s = impl->flush(layer, seq, step.flush);
+      break;
     }
-    p.sink += toSink;
-    pos += toSink;
-  }
-  // 2. A long prefill (empty residual) goes to the store in bulk: all but
-  //    the residual tail, in whole units.
-  int rest = tokens - pos;
-  if (p.residual == 0 && rest > c.residual) {
-    int bulk = (rest - c.residual) / impl->unit * impl->unit;
-    if (bulk > 0) {
-      Status s = impl->quantizeInput(layer, seq, keys, values, layout, pos,
-                                     bulk, p.quantized);
-      if (!s.ok())
-        return failed(s);
-      p.quantized += bulk;
-      pos += bulk;
-    }
-  }
-  // 3. The rest through the residual, flushing whole units as it fills.
-  while (pos < tokens) {
-    int take = std::min(impl->residualCapacity - p.residual, tokens - pos);
-    for (auto [dst, src] : {std::pair{layer.residualK, keys},
-                            std::pair{layer.residualV, values}}) {
-      Status s = impl->copyTokens(sequenceBase(dst, impl->residualCapacity),
-                                  impl->residualCapacity, p.residual, src,
-                                  layout, pos, take);
-      if (!s.ok())
-        return failed(s);
-    }
-    p.residual += take;
-    pos += take;
-    Status s = impl->flush(layer, seq);
     if (!s.ok())
       return failed(s);
   }

@@ -310,6 +310,35 @@ TEST(KVCache, AFullPoolIsAResourceErrorThatChangesNothing) {
       << status.message();
 }
 
+// An append that flushes its residual several times and finds the pool
+// empty at the third flush changes nothing either: not the counts, not the
+// pages, and not the residual's tokens (the first two flushes had already
+// shifted them), so it attends as a cache that never saw the append.
+TEST(KVCache, AnAppendRefusedMidFlushLeavesTheResidualAsItWas) {
+  CacheConfig c = smallConfig("kivi2"); // unit and flush 32, 64-token pages
+  c.pages = 2;
+  Harness subject(BackendKind::Reference, c);
+  Harness control(BackendKind::Reference, c);
+  std::mt19937 rng(12);
+  Tokens first = makeTokens(c, 68, rng);  // 4 sink + 64 residual
+  Tokens other = makeTokens(c, 132, rng); // takes one page
+  Tokens more = makeTokens(c, 150, rng);
+  for (Harness *h : {&subject, &control}) {
+    ASSERT_TRUE(h->append(0, 0, first, 68).ok());
+    ASSERT_TRUE(h->append(0, 1, other, 132).ok());
+  }
+  ASSERT_EQ(subject.cache->pagesInUse(0), 1);
+  // Flushes at 32 and 64 fit the last free page; the one at 96 needs
+  // another.
+  Status s = subject.append(0, 0, more, 150);
+  ASSERT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
+  EXPECT_EQ(subject.cache->parts(0, 0).total(), 68);
+  EXPECT_EQ(subject.cache->pagesInUse(0), 1);
+  std::vector<uint16_t> query = randomQuery(c, rng);
+  EXPECT_EQ(subject.attend(0, query, c.dtype),
+            control.attend(0, query, c.dtype));
+}
+
 TEST(KVCache, FailedAppendsChangeNothing) {
   CacheConfig c = smallConfig("int4");
   c.capacity = 100;
