@@ -78,6 +78,12 @@ struct Layer {
   /// Sequences whose block tables hold each page: a full page is shared
   /// by a fork and returns to the free list when its last holder lets go.
   std::vector<int32_t> pageHolders;
+  /// This layer's lengths and block table on the device, and the host
+  /// values last copied there: attend() copies only what changed since (a
+  /// decode step changes the lengths; the block table only when a page is
+  /// taken or given back).
+  int32_t *deviceLengths = nullptr, *deviceBlockTable = nullptr;
+  std::vector<int32_t> uploadedLengths, uploadedBlockTable;
 };
 
 } // namespace
@@ -90,8 +96,7 @@ struct QuantizedKVCache::Impl {
   int pageTokens = 0, maxPages = 0, numPages = 0;
   std::vector<Layer> layers;
   std::vector<void *> owned;
-  void *scratch = nullptr, *lengths = nullptr, *workspace = nullptr,
-       *blockTable = nullptr;
+  void *scratch = nullptr, *workspace = nullptr;
   size_t workspaceBytes = 0;
   KernelSpec attention, quantizeKey, quantizeValue;
   size_t rowBytes() const { return size_t(config.headDim) * 2; }
@@ -568,9 +573,12 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
   // input (append with a TokenLayout) both.
   impl->scratch =
       impl->allocate(2 * heads * impl->residualCapacity * rowBytes, s);
-  impl->lengths = impl->allocate(size_t(config.batch) * 3 * 4, s);
-  impl->blockTable =
-      impl->allocate(size_t(config.batch) * impl->maxPages * 4, s);
+  for (Layer &layer : impl->layers) {
+    layer.deviceLengths =
+        static_cast<int32_t *>(impl->allocate(size_t(config.batch) * 3 * 4, s));
+    layer.deviceBlockTable = static_cast<int32_t *>(
+        impl->allocate(size_t(config.batch) * impl->maxPages * 4, s));
+  }
   AttentionCall probe;
   probe.batch = config.batch;
   probe.maxPages = impl->maxPages;
@@ -719,13 +727,20 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   std::vector<int32_t> lengths;
   for (const Parts &p : layer.parts)
     lengths.insert(lengths.end(), {p.sink, p.quantized, p.residual});
-  Status s =
-      impl->context->copyIn(impl->lengths, lengths.data(), lengths.size() * 4);
-  if (s.ok())
-    s = impl->context->copyIn(impl->blockTable, layer.blockTable.data(),
-                              layer.blockTable.size() * 4);
-  if (!s.ok())
-    return s;
+  // Copy what changed since this layer's last attend, and only that.
+  for (auto [host, uploaded, device] :
+       {std::tuple{&lengths, &layer.uploadedLengths, layer.deviceLengths},
+        std::tuple{&layer.blockTable, &layer.uploadedBlockTable,
+                   layer.deviceBlockTable}}) {
+    if (*host == *uploaded)
+      continue;
+    Status s = impl->context->copyIn(device, host->data(), host->size() * 4);
+    if (!s.ok()) {
+      uploaded->clear(); // unknown: copy again next time
+      return s;
+    }
+    *uploaded = *host;
+  }
   AttentionCall call;
   call.q = q;
   call.keyWords = layer.key.words;
@@ -738,13 +753,13 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   call.sinkValues = layer.sinkV;
   call.residualKeys = layer.residualK;
   call.residualValues = layer.residualV;
-  call.lengths = static_cast<const int32_t *>(impl->lengths);
+  call.lengths = layer.deviceLengths;
   call.hostLengths = lengths.data();
   call.out = out;
   call.workspace = impl->workspace;
   call.workspaceBytes = impl->workspaceBytes;
   call.batch = c.batch;
-  call.blockTable = static_cast<const int32_t *>(impl->blockTable);
+  call.blockTable = layer.deviceBlockTable;
   call.maxPages = impl->maxPages;
   call.numPages = impl->numPages;
   call.sinkCapacity = std::max(1, c.sink);

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvq/Runtime/CudaDriver.h"
+#include "kvq/QuantizedKVCache.h"
 #include "kvq/kvq.h"
 
 #include <gtest/gtest.h>
@@ -356,6 +357,53 @@ TEST(CudaDriverTest, CopiesOverlappingRangesAndStridedRows) {
       ASSERT_EQ(back[r * 40 + i], host[5 + r * 100 + i]) << r << " " << i;
   driver->release(*buffer);
   driver->release(*rows);
+}
+
+} // namespace
+
+namespace {
+
+// QuantizedKVCache::attend copies to the device only what changed since the
+// layer's last attend: nothing when nothing did, the lengths alone after a
+// decode step that took no new page.
+TEST(CudaDriverTest, CacheAttendCopiesOnlyWhatChanged) {
+  FakeDriverInEnvironment fake;
+  ContextOptions options;
+  options.backend = BackendKind::Cuda;
+  Status status;
+  std::unique_ptr<Context> context = Context::create(options, &status);
+  ASSERT_TRUE(context) << status.message();
+  CacheConfig config;
+  config.layers = 1;
+  config.batch = 2;
+  config.kvHeads = 2;
+  config.queryHeads = 4;
+  config.headDim = 64;
+  config.capacity = 512;
+  ASSERT_TRUE(applyPreset("kivi2", config));
+  std::unique_ptr<QuantizedKVCache> cache =
+      QuantizedKVCache::create(*context, config, &status);
+  ASSERT_TRUE(cache) << status.message();
+  void *kv = context->allocate(size_t(2) * 300 * 64 * 2, &status);
+  void *q = context->allocate(size_t(2) * 4 * 64 * 2, &status);
+  void *out = context->allocate(size_t(2) * 4 * 64 * 2, &status);
+  ASSERT_TRUE(kv && q && out);
+  ASSERT_TRUE(cache->append(0, 0, kv, kv, 300).ok());
+  ASSERT_TRUE(cache->append(0, 1, kv, kv, 200).ok());
+  Counts before = fakeCounts();
+  ASSERT_TRUE(cache->attend(0, q, out).ok());
+  EXPECT_EQ(fakeCounts().copies - before.copies, 2) << "lengths, block table";
+  before = fakeCounts();
+  ASSERT_TRUE(cache->attend(0, q, out).ok());
+  EXPECT_EQ(fakeCounts().copies - before.copies, 0) << "nothing changed";
+  ASSERT_TRUE(cache->append(0, 0, kv, kv, 1).ok()); // residual 137: no flush
+  before = fakeCounts();
+  ASSERT_TRUE(cache->attend(0, q, out).ok());
+  EXPECT_EQ(fakeCounts().copies - before.copies, 1) << "the lengths";
+  EXPECT_EQ(fakeCounts().synchronizations - before.synchronizations, 0);
+  cache.reset();
+  for (void *p : {kv, q, out})
+    context->release(p);
 }
 
 } // namespace
