@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "SmallCacheConfig.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Workload.h"
 
@@ -35,15 +36,12 @@ std::unique_ptr<Context> emulatorContext() {
   return context;
 }
 
+/// The shared small cache, smaller still: one sequence of one kv head.
 CacheConfig tinyConfig() {
-  CacheConfig c;
-  c.layers = 2;
-  c.batch = 1;
-  c.kvHeads = 1;
+  CacheConfig c = kvq::testing::smallCacheConfig("kivi2");
+  c.batch = c.kvHeads = 1;
   c.queryHeads = 2;
-  c.headDim = 64;
   c.capacity = 256;
-  applyPreset("kivi2", c);
   c.residual = 32;
   return c;
 }

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvq/Runtime/CudaDriver.h"
+#include "SmallCacheConfig.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/kvq.h"
 
@@ -210,15 +211,27 @@ struct FakeDriverInEnvironment {
   ~FakeDriverInEnvironment() { unsetenv("KVQ_CUDA_DRIVER"); }
 };
 
-TEST(CudaDriverTest, ContextOptionsChooseTheDevice) {
+/// A Context on the cuda backend over the fake driver, device `device`
+/// (the driver is chosen when the Context is created; it stays after).
+std::unique_ptr<Context> fakeContext(int device = 0,
+                                     Status *failure = nullptr) {
   FakeDriverInEnvironment fake;
   ContextOptions options;
   options.backend = BackendKind::Cuda;
-  options.device = 1;
-  options.diskCache = false;
+  options.device = device;
   Status status;
   std::unique_ptr<Context> context = Context::create(options, &status);
-  ASSERT_TRUE(context) << status.message();
+  if (failure)
+    *failure = status;
+  else
+    EXPECT_TRUE(context) << status.message();
+  return context;
+}
+
+TEST(CudaDriverTest, ContextOptionsChooseTheDevice) {
+  Status status;
+  std::unique_ptr<Context> context = fakeContext(1);
+  ASSERT_TRUE(context);
   void *p = context->allocate(256, &status);
   ASSERT_TRUE(p) << status.message();
   auto deviceOf = fakeHook<int (*)(const void *)>("kvqFakeDeviceOf");
@@ -226,13 +239,11 @@ TEST(CudaDriverTest, ContextOptionsChooseTheDevice) {
   EXPECT_EQ(deviceOf(p), 1);
   context->release(p);
 
-  options.device = 7;
-  EXPECT_FALSE(Context::create(options, &status));
+  EXPECT_FALSE(fakeContext(7, &status));
   EXPECT_NE(status.message().find("there is no CUDA device 7"),
             std::string::npos)
       << status.message();
-  options.device = -1;
-  EXPECT_FALSE(Context::create(options, &status));
+  EXPECT_FALSE(fakeContext(-1, &status));
   EXPECT_EQ(status.code(), StatusCode::InvalidArgument);
   EXPECT_EQ(status.message(), "device must not be negative, got -1");
 }
@@ -257,12 +268,9 @@ Counts fakeCounts() {
 // and workspace are on the device, a call only launches (attention and
 // combine) -- no allocation, copy or synchronisation -- contiguous or paged.
 TEST(CudaDriverTest, AnAttentionCallOnlyLaunches) {
-  FakeDriverInEnvironment fake;
-  ContextOptions options;
-  options.backend = BackendKind::Cuda;
   Status status;
-  std::unique_ptr<Context> context = Context::create(options, &status);
-  ASSERT_TRUE(context) << status.message();
+  std::unique_ptr<Context> context = fakeContext();
+  ASSERT_TRUE(context);
   for (const char *text :
        {"attention k=2c32 v=2t32 d=128 hq=32 hkv=8 sink residual",
         "attention k=4t64 v=4t64 d=128 hq=32 hkv=8 paged=64 sink residual"}) {
@@ -367,20 +375,10 @@ namespace {
 // layer's last attend: nothing when nothing did, the lengths alone after a
 // decode step that took no new page.
 TEST(CudaDriverTest, CacheAttendCopiesOnlyWhatChanged) {
-  FakeDriverInEnvironment fake;
-  ContextOptions options;
-  options.backend = BackendKind::Cuda;
   Status status;
-  std::unique_ptr<Context> context = Context::create(options, &status);
-  ASSERT_TRUE(context) << status.message();
-  CacheConfig config;
-  config.layers = 1;
-  config.batch = 2;
-  config.kvHeads = 2;
-  config.queryHeads = 4;
-  config.headDim = 64;
-  config.capacity = 512;
-  ASSERT_TRUE(applyPreset("kivi2", config));
+  std::unique_ptr<Context> context = fakeContext();
+  ASSERT_TRUE(context);
+  CacheConfig config = kvq::testing::smallCacheConfig("kivi2");
   std::unique_ptr<QuantizedKVCache> cache =
       QuantizedKVCache::create(*context, config, &status);
   ASSERT_TRUE(cache) << status.message();
@@ -396,7 +394,7 @@ TEST(CudaDriverTest, CacheAttendCopiesOnlyWhatChanged) {
   before = fakeCounts();
   ASSERT_TRUE(cache->attend(0, q, out).ok());
   EXPECT_EQ(fakeCounts().copies - before.copies, 0) << "nothing changed";
-  ASSERT_TRUE(cache->append(0, 0, kv, kv, 1).ok()); // residual 137: no flush
+  ASSERT_TRUE(cache->append(0, 0, kv, kv, 1).ok()); // residual 73: no flush
   before = fakeCounts();
   ASSERT_TRUE(cache->attend(0, q, out).ok());
   EXPECT_EQ(fakeCounts().copies - before.copies, 1) << "the lengths";

@@ -1,5 +1,6 @@
 //===- KVCacheTest.cpp - QuantizedKVCache against the reference cache -----===//
 
+#include "SmallCacheConfig.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Reference.h"
 
@@ -34,17 +35,7 @@ std::unique_ptr<Context> makeContext(BackendKind backend) {
 }
 
 CacheConfig smallConfig(const std::string &preset) {
-  CacheConfig c;
-  c.layers = 2;
-  c.batch = 2;
-  c.kvHeads = 2;
-  c.queryHeads = 4;
-  c.headDim = 64;
-  c.capacity = 1400;
-  std::string error;
-  EXPECT_TRUE(applyPreset(preset, c, &error)) << error;
-  c.residual = 64; // smaller than the presets' 128: more flushes per step
-  return c;
+  return kvq::testing::smallCacheConfig(preset);
 }
 
 /// Host-generated tokens [kv heads, n, head_dim] as half bits, copied to
@@ -125,55 +116,42 @@ struct Harness {
   }
 };
 
+// A prefill's routing and the decode steps after it, for a channel-axis
+// preset (unit 32) and a token-axis one (unit 1): 4 sink tokens; of the
+// other 296, all but at least `residual` (64) go to the store in bulk in
+// whole units (kivi2: 224 in 32s, 72 stay; int4: 232, 64 stay). The residual
+// is then flushed 32 tokens at a time once it holds 64 + 32: the decode
+// steps before only copy (no launch), the flush quantizes K and V (int4's
+// 32 tokens straddle a page boundary: two pages each).
 TEST(KVCache, RoutesSinkBulkPrefillResidualAndFlushes) {
-  CacheConfig c = smallConfig("kivi2"); // unit 32 (channel-axis keys)
-  Harness h(BackendKind::Emulator, c);
-  std::mt19937 rng(1);
-  Tokens prefill = makeTokens(c, 300, rng);
-  ASSERT_TRUE(h.append(0, 0, prefill, 300).ok());
-  // 4 sink; of 296, all but >= 64 in whole 32s go to the store: 224; 72 stay.
-  QuantizedKVCache::Parts p = h.cache->parts(0, 0);
-  EXPECT_EQ(p.sink, 4);
-  EXPECT_EQ(p.quantized, 224);
-  EXPECT_EQ(p.residual, 72);
-  Tokens one = makeTokens(c, 1, rng);
-  for (int step = 0; step < 23; ++step)
-    ASSERT_TRUE(h.append(0, 0, one, 1).ok());
-  EXPECT_EQ(h.cache->parts(0, 0).residual, 95);
-  ASSERT_TRUE(h.append(0, 0, one, 1).ok()); // 96 = R + unit: flush 32
-  p = h.cache->parts(0, 0);
-  EXPECT_EQ(p.quantized, 256);
-  EXPECT_EQ(p.residual, 64);
-  EXPECT_EQ(p.total(), 324);
-  EXPECT_EQ(h.cache->parts(1, 0).total(), 0) << "layers are independent";
-}
-
-// A token-axis preset (unit 1) flushes its residual 32 tokens at a time:
-// 31 decode steps only copy, the 32nd quantizes 32 tokens (not one token
-// and a residual shift on every step).
-TEST(KVCache, TokenAxisResidualsFlushThirtyTwoTokensAtATime) {
-  CacheConfig c = smallConfig("int4");
-  Harness h(BackendKind::Emulator, c);
-  std::mt19937 rng(2);
-  Tokens prefill = makeTokens(c, 300, rng);
-  ASSERT_TRUE(h.append(0, 0, prefill, 300).ok());
-  // 4 sink; of 296, all but 64 go to the store in bulk (unit 1).
-  QuantizedKVCache::Parts p = h.cache->parts(0, 0);
-  EXPECT_EQ(p.quantized, 232);
-  EXPECT_EQ(p.residual, 64);
-  Tokens one = makeTokens(c, 1, rng);
-  uint64_t launches = h.context->statistics().launches;
-  for (int step = 0; step < 31; ++step)
-    ASSERT_TRUE(h.append(0, 0, one, 1).ok());
-  EXPECT_EQ(h.cache->parts(0, 0).residual, 95);
-  EXPECT_EQ(h.context->statistics().launches, launches) << "no quantize yet";
-  ASSERT_TRUE(h.append(0, 0, one, 1).ok()); // 96 = R + 32: flush 32
-  p = h.cache->parts(0, 0);
-  EXPECT_EQ(p.quantized, 264);
-  EXPECT_EQ(p.residual, 64);
-  // Tokens 232-263 straddle the 64-token pages at 256: K and V, each
-  // quantized into two pages.
-  EXPECT_EQ(h.context->statistics().launches, launches + 4);
+  struct Case {
+    const char *preset;
+    int bulk, residual, flushLaunches;
+  };
+  for (Case k : {Case{"kivi2", 224, 72, 2}, Case{"int4", 232, 64, 4}}) {
+    SCOPED_TRACE(k.preset);
+    CacheConfig c = smallConfig(k.preset);
+    Harness h(BackendKind::Emulator, c);
+    std::mt19937 rng(1);
+    Tokens prefill = makeTokens(c, 300, rng);
+    ASSERT_TRUE(h.append(0, 0, prefill, 300).ok());
+    QuantizedKVCache::Parts p = h.cache->parts(0, 0);
+    EXPECT_EQ(p.sink, 4);
+    EXPECT_EQ(p.quantized, k.bulk);
+    EXPECT_EQ(p.residual, k.residual);
+    Tokens one = makeTokens(c, 1, rng);
+    uint64_t launches = h.context->statistics().launches;
+    while (h.cache->parts(0, 0).residual < 95)
+      ASSERT_TRUE(h.append(0, 0, one, 1).ok());
+    EXPECT_EQ(h.context->statistics().launches, launches) << "copies only";
+    ASSERT_TRUE(h.append(0, 0, one, 1).ok()); // 96 = R + 32: flush 32
+    p = h.cache->parts(0, 0);
+    EXPECT_EQ(p.quantized, k.bulk + 32);
+    EXPECT_EQ(p.residual, 64);
+    EXPECT_EQ(p.total(), 300 + 96 - k.residual);
+    EXPECT_EQ(h.context->statistics().launches, launches + k.flushLaunches);
+    EXPECT_EQ(h.cache->parts(1, 0).total(), 0) << "layers are independent";
+  }
 }
 
 /// `t` ([kv heads, n, head_dim]) rearranged as `layout` says, in a buffer
