@@ -459,6 +459,12 @@ struct QuantizedKVCache::Impl {
     return steps;
   }
 
+  int pagesForAppend(const Layer &layer, int seq, int tokens) const;
+  Status poolTooSmall(const Layer &layer, int needed,
+                      const std::string &what) const;
+  Status runAppend(Layer &layer, int seq, const char *keys, const char *values,
+                   int tokens, const TokenLayout &layout);
+
   /// Pages sequence `seq` must take from the free list for its store to
   /// grow from `from` to `to` quantized tokens.
   int pagesNeeded(const Layer &layer, int seq, int from, int to) const {
@@ -612,11 +618,14 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
                 TokenLayout{std::max<int64_t>(tokens, 0) * d, d});
 }
 
-Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
-                                const void *v, int tokens,
-                                const TokenLayout &layout) {
-  std::lock_guard<std::mutex> lock(impl->mutex);
-  const CacheConfig &c = impl->config;
+namespace {
+
+/// What makes an append of `tokens` tokens to sequence `seq` of layer
+/// `layerIndex` invalid, before anything happens (the pool is checked
+/// apart: pagesForAppend).
+Status checkAppend(const CacheConfig &c, const std::vector<Layer> &layers,
+                   int layerIndex, int seq, const void *k, const void *v,
+                   int tokens, const TokenLayout &layout) {
   if (layerIndex < 0 || layerIndex >= c.layers)
     return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
                    std::to_string(c.layers) + ")");
@@ -642,75 +651,171 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
                      std::to_string(c.headDim) +
                      " (strides are in elements; a row of head_dim channels "
                      "is contiguous)");
-  Layer &layer = impl->layers[layerIndex];
-  Parts before = layer.parts[seq];
-  if (before.total() + int64_t(tokens) > c.capacity)
-    return invalid(
-        "appending " + std::to_string(tokens) + " tokens to sequence " +
-        std::to_string(seq) + " of layer " + std::to_string(layerIndex) +
-        " would hold " + std::to_string(before.total() + tokens) +
-        " tokens, more than the capacity " + std::to_string(c.capacity));
+  int64_t total = layers[layerIndex].parts[seq].total() + int64_t(tokens);
+  if (total > c.capacity)
+    return invalid("appending " + std::to_string(tokens) +
+                   " tokens to sequence " + std::to_string(seq) + " of layer " +
+                   std::to_string(layerIndex) + " would hold " +
+                   std::to_string(total) + " tokens, more than the capacity " +
+                   std::to_string(c.capacity));
+  return Status();
+}
 
+} // namespace
+
+/// Pages sequence `seq` must take from `layer`'s free list to append
+/// `tokens` tokens.
+int QuantizedKVCache::Impl::pagesForAppend(const Layer &layer, int seq,
+                                           int tokens) const {
+  Parts after = layer.parts[seq];
+  route(after, tokens);
+  return pagesNeeded(layer, seq, layer.parts[seq].quantized, after.quantized);
+}
+
+/// ResourceExhausted: `needed` pages for `what`, fewer free.
+Status QuantizedKVCache::Impl::poolTooSmall(const Layer &layer, int needed,
+                                            const std::string &what) const {
+  return Status(StatusCode::ResourceExhausted,
+                "no free page left in the pool of " + std::to_string(numPages) +
+                    " pages (" + std::to_string(pageTokens) +
+                    " tokens each): " + what + " needs " +
+                    std::to_string(needed) + ", " +
+                    std::to_string(layer.freePages.size()) +
+                    " are free; release a sequence or create the cache with "
+                    "more pages");
+}
+
+/// Runs an append that checkAppend and the pool already accepted: its
+/// routing (route()), step by step. A failure (a device error) puts the
+/// counts and pages back.
+Status QuantizedKVCache::Impl::runAppend(Layer &layer, int seq,
+                                         const char *keys, const char *values,
+                                         int tokens,
+                                         const TokenLayout &layout) {
   Parts &p = layer.parts[seq];
-  size_t rowBytes = impl->rowBytes();
-  size_t heads = c.kvHeads;
-  const char *keys = static_cast<const char *>(k);
-  const char *values = static_cast<const char *>(v);
+  const Parts before = p;
+  Parts after = before;
+  std::vector<AppendStep> steps = route(after, tokens);
   auto sequenceBase = [&](void *buffer, int stride) {
     return static_cast<char *>(buffer) +
-           size_t(seq) * heads * stride * rowBytes;
+           size_t(seq) * config.kvHeads * stride * rowBytes();
   };
-  Parts after = before;
-  std::vector<Impl::AppendStep> steps = impl->route(after, tokens);
-  // Every page the append needs, checked before anything changes: running
-  // out midway would leave a residual already shifted by earlier flushes.
-  int needed = impl->pagesNeeded(layer, seq, before.quantized, after.quantized);
-  if (needed > int(layer.freePages.size()))
-    return Status(StatusCode::ResourceExhausted,
-                  "no free page left in the pool of " +
-                      std::to_string(impl->numPages) + " pages (" +
-                      std::to_string(impl->pageTokens) +
-                      " tokens each): appending " + std::to_string(tokens) +
-                      " tokens to sequence " + std::to_string(seq) + " needs " +
-                      std::to_string(needed) + ", " +
-                      std::to_string(layer.freePages.size()) +
-                      " are free; release a sequence or create the cache "
-                      "with more pages");
   auto failed = [&](Status status) {
     p = before; // the counts say what the cache holds: nothing changed
-    impl->releasePages(layer, seq, before.quantized); // nor the pages
+    releasePages(layer, seq, before.quantized); // nor the pages
     return status;
   };
-  for (const Impl::AppendStep &step : steps) {
+  for (const AppendStep &step : steps) {
     Status s;
     switch (step.kind) {
-    case Impl::AppendStep::Sink:
+    case AppendStep::Sink:
       for (auto [dst, src] :
            {std::pair{layer.sinkK, keys}, std::pair{layer.sinkV, values}})
         if (s.ok())
-          s = impl->copyTokens(sequenceBase(dst, c.sink), c.sink, p.sink, src,
-                               layout, step.first, step.count);
+          s = copyTokens(sequenceBase(dst, config.sink), config.sink, p.sink,
+                         src, layout, step.first, step.count);
       p.sink += step.count;
       break;
-    case Impl::AppendStep::Bulk:
-      s = impl->quantizeInput(layer, seq, keys, values, layout, step.first,
-                              step.count, p.quantized);
+    case AppendStep::Bulk:
+      s = quantizeInput(layer, seq, keys, values, layout, step.first,
+                        step.count, p.quantized);
       p.quantized += step.count;
       break;
-    case Impl::AppendStep::Residual:
+    case AppendStep::Residual:
       for (auto [dst, src] : {std::pair{layer.residualK, keys},
                               std::pair{layer.residualV, values}})
         if (s.ok())
-          s = impl->copyTokens(sequenceBase(dst, impl->residualCapacity),
-                               impl->residualCapacity, p.residual, src, layout,
-                               step.first, step.count);
+          s = copyTokens(sequenceBase(dst, residualCapacity), residualCapacity,
+                         p.residual, src, layout, step.first, step.count);
       p.residual += step.count;
       if (s.ok())
-        s = impl->flush(layer, seq, step.flush);
+        s = flush(layer, seq, step.flush);
       break;
     }
     if (!s.ok())
       return failed(s);
+  }
+  return Status();
+}
+
+Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
+                                const void *v, int tokens,
+                                const TokenLayout &layout) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  Status s = checkAppend(impl->config, impl->layers, layerIndex, seq, k, v,
+                         tokens, layout);
+  if (!s.ok() || tokens == 0)
+    return s;
+  Layer &layer = impl->layers[layerIndex];
+  // Every page the append needs, checked before anything changes: running
+  // out midway would leave a residual already shifted by earlier flushes.
+  int needed = impl->pagesForAppend(layer, seq, tokens);
+  if (needed > int(layer.freePages.size()))
+    return impl->poolTooSmall(layer, needed,
+                              "appending " + std::to_string(tokens) +
+                                  " tokens to sequence " + std::to_string(seq));
+  return impl->runAppend(layer, seq, static_cast<const char *>(k),
+                         static_cast<const char *>(v), tokens, layout);
+}
+
+Status QuantizedKVCache::appendPacked(int layerIndex, const void *k,
+                                      const void *v, const int32_t *sequences,
+                                      const int32_t *offsets, int count,
+                                      const TokenLayout &layout) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  const CacheConfig &c = impl->config;
+  if (count < 0)
+    return invalid("count must not be negative, got " + std::to_string(count));
+  if (count == 0)
+    return Status();
+  if (!sequences || !offsets)
+    return invalid(std::string(sequences ? "offsets" : "sequences") +
+                   " is null");
+  if (offsets[0] < 0)
+    return invalid("offsets[0] must not be negative, got " +
+                   std::to_string(offsets[0]));
+  std::vector<bool> seen(std::max(0, c.batch));
+  int needed = 0;
+  for (int i = 0; i < count; ++i) {
+    int tokens = offsets[i + 1] - offsets[i];
+    if (tokens < 0)
+      return invalid("offsets must not decrease: offsets[" +
+                     std::to_string(i + 1) +
+                     "] = " + std::to_string(offsets[i + 1]) + " < offsets[" +
+                     std::to_string(i) + "] = " + std::to_string(offsets[i]));
+    int seq = sequences[i];
+    // Each sequence's part of the input, where its first token is.
+    size_t at = size_t(offsets[i]) *
+                size_t(std::max<int64_t>(0, layout.tokenStride)) * 2;
+    Status s = checkAppend(c, impl->layers, layerIndex, seq,
+                           k ? static_cast<const char *>(k) + at : nullptr,
+                           v ? static_cast<const char *>(v) + at : nullptr,
+                           tokens, layout);
+    if (!s.ok())
+      return Status(s.code(), "packed sequence " + std::to_string(i) + ": " +
+                                  s.message());
+    if (seen[seq])
+      return invalid("sequence " + std::to_string(seq) +
+                     " appears twice (packed sequences " + std::to_string(i) +
+                     " and an earlier one)");
+    seen[seq] = true;
+    needed += impl->pagesForAppend(impl->layers[layerIndex], seq, tokens);
+  }
+  Layer &layer = impl->layers[layerIndex];
+  if (needed > int(layer.freePages.size()))
+    return impl->poolTooSmall(layer, needed,
+                              "appending " + std::to_string(count) +
+                                  " packed sequences");
+  for (int i = 0; i < count; ++i) {
+    size_t at = size_t(offsets[i]) * size_t(layout.tokenStride) * 2;
+    Status s = impl->runAppend(
+        layer, sequences[i], static_cast<const char *>(k) + at,
+        static_cast<const char *>(v) + at, offsets[i + 1] - offsets[i], layout);
+    if (!s.ok()) // a device error: the sequences before it are appended
+      return Status(s.code(),
+                    "packed sequence " + std::to_string(i) + " (sequence " +
+                        std::to_string(sequences[i]) +
+                        "; the ones before it were appended): " + s.message());
   }
   return Status();
 }

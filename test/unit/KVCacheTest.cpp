@@ -217,6 +217,88 @@ TEST(KVCache, StridedInputIsReadWhereItIs) {
   }
 }
 
+// Several sequences' prompts packed token-major in one input, as an
+// engine's varlen prefill hands them over, give the cache what one append
+// per sequence gives it; a bad entry or a pool too small for all of them
+// changes nothing.
+TEST(KVCache, PackedSequencesAppendInOneCall) {
+  CacheConfig c = smallConfig("int4");
+  c.batch = 3;
+  Harness packed(BackendKind::Emulator, c);
+  Harness oneByOne(BackendKind::Emulator, c);
+  std::mt19937 rng(21);
+  int d = c.headDim, heads = c.kvHeads;
+  const int lengths[] = {150, 37, 110}; // sequences 2, 0, 1 in that order
+  const int32_t sequences[] = {2, 0, 1};
+  std::vector<int32_t> offsets = {0};
+  std::vector<Tokens> prompts;
+  for (int n : lengths) {
+    prompts.push_back(makeTokens(c, n, rng));
+    offsets.push_back(offsets.back() + n);
+  }
+  // Token-major [tokens, kv heads, head_dim], the prompts one after another.
+  TokenLayout engine{d, int64_t(heads) * d};
+  std::vector<uint16_t> k(size_t(offsets.back()) * heads * d), v(k.size());
+  for (int i = 0; i < 3; ++i)
+    for (int h = 0; h < heads; ++h)
+      for (int t = 0; t < lengths[i]; ++t)
+        for (int x = 0; x < d; ++x) {
+          size_t to = (size_t(offsets[i] + t) * heads + h) * d + x;
+          size_t from = (size_t(h) * lengths[i] + t) * d + x;
+          k[to] = prompts[i].k[from];
+          v[to] = prompts[i].v[from];
+        }
+  ASSERT_LE(k.size() * 2, packed.tokenBytes);
+  ASSERT_TRUE(packed.context->copyIn(packed.k, k.data(), k.size() * 2).ok());
+  ASSERT_TRUE(packed.context->copyIn(packed.v, v.data(), v.size() * 2).ok());
+  // Refused: a sequence twice, decreasing offsets; nothing changes.
+  const int32_t twice[] = {2, 2, 1};
+  Status s = packed.cache->appendPacked(0, packed.k, packed.v, twice,
+                                        offsets.data(), 3, engine);
+  EXPECT_EQ(s.code(), StatusCode::InvalidArgument);
+  EXPECT_EQ(s.message(), "sequence 2 appears twice (packed sequences 1 and "
+                         "an earlier one)");
+  std::vector<int32_t> backwards = {0, 150, 100, 297};
+  s = packed.cache->appendPacked(0, packed.k, packed.v, sequences,
+                                 backwards.data(), 3, engine);
+  EXPECT_EQ(s.message(), "offsets must not decrease: offsets[2] = 100 < "
+                         "offsets[1] = 150");
+  for (int seq = 0; seq < 3; ++seq)
+    EXPECT_EQ(packed.cache->parts(0, seq).total(), 0);
+  ASSERT_TRUE(packed.cache
+                  ->appendPacked(0, packed.k, packed.v, sequences,
+                                 offsets.data(), 3, engine)
+                  .ok());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(oneByOne.append(0, sequences[i], prompts[i], lengths[i]).ok());
+  for (int seq = 0; seq < 3; ++seq)
+    EXPECT_EQ(packed.cache->parts(0, seq).total(),
+              oneByOne.cache->parts(0, seq).total());
+  std::vector<uint16_t> query = randomQuery(c, rng);
+  EXPECT_EQ(packed.attend(0, query, c.dtype),
+            oneByOne.attend(0, query, c.dtype));
+}
+
+TEST(KVCache, APoolTooSmallForEveryPackedSequenceChangesNothing) {
+  CacheConfig c = smallConfig("int4"); // 64-token pages, residual 64
+  c.pages = 3;
+  Harness h(BackendKind::Reference, c);
+  // Two 200-token prompts, token-major: each quantizes 132 tokens in bulk
+  // (3 pages), 6 pages for a pool of 3. Refused before any token is read.
+  const int32_t sequences[] = {0, 1};
+  const int32_t offsets[] = {0, 200, 400};
+  TokenLayout engine{c.headDim, int64_t(c.kvHeads) * c.headDim};
+  Status s = h.cache->appendPacked(0, h.k, h.v, sequences, offsets, 2, engine);
+  EXPECT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
+  EXPECT_NE(s.message().find("appending 2 packed sequences needs 6, 3 are "
+                             "free"),
+            std::string::npos)
+      << s.message();
+  EXPECT_EQ(h.cache->parts(0, 0).total(), 0);
+  EXPECT_EQ(h.cache->parts(0, 1).total(), 0);
+  EXPECT_EQ(h.cache->pagesInUse(0), 0);
+}
+
 TEST(KVCache, StridesBelowHeadDimAreRefused) {
   CacheConfig c = smallConfig("kivi2");
   Harness h(BackendKind::Reference, c);

@@ -110,6 +110,18 @@ public:
   /// place.
   Status append(int layer, int sequence, const void *k, const void *v,
                 int tokens, const TokenLayout &layout);
+  /// Appends several sequences' tokens packed one after another in `k` and
+  /// `v`, as FlashAttention's varlen API packs them: `sequences[i]` takes
+  /// input tokens [offsets[i], offsets[i + 1]) (host arrays, `count` and
+  /// `count` + 1 entries; token t of kv head h at h * headStride +
+  /// t * tokenStride, so an engine's [tokens, kv heads, head_dim] is
+  /// {head_dim, kv heads * head_dim}). Every sequence and the pool are
+  /// checked first: a bad entry or too few free pages changes nothing. A
+  /// device error midway leaves the sequences before it appended (the
+  /// Status names where it stopped).
+  Status appendPacked(int layer, const void *k, const void *v,
+                      const int32_t *sequences, const int32_t *offsets,
+                      int count, const TokenLayout &layout);
 
   /// out[b, h, :] = attention of q[b, h, :] over everything sequence b holds
   /// in `layer`. q and out are device arrays [batch, query heads, head_dim].
