@@ -92,6 +92,11 @@ struct Thread {
   unsigned shuffleMask = 0;
   int shuffleLaneMask = 0;
   unsigned long long shuffleValue = 0, shuffleResult = 0;
+  /// A warp all-gather (shuffleMask all lanes, laneMask unused): this
+  /// lane's bytes and where every lane's go; 0 bytes for a plain shuffle.
+  const void *gatherMine = nullptr;
+  void *gatherAll = nullptr;
+  unsigned gatherBytes = 0;
   int barrierLine = 0; ///< source line of the __syncthreads it waits at
   std::vector<uint32_t> siteExecutions;
 };
@@ -291,12 +296,24 @@ unsigned long long hookShflXor(unsigned mask, unsigned long long value,
   t->shuffleMask = mask;
   t->shuffleLaneMask = laneMask;
   t->shuffleValue = value;
+  t->gatherBytes = 0;
   yieldToScheduler();
   return t->shuffleResult;
 }
 
-Hooks hooks = {hookLoad,   hookStore,       hookCheckShared,
-               hookShared, hookSyncthreads, hookShflXor};
+void hookWarpAllGather(const void *mine, unsigned bytes, void *all) {
+  Thread *t = currentThread;
+  t->state = State::AtShuffle;
+  t->shuffleMask = 0xffffffffu;
+  t->shuffleLaneMask = 0;
+  t->gatherMine = mine;
+  t->gatherAll = all;
+  t->gatherBytes = bytes;
+  yieldToScheduler();
+}
+
+Hooks hooks = {hookLoad,        hookStore,   hookCheckShared,  hookShared,
+               hookSyncthreads, hookShflXor, hookWarpAllGather};
 
 const char *stateName(State s) {
   switch (s) {
@@ -333,16 +350,38 @@ bool resolveShuffles(Block &block, bool &progress) {
       if (!(first.shuffleMask >> (i - base) & 1))
         continue;
       if (t.state != State::AtShuffle ||
-          t.shuffleLaneMask != first.shuffleLaneMask) {
+          t.shuffleLaneMask != first.shuffleLaneMask ||
+          t.gatherBytes != first.gatherBytes) {
         std::ostringstream os;
         os << "divergent __shfl_xor_sync in warp " << base / 32 << ": lane "
            << first.index - base << " waits at a shuffle but lane " << i - base
            << " is " << stateName(t.state);
         if (t.state == State::AtShuffle)
-          os << " with another lane mask";
+          os << (t.gatherBytes != first.gatherBytes
+                     ? " of another kind (shuffle / warp all-gather)"
+                     : " with another lane mask");
         block.error = os.str();
         return false;
       }
+    }
+    if (first.gatherBytes) { // every lane's bytes to every lane
+      if (end - base != 32) {
+        block.error = "a warp all-gather (mma.sync) needs 32 lanes, warp " +
+                      std::to_string(base / 32) + " has " +
+                      std::to_string(end - base);
+        return false;
+      }
+      for (size_t i = base; i < end; ++i) {
+        Thread &t = block.threads[i];
+        for (size_t j = base; j < end; ++j)
+          std::memcpy(static_cast<char *>(t.gatherAll) +
+                          (j - base) * t.gatherBytes,
+                      block.threads[j].gatherMine, t.gatherBytes);
+      }
+      for (size_t i = base; i < end; ++i)
+        block.threads[i].state = State::Runnable;
+      progress = true;
+      continue;
     }
     for (size_t i = base; i < end; ++i) {
       Thread &t = block.threads[i];

@@ -107,20 +107,71 @@ extern "C" __global__ void strided(int32_t* in, int32_t* out, int32_t stride) {
   int i = (int)threadIdx.x;
   KVQ_STG(1, out, i, KVQ_LDG(0, in, i * stride));
 }
+// One 16x8x16 tile per warp through kvq_mma_m16n8k16: every lane loads its
+// fragments as the PTX ISA lays them out (lane = 4 g + t), A row-major
+// 16x16 and B column-major (b[j * 16 + k] = B[k][j]) as fp16 bits, C and D
+// 16x8 row-major floats. `swap` != 0 hands the mma a[1] and a[2] swapped,
+// a fragment in the wrong place.
+extern "C" __global__ void mma_tile(uint32_t* a, uint32_t* b, float* c, float* d, int32_t swap) {
+  int lane = (int)threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  // a and b hold two fp16 per word: element pairs (2t, 2t+1) of a row.
+  unsigned fa[4] = {KVQ_LDG(0, a, g * 8 + t), KVQ_LDG(0, a, (g + 8) * 8 + t),
+                    KVQ_LDG(0, a, g * 8 + t + 4), KVQ_LDG(0, a, (g + 8) * 8 + t + 4)};
+  if (swap) {
+    unsigned x = fa[1];
+    fa[1] = fa[2];
+    fa[2] = x;
+  }
+  unsigned fb[2] = {KVQ_LDG(1, b, g * 8 + t), KVQ_LDG(1, b, g * 8 + t + 4)};
+  float fc[4] = {KVQ_LDG(2, c, g * 8 + 2 * t), KVQ_LDG(2, c, g * 8 + 2 * t + 1),
+                 KVQ_LDG(2, c, (g + 8) * 8 + 2 * t), KVQ_LDG(2, c, (g + 8) * 8 + 2 * t + 1)};
+  float fd[4];
+  kvq_mma_m16n8k16(fd, fa, fb, fc);
+  KVQ_STG(3, d, g * 8 + 2 * t, fd[0]);
+  KVQ_STG(3, d, g * 8 + 2 * t + 1, fd[1]);
+  KVQ_STG(3, d, (g + 8) * 8 + 2 * t, fd[2]);
+  KVQ_STG(3, d, (g + 8) * 8 + 2 * t + 1, fd[3]);
+}
+// A warp whose lanes do not all reach the mma.
+extern "C" __global__ void divergent_mma(uint32_t* a, float* d) {
+  if ((int)threadIdx.x == 5)
+    return;
+  unsigned fa[4] = {0, 0, 0, 0}, fb[2] = {0, 0};
+  float fc[4] = {0, 0, 0, 0}, fd[4];
+  kvq_mma_m16n8k16(fd, fa, fb, fc);
+  KVQ_STG(0, d, (int)threadIdx.x, fd[0]);
+}
 )cuda";
 
 std::unique_ptr<Module> &testModule() {
-  static std::unique_ptr<Module> module = build(
-      kKernels, {kernel("copy_offset", {"int32_t*", "int32_t*", "int32_t"}),
-                 kernel("misaligned", {"int32_t*", "int32_t*"}),
-                 kernel("butterfly", {"int32_t*"}),
-                 kernel("divergent_shuffle", {"int32_t*"}),
-                 kernel("reverse", {"int32_t*", "int32_t*", "int32_t"}),
-                 kernel("shared_vector", {"float*", "int32_t"}),
-                 kernel("two_barriers", {"int32_t*", "int32_t"}),
-                 kernel("partial_tile", {"float*", "int32_t"}),
-                 kernel("strided", {"int32_t*", "int32_t*", "int32_t"})});
+  static std::unique_ptr<Module> module =
+      build(kKernels,
+            {kernel("copy_offset", {"int32_t*", "int32_t*", "int32_t"}),
+             kernel("misaligned", {"int32_t*", "int32_t*"}),
+             kernel("butterfly", {"int32_t*"}),
+             kernel("divergent_shuffle", {"int32_t*"}),
+             kernel("reverse", {"int32_t*", "int32_t*", "int32_t"}),
+             kernel("shared_vector", {"float*", "int32_t"}),
+             kernel("two_barriers", {"int32_t*", "int32_t"}),
+             kernel("partial_tile", {"float*", "int32_t"}),
+             kernel("strided", {"int32_t*", "int32_t*", "int32_t"}),
+             kernel("mma_tile",
+                    {"uint32_t*", "uint32_t*", "float*", "float*", "int32_t"}),
+             kernel("divergent_mma", {"uint32_t*", "float*"})});
   return module;
+}
+
+/// fp16 bits of a small integer (exact).
+uint16_t halfOf(int x) {
+  if (x == 0)
+    return 0;
+  unsigned sign = x < 0 ? 0x8000 : 0, m = unsigned(x < 0 ? -x : x);
+  int e = 0;
+  while ((m >> e) > 1)
+    ++e;
+  // value = 1.f * 2^e, mantissa the bits below the leading one.
+  unsigned mantissa = (m << (10 - e)) & 0x3FF;
+  return uint16_t(sign | unsigned(e + 15) << 10 | mantissa);
 }
 
 TEST(Emulator, OutOfBoundsLoadIsReportedWithItsSite) {
@@ -187,6 +238,67 @@ TEST(Emulator, XorShuffleExchangesLaneValues) {
   auto *values = static_cast<int32_t *>(out.p);
   for (int i = 0; i < 64; ++i)
     EXPECT_EQ(values[i], (i ^ 1) * 10) << "lane " << i;
+}
+
+// kvq_mma_m16n8k16 on the emulator computes D = A.B + C with mma.sync's
+// fragment layouts: distinct small integers (exact in fp16 and in the fp32
+// sums) make every element of D depend on where each fragment came from, so
+// a transposed or swapped fragment gives another D (the swap run shows it).
+TEST(Emulator, MmaFragmentsFollowThePtxLayout) {
+  Module *m = testModule().get();
+  ASSERT_TRUE(m);
+  int A[16][16], B[16][8];
+  float C[16][8];
+  for (int i = 0; i < 16; ++i)
+    for (int k = 0; k < 16; ++k)
+      A[i][k] = (i * 3 + k * 5) % 17 - 8;
+  for (int k = 0; k < 16; ++k)
+    for (int j = 0; j < 8; ++j)
+      B[k][j] = (k * 7 + j * 11) % 13 - 6;
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 8; ++j)
+      C[i][j] = float(i * 8 + j);
+  // A row-major and B column-major, two fp16 a word, low half first.
+  Buffer a(16 * 8 * 4), b(8 * 8 * 4), c(16 * 8 * 4), d(16 * 8 * 4);
+  auto *aw = static_cast<uint32_t *>(a.p), *bw = static_cast<uint32_t *>(b.p);
+  for (int i = 0; i < 16; ++i)
+    for (int w = 0; w < 8; ++w)
+      aw[i * 8 + w] = halfOf(A[i][2 * w]) | uint32_t(halfOf(A[i][2 * w + 1]))
+                                                << 16;
+  for (int j = 0; j < 8; ++j)
+    for (int w = 0; w < 8; ++w)
+      bw[j * 8 + w] = halfOf(B[2 * w][j]) | uint32_t(halfOf(B[2 * w + 1][j]))
+                                                << 16;
+  std::memcpy(c.p, C, sizeof C);
+  for (int32_t swap : {0, 1}) {
+    int32_t flag = swap;
+    std::vector<void *> args = {&a.p, &b.p, &c.p, &d.p, &flag};
+    ASSERT_FALSE(static_cast<bool>(m->launch("mma_tile", {1}, {32}, args)));
+    auto *D = static_cast<float *>(d.p);
+    int wrong = 0;
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 8; ++j) {
+        float want = C[i][j];
+        for (int k = 0; k < 16; ++k)
+          want += float(A[i][k] * B[k][j]);
+        wrong += D[i * 8 + j] != want;
+        if (!swap)
+          EXPECT_EQ(D[i * 8 + j], want) << "D[" << i << "][" << j << "]";
+      }
+    if (swap)
+      EXPECT_GT(wrong, 64) << "a swapped fragment must change D";
+  }
+}
+
+TEST(Emulator, AnMmaMissingALaneIsAnError) {
+  Module *m = testModule().get();
+  ASSERT_TRUE(m);
+  Buffer a(16), d(32 * 4);
+  std::vector<void *> args = {&a.p, &d.p};
+  std::string message =
+      llvm::toString(m->launch("divergent_mma", {1}, {32}, args));
+  EXPECT_NE(message.find("in warp 0"), std::string::npos) << message;
+  EXPECT_NE(message.find("exited"), std::string::npos) << message;
 }
 
 TEST(Emulator, DivergentShuffleIsAnError) {

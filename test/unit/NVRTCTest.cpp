@@ -50,6 +50,35 @@ TEST(NVRTC, CompilesThePreludeAndReportsStatistics) {
   EXPECT_GT(compiled->stats["k"].registers, 0);
 }
 
+// The prelude's tensor-core tile compiles to one m16n8k16 mma.sync on
+// sm_80 and sm_90, and to two m16n8k8 on sm_75 (which has no k16 shape).
+TEST(NVRTC, ThePreludeMmaIsATensorCoreInstruction) {
+  std::string source =
+      "#include \"kvq_prelude.cuh\"\n"
+      "extern \"C\" __global__ void k(const unsigned *a, float *d) {\n"
+      "  unsigned fa[4] = {a[0], a[1], a[2], a[3]}, fb[2] = {a[4], a[5]};\n"
+      "  float fc[4] = {0, 0, 0, 0}, fd[4];\n"
+      "  kvq_mma_m16n8k16(fd, fa, fb, fc);\n"
+      "  for (int i = 0; i < 4; ++i) d[threadIdx.x * 4 + i] = fd[i];\n"
+      "}\n";
+  for (const char *arch : {"sm_75", "sm_80", "sm_90"}) {
+    NVRTCOptions options;
+    options.arch = arch;
+    llvm::Expected<CompiledModule> compiled =
+        compileCuda(source, "mma.cu", options);
+    ASSERT_TRUE(static_cast<bool>(compiled))
+        << arch << ": " << llvm::toString(compiled.takeError());
+    bool k16 = std::string(arch) != "sm_75";
+    const char *shape =
+        k16 ? "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
+            : "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32";
+    size_t first = compiled->ptx.find(shape);
+    ASSERT_NE(first, std::string::npos) << arch;
+    EXPECT_EQ(compiled->ptx.find(shape, first + 1) != std::string::npos, !k16)
+        << arch << ": " << (k16 ? "one" : "two") << " mma expected";
+  }
+}
+
 TEST(NVRTC, ParsesPtxasVerboseOutput) {
   std::string log =
       "ptxas info    : 0 bytes gmem\n"

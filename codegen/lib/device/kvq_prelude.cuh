@@ -58,6 +58,38 @@ __device__ __forceinline__ int kvq_and_or(int a, int b, int c) {
   return (a & b) | c;
 #endif
 }
+// D = A.B + C for one 16x8x16 tile on the tensor cores, every lane of the
+// warp taking part: fp16 A (row-major) and B (column-major), fp32
+// accumulators, in mma.sync's register fragments (PTX ISA, "Matrix
+// Fragments for mma.m16n8k16"; the emulator's kvq_emu::mmaM16N8K16 spells
+// the layout out). sm_80 and later run one m16n8k16; sm_75 two m16n8k8
+// over k = 0..7 and 8..15 (the same fragments, split).
+__device__ __forceinline__ void kvq_mma_m16n8k16(float d[4], const unsigned a[4],
+                                                 const unsigned b[2],
+                                                 const float c[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%10, %11, %12, %13};"
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),
+                 "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#elif defined(__CUDA_ARCH__)
+  float e[4];
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5}, {%6}, {%7, %8, %9, %10};"
+               : "=f"(e[0]), "=f"(e[1]), "=f"(e[2]), "=f"(e[3])
+               : "r"(a[0]), "r"(a[1]), "r"(b[0]), "f"(c[0]), "f"(c[1]),
+                 "f"(c[2]), "f"(c[3]));
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5}, {%6}, {%7, %8, %9, %10};"
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+               : "r"(a[2]), "r"(a[3]), "r"(b[1]), "f"(e[0]), "f"(e[1]),
+                 "f"(e[2]), "f"(e[3]));
+#else
+  kvq_emu::mmaM16N8K16(d, a, b, c);
+#endif
+}
 // A code as a float, exactly, less `centre`: `bits` is code | 0x4B000000,
 // the fp32 pattern of 2^23 + code, so one FADD of 2^23 + centre (folded)
 // replaces a quarter-rate int-to-float conversion.

@@ -21,5 +21,9 @@ struct Hooks {
   void (*syncthreads)(int line);
   unsigned long long (*shflXor)(unsigned mask, unsigned long long value,
                                 int laneMask);
+  /// Every lane of the warp's `bytes` at `mine`, copied into `all` in lane
+  /// order (32 x bytes): the collective that warp-wide instructions with
+  /// register fragments (mma.sync) are emulated on. All 32 lanes take part.
+  void (*warpAllGather)(const void *mine, unsigned bytes, void *all);
 };
 } // namespace kvq_emu

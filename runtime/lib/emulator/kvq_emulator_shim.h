@@ -54,6 +54,55 @@ inline void sharedStore(int site, T *address, const V &value) {
   hooks->checkShared(site, address, sizeof(T), 1);
   *address = value;
 }
+
+/// An fp16 bit pattern as a float (every fp16 value is exact in fp32).
+inline float halfBitsToFloat(unsigned bits) {
+  unsigned sign = (bits >> 15) & 1, exponent = (bits >> 10) & 0x1F,
+           mantissa = bits & 0x3FF;
+  float magnitude = exponent == 0    ? std::ldexp(float(mantissa), -24)
+                    : exponent == 31 ? (mantissa ? NAN : INFINITY)
+                                     : std::ldexp(float(mantissa | 0x400),
+                                                  int(exponent) - 25);
+  return sign ? -magnitude : magnitude;
+}
+
+/// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 for the warp of the
+/// calling thread (every lane calls it): the lanes' A and B fragments are
+/// gathered, and each lane computes its four accumulators from the
+/// fragment layout of the PTX ISA ("Matrix Fragments for mma.m16n8k16"),
+/// summing over k in order in fp32. With lane = 4 g + t:
+///   a[0] A[g][2t..2t+1]   a[1] A[g+8][2t..2t+1]
+///   a[2] A[g][2t+8..2t+9] a[3] A[g+8][2t+8..2t+9]   (f16x2, low half first)
+///   b[0] B[2t..2t+1][g]   b[1] B[2t+8..2t+9][g]
+///   c[0..1], d[0..1] C[g][2t..2t+1]   c[2..3], d[2..3] C[g+8][2t..2t+1]
+inline void mmaM16N8K16(float d[4], const unsigned a[4], const unsigned b[2],
+                        const float c[4]) {
+  struct Fragments {
+    unsigned a[4], b[2];
+  } mine = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}}, all[32];
+  hooks->warpAllGather(&mine, sizeof mine, all);
+  auto element = [](unsigned word, int k) {
+    return halfBitsToFloat(k % 2 ? word >> 16 : word & 0xFFFF);
+  };
+  auto A = [&](int i, int k) {
+    return element(all[4 * (i % 8) + (k % 8) / 2].a[(i >= 8) + 2 * (k >= 8)],
+                   k);
+  };
+  auto B = [&](int k, int j) {
+    return element(all[4 * j + (k % 8) / 2].b[k >= 8], k);
+  };
+  unsigned lane = (ids->threadIdx.x + ids->threadIdx.y * ids->blockDim.x +
+                   ids->threadIdx.z * ids->blockDim.x * ids->blockDim.y) %
+                  32;
+  int g = int(lane / 4), t = int(lane % 4);
+  for (int r = 0; r < 4; ++r) {
+    int row = g + 8 * (r / 2), column = 2 * t + r % 2;
+    float sum = c[r];
+    for (int k = 0; k < 16; ++k)
+      sum += A(row, k) * B(k, column);
+    d[r] = sum;
+  }
+}
 } // namespace kvq_emu
 
 extern "C" void kvq_emu_install(kvq_emu::Hooks *hooks) {
