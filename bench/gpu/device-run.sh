@@ -89,6 +89,22 @@ else
   printf '\n## Memory check\n\nNot run: no compute-sanitizer here, or not the cuda backend.\n' > "$raw/memcheck.md"
 fi
 
+# The prelude's tensor-core tile against the fragment layout the emulator
+# implements, built here with the machine's nvcc (bench/gpu/mma_check.cu).
+if [ "${KVQ_SUITE_BACKEND:-cuda}" = cuda ] && command -v nvcc > /dev/null; then
+  log "tensor-core fragment check (nvcc)"
+  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
+  { timeout 120 nvcc -arch="sm_${arch:-90}" -I"$here" "$here/mma_check.cu" \
+      -o "$raw/mma_check" && timeout 30 "$raw/mma_check"; } > "$raw/mma.log" 2>&1
+  mma=$?
+  log "mma check exit status $mma ($(( $(date +%s) - start )) s)"
+  printf '\n## Tensor-core fragment check\n\n`nvcc -arch=sm_%s mma_check.cu`, run: exit status %s.\n\n```\n%s\n```\n' \
+    "${arch:-90}" "$mma" "$(tail -5 "$raw/mma.log")" > "$raw/mma.md"
+else
+  mma=0
+  printf '\n## Tensor-core fragment check\n\nNot run: no nvcc here, or not the cuda backend.\n' > "$raw/mma.md"
+fi
+
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   log "PyTorch SDPA baseline"
   timeout 60 python3 "$here/sdpa_baseline.py" "${KVQ_SUITE_BENCH[@]}" > "$raw/sdpa.md" 2> "$raw/sdpa.log"
@@ -102,7 +118,7 @@ fi
   echo
   echo "Bundle: $(head -3 "$here/MANIFEST.txt" | tr '\n' ' ')"
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - start )) s in all."
-  echo "Correctness exit status: $check; benchmark exit status: $timing; memcheck exit status: $memcheck."
+  echo "Correctness exit status: $check; benchmark exit status: $timing; memcheck exit status: $memcheck; mma check exit status: $mma."
   echo
   cat "$raw/device.md"
   echo
@@ -110,8 +126,9 @@ fi
   echo
   cat "$raw/bench.md" 2>/dev/null
   cat "$raw/memcheck.md" 2>/dev/null
+  cat "$raw/mma.md" 2>/dev/null
   cat "$raw/sdpa.md" 2>/dev/null
 } > "$out/results.md"
 tar czf "$out/raw-logs.tar.gz" -C "$raw" . && rm -rf "$raw"
 log "results in $out/results.md, raw logs in $out/raw-logs.tar.gz"
-[ "$check" -eq 0 ] && [ "$timing" -eq 0 ] && [ "$memcheck" -eq 0 ]
+[ "$check" -eq 0 ] && [ "$timing" -eq 0 ] && [ "$memcheck" -eq 0 ] && [ "$mma" -eq 0 ]
