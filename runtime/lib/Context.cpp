@@ -181,23 +181,25 @@ void *Context::allocate(size_t bytes, Status *status) {
 
 void Context::release(void *pointer) { impl->runtime->release(pointer); }
 
-Status Context::copyIn(void *device, const void *host, size_t bytes) {
-  return toStatus(impl->runtime->copyIn(device, host, bytes));
+Status Context::copyIn(void *device, const void *host, size_t bytes,
+                       void *stream) {
+  return toStatus(impl->runtime->copyIn(device, host, bytes, stream));
 }
 
 Status Context::copyOut(void *host, const void *device, size_t bytes) {
   return toStatus(impl->runtime->copyOut(host, device, bytes));
 }
 
-Status Context::copyOnDevice(void *dst, const void *src, size_t bytes) {
-  return toStatus(impl->runtime->copyOnDevice(dst, src, bytes));
+Status Context::copyOnDevice(void *dst, const void *src, size_t bytes,
+                             void *stream) {
+  return toStatus(impl->runtime->copyOnDevice(dst, src, bytes, stream));
 }
 
 Status Context::copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
-                                 size_t srcPitch, size_t rowBytes,
-                                 size_t rows) {
+                                 size_t srcPitch, size_t rowBytes, size_t rows,
+                                 void *stream) {
   return toStatus(impl->runtime->copyRowsOnDevice(dst, dstPitch, src, srcPitch,
-                                                  rowBytes, rows));
+                                                  rowBytes, rows, stream));
 }
 
 CacheStatistics Context::statistics() const {

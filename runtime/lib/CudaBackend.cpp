@@ -59,10 +59,11 @@ public:
     if (driver)
       driver->release(pointer);
   }
-  llvm::Error copyIn(void *dst, const void *src, size_t bytes) override {
+  llvm::Error copyIn(void *dst, const void *src, size_t bytes,
+                     void *stream) override {
     if (!driver)
       return noDriver();
-    return driver->copyToDevice(dst, src, bytes);
+    return driver->copyToDevice(dst, src, bytes, stream);
   }
   llvm::Error copyOut(void *dst, const void *src, size_t bytes) override {
     if (!driver)
@@ -71,18 +72,19 @@ public:
       return e;
     return driver->copyToHost(dst, src, bytes);
   }
-  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes) override {
+  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes,
+                           void *stream) override {
     if (!driver)
       return noDriver();
-    return driver->copyOnDevice(dst, src, bytes);
+    return driver->copyOnDevice(dst, src, bytes, stream);
   }
   llvm::Error copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
-                               size_t srcPitch, size_t rowBytes,
-                               size_t rows) override {
+                               size_t srcPitch, size_t rowBytes, size_t rows,
+                               void *stream) override {
     if (!driver)
       return noDriver();
     return driver->copyRowsOnDevice(dst, dstPitch, src, srcPitch, rowBytes,
-                                    rows);
+                                    rows, stream);
   }
   llvm::Error synchronize() override {
     return driver ? driver->synchronize() : llvm::Error::success();

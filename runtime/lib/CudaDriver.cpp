@@ -44,6 +44,9 @@ char NoDriverError::ID = 0;
   X(cuMemcpyDtoH)                                                              \
   X(cuMemcpyDtoD)                                                              \
   X(cuMemcpy2D)                                                                \
+  X(cuMemcpyHtoDAsync)                                                         \
+  X(cuMemcpyDtoDAsync)                                                         \
+  X(cuMemcpy2DAsync)                                                           \
   X(cuGetErrorString)                                                          \
   X(cuDeviceTotalMem)                                                          \
   X(cuEventCreate)                                                             \
@@ -282,11 +285,15 @@ void Driver::release(void *pointer) {
     api->cuMemFree(reinterpret_cast<CUdeviceptr>(pointer));
 }
 
-llvm::Error Driver::copyToDevice(void *dst, const void *src, size_t bytes) {
+llvm::Error Driver::copyToDevice(void *dst, const void *src, size_t bytes,
+                                 void *stream) {
   makeCurrent();
-  return api->check(
-      api->cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, bytes),
-      "cuMemcpyHtoD");
+  auto to = reinterpret_cast<CUdeviceptr>(dst);
+  if (stream) // ordered on the caller's stream
+    return api->check(
+        api->cuMemcpyHtoDAsync(to, src, bytes, static_cast<CUstream>(stream)),
+        "cuMemcpyHtoDAsync");
+  return api->check(api->cuMemcpyHtoD(to, src, bytes), "cuMemcpyHtoD");
 }
 
 llvm::Error Driver::copyToHost(void *dst, const void *src, size_t bytes) {
@@ -296,21 +303,27 @@ llvm::Error Driver::copyToHost(void *dst, const void *src, size_t bytes) {
       "cuMemcpyDtoH");
 }
 
-llvm::Error Driver::copyOnDevice(void *dst, const void *src, size_t bytes) {
+llvm::Error Driver::copyOnDevice(void *dst, const void *src, size_t bytes,
+                                 void *stream) {
   makeCurrent();
   auto to = reinterpret_cast<CUdeviceptr>(dst);
   auto from = reinterpret_cast<CUdeviceptr>(src);
-  // cuMemcpyDtoD does not promise memmove semantics: overlapping ranges go
-  // in chunks no longer than the distance between them, in the direction
-  // that reads every byte before it is overwritten.
+  auto copy = [&](size_t at, size_t n) {
+    if (stream) // ordered on the caller's stream
+      return api->check(api->cuMemcpyDtoDAsync(to + at, from + at, n,
+                                               static_cast<CUstream>(stream)),
+                        "cuMemcpyDtoDAsync");
+    return api->check(api->cuMemcpyDtoD(to + at, from + at, n), "cuMemcpyDtoD");
+  };
+  // The driver's copy does not promise memmove semantics: overlapping
+  // ranges go in chunks no longer than the distance between them, in the
+  // direction that reads every byte before it is overwritten.
   size_t gap = to > from ? to - from : from - to;
   if (gap == 0 || gap >= bytes)
-    return api->check(api->cuMemcpyDtoD(to, from, bytes), "cuMemcpyDtoD");
+    return copy(0, bytes);
   for (size_t done = 0; done < bytes;) {
     size_t chunk = std::min(gap, bytes - done);
-    size_t at = to < from ? done : bytes - done - chunk;
-    if (llvm::Error e = api->check(api->cuMemcpyDtoD(to + at, from + at, chunk),
-                                   "cuMemcpyDtoD"))
+    if (llvm::Error e = copy(to < from ? done : bytes - done - chunk, chunk))
       return e;
     done += chunk;
   }
@@ -319,7 +332,8 @@ llvm::Error Driver::copyOnDevice(void *dst, const void *src, size_t bytes) {
 
 llvm::Error Driver::copyRowsOnDevice(void *dst, size_t dstPitch,
                                      const void *src, size_t srcPitch,
-                                     size_t rowBytes, size_t rows) {
+                                     size_t rowBytes, size_t rows,
+                                     void *stream) {
   makeCurrent();
   CUDA_MEMCPY2D copy{};
   copy.srcMemoryType = CU_MEMORYTYPE_DEVICE;
@@ -330,6 +344,10 @@ llvm::Error Driver::copyRowsOnDevice(void *dst, size_t dstPitch,
   copy.dstPitch = dstPitch;
   copy.WidthInBytes = rowBytes;
   copy.Height = rows;
+  if (stream) // ordered on the caller's stream
+    return api->check(
+        api->cuMemcpy2DAsync(&copy, static_cast<CUstream>(stream)),
+        "cuMemcpy2DAsync");
   return api->check(api->cuMemcpy2D(&copy), "cuMemcpy2D");
 }
 

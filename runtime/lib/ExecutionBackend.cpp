@@ -103,8 +103,8 @@ llvm::Error HostMemoryBackend::check(const char *what, const void *p,
   return llvm::make_error<LaunchError>(os.str());
 }
 
-llvm::Error HostMemoryBackend::copyIn(void *dst, const void *src,
-                                      size_t bytes) {
+llvm::Error HostMemoryBackend::copyIn(void *dst, const void *src, size_t bytes,
+                                      void * /*stream: runs at once*/) {
   if (llvm::Error e = check("copyIn destination", dst, bytes))
     return e;
   std::memcpy(dst, src, bytes);
@@ -120,7 +120,8 @@ llvm::Error HostMemoryBackend::copyOut(void *dst, const void *src,
 }
 
 llvm::Error HostMemoryBackend::copyOnDevice(void *dst, const void *src,
-                                            size_t bytes) {
+                                            size_t bytes,
+                                            void * /*stream: runs at once*/) {
   if (llvm::Error e = check("copyOnDevice source", src, bytes))
     return e;
   if (llvm::Error e = check("copyOnDevice destination", dst, bytes))
@@ -131,11 +132,12 @@ llvm::Error HostMemoryBackend::copyOnDevice(void *dst, const void *src,
 
 llvm::Error ExecutionBackend::copyRowsOnDevice(void *dst, size_t dstPitch,
                                                const void *src, size_t srcPitch,
-                                               size_t rowBytes, size_t rows) {
+                                               size_t rowBytes, size_t rows,
+                                               void *stream) {
   for (size_t r = 0; r < rows; ++r)
     if (llvm::Error e = copyOnDevice(
             static_cast<char *>(dst) + r * dstPitch,
-            static_cast<const char *>(src) + r * srcPitch, rowBytes))
+            static_cast<const char *>(src) + r * srcPitch, rowBytes, stream))
       return e;
   return llvm::Error::success();
 }

@@ -20,9 +20,11 @@ public:
   explicit HostMemoryBackend(bool checkRanges) : checkRanges(checkRanges) {}
   llvm::Expected<void *> allocate(size_t bytes) override;
   void release(void *pointer) override;
-  llvm::Error copyIn(void *dst, const void *src, size_t bytes) override;
+  llvm::Error copyIn(void *dst, const void *src, size_t bytes,
+                     void *stream) override;
   llvm::Error copyOut(void *dst, const void *src, size_t bytes) override;
-  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes) override;
+  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes,
+                           void *stream) override;
 
 private:
   llvm::Error check(const char *what, const void *p, size_t bytes) const;

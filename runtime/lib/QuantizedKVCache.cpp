@@ -160,7 +160,7 @@ struct QuantizedKVCache::Impl {
         size_t(dstStride) * rowBytes(),
         static_cast<const char *>(src) + size_t(srcFirst) * rowBytes(),
         size_t(srcStride) * rowBytes(), size_t(count) * rowBytes(),
-        size_t(config.kvHeads));
+        size_t(config.kvHeads), config.stream);
   }
 
   /// Copies tokens [first, first + count) of every kv head of `input` (laid
@@ -178,11 +178,12 @@ struct QuantizedKVCache::Impl {
     if (tokenPitch == rowBytes())
       return context->copyRowsOnDevice(out, size_t(dstStride) * rowBytes(), in,
                                        headPitch, size_t(count) * rowBytes(),
-                                       size_t(config.kvHeads));
+                                       size_t(config.kvHeads), config.stream);
     for (int h = 0; h < config.kvHeads; ++h) {
       Status s = context->copyRowsOnDevice(
           out + size_t(h) * dstStride * rowBytes(), rowBytes(),
-          in + size_t(h) * headPitch, tokenPitch, rowBytes(), size_t(count));
+          in + size_t(h) * headPitch, tokenPitch, rowBytes(), size_t(count),
+          config.stream);
       if (!s.ok())
         return s;
     }
@@ -278,7 +279,7 @@ struct QuantizedKVCache::Impl {
           continue;
         Status s = context->copyOnDevice(
             static_cast<char *>(base) + to * bytes,
-            static_cast<char *>(base) + from * bytes, bytes);
+            static_cast<char *>(base) + from * bytes, bytes, config.stream);
         if (!s.ok())
           return s;
       }
@@ -377,6 +378,7 @@ struct QuantizedKVCache::Impl {
       call.inTokens = inputTokens;
       call.outTokens = pageTokens;
       call.outOffset = inPage;
+      call.stream = config.stream;
       Status status = context->quantize(spec, call);
       if (!status.ok())
         return status;
@@ -839,7 +841,8 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
                    layer.deviceBlockTable}}) {
     if (*host == *uploaded)
       continue;
-    Status s = impl->context->copyIn(device, host->data(), host->size() * 4);
+    Status s =
+        impl->context->copyIn(device, host->data(), host->size() * 4, c.stream);
     if (!s.ok()) {
       uploaded->clear(); // unknown: copy again next time
       return s;
@@ -869,6 +872,7 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   call.numPages = impl->numPages;
   call.sinkCapacity = std::max(1, c.sink);
   call.residualCapacity = impl->residualCapacity;
+  call.stream = c.stream;
   return impl->context->attention(impl->attention, call);
 }
 
@@ -1006,7 +1010,8 @@ Status QuantizedKVCache::restore(int seq, const std::string &bytes) {
     for (auto [device, size] : impl->regions(layer, seq, p)) {
       if (payload.size() - at < size)
         return failed(invalid("the snapshot is truncated"));
-      Status s = impl->context->copyIn(device, payload.data() + at, size);
+      Status s = impl->context->copyIn(device, payload.data() + at, size,
+                                       impl->config.stream);
       if (!s.ok())
         return failed(s);
       at += size;

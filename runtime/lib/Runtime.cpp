@@ -576,21 +576,24 @@ llvm::Expected<void *> Runtime::allocate(size_t bytes) {
   return impl->device->allocate(bytes);
 }
 void Runtime::release(void *pointer) { impl->device->release(pointer); }
-llvm::Error Runtime::copyIn(void *dst, const void *src, size_t bytes) {
-  return impl->device->copyIn(dst, src, bytes);
+llvm::Error Runtime::copyIn(void *dst, const void *src, size_t bytes,
+                            void *stream) {
+  return impl->device->copyIn(dst, src, bytes, stream);
 }
 llvm::Error Runtime::copyOut(void *dst, const void *src, size_t bytes) {
   return impl->device->copyOut(dst, src, bytes);
 }
-llvm::Error Runtime::copyOnDevice(void *dst, const void *src, size_t bytes) {
-  return impl->device->copyOnDevice(dst, src, bytes);
+llvm::Error Runtime::copyOnDevice(void *dst, const void *src, size_t bytes,
+                                  void *stream) {
+  return impl->device->copyOnDevice(dst, src, bytes, stream);
 }
 
 llvm::Error Runtime::copyRowsOnDevice(void *dst, size_t dstPitch,
                                       const void *src, size_t srcPitch,
-                                      size_t rowBytes, size_t rows) {
+                                      size_t rowBytes, size_t rows,
+                                      void *stream) {
   return impl->device->copyRowsOnDevice(dst, dstPitch, src, srcPitch, rowBytes,
-                                        rows);
+                                        rows, stream);
 }
 llvm::Error Runtime::synchronize() { return impl->device->synchronize(); }
 llvm::Expected<double>

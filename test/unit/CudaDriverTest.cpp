@@ -405,3 +405,44 @@ TEST(CudaDriverTest, CacheAttendCopiesOnlyWhatChanged) {
 }
 
 } // namespace
+
+namespace {
+
+// With CacheConfig::stream set, every launch and copy of the cache goes to
+// that stream — prefill, decode appends and their flushes, attend, fork —
+// and none to the default stream.
+TEST(CudaDriverTest, TheCacheQueuesEverythingOnItsStream) {
+  std::unique_ptr<Context> context = fakeContext();
+  ASSERT_TRUE(context);
+  cuda::Driver *driver = fakeDriver();
+  ASSERT_TRUE(driver);
+  llvm::Expected<void *> stream = driver->createStream();
+  ASSERT_TRUE(static_cast<bool>(stream));
+  auto operationsOn = fakeHook<int (*)(const void *)>("kvqFakeOperationsOn");
+  ASSERT_TRUE(operationsOn);
+  CacheConfig config = kvq::testing::smallCacheConfig("int4");
+  config.stream = *stream;
+  Status status;
+  std::unique_ptr<QuantizedKVCache> cache =
+      QuantizedKVCache::create(*context, config, &status);
+  ASSERT_TRUE(cache) << status.message();
+  void *kv = context->allocate(size_t(2) * 300 * 64 * 2, &status);
+  void *q = context->allocate(size_t(2) * 4 * 64 * 2, &status);
+  void *out = context->allocate(size_t(2) * 4 * 64 * 2, &status);
+  ASSERT_TRUE(kv && q && out);
+  int onDefault = operationsOn(nullptr), onOwn = operationsOn(*stream);
+  ASSERT_TRUE(cache->append(0, 0, kv, kv, 300).ok()); // sink, bulk, residual
+  for (int step = 0; step < 40; ++step)               // a flush at 32
+    ASSERT_TRUE(cache->append(0, 0, kv, kv, 1).ok());
+  ASSERT_TRUE(cache->attend(0, q, out).ok());
+  ASSERT_TRUE(cache->fork(0, 1).ok());
+  ASSERT_TRUE(cache->attend(0, q, out).ok());
+  EXPECT_EQ(operationsOn(nullptr), onDefault) << "nothing on the default one";
+  EXPECT_GT(operationsOn(*stream), onOwn + 40);
+  cache.reset();
+  for (void *p : {kv, q, out})
+    context->release(p);
+  driver->destroyStream(*stream);
+}
+
+} // namespace

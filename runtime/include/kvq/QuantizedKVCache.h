@@ -59,6 +59,10 @@ struct CacheConfig {
   /// memory between sequences: an append that finds no free page fails
   /// with ResourceExhausted and changes nothing.
   int pages = 0;
+  /// The stream (a CUstream/cudaStream_t; null: the default stream) every
+  /// launch and copy of the cache is queued on, in order: an engine passes
+  /// its own (PyTorch's current stream, say). The CPU backends ignore it.
+  void *stream = nullptr;
 };
 
 /// The named presets (kivi2, kivi4, hf_quanto_int4, int8, int4): fills the

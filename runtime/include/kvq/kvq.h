@@ -113,10 +113,14 @@ public:
   /// Memory for calls (device memory on cuda, host memory otherwise).
   void *allocate(size_t bytes, Status *status);
   void release(void *pointer);
-  Status copyIn(void *device, const void *host, size_t bytes);
+  /// `stream` (a CUstream/cudaStream_t; null: the default stream) orders
+  /// copyIn and copyOnDevice on the GPU; the CPU backends copy at once.
+  Status copyIn(void *device, const void *host, size_t bytes,
+                void *stream = nullptr);
   Status copyOut(void *host, const void *device, size_t bytes);
   /// Device to device (overlapping ranges allowed).
-  Status copyOnDevice(void *dst, const void *src, size_t bytes);
+  Status copyOnDevice(void *dst, const void *src, size_t bytes,
+                      void *stream = nullptr);
 
   CacheStatistics statistics() const;
 
@@ -125,7 +129,8 @@ private:
   /// Strided device-to-device rows in one call (QuantizedKVCache's copies
   /// of a token range across kv heads).
   Status copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
-                          size_t srcPitch, size_t rowBytes, size_t rows);
+                          size_t srcPitch, size_t rowBytes, size_t rows,
+                          void *stream);
   /// Another handle on the same runtime: a QuantizedKVCache keeps one, so
   /// it may outlive the Context it was created from.
   std::unique_ptr<Context> share() const;

@@ -30,6 +30,11 @@ int launches = 0, lastLaunchDevice = -1;
 // What a call did, for tests of the engine contract (no allocation, copy
 // or synchronisation inside a decode step).
 int allocations = 0, copies = 0, synchronizations = 0;
+/// Launches and copies queued on each stream (null: the default stream).
+std::map<const void *, int> onStream;
+/// The stream the next copy is queued on: the async entry points set it
+/// and call the synchronous ones, which queue on the default stream.
+CUstream queuedOn = nullptr;
 int moduleToken = 0; // distinct addresses to hand out as handles
 /// KVQ_FAKE_NO_DATA=1: copies are counted but move nothing, so a host-cost
 /// benchmark does not time the data movement a GPU would do.
@@ -55,6 +60,11 @@ FAKE int kvqFakeDeviceOf(const void *pointer) {
   return found == allocatedOn.end() ? -1 : found->second;
 }
 FAKE int kvqFakeLastLaunchDevice() { return lastLaunchDevice; }
+/// Launches and copies queued on `stream` so far (null: the default one).
+FAKE int kvqFakeOperationsOn(const void *stream) {
+  auto found = onStream.find(stream);
+  return found == onStream.end() ? 0 : found->second;
+}
 /// Counts so far: launches (graph replays included), allocations and
 /// frees, copies of any direction, synchronisations of any kind.
 FAKE void kvqFakeCounts(int *launchCount, int *allocationCount, int *copyCount,
@@ -136,8 +146,9 @@ FAKE CUresult cuFuncSetAttribute(CUfunction, CUfunction_attribute, int) {
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned,
-                             unsigned, unsigned, unsigned, CUstream, void **,
-                             void **) {
+                             unsigned, unsigned, unsigned, CUstream stream,
+                             void **, void **) {
+  ++onStream[stream];
   ++launches;
   lastLaunchDevice = current;
   return CUDA_SUCCESS;
@@ -159,6 +170,8 @@ FAKE CUresult cuMemFree_v2(CUdeviceptr pointer) {
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t bytes) {
+  ++onStream[queuedOn];
+  queuedOn = nullptr;
   ++copies;
   if (moveData())
     std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
@@ -172,6 +185,8 @@ FAKE CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t bytes) {
 }
 #ifndef KVQ_FAKE_OMIT_DTOD
 FAKE CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+  ++onStream[queuedOn];
+  queuedOn = nullptr;
   ++copies;
   // The driver promises nothing for overlapping ranges: refuse them, so a
   // caller that relies on it fails here.
@@ -184,6 +199,8 @@ FAKE CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
 }
 #endif
 FAKE CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *copy) {
+  ++onStream[queuedOn];
+  queuedOn = nullptr;
   ++copies;
   if (copy->srcMemoryType != CU_MEMORYTYPE_DEVICE ||
       copy->dstMemoryType != CU_MEMORYTYPE_DEVICE)
@@ -197,6 +214,23 @@ FAKE CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *copy) {
               (copy->srcY + r) * copy->srcPitch,
           copy->WidthInBytes);
   return CUDA_SUCCESS;
+}
+// The stream-ordered copies: the same copies, counted on their stream.
+FAKE CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src,
+                                   size_t bytes, CUstream stream) {
+  queuedOn = stream;
+  return cuMemcpyHtoD_v2(dst, src, bytes);
+}
+#ifndef KVQ_FAKE_OMIT_DTOD
+FAKE CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src,
+                                   size_t bytes, CUstream stream) {
+  queuedOn = stream;
+  return cuMemcpyDtoD_v2(dst, src, bytes);
+}
+#endif
+FAKE CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *copy, CUstream stream) {
+  queuedOn = stream;
+  return cuMemcpy2D_v2(copy);
 }
 FAKE CUresult cuGetErrorString(CUresult, const char **text) {
   *text = "fake driver error";

@@ -73,14 +73,19 @@ public:
                                                      const std::string &ptx);
   llvm::Expected<void *> allocate(size_t bytes);
   void release(void *pointer);
-  llvm::Error copyToDevice(void *dst, const void *src, size_t bytes);
+  /// Host to device; with a stream, queued on it (stream-ordered).
+  llvm::Error copyToDevice(void *dst, const void *src, size_t bytes,
+                           void *stream = nullptr);
   llvm::Error copyToHost(void *dst, const void *src, size_t bytes);
-  /// Device to device; overlapping ranges are copied as memmove would.
-  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes);
+  /// Device to device; overlapping ranges are copied as memmove would. With
+  /// a stream, queued on it.
+  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes,
+                           void *stream = nullptr);
   /// `rows` rows of `rowBytes`, `srcPitch` apart, to rows `dstPitch` apart
   /// (one driver call; the ranges must not overlap).
   llvm::Error copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
-                               size_t srcPitch, size_t rowBytes, size_t rows);
+                               size_t srcPitch, size_t rowBytes, size_t rows,
+                               void *stream = nullptr);
   llvm::Error synchronize();
   /// A new stream (a CUstream; blocking with respect to the default stream).
   llvm::Expected<void *> createStream();

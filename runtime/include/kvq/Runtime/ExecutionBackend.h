@@ -76,15 +76,20 @@ public:
   /// Memory for calls: device memory (cuda) or host memory.
   virtual llvm::Expected<void *> allocate(size_t bytes) = 0;
   virtual void release(void *pointer) = 0;
-  virtual llvm::Error copyIn(void *dst, const void *src, size_t bytes) = 0;
+  /// Copies into and within device memory; `stream` (a CUstream; null:
+  /// the default stream) orders them on cuda, the CPU backends run them at
+  /// once.
+  virtual llvm::Error copyIn(void *dst, const void *src, size_t bytes,
+                             void *stream = nullptr) = 0;
   virtual llvm::Error copyOut(void *dst, const void *src, size_t bytes) = 0;
-  virtual llvm::Error copyOnDevice(void *dst, const void *src,
-                                   size_t bytes) = 0;
+  virtual llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes,
+                                   void *stream = nullptr) = 0;
   /// `rows` rows of `rowBytes`, `srcPitch` apart, to rows `dstPitch` apart;
   /// the ranges must not overlap. By default one copyOnDevice a row.
   virtual llvm::Error copyRowsOnDevice(void *dst, size_t dstPitch,
                                        const void *src, size_t srcPitch,
-                                       size_t rowBytes, size_t rows);
+                                       size_t rowBytes, size_t rows,
+                                       void *stream = nullptr);
   virtual llvm::Error synchronize() { return llvm::Error::success(); }
   /// GPU time between events (cuda), wall time on the CPU backends.
   virtual llvm::Expected<double>

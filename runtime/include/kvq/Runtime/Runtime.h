@@ -121,14 +121,19 @@ public:
   /// Memory for calls: device memory (cuda) or checked host memory.
   llvm::Expected<void *> allocate(size_t bytes);
   void release(void *pointer);
-  llvm::Error copyIn(void *dst, const void *src, size_t bytes);
+  /// `stream` (a CUstream; null: the default stream) orders a copy into or
+  /// within device memory on cuda; the CPU backends run it at once.
+  llvm::Error copyIn(void *dst, const void *src, size_t bytes,
+                     void *stream = nullptr);
   llvm::Error copyOut(void *dst, const void *src, size_t bytes);
   /// Device to device; the ranges may overlap (memmove semantics).
-  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes);
+  llvm::Error copyOnDevice(void *dst, const void *src, size_t bytes,
+                           void *stream = nullptr);
   /// `rows` rows of `rowBytes`, `srcPitch` apart, to rows `dstPitch` apart,
   /// in one driver call on cuda; the ranges must not overlap.
   llvm::Error copyRowsOnDevice(void *dst, size_t dstPitch, const void *src,
-                               size_t srcPitch, size_t rowBytes, size_t rows);
+                               size_t srcPitch, size_t rowBytes, size_t rows,
+                               void *stream = nullptr);
 
   /// Waits for all work issued so far (cuda); a no-op on the CPU backends.
   llvm::Error synchronize();
