@@ -102,10 +102,6 @@ TEST(CudaDriverTest, ADriverLackingAnEntryPointIsRefusedByName) {
       << message;
 }
 
-} // namespace
-
-namespace {
-
 TEST(CudaDriverTest, CapturesAndReplaysAGraphOnAStream) {
   cuda::Driver *driver = fakeDriver();
   ASSERT_TRUE(driver);
@@ -148,10 +144,6 @@ TEST(CudaDriverTest, AFailedCaptureReportsWhy) {
   graph->reset();
   driver->destroyStream(*stream);
 }
-
-} // namespace
-
-namespace {
 
 /// A hook of the fake driver (already loaded by Driver::get).
 template <typename F> F fakeHook(const char *name) {
@@ -248,10 +240,6 @@ TEST(CudaDriverTest, ContextOptionsChooseTheDevice) {
   EXPECT_EQ(status.message(), "device must not be negative, got -1");
 }
 
-} // namespace
-
-namespace {
-
 struct Counts {
   int launches, allocations, copies, synchronizations;
 };
@@ -322,10 +310,6 @@ TEST(CudaDriverTest, AnAttentionCallOnlyLaunches) {
   }
 }
 
-} // namespace
-
-namespace {
-
 // Overlapping device copies behave as memmove in both directions (the
 // driver's own copy promises nothing for overlapping ranges), and strided
 // rows go in one driver call.
@@ -367,25 +351,40 @@ TEST(CudaDriverTest, CopiesOverlappingRangesAndStridedRows) {
   driver->release(*rows);
 }
 
-} // namespace
-
-namespace {
+/// A small QuantizedKVCache on the fake driver, with a 300-token K/V input
+/// and query and output buffers for its two sequences.
+struct FakeCache {
+  std::unique_ptr<Context> context = fakeContext();
+  std::unique_ptr<QuantizedKVCache> cache;
+  void *kv = nullptr, *q = nullptr, *out = nullptr;
+  explicit FakeCache(const CacheConfig &config) {
+    Status status;
+    if (context)
+      cache = QuantizedKVCache::create(*context, config, &status);
+    EXPECT_TRUE(cache) << status.message();
+    if (!cache)
+      return;
+    kv = context->allocate(size_t(2) * 300 * 64 * 2, &status);
+    q = context->allocate(size_t(2) * 4 * 64 * 2, &status);
+    out = context->allocate(size_t(2) * 4 * 64 * 2, &status);
+  }
+  ~FakeCache() {
+    cache.reset();
+    if (context)
+      for (void *p : {kv, q, out})
+        context->release(p);
+  }
+  bool ready() const { return cache && kv && q && out; }
+};
 
 // QuantizedKVCache::attend copies to the device only what changed since the
 // layer's last attend: nothing when nothing did, the lengths alone after a
 // decode step that took no new page.
 TEST(CudaDriverTest, CacheAttendCopiesOnlyWhatChanged) {
-  Status status;
-  std::unique_ptr<Context> context = fakeContext();
-  ASSERT_TRUE(context);
-  CacheConfig config = kvq::testing::smallCacheConfig("kivi2");
-  std::unique_ptr<QuantizedKVCache> cache =
-      QuantizedKVCache::create(*context, config, &status);
-  ASSERT_TRUE(cache) << status.message();
-  void *kv = context->allocate(size_t(2) * 300 * 64 * 2, &status);
-  void *q = context->allocate(size_t(2) * 4 * 64 * 2, &status);
-  void *out = context->allocate(size_t(2) * 4 * 64 * 2, &status);
-  ASSERT_TRUE(kv && q && out);
+  FakeCache f(kvq::testing::smallCacheConfig("kivi2"));
+  ASSERT_TRUE(f.ready());
+  auto &cache = f.cache;
+  void *kv = f.kv, *q = f.q, *out = f.out;
   ASSERT_TRUE(cache->append(0, 0, kv, kv, 300).ok());
   ASSERT_TRUE(cache->append(0, 1, kv, kv, 200).ok());
   Counts before = fakeCounts();
@@ -399,21 +398,12 @@ TEST(CudaDriverTest, CacheAttendCopiesOnlyWhatChanged) {
   ASSERT_TRUE(cache->attend(0, q, out).ok());
   EXPECT_EQ(fakeCounts().copies - before.copies, 1) << "the lengths";
   EXPECT_EQ(fakeCounts().synchronizations - before.synchronizations, 0);
-  cache.reset();
-  for (void *p : {kv, q, out})
-    context->release(p);
 }
-
-} // namespace
-
-namespace {
 
 // With CacheConfig::stream set, every launch and copy of the cache goes to
 // that stream — prefill, decode appends and their flushes, attend, fork —
 // and none to the default stream.
 TEST(CudaDriverTest, TheCacheQueuesEverythingOnItsStream) {
-  std::unique_ptr<Context> context = fakeContext();
-  ASSERT_TRUE(context);
   cuda::Driver *driver = fakeDriver();
   ASSERT_TRUE(driver);
   llvm::Expected<void *> stream = driver->createStream();
@@ -422,14 +412,10 @@ TEST(CudaDriverTest, TheCacheQueuesEverythingOnItsStream) {
   ASSERT_TRUE(operationsOn);
   CacheConfig config = kvq::testing::smallCacheConfig("int4");
   config.stream = *stream;
-  Status status;
-  std::unique_ptr<QuantizedKVCache> cache =
-      QuantizedKVCache::create(*context, config, &status);
-  ASSERT_TRUE(cache) << status.message();
-  void *kv = context->allocate(size_t(2) * 300 * 64 * 2, &status);
-  void *q = context->allocate(size_t(2) * 4 * 64 * 2, &status);
-  void *out = context->allocate(size_t(2) * 4 * 64 * 2, &status);
-  ASSERT_TRUE(kv && q && out);
+  std::unique_ptr<FakeCache> f = std::make_unique<FakeCache>(config);
+  ASSERT_TRUE(f->ready());
+  auto &cache = f->cache;
+  void *kv = f->kv, *q = f->q, *out = f->out;
   int onDefault = operationsOn(nullptr), onOwn = operationsOn(*stream);
   ASSERT_TRUE(cache->append(0, 0, kv, kv, 300).ok()); // sink, bulk, residual
   for (int step = 0; step < 40; ++step)               // a flush at 32
@@ -439,9 +425,7 @@ TEST(CudaDriverTest, TheCacheQueuesEverythingOnItsStream) {
   ASSERT_TRUE(cache->attend(0, q, out).ok());
   EXPECT_EQ(operationsOn(nullptr), onDefault) << "nothing on the default one";
   EXPECT_GT(operationsOn(*stream), onOwn + 40);
-  cache.reset();
-  for (void *p : {kv, q, out})
-    context->release(p);
+  f.reset();
   driver->destroyStream(*stream);
 }
 
