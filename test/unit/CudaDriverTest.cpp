@@ -429,4 +429,64 @@ TEST(CudaDriverTest, TheCacheQueuesEverythingOnItsStream) {
   driver->destroyStream(*stream);
 }
 
+// Driver failures (injected by the fake) come back as Status errors, never
+// a crash, and leave the cache as it was: creation fails cleanly at every
+// one of its allocations with nothing leaked; an append whose copy or
+// flush launch fails and an attend whose launch fails change nothing, and
+// the cache works on afterwards.
+TEST(CudaDriverTest, CacheCreationSurvivesEveryAllocationFailure) {
+  std::unique_ptr<Context> context = fakeContext();
+  ASSERT_TRUE(context);
+  auto fail = fakeHook<void (*)(const char *, int)>("kvqFakeFail");
+  auto live = fakeHook<int (*)()>("kvqFakeLiveAllocations");
+  ASSERT_TRUE(fail && live);
+  CacheConfig config = kvq::testing::smallCacheConfig("kivi2");
+  int failures = 0;
+  for (int n = 0;; ++n) {
+    int before = live();
+    fail("cuMemAlloc_v2", n);
+    Status status;
+    std::unique_ptr<QuantizedKVCache> cache =
+        QuantizedKVCache::create(*context, config, &status);
+    if (cache) {
+      fail("", -1); // n is past the last allocation: stop injecting
+      break;
+    }
+    ++failures;
+    EXPECT_NE(status.message().find("cuMemAlloc failed"), std::string::npos)
+        << status.message();
+    EXPECT_EQ(live(), before) << "allocation " << n << " leaked memory";
+  }
+  EXPECT_GT(failures, 10) << "every allocation of a cache was tried";
+}
+
+TEST(CudaDriverTest, FailedCopiesAndLaunchesLeaveTheCacheAsItWas) {
+  FakeCache f(kvq::testing::smallCacheConfig("int4"));
+  ASSERT_TRUE(f.ready());
+  auto fail = fakeHook<void (*)(const char *, int)>("kvqFakeFail");
+  ASSERT_TRUE(fail);
+  QuantizedKVCache &cache = *f.cache;
+  ASSERT_TRUE(cache.append(0, 0, f.kv, f.kv, 300).ok());
+  while (cache.parts(0, 0).residual < 95) // one short of a flush
+    ASSERT_TRUE(cache.append(0, 0, f.kv, f.kv, 1).ok());
+  QuantizedKVCache::Parts before = cache.parts(0, 0);
+  int pages = cache.pagesInUse(0);
+  for (const char *entry : {"cuMemcpy2D_v2", "cuLaunchKernel"}) {
+    fail(entry, 0); // the new token's copy; the flush's quantize
+    Status s = cache.append(0, 0, f.kv, f.kv, 1);
+    EXPECT_FALSE(s.ok()) << entry;
+    QuantizedKVCache::Parts after = cache.parts(0, 0);
+    EXPECT_EQ(after.quantized, before.quantized) << entry;
+    EXPECT_EQ(after.residual, before.residual) << entry;
+    EXPECT_EQ(cache.pagesInUse(0), pages) << entry;
+  }
+  fail("cuLaunchKernel", 0);
+  Status s = cache.attend(0, f.q, f.out);
+  EXPECT_NE(s.message().find("cuLaunchKernel(kvq_attn_"), std::string::npos)
+      << s.message();
+  EXPECT_TRUE(cache.attend(0, f.q, f.out).ok()) << "works on afterwards";
+  ASSERT_TRUE(cache.append(0, 0, f.kv, f.kv, 1).ok()); // the flush, now
+  EXPECT_EQ(cache.parts(0, 0).quantized, before.quantized + 32);
+}
+
 } // namespace

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string>
 
 #define FAKE extern "C" __attribute__((visibility("default")))
 
@@ -30,11 +31,37 @@ int launches = 0, lastLaunchDevice = -1;
 // What a call did, for tests of the engine contract (no allocation, copy
 // or synchronisation inside a decode step).
 int allocations = 0, copies = 0, synchronizations = 0;
-/// Launches and copies queued on each stream (null: the default stream).
-std::map<const void *, int> onStream;
+/// Fault injection (kvqFakeFail): the entry point that fails, and how many
+/// of its calls succeed first.
+std::string failing;
+int failAfter = -1;
+bool injectFailure(const char *entry) {
+  if (failAfter < 0 || failing != entry)
+    return false;
+  if (failAfter-- > 0)
+    return false;
+  failing.clear(); // one failure, then the driver works again
+  return true;
+}
 /// The stream the next copy is queued on: the async entry points set it
 /// and call the synchronous ones, which queue on the default stream.
 CUstream queuedOn = nullptr;
+/// Launches and copies queued on each stream (null: the default stream).
+std::map<const void *, int> onStream;
+/// The start of every copy: false for an injected failure, else the copy
+/// is counted, on the stream it was queued on.
+bool startCopy(const char *entry) {
+  CUstream stream = queuedOn;
+  queuedOn = nullptr;
+  if (injectFailure(entry))
+    return false;
+  ++onStream[stream];
+  ++copies;
+  return true;
+}
+/// Live allocations, for tests that nothing leaks after a failure.
+int live = 0;
+
 int moduleToken = 0; // distinct addresses to hand out as handles
 /// KVQ_FAKE_NO_DATA=1: copies are counted but move nothing, so a host-cost
 /// benchmark does not time the data movement a GPU would do.
@@ -60,6 +87,13 @@ FAKE int kvqFakeDeviceOf(const void *pointer) {
   return found == allocatedOn.end() ? -1 : found->second;
 }
 FAKE int kvqFakeLastLaunchDevice() { return lastLaunchDevice; }
+/// Makes call number `after` (0: the next) of entry point `entry`
+/// ("cuMemAlloc_v2", "cuLaunchKernel", "cuMemcpy2D_v2", ...) fail once.
+FAKE void kvqFakeFail(const char *entry, int after) {
+  failing = entry;
+  failAfter = after;
+}
+FAKE int kvqFakeLiveAllocations() { return live; }
 /// Launches and copies queued on `stream` so far (null: the default one).
 FAKE int kvqFakeOperationsOn(const void *stream) {
   auto found = onStream.find(stream);
@@ -148,13 +182,18 @@ FAKE CUresult cuFuncSetAttribute(CUfunction, CUfunction_attribute, int) {
 FAKE CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned,
                              unsigned, unsigned, unsigned, CUstream stream,
                              void **, void **) {
+  if (injectFailure("cuLaunchKernel"))
+    return CUDA_ERROR_LAUNCH_FAILED;
   ++onStream[stream];
   ++launches;
   lastLaunchDevice = current;
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes) {
+  if (injectFailure("cuMemAlloc_v2"))
+    return CUDA_ERROR_OUT_OF_MEMORY;
   ++allocations;
+  ++live;
   // 256-byte aligned, as cuMemAlloc promises (the runtime checks it).
   void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
   if (!p)
@@ -165,14 +204,14 @@ FAKE CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes) {
 }
 FAKE CUresult cuMemFree_v2(CUdeviceptr pointer) {
   ++allocations;
-  allocatedOn.erase(reinterpret_cast<void *>(pointer));
+  if (allocatedOn.erase(reinterpret_cast<void *>(pointer)))
+    --live;
   std::free(reinterpret_cast<void *>(pointer));
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t bytes) {
-  ++onStream[queuedOn];
-  queuedOn = nullptr;
-  ++copies;
+  if (!startCopy("cuMemcpyHtoD_v2"))
+    return CUDA_ERROR_INVALID_VALUE;
   if (moveData())
     std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
   return CUDA_SUCCESS;
@@ -185,9 +224,8 @@ FAKE CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t bytes) {
 }
 #ifndef KVQ_FAKE_OMIT_DTOD
 FAKE CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
-  ++onStream[queuedOn];
-  queuedOn = nullptr;
-  ++copies;
+  if (!startCopy("cuMemcpyDtoD_v2"))
+    return CUDA_ERROR_INVALID_VALUE;
   // The driver promises nothing for overlapping ranges: refuse them, so a
   // caller that relies on it fails here.
   if (dst != src && dst < src + bytes && src < dst + bytes)
@@ -199,9 +237,8 @@ FAKE CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
 }
 #endif
 FAKE CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *copy) {
-  ++onStream[queuedOn];
-  queuedOn = nullptr;
-  ++copies;
+  if (!startCopy("cuMemcpy2D_v2"))
+    return CUDA_ERROR_INVALID_VALUE;
   if (copy->srcMemoryType != CU_MEMORYTYPE_DEVICE ||
       copy->dstMemoryType != CU_MEMORYTYPE_DEVICE)
     return CUDA_ERROR_NOT_SUPPORTED; // kvq copies device rows only
