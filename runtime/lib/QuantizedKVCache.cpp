@@ -166,7 +166,8 @@ struct QuantizedKVCache::Impl {
   /// Copies tokens [first, first + count) of every kv head of `input` (laid
   /// out as `layout`, in bytes) to dst [heads, dstStride, D] at token
   /// `dstFirst`: one strided copy over the heads when a head's tokens are
-  /// contiguous, else one per head (its tokens `tokenPitch` apart).
+  /// contiguous (or there is one token: a decode step), else one per head
+  /// (its tokens `tokenPitch` apart).
   Status copyTokens(void *dst, int dstStride, int dstFirst, const char *input,
                     const TokenLayout &layout, int first, int count) {
     if (count <= 0)
@@ -175,7 +176,7 @@ struct QuantizedKVCache::Impl {
     size_t tokenPitch = size_t(layout.tokenStride) * 2;
     auto *out = static_cast<char *>(dst) + size_t(dstFirst) * rowBytes();
     const char *in = input + size_t(first) * tokenPitch;
-    if (tokenPitch == rowBytes())
+    if (tokenPitch == rowBytes() || count == 1)
       return context->copyRowsOnDevice(out, size_t(dstStride) * rowBytes(), in,
                                        headPitch, size_t(count) * rowBytes(),
                                        size_t(config.kvHeads), config.stream);

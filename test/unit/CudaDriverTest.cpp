@@ -489,4 +489,17 @@ TEST(CudaDriverTest, FailedCopiesAndLaunchesLeaveTheCacheAsItWas) {
   EXPECT_EQ(cache.parts(0, 0).quantized, before.quantized + 32);
 }
 
+// A decode step's token from an engine's token-major [tokens, kv heads,
+// head_dim] input goes to the residual in one strided copy for K and one
+// for V, not one per kv head.
+TEST(CudaDriverTest, ADecodeTokenIsOneCopyForKAndOneForV) {
+  FakeCache f(kvq::testing::smallCacheConfig("kivi2"));
+  ASSERT_TRUE(f.ready());
+  TokenLayout engine{64, 2 * 64};
+  ASSERT_TRUE(f.cache->append(0, 0, f.kv, f.kv, 100, engine).ok());
+  Counts before = fakeCounts();
+  ASSERT_TRUE(f.cache->append(0, 0, f.kv, f.kv, 1, engine).ok()); // no flush
+  EXPECT_EQ(fakeCounts().copies - before.copies, 2);
+}
+
 } // namespace
