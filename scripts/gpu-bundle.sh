@@ -50,7 +50,8 @@ for tool in kvq-gpu-bench kvq-cache; do
   strip -o "$out/bin/$tool" "$build/runtime-only/bin/$tool"
 done
 cp "$root/bench/gpu/device-run.sh" "$root/bench/gpu/suite.sh" "$root/bench/gpu/split-sweep.sh" \
-   "$root/bench/gpu/mma_check.cu" "$root/codegen/lib/device/kvq_prelude.cuh" \
+   "$root/bench/gpu/mma_check.cu" "$root/bench/gpu/mma_test_tile.h" \
+   "$root/codegen/lib/device/kvq_prelude.cuh" \
    "$root/bench/gpu/sdpa_baseline.py" "$out/"
 {
   echo "kvq $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"

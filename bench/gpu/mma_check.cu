@@ -6,9 +6,11 @@
 // device-run.sh with the machine's nvcc (nothing of kvq's is linked):
 //
 //   nvcc -arch=sm_90 -I<bundle> mma_check.cu -o mma_check && ./mma_check
+// (the bundle holds kvq_prelude.cuh and mma_test_tile.h beside it)
 //
 // Prints one line; exits non-zero on a mismatch or a CUDA error.
 #include "kvq_prelude.cuh"
+#include "mma_test_tile.h"
 
 #include <cstdio>
 #include <cstring>
@@ -36,17 +38,6 @@ __global__ void mmaTile(const unsigned *a, const unsigned *b, const float *c,
   d[(g + 8) * 8 + 2 * t + 1] = fd[3];
 }
 
-static unsigned short halfOf(int x) { // small integers, exactly
-  if (x == 0)
-    return 0;
-  unsigned sign = x < 0 ? 0x8000 : 0, m = unsigned(x < 0 ? -x : x);
-  int e = 0;
-  while ((m >> e) > 1)
-    ++e;
-  return (unsigned short)(sign | unsigned(e + 15) << 10 |
-                          ((m << (10 - e)) & 0x3FF));
-}
-
 #define CHECK(call)                                                            \
   do {                                                                         \
     cudaError_t status = (call);                                               \
@@ -58,46 +49,24 @@ static unsigned short halfOf(int x) { // small integers, exactly
   } while (0)
 
 int main() {
-  int A[16][16], B[16][8];
-  float C[16][8], D[16][8];
-  unsigned aw[16 * 8], bw[8 * 8];
-  for (int i = 0; i < 16; ++i)
-    for (int k = 0; k < 16; ++k)
-      A[i][k] = (i * 3 + k * 5) % 17 - 8;
-  for (int k = 0; k < 16; ++k)
-    for (int j = 0; j < 8; ++j)
-      B[k][j] = (k * 7 + j * 11) % 13 - 6;
-  for (int i = 0; i < 16; ++i)
-    for (int j = 0; j < 8; ++j)
-      C[i][j] = float(i * 8 + j);
-  for (int i = 0; i < 16; ++i)
-    for (int w = 0; w < 8; ++w)
-      aw[i * 8 + w] = halfOf(A[i][2 * w]) | unsigned(halfOf(A[i][2 * w + 1])) << 16;
-  for (int j = 0; j < 8; ++j)
-    for (int w = 0; w < 8; ++w)
-      bw[j * 8 + w] = halfOf(B[2 * w][j]) | unsigned(halfOf(B[2 * w + 1][j])) << 16;
+  kvq_mma_test::Tile tile;
+  float D[16][8];
   unsigned *da, *db;
   float *dc, *dd;
-  CHECK(cudaMalloc(&da, sizeof aw));
-  CHECK(cudaMalloc(&db, sizeof bw));
-  CHECK(cudaMalloc(&dc, sizeof C));
+  CHECK(cudaMalloc(&da, sizeof tile.a));
+  CHECK(cudaMalloc(&db, sizeof tile.b));
+  CHECK(cudaMalloc(&dc, sizeof tile.C));
   CHECK(cudaMalloc(&dd, sizeof D));
-  CHECK(cudaMemcpy(da, aw, sizeof aw, cudaMemcpyHostToDevice));
-  CHECK(cudaMemcpy(db, bw, sizeof bw, cudaMemcpyHostToDevice));
-  CHECK(cudaMemcpy(dc, C, sizeof C, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(da, tile.a, sizeof tile.a, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(db, tile.b, sizeof tile.b, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dc, tile.C, sizeof tile.C, cudaMemcpyHostToDevice));
   int wrong[2] = {0, 0};
   for (int swap = 0; swap < 2; ++swap) {
     CHECK(cudaMemset(dd, 0xFF, sizeof D)); // poisoned: NaN everywhere
     mmaTile<<<1, 32>>>(da, db, dc, dd, swap);
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpy(D, dd, sizeof D, cudaMemcpyDeviceToHost));
-    for (int i = 0; i < 16; ++i)
-      for (int j = 0; j < 8; ++j) {
-        float want = C[i][j];
-        for (int k = 0; k < 16; ++k)
-          want += float(A[i][k] * B[k][j]);
-        wrong[swap] += D[i][j] != want;
-      }
+    wrong[swap] = tile.mismatches(&D[0][0]);
   }
   bool ok = wrong[0] == 0 && wrong[1] > 64;
   std::printf("mma check: %s (kvq_mma_m16n8k16: %d of 128 elements differ "

@@ -5,6 +5,9 @@
 
 #include "kvq/Runtime/Emulator.h"
 
+// Shared with the GPU check (bench/gpu/mma_check.cu).
+#include "../../bench/gpu/mma_test_tile.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -161,19 +164,6 @@ std::unique_ptr<Module> &testModule() {
   return module;
 }
 
-/// fp16 bits of a small integer (exact).
-uint16_t halfOf(int x) {
-  if (x == 0)
-    return 0;
-  unsigned sign = x < 0 ? 0x8000 : 0, m = unsigned(x < 0 ? -x : x);
-  int e = 0;
-  while ((m >> e) > 1)
-    ++e;
-  // value = 1.f * 2^e, mantissa the bits below the leading one.
-  unsigned mantissa = (m << (10 - e)) & 0x3FF;
-  return uint16_t(sign | unsigned(e + 15) << 10 | mantissa);
-}
-
 TEST(Emulator, OutOfBoundsLoadIsReportedWithItsSite) {
   Module *m = testModule().get();
   ASSERT_TRUE(m);
@@ -247,46 +237,20 @@ TEST(Emulator, XorShuffleExchangesLaneValues) {
 TEST(Emulator, MmaFragmentsFollowThePtxLayout) {
   Module *m = testModule().get();
   ASSERT_TRUE(m);
-  int A[16][16], B[16][8];
-  float C[16][8];
-  for (int i = 0; i < 16; ++i)
-    for (int k = 0; k < 16; ++k)
-      A[i][k] = (i * 3 + k * 5) % 17 - 8;
-  for (int k = 0; k < 16; ++k)
-    for (int j = 0; j < 8; ++j)
-      B[k][j] = (k * 7 + j * 11) % 13 - 6;
-  for (int i = 0; i < 16; ++i)
-    for (int j = 0; j < 8; ++j)
-      C[i][j] = float(i * 8 + j);
-  // A row-major and B column-major, two fp16 a word, low half first.
-  Buffer a(16 * 8 * 4), b(8 * 8 * 4), c(16 * 8 * 4), d(16 * 8 * 4);
-  auto *aw = static_cast<uint32_t *>(a.p), *bw = static_cast<uint32_t *>(b.p);
-  for (int i = 0; i < 16; ++i)
-    for (int w = 0; w < 8; ++w)
-      aw[i * 8 + w] = halfOf(A[i][2 * w]) | uint32_t(halfOf(A[i][2 * w + 1]))
-                                                << 16;
-  for (int j = 0; j < 8; ++j)
-    for (int w = 0; w < 8; ++w)
-      bw[j * 8 + w] = halfOf(B[2 * w][j]) | uint32_t(halfOf(B[2 * w + 1][j]))
-                                                << 16;
-  std::memcpy(c.p, C, sizeof C);
+  kvq_mma_test::Tile tile;
+  Buffer a(sizeof tile.a), b(sizeof tile.b), c(sizeof tile.C), d(16 * 8 * 4);
+  std::memcpy(a.p, tile.a, sizeof tile.a);
+  std::memcpy(b.p, tile.b, sizeof tile.b);
+  std::memcpy(c.p, tile.C, sizeof tile.C);
   for (int32_t swap : {0, 1}) {
     int32_t flag = swap;
     std::vector<void *> args = {&a.p, &b.p, &c.p, &d.p, &flag};
     ASSERT_FALSE(static_cast<bool>(m->launch("mma_tile", {1}, {32}, args)));
-    auto *D = static_cast<float *>(d.p);
-    int wrong = 0;
-    for (int i = 0; i < 16; ++i)
-      for (int j = 0; j < 8; ++j) {
-        float want = C[i][j];
-        for (int k = 0; k < 16; ++k)
-          want += float(A[i][k] * B[k][j]);
-        wrong += D[i * 8 + j] != want;
-        if (!swap)
-          EXPECT_EQ(D[i * 8 + j], want) << "D[" << i << "][" << j << "]";
-      }
+    int wrong = tile.mismatches(static_cast<float *>(d.p));
     if (swap)
       EXPECT_GT(wrong, 64) << "a swapped fragment must change D";
+    else
+      EXPECT_EQ(wrong, 0) << "elements of D differ from A.B + C";
   }
 }
 
