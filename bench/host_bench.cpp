@@ -42,7 +42,8 @@ cl::opt<std::string> presetName("preset", cl::init("kivi2"),
 cl::opt<int> context("context", cl::init(512),
                      cl::desc("Tokens each sequence holds before the steps"),
                      cl::cat(category));
-cl::opt<int> steps("steps", cl::init(64), cl::desc("Timed steps"),
+cl::opt<int> steps("steps", cl::init(1000),
+                   cl::desc("Timed steps (fewer vary run to run)"),
                    cl::cat(category));
 cl::opt<std::string> driverPath("driver", cl::init(KVQ_FAKE_CUDA_DRIVER),
                                 cl::desc("The fake CUDA driver library"),

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 
 using namespace kvq::cuda;
 
@@ -110,23 +111,40 @@ public:
                      const std::vector<void *> &args, void *stream) override {
     // The module's device: its context current in this thread.
     api->cuCtxSetCurrent(context);
-    CUfunction function;
-    if (llvm::Error e = api->check(
-            api->cuModuleGetFunction(&function, module, kernel.c_str()),
-            ("cuModuleGetFunction(" + kernel + ")").c_str()))
-      return e;
+    llvm::Expected<CUfunction> function = lookup(kernel);
+    if (!function)
+      return function.takeError();
     std::vector<void *> params(args);
-    return api->check(api->cuLaunchKernel(function, grid[0], grid[1], grid[2],
-                                          block[0], block[1], block[2], 0,
-                                          static_cast<CUstream>(stream),
-                                          params.data(), nullptr),
-                      ("cuLaunchKernel(" + kernel + ")").c_str());
+    CUresult result = api->cuLaunchKernel(
+        *function, grid[0], grid[1], grid[2], block[0], block[1], block[2], 0,
+        static_cast<CUstream>(stream), params.data(), nullptr);
+    if (result == CUDA_SUCCESS) // the message is built only for a failure
+      return llvm::Error::success();
+    return api->check(result, ("cuLaunchKernel(" + kernel + ")").c_str());
   }
 
 private:
+  /// The kernel's function handle, looked up in the module once (a decode
+  /// step launches the same few kernels over and over, from any thread).
+  llvm::Expected<CUfunction> lookup(const std::string &kernel) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto found = functions.find(kernel); found != functions.end())
+      return found->second;
+    CUfunction function = nullptr;
+    CUresult result =
+        api->cuModuleGetFunction(&function, module, kernel.c_str());
+    if (result != CUDA_SUCCESS)
+      return api->check(result,
+                        ("cuModuleGetFunction(" + kernel + ")").c_str());
+    functions.emplace(kernel, function);
+    return function;
+  }
+
   std::shared_ptr<Driver::Api> api;
   CUmodule module;
   CUcontext context;
+  std::mutex mutex;
+  std::unordered_map<std::string, CUfunction> functions;
 };
 
 } // namespace

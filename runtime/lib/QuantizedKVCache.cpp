@@ -5,6 +5,7 @@
 
 #include "kvq/Runtime/Presets.h"
 
+#include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/SHA256.h"
 
@@ -432,8 +433,11 @@ struct QuantizedKVCache::Impl {
   /// oldest flushTokens are quantized each time it holds `residual` +
   /// flushTokens. The one description of the routing: append() runs it and
   /// checks the pool against it before changing anything.
-  std::vector<AppendStep> route(Parts &p, int tokens) const {
-    std::vector<AppendStep> steps;
+  /// A few steps at most (a decode token: one), kept off the heap.
+  using AppendSteps = llvm::SmallVector<AppendStep, 4>;
+
+  AppendSteps route(Parts &p, int tokens) const {
+    AppendSteps steps;
     int pos = 0;
     if (int toSink = std::min(config.sink - p.sink, tokens); toSink > 0) {
       steps.push_back({AppendStep::Sink, pos, toSink});
@@ -698,7 +702,7 @@ Status QuantizedKVCache::Impl::runAppend(Layer &layer, int seq,
   Parts &p = layer.parts[seq];
   const Parts before = p;
   Parts after = before;
-  std::vector<AppendStep> steps = route(after, tokens);
+  AppendSteps steps = route(after, tokens);
   auto sequenceBase = [&](void *buffer, int stride) {
     return static_cast<char *>(buffer) +
            size_t(seq) * config.kvHeads * stride * rowBytes();

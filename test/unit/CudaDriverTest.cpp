@@ -295,10 +295,15 @@ TEST(CudaDriverTest, AnAttentionCallOnlyLaunches) {
     }
     call.workspaceBytes = context->attentionWorkspaceBytes(spec, call);
     call.workspace = buffer(call.workspaceBytes);
+    auto lookups = fakeHook<int (*)()>("kvqFakeFunctionLookups");
+    ASSERT_TRUE(lookups);
+    int lookupsBefore = lookups();
     Counts before = fakeCounts();
     for (int i = 0; i < 3; ++i)
       ASSERT_TRUE(context->attention(spec, call).ok()) << text;
     Counts after = fakeCounts();
+    // Each kernel's handle is looked up once, not at every launch.
+    EXPECT_LE(lookups() - lookupsBefore, 2) << text;
     EXPECT_EQ(after.launches - before.launches, 6) << text;
     EXPECT_EQ(after.allocations - before.allocations, 0) << text;
     EXPECT_EQ(after.copies - before.copies, 0) << text;

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <vector>
 
 #define FAKE extern "C" __attribute__((visibility("default")))
 
@@ -30,7 +31,7 @@ std::map<const void *, int> allocatedOn; // pointer -> device
 int launches = 0, lastLaunchDevice = -1;
 // What a call did, for tests of the engine contract (no allocation, copy
 // or synchronisation inside a decode step).
-int allocations = 0, copies = 0, synchronizations = 0;
+int allocations = 0, copies = 0, synchronizations = 0, lookups = 0;
 /// Fault injection (kvqFakeFail): the entry point that fails, and how many
 /// of its calls succeed first.
 std::string failing;
@@ -47,7 +48,17 @@ bool injectFailure(const char *entry) {
 /// and call the synchronous ones, which queue on the default stream.
 CUstream queuedOn = nullptr;
 /// Launches and copies queued on each stream (null: the default stream).
-std::map<const void *, int> onStream;
+/// (A few streams at most: a linear search beats a map, and keeps the
+/// bookkeeping out of kvq-host-bench's numbers.)
+std::vector<std::pair<const void *, int>> onStream;
+void countOn(const void *stream) {
+  for (auto &[s, n] : onStream)
+    if (s == stream) {
+      ++n;
+      return;
+    }
+  onStream.push_back({stream, 1});
+}
 /// The start of every copy: false for an injected failure, else the copy
 /// is counted, on the stream it was queued on.
 bool startCopy(const char *entry) {
@@ -55,7 +66,7 @@ bool startCopy(const char *entry) {
   queuedOn = nullptr;
   if (injectFailure(entry))
     return false;
-  ++onStream[stream];
+  countOn(stream);
   ++copies;
   return true;
 }
@@ -94,10 +105,14 @@ FAKE void kvqFakeFail(const char *entry, int after) {
   failAfter = after;
 }
 FAKE int kvqFakeLiveAllocations() { return live; }
+/// Function lookups in a module (cuModuleGetFunction) so far.
+FAKE int kvqFakeFunctionLookups() { return lookups; }
 /// Launches and copies queued on `stream` so far (null: the default one).
 FAKE int kvqFakeOperationsOn(const void *stream) {
-  auto found = onStream.find(stream);
-  return found == onStream.end() ? 0 : found->second;
+  for (auto [s, n] : onStream)
+    if (s == stream)
+      return n;
+  return 0;
 }
 /// Counts so far: launches (graph replays included), allocations and
 /// frees, copies of any direction, synchronisations of any kind.
@@ -173,6 +188,7 @@ FAKE CUresult cuModuleUnload(CUmodule module) {
 }
 FAKE CUresult cuModuleGetFunction(CUfunction *function, CUmodule module,
                                   const char *) {
+  ++lookups;
   *function = reinterpret_cast<CUfunction>(module);
   return CUDA_SUCCESS;
 }
@@ -184,7 +200,7 @@ FAKE CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned,
                              void **, void **) {
   if (injectFailure("cuLaunchKernel"))
     return CUDA_ERROR_LAUNCH_FAILED;
-  ++onStream[stream];
+  countOn(stream);
   ++launches;
   lastLaunchDevice = current;
   return CUDA_SUCCESS;
