@@ -466,11 +466,12 @@ struct QuantizedKVCache::Impl {
     return steps;
   }
 
-  int pagesForAppend(const Layer &layer, int seq, int tokens) const;
+  AppendSteps planAppend(const Layer &layer, int seq, int tokens,
+                         int &pages) const;
   Status poolTooSmall(const Layer &layer, int needed,
                       const std::string &what) const;
   Status runAppend(Layer &layer, int seq, const char *keys, const char *values,
-                   int tokens, const TokenLayout &layout);
+                   const TokenLayout &layout, const AppendSteps &steps);
 
   /// Pages sequence `seq` must take from the free list for its store to
   /// grow from `from` to `to` quantized tokens.
@@ -670,13 +671,15 @@ Status checkAppend(const CacheConfig &c, const std::vector<Layer> &layers,
 
 } // namespace
 
-/// Pages sequence `seq` must take from `layer`'s free list to append
-/// `tokens` tokens.
-int QuantizedKVCache::Impl::pagesForAppend(const Layer &layer, int seq,
-                                           int tokens) const {
+/// The steps of appending `tokens` tokens to sequence `seq` (route()), and
+/// in `pages` the pages it must take from `layer`'s free list.
+QuantizedKVCache::Impl::AppendSteps
+QuantizedKVCache::Impl::planAppend(const Layer &layer, int seq, int tokens,
+                                   int &pages) const {
   Parts after = layer.parts[seq];
-  route(after, tokens);
-  return pagesNeeded(layer, seq, layer.parts[seq].quantized, after.quantized);
+  AppendSteps steps = route(after, tokens);
+  pages = pagesNeeded(layer, seq, layer.parts[seq].quantized, after.quantized);
+  return steps;
 }
 
 /// ResourceExhausted: `needed` pages for `what`, fewer free.
@@ -692,17 +695,15 @@ Status QuantizedKVCache::Impl::poolTooSmall(const Layer &layer, int needed,
                     "more pages");
 }
 
-/// Runs an append that checkAppend and the pool already accepted: its
-/// routing (route()), step by step. A failure (a device error) puts the
+/// Runs an append that checkAppend and the pool already accepted, step by
+/// step as planAppend routed it. A failure (a device error) puts the
 /// counts and pages back.
 Status QuantizedKVCache::Impl::runAppend(Layer &layer, int seq,
                                          const char *keys, const char *values,
-                                         int tokens,
-                                         const TokenLayout &layout) {
+                                         const TokenLayout &layout,
+                                         const AppendSteps &steps) {
   Parts &p = layer.parts[seq];
   const Parts before = p;
-  Parts after = before;
-  AppendSteps steps = route(after, tokens);
   auto sequenceBase = [&](void *buffer, int stride) {
     return static_cast<char *>(buffer) +
            size_t(seq) * config.kvHeads * stride * rowBytes();
@@ -756,13 +757,14 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
   Layer &layer = impl->layers[layerIndex];
   // Every page the append needs, checked before anything changes: running
   // out midway would leave a residual already shifted by earlier flushes.
-  int needed = impl->pagesForAppend(layer, seq, tokens);
+  int needed = 0;
+  Impl::AppendSteps steps = impl->planAppend(layer, seq, tokens, needed);
   if (needed > int(layer.freePages.size()))
     return impl->poolTooSmall(layer, needed,
                               "appending " + std::to_string(tokens) +
                                   " tokens to sequence " + std::to_string(seq));
   return impl->runAppend(layer, seq, static_cast<const char *>(k),
-                         static_cast<const char *>(v), tokens, layout);
+                         static_cast<const char *>(v), layout, steps);
 }
 
 Status QuantizedKVCache::appendPacked(int layerIndex, const void *k,
@@ -782,6 +784,7 @@ Status QuantizedKVCache::appendPacked(int layerIndex, const void *k,
     return invalid("offsets[0] must not be negative, got " +
                    std::to_string(offsets[0]));
   std::vector<bool> seen(std::max(0, c.batch));
+  std::vector<Impl::AppendSteps> plans;
   int needed = 0;
   for (int i = 0; i < count; ++i) {
     int tokens = offsets[i + 1] - offsets[i];
@@ -806,7 +809,10 @@ Status QuantizedKVCache::appendPacked(int layerIndex, const void *k,
                      " appears twice (packed sequences " + std::to_string(i) +
                      " and an earlier one)");
     seen[seq] = true;
-    needed += impl->pagesForAppend(impl->layers[layerIndex], seq, tokens);
+    int pages = 0;
+    plans.push_back(
+        impl->planAppend(impl->layers[layerIndex], seq, tokens, pages));
+    needed += pages;
   }
   Layer &layer = impl->layers[layerIndex];
   if (needed > int(layer.freePages.size()))
@@ -815,9 +821,9 @@ Status QuantizedKVCache::appendPacked(int layerIndex, const void *k,
                                   " packed sequences");
   for (int i = 0; i < count; ++i) {
     size_t at = size_t(offsets[i]) * size_t(layout.tokenStride) * 2;
-    Status s = impl->runAppend(
-        layer, sequences[i], static_cast<const char *>(k) + at,
-        static_cast<const char *>(v) + at, offsets[i + 1] - offsets[i], layout);
+    Status s =
+        impl->runAppend(layer, sequences[i], static_cast<const char *>(k) + at,
+                        static_cast<const char *>(v) + at, layout, plans[i]);
     if (!s.ok()) // a device error: the sequences before it are appended
       return Status(s.code(),
                     "packed sequence " + std::to_string(i) + " (sequence " +
