@@ -192,15 +192,23 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     Value lens = args[i++];
     float scale = 1.0f / std::sqrt(static_cast<float>(d));
     Value out;
+    // kvq-plan fills the plan; a forced path is the one field set here.
+    PlanAttr plan;
+    if (spec.path != AttentionPath::Auto) {
+      ::kvq::LaunchPlan forced;
+      forced.attentionPath = spec.path == AttentionPath::TensorCores
+                                 ? kTensorCores
+                                 : kCudaCores;
+      plan = PlanAttr::get(b.getContext(), forced);
+    }
     if (paged)
       out = QuantizedAttentionOp::create(
           b, loc, query, q, kw, ks, kz, vw, vs, vz, sk, sv, rk, rv, lens,
           /*block_table=*/args[i++], key, value, b.getF32FloatAttr(scale),
-          b.getI64IntegerAttr(spec.pageTokens), /*plan=*/PlanAttr());
+          b.getI64IntegerAttr(spec.pageTokens), plan);
     else
       out = AttentionOp::create(b, loc, query, q, k, v, sk, sv, rk, rv, lens,
-                                b.getF32FloatAttr(scale),
-                                /*plan=*/PlanAttr()); // kvq-plan sets it
+                                b.getF32FloatAttr(scale), plan);
     func::ReturnOp::create(b, loc, out);
     break;
   }

@@ -83,6 +83,28 @@ KernelSpec KernelSpec::forDenseAttention(int headDim, int queryHeads,
   return spec;
 }
 
+const char *kvq::attentionPathName(AttentionPath path) {
+  switch (path) {
+  case AttentionPath::Auto:
+    return "auto";
+  case AttentionPath::CudaCores:
+    return "cuda-cores";
+  case AttentionPath::TensorCores:
+    return "tensor-cores";
+  }
+  return "auto";
+}
+
+bool kvq::parseAttentionPath(const std::string &text, AttentionPath &path) {
+  for (AttentionPath p : {AttentionPath::Auto, AttentionPath::CudaCores,
+                          AttentionPath::TensorCores})
+    if (text == attentionPathName(p)) {
+      path = p;
+      return true;
+    }
+  return false;
+}
+
 std::string KernelSpec::canonical() const {
   std::ostringstream os;
   const char *dtypeName = dtype == HalfType::F16 ? "f16" : "bf16";
@@ -100,11 +122,15 @@ std::string KernelSpec::canonical() const {
       os << " paged=" << pageTokens;
     os << " " << dtypeName << (sink ? " sink" : "")
        << (residual ? " residual" : "");
+    if (path != AttentionPath::Auto)
+      os << " path=" << attentionPathName(path);
     break;
   case KernelKind::DenseAttention:
     os << "dense-attention d=" << headDim << " hq=" << queryHeads
        << " hkv=" << kvHeads << " " << dtypeName << (sink ? " sink" : "")
        << (residual ? " residual" : "");
+    if (path != AttentionPath::Auto)
+      os << " path=" << attentionPathName(path);
     break;
   }
   return os.str();
@@ -325,6 +351,11 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
       error = number(4, s.kvHeads);
     else if (word.rfind("paged=", 0) == 0)
       error = number(6, s.pageTokens);
+    else if (word.rfind("path=", 0) == 0 && s.isAttention()) {
+      if (!parseAttentionPath(word.substr(5), s.path))
+        error = "path must be auto, cuda-cores or tensor-cores, got '" +
+                word + "'";
+    }
     else if (word == "f16")
       s.dtype = HalfType::F16;
     else if (word == "bf16")

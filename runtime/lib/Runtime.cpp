@@ -125,7 +125,7 @@ parseKernels(const std::string &text) {
 /// A KernelSpec as plain integers: the memory cache's fast path looks specs
 /// up by this, without building the canonical text or hashing it.
 struct SpecKey {
-  std::array<int32_t, 18> fields;
+  std::array<int32_t, 19> fields;
   bool operator==(const SpecKey &o) const { return fields == o.fields; }
 };
 
@@ -146,6 +146,7 @@ SpecKey specKey(const KernelSpec &s) {
   key.fields[12] = int32_t(s.dtype);
   key.fields[13] = s.sink | (s.residual << 1);
   key.fields[14] = s.pageTokens;
+  key.fields[15] = int32_t(s.path);
   return key;
 }
 
@@ -164,6 +165,8 @@ struct Runtime::Impl {
   std::unique_ptr<ExecutionBackend> device;
   bool compileOnly = false;
   bool alwaysCompile = false; ///< KVQ_ALWAYS_COMPILE, read at creation
+  /// Forced on attention specs that leave the path to the plan.
+  AttentionPath attentionPath = AttentionPath::Auto;
   std::mutex fastMutex;
   std::unordered_map<SpecKey, std::shared_ptr<const CompiledKernels>,
                      SpecKeyHash>
@@ -427,6 +430,14 @@ Runtime::create(const RuntimeOptions &options) {
   impl.compileOnly = options.compileOnly;
   impl.compiler = options.compiler;
   impl.alwaysCompile = envFlag("KVQ_ALWAYS_COMPILE") && impl.compiler;
+  impl.attentionPath = options.attentionPath;
+  if (const char *path = std::getenv("KVQ_ATTENTION_PATH");
+      path && *path && impl.attentionPath == AttentionPath::Auto &&
+      !parseAttentionPath(path, impl.attentionPath))
+    return llvm::make_error<LaunchError>(
+        std::string("KVQ_ATTENTION_PATH must be auto, cuda-cores or "
+                    "tensor-cores, got '") +
+        path + "'");
   llvm::Expected<std::unique_ptr<ExecutionBackend>> device =
       makeExecutionBackend(options.backend, options.compileOnly,
                            options.device);
@@ -475,7 +486,14 @@ Runtime::create(const RuntimeOptions &options) {
 }
 
 llvm::Expected<std::shared_ptr<const CompiledKernels>>
-Runtime::prepare(const KernelSpec &spec) {
+Runtime::prepare(const KernelSpec &requested) {
+  if (requested.isAttention() && requested.path == AttentionPath::Auto &&
+      impl->attentionPath != AttentionPath::Auto) {
+    KernelSpec forced = requested;
+    forced.path = impl->attentionPath;
+    return prepare(forced);
+  }
+  const KernelSpec &spec = requested;
   bool always = impl->alwaysCompile;
   SpecKey fastKey = specKey(spec);
   if (!always) {

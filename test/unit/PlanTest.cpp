@@ -30,8 +30,8 @@ protected:
   static ::kvq::LaunchPlan everyField() {
     // In kPlanIntegerFields order: threads, halfVector, tileTokens,
     // minTokensPerSplit, smCount, key/valueVectorWords, scoresPerThread,
-    // sharedBytes.
-    const int64_t values[] = {96, 4, 48, 144, 132, 2, 1, 2, 12345};
+    // sharedBytes, attentionPath.
+    const int64_t values[] = {96, 4, 48, 144, 132, 2, 1, 2, 12345, 2};
     static_assert(std::size(values) == ::kvq::kPlanIntegerFields.size());
     ::kvq::LaunchPlan plan;
     plan.arch = "sm_90";
@@ -107,6 +107,9 @@ TEST_F(PlanTest, VerifierNamesTheBadField) {
                    "tileTokens (32), got 40");
   EXPECT_FALSE(parseAttribute("#kvq.plan<sharedBytes = 50000>", &context));
   EXPECT_EQ(error, "plan: sharedBytes must be in [0, 49152], got 50000");
+  EXPECT_FALSE(parseAttribute("#kvq.plan<attentionPath = 3>", &context));
+  EXPECT_EQ(error, "plan: attentionPath must be 1 (CUDA cores) or 2 (tensor "
+                   "cores), got 3");
 }
 
 } // namespace

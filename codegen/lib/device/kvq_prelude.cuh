@@ -91,6 +91,85 @@ __device__ __forceinline__ void kvq_mma_m16n8k16(float d[4], const unsigned a[4]
 #endif
   // (nvcc's host pass sees neither: a device function, never run there.)
 }
+// The same for bf16 A and B (sm_80 and later; the plan keeps bf16 on the
+// CUDA cores for sm_75).
+__device__ __forceinline__ void kvq_mma_m16n8k16_bf16(float d[4],
+                                                      const unsigned a[4],
+                                                      const unsigned b[2],
+                                                      const float c[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%10, %11, %12, %13};"
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),
+                 "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#elif defined(KVQ_EMULATOR)
+  kvq_emu::mmaM16N8K16(d, a, b, c, /*bf16=*/true);
+#endif
+}
+// kvq.mma as the generated code calls it: fragments as ints, accumulators
+// as a float4 (one value, so a call can be an expression).
+template <bool Bf16>
+__device__ __forceinline__ float4 kvq_mma_x2(int a0, int a1, int a2, int a3,
+                                          int b0, int b1, float4 c) {
+  const unsigned a[4] = {(unsigned)a0, (unsigned)a1, (unsigned)a2, (unsigned)a3};
+  const unsigned b[2] = {(unsigned)b0, (unsigned)b1};
+  const float in[4] = {c.x, c.y, c.z, c.w};
+  float d[4];
+  if (Bf16)
+    kvq_mma_m16n8k16_bf16(d, a, b, in);
+  else
+    kvq_mma_m16n8k16(d, a, b, in);
+  float4 out;
+  out.x = d[0]; out.y = d[1]; out.z = d[2]; out.w = d[3];
+  return out;
+}
+__device__ __forceinline__ float4 kvq_mma_f16(int a0, int a1, int a2, int a3,
+                                              int b0, int b1, float4 c) {
+  return kvq_mma_x2<false>(a0, a1, a2, a3, b0, b1, c);
+}
+__device__ __forceinline__ float4 kvq_mma_bf16(int a0, int a1, int a2, int a3,
+                                               int b0, int b1, float4 c) {
+  return kvq_mma_x2<true>(a0, a1, a2, a3, b0, b1, c);
+}
+// Two floats rounded to nearest even into one fragment register, `lo` in
+// bits 0-15 (cvt.rn.f16x2.f32 / cvt.rn.bf16x2.f32).
+__device__ __forceinline__ int kvq_pack_f16x2(float lo, float hi) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return (int)((unsigned)__half_as_ushort(h.x) |
+               (unsigned)__half_as_ushort(h.y) << 16);
+}
+__device__ __forceinline__ int kvq_pack_bf16x2(float lo, float hi) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return (int)((unsigned)__bfloat16_as_ushort(h.x) |
+               (unsigned)__bfloat16_as_ushort(h.y) << 16);
+}
+// What kvq_pack_*x2(lo, hi) rounded away, packed the same way: `pair` and
+// this together hold lo and hi to about twice the mantissa bits.
+__device__ __forceinline__ int kvq_pack_f16x2_error(float lo, float hi, int pair) {
+  __half2 h = *reinterpret_cast<const __half2 *>(&pair);
+  return kvq_pack_f16x2(lo - __low2float(h), hi - __high2float(h));
+}
+__device__ __forceinline__ int kvq_pack_bf16x2_error(float lo, float hi, int pair) {
+  __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162 *>(&pair);
+  return kvq_pack_bf16x2(lo - __low2float(h), hi - __high2float(h));
+}
+// An 8x8 matrix of 16-bit values transposed across the warp: lane 4g + t
+// gives elements (g, 2t..2t+1) and gets (2t..2t+1, g) (movmatrix, sm_75+).
+__device__ __forceinline__ int kvq_transpose_pairs(int pair) {
+#if defined(__CUDA_ARCH__)
+  int r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;"
+               : "=r"(r)
+               : "r"(pair));
+  return r;
+#elif defined(KVQ_EMULATOR)
+  return (int)kvq_emu::transposePairs((unsigned)pair);
+#else
+  return pair;
+#endif
+}
 // A code as a float, exactly, less `centre`: `bits` is code | 0x4B000000,
 // the fp32 pattern of 2^23 + code, so one FADD of 2^23 + centre (folded)
 // replaces a quarter-rate int-to-float conversion.

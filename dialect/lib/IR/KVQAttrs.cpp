@@ -49,7 +49,8 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                int64_t halfVector, int64_t tileTokens,
                                int64_t minTokensPerSplit, int64_t smCount,
                                int64_t keyVectorWords, int64_t valueVectorWords,
-                               int64_t scoresPerThread, int64_t sharedBytes) {
+                               int64_t scoresPerThread, int64_t sharedBytes,
+                               int64_t attentionPath) {
   if (!arch.empty() && !::kvq::archNumber(arch))
     return emitError() << "plan: " << ::kvq::kArchRule << ", got '" << arch
                        << "'";
@@ -83,6 +84,11 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "plan: sharedBytes must be in [0, "
                        << ::kvq::kMaxStaticSharedBytes << "], got "
                        << sharedBytes;
+  if (attentionPath && attentionPath != ::kvq::kCudaCores &&
+      attentionPath != ::kvq::kTensorCores)
+    return emitError() << "plan: attentionPath must be " << ::kvq::kCudaCores
+                       << " (CUDA cores) or " << ::kvq::kTensorCores
+                       << " (tensor cores), got " << attentionPath;
   return success();
 }
 
@@ -90,7 +96,7 @@ PlanAttr PlanAttr::get(MLIRContext *context, const ::kvq::LaunchPlan &plan) {
   return get(context, StringRef(plan.arch), plan.threads, plan.halfVector,
              plan.tileTokens, plan.minTokensPerSplit, plan.smCount,
              plan.keyVectorWords, plan.valueVectorWords, plan.scoresPerThread,
-             plan.sharedBytes);
+             plan.sharedBytes, plan.attentionPath);
 }
 
 ::kvq::LaunchPlan PlanAttr::toLaunchPlan() const {
@@ -105,6 +111,7 @@ PlanAttr PlanAttr::get(MLIRContext *context, const ::kvq::LaunchPlan &plan) {
   plan.valueVectorWords = getValueVectorWords();
   plan.scoresPerThread = getScoresPerThread();
   plan.sharedBytes = getSharedBytes();
+  plan.attentionPath = getAttentionPath();
   return plan;
 }
 

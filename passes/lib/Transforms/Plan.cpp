@@ -89,7 +89,7 @@ bool commit(Operation *op, const ::kvq::LaunchPlan &plan) {
       [&] { return op->emitOpError(); }, op->getContext(), StringRef(plan.arch),
       plan.threads, plan.halfVector, plan.tileTokens, plan.minTokensPerSplit,
       plan.smCount, plan.keyVectorWords, plan.valueVectorWords,
-      plan.scoresPerThread, plan.sharedBytes);
+      plan.scoresPerThread, plan.sharedBytes, plan.attentionPath);
   if (!attr)
     return false;
   setLaunchPlan(op, attr);
@@ -145,6 +145,43 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
     return commit(op, plan);
   }
 
+  /// Why the tensor-core body cannot run this attention, or nothing when it
+  /// can (TensorCoreAttention.cpp: each lane reads channel runs of d/4 keys
+  /// and d/8 values, which must be whole packed words or lie inside one, and
+  /// whole scale groups or lie inside one).
+  static std::optional<std::string>
+  tensorCoreObstacle(int64_t archNumber, Type half, int64_t headDim,
+                     int64_t gqa, SchemeAttr keyScheme,
+                     SchemeAttr valueScheme) {
+    if (half.isBF16() && archNumber < 80)
+      return std::string("bf16 mma needs sm_80");
+    if (headDim % 32 != 0)
+      return "head_dim " + std::to_string(headDim) +
+             " is not a multiple of 32";
+    // Accumulators: head_dim/4 fp32 per column tile of 8 heads.
+    int64_t headTiles = (gqa + 7) / 8;
+    if (headTiles * headDim > 256)
+      return "gqa " + std::to_string(gqa) + " x head_dim " +
+             std::to_string(headDim) + " needs too many accumulators";
+    auto fits = [&](SchemeAttr scheme, int64_t run,
+                    const char *what) -> std::optional<std::string> {
+      if (!scheme || scheme.getAxis() == Axis::channel)
+        return std::nullopt;
+      int64_t perWord = scheme.codesPerWord();
+      int64_t group = scheme.groupSize(headDim);
+      if (run % perWord != 0 && perWord % run != 0)
+        return std::string(what) + " runs of " + std::to_string(run) +
+               " channels split packed words of " + std::to_string(perWord);
+      if (run % group != 0 && group % run != 0)
+        return std::string(what) + " runs of " + std::to_string(run) +
+               " channels split groups of " + std::to_string(group);
+      return std::nullopt;
+    };
+    if (auto obstacle = fits(keyScheme, headDim / 4, "key"))
+      return obstacle;
+    return fits(valueScheme, headDim / 8, "value");
+  }
+
   /// Plans quantized attention, or (null schemes) the fp16 baseline, which
   /// has no packed words and so no vector widths.
   bool planAttention(Operation *op, Value query, Value keys,
@@ -162,6 +199,22 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
     int64_t gqa = queryHeads / kvHeads;
     ::kvq::LaunchPlan plan = existingPlan(op);
     plan.arch = arch;
+    // CUDA cores unless tensor cores are asked for (attentionPath = 2, or
+    // KernelSpec::path / KVQ_ATTENTION_PATH): the tensor-core body is new
+    // and has yet to beat the CUDA-core one on a GPU across the grid
+    // (bench/results/gpu-*-suite.md measure both).
+    Type half = queryType.getElementType();
+    std::optional<std::string> obstacle = tensorCoreObstacle(
+        archNumber, half, headDim, gqa, keyScheme, valueScheme);
+    if (plan.attentionPath == ::kvq::kTensorCores && obstacle) {
+      op->emitOpError("plan: attentionPath ")
+          << ::kvq::kTensorCores << " (tensor cores) cannot run this kernel: "
+          << *obstacle;
+      return false;
+    }
+    if (fill(plan.attentionPath, ::kvq::kCudaCores) == ::kvq::kTensorCores)
+      return planTensorCoreAttention(op, plan, headDim, gqa, archNumber,
+                                     keyScheme, valueScheme);
     fill(plan.threads, gqa * headDim <= 512 ? 128 : 256);
     // The largest tile that fits the budget; at least 16 tokens so a tile
     // holds whole packed words of any channel-axis scheme.
@@ -193,6 +246,39 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
           << ::kvq::kMaxStaticSharedBytes << " a block gets";
       return false;
     }
+    plan.sharedBytes = shared;
+    return commit(op, plan);
+  }
+
+  /// The tensor-core body: 4 warps (fewer when their merge buffers would
+  /// pass the shared-memory budget), each taking 16 tokens a step, so a
+  /// split is a multiple of 16 tokens per warp.
+  bool planTensorCoreAttention(Operation *op, ::kvq::LaunchPlan &plan,
+                               int64_t headDim, int64_t gqa,
+                               int64_t archNumber, SchemeAttr keyScheme,
+                               SchemeAttr valueScheme) {
+    int64_t warps = 4;
+    while (warps > 1 &&
+           tensorCoreSharedBytes(headDim, gqa, warps) > kSharedBudgetBytes)
+      warps /= 2;
+    int64_t threads = fill(plan.threads, 32 * warps);
+    int64_t shared = tensorCoreSharedBytes(headDim, gqa, threads / 32);
+    if (shared > ::kvq::kMaxStaticSharedBytes) {
+      op->emitOpError("plan: threads ")
+          << threads << " on the tensor cores need " << shared
+          << " bytes of shared memory, more than the "
+          << ::kvq::kMaxStaticSharedBytes << " a block gets";
+      return false;
+    }
+    int64_t tile = fill(plan.tileTokens, 16 * (threads / 32));
+    fill(plan.minTokensPerSplit, 4 * tile);
+    fill(plan.smCount, smCountFor(archNumber));
+    if (keyScheme) {
+      fill(plan.keyVectorWords, widestVector(keyScheme, headDim));
+      fill(plan.valueVectorWords, widestVector(valueScheme, headDim));
+    }
+    fill(plan.halfVector, widestHalfVector(headDim));
+    fill(plan.scoresPerThread, 1);
     plan.sharedBytes = shared;
     return commit(op, plan);
   }

@@ -66,23 +66,39 @@ inline float halfBitsToFloat(unsigned bits) {
   return sign ? -magnitude : magnitude;
 }
 
-/// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 for the warp of the
-/// calling thread (every lane calls it): the lanes' A and B fragments are
-/// gathered, and each lane computes its four accumulators from the
-/// fragment layout of the PTX ISA ("Matrix Fragments for mma.m16n8k16"),
-/// summing over k in order in fp32. With lane = 4 g + t:
+/// A bf16 bit pattern as a float (exact: bf16 is fp32's top half).
+inline float bf16BitsToFloat(unsigned bits) {
+  unsigned word = bits << 16;
+  float value;
+  std::memcpy(&value, &word, sizeof value);
+  return value;
+}
+
+/// This thread's lane in its warp.
+inline unsigned laneId() {
+  return (ids->threadIdx.x + ids->threadIdx.y * ids->blockDim.x +
+          ids->threadIdx.z * ids->blockDim.x * ids->blockDim.y) %
+         32;
+}
+
+/// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 for the
+/// warp of the calling thread (every lane calls it): the lanes' A and B
+/// fragments are gathered, and each lane computes its four accumulators
+/// from the fragment layout of the PTX ISA ("Matrix Fragments for
+/// mma.m16n8k16"), summing over k in order in fp32. With lane = 4 g + t:
 ///   a[0] A[g][2t..2t+1]   a[1] A[g+8][2t..2t+1]
-///   a[2] A[g][2t+8..2t+9] a[3] A[g+8][2t+8..2t+9]   (f16x2, low half first)
+///   a[2] A[g][2t+8..2t+9] a[3] A[g+8][2t+8..2t+9]   (x2, low half first)
 ///   b[0] B[2t..2t+1][g]   b[1] B[2t+8..2t+9][g]
 ///   c[0..1], d[0..1] C[g][2t..2t+1]   c[2..3], d[2..3] C[g+8][2t..2t+1]
 inline void mmaM16N8K16(float d[4], const unsigned a[4], const unsigned b[2],
-                        const float c[4]) {
+                        const float c[4], bool bf16 = false) {
   struct Fragments {
     unsigned a[4], b[2];
   } mine = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}}, all[32];
   hooks->warpAllGather(&mine, sizeof mine, all);
-  auto element = [](unsigned word, int k) {
-    return halfBitsToFloat(k % 2 ? word >> 16 : word & 0xFFFF);
+  auto element = [bf16](unsigned word, int k) {
+    unsigned bits = k % 2 ? word >> 16 : word & 0xFFFF;
+    return bf16 ? bf16BitsToFloat(bits) : halfBitsToFloat(bits);
   };
   auto A = [&](int i, int k) {
     return element(all[4 * (i % 8) + (k % 8) / 2].a[(i >= 8) + 2 * (k >= 8)],
@@ -91,10 +107,7 @@ inline void mmaM16N8K16(float d[4], const unsigned a[4], const unsigned b[2],
   auto B = [&](int k, int j) {
     return element(all[4 * j + (k % 8) / 2].b[k >= 8], k);
   };
-  unsigned lane = (ids->threadIdx.x + ids->threadIdx.y * ids->blockDim.x +
-                   ids->threadIdx.z * ids->blockDim.x * ids->blockDim.y) %
-                  32;
-  int g = int(lane / 4), t = int(lane % 4);
+  int g = int(laneId() / 4), t = int(laneId() % 4);
   for (int r = 0; r < 4; ++r) {
     int row = g + 8 * (r / 2), column = 2 * t + r % 2;
     float sum = c[r];
@@ -102,6 +115,20 @@ inline void mmaM16N8K16(float d[4], const unsigned a[4], const unsigned b[2],
       sum += A(row, k) * B(k, column);
     d[r] = sum;
   }
+}
+
+/// movmatrix.sync.aligned.m8n8.trans.b16 for the warp of the calling thread:
+/// lane 4 g + t holds M[g][2t..2t+1] (low half first) and gets back
+/// M[2t][g] (low half) and M[2t + 1][g] (high half).
+inline unsigned transposePairs(unsigned pair) {
+  unsigned all[32];
+  hooks->warpAllGather(&pair, sizeof pair, all);
+  unsigned g = laneId() / 4, t = laneId() % 4;
+  auto element = [&](unsigned row, unsigned column) {
+    unsigned word = all[4 * row + column / 2];
+    return column % 2 ? word >> 16 : word & 0xFFFF;
+  };
+  return element(2 * t, g) | element(2 * t + 1, g) << 16;
 }
 } // namespace kvq_emu
 

@@ -40,6 +40,16 @@ inline int64_t attentionSharedBytes(int64_t headDim, int64_t gqa,
   return end;
 }
 
+/// Bytes of shared memory of the tensor-core body: each warp's fp32 output,
+/// max and sum per query head, merged once at the end.
+inline int64_t tensorCoreSharedBytes(int64_t headDim, int64_t gqa,
+                                     int64_t warps) {
+  int64_t end = 0;
+  for (int64_t floats : {warps * gqa * headDim, warps * gqa, warps * gqa})
+    end = (end + 15) / 16 * 16 + 4 * floats;
+  return end;
+}
+
 } // namespace mlir::kvq
 
 #endif // KVQ_CONVERSION_ATTENTIONTILES_H

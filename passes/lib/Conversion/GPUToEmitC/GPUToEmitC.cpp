@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvq/Conversion/Passes.h"
+#include "kvq/Dialect/KVQ/IR/KVQOps.h"
 
 #include "mlir/Conversion/SCFToEmitC/SCFToEmitC.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -475,6 +476,32 @@ struct CallToEmitC : OpConversionPattern<SourceOp> {
   std::string callee;
 };
 
+/// The warp-level tensor-core ops become the prelude's helpers, named for
+/// the 16-bit type of their fragments: kvq_mma_f16/kvq_mma_bf16 (float4
+/// accumulators), kvq_pack_f16x2/kvq_pack_bf16x2, kvq_transpose_pairs.
+template <typename SourceOp>
+struct FragmentOpToEmitC : OpConversionPattern<SourceOp> {
+  FragmentOpToEmitC(const TypeConverter &converter, MLIRContext *context,
+                    StringRef prefix, StringRef f16Suffix, StringRef bf16Suffix)
+      : OpConversionPattern<SourceOp>(converter, context), prefix(prefix),
+        f16Suffix(f16Suffix), bf16Suffix(bf16Suffix) {}
+  LogicalResult
+  matchAndRewrite(SourceOp op, typename SourceOp::Adaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    std::string callee = prefix;
+    if constexpr (std::is_same_v<SourceOp, MmaOp>)
+      callee += op.getInputType().isBF16() ? bf16Suffix : f16Suffix;
+    else if constexpr (std::is_same_v<SourceOp, PackPairOp> ||
+                       std::is_same_v<SourceOp, PackPairErrorOp>)
+      callee += op.getElementType().isBF16() ? bf16Suffix : f16Suffix;
+    Type type = this->getTypeConverter()->convertType(op.getType());
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{type}, callee, adaptor.getOperands());
+    return success();
+  }
+  std::string prefix, f16Suffix, bf16Suffix;
+};
+
 /// Conversions between numeric types are C casts. uitofp/fptoui only see
 /// non-negative values below 2^31 (codes) in kvq kernels, where the signed
 /// cast is the same.
@@ -726,7 +753,8 @@ struct GPUToEmitCPass : mlir::kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
                              vector::VectorDialect>();
     target.addIllegalOp<gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp,
                         gpu::BlockIdOp, gpu::GridDimOp, gpu::BlockDimOp,
-                        gpu::BarrierOp, gpu::ShuffleOp>();
+                        gpu::BarrierOp, gpu::ShuffleOp, MmaOp, PackPairOp,
+                        PackPairErrorOp, TransposePairsOp>();
     // ... the container stays until the kernels are hoisted out below, and
     // casts between converted and original types are reconciled after.
     target.addLegalOp<gpu::GPUModuleOp, UnrealizedConversionCastOp>();
@@ -819,5 +847,13 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
   patterns.add<CallToEmitC<arith::MaxSIOp>>(typeConverter, context, "kvq_max");
   patterns.add<CallToEmitC<arith::ShRUIOp>>(typeConverter, context, "kvq_shr");
   patterns.add<CallToEmitC<arith::ShLIOp>>(typeConverter, context, "kvq_shl");
+  patterns.add<FragmentOpToEmitC<MmaOp>>(typeConverter, context, "kvq_mma_",
+                                        "f16", "bf16");
+  patterns.add<FragmentOpToEmitC<PackPairOp>>(typeConverter, context,
+                                             "kvq_pack_", "f16x2", "bf16x2");
+  patterns.add<FragmentOpToEmitC<PackPairErrorOp>>(
+      typeConverter, context, "kvq_pack_", "f16x2_error", "bf16x2_error");
+  patterns.add<FragmentOpToEmitC<TransposePairsOp>>(
+      typeConverter, context, "kvq_transpose_pairs", "", "");
   populateSCFToEmitCConversionPatterns(patterns, typeConverter);
 }

@@ -19,9 +19,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "KernelBuilder.h"
+#include "AttentionKernel.h"
 #include "Kernels.h"
-#include "kvq/Conversion/AttentionTiles.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -40,29 +39,6 @@ MemRefType sharedBuffer(MLIRContext *context, int64_t count, Type type) {
       context, gpu::GPUDialect::getWorkgroupAddressSpace());
   return MemRefType::get({count}, type, MemRefLayoutAttrInterface(), space);
 }
-
-/// The kernel arguments, by name.
-struct AttentionArgs {
-  Value q, partialOut, partialMax, partialSum;
-  Value keyWords, keyScales, keyZeros, valueWords, valueScales, valueZeros;
-  Value sinkKeys, sinkValues, residualKeys, residualValues;
-  Value lengths, kvHeads, bodyCapacity, sinkCapacity, residualCapacity,
-      tokensPerSplit, softmaxScale;
-  Value blockTable, maxPages, numPages; ///< a paged body only
-};
-
-/// Static facts about the kernel being generated.
-struct AttentionShape {
-  SchemeAttr keyScheme, valueScheme;
-  int64_t headDim, gqa, threads, tile;
-  Type half;
-  int64_t halfVector;      ///< halves per fp16 load (plan: halfVector)
-  int64_t scoresPerThread; ///< tokens a thread scores (plan: 1 or 2)
-  int64_t pageTokens = 0;  ///< tokens per page of a paged body (0: none)
-  int64_t keyStride() const { return attentionKeyStride(headDim); }
-  /// Tiles read and written 4 floats at a time (AttentionTiles.h).
-  bool vectorTiles() const { return attentionTilesVectorized(headDim); }
-};
 
 /// Stores `values` at tile[base + j]: 4 at a time (STS.128) when the tiles
 /// are vectorized (base and the count are then multiples of 4).
@@ -221,6 +197,65 @@ void stageHalf(KernelBuilder &kb, const AttentionShape &s,
 
 } // namespace
 
+SplitRange mlir::kvq::loadSplitRange(KernelBuilder &kb,
+                                     const AttentionShape &s,
+                                     const AttentionArgs &a) {
+  SplitRange r;
+  Value zero = kb.i32(0);
+  r.split = kb.blockIdx(gpu::Dimension::x);
+  r.kvHead = kb.blockIdx(gpu::Dimension::y);
+  r.batch = kb.blockIdx(gpu::Dimension::z);
+  r.splits = kb.gridDim(gpu::Dimension::x);
+  r.headRow =
+      kb.named("head_row", kb.add(kb.mul(r.batch, a.kvHeads), r.kvHead));
+  // (batch, first q head)
+  r.firstQueryRow =
+      kb.named("first_query_row", kb.mul(r.headRow, kb.i32(s.gqa)));
+
+  kb.comment("this sequence's sink, quantized and residual token counts, "
+             "clamped to what the buffers hold (lengths in device memory are "
+             "not checked at launch)");
+  auto clampedLength = [&](int64_t field, Value capacity, int64_t unit) {
+    Value length =
+        kb.load(a.lengths, kb.add(kb.mul(r.batch, kb.i32(3)), kb.i32(field)));
+    length = kb.max(zero, kb.min(length, capacity));
+    if (unit > 1) // only whole channel groups were quantized
+      length = kb.mul(kb.div(length, kb.i32(unit)), kb.i32(unit));
+    return length;
+  };
+  int64_t bodyUnit = 1;
+  if (!s.dense())
+    for (SchemeAttr scheme : {s.keyScheme, s.valueScheme})
+      if (scheme.getAxis() == Axis::channel)
+        bodyUnit = std::max<int64_t>(bodyUnit, scheme.groupSize(s.headDim));
+  r.sinkLen = kb.named("sink_len", clampedLength(0, a.sinkCapacity, 1));
+  r.bodyLen = kb.named("body_len", clampedLength(1, a.bodyCapacity, bodyUnit));
+  r.residualLen =
+      kb.named("residual_len", clampedLength(2, a.residualCapacity, 1));
+  r.isFp16Split =
+      kb.named("is_fp16_split", kb.eq(r.split, kb.sub(r.splits, kb.i32(1))));
+  r.bodyBegin = kb.named("body_begin", kb.mul(r.split, a.tokensPerSplit));
+  r.bodyEnd = kb.named("body_end",
+                       kb.min(kb.add(r.bodyBegin, a.tokensPerSplit), r.bodyLen));
+  return r;
+}
+
+StoredRows mlir::kvq::storedBodyRows(KernelBuilder &kb, const AttentionShape &s,
+                                     const AttentionArgs &a,
+                                     const SplitRange &r, Value t0) {
+  if (!s.pageTokens)
+    return {r.headRow, a.bodyCapacity, t0};
+  Value pageTokens = kb.i32(s.pageTokens);
+  Value slot = kb.div(t0, pageTokens);
+  Value page =
+      kb.load(a.blockTable, kb.add(kb.mul(r.batch, a.maxPages), slot));
+  // Device data never leads outside the pool.
+  page = kb.named("page", kb.max(kb.i32(0),
+                                 kb.min(page, kb.sub(a.numPages, kb.i32(1)))));
+  return {kb.named("pool_row", kb.add(kb.mul(page, a.kvHeads), r.kvHead)),
+          pageTokens, kb.named("token_in_page", kb.rem(t0, pageTokens))};
+}
+
 namespace {
 
 /// What the builder needs from either attention op. Null schemes mean the
@@ -278,13 +313,12 @@ public:
     tid = kb.threadIdx();
     lane = kb.named("lane", kb.rem(tid, kb.i32(32)));
     warp = kb.named("warp", kb.div(tid, kb.i32(32)));
-    split = kb.blockIdx(gpu::Dimension::x);
-    kvHead = kb.blockIdx(gpu::Dimension::y);
-    batch = kb.blockIdx(gpu::Dimension::z);
-    splits = kb.gridDim(gpu::Dimension::x);
-    headRow = kb.named("head_row", kb.add(kb.mul(batch, a.kvHeads), kvHead));
-    // (batch, first q head)
-    firstQueryRow = kb.named("first_query_row", kb.mul(headRow, gqa));
+    range = loadSplitRange(kb, s, a);
+    batch = range.batch;
+    headRow = range.headRow;
+    firstQueryRow = range.firstQueryRow;
+    split = range.split;
+    splits = range.splits;
 
     setUp();
     SmallVector<Value> initAcc(runsPerThread * run, kb.f32(0.0));
@@ -308,28 +342,14 @@ public:
   }
 
 private:
-  /// This sequence's lengths, the queries staged, the tiles of this split.
+  /// The queries staged, the tiles of this split.
   void setUp() {
-    kb.comment("this sequence's sink, quantized and residual token counts, "
-               "clamped to what the buffers hold (lengths in device memory are "
-               "not checked at launch)");
-    auto clampedLength = [&](int64_t field, Value capacity, int64_t unit) {
-      Value length =
-          kb.load(a.lengths, kb.add(kb.mul(batch, kb.i32(3)), kb.i32(field)));
-      length = kb.max(zero, kb.min(length, capacity));
-      if (unit > 1) // only whole channel groups were quantized
-        length = kb.mul(kb.div(length, kb.i32(unit)), kb.i32(unit));
-      return length;
-    };
-    int64_t bodyUnit = 1;
-    if (!dense)
-      for (SchemeAttr scheme : {s.keyScheme, s.valueScheme})
-        if (scheme.getAxis() == Axis::channel)
-          bodyUnit = std::max<int64_t>(bodyUnit, scheme.groupSize(s.headDim));
-    sinkLen = kb.named("sink_len", clampedLength(0, a.sinkCapacity, 1));
-    bodyLen = kb.named("body_len", clampedLength(1, a.bodyCapacity, bodyUnit));
-    residualLen =
-        kb.named("residual_len", clampedLength(2, a.residualCapacity, 1));
+    sinkLen = range.sinkLen;
+    bodyLen = range.bodyLen;
+    residualLen = range.residualLen;
+    bodyBegin = range.bodyBegin;
+    bodyEnd = range.bodyEnd;
+    Value isFp16Split = range.isFp16Split;
 
     kb.comment("stage the GQA group's queries, pre-multiplied by the softmax "
                "scale");
@@ -348,11 +368,6 @@ private:
     kb.comment(
         "tiles of this split: quantized tokens, or (last split) the fp16 "
         "sink and residual tokens");
-    Value isFp16Split =
-        kb.named("is_fp16_split", kb.eq(split, kb.sub(splits, kb.i32(1))));
-    bodyBegin = kb.named("body_begin", kb.mul(split, a.tokensPerSplit));
-    bodyEnd = kb.named("body_end",
-                       kb.min(kb.add(bodyBegin, a.tokensPerSplit), bodyLen));
     bodyTiles =
         kb.named("body_tiles",
                  kb.select(isFp16Split, zero,
@@ -394,24 +409,9 @@ private:
                       a.bodyCapacity, t0, n);
             return {n};
           }
-          // Where the tile's tokens are stored: this sequence's rows, or
-          // (paged) the rows of the page the block table names, which
-          // hold the whole tile (a tile never crosses a page).
-          Value storedRow = headRow, capacity = a.bodyCapacity, first = t0;
-          if (s.pageTokens) {
-            Value pageTokens = kb.i32(s.pageTokens);
-            Value slot = kb.div(t0, pageTokens);
-            Value page =
-                kb.load(a.blockTable, kb.add(kb.mul(batch, a.maxPages), slot));
-            // Device data never leads outside the pool.
-            page = kb.named(
-                "page",
-                kb.max(zero, kb.min(page, kb.sub(a.numPages, kb.i32(1)))));
-            storedRow =
-                kb.named("pool_row", kb.add(kb.mul(page, a.kvHeads), kvHead));
-            capacity = pageTokens;
-            first = kb.named("token_in_page", kb.rem(t0, pageTokens));
-          }
+          // A tile never crosses a page.
+          StoredRows at = storedBodyRows(kb, s, a, range, t0);
+          Value storedRow = at.row, capacity = at.capacity, first = at.first;
           stageQuantized(kb, s, s.keyScheme, keyVector, a.keyWords, a.keyScales,
                          a.keyZeros, storedRow, capacity, first, n, smem.keys,
                          s.keyStride());
@@ -706,8 +706,9 @@ private:
   bool dense, hasSink, hasResidual;
   int64_t keyVector, valueVector; ///< packed words per load (plan)
   // Made once at the top of the kernel, used by every stage.
-  Value d, gqa, tileTokens, step, zero, tid, lane, warp, split, kvHead, batch,
-      splits, headRow, firstQueryRow;
+  SplitRange range;
+  Value d, gqa, tileTokens, step, zero, tid, lane, warp, split, batch, splits,
+      headRow, firstQueryRow;
   // setUp(): lengths (clamped) and this split's tiles.
   Value sinkLen, bodyLen, residualLen, bodyBegin, bodyEnd, bodyTiles, sinkTiles,
       residualTiles, tiles;
@@ -866,14 +867,17 @@ LogicalResult buildAttention(const AttentionOpView &view,
     parameters.append({{"block_table", globalBuffer(i32), &a.blockTable},
                        {"max_pages", i32, &a.maxPages},
                        {"num_pages", i32, &a.numPages}});
-  SmallVector<Type> shared = {
-      sharedBuffer(ctx, s.gqa * s.headDim, f32),      // q (pre-scaled)
-      sharedBuffer(ctx, s.tile * s.keyStride(), f32), // K tile
-      sharedBuffer(ctx, s.tile * s.headDim, f32),     // V tile
-      sharedBuffer(ctx, s.gqa * s.tile, f32),         // scores / probs
-      sharedBuffer(ctx, s.gqa, f32),                  // running max
-      sharedBuffer(ctx, s.gqa, f32),                  // running sum
-      sharedBuffer(ctx, s.gqa, f32)};                 // rescale factor
+  bool tensorCores = plan->attentionPath == ::kvq::kTensorCores;
+  SmallVector<Type> shared =
+      tensorCores ? tensorCoreSharedTypes(ctx, s)
+                  : SmallVector<Type>{
+                        sharedBuffer(ctx, s.gqa * s.headDim, f32), // q, scaled
+                        sharedBuffer(ctx, s.tile * s.keyStride(), f32), // K
+                        sharedBuffer(ctx, s.tile * s.headDim, f32),     // V
+                        sharedBuffer(ctx, s.gqa * s.tile, f32), // probs
+                        sharedBuffer(ctx, s.gqa, f32),          // running max
+                        sharedBuffer(ctx, s.gqa, f32),          // running sum
+                        sharedBuffer(ctx, s.gqa, f32)}; // rescale factor
 
   std::string segments =
       std::string(hasSink ? "s" : "") + (hasResidual ? "r" : "");
@@ -882,9 +886,10 @@ LogicalResult buildAttention(const AttentionOpView &view,
             : "k" + schemeTag(s.keyScheme) + "_v" + schemeTag(s.valueScheme);
   std::string paged =
       s.pageTokens ? "_p" + std::to_string(s.pageTokens) : std::string();
-  std::string name = llvm::formatv("kvq_attn_{0}_d{1}_g{2}{3}_{4}{5}{6}", kv,
-                                   s.headDim, s.gqa, paged, halfTag(s.half),
-                                   segments.empty() ? "" : "_", segments);
+  std::string name = llvm::formatv(
+      "kvq_attn_{0}_d{1}_g{2}{3}_{4}{5}{6}{7}", kv, s.headDim, s.gqa, paged,
+      halfTag(s.half), segments.empty() ? "" : "_", segments,
+      tensorCores ? "_mma" : "");
   std::string keyText = "dense", valueText = "dense";
   if (!dense) {
     keyText.clear();
@@ -897,27 +902,32 @@ LogicalResult buildAttention(const AttentionOpView &view,
       "sink={5} residual={6}{7}",
       keyText, valueText, s.headDim, s.gqa, halfTag(s.half),
       hasSink ? "yes" : "no", hasResidual ? "yes" : "no",
-      s.pageTokens ? " page_tokens=" + std::to_string(s.pageTokens) : "");
+      (s.pageTokens ? " page_tokens=" + std::to_string(s.pageTokens) : "") +
+          (tensorCores ? " path=tensor-cores" : ""));
   gpu::GPUFuncOp func =
       createKernel(builder, module, op->getLoc(), name, "attention", parameters,
                    shared, s.threads, spec, getLaunchPlan(op));
-  func->setAttr(
-      "kvq.shared_names",
-      builder.getStrArrayAttr({"q", "keys", "values", "probs", "running_max",
-                               "running_sum", "rescale"}));
+  SmallVector<StringRef> sharedNames =
+      tensorCores ? tensorCoreSharedNames()
+                  : SmallVector<StringRef>{"q", "keys", "values", "probs",
+                                           "running_max", "running_sum",
+                                           "rescale"};
+  func->setAttr("kvq.shared_names", builder.getStrArrayAttr(sharedNames));
 
   //===--- body -------------------------------------------------------===//
   KernelBody body(builder, op->getLoc(), func);
   KernelBuilder &kb = body.kb;
-  SharedBuffers smem;
-  {
-    auto attrs = func.getWorkgroupAttributions();
-    smem = {attrs[0], attrs[1], attrs[2], attrs[3],
-            attrs[4], attrs[5], attrs[6]};
+  auto attrs = func.getWorkgroupAttributions();
+  if (tensorCores) {
+    writeTensorCoreAttention(kb, s, a, SmallVector<Value>(attrs), hasSink,
+                             hasResidual);
+  } else {
+    SharedBuffers smem = {attrs[0], attrs[1], attrs[2], attrs[3],
+                          attrs[4], attrs[5], attrs[6]};
+    AttentionBodyWriter(kb, s, a, smem, dense, hasSink, hasResidual,
+                        plan->keyWordsPerLoad(), plan->valueWordsPerLoad())
+        .write();
   }
-  AttentionBodyWriter(kb, s, a, smem, dense, hasSink, hasResidual,
-                      plan->keyWordsPerLoad(), plan->valueWordsPerLoad())
-      .write();
   buildCombineKernel(builder, body.b, kb, module, op, s, name, spec,
                      getLaunchPlan(op));
   return success();

@@ -3,6 +3,7 @@
 #include "KernelBuilder.h"
 
 #include "kvq/Conversion/KernelABI.h"
+#include "kvq/Dialect/KVQ/IR/KVQOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/EmitC/IR/EmitC.h"
@@ -186,6 +187,33 @@ SmallVector<Value> KernelBuilder::loadVector(Value memref, Value index,
   for (int64_t k = 0; k < width; ++k)
     elements.push_back(vector::ExtractOp::create(b, vector, k));
   return elements;
+}
+
+SmallVector<Value> KernelBuilder::mma(ArrayRef<Value> a, ArrayRef<Value> b,
+                                      ArrayRef<Value> acc, Type inputType) {
+  assert(a.size() == 4 && b.size() == 2 && acc.size() == 4);
+  auto float4 = VectorType::get({4}, this->b.getF32Type());
+  Value c = vector::FromElementsOp::create(this->b, float4, acc);
+  Value d = MmaOp::create(this->b, float4, a[0], a[1], a[2], a[3], b[0], b[1],
+                          c, TypeAttr::get(inputType));
+  SmallVector<Value> out;
+  for (int64_t k = 0; k < 4; ++k)
+    out.push_back(vector::ExtractOp::create(this->b, d, k));
+  return out;
+}
+
+Value KernelBuilder::packPair(Value low, Value high, Type type) {
+  return PackPairOp::create(b, b.getI32Type(), low, high, TypeAttr::get(type));
+}
+
+Value KernelBuilder::packPairError(Value low, Value high, Value pair,
+                                   Type type) {
+  return PackPairErrorOp::create(b, b.getI32Type(), low, high, pair,
+                                 TypeAttr::get(type));
+}
+
+Value KernelBuilder::transposePairs(Value pair) {
+  return TransposePairsOp::create(b, b.getI32Type(), pair);
 }
 
 SmallVector<Value> KernelBuilder::loadShared4(Value memref, Value index) {

@@ -81,6 +81,17 @@ public:
   Value gridDim(gpu::Dimension dim);
   void barrier();
   Value shuffleXor(Value value, int offset);
+  /// D = A.B + C on the tensor cores for the warp (kvq.mma): `a` the four
+  /// A-fragment registers, `b` the two B-fragment registers (pairs of
+  /// `inputType`, f16 or bf16), `acc` the four fp32 accumulators; returns D.
+  SmallVector<Value> mma(ArrayRef<Value> a, ArrayRef<Value> b,
+                         ArrayRef<Value> acc, Type inputType);
+  /// `low` and `high` rounded into one fragment register of `type`.
+  Value packPair(Value low, Value high, Type type);
+  /// What packPair(low, high, type) = `pair` rounded away, packed alike.
+  Value packPairError(Value low, Value high, Value pair, Type type);
+  /// The 8x8 transpose of 16-bit pairs across the warp (movmatrix).
+  Value transposePairs(Value pair);
   /// A C++ comment in the generated source, saying what the next lines do.
   void comment(const Twine &text);
   /// Gives `value` the name the generated C++ declares it with (a NameLoc

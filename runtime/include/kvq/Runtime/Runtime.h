@@ -61,6 +61,10 @@ struct RuntimeOptions {
   /// A kernel bundle to serve kernels from (verified when the runtime is
   /// created); empty: $KVQ_BUNDLE, if set.
   std::string bundle;
+  /// Where attention kernels do their arithmetic when a spec leaves it to
+  /// the plan (KernelSpec::path Auto): Auto keeps the plan's choice unless
+  /// KVQ_ATTENTION_PATH (auto, cuda-cores, tensor-cores) says otherwise.
+  AttentionPath attentionPath = AttentionPath::Auto;
 };
 
 /// One specialization, compiled for the runtime's backend.

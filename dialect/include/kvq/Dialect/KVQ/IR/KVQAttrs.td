@@ -120,7 +120,9 @@ def KVQ_PlanAttr : KVQ_Attr<"Plan", "plan"> {
       of `tileTokens`), `smCount` (SMs the split count assumes when the
       device's are unknown), `keyVectorWords` and `valueVectorWords` (packed
       words per load, 1, 2 or 4), `scoresPerThread` (1 or 2) and
-      `sharedBytes` (derived from the tile; at most 49152).
+      `sharedBytes` (derived from the tile; at most 49152) and
+      `attentionPath` (1: CUDA cores over shared-memory tiles, 2: tensor
+      cores, `mma.sync` on fragments dequantized in registers).
 
     ```mlir
     #kvq.plan<arch = "sm_90", threads = 128, halfVector = 8>
@@ -137,7 +139,8 @@ def KVQ_PlanAttr : KVQ_Attr<"Plan", "plan"> {
     OptionalParameter<"int64_t">:$keyVectorWords,
     OptionalParameter<"int64_t">:$valueVectorWords,
     OptionalParameter<"int64_t">:$scoresPerThread,
-    OptionalParameter<"int64_t">:$sharedBytes
+    OptionalParameter<"int64_t">:$sharedBytes,
+    OptionalParameter<"int64_t">:$attentionPath
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

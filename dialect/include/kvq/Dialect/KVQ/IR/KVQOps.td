@@ -238,4 +238,94 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// Warp-level tensor-core ops
+//
+// Made by --kvq-to-gpu inside the tensor-core attention kernel and lowered by
+// --kvq-gpu-to-emitc to prelude helpers (kvq_prelude.cuh), which are
+// mma.sync / movmatrix on a GPU and warp collectives in the emulator. Every
+// lane of the warp must execute them together: they have no memory effects
+// but are not Pure, so no pass moves one into a branch or out of a loop.
+//===----------------------------------------------------------------------===//
+
+def KVQ_HalfPairType : AnyTypeOf<[F16, BF16]>;
+
+def KVQ_MmaOp : KVQ_Op<"mma", [AllTypesMatch<["acc", "result"]>]> {
+  let summary = "D = A.B + C for one 16x8x16 tile on the tensor cores";
+  let description = [{
+    `mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}` for the calling
+    warp: `a0`..`a3` are this lane's A fragment (16x16, row-major) and
+    `b0`, `b1` its B fragment (16x8, column-major), each i32 two
+    `input_type` values (low half first), in the register layout of the PTX
+    ISA ("Matrix Fragments for mma.m16n8k16"); `acc` and the result are its
+    four fp32 accumulators of C/D (16x8).
+
+    ```mlir
+    %d = kvq.mma %a0, %a1, %a2, %a3, %b0, %b1, %c f16 : vector<4xf32>
+    ```
+  }];
+  let arguments = (ins I32:$a0, I32:$a1, I32:$a2, I32:$a3, I32:$b0, I32:$b1,
+                       VectorOfLengthAndType<[4], [F32]>:$acc,
+                       TypeAttrOf<KVQ_HalfPairType>:$input_type);
+  let results = (outs VectorOfLengthAndType<[4], [F32]>:$result);
+  let assemblyFormat = [{
+    $a0 `,` $a1 `,` $a2 `,` $a3 `,` $b0 `,` $b1 `,` $acc $input_type attr-dict
+    `:` type($result)
+  }];
+}
+
+def KVQ_PackPairOp : KVQ_Op<"pack_pair", [Pure]> {
+  let summary = "Two fp32 values rounded to f16/bf16 in one 32-bit register";
+  let description = [{
+    `low` and `high` rounded to nearest even in `element_type`, `low` in
+    bits 0-15: one operand register of a tensor-core fragment
+    (`cvt.rn.f16x2.f32`).
+
+    ```mlir
+    %pair = kvq.pack_pair %lo, %hi f16
+    ```
+  }];
+  let arguments = (ins F32:$low, F32:$high,
+                       TypeAttrOf<KVQ_HalfPairType>:$element_type);
+  let results = (outs I32:$pair);
+  let assemblyFormat = "$low `,` $high $element_type attr-dict";
+}
+
+def KVQ_PackPairErrorOp : KVQ_Op<"pack_pair_error", [Pure]> {
+  let summary = "What kvq.pack_pair of two fp32 values rounded away, packed";
+  let description = [{
+    `low - float(pair.low)` and `high - float(pair.high)`, rounded into one
+    register of `element_type` like `kvq.pack_pair`, where `pair` is
+    `kvq.pack_pair %low, %high`: the two registers together carry about
+    twice the mantissa bits (22 for f16, 16 for bf16), so an MMA over both
+    is as accurate as fp32 operands for a product whose other side is
+    exact (fp16/bf16 queries against dequantized keys).
+
+    ```mlir
+    %error = kvq.pack_pair_error %lo, %hi, %pair f16
+    ```
+  }];
+  let arguments = (ins F32:$low, F32:$high, I32:$pair,
+                       TypeAttrOf<KVQ_HalfPairType>:$element_type);
+  let results = (outs I32:$error);
+  let assemblyFormat = "$low `,` $high `,` $pair $element_type attr-dict";
+}
+
+def KVQ_TransposePairsOp : KVQ_Op<"transpose_pairs"> {
+  let summary = "Transpose an 8x8 matrix of 16-bit values across the warp";
+  let description = [{
+    `movmatrix.sync.aligned.m8n8.trans.b16`: lane `4 g + t` holds elements
+    `(g, 2t)` and `(g, 2t + 1)` of an 8x8 matrix (low half first) and gets
+    back elements `(2t, g)` and `(2t + 1, g)`: an accumulator fragment's
+    rows become an operand fragment's columns.
+
+    ```mlir
+    %t = kvq.transpose_pairs %pair
+    ```
+  }];
+  let arguments = (ins I32:$pair);
+  let results = (outs I32:$transposed);
+  let assemblyFormat = "$pair attr-dict";
+}
+
 #endif // KVQ_OPS_TD

@@ -34,6 +34,7 @@ struct LaunchPlan {
   int64_t valueVectorWords = 0;  ///< attention: packed value words per load
   int64_t scoresPerThread = 0;   ///< attention: tokens a thread scores, 1 or 2
   int64_t sharedBytes = 0;       ///< attention: dynamic shared memory per block
+  int64_t attentionPath = 0;     ///< attention: kCudaCores or kTensorCores
 
   /// Packed words per load of an operand; 1 where the plan has none (the
   /// dense baseline reads no packed words).
@@ -54,7 +55,7 @@ struct LaunchPlanField {
   int64_t LaunchPlan::*member;
 };
 
-inline constexpr std::array<LaunchPlanField, 9> kPlanIntegerFields = {{
+inline constexpr std::array<LaunchPlanField, 10> kPlanIntegerFields = {{
     {"threads", &LaunchPlan::threads},
     {"halfVector", &LaunchPlan::halfVector},
     {"tileTokens", &LaunchPlan::tileTokens},
@@ -64,7 +65,15 @@ inline constexpr std::array<LaunchPlanField, 9> kPlanIntegerFields = {{
     {"valueVectorWords", &LaunchPlan::valueVectorWords},
     {"scoresPerThread", &LaunchPlan::scoresPerThread},
     {"sharedBytes", &LaunchPlan::sharedBytes},
+    {"attentionPath", &LaunchPlan::attentionPath},
 }};
+
+/// Where an attention kernel does its arithmetic (LaunchPlan::attentionPath):
+/// scores and P.V as FMAs on the CUDA cores over shared-memory tiles, or as
+/// mma.sync on the tensor cores with the KV fragments dequantized in
+/// registers (passes/lib/Conversion/KVQToGPU/TensorCoreAttention.cpp).
+inline constexpr int64_t kCudaCores = 1;
+inline constexpr int64_t kTensorCores = 2;
 
 /// Name of the string field.
 inline constexpr const char *kPlanArchField = "arch";

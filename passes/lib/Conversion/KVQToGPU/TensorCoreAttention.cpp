@@ -1,0 +1,555 @@
+//===- TensorCoreAttention.cpp - decode attention on the tensor cores -----===//
+//
+// The tensor-core body of the attention kernel (plan attentionPath = 2):
+// the same grid, arguments, partial outputs and combine kernel as the
+// CUDA-core body (AttentionKernel.cpp), but no shared-memory tile and no
+// barrier in the token loop. Each warp walks its own steps of 16 tokens;
+// with lane = 4 g + t, a step is
+//   scores   S^T[16 tokens x 8 heads] = K[16 x d] . Q^T[d x 8]: d/16
+//            mma.m16n8k16 with K as the A operand, dequantized in registers
+//            straight into its fragments, and Q^T as the B operand, loaded
+//            once per kernel;
+//   softmax  online, on the accumulators: a lane holds tokens g and g + 8
+//            of heads 2t and 2t + 1, so a head's maximum is a reduction over
+//            the 8 lanes of equal t (3 shuffles);
+//   P.V      O^T[d x 8] += V^T[d x 16] . P^T[16 x 8]: V^T is the A operand,
+//            dequantized in registers; P's accumulators become B fragments
+//            by one movmatrix transpose per 8 tokens.
+// The GQA group's query heads are the N dimension (8 columns, padded; two
+// column tiles for GQA up to 16): for GQA <= 8 that is half the MMAs and
+// accumulator registers of putting the heads in M (16 rows, padded).
+//
+// Channel order. The sum over channels in Q.K^T, and the output channels of
+// P.V, may be taken in any order, so each lane's fragments cover contiguous
+// channels: for the scores lane t reads channels [t d/4, (t+1) d/4) of its
+// two tokens (k-step s takes 4s .. 4s+3 of them), for P.V lane g owns
+// channels [g d/8, (g+1) d/8) (m-tile m rows 2m and 2m+1). Packed words are
+// then read whole, up to 128 bits at a time.
+//
+// At the end the warps' partial (max, sum, output) merge through shared
+// memory, once, into this split's partial result.
+//
+//===----------------------------------------------------------------------===//
+
+#include "AttentionKernel.h"
+#include "Kernels.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
+using namespace mlir;
+using namespace mlir::kvq;
+
+namespace {
+
+/// Tokens a warp takes per step: the M of the score MMA.
+constexpr int64_t kStepTokens = 16;
+/// Query heads per MMA column tile: its N.
+constexpr int64_t kHeadsPerTile = 8;
+
+MemRefType sharedF32(MLIRContext *context, int64_t count) {
+  auto space = gpu::AddressSpaceAttr::get(
+      context, gpu::GPUDialect::getWorkgroupAddressSpace());
+  return MemRefType::get({count}, Float32Type::get(context),
+                         MemRefLayoutAttrInterface(), space);
+}
+
+/// One quantized or fp16 tensor a step reads K or V from.
+struct Operand {
+  SchemeAttr scheme; ///< null: fp16/bf16 values
+  Value data, scales, zeros;
+};
+
+class TensorCoreBodyWriter {
+public:
+  TensorCoreBodyWriter(KernelBuilder &kb, const AttentionShape &s,
+                       const AttentionArgs &a, ValueRange shared, bool hasSink,
+                       bool hasResidual)
+      : kb(kb), s(s), a(a), mergeOut(shared[0]), mergeMax(shared[1]),
+        mergeSum(shared[2]), hasSink(hasSink), hasResidual(hasResidual) {}
+
+  void write() {
+    warps = s.threads / 32;
+    headTiles = (s.gqa + kHeadsPerTile - 1) / kHeadsPerTile;
+    kSteps = s.headDim / 16;
+    keyRun = s.headDim / 4;
+    valueRun = s.headDim / 8;
+    zero = kb.i32(0);
+    d = kb.i32(s.headDim);
+    Value tid = kb.threadIdx();
+    Value lane = kb.named("lane", kb.rem(tid, kb.i32(32)));
+    warp = kb.named("warp", kb.div(tid, kb.i32(32)));
+    g = kb.named("group", kb.div(lane, kb.i32(4)));
+    t = kb.named("thread_in_group", kb.rem(lane, kb.i32(4)));
+    range = loadSplitRange(kb, s, a);
+    loadQueryFragments();
+
+    SmallVector<Value> state;
+    for (int64_t h = 0; h < headTiles; ++h) {
+      state.append({kb.negInf(), kb.negInf(), kb.f32(0.0), kb.f32(0.0)});
+      state.append(SmallVector<Value>(4 * kSteps, kb.f32(0.0)));
+    }
+    Operand keys{s.keyScheme, a.keyWords, a.keyScales, a.keyZeros};
+    Operand values{s.valueScheme, a.valueWords, a.valueScales, a.valueZeros};
+    kb.comment("the body tokens of this split (none in the last split)");
+    Value bodyEnd = kb.named(
+        "body_steps_end",
+        kb.select(range.isFp16Split, range.bodyBegin,
+                  kb.max(range.bodyBegin, range.bodyEnd)));
+    state = runSteps(range.bodyBegin, bodyEnd, keys, values, /*body=*/true,
+                     a.bodyCapacity, state);
+    if (hasSink) {
+      kb.comment("the fp16 sink tokens (last split)");
+      state = runSteps(zero, kb.select(range.isFp16Split, range.sinkLen, zero),
+                       {SchemeAttr(), a.sinkKeys, {}, {}},
+                       {SchemeAttr(), a.sinkValues, {}, {}}, /*body=*/false,
+                       a.sinkCapacity, state);
+    }
+    if (hasResidual) {
+      kb.comment("the fp16 residual tokens (last split)");
+      state = runSteps(
+          zero, kb.select(range.isFp16Split, range.residualLen, zero),
+          {SchemeAttr(), a.residualKeys, {}, {}},
+          {SchemeAttr(), a.residualValues, {}, {}}, /*body=*/false,
+          a.residualCapacity, state);
+    }
+    mergeWarps(state);
+  }
+
+private:
+  //===--- state layout: per head tile max[2], sum[2], out[kSteps][4] ----===//
+  int64_t stateSize() const { return 4 + 4 * kSteps; }
+  int64_t maxAt(int64_t h, int64_t c) const { return h * stateSize() + c; }
+  int64_t sumAt(int64_t h, int64_t c) const {
+    return h * stateSize() + 2 + c;
+  }
+  int64_t outAt(int64_t h, int64_t m, int64_t r) const {
+    return h * stateSize() + 4 + 4 * m + r;
+  }
+
+  /// Q^T as B fragments, once: lane (g, t) holds head 8h + g at channels
+  /// t d/4 + 4s .. 4s + 3 for k-step s; heads past the group are zero.
+  void loadQueryFragments() {
+    kb.comment("the GQA group's queries as B fragments of the score MMAs "
+               "(head 8h + group, channels from thread_in_group * d/4)");
+    Value firstChannel =
+        kb.named("query_channel", kb.mul(t, kb.i32(keyRun)));
+    for (int64_t h = 0; h < headTiles; ++h) {
+      Value head = kb.add(g, kb.i32(h * kHeadsPerTile));
+      Value inGroup = kb.named("head_in_group", kb.lt(head, kb.i32(s.gqa)));
+      Value row = kb.add(range.firstQueryRow,
+                         kb.min(head, kb.i32(s.gqa - 1)));
+      SmallVector<Value> q = loadHalfRun(
+          a.q, kb.add(kb.mul(row, d), firstChannel), keyRun);
+      for (int64_t k = 0; k < kSteps; ++k)
+        for (int64_t j : {0, 2})
+          queryFragments.push_back(kb.named(
+              "q_frag", kb.select(inGroup,
+                                  kb.packPair(q[4 * k + j], q[4 * k + j + 1],
+                                              s.half),
+                                  zero)));
+    }
+  }
+
+  /// `count` fp16/bf16 values from `index` as fp32, up to 8 per load.
+  SmallVector<Value> loadHalfRun(Value buffer, Value index, int64_t count) {
+    int64_t width = count % 8 == 0 ? 8 : count % 4 == 0 ? 4 : 1;
+    SmallVector<Value> values;
+    for (int64_t k = 0; k < count; k += width)
+      for (Value half :
+           kb.loadVector(buffer, kb.add(index, kb.i32(k)), width))
+        values.push_back(kb.toF32(half));
+    return values;
+  }
+
+  /// Scale and zero of `count` consecutive groups from `index`: fp16 ones
+  /// up to 8 per load.
+  SmallVector<std::pair<Value, Value>> loadScaleRun(Value scales, Value zeros,
+                                                    Value index,
+                                                    int64_t count) {
+    bool halves = cast<MemRefType>(scales.getType()).getElementType().isF16();
+    int64_t width = !halves         ? 1
+                    : count % 8 == 0 ? 8
+                    : count % 4 == 0 ? 4
+                                     : 1;
+    auto run = [&](Value buffer) {
+      SmallVector<Value> values;
+      for (int64_t k = 0; k < count; k += width)
+        for (Value v :
+             kb.loadVector(buffer, kb.add(index, kb.i32(k)), width))
+          values.push_back(kb.toF32(v));
+      return values;
+    };
+    SmallVector<Value> scale = run(scales);
+    SmallVector<Value> zero = zeros ? run(zeros) : SmallVector<Value>();
+    SmallVector<std::pair<Value, Value>> out;
+    for (int64_t k = 0; k < count; ++k)
+      out.push_back({kb.named("scale", scale[k]),
+                     zeros ? kb.named("zero", zero[k]) : Value()});
+    return out;
+  }
+
+  /// Values of channels [c0, c0 + count) of stored rows `rows` of a
+  /// token-axis quantized tensor (each row one token's packed channels).
+  /// The run is whole words, or lies inside one word (plan eligibility).
+  SmallVector<SmallVector<Value>> tokenAxisRuns(const Operand &op,
+                                                ArrayRef<Value> rows,
+                                                Value c0, int64_t count) {
+    SchemeAttr scheme = op.scheme;
+    int64_t perWord = scheme.codesPerWord();
+    int64_t group = scheme.groupSize(s.headDim);
+    int64_t wordsPerRow = s.headDim / perWord;
+    int64_t groupsPerRow = s.headDim / group;
+    bool wholeWords = count % perWord == 0;
+    int64_t runWords = wholeWords ? count / perWord : 1;
+    int64_t width = runWords % 4 == 0 ? 4 : runWords % 2 == 0 ? 2 : 1;
+    Value firstWord = kb.named("first_word", kb.div(c0, kb.i32(perWord)));
+    Value codeOffset =
+        wholeWords ? Value()
+                   : kb.named("code_offset", kb.rem(c0, kb.i32(perWord)));
+    Value firstGroup = kb.named("first_group", kb.div(c0, kb.i32(group)));
+    SmallVector<SmallVector<Value>> out;
+    for (Value row : rows) {
+      SmallVector<Value> words;
+      Value w0 = kb.add(kb.mul(row, kb.i32(wordsPerRow)), firstWord);
+      for (int64_t k = 0; k < runWords; k += width)
+        words.append(kb.loadVector(op.data, kb.add(w0, kb.i32(k)), width));
+      // The run's groups: whole groups, or a part of one.
+      int64_t runGroups = count % group == 0 ? count / group : 1;
+      SmallVector<std::pair<Value, Value>> scaleZero;
+      for (int64_t k = 0; k < runGroups; ++k)
+        scaleZero.push_back(kb.loadScaleAndZero(
+            op.scales, op.zeros,
+            kb.add(kb.mul(row, kb.i32(groupsPerRow)),
+                   kb.add(firstGroup, kb.i32(k)))));
+      SmallVector<Value> values;
+      for (int64_t c = 0; c < count; ++c) {
+        Value code =
+            wholeWords
+                ? kb.extractCode(scheme, words[c / perWord], unsigned(c % perWord))
+                : kb.extractCode(scheme, words[0],
+                                 kb.add(codeOffset, kb.i32(c)));
+        auto [scale, zeroPoint] = scaleZero[count % group == 0 ? c / group : 0];
+        values.push_back(kb.dequantizeCode(scheme, code, scale, zeroPoint));
+      }
+      out.push_back(std::move(values));
+    }
+    return out;
+  }
+
+  /// Values of channels [c0, c0 + count) of step tokens `tokens` (clamped,
+  /// from the step's first stored token `at.first`) of a channel-axis
+  /// quantized tensor (each word a run of tokens of one channel). Tokens
+  /// with the same `wordOf` entry share their words and scales (the caller
+  /// knows statically which do).
+  SmallVector<SmallVector<Value>> channelAxisRuns(const Operand &op,
+                                                  const StoredRows &at,
+                                                  ArrayRef<Value> tokens,
+                                                  ArrayRef<int64_t> wordOf,
+                                                  Value c0, int64_t count,
+                                                  bool oneScaleRow) {
+    SchemeAttr scheme = op.scheme;
+    int64_t perWord = scheme.codesPerWord();
+    SmallVector<SmallVector<Value>> words;
+    SmallVector<SmallVector<std::pair<Value, Value>>> scales;
+    for (auto [i, token] : llvm::enumerate(tokens)) {
+      if (wordOf[i] != int64_t(i))
+        continue; // shares the words of token wordOf[i]
+      KernelBuilder::ChannelWordRow row = kb.channelWordRow(
+          scheme, s.headDim, at.row, at.capacity, at.first,
+          kb.div(token, kb.i32(perWord)));
+      SmallVector<Value> loaded;
+      Value base = kb.add(kb.mul(row.storedWordRow, d), c0);
+      for (int64_t k = 0; k < count; k += 4)
+        loaded.append(kb.loadVector(op.data, kb.add(base, kb.i32(k)), 4));
+      words.push_back(std::move(loaded));
+      if (!oneScaleRow || scales.empty())
+        scales.push_back(loadScaleRun(op.scales, op.zeros,
+                                      kb.add(kb.mul(row.scaleRow, d), c0),
+                                      count));
+    }
+    // Index of each token's words among those loaded.
+    SmallVector<int64_t> slot(tokens.size());
+    for (size_t i = 0, next = 0; i < tokens.size(); ++i)
+      slot[i] = wordOf[i] == int64_t(i) ? int64_t(next++) : slot[wordOf[i]];
+    SmallVector<SmallVector<Value>> out;
+    for (auto [i, token] : llvm::enumerate(tokens)) {
+      Value codeIndex = kb.named("code_index", kb.rem(token, kb.i32(perWord)));
+      const auto &rowScales = scales[oneScaleRow ? 0 : slot[i]];
+      SmallVector<Value> values;
+      for (int64_t c = 0; c < count; ++c)
+        values.push_back(kb.dequantizeCode(
+            scheme, kb.extractCode(scheme, words[slot[i]][c], codeIndex),
+            rowScales[c].first, rowScales[c].second));
+      out.push_back(std::move(values));
+    }
+    return out;
+  }
+
+  /// The values a lane needs of `op` for step tokens `tokens` (clamped) of
+  /// the rows `at` and channels [c0, c0 + count): fp16 values, or
+  /// dequantized codes.
+  SmallVector<SmallVector<Value>> loadRuns(const Operand &op,
+                                           const StoredRows &at,
+                                           ArrayRef<Value> tokens,
+                                           ArrayRef<int64_t> wordOf, Value c0,
+                                           int64_t count) {
+    if (!op.scheme) { // fp16: sink, residual or a dense body
+      SmallVector<SmallVector<Value>> out;
+      for (Value token : tokens) {
+        Value row = kb.add(kb.mul(at.row, at.capacity), kb.add(at.first, token));
+        out.push_back(loadHalfRun(op.data, kb.add(kb.mul(row, d), c0), count));
+      }
+      return out;
+    }
+    if (op.scheme.getAxis() == Axis::token) {
+      SmallVector<Value> rows;
+      for (Value token : tokens)
+        rows.push_back(kb.named(
+            "row", kb.add(kb.mul(at.row, at.capacity), kb.add(at.first, token))));
+      return tokenAxisRuns(op, rows, c0, count);
+    }
+    // A step starts on a multiple of 16 tokens: with channel groups a
+    // multiple of 16, all its tokens share one row of scales.
+    bool oneScaleRow = op.scheme.groupSize(s.headDim) % kStepTokens == 0;
+    return channelAxisRuns(op, at, tokens, wordOf, c0, count, oneScaleRow);
+  }
+
+  /// One step of 16 tokens from `t0` (`n` of them valid) for every head
+  /// tile: scores, online softmax and P.V into `state`.
+  SmallVector<Value> step(const Operand &keys, const Operand &values,
+                          bool body, Value capacity, Value t0, Value n,
+                          ValueRange carried) {
+    SmallVector<Value> next(carried.begin(), carried.end());
+    Value last = kb.sub(n, kb.i32(1));
+    // Where the step's tokens are stored (a step never crosses a page).
+    StoredRows at = body ? storedBodyRows(kb, s, a, range, t0)
+                         : StoredRows{range.headRow, capacity, t0};
+    auto token = [&](Value base, int64_t offset, StringRef name) {
+      return kb.named(name, kb.min(kb.add(base, kb.i32(offset)), last));
+    };
+    int64_t keyPerWord = keys.scheme ? keys.scheme.codesPerWord() : 1;
+    int64_t valuePerWord = values.scheme ? values.scheme.codesPerWord() : 1;
+
+    kb.comment("K as A fragments: tokens group and group + 8 (clamped to the "
+               "valid ones), channels from thread_in_group * d/4");
+    SmallVector<Value> keyTokens = {token(g, 0, "key_token"),
+                                    token(g, 8, "key_token_b")};
+    // Tokens g and g + 8 lie in one word row when a word holds 16 tokens.
+    SmallVector<int64_t> keyWordOf = {0, keyPerWord >= 16 ? 0 : 1};
+    SmallVector<SmallVector<Value>> k =
+        loadRuns(keys, at, keyTokens, keyWordOf,
+                 kb.named("key_channel", kb.mul(t, kb.i32(keyRun))), keyRun);
+    // Per k-step a[0..3] of the A operand: (row g, channels 4m, 4m+1),
+    // (row g+8, 4m..), (row g, 4m+2, 4m+3), (row g+8, 4m+2..); and what
+    // rounding to 16 bits left over, so that the scores keep fp32 accuracy
+    // (two MMAs per k-step: keys are large where it matters, in outlier
+    // channels, and a score error moves the softmax exponentially).
+    SmallVector<Value> keyFragments, keyErrors;
+    for (int64_t m = 0; m < kSteps; ++m)
+      for (int64_t j : {0, 2})
+        for (int64_t r : {0, 1}) {
+          Value low = k[r][4 * m + j], high = k[r][4 * m + j + 1];
+          Value pair = kb.packPair(low, high, s.half);
+          keyFragments.push_back(pair);
+          keyErrors.push_back(kb.packPairError(low, high, pair, s.half));
+        }
+
+    Value lowValid = kb.named("token_valid", kb.lt(g, n));
+    Value highValid =
+        kb.named("token_b_valid", kb.lt(kb.add(g, kb.i32(8)), n));
+    SmallVector<std::pair<Value, Value>> probabilities; // per head tile
+    for (int64_t h = 0; h < headTiles; ++h) {
+      kb.comment("scores of head tile " + std::to_string(h) +
+                 ": tokens group, group + 8 x heads 2 * thread_in_group + 0, 1");
+      SmallVector<Value> acc(4, kb.f32(0.0));
+      for (int64_t m = 0; m < kSteps; ++m)
+        for (const SmallVector<Value> &a : {keyFragments, keyErrors})
+          acc = kb.mma(ArrayRef<Value>(a).slice(4 * m, 4),
+                       {queryFragments[(h * kSteps + m) * 2],
+                        queryFragments[(h * kSteps + m) * 2 + 1]},
+                       acc, s.half);
+      SmallVector<Value> x;
+      for (int64_t r = 0; r < 4; ++r)
+        x.push_back(kb.select(r < 2 ? lowValid : highValid,
+                              kb.fmul(acc[r], a.softmaxScale), kb.negInf()));
+      Value p[2][2]; // [token row][head column]
+      for (int64_t c = 0; c < 2; ++c) {
+        Value local = kb.fmax(x[c], x[2 + c]);
+        for (int offset : {4, 8, 16})
+          local = kb.fmax(local, kb.shuffleXor(local, offset));
+        Value oldMax = next[maxAt(h, c)];
+        Value newMax = kb.named("new_max", kb.fmax(oldMax, local));
+        Value correction =
+            kb.named("correction", kb.exp(kb.fsub(oldMax, newMax)));
+        p[0][c] = kb.named("p", kb.exp(kb.fsub(x[c], newMax)));
+        p[1][c] = kb.named("p_b", kb.exp(kb.fsub(x[2 + c], newMax)));
+        next[maxAt(h, c)] = newMax;
+        next[sumAt(h, c)] =
+            kb.fadd(kb.fmul(next[sumAt(h, c)], correction),
+                    kb.fadd(p[0][c], p[1][c]));
+        for (int64_t m = 0; m < kSteps; ++m)
+          for (int64_t r : {c, 2 + c})
+            next[outAt(h, m, r)] = kb.fmul(next[outAt(h, m, r)], correction);
+      }
+      // P^T as the B operand: tokens 2t, 2t+1 (+8) of head g, by transposing
+      // the 8x8 (token, head) blocks the accumulators hold.
+      probabilities.push_back(
+          {kb.named("p_frag",
+                    kb.transposePairs(kb.packPair(p[0][0], p[0][1], s.half))),
+           kb.named("p_frag_b", kb.transposePairs(
+                                    kb.packPair(p[1][0], p[1][1], s.half)))});
+    }
+
+    kb.comment("V^T as A fragments: channels from group * d/8, tokens "
+               "2 * thread_in_group + 0, 1, 8, 9 (clamped)");
+    SmallVector<Value> valueTokens = {
+        token(kb.mul(t, kb.i32(2)), 0, "value_token"),
+        token(kb.mul(t, kb.i32(2)), 1, "value_token_b"),
+        token(kb.mul(t, kb.i32(2)), 8, "value_token_c"),
+        token(kb.mul(t, kb.i32(2)), 9, "value_token_d")};
+    // Tokens 2t and 2t + 1 always share a word row (a word holds an even
+    // number of tokens); all four do when a word holds 16.
+    SmallVector<int64_t> valueWordOf = {0, 0, valuePerWord >= 16 ? 0 : 2,
+                                        valuePerWord >= 16 ? 0 : 2};
+    SmallVector<SmallVector<Value>> v = loadRuns(
+        values, at, valueTokens, valueWordOf,
+        kb.named("value_channel", kb.mul(g, kb.i32(valueRun))), valueRun);
+    for (int64_t m = 0; m < kSteps; ++m) {
+      SmallVector<Value> fragment = {
+          kb.packPair(v[0][2 * m], v[1][2 * m], s.half),
+          kb.packPair(v[0][2 * m + 1], v[1][2 * m + 1], s.half),
+          kb.packPair(v[2][2 * m], v[3][2 * m], s.half),
+          kb.packPair(v[2][2 * m + 1], v[3][2 * m + 1], s.half)};
+      for (int64_t h = 0; h < headTiles; ++h) {
+        SmallVector<Value> acc;
+        for (int64_t r = 0; r < 4; ++r)
+          acc.push_back(next[outAt(h, m, r)]);
+        acc = kb.mma(fragment,
+                     {probabilities[h].first, probabilities[h].second}, acc,
+                     s.half);
+        for (int64_t r = 0; r < 4; ++r)
+          next[outAt(h, m, r)] = acc[r];
+      }
+    }
+    return next;
+  }
+
+  /// The warp's steps over tokens [begin, end) of one segment.
+  SmallVector<Value> runSteps(Value begin, Value end, const Operand &keys,
+                              const Operand &values, bool body,
+                              Value capacity, ValueRange state) {
+    Value steps = kb.named(
+        "steps", kb.ceilDiv(kb.max(zero, kb.sub(end, begin)),
+                            kb.i32(kStepTokens)));
+    return kb.forLoop(
+        warp, steps, kb.i32(warps), state,
+        [&](Value index, ValueRange carried) -> SmallVector<Value> {
+          Value t0 = kb.named(
+              "step_start",
+              kb.add(begin, kb.mul(index, kb.i32(kStepTokens))));
+          Value n = kb.named(
+              "step_len", kb.min(kb.i32(kStepTokens), kb.sub(end, t0)));
+          return step(keys, values, body, capacity, t0, n, carried);
+        },
+        "step");
+  }
+
+  /// The warps' (max, sum, output) into this split's partial result.
+  void mergeWarps(ArrayRef<Value> state) {
+    kb.comment("each warp's sums over its lanes' tokens; its max, sum and "
+               "output to shared memory");
+    Value gqa = kb.i32(s.gqa);
+    for (int64_t h = 0; h < headTiles; ++h)
+      for (int64_t c = 0; c < 2; ++c) {
+        Value sum = state[sumAt(h, c)];
+        for (int offset : {4, 8, 16})
+          sum = kb.fadd(sum, kb.shuffleXor(sum, offset));
+        Value head = kb.named(
+            "head", kb.add(kb.mul(t, kb.i32(2)),
+                           kb.i32(h * kHeadsPerTile + c)));
+        kb.ifThen(kb.lt(head, gqa), [&] {
+          Value slot =
+              kb.named("merge_row", kb.add(kb.mul(warp, gqa), head));
+          kb.ifThen(kb.eq(g, zero), [&] {
+            kb.store(state[maxAt(h, c)], mergeMax, slot);
+            kb.store(sum, mergeSum, slot);
+          });
+          Value base = kb.add(kb.mul(slot, d), kb.mul(g, kb.i32(valueRun)));
+          for (int64_t m = 0; m < kSteps; ++m) {
+            kb.store(state[outAt(h, m, c)], mergeOut,
+                     kb.add(base, kb.i32(2 * m)));
+            kb.store(state[outAt(h, m, 2 + c)], mergeOut,
+                     kb.add(base, kb.i32(2 * m + 1)));
+          }
+        });
+      }
+    kb.barrier();
+
+    kb.comment("merge the warps by log-sum-exp into this split's "
+               "unnormalized output, max and sum");
+    kb.strideLoop(
+        kb.threadIdx(), kb.i32(s.gqa * s.headDim), s.threads,
+        [&](Value i) {
+          Value head = kb.named("head", kb.div(i, d));
+          Value channel = kb.named("channel", kb.rem(i, d));
+          Value best = kb.negInf();
+          for (int64_t w = 0; w < warps; ++w)
+            best = kb.fmax(best,
+                           kb.load(mergeMax, kb.add(kb.i32(w * s.gqa), head)));
+          best = kb.named("split_max", best);
+          Value safe = kb.named("safe_max", kb.select(kb.feq(best, kb.negInf()),
+                                                      kb.f32(0.0), best));
+          Value out = kb.f32(0.0), sum = kb.f32(0.0);
+          for (int64_t w = 0; w < warps; ++w) {
+            Value slot = kb.add(kb.i32(w * s.gqa), head);
+            Value weight = kb.named(
+                "weight", kb.exp(kb.fsub(kb.load(mergeMax, slot), safe)));
+            out = kb.fadd(out, kb.fmul(kb.load(mergeOut, kb.add(kb.mul(slot, d),
+                                                                channel)),
+                                       weight));
+            sum = kb.fadd(sum, kb.fmul(kb.load(mergeSum, slot), weight));
+          }
+          Value row = kb.named(
+              "partial_row",
+              kb.add(kb.mul(kb.add(range.firstQueryRow, head), range.splits),
+                     range.split));
+          kb.store(out, a.partialOut, kb.add(kb.mul(row, d), channel));
+          kb.ifThen(kb.eq(channel, zero), [&] {
+            kb.store(best, a.partialMax, row);
+            kb.store(sum, a.partialSum, row);
+          });
+        },
+        "i");
+  }
+
+  KernelBuilder &kb;
+  const AttentionShape &s;
+  const AttentionArgs &a;
+  Value mergeOut, mergeMax, mergeSum;
+  bool hasSink, hasResidual;
+  int64_t warps = 0, headTiles = 0, kSteps = 0, keyRun = 0, valueRun = 0;
+  SplitRange range;
+  Value zero, d, warp, g, t;
+  SmallVector<Value> queryFragments; ///< [head tile][k-step][2]
+};
+
+} // namespace
+
+SmallVector<Type> mlir::kvq::tensorCoreSharedTypes(MLIRContext *context,
+                                                   const AttentionShape &s) {
+  int64_t warps = s.threads / 32;
+  return {sharedF32(context, warps * s.gqa * s.headDim),
+          sharedF32(context, warps * s.gqa), sharedF32(context, warps * s.gqa)};
+}
+
+SmallVector<StringRef> mlir::kvq::tensorCoreSharedNames() {
+  return {"warp_out", "warp_max", "warp_sum"};
+}
+
+void mlir::kvq::writeTensorCoreAttention(KernelBuilder &kb,
+                                         const AttentionShape &s,
+                                         const AttentionArgs &a,
+                                         ValueRange shared, bool hasSink,
+                                         bool hasResidual) {
+  TensorCoreBodyWriter(kb, s, a, shared, hasSink, hasResidual).write();
+}
