@@ -28,14 +28,14 @@ export KVQ_CACHE_DIR="$build/gpu-bundle-cache"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 jit="$build/bin/kvq-gpu-bench"
-# Every attention spec twice: as the plan chooses, and forced onto the
-# tensor cores (device-run.sh runs the suite again with
-# KVQ_ATTENTION_PATH=tensor-cores, which asks for those).
-with_tensor_cores() {
+# Every attention spec twice: as the plan chooses, and forced onto the CUDA
+# cores (device-run.sh runs the suite again with
+# KVQ_ATTENTION_PATH=cuda-cores, which asks for those).
+with_cuda_cores() {
   while IFS= read -r spec; do
     echo "$spec"
     case "$spec" in
-      attention*|dense-attention*) echo "$spec path=tensor-cores" ;;
+      attention*|dense-attention*) echo "$spec path=cuda-cores" ;;
     esac
   done
 }
@@ -44,11 +44,11 @@ with_tensor_cores() {
   "$jit" --list-specs "${KVQ_SUITE_BENCH[@]}"
   "$jit" --list-specs "${KVQ_SUITE_SMOKE[@]}"
   "$jit" --list-specs --check "${KVQ_SUITE_SMOKE[@]}"
-} | with_tensor_cores | sort -u > "$work/specs.txt"
+} | with_cuda_cores | sort -u > "$work/specs.txt"
 {
   "$jit" --list-specs --check "${KVQ_SUITE_SMOKE[@]}"
   "$jit" --list-specs "${KVQ_SUITE_SMOKE[@]}"
-} | with_tensor_cores > "$work/smoke.txt"
+} | with_cuda_cores > "$work/smoke.txt"
 
 archs=()
 for a in "${KVQ_SUITE_ARCHS[@]}"; do archs+=("--arch=$a"); done

@@ -68,20 +68,20 @@ timeout 240 "$bench" "${KVQ_SUITE_BENCH[@]}" --out="$raw/bench.md" 2> "$raw/benc
 timing=$?
 log "benchmark exit status $timing ($(( $(date +%s) - start )) s)"
 
-# The same correctness suite and benchmark with attention on the tensor
-# cores (the bundle carries both paths' kernels): the plan's choice is
-# checked against these two tables.
-log "correctness suite, tensor cores"
-KVQ_ATTENTION_PATH=tensor-cores timeout 150 "$bench" "${KVQ_SUITE_CHECK[@]}" \
-  --out="$raw/check-tc.md" 2> "$raw/check-tc.log"
-check_tc=$?
-log "correctness (tensor cores) exit status $check_tc ($(( $(date +%s) - start )) s)"
-grep MISMATCH "$raw/check-tc.md" >&2 || true
-log "attention benchmark, tensor cores"
-KVQ_ATTENTION_PATH=tensor-cores timeout 240 "$bench" "${KVQ_SUITE_BENCH[@]}" \
-  --out="$raw/bench-tc.md" 2> "$raw/bench-tc.log"
-timing_tc=$?
-log "benchmark (tensor cores) exit status $timing_tc ($(( $(date +%s) - start )) s)"
+# The same correctness suite and benchmark with attention forced onto the
+# CUDA cores (the bundle carries both paths' kernels): the plan's choice of
+# tensor cores is checked against these two tables.
+log "correctness suite, CUDA cores"
+KVQ_ATTENTION_PATH=cuda-cores timeout 150 "$bench" "${KVQ_SUITE_CHECK[@]}" \
+  --out="$raw/check-cc.md" 2> "$raw/check-cc.log"
+check_cc=$?
+log "correctness (CUDA cores) exit status $check_cc ($(( $(date +%s) - start )) s)"
+grep MISMATCH "$raw/check-cc.md" >&2 || true
+log "attention benchmark, CUDA cores"
+KVQ_ATTENTION_PATH=cuda-cores timeout 240 "$bench" "${KVQ_SUITE_BENCH[@]}" \
+  --out="$raw/bench-cc.md" 2> "$raw/bench-cc.log"
+timing_cc=$?
+log "benchmark (CUDA cores) exit status $timing_cc ($(( $(date +%s) - start )) s)"
 
 # The smoke correctness run under compute-sanitizer's memcheck, where it is
 # installed: every preset's kernels, paged too, with no out-of-bounds or
@@ -92,11 +92,11 @@ if [ "${KVQ_SUITE_BACKEND:-cuda}" = cuda ] && command -v compute-sanitizer > /de
     "$bench" "${KVQ_SUITE_MEMCHECK[@]}" --out="$raw/memcheck-run.md" \
     > "$raw/memcheck.log" 2>&1
   memcheck=$?
-  KVQ_ATTENTION_PATH=tensor-cores timeout 120 compute-sanitizer --tool memcheck \
+  KVQ_ATTENTION_PATH=cuda-cores timeout 120 compute-sanitizer --tool memcheck \
     --error-exitcode 9 "$bench" "${KVQ_SUITE_MEMCHECK[@]}" \
-    --out="$raw/memcheck-tc-run.md" >> "$raw/memcheck.log" 2>&1
-  memcheck_tc=$?
-  [ "$memcheck" -eq 0 ] && memcheck=$memcheck_tc
+    --out="$raw/memcheck-cc-run.md" >> "$raw/memcheck.log" 2>&1
+  memcheck_cc=$?
+  [ "$memcheck" -eq 0 ] && memcheck=$memcheck_cc
   log "memcheck exit status $memcheck ($(( $(date +%s) - start )) s)"
   {
     printf '\n## Memory check\n\n`compute-sanitizer --tool memcheck` over `kvq-gpu-bench %s`: exit status %s.\n\n```\n' \
@@ -138,7 +138,7 @@ fi
   echo
   echo "Bundle: $(head -3 "$here/MANIFEST.txt" | tr '\n' ' ')"
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - start )) s in all."
-  echo "Correctness exit status: $check (tensor cores: $check_tc); benchmark exit status: $timing (tensor cores: $timing_tc); memcheck exit status: $memcheck (both paths); mma check exit status: $mma."
+  echo "Correctness exit status: $check (CUDA cores: $check_cc); benchmark exit status: $timing (CUDA cores: $timing_cc); memcheck exit status: $memcheck (both paths); mma check exit status: $mma."
   echo
   cat "$raw/device.md"
   echo
@@ -146,16 +146,16 @@ fi
   echo
   cat "$raw/bench.md" 2>/dev/null
   echo
-  echo "# Attention on the tensor cores (KVQ_ATTENTION_PATH=tensor-cores)"
+  echo "# Attention on the CUDA cores (KVQ_ATTENTION_PATH=cuda-cores)"
   echo
-  cat "$raw/check-tc.md" 2>/dev/null
+  cat "$raw/check-cc.md" 2>/dev/null
   echo
-  cat "$raw/bench-tc.md" 2>/dev/null
+  cat "$raw/bench-cc.md" 2>/dev/null
   cat "$raw/memcheck.md" 2>/dev/null
   cat "$raw/mma.md" 2>/dev/null
   cat "$raw/sdpa.md" 2>/dev/null
 } > "$out/results.md"
 tar czf "$out/raw-logs.tar.gz" -C "$raw" . && rm -rf "$raw"
 log "results in $out/results.md, raw logs in $out/raw-logs.tar.gz"
-[ "$check" -eq 0 ] && [ "$timing" -eq 0 ] && [ "$check_tc" -eq 0 ] && \
-  [ "$timing_tc" -eq 0 ] && [ "$memcheck" -eq 0 ] && [ "$mma" -eq 0 ]
+[ "$check" -eq 0 ] && [ "$timing" -eq 0 ] && [ "$check_cc" -eq 0 ] && \
+  [ "$timing_cc" -eq 0 ] && [ "$memcheck" -eq 0 ] && [ "$mma" -eq 0 ]

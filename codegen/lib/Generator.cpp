@@ -196,9 +196,8 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     PlanAttr plan;
     if (spec.path != AttentionPath::Auto) {
       ::kvq::LaunchPlan forced;
-      forced.attentionPath = spec.path == AttentionPath::TensorCores
-                                 ? kTensorCores
-                                 : kCudaCores;
+      forced.attentionPath =
+          spec.path == AttentionPath::TensorCores ? kTensorCores : kCudaCores;
       plan = PlanAttr::get(b.getContext(), forced);
     }
     if (paged)

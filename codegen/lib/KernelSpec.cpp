@@ -353,10 +353,9 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
       error = number(6, s.pageTokens);
     else if (word.rfind("path=", 0) == 0 && s.isAttention()) {
       if (!parseAttentionPath(word.substr(5), s.path))
-        error = "path must be auto, cuda-cores or tensor-cores, got '" +
-                word + "'";
-    }
-    else if (word == "f16")
+        error =
+            "path must be auto, cuda-cores or tensor-cores, got '" + word + "'";
+    } else if (word == "f16")
       s.dtype = HalfType::F16;
     else if (word == "bf16")
       s.dtype = HalfType::BF16;

@@ -55,8 +55,9 @@ func.func @dequantize(%w: tensor<?x?x?x8xi32>, %s: tensor<?x?x?x4xf16>, %z: tens
 
 // -----
 
-// Attention: fp32 tiles in shared memory, 128-bit loads of packed words,
-// barriers between stages, and a combine kernel.
+// Attention on the CUDA cores (a plan that asks for them): fp32 tiles in
+// shared memory, 128-bit loads of packed words, barriers between stages, and
+// a combine kernel.
 // CHECK-LABEL: gpu.func @kvq_attn_k2c32_v2t32_d128_g4_f16_sr(
 // CHECK-SAME: workgroup(%{{.*}} : memref<512xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<4224xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<4096xf32, #gpu.address_space<workgroup>>
 // CHECK-SAME: kernel
@@ -69,6 +70,44 @@ func.func @dequantize(%w: tensor<?x?x?x8xi32>, %s: tensor<?x?x?x4xf16>, %z: tens
 // CHECK: gpu.shuffle xor
 // CHECK: math.exp
 // CHECK-LABEL: gpu.func @kvq_attn_k2c32_v2t32_d128_g4_f16_sr_combine(%{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf16>, %{{.*}}: i32) kernel
+func.func @attention(%q: tensor<?x32x128xf16>,
+    %kw: tensor<?x8x?x128xi32>, %ks: tensor<?x8x?x128xf16>, %kz: tensor<?x8x?x128xf16>,
+    %vw: tensor<?x8x?x8xi32>, %vs: tensor<?x8x?x4xf16>, %vz: tensor<?x8x?x4xf16>,
+    %sk: tensor<?x8x?x128xf16>, %sv: tensor<?x8x?x128xf16>,
+    %rk: tensor<?x8x?x128xf16>, %rv: tensor<?x8x?x128xf16>,
+    %l: tensor<?x3xi32>) -> tensor<?x32x128xf16> {
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks, %kz) scheme <bits = 2, group = 32, axis = channel>,
+      values(%vw, %vs, %vz) scheme <bits = 2, group = 32, axis = token>
+      sink(%sk, %sv) residual(%rk, %rv) lengths(%l) scale 0.0883883461
+      {plan = #kvq.plan<attentionPath = 1>}
+      : (tensor<?x32x128xf16>, tensor<?x8x?x128xi32>, tensor<?x8x?x128xf16>, tensor<?x8x?x128xf16>,
+         tensor<?x8x?x8xi32>, tensor<?x8x?x4xf16>, tensor<?x8x?x4xf16>,
+         tensor<?x8x?x128xf16>, tensor<?x8x?x128xf16>, tensor<?x8x?x128xf16>, tensor<?x8x?x128xf16>,
+         tensor<?x3xi32>) -> tensor<?x32x128xf16>
+  return %o : tensor<?x32x128xf16>
+}
+
+// -----
+
+// Attention on the tensor cores (the plan's choice): the warps' merge
+// buffers in shared memory, the queries' B fragments packed once, then per
+// step of 16 tokens the keys' A fragments (and their rounding errors), the
+// score MMAs, the transposed probabilities and the P.V MMAs; no barrier
+// until the warps merge.
+// CHECK-LABEL: gpu.func @kvq_attn_k2c32_v2t32_d128_g4_f16_sr_mma(
+// CHECK-SAME: workgroup(%{{.*}} : memref<2048xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16xf32, #gpu.address_space<workgroup>>)
+// CHECK: kvq.pack_pair %{{.*}}, %{{.*}} f16
+// CHECK: scf.for
+// CHECK-NOT: gpu.barrier
+// CHECK: vector.load %{{.*}} : memref<?xi32>, vector<4xi32>
+// CHECK: kvq.pack_pair_error %{{.*}}, %{{.*}}, %{{.*}} f16
+// CHECK: kvq.mma %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} f16 : vector<4xf32>
+// CHECK: gpu.shuffle xor
+// CHECK: kvq.transpose_pairs
+// CHECK: kvq.mma
+// CHECK: gpu.barrier
+// CHECK-LABEL: gpu.func @kvq_attn_k2c32_v2t32_d128_g4_f16_sr_mma_combine(
 func.func @attention(%q: tensor<?x32x128xf16>,
     %kw: tensor<?x8x?x128xi32>, %ks: tensor<?x8x?x128xf16>, %kz: tensor<?x8x?x128xf16>,
     %vw: tensor<?x8x?x8xi32>, %vs: tensor<?x8x?x4xf16>, %vz: tensor<?x8x?x4xf16>,
@@ -103,12 +142,14 @@ func.func @twice(%x: tensor<?x?x?x64xf16>, %y: tensor<?x?x?x64xf16>) -> (tensor<
 // -----
 
 // kvq.attention over fp16 keys and values: the baseline kernel, the same
-// flash-decoding structure with the body staged from fp16.
-// CHECK-LABEL: gpu.func @kvq_attn_dense_d64_g4_f16_r(%{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xi32>,
+// structure with the body read from fp16 rows (on the tensor cores, like
+// the quantized kernels).
+// CHECK-LABEL: gpu.func @kvq_attn_dense_d64_g4_f16_r_mma(%{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf32>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xf16>, %{{.*}}: memref<?xi32>,
 // CHECK-SAME: kvq.arg_names = ["q", "partial_out", "partial_max", "partial_sum", "keys", "values", "residual_keys", "residual_values", "lengths", "kv_heads", "body_capacity", "sink_capacity", "residual_capacity", "tokens_per_split", "softmax_scale"]
-// CHECK-NOT: vector.load
+// CHECK: vector.load %{{.*}} : memref<?xf16>, vector<8xf16>
+// CHECK: kvq.mma
 // CHECK: gpu.barrier
-// CHECK-LABEL: gpu.func @kvq_attn_dense_d64_g4_f16_r_combine
+// CHECK-LABEL: gpu.func @kvq_attn_dense_d64_g4_f16_r_mma_combine
 func.func @dense(%q: tensor<?x8x64xf16>, %k: tensor<?x2x?x64xf16>, %v: tensor<?x2x?x64xf16>,
     %rk: tensor<?x2x?x64xf16>, %rv: tensor<?x2x?x64xf16>, %l: tensor<?x3xi32>) -> tensor<?x8x64xf16> {
   %o = kvq.attention %q, keys(%k), values(%v) residual(%rk, %rv) lengths(%l) scale 0.125

@@ -127,3 +127,32 @@ func.func @untyped_plan(%x: tensor<?x?x?x128xf16>) -> tensor<?x?x?x16xi32> {
       : tensor<?x?x?x128xf16> -> tensor<?x?x?x16xi32>, tensor<?x?x?x2xf16>, tensor<?x?x?x2xf16>
   return %w : tensor<?x?x?x16xi32>
 }
+
+// -----
+
+// Tensor cores asked for where their fragments cannot run: head_dim 80 is
+// not whole runs of 32 channels.
+func.func @tensor_cores_head_dim(%q: tensor<?x2x80xf16>, %k: tensor<?x2x?x80xf16>, %v: tensor<?x2x?x80xf16>, %l: tensor<?x3xi32>) -> tensor<?x2x80xf16> {
+  // expected-error @+1 {{'kvq.attention' op plan: attentionPath 2 (tensor cores) cannot run this kernel: head_dim 80 is not a multiple of 32}}
+  %o = kvq.attention %q, keys(%k), values(%v) lengths(%l) scale 0.125 {plan = #kvq.plan<attentionPath = 2>}
+      : (tensor<?x2x80xf16>, tensor<?x2x?x80xf16>, tensor<?x2x?x80xf16>, tensor<?x3xi32>) -> tensor<?x2x80xf16>
+  return %o : tensor<?x2x80xf16>
+}
+
+// -----
+
+// 4-bit token-axis values, head_dim 96: a lane's run of 12 channels splits
+// the 8-code words.
+func.func @tensor_cores_split_words(%q: tensor<?x2x96xf16>,
+    %kw: tensor<?x2x?x12xi32>, %ks: tensor<?x2x?x1xf16>, %kz: tensor<?x2x?x1xf16>,
+    %vw: tensor<?x2x?x12xi32>, %vs: tensor<?x2x?x1xf16>, %vz: tensor<?x2x?x1xf16>,
+    %l: tensor<?x3xi32>) -> tensor<?x2x96xf16> {
+  // expected-error @+1 {{plan: attentionPath 2 (tensor cores) cannot run this kernel: value runs of 12 channels split packed words of 8}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks, %kz) scheme <bits = 4, group = head_dim, axis = token>,
+      values(%vw, %vs, %vz) scheme <bits = 4, group = head_dim, axis = token>
+      lengths(%l) scale 0.1 {plan = #kvq.plan<attentionPath = 2>}
+      : (tensor<?x2x96xf16>, tensor<?x2x?x12xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>,
+         tensor<?x2x?x12xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>, tensor<?x3xi32>) -> tensor<?x2x96xf16>
+  return %o : tensor<?x2x96xf16>
+}

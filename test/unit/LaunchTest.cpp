@@ -79,7 +79,8 @@ TEST_F(AttentionLaunch, ValidCallPlansBothKernels) {
       << llvm::toString(launches.takeError());
   ASSERT_EQ(launches->size(), 2u);
   const KernelLaunch &attention = (*launches)[0];
-  EXPECT_EQ(attention.kernel, "kvq_attn_k2c32_v2t32_d128_g4_f16_sr");
+  // The tensor-core body (the plan's choice for fp16, head_dim 128).
+  EXPECT_EQ(attention.kernel, "kvq_attn_k2c32_v2t32_d128_g4_f16_sr_mma");
   int splits = attentionBodySplits(spec, sourceFor(spec), call) + 1;
   EXPECT_EQ(attention.grid, (std::array<unsigned, 3>{unsigned(splits), 2, 2}));
   EXPECT_EQ(attention.args.size(), 21u);
@@ -141,7 +142,7 @@ TEST_F(AttentionLaunch, CapacitiesAndSplits) {
   call.bodyCapacity = 512;
   call.tokensPerSplit = 40;
   EXPECT_EQ(plan(), "tokens_per_split must be a positive multiple of the tile "
-                    "(32 tokens), got 40");
+                    "(64 tokens), got 40");
   call.tokensPerSplit = 0;
   call.batch = 0;
   EXPECT_EQ(plan(), "batch must be at least 1, got 0");

@@ -477,8 +477,8 @@ std::vector<AttentionCase> attentionCases() {
     // combination; then random draws.
     size_t k = index < 12 ? index : pick(12);
     size_t v = index < 12 ? (k + 7) % 12 : pick(12);
-    s.headDim = index % 2 ? 64 : 128;
-    int gqa = std::vector<int>{1, 4, 8}[index % 3];
+    s.headDim = std::vector<int>{128, 64, 96, 256}[index % 4];
+    int gqa = std::vector<int>{1, 4, 8, 2}[(index / 4 + index) % 4];
     s.kvHeads = 1 + pick(2);
     s.queryHeads = s.kvHeads * gqa;
     s.dtype = pick(4) == 3 ? HalfType::BF16 : HalfType::F16;
@@ -486,7 +486,8 @@ std::vector<AttentionCase> attentionCases() {
                    int g) {
       std::tie(q.bits, q.axis, q.symmetric) = t;
       q.group = groups[g % 4];
-      if (q.axis == QuantScheme::Axis::Token && q.group > s.headDim)
+      if (q.axis == QuantScheme::Axis::Token &&
+          s.headDim % q.groupSize(s.headDim) != 0)
         q.group = 0;
       q.interleaved = pick(3) == 0;
       q.fp32Scales = pick(6) == 0;
@@ -522,6 +523,10 @@ std::vector<AttentionCase> attentionCases() {
       c.tokensPerSplit = p % 2 ? 64 : 128;
       c.outliers = (index + p) % 2 == 0;
       cases.push_back(c);
+      // Every case on the plan's path (tensor cores where they can run)
+      // and forced onto the CUDA cores: both bodies stay correct.
+      c.spec.path = AttentionPath::CudaCores;
+      cases.push_back(c);
     }
   }
   return cases;
@@ -541,20 +546,33 @@ INSTANTIATE_TEST_SUITE_P(
 
 namespace {
 
-/// KIVI-2 keys and values, GQA 4, head_dim 128, a full 512-token body with
-/// a 4-token sink and a 40-token residual: the 128-bit loads of packed codes
-/// and fp16 tokens must be coalesced and read every byte once per GQA group.
-TEST(AttentionTraffic, PackedCodeLoadsAreCoalescedAndReadOnce) {
+/// The traffic tests' case: KIVI-2 keys and values, GQA 4, head_dim 128, a
+/// full 512-token body with a 4-token sink and a 40-token residual.
+AttentionCase kivi2TrafficCase(AttentionPath path) {
   AttentionCase c;
   c.spec.kind = KernelKind::Attention;
-  ASSERT_FALSE(parseSchemeTag("2c32", c.spec.key));
-  ASSERT_FALSE(parseSchemeTag("2t32", c.spec.value));
+  c.spec.path = path;
+  EXPECT_FALSE(parseSchemeTag("2c32", c.spec.key));
+  EXPECT_FALSE(parseSchemeTag("2t32", c.spec.value));
   c.spec.headDim = 128;
   c.spec.kvHeads = 2;
   c.spec.queryHeads = 8;
   c.lengths = {{4, 512, 40}};
   c.tokensPerSplit = 128;
   c.outliers = false;
+  return c;
+}
+
+/// Bytes of packed words and fp16 sink/residual tokens of the traffic case.
+uint64_t minimumBytes(const AttentionCase &c, const AttentionData &data) {
+  return (data.keyWords.size() + data.valueWords.size()) * 4 +
+         uint64_t(4 + 40) * c.spec.kvHeads * 128 * 2 * 2;
+}
+
+/// The CUDA-core body: the 128-bit loads of packed codes and fp16 tokens
+/// are coalesced and read every byte once per GQA group.
+TEST(AttentionTraffic, PackedCodeLoadsAreCoalescedAndReadOnce) {
+  AttentionCase c = kivi2TrafficCase(AttentionPath::CudaCores);
   AttentionData data = makeData(c);
   ASSERT_EQ(data.capacity, 512);
   emu::TrafficReport traffic;
@@ -562,8 +580,6 @@ TEST(AttentionTraffic, PackedCodeLoadsAreCoalescedAndReadOnce) {
 
   // The 128-bit load sites: packed words of K and V, and the fp16 sink and
   // residual K and V (8 halves a load); scales and q are 2-byte loads.
-  uint64_t wordBytes = (data.keyWords.size() + data.valueWords.size()) * 4;
-  uint64_t fp16Bytes = uint64_t(4 + 40) * c.spec.kvHeads * 128 * 2 * 2;
   uint64_t uniqueSectors = 0;
   int wideSites = 0;
   for (const emu::SiteTraffic &site : traffic.sites) {
@@ -579,13 +595,35 @@ TEST(AttentionTraffic, PackedCodeLoadsAreCoalescedAndReadOnce) {
     uniqueSectors += site.uniqueSectors;
   }
   EXPECT_EQ(wideSites, 6);
-  double overFetch = double(uniqueSectors * 32) / double(wordBytes + fp16Bytes);
+  uint64_t minimum = minimumBytes(c, data);
+  double overFetch = double(uniqueSectors * 32) / double(minimum);
   std::printf("  packed words + fp16 segments: %llu bytes, fetched %llu "
               "(over-fetch %.3fx)\n",
-              (unsigned long long)(wordBytes + fp16Bytes),
+              (unsigned long long)minimum,
               (unsigned long long)(uniqueSectors * 32), overFetch);
   EXPECT_LE(overFetch, 1.05);
   EXPECT_GE(overFetch, 1.0); // every byte was read
+}
+
+/// The tensor-core body reads a step's words and fp16 rows as fragments
+/// (lanes of a quad share some loads): every byte is still fetched from
+/// memory once, and nothing else.
+TEST(AttentionTraffic, TensorCoreFragmentsReadEveryByteOnce) {
+  AttentionCase c = kivi2TrafficCase(AttentionPath::TensorCores);
+  AttentionData data = makeData(c);
+  emu::TrafficReport traffic;
+  runAttention(c, data, emu::Schedule::Forward, &traffic);
+  // Everything the kernel must read: words, fp16 tokens, fp16 scales and
+  // zero points, queries, lengths.
+  uint64_t minimum = minimumBytes(c, data) +
+                     (data.keyScales.size() + data.keyZeros.size() +
+                      data.valueScales.size() + data.valueZeros.size()) *
+                         2 +
+                     data.q.size() * 2 + data.lengths.size() * 4;
+  double overFetch = double(traffic.uniqueLoadSectors * 32) / double(minimum);
+  std::printf("  tensor cores: fetched/minimum %.3fx\n", overFetch);
+  EXPECT_GE(overFetch, 1.0); // every byte was read
+  EXPECT_LE(overFetch, 1.05);
 }
 
 } // namespace
@@ -598,18 +636,22 @@ namespace {
 
 /// kvq.attention over fp16 keys and values, GQA 4, with a residual segment,
 /// run on the emulator against the reference's attendRows.
-TEST(DenseAttention, MatchesTheReference) {
-  const char *ir = R"mlir(
+/// The parameter is the plan's attentionPath: 1 CUDA cores, 2 tensor cores.
+class DenseAttention : public ::testing::TestWithParam<int> {};
+
+TEST_P(DenseAttention, MatchesTheReference) {
+  std::string ir = R"mlir(
 func.func @dense(%q: tensor<?x8x64xf16>, %k: tensor<?x2x?x64xf16>,
     %v: tensor<?x2x?x64xf16>, %rk: tensor<?x2x?x64xf16>,
     %rv: tensor<?x2x?x64xf16>, %l: tensor<?x3xi32>) -> tensor<?x8x64xf16> {
   %o = kvq.attention %q, keys(%k), values(%v) residual(%rk, %rv) lengths(%l)
-      scale 0.125
+      scale 0.125 {plan = #kvq.plan<attentionPath = PATH>}
       : (tensor<?x8x64xf16>, tensor<?x2x?x64xf16>, tensor<?x2x?x64xf16>,
          tensor<?x2x?x64xf16>, tensor<?x2x?x64xf16>, tensor<?x3xi32>)
       -> tensor<?x8x64xf16>
   return %o : tensor<?x8x64xf16>
 })mlir";
+  ir.replace(ir.find("PATH"), 4, std::to_string(GetParam()));
   Generator generator;
   mlir::OwningOpRef<mlir::ModuleOp> module =
       mlir::parseSourceString<mlir::ModuleOp>(ir, &generator.context());
@@ -623,7 +665,8 @@ func.func @dense(%q: tensor<?x8x64xf16>, %k: tensor<?x2x?x64xf16>,
       << llvm::toString(compiled.takeError());
   const GeneratedKernel &attention = source->kernels[0];
   const GeneratedKernel &combine = source->kernels[1];
-  ASSERT_EQ(attention.name, "kvq_attn_dense_d64_g4_f16_r");
+  ASSERT_EQ(attention.name, GetParam() == 2 ? "kvq_attn_dense_d64_g4_f16_r_mma"
+                                            : "kvq_attn_dense_d64_g4_f16_r");
 
   int batch = 2, kvHeads = 2, queryHeads = 8, d = 64, capacity = 150,
       residualCap = 10, sinkCap = 1, split = 64;
@@ -682,5 +725,10 @@ func.func @dense(%q: tensor<?x8x64xf16>, %k: tensor<?x2x?x64xf16>,
     }
   EXPECT_LE(normwiseError(got, expected), 2e-3);
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, DenseAttention, ::testing::Values(1, 2),
+                         [](const ::testing::TestParamInfo<int> &info) {
+                           return info.param == 2 ? "TensorCores" : "CudaCores";
+                         });
 
 } // namespace

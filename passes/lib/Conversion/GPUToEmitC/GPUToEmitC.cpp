@@ -848,9 +848,9 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
   patterns.add<CallToEmitC<arith::ShRUIOp>>(typeConverter, context, "kvq_shr");
   patterns.add<CallToEmitC<arith::ShLIOp>>(typeConverter, context, "kvq_shl");
   patterns.add<FragmentOpToEmitC<MmaOp>>(typeConverter, context, "kvq_mma_",
-                                        "f16", "bf16");
+                                         "f16", "bf16");
   patterns.add<FragmentOpToEmitC<PackPairOp>>(typeConverter, context,
-                                             "kvq_pack_", "f16x2", "bf16x2");
+                                              "kvq_pack_", "f16x2", "bf16x2");
   patterns.add<FragmentOpToEmitC<PackPairErrorOp>>(
       typeConverter, context, "kvq_pack_", "f16x2_error", "bf16x2_error");
   patterns.add<FragmentOpToEmitC<TransposePairsOp>>(

@@ -197,8 +197,7 @@ void stageHalf(KernelBuilder &kb, const AttentionShape &s,
 
 } // namespace
 
-SplitRange mlir::kvq::loadSplitRange(KernelBuilder &kb,
-                                     const AttentionShape &s,
+SplitRange mlir::kvq::loadSplitRange(KernelBuilder &kb, const AttentionShape &s,
                                      const AttentionArgs &a) {
   SplitRange r;
   Value zero = kb.i32(0);
@@ -235,8 +234,8 @@ SplitRange mlir::kvq::loadSplitRange(KernelBuilder &kb,
   r.isFp16Split =
       kb.named("is_fp16_split", kb.eq(r.split, kb.sub(r.splits, kb.i32(1))));
   r.bodyBegin = kb.named("body_begin", kb.mul(r.split, a.tokensPerSplit));
-  r.bodyEnd = kb.named("body_end",
-                       kb.min(kb.add(r.bodyBegin, a.tokensPerSplit), r.bodyLen));
+  r.bodyEnd = kb.named(
+      "body_end", kb.min(kb.add(r.bodyBegin, a.tokensPerSplit), r.bodyLen));
   return r;
 }
 
@@ -247,11 +246,10 @@ StoredRows mlir::kvq::storedBodyRows(KernelBuilder &kb, const AttentionShape &s,
     return {r.headRow, a.bodyCapacity, t0};
   Value pageTokens = kb.i32(s.pageTokens);
   Value slot = kb.div(t0, pageTokens);
-  Value page =
-      kb.load(a.blockTable, kb.add(kb.mul(r.batch, a.maxPages), slot));
+  Value page = kb.load(a.blockTable, kb.add(kb.mul(r.batch, a.maxPages), slot));
   // Device data never leads outside the pool.
-  page = kb.named("page", kb.max(kb.i32(0),
-                                 kb.min(page, kb.sub(a.numPages, kb.i32(1)))));
+  page = kb.named(
+      "page", kb.max(kb.i32(0), kb.min(page, kb.sub(a.numPages, kb.i32(1)))));
   return {kb.named("pool_row", kb.add(kb.mul(page, a.kvHeads), r.kvHead)),
           pageTokens, kb.named("token_in_page", kb.rem(t0, pageTokens))};
 }
@@ -784,6 +782,13 @@ void buildCombineKernel(OpBuilder &builder, ImplicitLocOpBuilder &b,
   }
 }
 
+/// " (why)" when kvq-plan said why it chose the attention path.
+std::string pathReason(Operation *op) {
+  if (auto reason = op->getAttrOfType<StringAttr>(kAttentionPathReasonAttr))
+    return " (" + reason.str() + ")";
+  return "";
+}
+
 LogicalResult buildAttention(const AttentionOpView &view,
                              gpu::GPUModuleOp module) {
   Operation *op = view.op;
@@ -874,9 +879,9 @@ LogicalResult buildAttention(const AttentionOpView &view,
                         sharedBuffer(ctx, s.gqa * s.headDim, f32), // q, scaled
                         sharedBuffer(ctx, s.tile * s.keyStride(), f32), // K
                         sharedBuffer(ctx, s.tile * s.headDim, f32),     // V
-                        sharedBuffer(ctx, s.gqa * s.tile, f32), // probs
-                        sharedBuffer(ctx, s.gqa, f32),          // running max
-                        sharedBuffer(ctx, s.gqa, f32),          // running sum
+                        sharedBuffer(ctx, s.gqa * s.tile, f32),         // probs
+                        sharedBuffer(ctx, s.gqa, f32),  // running max
+                        sharedBuffer(ctx, s.gqa, f32),  // running sum
                         sharedBuffer(ctx, s.gqa, f32)}; // rescale factor
 
   std::string segments =
@@ -886,10 +891,10 @@ LogicalResult buildAttention(const AttentionOpView &view,
             : "k" + schemeTag(s.keyScheme) + "_v" + schemeTag(s.valueScheme);
   std::string paged =
       s.pageTokens ? "_p" + std::to_string(s.pageTokens) : std::string();
-  std::string name = llvm::formatv(
-      "kvq_attn_{0}_d{1}_g{2}{3}_{4}{5}{6}{7}", kv, s.headDim, s.gqa, paged,
-      halfTag(s.half), segments.empty() ? "" : "_", segments,
-      tensorCores ? "_mma" : "");
+  std::string name =
+      llvm::formatv("kvq_attn_{0}_d{1}_g{2}{3}_{4}{5}{6}{7}", kv, s.headDim,
+                    s.gqa, paged, halfTag(s.half), segments.empty() ? "" : "_",
+                    segments, tensorCores ? "_mma" : "");
   std::string keyText = "dense", valueText = "dense";
   if (!dense) {
     keyText.clear();
@@ -903,15 +908,17 @@ LogicalResult buildAttention(const AttentionOpView &view,
       keyText, valueText, s.headDim, s.gqa, halfTag(s.half),
       hasSink ? "yes" : "no", hasResidual ? "yes" : "no",
       (s.pageTokens ? " page_tokens=" + std::to_string(s.pageTokens) : "") +
-          (tensorCores ? " path=tensor-cores" : ""));
+          (tensorCores ? " path=tensor-cores" : " path=cuda-cores") +
+          pathReason(op));
   gpu::GPUFuncOp func =
       createKernel(builder, module, op->getLoc(), name, "attention", parameters,
                    shared, s.threads, spec, getLaunchPlan(op));
   SmallVector<StringRef> sharedNames =
-      tensorCores ? tensorCoreSharedNames()
-                  : SmallVector<StringRef>{"q", "keys", "values", "probs",
-                                           "running_max", "running_sum",
-                                           "rescale"};
+      tensorCores
+          ? tensorCoreSharedNames()
+          : SmallVector<StringRef>{"q",      "keys",        "values",
+                                   "probs",  "running_max", "running_sum",
+                                   "rescale"};
   func->setAttr("kvq.shared_names", builder.getStrArrayAttr(sharedNames));
 
   //===--- body -------------------------------------------------------===//

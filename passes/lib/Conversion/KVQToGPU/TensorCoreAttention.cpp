@@ -91,10 +91,9 @@ public:
     Operand keys{s.keyScheme, a.keyWords, a.keyScales, a.keyZeros};
     Operand values{s.valueScheme, a.valueWords, a.valueScales, a.valueZeros};
     kb.comment("the body tokens of this split (none in the last split)");
-    Value bodyEnd = kb.named(
-        "body_steps_end",
-        kb.select(range.isFp16Split, range.bodyBegin,
-                  kb.max(range.bodyBegin, range.bodyEnd)));
+    Value bodyEnd = kb.named("body_steps_end",
+                             kb.select(range.isFp16Split, range.bodyBegin,
+                                       kb.max(range.bodyBegin, range.bodyEnd)));
     state = runSteps(range.bodyBegin, bodyEnd, keys, values, /*body=*/true,
                      a.bodyCapacity, state);
     if (hasSink) {
@@ -106,11 +105,11 @@ public:
     }
     if (hasResidual) {
       kb.comment("the fp16 residual tokens (last split)");
-      state = runSteps(
-          zero, kb.select(range.isFp16Split, range.residualLen, zero),
-          {SchemeAttr(), a.residualKeys, {}, {}},
-          {SchemeAttr(), a.residualValues, {}, {}}, /*body=*/false,
-          a.residualCapacity, state);
+      state =
+          runSteps(zero, kb.select(range.isFp16Split, range.residualLen, zero),
+                   {SchemeAttr(), a.residualKeys, {}, {}},
+                   {SchemeAttr(), a.residualValues, {}, {}}, /*body=*/false,
+                   a.residualCapacity, state);
     }
     mergeWarps(state);
   }
@@ -119,9 +118,7 @@ private:
   //===--- state layout: per head tile max[2], sum[2], out[kSteps][4] ----===//
   int64_t stateSize() const { return 4 + 4 * kSteps; }
   int64_t maxAt(int64_t h, int64_t c) const { return h * stateSize() + c; }
-  int64_t sumAt(int64_t h, int64_t c) const {
-    return h * stateSize() + 2 + c;
-  }
+  int64_t sumAt(int64_t h, int64_t c) const { return h * stateSize() + 2 + c; }
   int64_t outAt(int64_t h, int64_t m, int64_t r) const {
     return h * stateSize() + 4 + 4 * m + r;
   }
@@ -131,22 +128,20 @@ private:
   void loadQueryFragments() {
     kb.comment("the GQA group's queries as B fragments of the score MMAs "
                "(head 8h + group, channels from thread_in_group * d/4)");
-    Value firstChannel =
-        kb.named("query_channel", kb.mul(t, kb.i32(keyRun)));
+    Value firstChannel = kb.named("query_channel", kb.mul(t, kb.i32(keyRun)));
     for (int64_t h = 0; h < headTiles; ++h) {
       Value head = kb.add(g, kb.i32(h * kHeadsPerTile));
       Value inGroup = kb.named("head_in_group", kb.lt(head, kb.i32(s.gqa)));
-      Value row = kb.add(range.firstQueryRow,
-                         kb.min(head, kb.i32(s.gqa - 1)));
-      SmallVector<Value> q = loadHalfRun(
-          a.q, kb.add(kb.mul(row, d), firstChannel), keyRun);
+      Value row = kb.add(range.firstQueryRow, kb.min(head, kb.i32(s.gqa - 1)));
+      SmallVector<Value> q =
+          loadHalfRun(a.q, kb.add(kb.mul(row, d), firstChannel), keyRun);
       for (int64_t k = 0; k < kSteps; ++k)
         for (int64_t j : {0, 2})
           queryFragments.push_back(kb.named(
-              "q_frag", kb.select(inGroup,
-                                  kb.packPair(q[4 * k + j], q[4 * k + j + 1],
-                                              s.half),
-                                  zero)));
+              "q_frag",
+              kb.select(inGroup,
+                        kb.packPair(q[4 * k + j], q[4 * k + j + 1], s.half),
+                        zero)));
     }
   }
 
@@ -155,27 +150,21 @@ private:
     int64_t width = count % 8 == 0 ? 8 : count % 4 == 0 ? 4 : 1;
     SmallVector<Value> values;
     for (int64_t k = 0; k < count; k += width)
-      for (Value half :
-           kb.loadVector(buffer, kb.add(index, kb.i32(k)), width))
+      for (Value half : kb.loadVector(buffer, kb.add(index, kb.i32(k)), width))
         values.push_back(kb.toF32(half));
     return values;
   }
 
   /// Scale and zero of `count` consecutive groups from `index`: fp16 ones
   /// up to 8 per load.
-  SmallVector<std::pair<Value, Value>> loadScaleRun(Value scales, Value zeros,
-                                                    Value index,
-                                                    int64_t count) {
+  SmallVector<std::pair<Value, Value>>
+  loadScaleRun(Value scales, Value zeros, Value index, int64_t count) {
     bool halves = cast<MemRefType>(scales.getType()).getElementType().isF16();
-    int64_t width = !halves         ? 1
-                    : count % 8 == 0 ? 8
-                    : count % 4 == 0 ? 4
-                                     : 1;
+    int64_t width = !halves ? 1 : count % 8 == 0 ? 8 : count % 4 == 0 ? 4 : 1;
     auto run = [&](Value buffer) {
       SmallVector<Value> values;
       for (int64_t k = 0; k < count; k += width)
-        for (Value v :
-             kb.loadVector(buffer, kb.add(index, kb.i32(k)), width))
+        for (Value v : kb.loadVector(buffer, kb.add(index, kb.i32(k)), width))
           values.push_back(kb.toF32(v));
       return values;
     };
@@ -192,8 +181,8 @@ private:
   /// token-axis quantized tensor (each row one token's packed channels).
   /// The run is whole words, or lies inside one word (plan eligibility).
   SmallVector<SmallVector<Value>> tokenAxisRuns(const Operand &op,
-                                                ArrayRef<Value> rows,
-                                                Value c0, int64_t count) {
+                                                ArrayRef<Value> rows, Value c0,
+                                                int64_t count) {
     SchemeAttr scheme = op.scheme;
     int64_t perWord = scheme.codesPerWord();
     int64_t group = scheme.groupSize(s.headDim);
@@ -217,17 +206,16 @@ private:
       int64_t runGroups = count % group == 0 ? count / group : 1;
       SmallVector<std::pair<Value, Value>> scaleZero;
       for (int64_t k = 0; k < runGroups; ++k)
-        scaleZero.push_back(kb.loadScaleAndZero(
-            op.scales, op.zeros,
-            kb.add(kb.mul(row, kb.i32(groupsPerRow)),
-                   kb.add(firstGroup, kb.i32(k)))));
+        scaleZero.push_back(
+            kb.loadScaleAndZero(op.scales, op.zeros,
+                                kb.add(kb.mul(row, kb.i32(groupsPerRow)),
+                                       kb.add(firstGroup, kb.i32(k)))));
       SmallVector<Value> values;
       for (int64_t c = 0; c < count; ++c) {
-        Value code =
-            wholeWords
-                ? kb.extractCode(scheme, words[c / perWord], unsigned(c % perWord))
-                : kb.extractCode(scheme, words[0],
-                                 kb.add(codeOffset, kb.i32(c)));
+        Value code = wholeWords ? kb.extractCode(scheme, words[c / perWord],
+                                                 unsigned(c % perWord))
+                                : kb.extractCode(scheme, words[0],
+                                                 kb.add(codeOffset, kb.i32(c)));
         auto [scale, zeroPoint] = scaleZero[count % group == 0 ? c / group : 0];
         values.push_back(kb.dequantizeCode(scheme, code, scale, zeroPoint));
       }
@@ -241,12 +229,10 @@ private:
   /// quantized tensor (each word a run of tokens of one channel). Tokens
   /// with the same `wordOf` entry share their words and scales (the caller
   /// knows statically which do).
-  SmallVector<SmallVector<Value>> channelAxisRuns(const Operand &op,
-                                                  const StoredRows &at,
-                                                  ArrayRef<Value> tokens,
-                                                  ArrayRef<int64_t> wordOf,
-                                                  Value c0, int64_t count,
-                                                  bool oneScaleRow) {
+  SmallVector<SmallVector<Value>>
+  channelAxisRuns(const Operand &op, const StoredRows &at,
+                  ArrayRef<Value> tokens, ArrayRef<int64_t> wordOf, Value c0,
+                  int64_t count, bool oneScaleRow) {
     SchemeAttr scheme = op.scheme;
     int64_t perWord = scheme.codesPerWord();
     SmallVector<SmallVector<Value>> words;
@@ -254,18 +240,17 @@ private:
     for (auto [i, token] : llvm::enumerate(tokens)) {
       if (wordOf[i] != int64_t(i))
         continue; // shares the words of token wordOf[i]
-      KernelBuilder::ChannelWordRow row = kb.channelWordRow(
-          scheme, s.headDim, at.row, at.capacity, at.first,
-          kb.div(token, kb.i32(perWord)));
+      KernelBuilder::ChannelWordRow row =
+          kb.channelWordRow(scheme, s.headDim, at.row, at.capacity, at.first,
+                            kb.div(token, kb.i32(perWord)));
       SmallVector<Value> loaded;
       Value base = kb.add(kb.mul(row.storedWordRow, d), c0);
       for (int64_t k = 0; k < count; k += 4)
         loaded.append(kb.loadVector(op.data, kb.add(base, kb.i32(k)), 4));
       words.push_back(std::move(loaded));
       if (!oneScaleRow || scales.empty())
-        scales.push_back(loadScaleRun(op.scales, op.zeros,
-                                      kb.add(kb.mul(row.scaleRow, d), c0),
-                                      count));
+        scales.push_back(loadScaleRun(
+            op.scales, op.zeros, kb.add(kb.mul(row.scaleRow, d), c0), count));
     }
     // Index of each token's words among those loaded.
     SmallVector<int64_t> slot(tokens.size());
@@ -288,15 +273,14 @@ private:
   /// The values a lane needs of `op` for step tokens `tokens` (clamped) of
   /// the rows `at` and channels [c0, c0 + count): fp16 values, or
   /// dequantized codes.
-  SmallVector<SmallVector<Value>> loadRuns(const Operand &op,
-                                           const StoredRows &at,
-                                           ArrayRef<Value> tokens,
-                                           ArrayRef<int64_t> wordOf, Value c0,
-                                           int64_t count) {
+  SmallVector<SmallVector<Value>>
+  loadRuns(const Operand &op, const StoredRows &at, ArrayRef<Value> tokens,
+           ArrayRef<int64_t> wordOf, Value c0, int64_t count) {
     if (!op.scheme) { // fp16: sink, residual or a dense body
       SmallVector<SmallVector<Value>> out;
       for (Value token : tokens) {
-        Value row = kb.add(kb.mul(at.row, at.capacity), kb.add(at.first, token));
+        Value row =
+            kb.add(kb.mul(at.row, at.capacity), kb.add(at.first, token));
         out.push_back(loadHalfRun(op.data, kb.add(kb.mul(row, d), c0), count));
       }
       return out;
@@ -304,8 +288,8 @@ private:
     if (op.scheme.getAxis() == Axis::token) {
       SmallVector<Value> rows;
       for (Value token : tokens)
-        rows.push_back(kb.named(
-            "row", kb.add(kb.mul(at.row, at.capacity), kb.add(at.first, token))));
+        rows.push_back(kb.named("row", kb.add(kb.mul(at.row, at.capacity),
+                                              kb.add(at.first, token))));
       return tokenAxisRuns(op, rows, c0, count);
     }
     // A step starts on a multiple of 16 tokens: with channel groups a
@@ -316,8 +300,8 @@ private:
 
   /// One step of 16 tokens from `t0` (`n` of them valid) for every head
   /// tile: scores, online softmax and P.V into `state`.
-  SmallVector<Value> step(const Operand &keys, const Operand &values,
-                          bool body, Value capacity, Value t0, Value n,
+  SmallVector<Value> step(const Operand &keys, const Operand &values, bool body,
+                          Value capacity, Value t0, Value n,
                           ValueRange carried) {
     SmallVector<Value> next(carried.begin(), carried.end());
     Value last = kb.sub(n, kb.i32(1));
@@ -355,12 +339,12 @@ private:
         }
 
     Value lowValid = kb.named("token_valid", kb.lt(g, n));
-    Value highValid =
-        kb.named("token_b_valid", kb.lt(kb.add(g, kb.i32(8)), n));
+    Value highValid = kb.named("token_b_valid", kb.lt(kb.add(g, kb.i32(8)), n));
     SmallVector<std::pair<Value, Value>> probabilities; // per head tile
     for (int64_t h = 0; h < headTiles; ++h) {
-      kb.comment("scores of head tile " + std::to_string(h) +
-                 ": tokens group, group + 8 x heads 2 * thread_in_group + 0, 1");
+      kb.comment(
+          "scores of head tile " + std::to_string(h) +
+          ": tokens group, group + 8 x heads 2 * thread_in_group + 0, 1");
       SmallVector<Value> acc(4, kb.f32(0.0));
       for (int64_t m = 0; m < kSteps; ++m)
         for (const SmallVector<Value> &a : {keyFragments, keyErrors})
@@ -384,9 +368,8 @@ private:
         p[0][c] = kb.named("p", kb.exp(kb.fsub(x[c], newMax)));
         p[1][c] = kb.named("p_b", kb.exp(kb.fsub(x[2 + c], newMax)));
         next[maxAt(h, c)] = newMax;
-        next[sumAt(h, c)] =
-            kb.fadd(kb.fmul(next[sumAt(h, c)], correction),
-                    kb.fadd(p[0][c], p[1][c]));
+        next[sumAt(h, c)] = kb.fadd(kb.fmul(next[sumAt(h, c)], correction),
+                                    kb.fadd(p[0][c], p[1][c]));
         for (int64_t m = 0; m < kSteps; ++m)
           for (int64_t r : {c, 2 + c})
             next[outAt(h, m, r)] = kb.fmul(next[outAt(h, m, r)], correction);
@@ -396,8 +379,8 @@ private:
       probabilities.push_back(
           {kb.named("p_frag",
                     kb.transposePairs(kb.packPair(p[0][0], p[0][1], s.half))),
-           kb.named("p_frag_b", kb.transposePairs(
-                                    kb.packPair(p[1][0], p[1][1], s.half)))});
+           kb.named("p_frag_b",
+                    kb.transposePairs(kb.packPair(p[1][0], p[1][1], s.half)))});
     }
 
     kb.comment("V^T as A fragments: channels from group * d/8, tokens "
@@ -424,9 +407,9 @@ private:
         SmallVector<Value> acc;
         for (int64_t r = 0; r < 4; ++r)
           acc.push_back(next[outAt(h, m, r)]);
-        acc = kb.mma(fragment,
-                     {probabilities[h].first, probabilities[h].second}, acc,
-                     s.half);
+        acc =
+            kb.mma(fragment, {probabilities[h].first, probabilities[h].second},
+                   acc, s.half);
         for (int64_t r = 0; r < 4; ++r)
           next[outAt(h, m, r)] = acc[r];
       }
@@ -436,19 +419,17 @@ private:
 
   /// The warp's steps over tokens [begin, end) of one segment.
   SmallVector<Value> runSteps(Value begin, Value end, const Operand &keys,
-                              const Operand &values, bool body,
-                              Value capacity, ValueRange state) {
-    Value steps = kb.named(
-        "steps", kb.ceilDiv(kb.max(zero, kb.sub(end, begin)),
-                            kb.i32(kStepTokens)));
+                              const Operand &values, bool body, Value capacity,
+                              ValueRange state) {
+    Value steps = kb.named("steps", kb.ceilDiv(kb.max(zero, kb.sub(end, begin)),
+                                               kb.i32(kStepTokens)));
     return kb.forLoop(
         warp, steps, kb.i32(warps), state,
         [&](Value index, ValueRange carried) -> SmallVector<Value> {
           Value t0 = kb.named(
-              "step_start",
-              kb.add(begin, kb.mul(index, kb.i32(kStepTokens))));
-          Value n = kb.named(
-              "step_len", kb.min(kb.i32(kStepTokens), kb.sub(end, t0)));
+              "step_start", kb.add(begin, kb.mul(index, kb.i32(kStepTokens))));
+          Value n = kb.named("step_len",
+                             kb.min(kb.i32(kStepTokens), kb.sub(end, t0)));
           return step(keys, values, body, capacity, t0, n, carried);
         },
         "step");
@@ -464,12 +445,10 @@ private:
         Value sum = state[sumAt(h, c)];
         for (int offset : {4, 8, 16})
           sum = kb.fadd(sum, kb.shuffleXor(sum, offset));
-        Value head = kb.named(
-            "head", kb.add(kb.mul(t, kb.i32(2)),
-                           kb.i32(h * kHeadsPerTile + c)));
+        Value head = kb.named("head", kb.add(kb.mul(t, kb.i32(2)),
+                                             kb.i32(h * kHeadsPerTile + c)));
         kb.ifThen(kb.lt(head, gqa), [&] {
-          Value slot =
-              kb.named("merge_row", kb.add(kb.mul(warp, gqa), head));
+          Value slot = kb.named("merge_row", kb.add(kb.mul(warp, gqa), head));
           kb.ifThen(kb.eq(g, zero), [&] {
             kb.store(state[maxAt(h, c)], mergeMax, slot);
             kb.store(sum, mergeSum, slot);

@@ -21,6 +21,10 @@ PlanAttr getLaunchPlan(Operation *op);
 /// Sets it; `op` must be one of those ops.
 void setLaunchPlan(Operation *op, PlanAttr plan);
 
+/// Why kvq-plan put an attention op on the tensor or the CUDA cores (a
+/// string attribute beside its plan; the kernel's header comment repeats it).
+inline constexpr const char *kAttentionPathReasonAttr = "kvq.attention_path";
+
 } // namespace mlir::kvq
 
 #endif // KVQ_DIALECT_KVQ_IR_KVQOPS_H
