@@ -42,6 +42,8 @@ sass::Function summarize(const std::vector<Instruction> &code) {
       ++f.sharedStores;
     else if (startsWith(i.text, "SHFL"))
       ++f.shuffles;
+    else if (startsWith(i.text, "HMMA"))
+      ++f.hmmas;
     std::smatch m;
     if (std::regex_search(i.text, m, branch)) {
       uint64_t target = std::stoull(m[2].str(), nullptr, 16);
@@ -58,6 +60,7 @@ sass::Function summarize(const std::vector<Instruction> &code) {
         loop.globalLoads += startsWith(i.text, "LDG");
         loop.sharedLoads += startsWith(i.text, "LDS");
         loop.ffmas += startsWith(i.text, "FFMA");
+        loop.hmmas += startsWith(i.text, "HMMA");
       }
   auto nests = [&](const sass::Loop &outer, const sass::Loop &inner) {
     return &outer != &inner && inner.begin >= outer.begin &&
@@ -73,6 +76,16 @@ sass::Function summarize(const std::vector<Instruction> &code) {
         innermost = false;
     if (innermost)
       f.streamingLoops.push_back(loop);
+  }
+  for (const sass::Loop &loop : loops) {
+    if (!loop.hmmas)
+      continue;
+    bool innermost = true;
+    for (const sass::Loop &other : loops)
+      if (other.hmmas && nests(loop, other))
+        innermost = false;
+    if (innermost)
+      f.stepLoops.push_back(loop);
   }
   for (const sass::Loop &loop : loops) {
     if (loop.ffmas < 8 || !loop.sharedLoads || loop.globalLoads)

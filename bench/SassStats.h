@@ -28,6 +28,7 @@ struct Loop {
   int globalLoads = 0; ///< any LDG inside
   int sharedLoads = 0; ///< LDS inside
   int ffmas = 0;       ///< FFMA inside
+  int hmmas = 0;       ///< HMMA (tensor-core MMA) inside
   /// Per thread: instructions per byte the loop's 128-bit loads bring in.
   double instructionsPerByte() const {
     return wideLoads ? double(instructions) / (16.0 * wideLoads) : 0;
@@ -42,12 +43,17 @@ struct Function {
   int wideLoads = 0;    ///< LDG.E.128*
   int otherGlobalLoads = 0;
   int sharedLoads = 0, sharedStores = 0, shuffles = 0;
+  int hmmas = 0; ///< HMMA: tensor-core MMAs
   /// Innermost loops containing a 128-bit global load, in address order.
   std::vector<Loop> streamingLoops;
   /// Innermost loops (no loop inside) that compute from shared memory: at
   /// least 8 FFMA and an LDS, no global load. In attention these are the
   /// unrolled score (q·k) and P·V loops and their remainders.
   std::vector<Loop> computeLoops;
+  /// Innermost loops holding HMMA: the tensor-core body's steps of 16
+  /// tokens (the body's, then the fp16 sink's and residual's), in address
+  /// order.
+  std::vector<Loop> stepLoops;
 };
 
 /// Parses `cuobjdump -sass` output: kernel name -> statistics.

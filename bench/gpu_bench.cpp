@@ -26,6 +26,7 @@
 #include "kvq/Codegen/GeneratedSource.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/CudaDriver.h"
+#include "kvq/Runtime/Launch.h"
 #include "kvq/Runtime/Presets.h"
 #include "kvq/Runtime/Reference.h"
 #include "kvq/Runtime/Runtime.h"
@@ -88,8 +89,9 @@ cl::opt<int> warmup("warmup", cl::init(3), cl::desc("Untimed runs first"),
 cl::opt<std::string> wavesList(
     "waves", cl::init(""),
     cl::desc("Also time each attention with the body split for these many "
-             "waves of blocks over the SMs (the runtime picks 2), e.g. "
-             "1,2,4,8,16: how the split count moves the time"),
+             "waves of blocks over the SMs (the runtime's choice: "
+             "kAttentionBlocksPerSm), e.g. 1,2,4,8,16: how the split count "
+             "moves the time"),
     cl::cat(category));
 cl::opt<std::string> graphContext(
     "graph-context", cl::init("8,8192"),
@@ -385,7 +387,9 @@ llvm::Error Suite::run() {
   if (!sweep.empty()) {
     os << "\n## Split sweep (--waves)\n\nThe same calls with the body "
           "split for `waves` waves of blocks over the SMs (the runtime's "
-          "default: 2); `blocks`: attention blocks launched; `vs default`: "
+          "default: "
+       << kAttentionBlocksPerSm
+       << "); `blocks`: attention blocks launched; `vs default`: "
           "the default split's time over this one's.\n\n"
           "| preset | batch | tokens | gqa | waves | tokens/split | blocks | "
           "median us | vs default |\n|---|---|---|---|---|---|---|---|---|\n";

@@ -23,6 +23,7 @@
 #include "kvq/Runtime/Presets.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -132,24 +133,54 @@ KernelSpec attentionSpec(const Contender &c, const ModelShape &m) {
   return kernelsFor(*c.preset, m).back();
 }
 
-/// Bytes one decode-attention call reads per layer and sequence: the packed
-/// codes and scales (or fp16 K/V), the fp16 sink and residual, the queries.
-double attentionBytes(const Contender &c, const ModelShape &m, double tokens) {
-  double kvRows = m.kvHeads, d = m.headDim;
-  double queries = m.queryHeads * d * 2;
+/// Bytes of K and V one body token of one kv head takes: packed codes and
+/// their share of scales and zero points, or fp16 keys and values.
+double bodyBytesPerToken(const Contender &c, const ModelShape &m) {
+  double d = m.headDim;
   if (!c.preset)
-    return tokens * kvRows * d * 2 * 2 + queries;
+    return d * 2 * 2;
   auto perElement = [&](const QuantScheme &s) {
     double g = s.groupSize(d);
     double scaleBits = (s.fp32Scales ? 32 : 16) * (s.symmetric ? 1 : 2);
     return (s.bits + scaleBits / g) / 8;
   };
-  double fp16Tokens =
-      std::min(tokens, double(c.preset->sink + c.preset->residual));
-  double quantized = tokens - fp16Tokens;
-  return quantized * kvRows * d *
-             (perElement(c.preset->key) + perElement(c.preset->value)) +
+  return d * (perElement(c.preset->key) + perElement(c.preset->value));
+}
+
+/// Tokens of a call of `tokens` held in fp16 (sink and residual; all of
+/// them for the baseline).
+double fp16TokensOf(const Contender &c, double tokens) {
+  return c.preset ? std::min(tokens, double(c.preset->sink + c.preset->residual))
+                  : tokens;
+}
+
+/// Bytes one decode-attention call reads per layer and sequence: the packed
+/// codes and scales (or fp16 K/V), the fp16 sink and residual, the queries.
+double attentionBytes(const Contender &c, const ModelShape &m, double tokens) {
+  double kvRows = m.kvHeads, d = m.headDim;
+  double queries = m.queryHeads * d * 2;
+  double fp16Tokens = fp16TokensOf(c, tokens);
+  return (tokens - fp16Tokens) * kvRows * bodyBytesPerToken(c, m) +
          fp16Tokens * kvRows * d * 2 * 2 + queries;
+}
+
+/// Tensor-core kernels: thread-instructions of one call per layer and
+/// sequence, from the step loops (each iteration one warp's 16 tokens: 32
+/// threads run it): the body's loop for the quantized (or dense) tokens,
+/// the fp16 loops for the sink and residual.
+std::optional<double> tensorCoreInstructions(const Contender &c,
+                                             const ModelShape &m,
+                                             const sass::Function &code,
+                                             double tokens) {
+  if (code.stepLoops.empty())
+    return std::nullopt;
+  double body = code.stepLoops.front().instructions, fp16 = body;
+  for (size_t i = 1; i < code.stepLoops.size(); ++i)
+    fp16 = std::max<double>(fp16, code.stepLoops[i].instructions);
+  double fp16Tokens = c.preset ? fp16TokensOf(c, tokens) : 0;
+  double steps = std::ceil((tokens - fp16Tokens) / 16);
+  double fp16Steps = std::ceil(fp16Tokens / 16);
+  return m.kvHeads * 32 * (steps * body + fp16Steps * fp16);
 }
 
 /// Thread-instructions one decode-attention call issues per layer and
@@ -163,6 +194,8 @@ std::optional<double> attentionInstructions(const Contender &c,
                                             const ModelShape &m,
                                             const sass::Function &code,
                                             double tokens) {
+  if (!code.stepLoops.empty())
+    return tensorCoreInstructions(c, m, code, tokens);
   double quantizedLoop = 0, fp16Loop = 0;
   int quantizedLoops = 0;
   for (const sass::Loop &loop : code.streamingLoops) {
@@ -182,9 +215,7 @@ std::optional<double> attentionInstructions(const Contender &c,
   if (perFma == 0 || fp16Loop == 0 || (c.preset && quantizedLoops == 0))
     return std::nullopt;
   double d = m.headDim, gqa = double(m.queryHeads) / m.kvHeads;
-  double fp16Tokens =
-      c.preset ? std::min(tokens, double(c.preset->sink + c.preset->residual))
-               : tokens;
+  double fp16Tokens = fp16TokensOf(c, tokens);
   double quantized = tokens - fp16Tokens;
   double staging = fp16Tokens * (d * 2 / 16) * fp16Loop;
   if (c.preset) {
@@ -233,24 +264,50 @@ void printOccupancy(Generator &generator, const ModelShape &m) {
       "issue per byte of DRAM bandwidth (A100 / H100 SXM clocks); a loop "
       "above it cannot stream at full bandwidth. *Compute loops*: the "
       "innermost shared-memory loops with 8 or more FFMA (scores q.k and "
-      "P.V), instructions per FFMA.\n\n");
-  std::printf("| kernel | arch | instr | LDG.128 | other LDG | LDS | STS | "
-              "SHFL | streaming loops: instr / 16 B loads = instr per byte "
+      "P.V), instructions per FFMA. Tensor-core kernels (`HMMA` > 0) have "
+      "*step loops* instead: one warp's 16 tokens an iteration (the body's, "
+      "then the fp16 sink's and residual's), instructions an iteration over "
+      "the bytes each thread's share of those tokens is (1/32 of 16 "
+      "tokens' K and V, scales included).\n\n");
+  std::printf("| kernel | arch | instr | HMMA | LDG.128 | other LDG | LDS | "
+              "STS | SHFL | streaming loops: instr / 16 B loads = instr per "
+              "byte; tensor cores: step loops, instr / bytes per thread "
               "| budget | compute loops: instr per FFMA |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|\n");
+              "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  ModelShape llama3 = *findModel("llama-3-8b");
+  std::vector<Contender> all = contenders();
   for (const auto &[label, arch, code] : sassRows) {
     if (!code.sass)
       continue;
     const sass::Function &f = *code.sass;
     std::string loops, compute;
     char text[96];
-    for (const sass::Loop &l : f.streamingLoops) {
-      std::snprintf(text, sizeof text, "%s%d / %d = %.1f",
-                    loops.empty() ? "" : "; ", l.instructions, l.wideLoads,
-                    l.instructionsPerByte());
-      loops += text;
+    const Contender &c = *std::find_if(
+        all.begin(), all.end(),
+        [&, &label = label](const Contender &x) { return x.label == label; });
+    if (!f.stepLoops.empty()) {
+      for (size_t i = 0; i < f.stepLoops.size(); ++i) {
+        // The first step loop reads the body, the others fp16 tokens.
+        double bytes = 16 *
+                       (i == 0 ? bodyBytesPerToken(c, llama3)
+                               : llama3.headDim * 2 * 2) /
+                       32;
+        std::snprintf(text, sizeof text, "%s%d / %.0f = %.1f",
+                      loops.empty() ? "" : "; ", f.stepLoops[i].instructions,
+                      bytes, f.stepLoops[i].instructions / bytes);
+        loops += text;
+      }
+    } else {
+      for (const sass::Loop &l : f.streamingLoops) {
+        std::snprintf(text, sizeof text, "%s%d / %d = %.1f",
+                      loops.empty() ? "" : "; ", l.instructions, l.wideLoads,
+                      l.instructionsPerByte());
+        loops += text;
+      }
     }
-    for (const sass::Loop &l : f.computeLoops) {
+    for (const sass::Loop &l : f.stepLoops.empty() ? f.computeLoops
+                                                   : std::vector<sass::Loop>())
+    {
       std::snprintf(text, sizeof text, "%s%.1f", compute.empty() ? "" : ", ",
                     l.instructionsPerFma());
       compute += text;
@@ -259,8 +316,10 @@ void printOccupancy(Generator &generator, const ModelShape &m) {
     for (const ArchLimits &a : kArchs)
       if (arch == a.arch)
         budget = a.issueBudgetPerByte();
-    std::printf("| %s | %s | %d | %d | %d | %d | %d | %d | %s | %.1f | %s |\n",
-                label.c_str(), arch.c_str(), f.instructions, f.wideLoads,
+    std::printf("| %s | %s | %d | %d | %d | %d | %d | %d | %d | %s | %.1f | "
+                "%s |\n",
+                label.c_str(), arch.c_str(), f.instructions, f.hmmas,
+                f.wideLoads,
                 f.otherGlobalLoads, f.sharedLoads, f.sharedStores, f.shuffles,
                 loops.empty() ? "none" : loops.c_str(), budget,
                 compute.empty() ? "none" : compute.c_str());

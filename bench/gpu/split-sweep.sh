@@ -25,7 +25,8 @@ if command -v ncu > /dev/null; then
   for preset in kivi2 fp16; do
     timeout 90 ncu --clock-control none --section Occupancy \
       --section WarpStateStats --section MemoryWorkloadAnalysis \
-      --section LaunchStats --section SpeedOfLight -k regex:kvq_attn -c 1 \
+      --section LaunchStats --section SpeedOfLight --section SchedulerStats \
+      --section ComputeWorkloadAnalysis -k regex:kvq_attn -c 1 \
       "$bench" --presets="$preset" --batches=1 --tokens=32768 --gqa=4 \
       --head-dim=128 --kv-heads=8 --iterations=1 --warmup=0 \
       --cache-contexts= --out=/dev/null > "$out/ncu-$preset.txt" 2>&1

@@ -272,13 +272,7 @@ llvm::Expected<KernelLaunch> kvq::planDequantize(const KernelSpec &spec,
 }
 
 namespace {
-/// The body is split so that the attention kernel launches about this many
-/// blocks per SM. Measured on an H200 (bench/results/gpu-h200.md, split
-/// sweep of every preset at batch 1/8, 8k-128k tokens, GQA 1/4): 4 waves
-/// beat 2 (the first default) in all 50 cases, 1.31x on the geometric mean;
-/// 8 waves leave a partial second round of resident blocks (1.06x) and 16-32
-/// help batch 8 but not batch 1.
-constexpr int64_t kBlocksPerSm = 4;
+constexpr int64_t kBlocksPerSm = kAttentionBlocksPerSm;
 
 int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
                    const AttentionCall &c) {

@@ -55,6 +55,14 @@ llvm::Expected<std::vector<KernelLaunch>>
 planAttention(const KernelSpec &spec, const GeneratedSource &source,
               const AttentionCall &call);
 
+/// The body is split so that the attention kernel launches about this many
+/// blocks per SM. Measured on an H200 with the CUDA-core kernels
+/// (bench/results/gpu-h200-split-sweep.md: 4 beat 2 in all 50 cases, 1.31x
+/// geomean; 8 leaves a partial second round of resident blocks) and again
+/// with the tensor-core ones (gpu-h200-split-sweep-tensor-cores.md: no
+/// other count beats 4 on the geometric mean).
+inline constexpr int64_t kAttentionBlocksPerSm = 4;
+
 /// Splits of the body the attention launch will use.
 int attentionBodySplits(const KernelSpec &spec, const GeneratedSource &source,
                         const AttentionCall &call);
