@@ -150,8 +150,9 @@ double bodyBytesPerToken(const Contender &c, const ModelShape &m) {
 /// Tokens of a call of `tokens` held in fp16 (sink and residual; all of
 /// them for the baseline).
 double fp16TokensOf(const Contender &c, double tokens) {
-  return c.preset ? std::min(tokens, double(c.preset->sink + c.preset->residual))
-                  : tokens;
+  return c.preset
+             ? std::min(tokens, double(c.preset->sink + c.preset->residual))
+             : tokens;
 }
 
 /// Bytes one decode-attention call reads per layer and sequence: the packed
@@ -288,10 +289,10 @@ void printOccupancy(Generator &generator, const ModelShape &m) {
     if (!f.stepLoops.empty()) {
       for (size_t i = 0; i < f.stepLoops.size(); ++i) {
         // The first step loop reads the body, the others fp16 tokens.
-        double bytes = 16 *
-                       (i == 0 ? bodyBytesPerToken(c, llama3)
-                               : llama3.headDim * 2 * 2) /
-                       32;
+        double bytes =
+            16 *
+            (i == 0 ? bodyBytesPerToken(c, llama3) : llama3.headDim * 2 * 2) /
+            32;
         std::snprintf(text, sizeof text, "%s%d / %.0f = %.1f",
                       loops.empty() ? "" : "; ", f.stepLoops[i].instructions,
                       bytes, f.stepLoops[i].instructions / bytes);
@@ -305,9 +306,8 @@ void printOccupancy(Generator &generator, const ModelShape &m) {
         loops += text;
       }
     }
-    for (const sass::Loop &l : f.stepLoops.empty() ? f.computeLoops
-                                                   : std::vector<sass::Loop>())
-    {
+    for (const sass::Loop &l :
+         f.stepLoops.empty() ? f.computeLoops : std::vector<sass::Loop>()) {
       std::snprintf(text, sizeof text, "%s%.1f", compute.empty() ? "" : ", ",
                     l.instructionsPerFma());
       compute += text;
@@ -319,9 +319,8 @@ void printOccupancy(Generator &generator, const ModelShape &m) {
     std::printf("| %s | %s | %d | %d | %d | %d | %d | %d | %d | %s | %.1f | "
                 "%s |\n",
                 label.c_str(), arch.c_str(), f.instructions, f.hmmas,
-                f.wideLoads,
-                f.otherGlobalLoads, f.sharedLoads, f.sharedStores, f.shuffles,
-                loops.empty() ? "none" : loops.c_str(), budget,
+                f.wideLoads, f.otherGlobalLoads, f.sharedLoads, f.sharedStores,
+                f.shuffles, loops.empty() ? "none" : loops.c_str(), budget,
                 compute.empty() ? "none" : compute.c_str());
   }
 }

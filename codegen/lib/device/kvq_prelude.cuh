@@ -155,6 +155,57 @@ __device__ __forceinline__ int kvq_pack_bf16x2_error(float lo, float hi, int pai
   __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162 *>(&pair);
   return kvq_pack_bf16x2(lo - __low2float(h), hi - __high2float(h));
 }
+// The low (high) halves of a and b side by side, a's first (one PRMT).
+__device__ __forceinline__ int kvq_low_halves(int a, int b) {
+#ifdef __CUDA_ARCH__
+  return (int)__byte_perm((unsigned)a, (unsigned)b, 0x5410);
+#else
+  return (int)(((unsigned)a & 0xffffu) | (unsigned)b << 16);
+#endif
+}
+__device__ __forceinline__ int kvq_high_halves(int a, int b) {
+#ifdef __CUDA_ARCH__
+  return (int)__byte_perm((unsigned)a, (unsigned)b, 0x7632);
+#else
+  return (int)((unsigned)a >> 16 | ((unsigned)b & 0xffff0000u));
+#endif
+}
+// Two codes held as fp16 (1024 + code each) to (code - centre) * scale
+// (+ zero), rounded once to fp16: HSUB2 (exact), then HFMA2 / HMUL2. The
+// emulator computes the same in double (exact) and rounds once.
+__device__ __forceinline__ int kvq_dequantize_pair(int codes, int scales,
+                                                   int zeros, float centre) {
+#ifdef __CUDA_ARCH__
+  __half2 c = *reinterpret_cast<const __half2 *>(&codes);
+  __half2 s = *reinterpret_cast<const __half2 *>(&scales);
+  __half2 z = *reinterpret_cast<const __half2 *>(&zeros);
+  __half2 v = __hfma2(__hsub2(c, __float2half2_rn(1024.0f + centre)), s, z);
+  return *reinterpret_cast<const int *>(&v);
+#else
+  auto value = [&](int k) {
+    auto half = [k](int pair) {
+      return (double)__half2float(__ushort_as_half(
+          (unsigned short)(((unsigned)pair >> (16 * k)) & 0xffffu)));
+    };
+    // Exact in double (8-bit codes, 11-bit fp16 values, unless scale and
+    // zero lie over 2^30 apart), then rounded once.
+    return (unsigned)__half_as_ushort(__double2half(
+        (half(codes) - 1024.0 - centre) * half(scales) + half(zeros)));
+  };
+  return (int)(value(0) | value(1) << 16);
+#endif
+}
+// Two codes held as fp16 (1024 + code each) to the exact integers
+// code - centre (one HSUB2).
+__device__ __forceinline__ int kvq_pair_codes(int codes, float centre) {
+#ifdef __CUDA_ARCH__
+  __half2 c = *reinterpret_cast<const __half2 *>(&codes);
+  __half2 v = __hsub2(c, __float2half2_rn(1024.0f + centre));
+  return *reinterpret_cast<const int *>(&v);
+#else
+  return kvq_dequantize_pair(codes, 0x3C003C00, 0, centre); // scale 1
+#endif
+}
 // An 8x8 matrix of 16-bit values transposed across the warp: lane 4g + t
 // gives elements (g, 2t..2t+1) and gets (2t..2t+1, g) (movmatrix, sm_75+).
 __device__ __forceinline__ int kvq_transpose_pairs(int pair) {

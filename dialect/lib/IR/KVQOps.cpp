@@ -424,3 +424,9 @@ void mlir::kvq::setLaunchPlan(Operation *op, PlanAttr plan) {
         llvm_unreachable("setLaunchPlan on an op without a plan");
       });
 }
+
+LogicalResult DequantizePairOp::verify() {
+  if (getZeros() && !getScales())
+    return emitOpError("zero points need scales");
+  return success();
+}

@@ -146,9 +146,9 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
   }
 
   /// Why the tensor-core body cannot run this attention, or nothing when it
-  /// can (TensorCoreAttention.cpp: each lane reads channel runs of d/4 keys
-  /// and d/8 values, which must be whole packed words or lie inside one, and
-  /// whole scale groups or lie inside one).
+  /// can (TensorCoreAttention.cpp: each lane reads values in channel runs of
+  /// d/8, which must be whole packed words or lie inside one, and whole
+  /// scale groups or lie inside one).
   static std::optional<std::string>
   tensorCoreObstacle(int64_t archNumber, Type half, int64_t headDim,
                      int64_t gqa, SchemeAttr keyScheme,
@@ -176,8 +176,8 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
                " channels split groups of " + std::to_string(group);
       return std::nullopt;
     };
-    if (auto obstacle = fits(keyScheme, headDim / 4, "key"))
-      return obstacle;
+    // Keys are read 4 channels at a time (a k-step's), which every packing
+    // allows; values in runs of head_dim/8 channels.
     return fits(valueScheme, headDim / 8, "value");
   }
 

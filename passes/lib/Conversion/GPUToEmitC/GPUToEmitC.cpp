@@ -502,6 +502,47 @@ struct FragmentOpToEmitC : OpConversionPattern<SourceOp> {
   std::string prefix, f16Suffix, bf16Suffix;
 };
 
+/// kvq.select_halves: kvq_low_halves / kvq_high_halves (one PRMT).
+struct SelectHalvesToEmitC : OpConversionPattern<SelectHalvesOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SelectHalvesOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{rewriter.getI32Type()},
+        op.getHigh() ? "kvq_high_halves" : "kvq_low_halves",
+        adaptor.getOperands());
+    return success();
+  }
+};
+
+/// kvq.dequantize_pair: kvq_dequantize_pair(codes, scales, zeros or 0,
+/// centre), or without scales kvq_pair_codes(codes, centre).
+struct DequantizePairToEmitC : OpConversionPattern<DequantizePairOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(DequantizePairOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Value centre =
+        emitc::LiteralOp::create(rewriter, op.getLoc(), rewriter.getF32Type(),
+                                 std::to_string(op.getCentre()) + ".0f");
+    if (!adaptor.getScales()) {
+      rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+          op, TypeRange{rewriter.getI32Type()}, "kvq_pair_codes",
+          ValueRange{adaptor.getCodes(), centre});
+      return success();
+    }
+    Value zeros = adaptor.getZeros();
+    if (!zeros)
+      zeros = emitc::LiteralOp::create(rewriter, op.getLoc(),
+                                       rewriter.getI32Type(), "0");
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{rewriter.getI32Type()}, "kvq_dequantize_pair",
+        ValueRange{adaptor.getCodes(), adaptor.getScales(), zeros, centre});
+    return success();
+  }
+};
+
 /// Conversions between numeric types are C casts. uitofp/fptoui only see
 /// non-negative values below 2^31 (codes) in kvq kernels, where the signed
 /// cast is the same.
@@ -754,7 +795,8 @@ struct GPUToEmitCPass : mlir::kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
     target.addIllegalOp<gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp,
                         gpu::BlockIdOp, gpu::GridDimOp, gpu::BlockDimOp,
                         gpu::BarrierOp, gpu::ShuffleOp, MmaOp, PackPairOp,
-                        PackPairErrorOp, TransposePairsOp>();
+                        PackPairErrorOp, TransposePairsOp, SelectHalvesOp,
+                        DequantizePairOp>();
     // ... the container stays until the kernels are hoisted out below, and
     // casts between converted and original types are reconciled after.
     target.addLegalOp<gpu::GPUModuleOp, UnrealizedConversionCastOp>();
@@ -851,6 +893,8 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
                                          "f16", "bf16");
   patterns.add<FragmentOpToEmitC<PackPairOp>>(typeConverter, context,
                                               "kvq_pack_", "f16x2", "bf16x2");
+  patterns.add<SelectHalvesToEmitC, DequantizePairToEmitC>(typeConverter,
+                                                           context);
   patterns.add<FragmentOpToEmitC<PackPairErrorOp>>(
       typeConverter, context, "kvq_pack_", "f16x2_error", "bf16x2_error");
   patterns.add<FragmentOpToEmitC<TransposePairsOp>>(

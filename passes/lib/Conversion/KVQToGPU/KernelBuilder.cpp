@@ -212,6 +212,16 @@ Value KernelBuilder::packPairError(Value low, Value high, Value pair,
                                  TypeAttr::get(type));
 }
 
+Value KernelBuilder::selectHalves(Value a, Value c, bool high) {
+  return SelectHalvesOp::create(b, b.getI32Type(), a, c, high);
+}
+
+Value KernelBuilder::dequantizePair(Value codes, Value scales, Value zeros,
+                                    int64_t centre) {
+  return DequantizePairOp::create(b, b.getI32Type(), codes, scales, zeros,
+                                  b.getI64IntegerAttr(centre));
+}
+
 Value KernelBuilder::transposePairs(Value pair) {
   return TransposePairsOp::create(b, b.getI32Type(), pair);
 }

@@ -90,6 +90,12 @@ public:
   Value packPair(Value low, Value high, Type type);
   /// What packPair(low, high, type) = `pair` rounded away, packed alike.
   Value packPairError(Value low, Value high, Value pair, Type type);
+  /// The low (or high) 16 bits of `a` and of `b`, `a`'s first (PRMT).
+  Value selectHalves(Value a, Value b, bool high);
+  /// Two codes held as fp16 1024 + code in `codes`, dequantized in fp16
+  /// with the fp16 pairs `scales` and (asymmetric) `zeros`; with null
+  /// scales, the exact integers code - centre.
+  Value dequantizePair(Value codes, Value scales, Value zeros, int64_t centre);
   /// The 8x8 transpose of 16-bit pairs across the warp (movmatrix).
   Value transposePairs(Value pair);
   /// A C++ comment in the generated source, saying what the next lines do.

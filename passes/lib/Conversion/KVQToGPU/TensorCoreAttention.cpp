@@ -81,7 +81,9 @@ public:
     g = kb.named("group", kb.div(lane, kb.i32(4)));
     t = kb.named("thread_in_group", kb.rem(lane, kb.i32(4)));
     range = loadSplitRange(kb, s, a);
-    loadQueryFragments();
+    Operand bodyKeys{s.keyScheme, a.keyWords, a.keyScales, a.keyZeros};
+    codeKeys = keysAsCodes(bodyKeys);
+    loadQueryFragments(bodyKeys);
 
     SmallVector<Value> state;
     for (int64_t h = 0; h < headTiles; ++h) {
@@ -123,26 +125,65 @@ private:
     return h * stateSize() + 4 + 4 * m + r;
   }
 
-  /// Q^T as B fragments, once: lane (g, t) holds head 8h + g at channels
-  /// t d/4 + 4s .. 4s + 3 for k-step s; heads past the group are zero.
-  void loadQueryFragments() {
+  /// The first of this lane's 4 channels in k-step 0 of the scores; k-step
+  /// s adds 16s (keys as codes: each k-step within one scale group) or 4s
+  /// (otherwise: each lane's channels one contiguous quarter of the head,
+  /// read as whole runs of packed words).
+  Value keyChannel() {
+    return codeKeys ? kb.mul(t, kb.i32(4)) : kb.mul(t, kb.i32(keyRun));
+  }
+
+  /// Q^T as B fragments, once: lane (g, t) holds head 8h + g at the 4
+  /// channels of each k-step (keyChannel()); heads past the group are zero.
+  /// With keys as codes (keysAsCodes), also each head's sum of q over each
+  /// scale group, for the zero points: an MMA of the fragments with an A of
+  /// ones.
+  void loadQueryFragments(const Operand &keys) {
     kb.comment("the GQA group's queries as B fragments of the score MMAs "
-               "(head 8h + group, channels from thread_in_group * d/4)");
-    Value firstChannel = kb.named("query_channel", kb.mul(t, kb.i32(keyRun)));
+               "(head 8h + group, 4 channels a k-step from query_channel)");
+    Value firstChannel = kb.named("query_channel", keyChannel());
     for (int64_t h = 0; h < headTiles; ++h) {
       Value head = kb.add(g, kb.i32(h * kHeadsPerTile));
       Value inGroup = kb.named("head_in_group", kb.lt(head, kb.i32(s.gqa)));
       Value row = kb.add(range.firstQueryRow, kb.min(head, kb.i32(s.gqa - 1)));
-      SmallVector<Value> q =
-          loadHalfRun(a.q, kb.add(kb.mul(row, d), firstChannel), keyRun);
-      for (int64_t k = 0; k < kSteps; ++k)
+      Value base = kb.add(kb.mul(row, d), firstChannel);
+      SmallVector<Value> run =
+          codeKeys ? SmallVector<Value>() : loadHalfRun(a.q, base, keyRun);
+      for (int64_t k = 0; k < kSteps; ++k) {
+        SmallVector<Value> q =
+            codeKeys ? loadHalfRun(a.q, kb.add(base, kb.i32(16 * k)), 4)
+                     : SmallVector<Value>(ArrayRef<Value>(run).slice(4 * k, 4));
         for (int64_t j : {0, 2})
           queryFragments.push_back(kb.named(
               "q_frag",
-              kb.select(inGroup,
-                        kb.packPair(q[4 * k + j], q[4 * k + j + 1], s.half),
-                        zero)));
+              kb.select(inGroup, kb.packPair(q[j], q[j + 1], s.half), zero)));
+      }
     }
+    if (!keysAsCodes(keys) || !keys.zeros)
+      return;
+    kb.comment("each head's sum of q over each key scale group");
+    int64_t stepsPerGroup = keys.scheme.groupSize(s.headDim) / 16;
+    Value ones = kb.i32(0x3C003C00); // fp16 1.0, twice
+    for (int64_t h = 0; h < headTiles; ++h)
+      for (int64_t k0 = 0; k0 < kSteps; k0 += stepsPerGroup) {
+        SmallVector<Value> acc(4, kb.f32(0.0));
+        for (int64_t k = k0; k < k0 + stepsPerGroup; ++k)
+          acc = kb.mma({ones, ones, ones, ones},
+                       {queryFragments[(h * kSteps + k) * 2],
+                        queryFragments[(h * kSteps + k) * 2 + 1]},
+                       acc, s.half);
+        querySums.push_back(kb.named("q_sum", acc[0]));
+        querySums.push_back(kb.named("q_sum_b", acc[1]));
+      }
+  }
+
+  /// True when token-axis keys enter the score MMAs as their integer codes
+  /// (exact in fp16) with the scales applied to each scale group's partial
+  /// scores: fp16 activations and scales, groups of whole k-steps.
+  bool keysAsCodes(const Operand &op) const {
+    return op.scheme && op.scheme.getAxis() == Axis::token && s.half.isF16() &&
+           cast<MemRefType>(op.scales.getType()).getElementType().isF16() &&
+           op.scheme.groupSize(s.headDim) % 16 == 0;
   }
 
   /// `count` fp16/bf16 values from `index` as fp32, up to 8 per load.
@@ -224,6 +265,112 @@ private:
     return out;
   }
 
+  /// True when a token-axis quantized V becomes A fragments in fp16
+  /// arithmetic (tokenAxisValueFragments): fp16 activations and scales.
+  bool valuesInHalf2(const Operand &op) const {
+    return op.scheme && op.scheme.getAxis() == Axis::token && s.half.isF16() &&
+           cast<MemRefType>(op.scales.getType()).getElementType().isF16();
+  }
+
+  /// V^T's A fragments straight from the packed words of token-axis codes,
+  /// two codes at a time: a shift and a LOP3 put a token's codes for
+  /// channels c and c + 1 under fp16's 1024 exponent, a PRMT pairs two
+  /// tokens' codes of one channel as a fragment register holds them, and
+  /// HSUB2 + HFMA2 dequantize the pair (2.5 instructions a value, against 5
+  /// in fp32). `rows` are the stored rows of tokens 2t, 2t+1, 2t+8, 2t+9,
+  /// the lane's channels [c0, c0 + count).
+  SmallVector<Value> tokenAxisValueFragments(const Operand &op,
+                                             ArrayRef<Value> rows, Value c0,
+                                             int64_t count) {
+    SchemeAttr scheme = op.scheme;
+    int64_t perWord = scheme.codesPerWord();
+    int64_t bits = scheme.getBits();
+    int64_t group = scheme.groupSize(s.headDim);
+    int64_t wordsPerRow = s.headDim / perWord;
+    int64_t groupsPerRow = s.headDim / group;
+    bool wholeWords = count % perWord == 0;
+    int64_t runWords = wholeWords ? count / perWord : 1;
+    int64_t width = runWords % 4 == 0 ? 4 : runWords % 2 == 0 ? 2 : 1;
+    int64_t runGroups = count % group == 0 ? count / group : 1;
+    bool interleaved = scheme.getOrder() == PackOrder::interleaved;
+    Value firstWord = kb.named("first_word", kb.div(c0, kb.i32(perWord)));
+    Value codeOffset =
+        wholeWords ? Value()
+                   : kb.named("code_offset", kb.rem(c0, kb.i32(perWord)));
+    Value firstGroup = kb.named("first_group", kb.div(c0, kb.i32(group)));
+    SmallVector<SmallVector<Value>> words;
+    SmallVector<SmallVector<std::pair<Value, Value>>> scaleZero;
+    for (Value row : rows) {
+      SmallVector<Value> loaded;
+      Value w0 = kb.add(kb.mul(row, kb.i32(wordsPerRow)), firstWord);
+      for (int64_t k = 0; k < runWords; k += width)
+        loaded.append(kb.loadVector(op.data, kb.add(w0, kb.i32(k)), width));
+      words.push_back(std::move(loaded));
+      SmallVector<std::pair<Value, Value>> groups;
+      for (int64_t k = 0; k < runGroups; ++k)
+        groups.push_back(
+            kb.loadScaleAndZero(op.scales, op.zeros,
+                                kb.add(kb.mul(row, kb.i32(groupsPerRow)),
+                                       kb.add(firstGroup, kb.i32(k)))));
+      scaleZero.push_back(std::move(groups));
+    }
+    // Scales and zero points of tokens (2t, 2t+1) and (2t+8, 2t+9) as fp16
+    // pairs, a pair per group.
+    auto pairOf = [&](int64_t first, int64_t k, bool zero) -> Value {
+      auto pick = [&](int64_t i) {
+        return zero ? scaleZero[i][k].second : scaleZero[i][k].first;
+      };
+      if (zero && !op.zeros)
+        return Value();
+      return kb.packPair(pick(first), pick(first + 1), s.half);
+    };
+    SmallVector<Value> scalePairs, zeroPairs; // [token pair][group]
+    for (int64_t first : {0, 2})
+      for (int64_t k = 0; k < runGroups; ++k) {
+        scalePairs.push_back(kb.named("scale_pair", pairOf(first, k, false)));
+        zeroPairs.push_back(pairOf(first, k, true));
+      }
+    int64_t mask = scheme.maxCode() | scheme.maxCode() << 16;
+    Value magic = kb.i32(0x64006400); // fp16 1024, twice
+    // Token i's codes for local channels c and c + 1 (c even), each
+    // 1024 + code in fp16.
+    auto codePair = [&](int64_t i, int64_t c) -> Value {
+      Value word = words[i][wholeWords ? c / perWord : 0];
+      if (interleaved) {
+        // Code 2j in slot j, code 2j + 1 sixteen bits higher.
+        Value shift =
+            wholeWords
+                ? kb.i32(c % perWord / 2 * bits)
+                : kb.mul(kb.div(kb.add(codeOffset, kb.i32(c)), kb.i32(2)),
+                         kb.i32(bits));
+        return kb.bitOr(kb.bitAnd(kb.shru(word, shift), kb.i32(mask)), magic);
+      }
+      auto code = [&](int64_t at) {
+        return wholeWords ? kb.extractCode(scheme, word, unsigned(at % perWord))
+                          : kb.extractCode(scheme, word,
+                                           kb.add(codeOffset, kb.i32(at)));
+      };
+      return kb.bitOr(kb.bitOr(code(c), kb.shl(code(c + 1), kb.i32(16))),
+                      magic);
+    };
+    int64_t centre = scheme.isSymmetric() ? 1 << (bits - 1) : 0;
+    SmallVector<Value> fragments;
+    for (int64_t m = 0; m < kSteps; ++m) {
+      int64_t c = 2 * m;
+      int64_t k = count % group == 0 ? c / group : 0;
+      Value x[4];
+      for (int64_t i = 0; i < 4; ++i)
+        x[i] = kb.named("codes", codePair(i, c));
+      for (int64_t pair : {0, 1})
+        for (bool high : {false, true})
+          fragments.push_back(kb.dequantizePair(
+              kb.selectHalves(x[2 * pair], x[2 * pair + 1], high),
+              scalePairs[pair * runGroups + k], zeroPairs[pair * runGroups + k],
+              centre));
+    }
+    return fragments;
+  }
+
   /// Values of channels [c0, c0 + count) of step tokens `tokens` (clamped,
   /// from the step's first stored token `at.first`) of a channel-axis
   /// quantized tensor (each word a run of tokens of one channel). Tokens
@@ -298,6 +445,155 @@ private:
     return channelAxisRuns(op, at, tokens, wordOf, c0, count, oneScaleRow);
   }
 
+  /// The keys of a step as A fragments, per k-step a[0..3]: (row g,
+  /// channels c, c+1), (row g+8, c, c+1), (row g, c+2, c+3), (row g+8,
+  /// c+2, c+3) with c = 16s + 4t. Either fp16 values with what rounding them
+  /// left over (`errors`: a second MMA keeps the scores fp32-accurate, as
+  /// keys are large where it matters, in outlier channels, and a score error
+  /// moves the softmax exponentially), or exact integer codes with each
+  /// token's scale (and zero point) per scale group.
+  struct KeyFragments {
+    SmallVector<Value> values, errors;
+    SmallVector<Value> scales, zeros; ///< codes: [group][token g, g + 8]
+    int64_t stepsPerGroup = 0;        ///< codes: k-steps a scale group spans
+  };
+
+  KeyFragments keyValueFragments(const Operand &keys, const StoredRows &at,
+                                 ArrayRef<Value> tokens, Value channel,
+                                 int64_t perWord) {
+    // Tokens g and g + 8 lie in one word row when a word holds 16 tokens.
+    SmallVector<int64_t> wordOf = {0, perWord >= 16 ? 0 : 1};
+    KeyFragments f;
+    // One run of the lane's quarter, or (the body's keys are codes: these
+    // are sink or residual keys) 4 channels a k-step.
+    SmallVector<SmallVector<Value>> run =
+        codeKeys ? SmallVector<SmallVector<Value>>()
+                 : loadRuns(keys, at, tokens, wordOf, channel, keyRun);
+    for (int64_t m = 0; m < kSteps; ++m) {
+      SmallVector<SmallVector<Value>> k;
+      if (codeKeys)
+        k = loadRuns(keys, at, tokens, wordOf, kb.add(channel, kb.i32(16 * m)),
+                     4);
+      else
+        for (const SmallVector<Value> &token : run)
+          k.push_back(
+              SmallVector<Value>(ArrayRef<Value>(token).slice(4 * m, 4)));
+      for (int64_t j : {0, 2})
+        for (int64_t r : {0, 1}) {
+          Value pair = kb.packPair(k[r][j], k[r][j + 1], s.half);
+          f.values.push_back(pair);
+          if (keys.scheme) // fp16 keys are exact in their fragments
+            f.errors.push_back(
+                kb.packPairError(k[r][j], k[r][j + 1], pair, s.half));
+        }
+    }
+    return f;
+  }
+
+  /// Token-axis keys as codes: a k-step's 4 channels of a token are one
+  /// word's codes (a shift, a LOP3 under fp16's 1024 exponent and a HSUB2 a
+  /// pair make them exact fp16 integers); the scales of each token's groups
+  /// are applied to the scores after the group's MMAs (scores()).
+  KeyFragments keyCodeFragments(const Operand &keys, const StoredRows &at,
+                                ArrayRef<Value> tokens, Value channel) {
+    SchemeAttr scheme = keys.scheme;
+    int64_t perWord = scheme.codesPerWord(), bits = scheme.getBits();
+    int64_t group = scheme.groupSize(s.headDim);
+    int64_t wordsPerRow = s.headDim / perWord;
+    int64_t groupsPerRow = s.headDim / group;
+    bool interleaved = scheme.getOrder() == PackOrder::interleaved;
+    int64_t centre = scheme.isSymmetric() ? 1 << (bits - 1) : 0;
+    // 16s is a whole number of words: a lane's codes sit at the same place
+    // in every k-step's word.
+    Value codeOffset =
+        kb.named("code_offset", kb.rem(channel, kb.i32(perWord)));
+    Value firstWord = kb.named("first_word", kb.div(channel, kb.i32(perWord)));
+    Value magic = kb.i32(0x64006400);
+    int64_t mask = scheme.maxCode() | scheme.maxCode() << 16;
+    KeyFragments f;
+    f.stepsPerGroup = group / 16;
+    SmallVector<Value> rows, firstWords;
+    for (Value token : tokens) {
+      Value row = kb.named(
+          "row", kb.add(kb.mul(at.row, at.capacity), kb.add(at.first, token)));
+      rows.push_back(row);
+      firstWords.push_back(kb.named(
+          "word", kb.add(kb.mul(row, kb.i32(wordsPerRow)), firstWord)));
+    }
+    for (int64_t m = 0; m < kSteps; ++m) {
+      SmallVector<Value> words;
+      for (Value first : firstWords)
+        words.push_back(kb.named(
+            "key_word",
+            kb.load(keys.data, kb.add(first, kb.i32(16 * m / perWord)))));
+      for (int64_t j : {0, 2})
+        for (int64_t r : {0, 1}) {
+          Value at = kb.add(codeOffset, kb.i32(j)); // even
+          Value held;
+          if (interleaved) {
+            Value shift =
+                kb.mul(kb.div(at, kb.i32(2)), kb.i32(bits)); // slot j/2
+            held = kb.bitOr(kb.bitAnd(kb.shru(words[r], shift), kb.i32(mask)),
+                            magic);
+          } else {
+            Value low = kb.extractCode(scheme, words[r], at);
+            Value high =
+                kb.extractCode(scheme, words[r], kb.add(at, kb.i32(1)));
+            held = kb.bitOr(kb.bitOr(low, kb.shl(high, kb.i32(16))), magic);
+          }
+          f.values.push_back(kb.named(
+              "key_codes", kb.dequantizePair(held, Value(), Value(), centre)));
+        }
+    }
+    for (int64_t group = 0; group < groupsPerRow; ++group)
+      for (Value row : rows) {
+        auto [scale, zeroPoint] = kb.loadScaleAndZero(
+            keys.scales, keys.zeros,
+            kb.add(kb.mul(row, kb.i32(groupsPerRow)), kb.i32(group)));
+        f.scales.push_back(scale);
+        f.zeros.push_back(zeroPoint);
+      }
+    return f;
+  }
+
+  /// Head tile h's raw scores (before the softmax scale): accumulators of
+  /// tokens g, g+8 x heads 2t, 2t+1.
+  SmallVector<Value> scores(const KeyFragments &keys, int64_t h) {
+    auto query = [&](int64_t m) -> SmallVector<Value> {
+      return {queryFragments[(h * kSteps + m) * 2],
+              queryFragments[(h * kSteps + m) * 2 + 1]};
+    };
+    SmallVector<Value> acc(4, kb.f32(0.0));
+    if (!keys.stepsPerGroup) {
+      for (int64_t m = 0; m < kSteps; ++m)
+        for (const SmallVector<Value> *a : {&keys.values, &keys.errors})
+          if (!a->empty())
+            acc = kb.mma(ArrayRef<Value>(*a).slice(4 * m, 4), query(m), acc,
+                         s.half);
+      return acc;
+    }
+    // Codes: per scale group, q.codes by MMA, then times each token's
+    // scale, plus its zero point times the group's sum of q.
+    int64_t groups = kSteps / keys.stepsPerGroup;
+    for (int64_t group = 0; group < groups; ++group) {
+      SmallVector<Value> partial(4, kb.f32(0.0));
+      for (int64_t m = group * keys.stepsPerGroup;
+           m < (group + 1) * keys.stepsPerGroup; ++m)
+        partial = kb.mma(ArrayRef<Value>(keys.values).slice(4 * m, 4), query(m),
+                         partial, s.half);
+      for (int64_t r = 0; r < 4; ++r) {
+        int64_t token = r / 2, column = r % 2;
+        Value term = kb.fmul(partial[r], keys.scales[group * 2 + token]);
+        if (keys.zeros[group * 2 + token])
+          term = kb.fadd(term,
+                         kb.fmul(keys.zeros[group * 2 + token],
+                                 querySums[(h * groups + group) * 2 + column]));
+        acc[r] = kb.fadd(acc[r], term);
+      }
+    }
+    return acc;
+  }
+
   /// One step of 16 tokens from `t0` (`n` of them valid) for every head
   /// tile: scores, online softmax and P.V into `state`.
   SmallVector<Value> step(const Operand &keys, const Operand &values, bool body,
@@ -315,28 +611,14 @@ private:
     int64_t valuePerWord = values.scheme ? values.scheme.codesPerWord() : 1;
 
     kb.comment("K as A fragments: tokens group and group + 8 (clamped to the "
-               "valid ones), channels from thread_in_group * d/4");
+               "valid ones), 4 channels a k-step from key_channel");
     SmallVector<Value> keyTokens = {token(g, 0, "key_token"),
                                     token(g, 8, "key_token_b")};
-    // Tokens g and g + 8 lie in one word row when a word holds 16 tokens.
-    SmallVector<int64_t> keyWordOf = {0, keyPerWord >= 16 ? 0 : 1};
-    SmallVector<SmallVector<Value>> k =
-        loadRuns(keys, at, keyTokens, keyWordOf,
-                 kb.named("key_channel", kb.mul(t, kb.i32(keyRun))), keyRun);
-    // Per k-step a[0..3] of the A operand: (row g, channels 4m, 4m+1),
-    // (row g+8, 4m..), (row g, 4m+2, 4m+3), (row g+8, 4m+2..); and what
-    // rounding to 16 bits left over, so that the scores keep fp32 accuracy
-    // (two MMAs per k-step: keys are large where it matters, in outlier
-    // channels, and a score error moves the softmax exponentially).
-    SmallVector<Value> keyFragments, keyErrors;
-    for (int64_t m = 0; m < kSteps; ++m)
-      for (int64_t j : {0, 2})
-        for (int64_t r : {0, 1}) {
-          Value low = k[r][4 * m + j], high = k[r][4 * m + j + 1];
-          Value pair = kb.packPair(low, high, s.half);
-          keyFragments.push_back(pair);
-          keyErrors.push_back(kb.packPairError(low, high, pair, s.half));
-        }
+    Value keyChannel = kb.named("key_channel", this->keyChannel());
+    KeyFragments keyFragments =
+        keysAsCodes(keys)
+            ? keyCodeFragments(keys, at, keyTokens, keyChannel)
+            : keyValueFragments(keys, at, keyTokens, keyChannel, keyPerWord);
 
     Value lowValid = kb.named("token_valid", kb.lt(g, n));
     Value highValid = kb.named("token_b_valid", kb.lt(kb.add(g, kb.i32(8)), n));
@@ -345,13 +627,7 @@ private:
       kb.comment(
           "scores of head tile " + std::to_string(h) +
           ": tokens group, group + 8 x heads 2 * thread_in_group + 0, 1");
-      SmallVector<Value> acc(4, kb.f32(0.0));
-      for (int64_t m = 0; m < kSteps; ++m)
-        for (const SmallVector<Value> &a : {keyFragments, keyErrors})
-          acc = kb.mma(ArrayRef<Value>(a).slice(4 * m, 4),
-                       {queryFragments[(h * kSteps + m) * 2],
-                        queryFragments[(h * kSteps + m) * 2 + 1]},
-                       acc, s.half);
+      SmallVector<Value> acc = scores(keyFragments, h);
       SmallVector<Value> x;
       for (int64_t r = 0; r < 4; ++r)
         x.push_back(kb.select(r < 2 ? lowValid : highValid,
@@ -394,15 +670,28 @@ private:
     // number of tokens); all four do when a word holds 16.
     SmallVector<int64_t> valueWordOf = {0, 0, valuePerWord >= 16 ? 0 : 2,
                                         valuePerWord >= 16 ? 0 : 2};
-    SmallVector<SmallVector<Value>> v = loadRuns(
-        values, at, valueTokens, valueWordOf,
-        kb.named("value_channel", kb.mul(g, kb.i32(valueRun))), valueRun);
+    Value valueChannel = kb.named("value_channel", kb.mul(g, kb.i32(valueRun)));
+    SmallVector<Value> valueFragments;
+    if (valuesInHalf2(values)) {
+      SmallVector<Value> rows;
+      for (Value token : valueTokens)
+        rows.push_back(kb.named("row", kb.add(kb.mul(at.row, at.capacity),
+                                              kb.add(at.first, token))));
+      valueFragments =
+          tokenAxisValueFragments(values, rows, valueChannel, valueRun);
+    } else {
+      SmallVector<SmallVector<Value>> v = loadRuns(
+          values, at, valueTokens, valueWordOf, valueChannel, valueRun);
+      for (int64_t m = 0; m < kSteps; ++m)
+        valueFragments.append(
+            {kb.packPair(v[0][2 * m], v[1][2 * m], s.half),
+             kb.packPair(v[0][2 * m + 1], v[1][2 * m + 1], s.half),
+             kb.packPair(v[2][2 * m], v[3][2 * m], s.half),
+             kb.packPair(v[2][2 * m + 1], v[3][2 * m + 1], s.half)});
+    }
     for (int64_t m = 0; m < kSteps; ++m) {
-      SmallVector<Value> fragment = {
-          kb.packPair(v[0][2 * m], v[1][2 * m], s.half),
-          kb.packPair(v[0][2 * m + 1], v[1][2 * m + 1], s.half),
-          kb.packPair(v[2][2 * m], v[3][2 * m], s.half),
-          kb.packPair(v[2][2 * m + 1], v[3][2 * m + 1], s.half)};
+      ArrayRef<Value> fragment =
+          ArrayRef<Value>(valueFragments).slice(4 * m, 4);
       for (int64_t h = 0; h < headTiles; ++h) {
         SmallVector<Value> acc;
         for (int64_t r = 0; r < 4; ++r)
@@ -509,7 +798,10 @@ private:
   int64_t warps = 0, headTiles = 0, kSteps = 0, keyRun = 0, valueRun = 0;
   SplitRange range;
   Value zero, d, warp, g, t;
+  bool codeKeys = false; ///< the body's keys enter the MMAs as codes
   SmallVector<Value> queryFragments; ///< [head tile][k-step][2]
+  /// Keys as codes with zero points: [head tile][scale group][head 2t, 2t+1]
+  SmallVector<Value> querySums;
 };
 
 } // namespace

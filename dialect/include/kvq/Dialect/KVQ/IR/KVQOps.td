@@ -311,6 +311,47 @@ def KVQ_PackPairErrorOp : KVQ_Op<"pack_pair_error", [Pure]> {
   let assemblyFormat = "$low `,` $high `,` $pair $element_type attr-dict";
 }
 
+def KVQ_SelectHalvesOp : KVQ_Op<"select_halves", [Pure]> {
+  let summary = "The low (or high) 16 bits of two registers, side by side";
+  let description = [{
+    `low`: `a[0:16] | b[0:16] << 16`; `high`: `a[16:32] | b[16:32] << 16`
+    (one `prmt`): two fp16 pairs of two tokens regrouped into the pairs of
+    one channel that an MMA fragment holds.
+
+    ```mlir
+    %pair = kvq.select_halves %a, %b high
+    ```
+  }];
+  let arguments = (ins I32:$a, I32:$b, UnitAttr:$high);
+  let results = (outs I32:$pair);
+  let assemblyFormat = "$a `,` $b (`high` $high^)? attr-dict";
+}
+
+def KVQ_DequantizePairOp : KVQ_Op<"dequantize_pair", [Pure, AttrSizedOperandSegments]> {
+  let summary = "Two codes held as fp16 1024 + code, dequantized in fp16";
+  let description = [{
+    `codes` holds two fp16 values `1024 + code` (the code's bits under the
+    exponent of 1024, 0x6400: one LOP3 from a packed word); the result is
+    `(code - centre) * scale + zero` for each, rounded once to fp16
+    (`hsub2`, then `hfma2`), with `scales` and `zeros` fp16 pairs; without
+    scales, the exact integers `code - centre` (`hsub2` alone). `centre` is
+    0, or 2^(bits-1) for symmetric schemes.
+
+    ```mlir
+    %v = kvq.dequantize_pair %codes scales(%scales, %zeros) centre 0
+    %c = kvq.dequantize_pair %codes centre 8
+    ```
+  }];
+  let arguments = (ins I32:$codes, Optional<I32>:$scales,
+                       Optional<I32>:$zeros, I64Attr:$centre);
+  let results = (outs I32:$values);
+  let assemblyFormat = [{
+    $codes (`scales` `(` $scales^ (`,` $zeros^)? `)`)? `centre` $centre
+    attr-dict
+  }];
+  let hasVerifier = 1;
+}
+
 def KVQ_TransposePairsOp : KVQ_Op<"transpose_pairs"> {
   let summary = "Transpose an 8x8 matrix of 16-bit values across the warp";
   let description = [{
