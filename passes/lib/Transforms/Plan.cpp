@@ -145,6 +145,21 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
     return commit(op, plan);
   }
 
+  /// What both attention bodies plan alike: splits of at least 4 tiles,
+  /// the arch's SM count, the widest aligned loads of packed words and of
+  /// fp16 tokens.
+  static void fillSplitsAndLoads(::kvq::LaunchPlan &plan, int64_t tile,
+                                 int64_t archNumber, int64_t headDim,
+                                 SchemeAttr keyScheme, SchemeAttr valueScheme) {
+    fill(plan.minTokensPerSplit, 4 * tile);
+    fill(plan.smCount, smCountFor(archNumber));
+    if (keyScheme) {
+      fill(plan.keyVectorWords, widestVector(keyScheme, headDim));
+      fill(plan.valueVectorWords, widestVector(valueScheme, headDim));
+    }
+    fill(plan.halfVector, widestHalfVector(headDim));
+  }
+
   /// Why the tensor-core body cannot run this attention, or nothing when it
   /// can (TensorCoreAttention.cpp: each lane reads values in channel runs of
   /// d/8, which must be whole packed words or lie inside one, and whole
@@ -256,13 +271,7 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
         break;
       }
     int64_t tile = fill(plan.tileTokens, defaultTile);
-    fill(plan.minTokensPerSplit, 4 * tile);
-    fill(plan.smCount, smCountFor(archNumber));
-    if (keyScheme) {
-      fill(plan.keyVectorWords, widestVector(keyScheme, headDim));
-      fill(plan.valueVectorWords, widestVector(valueScheme, headDim));
-    }
-    fill(plan.halfVector, widestHalfVector(headDim));
+    fillSplitsAndLoads(plan, tile, archNumber, headDim, keyScheme, valueScheme);
     // Scores for two tokens per thread share each q load; past head_dim 128
     // the unrolled pair needs more registers than ptxas keeps (spills at
     // head_dim 256, GQA 8 on sm_90).
@@ -299,13 +308,7 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
       return false;
     }
     int64_t tile = fill(plan.tileTokens, 16 * (threads / 32));
-    fill(plan.minTokensPerSplit, 4 * tile);
-    fill(plan.smCount, smCountFor(archNumber));
-    if (keyScheme) {
-      fill(plan.keyVectorWords, widestVector(keyScheme, headDim));
-      fill(plan.valueVectorWords, widestVector(valueScheme, headDim));
-    }
-    fill(plan.halfVector, widestHalfVector(headDim));
+    fillSplitsAndLoads(plan, tile, archNumber, headDim, keyScheme, valueScheme);
     fill(plan.scoresPerThread, 1);
     plan.sharedBytes = shared;
     return commit(op, plan);

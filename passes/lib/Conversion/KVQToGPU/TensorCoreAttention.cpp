@@ -218,47 +218,80 @@ private:
     return out;
   }
 
+  /// A lane's run of channels [c0, c0 + count) of token-axis codes, as
+  /// loaded from each of some stored rows: its packed words (whole words,
+  /// or the one word the run lies in, from `codeOffset`) and the scale and
+  /// zero point of each group it covers (whole groups, or a part of one).
+  struct TokenRun {
+    int64_t perWord, group, count;
+    bool wholeWords;
+    Value codeOffset;                      ///< !wholeWords only
+    SmallVector<SmallVector<Value>> words; ///< [row][word]
+    SmallVector<SmallVector<std::pair<Value, Value>>>
+        scaleZero; ///< [row][group]
+    /// Index into a row's scaleZero of local channel c.
+    int64_t groupOf(int64_t c) const {
+      return count % group == 0 ? c / group : 0;
+    }
+  };
+
+  TokenRun loadTokenRun(const Operand &op, ArrayRef<Value> rows, Value c0,
+                        int64_t count) {
+    SchemeAttr scheme = op.scheme;
+    TokenRun run;
+    run.perWord = scheme.codesPerWord();
+    run.group = scheme.groupSize(s.headDim);
+    run.count = count;
+    run.wholeWords = count % run.perWord == 0;
+    int64_t wordsPerRow = s.headDim / run.perWord;
+    int64_t groupsPerRow = s.headDim / run.group;
+    int64_t runWords = run.wholeWords ? count / run.perWord : 1;
+    int64_t width = runWords % 4 == 0 ? 4 : runWords % 2 == 0 ? 2 : 1;
+    int64_t runGroups = count % run.group == 0 ? count / run.group : 1;
+    Value firstWord = kb.named("first_word", kb.div(c0, kb.i32(run.perWord)));
+    if (!run.wholeWords)
+      run.codeOffset = kb.named("code_offset", kb.rem(c0, kb.i32(run.perWord)));
+    Value firstGroup = kb.named("first_group", kb.div(c0, kb.i32(run.group)));
+    for (Value row : rows) {
+      SmallVector<Value> words;
+      Value w0 = kb.add(kb.mul(row, kb.i32(wordsPerRow)), firstWord);
+      for (int64_t k = 0; k < runWords; k += width)
+        words.append(kb.loadVector(op.data, kb.add(w0, kb.i32(k)), width));
+      run.words.push_back(std::move(words));
+      SmallVector<std::pair<Value, Value>> groups;
+      for (int64_t k = 0; k < runGroups; ++k)
+        groups.push_back(
+            kb.loadScaleAndZero(op.scales, op.zeros,
+                                kb.add(kb.mul(row, kb.i32(groupsPerRow)),
+                                       kb.add(firstGroup, kb.i32(k)))));
+      run.scaleZero.push_back(std::move(groups));
+    }
+    return run;
+  }
+
+  /// Code at local channel c of row i of a token run.
+  Value codeOf(SchemeAttr scheme, const TokenRun &run, size_t i, int64_t c) {
+    return run.wholeWords
+               ? kb.extractCode(scheme, run.words[i][c / run.perWord],
+                                unsigned(c % run.perWord))
+               : kb.extractCode(scheme, run.words[i][0],
+                                kb.add(run.codeOffset, kb.i32(c)));
+  }
+
   /// Values of channels [c0, c0 + count) of stored rows `rows` of a
   /// token-axis quantized tensor (each row one token's packed channels).
   /// The run is whole words, or lies inside one word (plan eligibility).
   SmallVector<SmallVector<Value>> tokenAxisRuns(const Operand &op,
                                                 ArrayRef<Value> rows, Value c0,
                                                 int64_t count) {
-    SchemeAttr scheme = op.scheme;
-    int64_t perWord = scheme.codesPerWord();
-    int64_t group = scheme.groupSize(s.headDim);
-    int64_t wordsPerRow = s.headDim / perWord;
-    int64_t groupsPerRow = s.headDim / group;
-    bool wholeWords = count % perWord == 0;
-    int64_t runWords = wholeWords ? count / perWord : 1;
-    int64_t width = runWords % 4 == 0 ? 4 : runWords % 2 == 0 ? 2 : 1;
-    Value firstWord = kb.named("first_word", kb.div(c0, kb.i32(perWord)));
-    Value codeOffset =
-        wholeWords ? Value()
-                   : kb.named("code_offset", kb.rem(c0, kb.i32(perWord)));
-    Value firstGroup = kb.named("first_group", kb.div(c0, kb.i32(group)));
+    TokenRun run = loadTokenRun(op, rows, c0, count);
     SmallVector<SmallVector<Value>> out;
-    for (Value row : rows) {
-      SmallVector<Value> words;
-      Value w0 = kb.add(kb.mul(row, kb.i32(wordsPerRow)), firstWord);
-      for (int64_t k = 0; k < runWords; k += width)
-        words.append(kb.loadVector(op.data, kb.add(w0, kb.i32(k)), width));
-      // The run's groups: whole groups, or a part of one.
-      int64_t runGroups = count % group == 0 ? count / group : 1;
-      SmallVector<std::pair<Value, Value>> scaleZero;
-      for (int64_t k = 0; k < runGroups; ++k)
-        scaleZero.push_back(
-            kb.loadScaleAndZero(op.scales, op.zeros,
-                                kb.add(kb.mul(row, kb.i32(groupsPerRow)),
-                                       kb.add(firstGroup, kb.i32(k)))));
+    for (size_t i = 0; i < rows.size(); ++i) {
       SmallVector<Value> values;
       for (int64_t c = 0; c < count; ++c) {
-        Value code = wholeWords ? kb.extractCode(scheme, words[c / perWord],
-                                                 unsigned(c % perWord))
-                                : kb.extractCode(scheme, words[0],
-                                                 kb.add(codeOffset, kb.i32(c)));
-        auto [scale, zeroPoint] = scaleZero[count % group == 0 ? c / group : 0];
-        values.push_back(kb.dequantizeCode(scheme, code, scale, zeroPoint));
+        auto [scale, zeroPoint] = run.scaleZero[i][run.groupOf(c)];
+        values.push_back(kb.dequantizeCode(
+            op.scheme, codeOf(op.scheme, run, i, c), scale, zeroPoint));
       }
       out.push_back(std::move(values));
     }
@@ -283,37 +316,12 @@ private:
                                              ArrayRef<Value> rows, Value c0,
                                              int64_t count) {
     SchemeAttr scheme = op.scheme;
-    int64_t perWord = scheme.codesPerWord();
     int64_t bits = scheme.getBits();
-    int64_t group = scheme.groupSize(s.headDim);
-    int64_t wordsPerRow = s.headDim / perWord;
-    int64_t groupsPerRow = s.headDim / group;
-    bool wholeWords = count % perWord == 0;
-    int64_t runWords = wholeWords ? count / perWord : 1;
-    int64_t width = runWords % 4 == 0 ? 4 : runWords % 2 == 0 ? 2 : 1;
-    int64_t runGroups = count % group == 0 ? count / group : 1;
     bool interleaved = scheme.getOrder() == PackOrder::interleaved;
-    Value firstWord = kb.named("first_word", kb.div(c0, kb.i32(perWord)));
-    Value codeOffset =
-        wholeWords ? Value()
-                   : kb.named("code_offset", kb.rem(c0, kb.i32(perWord)));
-    Value firstGroup = kb.named("first_group", kb.div(c0, kb.i32(group)));
-    SmallVector<SmallVector<Value>> words;
-    SmallVector<SmallVector<std::pair<Value, Value>>> scaleZero;
-    for (Value row : rows) {
-      SmallVector<Value> loaded;
-      Value w0 = kb.add(kb.mul(row, kb.i32(wordsPerRow)), firstWord);
-      for (int64_t k = 0; k < runWords; k += width)
-        loaded.append(kb.loadVector(op.data, kb.add(w0, kb.i32(k)), width));
-      words.push_back(std::move(loaded));
-      SmallVector<std::pair<Value, Value>> groups;
-      for (int64_t k = 0; k < runGroups; ++k)
-        groups.push_back(
-            kb.loadScaleAndZero(op.scales, op.zeros,
-                                kb.add(kb.mul(row, kb.i32(groupsPerRow)),
-                                       kb.add(firstGroup, kb.i32(k)))));
-      scaleZero.push_back(std::move(groups));
-    }
+    TokenRun run = loadTokenRun(op, rows, c0, count);
+    int64_t perWord = run.perWord;
+    int64_t runGroups = run.scaleZero[0].size();
+    const auto &scaleZero = run.scaleZero;
     // Scales and zero points of tokens (2t, 2t+1) and (2t+8, 2t+9) as fp16
     // pairs, a pair per group.
     auto pairOf = [&](int64_t first, int64_t k, bool zero) -> Value {
@@ -335,29 +343,26 @@ private:
     // Token i's codes for local channels c and c + 1 (c even), each
     // 1024 + code in fp16.
     auto codePair = [&](int64_t i, int64_t c) -> Value {
-      Value word = words[i][wholeWords ? c / perWord : 0];
       if (interleaved) {
         // Code 2j in slot j, code 2j + 1 sixteen bits higher.
+        Value word = run.words[i][run.wholeWords ? c / perWord : 0];
         Value shift =
-            wholeWords
+            run.wholeWords
                 ? kb.i32(c % perWord / 2 * bits)
-                : kb.mul(kb.div(kb.add(codeOffset, kb.i32(c)), kb.i32(2)),
+                : kb.mul(kb.div(kb.add(run.codeOffset, kb.i32(c)), kb.i32(2)),
                          kb.i32(bits));
         return kb.bitOr(kb.bitAnd(kb.shru(word, shift), kb.i32(mask)), magic);
       }
-      auto code = [&](int64_t at) {
-        return wholeWords ? kb.extractCode(scheme, word, unsigned(at % perWord))
-                          : kb.extractCode(scheme, word,
-                                           kb.add(codeOffset, kb.i32(at)));
-      };
-      return kb.bitOr(kb.bitOr(code(c), kb.shl(code(c + 1), kb.i32(16))),
-                      magic);
+      return kb.bitOr(
+          kb.bitOr(codeOf(scheme, run, i, c),
+                   kb.shl(codeOf(scheme, run, i, c + 1), kb.i32(16))),
+          magic);
     };
     int64_t centre = scheme.isSymmetric() ? 1 << (bits - 1) : 0;
     SmallVector<Value> fragments;
     for (int64_t m = 0; m < kSteps; ++m) {
       int64_t c = 2 * m;
-      int64_t k = count % group == 0 ? c / group : 0;
+      int64_t k = run.groupOf(c);
       Value x[4];
       for (int64_t i = 0; i < 4; ++i)
         x[i] = kb.named("codes", codePair(i, c));
