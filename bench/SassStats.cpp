@@ -66,27 +66,22 @@ sass::Function summarize(const std::vector<Instruction> &code) {
     return &outer != &inner && inner.begin >= outer.begin &&
            inner.end <= outer.end;
   };
-  // Innermost: no other streaming loop nested inside it.
-  for (const sass::Loop &loop : loops) {
-    if (!loop.wideLoads)
-      continue;
-    bool innermost = true;
-    for (const sass::Loop &other : loops)
-      if (other.wideLoads && nests(loop, other))
-        innermost = false;
-    if (innermost)
-      f.streamingLoops.push_back(loop);
-  }
-  for (const sass::Loop &loop : loops) {
-    if (!loop.hmmas)
-      continue;
-    bool innermost = true;
-    for (const sass::Loop &other : loops)
-      if (other.hmmas && nests(loop, other))
-        innermost = false;
-    if (innermost)
-      f.stepLoops.push_back(loop);
-  }
+  // The loops holding a kind of instruction with no other such loop nested
+  // inside: streaming loops (128-bit global loads), tensor-core step loops.
+  auto innermost = [&](int sass::Loop::*count, std::vector<sass::Loop> &out) {
+    for (const sass::Loop &loop : loops) {
+      if (!(loop.*count))
+        continue;
+      bool inner = true;
+      for (const sass::Loop &other : loops)
+        if (other.*count && nests(loop, other))
+          inner = false;
+      if (inner)
+        out.push_back(loop);
+    }
+  };
+  innermost(&sass::Loop::wideLoads, f.streamingLoops);
+  innermost(&sass::Loop::hmmas, f.stepLoops);
   for (const sass::Loop &loop : loops) {
     if (loop.ffmas < 8 || !loop.sharedLoads || loop.globalLoads)
       continue;

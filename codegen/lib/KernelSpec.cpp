@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <iterator>
 #include <sstream>
 
 using namespace kvq;
@@ -83,23 +84,20 @@ KernelSpec KernelSpec::forDenseAttention(int headDim, int queryHeads,
   return spec;
 }
 
+namespace {
+/// AttentionPath's names, in the enum's order.
+constexpr const char *kAttentionPathNames[] = {"auto", "cuda-cores",
+                                               "tensor-cores"};
+} // namespace
+
 const char *kvq::attentionPathName(AttentionPath path) {
-  switch (path) {
-  case AttentionPath::Auto:
-    return "auto";
-  case AttentionPath::CudaCores:
-    return "cuda-cores";
-  case AttentionPath::TensorCores:
-    return "tensor-cores";
-  }
-  return "auto";
+  return kAttentionPathNames[int(path)];
 }
 
 bool kvq::parseAttentionPath(const std::string &text, AttentionPath &path) {
-  for (AttentionPath p : {AttentionPath::Auto, AttentionPath::CudaCores,
-                          AttentionPath::TensorCores})
-    if (text == attentionPathName(p)) {
-      path = p;
+  for (size_t i = 0; i < std::size(kAttentionPathNames); ++i)
+    if (text == kAttentionPathNames[i]) {
+      path = AttentionPath(i);
       return true;
     }
   return false;

@@ -58,6 +58,15 @@ __device__ __forceinline__ int kvq_and_or(int a, int b, int c) {
   return (a & b) | c;
 #endif
 }
+// One mma.sync.m16n8k16 with `ab` ("f16" or "bf16") A and B, fp32 C and D,
+// on the arrays d, a, b, c in scope (sm_80 and later).
+#define KVQ_MMA_M16N8K16(ab)                                                   \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." ab "." ab ".f32 "      \
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "                \
+               "{%10, %11, %12, %13};"                                         \
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])                \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),        \
+                 "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]))
 // D = A.B + C for one 16x8x16 tile on the tensor cores, every lane of the
 // warp taking part: fp16 A (row-major) and B (column-major), fp32
 // accumulators, in mma.sync's register fragments (PTX ISA, "Matrix
@@ -68,12 +77,7 @@ __device__ __forceinline__ void kvq_mma_m16n8k16(float d[4], const unsigned a[4]
                                                  const unsigned b[2],
                                                  const float c[4]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-               "{%10, %11, %12, %13};"
-               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),
-                 "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+  KVQ_MMA_M16N8K16("f16");
 #elif defined(__CUDA_ARCH__)
   float e[4];
   asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 "
@@ -98,12 +102,7 @@ __device__ __forceinline__ void kvq_mma_m16n8k16_bf16(float d[4],
                                                       const unsigned b[2],
                                                       const float c[4]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-               "{%10, %11, %12, %13};"
-               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),
-                 "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+  KVQ_MMA_M16N8K16("bf16");
 #elif defined(KVQ_EMULATOR)
   kvq_emu::mmaM16N8K16(d, a, b, c, /*bf16=*/true);
 #endif

@@ -145,6 +145,21 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
     return commit(op, plan);
   }
 
+  /// Commits an attention plan whose block needs `shared` bytes of shared
+  /// memory, or fails naming what needs them (`what`) if a block cannot
+  /// have that many.
+  static bool commitWithShared(Operation *op, ::kvq::LaunchPlan &plan,
+                               int64_t shared, const std::string &what) {
+    if (shared > ::kvq::kMaxStaticSharedBytes) {
+      op->emitOpError("plan: ")
+          << what << " " << shared << " bytes of shared memory, more than the "
+          << ::kvq::kMaxStaticSharedBytes << " a block gets";
+      return false;
+    }
+    plan.sharedBytes = shared;
+    return commit(op, plan);
+  }
+
   /// What both attention bodies plan alike: splits of at least 4 tiles,
   /// the arch's SM count, the widest aligned loads of packed words and of
   /// fp16 tokens.
@@ -276,16 +291,8 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
     // the unrolled pair needs more registers than ptxas keeps (spills at
     // head_dim 256, GQA 8 on sm_90).
     fill(plan.scoresPerThread, headDim % 4 == 0 && headDim <= 128 ? 2 : 1);
-    int64_t shared = attentionSharedBytes(headDim, gqa, tile);
-    if (shared > ::kvq::kMaxStaticSharedBytes) {
-      op->emitOpError("plan: tileTokens ")
-          << tile << " needs " << shared
-          << " bytes of shared memory, more than the "
-          << ::kvq::kMaxStaticSharedBytes << " a block gets";
-      return false;
-    }
-    plan.sharedBytes = shared;
-    return commit(op, plan);
+    return commitWithShared(op, plan, attentionSharedBytes(headDim, gqa, tile),
+                            "tileTokens " + std::to_string(tile) + " needs");
   }
 
   /// The tensor-core body: 4 warps (fewer when their merge buffers would
@@ -299,19 +306,12 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
            tensorCoreSharedBytes(headDim, gqa, warps) > kSharedBudgetBytes)
       warps /= 2;
     int64_t threads = fill(plan.threads, 32 * warps);
-    int64_t shared = tensorCoreSharedBytes(headDim, gqa, threads / 32);
-    if (shared > ::kvq::kMaxStaticSharedBytes) {
-      op->emitOpError("plan: threads ")
-          << threads << " on the tensor cores need " << shared
-          << " bytes of shared memory, more than the "
-          << ::kvq::kMaxStaticSharedBytes << " a block gets";
-      return false;
-    }
     int64_t tile = fill(plan.tileTokens, 16 * (threads / 32));
     fillSplitsAndLoads(plan, tile, archNumber, headDim, keyScheme, valueScheme);
     fill(plan.scoresPerThread, 1);
-    plan.sharedBytes = shared;
-    return commit(op, plan);
+    return commitWithShared(
+        op, plan, tensorCoreSharedBytes(headDim, gqa, threads / 32),
+        "threads " + std::to_string(threads) + " on the tensor cores need");
   }
 };
 
