@@ -648,9 +648,12 @@ llvm::Error Suite::graphStep(const std::string &label, const KernelSpec &spec,
     return stream.takeError();
   // Every layer writes its own output (the same K/V serve every layer: the
   // step's launches, not its data, are what a graph changes).
+  // Zeroed first, so that outputs no kernel wrote (a driver that runs
+  // nothing) read the same every time and differ from the poison below.
+  std::vector<uint8_t> zeros(outBytes, 0);
   std::vector<void *> outs;
   for (int l = 0; l < row.layers; ++l) {
-    llvm::Expected<void *> out = mem.make(nullptr, outBytes);
+    llvm::Expected<void *> out = mem.make(zeros.data(), outBytes);
     if (!out)
       return out.takeError();
     outs.push_back(*out);
