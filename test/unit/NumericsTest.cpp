@@ -460,6 +460,22 @@ int sampleSize() {
   return n > 0 ? n : 40;
 }
 
+/// Whether the plan would let `s` run on the tensor cores if asked
+/// (Plan.cpp's tensorCoreObstacle, for the test's own choice of cases):
+/// head_dim in runs of 32, values whose lane runs of head_dim/8 channels are
+/// whole packed words and groups or lie inside one.
+bool tensorCoresCanRun(const KernelSpec &s) {
+  if (s.headDim % 32 != 0 ||
+      (s.queryHeads / s.kvHeads + 7) / 8 * s.headDim > 256)
+    return false;
+  if (s.value.axis != QuantScheme::Axis::Token)
+    return true;
+  int run = s.headDim / 8, perWord = 32 / s.value.bits;
+  int group = s.value.groupSize(s.headDim);
+  return (run % perWord == 0 || perWord % run == 0) &&
+         (run % group == 0 || group % run == 0);
+}
+
 std::vector<AttentionCase> attentionCases() {
   std::vector<AttentionCase> cases;
   std::vector<std::tuple<int, QuantScheme::Axis, bool>> combos;
@@ -524,9 +540,15 @@ std::vector<AttentionCase> attentionCases() {
       c.outliers = (index + p) % 2 == 0;
       cases.push_back(c);
       // Every case on the plan's path (tensor cores where they can run)
-      // and forced onto the CUDA cores: both bodies stay correct.
+      // and forced onto the CUDA cores: both bodies stay correct. bf16,
+      // which the plan keeps on the CUDA cores, is forced onto the tensor
+      // cores where their fragments can read its values.
       c.spec.path = AttentionPath::CudaCores;
       cases.push_back(c);
+      if (s.dtype == HalfType::BF16 && tensorCoresCanRun(s)) {
+        c.spec.path = AttentionPath::TensorCores;
+        cases.push_back(c);
+      }
     }
   }
   return cases;

@@ -298,6 +298,11 @@ private:
     return out;
   }
 
+  /// bf16 fragments keep 8 mantissa bits: probabilities and dequantized
+  /// values then enter P.V as two fragments each (value + rounding error),
+  /// which keeps the output within the fp16 tolerance.
+  bool splitProducts() const { return s.half.isBF16(); }
+
   /// True when a token-axis quantized V becomes A fragments in fp16
   /// arithmetic (tokenAxisValueFragments): fp16 activations and scales.
   bool valuesInHalf2(const Operand &op) const {
@@ -627,7 +632,9 @@ private:
 
     Value lowValid = kb.named("token_valid", kb.lt(g, n));
     Value highValid = kb.named("token_b_valid", kb.lt(kb.add(g, kb.i32(8)), n));
-    SmallVector<std::pair<Value, Value>> probabilities; // per head tile
+    // Per head tile: P^T's B fragments (tokens 2t.., 2t+8..), each followed
+    // by its rounding error when splitProducts().
+    SmallVector<SmallVector<Value>> probabilities;
     for (int64_t h = 0; h < headTiles; ++h) {
       kb.comment(
           "scores of head tile " + std::to_string(h) +
@@ -657,11 +664,20 @@ private:
       }
       // P^T as the B operand: tokens 2t, 2t+1 (+8) of head g, by transposing
       // the 8x8 (token, head) blocks the accumulators hold.
-      probabilities.push_back(
-          {kb.named("p_frag",
-                    kb.transposePairs(kb.packPair(p[0][0], p[0][1], s.half))),
-           kb.named("p_frag_b",
-                    kb.transposePairs(kb.packPair(p[1][0], p[1][1], s.half)))});
+      // bf16 keeps 8 mantissa bits: what rounding P left over goes in a
+      // second fragment (and a second MMA), as for keys.
+      SmallVector<Value> fragments;
+      for (int64_t row : {0, 1}) {
+        Value pair = kb.packPair(p[row][0], p[row][1], s.half);
+        fragments.push_back(
+            kb.named(row ? "p_frag_b" : "p_frag", kb.transposePairs(pair)));
+        if (splitProducts())
+          fragments.push_back(
+              kb.named(row ? "p_error_b" : "p_error",
+                       kb.transposePairs(kb.packPairError(p[row][0], p[row][1],
+                                                          pair, s.half))));
+      }
+      probabilities.push_back(std::move(fragments));
     }
 
     kb.comment("V^T as A fragments: channels from group * d/8, tokens "
@@ -676,7 +692,7 @@ private:
     SmallVector<int64_t> valueWordOf = {0, 0, valuePerWord >= 16 ? 0 : 2,
                                         valuePerWord >= 16 ? 0 : 2};
     Value valueChannel = kb.named("value_channel", kb.mul(g, kb.i32(valueRun)));
-    SmallVector<Value> valueFragments;
+    SmallVector<Value> valueFragments, valueErrors;
     if (valuesInHalf2(values)) {
       SmallVector<Value> rows;
       for (Value token : valueTokens)
@@ -688,11 +704,18 @@ private:
       SmallVector<SmallVector<Value>> v = loadRuns(
           values, at, valueTokens, valueWordOf, valueChannel, valueRun);
       for (int64_t m = 0; m < kSteps; ++m)
-        valueFragments.append(
-            {kb.packPair(v[0][2 * m], v[1][2 * m], s.half),
-             kb.packPair(v[0][2 * m + 1], v[1][2 * m + 1], s.half),
-             kb.packPair(v[2][2 * m], v[3][2 * m], s.half),
-             kb.packPair(v[2][2 * m + 1], v[3][2 * m + 1], s.half)});
+        for (auto [a, b, c] : {std::tuple{0, 1, 2 * m},
+                               {0, 1, 2 * m + 1},
+                               {2, 3, 2 * m},
+                               {2, 3, 2 * m + 1}}) {
+          Value pair = kb.packPair(v[a][c], v[b][c], s.half);
+          valueFragments.push_back(pair);
+          // Dequantized bf16 values: their rounding error too (a third
+          // MMA); fp16 rows are exact.
+          if (splitProducts() && values.scheme)
+            valueErrors.push_back(
+                kb.packPairError(v[a][c], v[b][c], pair, s.half));
+        }
     }
     for (int64_t m = 0; m < kSteps; ++m) {
       ArrayRef<Value> fragment =
@@ -701,9 +724,14 @@ private:
         SmallVector<Value> acc;
         for (int64_t r = 0; r < 4; ++r)
           acc.push_back(next[outAt(h, m, r)]);
-        acc =
-            kb.mma(fragment, {probabilities[h].first, probabilities[h].second},
-                   acc, s.half);
+        const SmallVector<Value> &pf = probabilities[h];
+        int64_t stride = splitProducts() ? 2 : 1;
+        acc = kb.mma(fragment, {pf[0], pf[stride]}, acc, s.half);
+        if (splitProducts())
+          acc = kb.mma(fragment, {pf[1], pf[3]}, acc, s.half);
+        if (!valueErrors.empty())
+          acc = kb.mma(ArrayRef<Value>(valueErrors).slice(4 * m, 4),
+                       {pf[0], pf[stride]}, acc, s.half);
         for (int64_t r = 0; r < 4; ++r)
           next[outAt(h, m, r)] = acc[r];
       }
