@@ -163,9 +163,13 @@ void switchToScheduler(Thread &t) {
 /// From the scheduler into `t`'s fiber, until it yields or ends.
 void switchToThread(Thread &t) { resume(t.fiber, t.stackBottom, t.stackSize); }
 
-/// Allocates fiber stacks and remembers their bounds for ASan.
+/// Allocates fiber stacks and remembers their bounds for ASan. A kernel
+/// compiled for the host keeps its registers in the frame: the tensor-core
+/// attention at head_dim 256 needed more than 64 KiB under ASan (which
+/// found it writing past its stack). 256 KiB from malloc: a guarded stack
+/// (mmap + mprotect per thread) made the numerics tests 2.5x slower.
 struct RecordingStack {
-  ctx::fixedsize_stack stacks{64 * 1024};
+  ctx::fixedsize_stack stacks{256 * 1024};
   Thread *thread = nullptr;
   ctx::stack_context allocate() {
     ctx::stack_context sc = stacks.allocate();
