@@ -272,7 +272,6 @@ llvm::Expected<KernelLaunch> kvq::planDequantize(const KernelSpec &spec,
 }
 
 namespace {
-constexpr int64_t kBlocksPerSm = kAttentionBlocksPerSm;
 
 int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
                    const AttentionCall &c) {
@@ -283,11 +282,11 @@ int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
   // The device's SMs when the runtime knows them (AttentionCall::smCount),
   // else the count the plan assumed for its arch.
   int64_t sms = c.smCount > 0 ? c.smCount : k.plan.smCount;
-  // Enough blocks for kBlocksPerSm waves over the SMs, each split a whole
-  // number of tiles and never shorter than the plan's minimum.
+  // Enough blocks for kAttentionBlocksPerSm waves over the SMs, each split a
+  // whole number of tiles and never shorter than the plan's minimum.
   int64_t blocksPerSplit = std::max(1, c.batch * spec.kvHeads);
   int64_t wanted = std::max<int64_t>(
-      1, (kBlocksPerSm * sms + blocksPerSplit - 1) / blocksPerSplit);
+      1, (kAttentionBlocksPerSm * sms + blocksPerSplit - 1) / blocksPerSplit);
   int64_t perSplit = (c.bodyCapacity + wanted - 1) / wanted;
   perSplit = (perSplit + tile - 1) / tile * tile;
   return int(std::max(minimum, perSplit));

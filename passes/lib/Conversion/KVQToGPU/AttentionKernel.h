@@ -42,6 +42,9 @@ struct AttentionShape {
   bool vectorTiles() const { return attentionTilesVectorized(headDim); }
 };
 
+/// A shared-memory (workgroup) buffer of `count` elements of `type`.
+MemRefType sharedBuffer(MLIRContext *context, int64_t count, Type type);
+
 /// The block's place in the grid (split, kv head, sequence) and the token
 /// ranges it covers.
 struct SplitRange {

@@ -46,13 +46,6 @@ constexpr int64_t kStepTokens = 16;
 /// Query heads per MMA column tile: its N.
 constexpr int64_t kHeadsPerTile = 8;
 
-MemRefType sharedF32(MLIRContext *context, int64_t count) {
-  auto space = gpu::AddressSpaceAttr::get(
-      context, gpu::GPUDialect::getWorkgroupAddressSpace());
-  return MemRefType::get({count}, Float32Type::get(context),
-                         MemRefLayoutAttrInterface(), space);
-}
-
 /// One quantized or fp16 tensor a step reads K or V from.
 struct Operand {
   SchemeAttr scheme; ///< null: fp16/bf16 values
@@ -842,8 +835,10 @@ private:
 SmallVector<Type> mlir::kvq::tensorCoreSharedTypes(MLIRContext *context,
                                                    const AttentionShape &s) {
   int64_t warps = s.threads / 32;
-  return {sharedF32(context, warps * s.gqa * s.headDim),
-          sharedF32(context, warps * s.gqa), sharedF32(context, warps * s.gqa)};
+  Type f32 = Float32Type::get(context);
+  return {sharedBuffer(context, warps * s.gqa * s.headDim, f32),
+          sharedBuffer(context, warps * s.gqa, f32),
+          sharedBuffer(context, warps * s.gqa, f32)};
 }
 
 SmallVector<StringRef> mlir::kvq::tensorCoreSharedNames() {
