@@ -34,6 +34,9 @@ std::vector<KernelSpec> kvq::checkSpecs(const CheckGrid &grid) {
         grid.kvHeads, HalfType::F16, /*sink=*/true, /*residual=*/true);
     paged.pageTokens = cachePageTokens(preset->key, preset->value, d);
     specs.push_back(paged);
+    // And its decode step (checkCaches).
+    specs.push_back(
+        KernelSpec::forAppend(preset->key, preset->value, d, HalfType::F16));
   }
   return specs;
 }
@@ -107,9 +110,10 @@ int64_t firstDifference(const std::vector<T> &a, const std::vector<T> &b) {
 namespace {
 /// QuantizedKVCache (the public API, paged) on the device against the same
 /// cache on the reference backend, for every preset: a ragged prefill,
-/// then decode steps that flush the residual into pages; every attend of
-/// every layer compared. One row per preset, a failure appended to
-/// `failures`.
+/// then decode steps that flush the residual into pages (one appendStep
+/// per layer on the device, its generated append kernel taking the pages;
+/// one append per sequence on the reference); every attend of every layer
+/// compared. One row per preset, a failure appended to `failures`.
 llvm::Error checkCaches(Runtime &device, const CheckGrid &grid,
                         llvm::raw_ostream &os,
                         std::vector<std::string> &failures) {
@@ -137,8 +141,9 @@ llvm::Error checkCaches(Runtime &device, const CheckGrid &grid,
      << "Each preset's paged cache (2 layers, 3 sequences, prompts of 300, "
         "173 and 64 tokens, then "
      << kSteps
-     << " decode steps flushing the residual into pages), on the device and "
-        "on the reference backend with the same tokens; every attend of "
+     << " decode steps flushing the residual into pages: `appendStep`, one "
+        "launch per layer, on the device; one `append` per sequence on the "
+        "reference backend), the same tokens; every attend of "
         "every layer compared (normwise, pass <= "
      << llvm::formatv("{0:e}", grid.tolerance) << ").\n\n"
      << "| preset | attends | max error | result |\n|---|---|---|---|\n";
@@ -230,10 +235,31 @@ llvm::Error checkCaches(Runtime &device, const CheckGrid &grid,
       for (int layer = 0; layer < config.layers; ++layer)
         appendAll(seq, layer, prompts[seq]);
     attendAll();
+    // A decode step's tokens, [sequences, kv heads, head_dim]: the device
+    // takes them in one appendStep, the reference one sequence at a time.
+    auto stepAll = [&](int layer) {
+      std::vector<uint16_t> k =
+          kvLikeHalves(tokenRow * 3, d, HalfType::F16, ++seed, true);
+      std::vector<uint16_t> v =
+          kvLikeHalves(tokenRow * 3, d, HalfType::F16, ++seed, false);
+      void *dk[2], *dv[2];
+      for (int i = 0; i < 2; ++i)
+        if (!(dk[i] = put(i, k)) || !(dv[i] = put(i, v))) {
+          problem = "device memory: " + status.message();
+          return;
+        }
+      Status s = caches[0]->appendStep(layer, dk[0], dv[0]);
+      for (int seq = 0; seq < 3 && s.ok(); ++seq) {
+        size_t at = seq * tokenRow * 2;
+        s = caches[1]->append(layer, seq, static_cast<char *>(dk[1]) + at,
+                              static_cast<char *>(dv[1]) + at, 1);
+      }
+      if (!s.ok())
+        problem = "decode step: " + s.message();
+    };
     for (int step = 0; step < kSteps && problem.empty(); ++step) {
-      for (int seq = 0; seq < 3; ++seq)
-        for (int layer = 0; layer < config.layers; ++layer)
-          appendAll(seq, layer, 1);
+      for (int layer = 0; layer < config.layers && problem.empty(); ++layer)
+        stepAll(layer);
       attendAll();
     }
     for (int i = 0; i < 2; ++i)
@@ -268,6 +294,8 @@ llvm::Expected<int> kvq::runCorrectness(Runtime &device, Runtime &reference,
   std::vector<std::string> failures;
   uint32_t seed = 1;
   for (const KernelSpec &spec : checkSpecs(grid)) {
+    if (!spec.isAttention())
+      continue; // the cache's decode step: checkCaches runs it
     AttentionWorkload w;
     w.spec = spec;
     w.batch = grid.batch;

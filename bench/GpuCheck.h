@@ -37,8 +37,9 @@ struct CheckGrid {
   double tolerance = 2e-3; ///< attention, normwise
 };
 
-/// The attention specs of the grid (each preset x head_dim x gqa); their
-/// quantize kernels are forScheme(Quantize, key/value).
+/// The attention specs of the grid (each preset x head_dim x gqa), and per
+/// preset the paged attention and the append step the cache check runs;
+/// their quantize kernels are forScheme(Quantize, key/value).
 std::vector<KernelSpec> checkSpecs(const CheckGrid &grid);
 
 /// The quantize and dequantize specs of the scheme matrix, for each head_dim

@@ -10,7 +10,8 @@
 //   - `attention call`: one Context::attention over the whole batch, its
 //     device lengths and workspace prepared by the caller;
 //   - `cache step`: one QuantizedKVCache layer step, one token appended to
-//     every sequence, then attend.
+//     every sequence, then attend: by one append() per sequence, and by
+//     one appendStep() for the whole batch (one launch).
 //
 //   build/bin/kvq-host-bench [--batches=1,64,256] [--preset=kivi2]
 //
@@ -64,7 +65,22 @@ double microsSince(Clock::time_point start) {
 struct Row {
   int batch;
   double attentionUs, appendUs, attendUs;
+  double stepUs, stepAttendUs; ///< appendStep, and the attend after it
 };
+
+/// A cache of `config` whose `batch` sequences hold `context` tokens each.
+std::unique_ptr<QuantizedKVCache>
+prefilledCache(Context &ctx, const CacheConfig &config, void *prompt) {
+  Status status;
+  std::unique_ptr<QuantizedKVCache> cache =
+      QuantizedKVCache::create(ctx, config, &status);
+  if (!cache)
+    fail("cache", status);
+  for (int b = 0; b < config.batch; ++b)
+    if (Status s = cache->append(0, b, prompt, prompt, context); !s.ok())
+      fail("prefill", s);
+  return cache;
+}
 
 Row measure(Context &ctx, int batch) {
   ModelShape model = *findModel("llama-3-8b");
@@ -77,23 +93,17 @@ Row measure(Context &ctx, int batch) {
   config.capacity = context + steps + 256;
   applyPreset(presetName, config);
   Status status;
-  std::unique_ptr<QuantizedKVCache> cache =
-      QuantizedKVCache::create(ctx, config, &status);
-  if (!cache)
-    fail("cache", status);
   size_t tokenBytes = size_t(config.kvHeads) * config.headDim * 2;
   size_t queryBytes = size_t(batch) * config.queryHeads * config.headDim * 2;
   void *prompt = ctx.allocate(tokenBytes * context, &status);
-  void *token = ctx.allocate(tokenBytes, &status);
+  void *token = ctx.allocate(tokenBytes * batch, &status); // [batch, kv, d]
   void *q = ctx.allocate(queryBytes, &status);
   void *out = ctx.allocate(queryBytes, &status);
   if (!prompt || !token || !q || !out)
     fail("allocate", status);
-  for (int b = 0; b < batch; ++b)
-    if (Status s = cache->append(0, b, prompt, prompt, context); !s.ok())
-      fail("prefill", s);
+  std::unique_ptr<QuantizedKVCache> cache = prefilledCache(ctx, config, prompt);
 
-  Row row{batch, 0, 0, 0};
+  Row row{batch, 0, 0, 0, 0, 0};
   // The cache step, split into its appends and its attend; the first
   // `kWarmup` steps untimed (first-use paths: kernel lookup, page lists).
   constexpr int kWarmup = 4;
@@ -113,6 +123,25 @@ Row measure(Context &ctx, int batch) {
   }
   row.appendUs /= steps;
   row.attendUs /= steps;
+
+  // The same steps, each a single appendStep over the batch.
+  cache = prefilledCache(ctx, config, prompt);
+  for (int i = -kWarmup; i < steps; ++i) {
+    Clock::time_point start = Clock::now();
+    if (Status s = cache->appendStep(0, token, token); !s.ok())
+      fail("appendStep", s);
+    Clock::time_point appended = Clock::now();
+    if (Status s = cache->attend(0, q, out); !s.ok())
+      fail("attend", s);
+    if (i < 0)
+      continue;
+    row.stepUs +=
+        std::chrono::duration<double, std::micro>(appended - start).count();
+    row.stepAttendUs += microsSince(appended);
+  }
+  row.stepUs /= steps;
+  row.stepAttendUs /= steps;
+  cache.reset();
 
   // The bare attention call over the same shapes (contiguous body).
   KernelSpec spec = KernelSpec::forAttention(
@@ -188,14 +217,15 @@ int main(int argc, char **argv) {
                << presetName << ", Llama-3-8B attention shape, " << context
                << " tokens held, mean of " << steps
                << " steps; kernels not executed: the fake driver)\n\n"
-               << "| batch | attention call us | cache step us | cache "
-                  "append us (all sequences) | cache attend us |\n"
-                  "|---|---|---|---|---|\n";
+               << "| batch | attention call us | cache step, batched us | "
+                  "appendStep us | its attend us | cache step, per sequence "
+                  "us | appends us (all sequences) | their attend us |\n"
+                  "|---|---|---|---|---|---|---|---|\n";
   for (const Row &r : rows)
-    llvm::outs() << llvm::formatv("| {0} | {1:F1} | {2:F1} | {3:F1} | {4:F1} "
-                                  "|\n",
-                                  r.batch, r.attentionUs,
-                                  r.appendUs + r.attendUs, r.appendUs,
-                                  r.attendUs);
+    llvm::outs() << llvm::formatv(
+        "| {0} | {1:F1} | {2:F1} | {3:F1} | {4:F1} "
+        "| {5:F1} | {6:F1} | {7:F1} |\n",
+        r.batch, r.attentionUs, r.stepUs + r.stepAttendUs, r.stepUs,
+        r.stepAttendUs, r.appendUs + r.attendUs, r.appendUs, r.attendUs);
   return 0;
 }

@@ -211,6 +211,20 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     func::ReturnOp::create(b, loc, out);
     break;
   }
+  case ::kvq::KernelKind::Append: {
+    // The new token of every sequence; the cache's state (lengths, block
+    // table, and the buffers KernelABI.h lists) is written in place.
+    SchemeAttr value = toAttr(context, spec.value);
+    auto token = tensorOf({kDyn, kDyn, 1, d}, half);
+    auto lengths = tensorOf({kDyn, 3}, b.getI32Type());
+    auto table = tensorOf({kDyn, kDyn}, b.getI32Type());
+    auto func = makeFunc({token, token, lengths, table}, {});
+    auto args = func.getArguments();
+    CacheAppendOp::create(b, loc, args[0], args[1], args[2], args[3], key,
+                          value, /*plan=*/PlanAttr());
+    func::ReturnOp::create(b, loc);
+    break;
+  }
   }
   return module;
 }

@@ -75,6 +75,14 @@ KernelSpec KernelSpec::forAttention(const QuantScheme &key,
   return spec;
 }
 
+KernelSpec KernelSpec::forAppend(const QuantScheme &key,
+                                 const QuantScheme &value, int headDim,
+                                 HalfType dtype) {
+  KernelSpec spec = forScheme(KernelKind::Append, key, headDim, dtype);
+  spec.value = value;
+  return spec;
+}
+
 KernelSpec KernelSpec::forDenseAttention(int headDim, int queryHeads,
                                          int kvHeads, HalfType dtype, bool sink,
                                          bool residual) {
@@ -129,6 +137,10 @@ std::string KernelSpec::canonical() const {
        << (residual ? " residual" : "");
     if (path != AttentionPath::Auto)
       os << " path=" << attentionPathName(path);
+    break;
+  case KernelKind::Append:
+    os << "append k=" << key.tag() << " v=" << value.tag() << " d=" << headDim
+       << " " << dtypeName;
     break;
   }
   return os.str();
@@ -189,7 +201,7 @@ std::optional<std::string> validateScheme(const char *what,
 std::optional<std::string> KernelSpec::validate() const {
   std::ostringstream os;
   if (int(kind) < int(KernelKind::Quantize) ||
-      int(kind) > int(KernelKind::DenseAttention)) {
+      int(kind) > int(KernelKind::Append)) {
     os << "kernel kind has no such value (" << int(kind) << ")";
     return os.str();
   }
@@ -201,24 +213,29 @@ std::optional<std::string> KernelSpec::validate() const {
     os << "head_dim must be in [1, 512], got " << headDim;
     return os.str();
   }
+  bool twoSchemes = kind == KernelKind::Attention || kind == KernelKind::Append;
   if (kind != KernelKind::DenseAttention)
-    if (auto error = validateScheme(
-            kind == KernelKind::Attention ? "key" : "scheme", key, headDim))
+    if (auto error =
+            validateScheme(twoSchemes ? "key" : "scheme", key, headDim))
+      return error;
+  if (twoSchemes)
+    if (auto error = validateScheme("value", value, headDim))
       return error;
   // Only quantizing writes scales; reading fp16 scales into bf16 is safe.
-  if (kind == KernelKind::Quantize && dtype == HalfType::BF16 &&
-      !key.fp32Scales) {
-    QuantScheme fixed = key;
+  bool writesScales =
+      kind == KernelKind::Quantize || kind == KernelKind::Append;
+  for (const QuantScheme *s : {&key, &value}) {
+    if (!writesScales || dtype != HalfType::BF16 || s->fp32Scales ||
+        (s == &value && kind != KernelKind::Append))
+      continue;
+    QuantScheme fixed = *s;
     fixed.fp32Scales = true;
-    os << scheme_rules::kBf16ScalesRule << " (add the x flag: " << key.tag()
+    os << scheme_rules::kBf16ScalesRule << " (add the x flag: " << s->tag()
        << " -> " << fixed.tag() << ")";
     return os.str();
   }
   if (!isAttention())
     return std::nullopt;
-  if (kind == KernelKind::Attention)
-    if (auto error = validateScheme("value", value, headDim))
-      return error;
   if (kvHeads <= 0 || queryHeads <= 0) {
     os << "head counts must be positive, got " << queryHeads << " query and "
        << kvHeads << " kv heads";
@@ -318,9 +335,11 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
     s.kind = KernelKind::Attention;
   else if (kind == "dense-attention")
     s.kind = KernelKind::DenseAttention;
+  else if (kind == "append")
+    s.kind = KernelKind::Append;
   else
-    return "spec must start with quantize, dequantize, attention or "
-           "dense-attention, got '" +
+    return "spec must start with quantize, dequantize, attention, "
+           "dense-attention or append, got '" +
            kind + "'";
   bool explicitSegments = false;
   s.sink = s.residual = false;
@@ -363,7 +382,8 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
       s.residual = explicitSegments = true;
     else if (word == "nosegments")
       explicitSegments = true;
-    else if (!s.isAttention() && parseSchemeTag(word, s.key) == std::nullopt)
+    else if (!s.isAttention() && s.kind != KernelKind::Append &&
+             parseSchemeTag(word, s.key) == std::nullopt)
       continue;
     else
       error = "unknown spec word '" + word + "'";

@@ -151,6 +151,10 @@ Status Context::dequantize(const KernelSpec &spec, const DequantizeCall &call) {
   return toStatus(impl->runtime->dequantize(spec, call));
 }
 
+Status Context::append(const KernelSpec &spec, const AppendCall &call) {
+  return toStatus(impl->runtime->append(spec, call));
+}
+
 Status Context::attention(const KernelSpec &spec, const AttentionCall &call) {
   return toStatus(impl->runtime->attention(spec, call));
 }

@@ -240,6 +240,15 @@ void hookStore(int site, void *address, unsigned bytes, const void *in) {
   std::memcpy(address, in, bytes);
 }
 
+int hookAtomicAdd(int site, int *address, int value) {
+  checkGlobal(site, address, sizeof(int), "global atomic");
+  if (currentBlock->trace) {
+    trace(site, address, sizeof(int), false);
+    trace(site, address, sizeof(int), true);
+  }
+  return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+}
+
 void hookCheckShared(int site, const void *address, unsigned bytes, int store) {
   Block *block = currentBlock;
   auto p = reinterpret_cast<const char *>(address);
@@ -316,8 +325,8 @@ void hookWarpAllGather(const void *mine, unsigned bytes, void *all) {
   yieldToScheduler();
 }
 
-Hooks hooks = {hookLoad,        hookStore,   hookCheckShared,  hookShared,
-               hookSyncthreads, hookShflXor, hookWarpAllGather};
+Hooks hooks = {hookLoad,        hookStore,   hookCheckShared,   hookShared,
+               hookSyncthreads, hookShflXor, hookWarpAllGather, hookAtomicAdd};
 
 const char *stateName(State s) {
   switch (s) {

@@ -50,6 +50,12 @@ llvm::Error ExecutionBackend::dequantize(const KernelSpec &spec,
   return launchPlanned(k, planDequantize(spec, k.source, call));
 }
 
+llvm::Error ExecutionBackend::append(const KernelSpec &spec,
+                                     const CompiledKernels &k,
+                                     const AppendCall &call) {
+  return launchPlanned(k, planAppend(spec, k.source, call));
+}
+
 llvm::Error ExecutionBackend::attention(const KernelSpec &spec,
                                         const CompiledKernels &k,
                                         const AttentionCall &call) {

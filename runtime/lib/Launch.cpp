@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <sstream>
+#include <tuple>
 #include <type_traits>
 
 using namespace kvq;
@@ -266,6 +267,138 @@ llvm::Expected<KernelLaunch> kvq::planDequantize(const KernelSpec &spec,
       .set("in_tokens", int32_t(c.inTokens))
       .set("in_offset", int32_t(c.inOffset))
       .set("out_tokens", int32_t(c.outTokens));
+  if (llvm::Error e = args.packInto(launch, *k))
+    return std::move(e);
+  return launch;
+}
+
+llvm::Expected<KernelLaunch> kvq::planAppend(const KernelSpec &spec,
+                                             const GeneratedSource &source,
+                                             const AppendCall &c) {
+  const GeneratedKernel *k = findKernel(source, "append");
+  if (spec.kind != KernelKind::Append || !k)
+    return Problem() << "'" << spec.canonical() << "' is not an append spec";
+  for (auto [name, p, alignment] :
+       {std::tuple<const char *, const void *, size_t>{"keys", c.keys, 2},
+        {"values", c.values, 2},
+        {"lengths", c.lengths, 4},
+        {"block_table", c.blockTable, 4},
+        {"free_pages", c.freePages, 4},
+        {"free_count", c.freeCount, 4},
+        {"sink_keys", c.sinkKeys, 2},
+        {"sink_values", c.sinkValues, 2},
+        {"residual_keys", c.residualKeys, 2},
+        {"residual_values", c.residualValues, 2}})
+    if (llvm::Error e = checkPointer(name, p, alignment))
+      return std::move(e);
+  for (auto [which, s, words, scales, zeros] :
+       {std::tuple{"key", &spec.key, c.keyWords, c.keyScales, c.keyZeros},
+        std::tuple{"value", &spec.value, c.valueWords, c.valueScales,
+                   c.valueZeros}}) {
+    size_t scale = s->fp32Scales ? 4 : 2;
+    std::string prefix = std::string(which) + "_";
+    if (llvm::Error e = checkPointer((prefix + "words").c_str(), words, 4))
+      return std::move(e);
+    if (llvm::Error e =
+            checkPointer((prefix + "scales").c_str(), scales, scale))
+      return std::move(e);
+    if (!s->symmetric)
+      if (llvm::Error e =
+              checkPointer((prefix + "zeros").c_str(), zeros, scale))
+        return std::move(e);
+  }
+  for (auto [name, value] : {std::pair<const char *, int>{"batch", c.batch},
+                             {"kv_heads", c.kvHeads},
+                             {"max_pages", c.maxPages},
+                             {"num_pages", c.numPages},
+                             {"page_tokens", c.pageTokens},
+                             {"sink_capacity", c.sinkCapacity},
+                             {"residual_capacity", c.residualCapacity},
+                             {"residual_tokens", c.residualTokens},
+                             {"flush_tokens", c.flushTokens}})
+    if (value < 1)
+      return Problem() << name << " must be at least 1, got " << value;
+  if (c.sinkTokens < 0 || c.sinkTokens > c.sinkCapacity)
+    return Problem() << "sink_tokens " << c.sinkTokens << " is outside [0, "
+                     << c.sinkCapacity << "] (sink_capacity)";
+  if (int64_t(c.residualTokens) + c.flushTokens > c.residualCapacity)
+    return Problem() << "residual_tokens " << c.residualTokens
+                     << " + flush_tokens " << c.flushTokens
+                     << " exceeds residual_capacity " << c.residualCapacity;
+  if (c.pageTokens % c.flushTokens != 0)
+    return Problem() << "flush_tokens " << c.flushTokens
+                     << " must divide page_tokens " << c.pageTokens
+                     << " (a flush never straddles a page)";
+  for (const QuantScheme *s : {&spec.key, &spec.value})
+    if (s->axis == QuantScheme::Axis::Channel &&
+        c.flushTokens % s->groupSize(spec.headDim) != 0)
+      return Problem() << "axis = channel quantizes whole "
+                       << s->groupSize(spec.headDim)
+                       << "-token groups: flush_tokens " << c.flushTokens
+                       << " is not a multiple of it";
+  int d = spec.headDim;
+  for (auto [name, stride] : {std::pair{"head_stride", c.headStride},
+                              std::pair{"token_stride", c.tokenStride}})
+    if (stride < d)
+      return Problem() << name << " " << stride << " is below head_dim " << d
+                       << " (a row of head_dim channels is contiguous)";
+  int64_t rows = int64_t(c.batch) * c.kvHeads;
+  int64_t poolRows = int64_t(c.numPages) * c.kvHeads;
+  for (auto [what, count, units] :
+       {std::tuple<const char *, int64_t, const char *>{
+            "the new tokens",
+            int64_t(c.batch - 1) * c.tokenStride +
+                int64_t(c.kvHeads - 1) * c.headStride + d,
+            "elements"},
+        {"the residual", rows * c.residualCapacity * d, "elements"},
+        {"the sink", rows * c.sinkCapacity * d, "elements"},
+        {"the block table", int64_t(c.batch) * c.maxPages, "entries"},
+        {"the key pool",
+         int64_t(packedWordCount(spec.key, d, poolRows, c.pageTokens)),
+         "words"},
+        {"the value pool",
+         int64_t(packedWordCount(spec.value, d, poolRows, c.pageTokens)),
+         "words"},
+        {"the key scales",
+         int64_t(scaleCount(spec.key, d, poolRows, c.pageTokens)), "scales"},
+        {"the value scales",
+         int64_t(scaleCount(spec.value, d, poolRows, c.pageTokens)), "scales"}})
+    if (llvm::Error e = checkIndexRange(what, count, units))
+      return std::move(e);
+  if (llvm::Error e = checkIndexRange(
+          "a sequence's store", int64_t(c.maxPages) * c.pageTokens, "tokens"))
+    return std::move(e);
+
+  KernelLaunch launch = makeLaunch(*k, {blocksFor(c.batch, 1), 1, 1}, c.stream);
+  Arguments args;
+  args.set("keys", c.keys)
+      .set("values", c.values)
+      .set("head_stride", int32_t(c.headStride))
+      .set("token_stride", int32_t(c.tokenStride))
+      .set("lengths", c.lengths)
+      .set("block_table", c.blockTable)
+      .set("free_pages", c.freePages)
+      .set("free_count", c.freeCount)
+      .set("sink_keys", c.sinkKeys)
+      .set("sink_values", c.sinkValues)
+      .set("residual_keys", c.residualKeys)
+      .set("residual_values", c.residualValues)
+      .set("key_words", c.keyWords)
+      .set("key_scales", c.keyScales)
+      .set("key_zeros", c.keyZeros)
+      .set("value_words", c.valueWords)
+      .set("value_scales", c.valueScales)
+      .set("value_zeros", c.valueZeros)
+      .set("batch", int32_t(c.batch))
+      .set("kv_heads", int32_t(c.kvHeads))
+      .set("max_pages", int32_t(c.maxPages))
+      .set("num_pages", int32_t(c.numPages))
+      .set("page_tokens", int32_t(c.pageTokens))
+      .set("sink_capacity", int32_t(c.sinkCapacity))
+      .set("sink_tokens", int32_t(c.sinkTokens))
+      .set("residual_capacity", int32_t(c.residualCapacity))
+      .set("residual_tokens", int32_t(c.residualTokens))
+      .set("flush_tokens", int32_t(c.flushTokens));
   if (llvm::Error e = args.packInto(launch, *k))
     return std::move(e);
   return launch;

@@ -81,7 +81,10 @@ std::vector<KernelSpec> kvq::kernelsFor(const CachePreset &preset,
   for (const QuantScheme &s : {preset.key, preset.value})
     for (KernelKind kind : {KernelKind::Quantize, KernelKind::Dequantize})
       specs.push_back(KernelSpec::forScheme(kind, s, model.headDim, dtype));
-  // Paged, as QuantizedKVCache stores it.
+  // The cache's batched decode step (QuantizedKVCache::appendStep).
+  specs.push_back(
+      KernelSpec::forAppend(preset.key, preset.value, model.headDim, dtype));
+  // Paged, as QuantizedKVCache stores it; last (callers take back()).
   KernelSpec attention = KernelSpec::forAttention(
       preset.key, preset.value, model.headDim, model.queryHeads, model.kvHeads,
       dtype, preset.sink > 0, /*residual=*/true);

@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <tuple>
 
@@ -79,12 +81,22 @@ struct Layer {
   /// Sequences whose block tables hold each page: a full page is shared
   /// by a fork and returns to the free list when its last holder lets go.
   std::vector<int32_t> pageHolders;
-  /// This layer's lengths and block table on the device, and the host
-  /// values last copied there: attend() copies only what changed since (a
-  /// decode step changes the lengths; the block table only when a page is
-  /// taken or given back).
+  /// This layer's lengths, block table and free-page stack (and its
+  /// count) on the device, and the host values last known to be there:
+  /// calls copy only what the host changed since (a host-side append
+  /// changes the lengths; the block table and the stack only when a page
+  /// is taken or given back). appendStep() advances the device's copies
+  /// itself, as the host advances its own: nothing to copy.
   int32_t *deviceLengths = nullptr, *deviceBlockTable = nullptr;
-  std::vector<int32_t> uploadedLengths, uploadedBlockTable;
+  int32_t *deviceFreePages = nullptr; ///< [numPages] then the count
+  std::vector<int32_t> uploadedLengths, uploadedBlockTable, uploadedFreePages;
+  /// Pages appendStep()'s kernels took from the device's stack since the
+  /// host last read the block table back: which sequence got which is
+  /// known only on the device (blocks take them in no fixed order), so the
+  /// host's block table is stale while this is non-zero, and anything that
+  /// reads or changes pages first reads it back (pullPages).
+  int devicePops = 0;
+  int freePageCount() const { return int(freePages.size()) - devicePops; }
 };
 
 } // namespace
@@ -100,6 +112,8 @@ struct QuantizedKVCache::Impl {
   void *scratch = nullptr, *workspace = nullptr;
   size_t workspaceBytes = 0;
   KernelSpec attention, quantizeKey, quantizeValue;
+  /// appendStep's kernel (a residual of at least one token: see there).
+  std::optional<KernelSpec> step;
   size_t rowBytes() const { return size_t(config.headDim) * 2; }
 
   void *allocate(size_t bytes, Status &status) {
@@ -429,7 +443,7 @@ struct QuantizedKVCache::Impl {
   /// How `tokens` new tokens are routed from parts `p`, which become the
   /// parts after the append: the first tokens of a sequence fill the sink;
   /// a long prefill (empty residual) goes to the store in bulk, all but the
-  /// residual tail, in whole units; the rest enter the residual, whose
+  /// residual tail, in whole flushes; the rest enter the residual, whose
   /// oldest flushTokens are quantized each time it holds `residual` +
   /// flushTokens. The one description of the routing: append() runs it and
   /// checks the pool against it before changing anything.
@@ -446,7 +460,10 @@ struct QuantizedKVCache::Impl {
     }
     int rest = tokens - pos;
     if (p.residual == 0 && rest > config.residual) {
-      if (int bulk = (rest - config.residual) / unit * unit; bulk > 0) {
+      // Whole flushes, so that the store always grows by whole flushes and
+      // a flush never straddles a page (appendStep's kernel relies on it).
+      if (int bulk = (rest - config.residual) / flushTokens * flushTokens;
+          bulk > 0) {
         steps.push_back({AppendStep::Bulk, pos, bulk});
         p.quantized += bulk;
         pos += bulk;
@@ -472,6 +489,84 @@ struct QuantizedKVCache::Impl {
                       const std::string &what) const;
   Status runAppend(Layer &layer, int seq, const char *keys, const char *values,
                    const TokenLayout &layout, const AppendSteps &steps);
+
+  /// Brings the host's page state up to date after appendStep()s took
+  /// pages on the device: reads the block table back (synchronizing) and
+  /// drops the taken pages from the host's free list, the top `devicePops`
+  /// entries, as the device's stack did.
+  Status pullPages(Layer &layer) {
+    if (layer.devicePops == 0)
+      return Status();
+    Status s = context->copyOut(layer.blockTable.data(), layer.deviceBlockTable,
+                                layer.blockTable.size() * 4);
+    if (!s.ok())
+      return s;
+    for (int i = 0; i < layer.devicePops; ++i) {
+      layer.pageHolders[layer.freePages.back()] = 1;
+      layer.freePages.pop_back();
+    }
+    layer.devicePops = 0;
+    layer.uploadedBlockTable = layer.blockTable;
+    layer.uploadedFreePages = freeStackImage(layer);
+    return Status();
+  }
+  Status pullAllPages() {
+    for (Layer &layer : layers)
+      if (Status s = pullPages(layer); !s.ok())
+        return s;
+    return Status();
+  }
+
+  /// Copies to the device what the host changed since the device last
+  /// saw it: the lengths, and (unless the device is ahead, devicePops) the
+  /// block table and the free-page stack.
+  Status pushChanges(Layer &layer) {
+    std::vector<int32_t> lengths = hostLengths(layer);
+    std::vector<int32_t> stack = freeStackImage(layer);
+    struct Upload {
+      const std::vector<int32_t> &host;
+      std::vector<int32_t> &uploaded;
+      int32_t *device;
+    };
+    std::vector<Upload> uploads = {
+        {lengths, layer.uploadedLengths, layer.deviceLengths}};
+    if (layer.devicePops == 0) {
+      uploads.push_back(
+          {layer.blockTable, layer.uploadedBlockTable, layer.deviceBlockTable});
+      uploads.push_back(
+          {stack, layer.uploadedFreePages, layer.deviceFreePages});
+    }
+    for (const Upload &u : uploads) {
+      if (u.host == u.uploaded)
+        continue;
+      Status s = context->copyIn(u.device, u.host.data(), u.host.size() * 4,
+                                 config.stream);
+      if (!s.ok()) {
+        u.uploaded.clear(); // unknown: copy again next time
+        return s;
+      }
+      u.uploaded = u.host;
+    }
+    return Status();
+  }
+
+  /// The device's free-page stack as the host sees it: numPages entries
+  /// (the free pages from the bottom, then unused -1s) and the count.
+  std::vector<int32_t> freeStackImage(const Layer &layer) const {
+    std::vector<int32_t> image(layer.freePages);
+    image.resize(size_t(numPages), -1);
+    image.push_back(int32_t(layer.freePages.size()));
+    return image;
+  }
+
+  /// [batch, 3]: each sequence's sink, quantized and residual counts.
+  std::vector<int32_t> hostLengths(const Layer &layer) const {
+    std::vector<int32_t> lengths;
+    lengths.reserve(layer.parts.size() * 3);
+    for (const Parts &p : layer.parts)
+      lengths.insert(lengths.end(), {p.sink, p.quantized, p.residual});
+    return lengths;
+  }
 
   /// Pages sequence `seq` must take from the free list for its store to
   /// grow from `from` to `to` quantized tokens.
@@ -550,10 +645,16 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
       return fail("invalid cache configuration: " +
                   std::string(spec == &impl->quantizeKey ? "key" : "value") +
                   " " + *problem);
+  if (config.residual >= 1)
+    impl->step = KernelSpec::forAppend(config.key, config.value, config.headDim,
+                                       config.dtype);
   // Compile (or find) every kernel now: errors surface at creation, and
   // decoding never waits for a compiler.
   for (const KernelSpec *spec :
-       {&impl->attention, &impl->quantizeKey, &impl->quantizeValue}) {
+       {&impl->attention, &impl->quantizeKey, &impl->quantizeValue,
+        impl->step ? &*impl->step : nullptr}) {
+    if (!spec)
+      continue;
     Status prepared = context.prepare(*spec);
     if (!prepared.ok()) {
       if (status)
@@ -592,6 +693,8 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
         static_cast<int32_t *>(impl->allocate(size_t(config.batch) * 3 * 4, s));
     layer.deviceBlockTable = static_cast<int32_t *>(
         impl->allocate(size_t(config.batch) * impl->maxPages * 4, s));
+    layer.deviceFreePages = static_cast<int32_t *>(
+        impl->allocate((size_t(impl->numPages) + 1) * 4, s));
   }
   AttentionCall probe;
   probe.batch = config.batch;
@@ -690,7 +793,7 @@ Status QuantizedKVCache::Impl::poolTooSmall(const Layer &layer, int needed,
                     " pages (" + std::to_string(pageTokens) +
                     " tokens each): " + what + " needs " +
                     std::to_string(needed) + ", " +
-                    std::to_string(layer.freePages.size()) +
+                    std::to_string(layer.freePageCount()) +
                     " are free; release a sequence or create the cache with "
                     "more pages");
 }
@@ -755,11 +858,13 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
   if (!s.ok() || tokens == 0)
     return s;
   Layer &layer = impl->layers[layerIndex];
+  if (Status pulled = impl->pullPages(layer); !pulled.ok())
+    return pulled;
   // Every page the append needs, checked before anything changes: running
   // out midway would leave a residual already shifted by earlier flushes.
   int needed = 0;
   Impl::AppendSteps steps = impl->planAppend(layer, seq, tokens, needed);
-  if (needed > int(layer.freePages.size()))
+  if (needed > layer.freePageCount())
     return impl->poolTooSmall(layer, needed,
                               "appending " + std::to_string(tokens) +
                                   " tokens to sequence " + std::to_string(seq));
@@ -815,7 +920,9 @@ Status QuantizedKVCache::appendPacked(int layerIndex, const void *k,
     needed += pages;
   }
   Layer &layer = impl->layers[layerIndex];
-  if (needed > int(layer.freePages.size()))
+  if (Status pulled = impl->pullPages(layer); !pulled.ok())
+    return pulled;
+  if (needed > layer.freePageCount())
     return impl->poolTooSmall(layer, needed,
                               "appending " + std::to_string(count) +
                                   " packed sequences");
@@ -833,6 +940,102 @@ Status QuantizedKVCache::appendPacked(int layerIndex, const void *k,
   return Status();
 }
 
+Status QuantizedKVCache::appendStep(int layerIndex, const void *k,
+                                    const void *v) {
+  int64_t d = impl->config.headDim;
+  return appendStep(layerIndex, k, v,
+                    TokenLayout{d, int64_t(impl->config.kvHeads) * d});
+}
+
+Status QuantizedKVCache::appendStep(int layerIndex, const void *k,
+                                    const void *v, const TokenLayout &layout) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  const CacheConfig &c = impl->config;
+  if (layerIndex < 0 || layerIndex >= c.layers)
+    return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
+                   std::to_string(c.layers) + ")");
+  if (!impl->step)
+    return invalid("appendStep needs a residual of at least one token (the "
+                   "newest token waits there while its group is quantized); "
+                   "this cache has residual 0: use append()");
+  if (!k || !v)
+    return invalid(std::string(k ? "v" : "k") + " is null");
+  if (reinterpret_cast<uintptr_t>(k) % 2 || reinterpret_cast<uintptr_t>(v) % 2)
+    return invalid("k and v must be 2-byte aligned");
+  for (auto [name, stride] : {std::pair{"head", layout.headStride},
+                              std::pair{"token", layout.tokenStride}})
+    if (stride < c.headDim || stride > INT32_MAX)
+      return invalid(std::string("the input's ") + name + " stride " +
+                     std::to_string(stride) + " is outside [head_dim " +
+                     std::to_string(c.headDim) + ", 2^31 - 1] (strides are " +
+                     "in elements; a row of head_dim channels is contiguous)");
+  Layer &layer = impl->layers[layerIndex];
+  // The step on the host's copy of the counts, as the kernel will run it on
+  // the device's: which sequences take a token, which flush, and the pages
+  // the flushes take (a flush into an empty page takes one).
+  std::vector<Parts> after = layer.parts;
+  int needed = 0, stepping = 0;
+  for (int seq = 0; seq < c.batch; ++seq) {
+    Parts &p = after[seq];
+    if (p.total() == 0)
+      continue;
+    if (p.total() + 1 > c.capacity)
+      return invalid("sequence " + std::to_string(seq) + " of layer " +
+                     std::to_string(layerIndex) + " holds " +
+                     std::to_string(p.total()) +
+                     " tokens, the capacity: release it before the step");
+    int quantized = p.quantized;
+    ++stepping;
+    if (impl->route(p, 1).back().flush > 0 && quantized % impl->pageTokens == 0)
+      ++needed;
+  }
+  if (stepping == 0)
+    return Status();
+  if (needed > layer.freePageCount())
+    return impl->poolTooSmall(layer, needed,
+                              "a decode step of " + std::to_string(stepping) +
+                                  " sequences");
+  // What the host changed since (a host-side append, a release) goes first.
+  if (Status s = impl->pushChanges(layer); !s.ok())
+    return s;
+  AppendCall call;
+  call.keys = k;
+  call.values = v;
+  call.headStride = layout.headStride;
+  call.tokenStride = layout.tokenStride;
+  call.lengths = layer.deviceLengths;
+  call.blockTable = layer.deviceBlockTable;
+  call.freePages = layer.deviceFreePages;
+  call.freeCount = layer.deviceFreePages + impl->numPages;
+  call.sinkKeys = layer.sinkK;
+  call.sinkValues = layer.sinkV;
+  call.residualKeys = layer.residualK;
+  call.residualValues = layer.residualV;
+  call.keyWords = layer.key.words;
+  call.keyScales = layer.key.scales;
+  call.keyZeros = layer.key.zeros;
+  call.valueWords = layer.value.words;
+  call.valueScales = layer.value.scales;
+  call.valueZeros = layer.value.zeros;
+  call.batch = c.batch;
+  call.kvHeads = c.kvHeads;
+  call.maxPages = impl->maxPages;
+  call.numPages = impl->numPages;
+  call.pageTokens = impl->pageTokens;
+  call.sinkCapacity = std::max(1, c.sink);
+  call.sinkTokens = c.sink;
+  call.residualCapacity = impl->residualCapacity;
+  call.residualTokens = c.residual;
+  call.flushTokens = impl->flushTokens;
+  call.stream = c.stream;
+  if (Status s = impl->context->append(*impl->step, call); !s.ok())
+    return s; // not launched: nothing changed
+  layer.parts = std::move(after);
+  layer.uploadedLengths = impl->hostLengths(layer);
+  layer.devicePops += needed;
+  return Status();
+}
+
 Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   std::lock_guard<std::mutex> lock(impl->mutex);
   const CacheConfig &c = impl->config;
@@ -842,24 +1045,11 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   if (!q || !out)
     return invalid(std::string(q ? "out" : "q") + " is null");
   Layer &layer = impl->layers[layerIndex];
-  std::vector<int32_t> lengths;
-  for (const Parts &p : layer.parts)
-    lengths.insert(lengths.end(), {p.sink, p.quantized, p.residual});
-  // Copy what changed since this layer's last attend, and only that.
-  for (auto [host, uploaded, device] :
-       {std::tuple{&lengths, &layer.uploadedLengths, layer.deviceLengths},
-        std::tuple{&layer.blockTable, &layer.uploadedBlockTable,
-                   layer.deviceBlockTable}}) {
-    if (*host == *uploaded)
-      continue;
-    Status s =
-        impl->context->copyIn(device, host->data(), host->size() * 4, c.stream);
-    if (!s.ok()) {
-      uploaded->clear(); // unknown: copy again next time
-      return s;
-    }
-    *uploaded = *host;
-  }
+  std::vector<int32_t> lengths = impl->hostLengths(layer);
+  // Copy what the host changed since the device last saw it, and only that
+  // (nothing after appendStep, which advances the device's state itself).
+  if (Status s = impl->pushChanges(layer); !s.ok())
+    return s;
   AttentionCall call;
   call.q = q;
   call.keyWords = layer.key.words;
@@ -892,6 +1082,8 @@ Status QuantizedKVCache::release(int seq) {
   if (seq < 0 || seq >= impl->config.batch)
     return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
                    std::to_string(impl->config.batch) + ")");
+  if (Status pulled = impl->pullAllPages(); !pulled.ok())
+    return pulled;
   for (Layer &layer : impl->layers) {
     impl->releasePages(layer, seq, 0);
     layer.parts[seq] = Parts();
@@ -913,6 +1105,8 @@ Status QuantizedKVCache::fork(int source, int target) {
     if (layer.parts[target].total() != 0)
       return invalid("target sequence " + std::to_string(target) +
                      " is not empty: release it first");
+  if (Status pulled = impl->pullAllPages(); !pulled.ok())
+    return pulled;
   for (Layer &layer : impl->layers) {
     Status s = impl->fork(layer, source, target);
     if (!s.ok()) { // undo: the target is empty again in every layer
@@ -939,6 +1133,8 @@ Status QuantizedKVCache::snapshot(int seq, std::string &bytes) const {
   if (seq < 0 || seq >= impl->config.batch)
     return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
                    std::to_string(impl->config.batch) + ")");
+  if (Status pulled = impl->pullAllPages(); !pulled.ok())
+    return pulled;
   std::string payload;
   for (Layer &layer : impl->layers) {
     const Parts &p = layer.parts[seq];
@@ -984,6 +1180,8 @@ Status QuantizedKVCache::restore(int seq, const std::string &bytes) {
       llvm::toHex(llvm::SHA256::hash(llvm::arrayRefFromStringRef(payload)),
                   /*LowerCase=*/true))
     return invalid("the snapshot's checksum does not match its contents");
+  if (Status pulled = impl->pullAllPages(); !pulled.ok())
+    return pulled;
   std::vector<Parts> parts;
   size_t at = 0;
   auto getInt = [&](int32_t &value) {
@@ -1005,7 +1203,7 @@ Status QuantizedKVCache::restore(int seq, const std::string &bytes) {
     if (!getInt(p.sink) || !getInt(p.quantized) || !getInt(p.residual))
       return failed(invalid("the snapshot is truncated"));
     if (p.sink < 0 || p.sink > c.sink || p.quantized < 0 ||
-        p.quantized > impl->storeCapacity || p.quantized % impl->unit ||
+        p.quantized > impl->storeCapacity || p.quantized % impl->flushTokens ||
         p.residual < 0 || p.residual > impl->residualCapacity ||
         p.total() > c.capacity)
       return failed(
@@ -1040,7 +1238,7 @@ int QuantizedKVCache::pagesInUse(int layer) const {
   std::lock_guard<std::mutex> lock(impl->mutex);
   if (layer < 0 || layer >= impl->config.layers)
     return 0;
-  return impl->numPages - int(impl->layers[layer].freePages.size());
+  return impl->numPages - impl->layers[layer].freePageCount();
 }
 
 int QuantizedKVCache::pageTokens() const { return impl->pageTokens; }

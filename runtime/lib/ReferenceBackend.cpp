@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 using namespace kvq;
 
@@ -159,6 +160,99 @@ public:
           out[at] = existing[at];
         }
     writeHalf(c.output, out, spec.dtype);
+    return llvm::Error::success();
+  }
+
+  /// The cache step, sequence by sequence, as CacheAppendKernel.cpp
+  /// describes it (the same checks on the device lengths).
+  llvm::Error append(const KernelSpec &spec, const CompiledKernels &k,
+                     const AppendCall &c) override {
+    llvm::Expected<KernelLaunch> launch = planAppend(spec, k.source, c);
+    if (!launch)
+      return launch.takeError();
+    size_t d = spec.headDim, heads = c.kvHeads, row = d * 2;
+    int full = c.residualTokens + c.flushTokens;
+    auto rowOf = [&](void *buffer, int capacity, int seq, int head, int token) {
+      return static_cast<char *>(buffer) +
+             ((size_t(seq) * heads + head) * capacity + token) * row;
+    };
+    auto copyNewToken = [&](int seq, void *keys, void *values, int capacity,
+                            int slot) {
+      for (size_t h = 0; h < heads; ++h) {
+        size_t from = (size_t(seq) * c.tokenStride + h * c.headStride) * 2;
+        std::memcpy(rowOf(keys, capacity, seq, int(h), slot),
+                    static_cast<const char *>(c.keys) + from, row);
+        std::memcpy(rowOf(values, capacity, seq, int(h), slot),
+                    static_cast<const char *>(c.values) + from, row);
+      }
+    };
+    for (int b = 0; b < c.batch; ++b) {
+      int32_t *lengths = c.lengths + size_t(b) * 3;
+      int sink = lengths[0], quantized = lengths[1], residual = lengths[2];
+      bool valid = sink + quantized + residual > 0 && sink >= 0 &&
+                   quantized >= 0 && residual >= 0 && sink <= c.sinkTokens &&
+                   residual < full &&
+                   int64_t(c.maxPages) * c.pageTokens >=
+                       int64_t(quantized) + c.flushTokens &&
+                   quantized % c.flushTokens == 0;
+      if (!valid)
+        continue;
+      if (sink < c.sinkTokens) {
+        copyNewToken(b, c.sinkKeys, c.sinkValues, c.sinkCapacity, sink);
+        lengths[0] = sink + 1;
+        continue;
+      }
+      if (residual + 1 < full) {
+        copyNewToken(b, c.residualKeys, c.residualValues, c.residualCapacity,
+                     residual);
+        lengths[2] = residual + 1;
+        continue;
+      }
+      int32_t &entry =
+          c.blockTable[size_t(b) * c.maxPages + quantized / c.pageTokens];
+      int32_t page = entry;
+      if (page < 0) {
+        int top = std::max(--*c.freeCount, 0);
+        page = entry = c.freePages[top];
+      }
+      page = std::clamp(page, 0, c.numPages - 1);
+      for (auto [s, rows, words, scales, zeros] :
+           {std::tuple{&spec.key, c.residualKeys, c.keyWords, c.keyScales,
+                       c.keyZeros},
+            std::tuple{&spec.value, c.residualValues, c.valueWords,
+                       c.valueScales, c.valueZeros}}) {
+        size_t wordsPerPage = packedWordCount(*s, int(d), heads, c.pageTokens);
+        size_t scalesPerPage = scaleCount(*s, int(d), heads, c.pageTokens);
+        size_t scaleBytes = s->fp32Scales ? 4 : 2;
+        std::vector<float> input = readHalf(
+            rowOf(rows, c.residualCapacity, b, 0, 0),
+            ((heads - 1) * c.residualCapacity + c.flushTokens) * d, spec.dtype);
+        char *pageScales =
+            static_cast<char *>(scales) + page * scalesPerPage * scaleBytes;
+        char *pageZeros = zeros ? static_cast<char *>(zeros) +
+                                      page * scalesPerPage * scaleBytes
+                                : nullptr;
+        HostScales h = readScales(pageScales, pageZeros, scalesPerPage, *s);
+        ref::quantize(*s, int(d), input.data(), int(heads), c.flushTokens,
+                      c.residualCapacity, c.pageTokens,
+                      quantized % c.pageTokens,
+                      static_cast<uint32_t *>(words) + page * wordsPerPage,
+                      h.scales.data(), h.zeroData());
+        writeStorage(pageScales, h.scales, 0, scalesPerPage, *s);
+        if (!s->symmetric)
+          writeStorage(pageZeros, h.zeros, 0, scalesPerPage, *s);
+      }
+      for (void *rows : {c.residualKeys, c.residualValues})
+        for (size_t h = 0; h < heads; ++h)
+          std::memmove(
+              rowOf(rows, c.residualCapacity, b, int(h), 0),
+              rowOf(rows, c.residualCapacity, b, int(h), c.flushTokens),
+              size_t(residual - c.flushTokens) * row);
+      copyNewToken(b, c.residualKeys, c.residualValues, c.residualCapacity,
+                   residual - c.flushTokens);
+      lengths[1] = quantized + c.flushTokens;
+      lengths[2] = residual + 1 - c.flushTokens;
+    }
     return llvm::Error::success();
   }
 

@@ -573,6 +573,13 @@ llvm::Error Runtime::dequantize(const KernelSpec &spec,
   return impl->device->dequantize(spec, **k, c);
 }
 
+llvm::Error Runtime::append(const KernelSpec &spec, const AppendCall &c) {
+  auto k = prepare(spec);
+  if (!k)
+    return k.takeError();
+  return impl->device->append(spec, **k, c);
+}
+
 llvm::Error Runtime::attention(const KernelSpec &spec, const AttentionCall &c) {
   auto k = prepare(spec);
   if (!k)

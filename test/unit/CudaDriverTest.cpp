@@ -394,7 +394,8 @@ TEST(CudaDriverTest, CacheAttendCopiesOnlyWhatChanged) {
   ASSERT_TRUE(cache->append(0, 1, kv, kv, 200).ok());
   Counts before = fakeCounts();
   ASSERT_TRUE(cache->attend(0, q, out).ok());
-  EXPECT_EQ(fakeCounts().copies - before.copies, 2) << "lengths, block table";
+  EXPECT_EQ(fakeCounts().copies - before.copies, 3)
+      << "lengths, block table, free-page stack";
   before = fakeCounts();
   ASSERT_TRUE(cache->attend(0, q, out).ok());
   EXPECT_EQ(fakeCounts().copies - before.copies, 0) << "nothing changed";
@@ -405,9 +406,42 @@ TEST(CudaDriverTest, CacheAttendCopiesOnlyWhatChanged) {
   EXPECT_EQ(fakeCounts().synchronizations - before.synchronizations, 0);
 }
 
+// The engine contract of a decode step, counted at the driver: once the
+// prompts are in, each layer's appendStep + attend is three launches
+// (append, attention, combine) and nothing else -- no copy, allocation or
+// synchronisation -- steps whose flushes take new pages from the pool
+// included.
+TEST(CudaDriverTest, ADecodeStepIsThreeLaunchesPerLayerAndNothingElse) {
+  CacheConfig config = kvq::testing::smallCacheConfig("kivi2");
+  FakeCache f(config);
+  ASSERT_TRUE(f.ready());
+  auto &cache = f.cache;
+  void *kv = f.kv, *q = f.q, *out = f.out;
+  for (int layer = 0; layer < config.layers; ++layer) {
+    ASSERT_TRUE(cache->append(layer, 0, kv, kv, 300).ok());
+    ASSERT_TRUE(cache->append(layer, 1, kv, kv, 200).ok());
+    ASSERT_TRUE(cache->attend(layer, q, out).ok()); // the prompts' copies
+  }
+  int pagesBefore = cache->pagesInUse(0);
+  for (int step = 0; step < 100; ++step) {
+    Counts before = fakeCounts();
+    for (int layer = 0; layer < config.layers; ++layer) {
+      ASSERT_TRUE(cache->appendStep(layer, kv, kv).ok());
+      ASSERT_TRUE(cache->attend(layer, q, out).ok());
+    }
+    Counts after = fakeCounts();
+    EXPECT_EQ(after.launches - before.launches, 3 * config.layers) << step;
+    EXPECT_EQ(after.copies, before.copies) << step;
+    EXPECT_EQ(after.allocations, before.allocations) << step;
+    EXPECT_EQ(after.synchronizations, before.synchronizations) << step;
+  }
+  EXPECT_EQ(cache->parts(0, 0).total(), 400);
+  EXPECT_GT(cache->pagesInUse(0), pagesBefore) << "flushes took pages";
+}
+
 // With CacheConfig::stream set, every launch and copy of the cache goes to
-// that stream — prefill, decode appends and their flushes, attend, fork —
-// and none to the default stream.
+// that stream — prefill, decode appends and their flushes, attend, fork,
+// batched decode steps — and none to the default stream.
 TEST(CudaDriverTest, TheCacheQueuesEverythingOnItsStream) {
   cuda::Driver *driver = fakeDriver();
   ASSERT_TRUE(driver);
@@ -427,6 +461,8 @@ TEST(CudaDriverTest, TheCacheQueuesEverythingOnItsStream) {
     ASSERT_TRUE(cache->append(0, 0, kv, kv, 1).ok());
   ASSERT_TRUE(cache->attend(0, q, out).ok());
   ASSERT_TRUE(cache->fork(0, 1).ok());
+  for (int step = 0; step < 40; ++step) // batched decode steps, flushes too
+    ASSERT_TRUE(cache->appendStep(0, kv, kv).ok());
   ASSERT_TRUE(cache->attend(0, q, out).ok());
   EXPECT_EQ(operationsOn(nullptr), onDefault) << "nothing on the default one";
   EXPECT_GT(operationsOn(*stream), onOwn + 40);

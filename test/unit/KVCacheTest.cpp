@@ -119,16 +119,16 @@ struct Harness {
 // A prefill's routing and the decode steps after it, for a channel-axis
 // preset (unit 32) and a token-axis one (unit 1): 4 sink tokens; of the
 // other 296, all but at least `residual` (64) go to the store in bulk in
-// whole units (kivi2: 224 in 32s, 72 stay; int4: 232, 64 stay). The residual
-// is then flushed 32 tokens at a time once it holds 64 + 32: the decode
-// steps before only copy (no launch), the flush quantizes K and V (int4's
-// 32 tokens straddle a page boundary: two pages each).
+// whole flushes of 32 (224; 72 stay), so that the store grows by whole
+// flushes and no flush straddles a page. The residual is then flushed 32
+// tokens at a time once it holds 64 + 32: the decode steps before only
+// copy (no launch), the flush quantizes K and V (a launch each).
 TEST(KVCache, RoutesSinkBulkPrefillResidualAndFlushes) {
   struct Case {
     const char *preset;
     int bulk, residual, flushLaunches;
   };
-  for (Case k : {Case{"kivi2", 224, 72, 2}, Case{"int4", 232, 64, 4}}) {
+  for (Case k : {Case{"kivi2", 224, 72, 2}, Case{"int4", 224, 72, 2}}) {
     SCOPED_TRACE(k.preset);
     CacheConfig c = smallConfig(k.preset);
     Harness h(BackendKind::Emulator, c);
@@ -283,14 +283,14 @@ TEST(KVCache, APoolTooSmallForEveryPackedSequenceChangesNothing) {
   CacheConfig c = smallConfig("int4"); // 64-token pages, residual 64
   c.pages = 3;
   Harness h(BackendKind::Reference, c);
-  // Two 200-token prompts, token-major: each quantizes 132 tokens in bulk
-  // (3 pages), 6 pages for a pool of 3. Refused before any token is read.
+  // Two 200-token prompts, token-major: each quantizes 128 tokens in bulk
+  // (2 pages), 4 pages for a pool of 3. Refused before any token is read.
   const int32_t sequences[] = {0, 1};
   const int32_t offsets[] = {0, 200, 400};
   TokenLayout engine{c.headDim, int64_t(c.kvHeads) * c.headDim};
   Status s = h.cache->appendPacked(0, h.k, h.v, sequences, offsets, 2, engine);
   EXPECT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
-  EXPECT_NE(s.message().find("appending 2 packed sequences needs 6, 3 are "
+  EXPECT_NE(s.message().find("appending 2 packed sequences needs 4, 3 are "
                              "free"),
             std::string::npos)
       << s.message();
@@ -344,11 +344,14 @@ TEST(KVCache, AFullPoolIsAResourceErrorThatChangesNothing) {
   Harness h(BackendKind::Emulator, c);
   std::mt19937 rng(3);
   Tokens t = makeTokens(c, 400, rng);
-  // 4 sink, 64 residual, 332 quantized: 6 pages.
+  // 4 sink, 64 residual, 332 quantized in flushes of 32: 320 (5 pages),
+  // 12 more in the residual. 420 tokens: 352 quantized, 6 pages.
   ASSERT_TRUE(h.append(0, 0, t, 400).ok());
-  EXPECT_EQ(h.cache->parts(0, 0).quantized, 332);
+  EXPECT_EQ(h.cache->parts(0, 0).quantized, 320);
+  ASSERT_TRUE(h.append(0, 0, t, 20).ok());
+  EXPECT_EQ(h.cache->parts(0, 0).quantized, 352);
   EXPECT_EQ(h.cache->pagesInUse(0), 6);
-  // Sequence 1 needs 6 pages, 2 are left: refused, and the 2 it took back.
+  // Sequence 1 needs 5 pages, 2 are left: refused, and the 2 it took back.
   Status s = h.append(0, 1, t, 400);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
@@ -361,7 +364,7 @@ TEST(KVCache, AFullPoolIsAResourceErrorThatChangesNothing) {
   ASSERT_TRUE(h.cache->release(0).ok());
   ASSERT_TRUE(h.append(0, 1, t, 400).ok());
   EXPECT_EQ(h.cache->parts(0, 1).total(), 400);
-  EXPECT_EQ(h.cache->pagesInUse(0), 6);
+  EXPECT_EQ(h.cache->pagesInUse(0), 5);
   c.pages = 1000;
   Status status;
   EXPECT_FALSE(QuantizedKVCache::create(*h.context, c, &status));
@@ -657,7 +660,8 @@ TEST(KVCache, AForkWithoutAPageForItsPartialPageChangesNothing) {
   Harness h(BackendKind::Reference, c);
   std::mt19937 rng(9);
   Tokens t = makeTokens(c, 400, rng);
-  ASSERT_TRUE(h.append(0, 1, t, 400).ok()); // 332 quantized: 6 pages
+  ASSERT_TRUE(h.append(0, 1, t, 400).ok()); // 320 quantized: 5 pages,
+  ASSERT_TRUE(h.append(0, 1, t, 20).ok());  // 352: 6, the last partial
   ASSERT_EQ(h.cache->pagesInUse(0), 6);
   Status s = h.cache->fork(1, 0);
   EXPECT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();

@@ -60,11 +60,34 @@ TEST(KernelSpec, QuantizeSpecsTakeABareScheme) {
   EXPECT_EQ(spec.canonical(), "quantize 8c64s d=64 f16");
 }
 
+// The cache's decode step: both schemes, head_dim and dtype; it writes
+// scales, so bf16 needs fp32 ones for keys and values alike.
+TEST(KernelSpec, AppendSpecsRoundTripAndCheckTheirSchemes) {
+  KernelSpec spec;
+  ASSERT_FALSE(parseKernelSpec("append v=4t32 k=2c32 d=96", spec));
+  EXPECT_EQ(spec.kind, KernelKind::Append);
+  EXPECT_EQ(spec.canonical(), "append k=2c32 v=4t32 d=96 f16");
+  EXPECT_FALSE(spec.isAttention());
+  EXPECT_EQ(spec.validate(), std::nullopt);
+  KernelSpec again;
+  ASSERT_FALSE(parseKernelSpec(spec.canonical(), again));
+  EXPECT_EQ(again.canonical(), spec.canonical());
+  ASSERT_FALSE(parseKernelSpec("append k=2c32x v=2t32 d=128 bf16", spec));
+  EXPECT_EQ(spec.validate().value_or(""),
+            "bf16 input needs fp32 scales: an fp16 scale or zero point "
+            "overflows to inf once a group's values pass 65504 (add the x "
+            "flag: 2t32 -> 2t32x)");
+  ASSERT_FALSE(parseKernelSpec("append k=2c32 v=4t48 d=128", spec));
+  EXPECT_EQ(spec.validate().value_or(""),
+            "value group must be a power of two in [16, 256] or 0 (head_dim), "
+            "got 48");
+}
+
 TEST(KernelSpec, ParseErrorsNameTheWord) {
   KernelSpec spec;
   EXPECT_EQ(parseKernelSpec("prefill k=2c32", spec).value_or(""),
-            "spec must start with quantize, dequantize, attention or "
-            "dense-attention, got 'prefill'");
+            "spec must start with quantize, dequantize, attention, "
+            "dense-attention or append, got 'prefill'");
   EXPECT_EQ(parseKernelSpec("attention d=12x", spec).value_or(""),
             "bad number in 'd=12x'");
   EXPECT_EQ(parseKernelSpec("attention d=99999999999", spec).value_or(""),

@@ -5,8 +5,8 @@
 // and its own access macros first). Embedded in kvq at build time
 // (codegen/CMakeLists.txt) and handed to nvrtc as "kvq_prelude.cuh".
 #pragma once
-#include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #ifdef __CUDACC_RTC__
 // nvrtc has no <cstdint>.
@@ -21,13 +21,17 @@ typedef unsigned int uint32_t;
 // accesses; global loads use the read-only path (ld.global.nc).
 #ifndef KVQ_EMULATOR
 #define KVQ_LDG(site, ptr, i) __ldg((ptr) + (i))
-#define KVQ_LDG2(site, ptr, i) __ldg(reinterpret_cast<const int2 *>((ptr) + (i)))
-#define KVQ_LDG4(site, ptr, i) __ldg(reinterpret_cast<const int4 *>((ptr) + (i)))
+#define KVQ_LDG2(site, ptr, i)                                                 \
+  __ldg(reinterpret_cast<const int2 *>((ptr) + (i)))
+#define KVQ_LDG4(site, ptr, i)                                                 \
+  __ldg(reinterpret_cast<const int4 *>((ptr) + (i)))
 #define KVQ_STG(site, ptr, i, v) ((void)((ptr)[i] = (v)))
+#define KVQ_ATOMIC_ADD(site, ptr, i, v) atomicAdd((ptr) + (i), (v))
 #define KVQ_LDS(site, ptr, i) ((ptr)[i])
 #define KVQ_STS(site, ptr, i, v) ((void)((ptr)[i] = (v)))
 #define KVQ_LDS4(site, ptr, i) (*reinterpret_cast<const float4 *>((ptr) + (i)))
-#define KVQ_STS4(site, ptr, i, v) ((void)(*reinterpret_cast<float4 *>((ptr) + (i)) = (v)))
+#define KVQ_STS4(site, ptr, i, v)                                              \
+  ((void)(*reinterpret_cast<float4 *>((ptr) + (i)) = (v)))
 #define KVQ_SHARED(type, name, count) __shared__ __align__(16) type name[count]
 #endif
 
@@ -44,7 +48,9 @@ __device__ __forceinline__ int kvq_shl(int code, int shift) {
   return (int)((unsigned)code << shift);
 }
 // Word k of a 64/128-bit load (k is a constant after unrolling).
-__device__ __forceinline__ int kvq_word(int2 v, int k) { return k == 0 ? v.x : v.y; }
+__device__ __forceinline__ int kvq_word(int2 v, int k) {
+  return k == 0 ? v.x : v.y;
+}
 __device__ __forceinline__ int kvq_word(int4 v, int k) {
   return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
 }
@@ -73,7 +79,8 @@ __device__ __forceinline__ int kvq_and_or(int a, int b, int c) {
 // Fragments for mma.m16n8k16"; the emulator's kvq_emu::mmaM16N8K16 spells
 // the layout out). sm_80 and later run one m16n8k16; sm_75 two m16n8k8
 // over k = 0..7 and 8..15 (the same fragments, split).
-__device__ __forceinline__ void kvq_mma_m16n8k16(float d[4], const unsigned a[4],
+__device__ __forceinline__ void kvq_mma_m16n8k16(float d[4],
+                                                 const unsigned a[4],
                                                  const unsigned b[2],
                                                  const float c[4]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -111,8 +118,9 @@ __device__ __forceinline__ void kvq_mma_m16n8k16_bf16(float d[4],
 // as a float4 (one value, so a call can be an expression).
 template <bool Bf16>
 __device__ __forceinline__ float4 kvq_mma_x2(int a0, int a1, int a2, int a3,
-                                          int b0, int b1, float4 c) {
-  const unsigned a[4] = {(unsigned)a0, (unsigned)a1, (unsigned)a2, (unsigned)a3};
+                                             int b0, int b1, float4 c) {
+  const unsigned a[4] = {(unsigned)a0, (unsigned)a1, (unsigned)a2,
+                         (unsigned)a3};
   const unsigned b[2] = {(unsigned)b0, (unsigned)b1};
   const float in[4] = {c.x, c.y, c.z, c.w};
   float d[4];
@@ -121,7 +129,10 @@ __device__ __forceinline__ float4 kvq_mma_x2(int a0, int a1, int a2, int a3,
   else
     kvq_mma_m16n8k16(d, a, b, in);
   float4 out;
-  out.x = d[0]; out.y = d[1]; out.z = d[2]; out.w = d[3];
+  out.x = d[0];
+  out.y = d[1];
+  out.z = d[2];
+  out.w = d[3];
   return out;
 }
 __device__ __forceinline__ float4 kvq_mma_f16(int a0, int a1, int a2, int a3,
@@ -136,8 +147,8 @@ __device__ __forceinline__ float4 kvq_mma_bf16(int a0, int a1, int a2, int a3,
 // bits 0-15 (cvt.rn.f16x2.f32 / cvt.rn.bf16x2.f32).
 __device__ __forceinline__ int kvq_pack_f16x2(float lo, float hi) {
   __half2 h = __floats2half2_rn(lo, hi);
-  return (int)((unsigned)__half_as_ushort(h.x) |
-               (unsigned)__half_as_ushort(h.y) << 16);
+  return (int)((unsigned)__half_as_ushort(h.x) | (unsigned)__half_as_ushort(h.y)
+                                                     << 16);
 }
 __device__ __forceinline__ int kvq_pack_bf16x2(float lo, float hi) {
   __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
@@ -146,11 +157,13 @@ __device__ __forceinline__ int kvq_pack_bf16x2(float lo, float hi) {
 }
 // What kvq_pack_*x2(lo, hi) rounded away, packed the same way: `pair` and
 // this together hold lo and hi to about twice the mantissa bits.
-__device__ __forceinline__ int kvq_pack_f16x2_error(float lo, float hi, int pair) {
+__device__ __forceinline__ int kvq_pack_f16x2_error(float lo, float hi,
+                                                    int pair) {
   __half2 h = *reinterpret_cast<const __half2 *>(&pair);
   return kvq_pack_f16x2(lo - __low2float(h), hi - __high2float(h));
 }
-__device__ __forceinline__ int kvq_pack_bf16x2_error(float lo, float hi, int pair) {
+__device__ __forceinline__ int kvq_pack_bf16x2_error(float lo, float hi,
+                                                     int pair) {
   __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162 *>(&pair);
   return kvq_pack_bf16x2(lo - __low2float(h), hi - __high2float(h));
 }
@@ -227,9 +240,13 @@ __device__ __forceinline__ float kvq_code_from_bits(int bits, float centre) {
   return __int_as_float(bits) - (8388608.0f + centre);
 }
 // Four floats as one 128-bit shared-memory value, and lane k of one.
-__device__ __forceinline__ float4 kvq_float4(float a, float b, float c, float d) {
+__device__ __forceinline__ float4 kvq_float4(float a, float b, float c,
+                                             float d) {
   float4 v;
-  v.x = a; v.y = b; v.z = c; v.w = d;
+  v.x = a;
+  v.y = b;
+  v.z = c;
+  v.w = d;
   return v;
 }
 __device__ __forceinline__ float kvq_lane(float4 v, int k) {
@@ -237,13 +254,15 @@ __device__ __forceinline__ float kvq_lane(float4 v, int k) {
 }
 // Half k of a 64/128-bit load of 4/8 fp16 or bf16 values (little endian:
 // the even half is the low 16 bits of its word).
-template <typename V> __device__ __forceinline__ unsigned short kvq_half_bits(V v, int k) {
+template <typename V>
+__device__ __forceinline__ unsigned short kvq_half_bits(V v, int k) {
   unsigned word = (unsigned)kvq_word(v, k >> 1);
   return (unsigned short)((k & 1) ? word >> 16 : word & 0xffffu);
 }
 template <typename V> __device__ __forceinline__ __half kvq_f16(V v, int k) {
   return __ushort_as_half(kvq_half_bits(v, k));
 }
-template <typename V> __device__ __forceinline__ __nv_bfloat16 kvq_bf16(V v, int k) {
+template <typename V>
+__device__ __forceinline__ __nv_bfloat16 kvq_bf16(V v, int k) {
   return __ushort_as_bfloat16(kvq_half_bits(v, k));
 }

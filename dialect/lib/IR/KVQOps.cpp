@@ -409,17 +409,58 @@ LogicalResult QuantizedAttentionOp::verify() {
 // Launch plans of the ops that have one
 //===----------------------------------------------------------------------===//
 
+//===----------------------------------------------------------------------===//
+// CacheAppendOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CacheAppendOp::verify() {
+  if (getKeys().getType() != getValues().getType())
+    return emitOpError("keys and values must have one type, got ")
+           << getKeys().getType() << " and " << getValues().getType();
+  ArrayRef<int64_t> shape = shapeOf(getKeys());
+  if (!ShapedType::isDynamic(shape[2]) && shape[2] != 1)
+    return emitOpError("appends one token per sequence, but the new tokens "
+                       "have ")
+           << shape[2] << " per sequence";
+  if (ShapedType::isDynamic(shape[3]))
+    return emitOpError("head_dim must be static");
+  ArrayRef<int64_t> lengths = shapeOf(getLengths());
+  if (!ShapedType::isDynamic(lengths[1]) && lengths[1] != 3)
+    return emitOpError("lengths must be [batch, 3] (sink, quantized, "
+                       "residual), got ")
+           << formatShape(lengths);
+  if (!isCompatibleShape({shape[0]}, {lengths[0]}) ||
+      !isCompatibleShape({shape[0]}, {shapeOf(getBlockTable())[0]}))
+    return emitOpError("keys, lengths and block_table must have one batch "
+                       "size, got ")
+           << formatShape(shape) << ", " << formatShape(lengths) << " and "
+           << formatShape(shapeOf(getBlockTable()));
+  // The schemes quantize whole groups of the residual's tokens.
+  SmallVector<int64_t, 4> stored = {ShapedType::kDynamic, shape[1],
+                                    ShapedType::kDynamic, shape[3]};
+  for (auto [what, scheme] : {std::pair{"key ", getKeyScheme()},
+                              std::pair{"value ", getValueScheme()}}) {
+    auto emitError = [&, what = what]() { return emitOpError() << what; };
+    if (failed(verifySchemeFitsShape(scheme, stored, emitError)))
+      return failure();
+    if (elementTypeOf(getKeys()).isBF16() && !scheme.getScaleType().isF32())
+      return emitOpError() << what << ::kvq::scheme_rules::kBf16ScalesRule
+                           << " (write the scheme with scale = f32)";
+  }
+  return success();
+}
+
 PlanAttr mlir::kvq::getLaunchPlan(Operation *op) {
   return llvm::TypeSwitch<Operation *, PlanAttr>(op)
-      .Case<QuantizeOp, DequantizeOp, AttentionOp, QuantizedAttentionOp>(
-          [](auto planned) { return planned.getPlanAttr(); })
+      .Case<QuantizeOp, DequantizeOp, AttentionOp, QuantizedAttentionOp,
+            CacheAppendOp>([](auto planned) { return planned.getPlanAttr(); })
       .Default([](Operation *) { return PlanAttr(); });
 }
 
 void mlir::kvq::setLaunchPlan(Operation *op, PlanAttr plan) {
   llvm::TypeSwitch<Operation *>(op)
-      .Case<QuantizeOp, DequantizeOp, AttentionOp, QuantizedAttentionOp>(
-          [&](auto planned) { planned.setPlanAttr(plan); })
+      .Case<QuantizeOp, DequantizeOp, AttentionOp, QuantizedAttentionOp,
+            CacheAppendOp>([&](auto planned) { planned.setPlanAttr(plan); })
       .Default([](Operation *) {
         llvm_unreachable("setLaunchPlan on an op without a plan");
       });

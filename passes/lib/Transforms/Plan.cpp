@@ -110,6 +110,8 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
       bool planned = true;
       if (isa<QuantizeOp, DequantizeOp>(op))
         planned = planElementwise(op);
+      else if (isa<CacheAppendOp>(op))
+        planned = planCacheAppend(op);
       else if (auto attention = dyn_cast<QuantizedAttentionOp>(op))
         planned =
             planAttention(op, attention.getQuery(), attention.getKeyCodes(),
@@ -142,6 +144,15 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
                widestHalfVector(headDim),
                std::min<int64_t>(8, quantize.getScheme().codesPerWord())));
     }
+    return commit(op, plan);
+  }
+
+  /// The cache step: a block per sequence, 4 warps over its kv heads'
+  /// rows (the new token's copy, a flush's quantize and the shift).
+  bool planCacheAppend(Operation *op) {
+    ::kvq::LaunchPlan plan = existingPlan(op);
+    plan.arch = arch;
+    fill(plan.threads, 128);
     return commit(op, plan);
   }
 

@@ -76,6 +76,35 @@ struct AttentionCall {
   void *stream = nullptr;
 };
 
+/// append (KernelKind::Append): one decode step of a paged quantized
+/// cache, in one launch. Every sequence b < batch that holds tokens
+/// (lengths[b] = {sink, quantized, residual} on the device, read and
+/// advanced by the kernel) takes one new token: kv head h's row at
+/// keys/values + b * tokenStride + h * headStride (elements). It joins the
+/// sink while the sink holds fewer than `sinkTokens`, else the residual;
+/// when the residual then holds residualTokens + flushTokens, its oldest
+/// flushTokens are quantized into the sequence's page for quantized token
+/// `quantized` (pages of `pageTokens` tokens of every kv head, the layout of
+/// a paged attention spec), which the block table names or the kernel takes
+/// from the top of the free-page stack (freePages[0, *freeCount)). Sink and
+/// residual rows are [batch, kv heads, capacity, head_dim]. The caller
+/// guarantees enough free pages; quantized counts are multiples of
+/// flushTokens, which divides pageTokens; residualTokens >= 1.
+struct AppendCall {
+  const void *keys = nullptr, *values = nullptr;
+  int64_t headStride = 0, tokenStride = 0;
+  int32_t *lengths = nullptr, *blockTable = nullptr;
+  int32_t *freePages = nullptr, *freeCount = nullptr;
+  void *sinkKeys = nullptr, *sinkValues = nullptr;
+  void *residualKeys = nullptr, *residualValues = nullptr;
+  void *keyWords = nullptr, *keyScales = nullptr, *keyZeros = nullptr;
+  void *valueWords = nullptr, *valueScales = nullptr, *valueZeros = nullptr;
+  int batch = 0, kvHeads = 0, maxPages = 0, numPages = 0, pageTokens = 0;
+  int sinkCapacity = 0, sinkTokens = 0;
+  int residualCapacity = 0, residualTokens = 0, flushTokens = 0;
+  void *stream = nullptr;
+};
+
 } // namespace kvq
 
 #endif // KVQ_CALLS_H

@@ -127,6 +127,21 @@ public:
                       const int32_t *sequences, const int32_t *offsets,
                       int count, const TokenLayout &layout);
 
+  /// One decode step of `layer` for the whole batch, in one launch: every
+  /// sequence that holds tokens takes one new token, kv head h of sequence
+  /// b's at b * tokenStride + h * headStride in `k` and `v` (elements; the
+  /// rows of sequences that hold nothing are not read). The kernel quantizes
+  /// a residual's oldest tokens into the sequence's page when it fills and
+  /// takes that page from the pool itself, so the step copies nothing
+  /// between host and device, allocates nothing and does not synchronize
+  /// (attend() after it neither). The same tokens through append() give the
+  /// same cache bit for bit. Needs residual >= 1. A sequence at capacity or
+  /// too few free pages: an error naming it, and nothing changes.
+  Status appendStep(int layer, const void *k, const void *v,
+                    const TokenLayout &layout);
+  /// The same for `k` and `v` laid out [batch, kv heads, head_dim].
+  Status appendStep(int layer, const void *k, const void *v);
+
   /// out[b, h, :] = attention of q[b, h, :] over everything sequence b holds
   /// in `layer`. q and out are device arrays [batch, query heads, head_dim].
   Status attend(int layer, const void *q, void *out);

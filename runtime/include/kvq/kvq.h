@@ -106,6 +106,9 @@ public:
   Status quantize(const KernelSpec &spec, const QuantizeCall &call);
   Status dequantize(const KernelSpec &spec, const DequantizeCall &call);
   Status attention(const KernelSpec &spec, const AttentionCall &call);
+  /// One decode step of a paged quantized cache (an append spec): see
+  /// AppendCall. QuantizedKVCache::appendStep runs it.
+  Status append(const KernelSpec &spec, const AppendCall &call);
   /// Workspace bytes an attention call needs (call.workspace).
   size_t attentionWorkspaceBytes(const KernelSpec &spec,
                                  const AttentionCall &call);

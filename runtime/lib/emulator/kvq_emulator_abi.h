@@ -25,5 +25,8 @@ struct Hooks {
   /// order (32 x bytes): the collective that warp-wide instructions with
   /// register fragments (mma.sync) are emulated on. All 32 lanes take part.
   void (*warpAllGather)(const void *mine, unsigned bytes, void *all);
+  /// atomicAdd on a global int: checked like a load and a store, atomic
+  /// across the blocks the emulator runs at once; returns the old value.
+  int (*atomicAdd)(int site, int *address, int value);
 };
 } // namespace kvq_emu

@@ -148,6 +148,8 @@ extern "C" void kvq_emu_set_ids(const kvq_emu::Ids *ids) { kvq_emu::ids = ids; }
 #define KVQ_LDG4(site, ptr, i)                                                 \
   kvq_emu::load(site, reinterpret_cast<const int4 *>((ptr) + (i)))
 #define KVQ_STG(site, ptr, i, v) kvq_emu::store(site, (ptr) + (i), (v))
+#define KVQ_ATOMIC_ADD(site, ptr, i, v)                                        \
+  kvq_emu::hooks->atomicAdd(site, (ptr) + (i), (v))
 #define KVQ_LDS(site, ptr, i) kvq_emu::sharedLoad(site, (ptr) + (i))
 #define KVQ_STS(site, ptr, i, v) kvq_emu::sharedStore(site, (ptr) + (i), (v))
 #define KVQ_LDS4(site, ptr, i)                                                 \

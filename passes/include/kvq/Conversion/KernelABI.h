@@ -41,6 +41,26 @@
 //             const float* partial_sum, H* out, int splits)
 //   grid (q_heads, batch): merges the splits by log-sum-exp.
 //
+// append     (const H* keys, const H* values, int head_stride,
+//             int token_stride, int* lengths, int* block_table,
+//             int* free_pages, int* free_count, H* sink_keys,
+//             H* sink_values, H* residual_keys, H* residual_values,
+//             uint32_t* key_words, S* key_scales, [S* key_zeros],
+//             uint32_t* value_words, S* value_scales, [S* value_zeros],
+//             int batch, int kv_heads, int max_pages, int num_pages,
+//             int page_tokens, int sink_capacity, int sink_tokens,
+//             int residual_capacity, int residual_tokens, int flush_tokens)
+//   One decode step of a paged cache (kvq.cache_append; the runtime's
+//   AppendCall says it in full): every sequence b with lengths[b] = {sink,
+//   quantized, residual} not all zero takes the token at b * token_stride
+//   (+ h * head_stride for kv head h) into its sink or residual
+//   ([batch, kv_heads, capacity, head_dim]); a residual reaching
+//   residual_tokens + flush_tokens sends its oldest flush_tokens to the
+//   page of quantized token `quantized` ([pages, kv_heads, page_tokens]
+//   packed, as paged attention reads them), popped from free_pages
+//   (count at *free_count) when block_table has none. grid (batch), block
+//   (threads): a block per sequence.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef KVQ_CONVERSION_KERNELABI_H

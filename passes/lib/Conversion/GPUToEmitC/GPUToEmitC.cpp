@@ -287,6 +287,29 @@ struct StoreToEmitC : OpConversionPattern<memref::StoreOp> {
   }
 };
 
+/// An atomic add on a global i32 (the cache step's free-page stack):
+/// KVQ_ATOMIC_ADD returns the value before the add, as atomicAdd does.
+struct AtomicAddToEmitC : OpConversionPattern<memref::AtomicRMWOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(memref::AtomicRMWOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    auto site = op->getAttrOfType<IntegerAttr>(kSiteAttr);
+    if (!site || op.getKind() != arith::AtomicRMWKind::addi ||
+        isShared(op.getMemRefType()))
+      return rewriter.notifyMatchFailure(op, "not a global integer add");
+    ArrayAttr args = rewriter.getArrayAttr({site, rewriter.getIndexAttr(0),
+                                            rewriter.getIndexAttr(1),
+                                            rewriter.getIndexAttr(2)});
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{op.getType()}, "KVQ_ATOMIC_ADD",
+        ValueRange{adaptor.getMemref(), adaptor.getIndices()[0],
+                   adaptor.getValue()},
+        args);
+    return success();
+  }
+};
+
 /// A 64/128-bit load of packed words or halves: KVQ_LDG2/KVQ_LDG4.
 struct VectorLoadToEmitC : OpConversionPattern<vector::LoadOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -745,8 +768,8 @@ void prepareKernel(gpu::GPUFuncOp func) {
   int64_t site = 0;
   Builder attrBuilder(func.getContext());
   func.walk([&](Operation *op) {
-    if (isa<memref::LoadOp, memref::StoreOp, vector::LoadOp, vector::StoreOp>(
-            op))
+    if (isa<memref::LoadOp, memref::StoreOp, memref::AtomicRMWOp,
+            vector::LoadOp, vector::StoreOp>(op))
       op->setAttr(kSiteAttr, attrBuilder.getI32IntegerAttr(site++));
   });
 
@@ -852,10 +875,10 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
   MLIRContext *context = patterns.getContext();
   patterns.add<
       GPUFuncToEmitC, GPUReturnToEmitC, GPUBarrierToEmitC, GPUShuffleToEmitC,
-      LoadToEmitC, StoreToEmitC, VectorLoadToEmitC, VectorStoreToEmitC,
-      FromElementsToEmitC, VectorExtractToEmitC, ConstantToEmitC,
-      IndexCastToEmitC, CmpIToEmitC, CmpFToEmitC, SelectToEmitC,
-      DirectToEmitC<arith::AddIOp, emitc::AddOp>,
+      LoadToEmitC, StoreToEmitC, AtomicAddToEmitC, VectorLoadToEmitC,
+      VectorStoreToEmitC, FromElementsToEmitC, VectorExtractToEmitC,
+      ConstantToEmitC, IndexCastToEmitC, CmpIToEmitC, CmpFToEmitC,
+      SelectToEmitC, DirectToEmitC<arith::AddIOp, emitc::AddOp>,
       DirectToEmitC<arith::SubIOp, emitc::SubOp>,
       DirectToEmitC<arith::MulIOp, emitc::MulOp>,
       DirectToEmitC<arith::DivSIOp, emitc::DivOp>,

@@ -30,10 +30,6 @@ using namespace mlir::kvq;
 
 namespace {
 
-MemRefType globalBuffer(Type elementType) {
-  return MemRefType::get({ShapedType::kDynamic}, elementType);
-}
-
 /// Stores `values` at tile[base + j]: 4 at a time (STS.128) when the tiles
 /// are vectorized (base and the count are then multiples of 4).
 void storeRun(KernelBuilder &kb, const AttentionShape &s,
@@ -190,13 +186,6 @@ void stageHalf(KernelBuilder &kb, const AttentionShape &s,
 }
 
 } // namespace
-
-MemRefType mlir::kvq::sharedBuffer(MLIRContext *context, int64_t count,
-                                   Type type) {
-  auto space = gpu::AddressSpaceAttr::get(
-      context, gpu::GPUDialect::getWorkgroupAddressSpace());
-  return MemRefType::get({count}, type, MemRefLayoutAttrInterface(), space);
-}
 
 SplitRange mlir::kvq::loadSplitRange(KernelBuilder &kb, const AttentionShape &s,
                                      const AttentionArgs &a) {

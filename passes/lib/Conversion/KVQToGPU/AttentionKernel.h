@@ -13,6 +13,7 @@
 #define KVQ_CONVERSION_KVQTOGPU_ATTENTIONKERNEL_H
 
 #include "KernelBuilder.h"
+#include "Kernels.h"
 
 #include "kvq/Conversion/AttentionTiles.h"
 
@@ -41,9 +42,6 @@ struct AttentionShape {
   /// Tiles read and written 4 floats at a time (AttentionTiles.h).
   bool vectorTiles() const { return attentionTilesVectorized(headDim); }
 };
-
-/// A shared-memory (workgroup) buffer of `count` elements of `type`.
-MemRefType sharedBuffer(MLIRContext *context, int64_t count, Type type);
 
 /// The block's place in the grid (split, kv head, sequence) and the token
 /// ranges it covers.

@@ -46,6 +46,8 @@ struct KVQToGPUPass : mlir::kvq::impl::KVQToGPUBase<KVQToGPUPass> {
                                 "fold it into quantize/dequantize");
       else if (auto dense = dyn_cast<AttentionOp>(op))
         built = buildDenseAttentionKernels(dense, gpuModule);
+      else if (auto append = dyn_cast<CacheAppendOp>(op))
+        built = buildCacheAppendKernel(append, gpuModule);
       else
         return WalkResult::advance();
       if (failed(built))

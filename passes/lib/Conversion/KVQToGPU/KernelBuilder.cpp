@@ -175,6 +175,12 @@ void KernelBuilder::store(Value value, Value memref, Value index) {
   memref::StoreOp::create(b, value, memref, ValueRange{idx});
 }
 
+Value KernelBuilder::atomicAdd(Value memref, Value index, Value value) {
+  Value idx = arith::IndexCastOp::create(b, b.getIndexType(), index);
+  return memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addi, value,
+                                     memref, ValueRange{idx});
+}
+
 SmallVector<Value> KernelBuilder::loadVector(Value memref, Value index,
                                              int64_t width) {
   if (width == 1)

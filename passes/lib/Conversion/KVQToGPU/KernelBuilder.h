@@ -109,6 +109,9 @@ public:
   //===--- memory (1-D memrefs, global or shared) ------------------===//
   Value load(Value memref, Value index);
   void store(Value value, Value memref, Value index);
+  /// Adds `value` to an i32 of global memory atomically; returns the value
+  /// it had (atomicAdd).
+  Value atomicAdd(Value memref, Value index, Value value);
   /// Loads `width` consecutive elements starting at `index` with one
   /// access (`index` a multiple of `width`): i32 words 1, 2 or 4 (up to 128
   /// bits), f16/bf16 1, 4 or 8 (up to 128 bits), shared f32 4 (LDS.128).

@@ -40,6 +40,19 @@ gpu::GPUFuncOp createKernel(OpBuilder &builder, gpu::GPUModuleOp module,
                             ArrayRef<Type> workgroupTypes, int64_t threads,
                             StringRef spec, PlanAttr plan);
 
+/// A kernel's buffer argument: a pointer to `elementType` in global memory,
+/// as a 1-D memref.
+inline MemRefType globalBuffer(Type elementType) {
+  return MemRefType::get({ShapedType::kDynamic}, elementType);
+}
+
+/// A shared-memory (workgroup) buffer of `count` elements of `type`.
+inline MemRefType sharedBuffer(MLIRContext *context, int64_t count, Type type) {
+  auto space = gpu::AddressSpaceAttr::get(
+      context, gpu::GPUDialect::getWorkgroupAddressSpace());
+  return MemRefType::get({count}, type, MemRefLayoutAttrInterface(), space);
+}
+
 /// One kernel argument: its C++ name (KernelABI.h; the runtime packs
 /// launches by these names), its type, and where the kernel body finds its
 /// value once the kernel exists.
@@ -68,7 +81,41 @@ struct KernelBody {
   KernelBuilder kb;
 };
 
+/// A quantize body's arguments (KernelABI.h); zeros only for asymmetric
+/// schemes. By default the body quantizes `rows` head rows from row 0 of
+/// both tensors, its work spread over the grid.
+struct QuantizeArgs {
+  Value input, words, scales, zeros, rows, tokens, inTokens, outTokens,
+      outOffset;
+  /// Head row r of the work is row inRowBase + r of `input` and row
+  /// outRowBase + r of the store (null: r): the cache step quantizes one
+  /// sequence's residual rows into a page of the pool.
+  Value inRowBase, outRowBase;
+  /// The work of this block only (thread and warp ids within it), not the
+  /// grid's: the cache step flushes inside one block.
+  bool blockLocal = false;
+
+  Value inRow(KernelBuilder &kb, Value row) const {
+    return inRowBase ? kb.add(inRowBase, row) : row;
+  }
+  Value outRow(KernelBuilder &kb, Value row) const {
+    return outRowBase ? kb.add(outRowBase, row) : row;
+  }
+};
+
+/// Quantize+pack bodies, one per axis (QuantizeKernels.cpp): token axis a
+/// warp per row, `halfVector` halves per load; channel axis a thread per
+/// (row, token group, channel).
+void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
+                            int64_t headDim, int64_t threads,
+                            int64_t halfVector, const QuantizeArgs &a);
+void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
+                              int64_t headDim, int64_t threads,
+                              const QuantizeArgs &a);
+
 LogicalResult buildQuantizeKernel(QuantizeOp op, gpu::GPUModuleOp module);
+/// The paged cache's decode step (CacheAppendKernel.cpp).
+LogicalResult buildCacheAppendKernel(CacheAppendOp op, gpu::GPUModuleOp module);
 LogicalResult buildDequantizeKernel(DequantizeOp op, gpu::GPUModuleOp module);
 LogicalResult buildAttentionKernels(QuantizedAttentionOp op,
                                     gpu::GPUModuleOp module);

@@ -108,10 +108,6 @@ gpu::GPUFuncOp mlir::kvq::createKernel(OpBuilder &builder,
 
 namespace {
 
-MemRefType globalBuffer(Type elementType) {
-  return MemRefType::get({ShapedType::kDynamic}, elementType);
-}
-
 std::string describeScheme(SchemeAttr scheme) {
   std::string text;
   llvm::raw_string_ostream os(text);
@@ -203,22 +199,18 @@ TokenAxisMapping mapTokenAxis(SchemeAttr scheme, int64_t headDim) {
   return m;
 }
 
-/// A quantize kernel's arguments (KernelABI.h); zeros only for asymmetric
-/// schemes.
-struct QuantizeArgs {
-  Value input, words, scales, zeros, rows, tokens, inTokens, outTokens,
-      outOffset;
-};
-
 /// A dequantize kernel's arguments (KernelABI.h).
 struct DequantizeArgs {
   Value words, scales, zeros, output, rows, tokens, inTokens, inOffset,
       outTokens;
 };
 
-void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
-                            int64_t headDim, int64_t threads,
-                            int64_t halfVector, const QuantizeArgs &a) {
+} // namespace
+
+void mlir::kvq::buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
+                                       int64_t headDim, int64_t threads,
+                                       int64_t halfVector,
+                                       const QuantizeArgs &a) {
   Value input = a.input, words = a.words, scales = a.scales, zeros = a.zeros;
   Value rows = a.rows, tokens = a.tokens, inTokens = a.inTokens,
         outTokens = a.outTokens, outOffset = a.outOffset;
@@ -233,17 +225,21 @@ void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                  .str());
   Value tid = kb.threadIdx();
   Value lane = kb.rem(tid, kb.i32(32));
-  Value warp = kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(warps)),
-                      kb.div(tid, kb.i32(32)));
-  Value warpStride = kb.mul(kb.gridDim(gpu::Dimension::x), kb.i32(warps));
+  Value warp = kb.div(tid, kb.i32(32));
+  Value warpStride = kb.i32(warps);
+  if (!a.blockLocal) {
+    warp = kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(warps)), warp);
+    warpStride = kb.mul(kb.gridDim(gpu::Dimension::x), warpStride);
+  }
   Value totalRows = kb.mul(rows, tokens);
 
   kb.forLoop(warp, totalRows, warpStride, [&](Value row) {
     Value headRow = kb.div(row, tokens);
     Value token = kb.rem(row, tokens);
-    Value inBase =
-        kb.mul(kb.add(kb.mul(headRow, inTokens), token), kb.i32(headDim));
-    Value outRow = kb.add(kb.mul(headRow, outTokens), kb.add(outOffset, token));
+    Value inBase = kb.mul(kb.add(kb.mul(a.inRow(kb, headRow), inTokens), token),
+                          kb.i32(headDim));
+    Value outRow = kb.add(kb.mul(a.outRow(kb, headRow), outTokens),
+                          kb.add(outOffset, token));
 
     for (int64_t chunk = 0; chunk < m.chunks; ++chunk) {
       Value firstWord = kb.add(kb.i32(chunk * 32 * m.wordsPerLane),
@@ -291,9 +287,9 @@ void buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
   });
 }
 
-void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
-                              int64_t headDim, int64_t threads,
-                              const QuantizeArgs &a) {
+void mlir::kvq::buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
+                                         int64_t headDim, int64_t threads,
+                                         const QuantizeArgs &a) {
   Value input = a.input, words = a.words, scales = a.scales, zeros = a.zeros;
   Value rows = a.rows, tokens = a.tokens, inTokens = a.inTokens,
         outTokens = a.outTokens, outOffset = a.outOffset;
@@ -305,16 +301,21 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
              "consecutive channels, so loads and stores are contiguous");
   Value groupsPerRow = kb.div(tokens, kb.i32(group));
   Value total = kb.mul(kb.mul(rows, groupsPerRow), d);
-  Value first = kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(threads)),
-                       kb.threadIdx());
-  Value stride = kb.mul(kb.gridDim(gpu::Dimension::x), kb.i32(threads));
+  Value first = kb.threadIdx();
+  Value stride = kb.i32(threads);
+  if (!a.blockLocal) {
+    first =
+        kb.add(kb.mul(kb.blockIdx(gpu::Dimension::x), kb.i32(threads)), first);
+    stride = kb.mul(kb.gridDim(gpu::Dimension::x), stride);
+  }
 
   kb.forLoop(first, total, stride, [&](Value item) {
     Value channel = kb.rem(item, d);
     Value rest = kb.div(item, d);
     Value tokenGroup = kb.rem(rest, groupsPerRow);
     Value headRow = kb.div(rest, groupsPerRow);
-    Value inBase = kb.add(kb.mul(kb.add(kb.mul(headRow, inTokens),
+    Value outHeadRow = a.outRow(kb, headRow);
+    Value inBase = kb.add(kb.mul(kb.add(kb.mul(a.inRow(kb, headRow), inTokens),
                                         kb.mul(tokenGroup, kb.i32(group))),
                                  d),
                           channel);
@@ -336,7 +337,7 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
     Value storeGroup =
         kb.add(kb.div(kb.add(outOffset, kb.mul(tokenGroup, kb.i32(group))),
                       kb.i32(group)),
-               kb.mul(headRow, kb.div(outTokens, kb.i32(group))));
+               kb.mul(outHeadRow, kb.div(outTokens, kb.i32(group))));
     Value scaleIndex = kb.add(kb.mul(storeGroup, d), channel);
     Type storage = scheme.getScaleType();
     kb.store(kb.fromF32(scale, storage), scales, scaleIndex);
@@ -348,7 +349,7 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                              perWord)
                    .str());
     Value firstWordRow =
-        kb.add(kb.mul(headRow, kb.div(outTokens, kb.i32(perWord))),
+        kb.add(kb.mul(outHeadRow, kb.div(outTokens, kb.i32(perWord))),
                kb.div(kb.add(outOffset, kb.mul(tokenGroup, kb.i32(group))),
                       kb.i32(perWord)));
     kb.forLoop(kb.i32(0), kb.i32(group / perWord), kb.i32(1), [&](Value w) {
@@ -363,6 +364,8 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
     });
   });
 }
+
+namespace {
 
 /// What quantize and dequantize kernels share: they need packed words (the
 /// fused form) and a plan.

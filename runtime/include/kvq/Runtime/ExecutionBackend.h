@@ -72,6 +72,9 @@ public:
   virtual llvm::Error attention(const KernelSpec &spec,
                                 const CompiledKernels &kernels,
                                 const AttentionCall &call);
+  virtual llvm::Error append(const KernelSpec &spec,
+                             const CompiledKernels &kernels,
+                             const AppendCall &call);
 
   /// Memory for calls: device memory (cuda) or host memory.
   virtual llvm::Expected<void *> allocate(size_t bytes) = 0;

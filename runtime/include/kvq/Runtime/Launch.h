@@ -50,6 +50,9 @@ llvm::Expected<KernelLaunch> planQuantize(const KernelSpec &spec,
 llvm::Expected<KernelLaunch> planDequantize(const KernelSpec &spec,
                                             const GeneratedSource &source,
                                             const DequantizeCall &call);
+llvm::Expected<KernelLaunch> planAppend(const KernelSpec &spec,
+                                        const GeneratedSource &source,
+                                        const AppendCall &call);
 /// The attention kernel and its combine kernel, in launch order.
 llvm::Expected<std::vector<KernelLaunch>>
 planAttention(const KernelSpec &spec, const GeneratedSource &source,

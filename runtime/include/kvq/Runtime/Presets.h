@@ -33,7 +33,8 @@ std::optional<ModelShape> findModel(const std::string &name);
 std::string knownModels();
 
 /// Every kernel a model needs with a preset: quantize and dequantize for
-/// keys and values, and the fused attention (sink + residual).
+/// keys and values, the cache's decode step (append), and the fused paged
+/// attention (sink + residual), last.
 std::vector<KernelSpec> kernelsFor(const CachePreset &preset,
                                    const ModelShape &model,
                                    HalfType dtype = HalfType::F16);

@@ -117,6 +117,7 @@ public:
   llvm::Error quantize(const KernelSpec &spec, const QuantizeCall &call);
   llvm::Error dequantize(const KernelSpec &spec, const DequantizeCall &call);
   llvm::Error attention(const KernelSpec &spec, const AttentionCall &call);
+  llvm::Error append(const KernelSpec &spec, const AppendCall &call);
   /// Workspace bytes `call` needs on this runtime's device (the split count
   /// follows the device's SM count unless call.smCount says otherwise).
   llvm::Expected<size_t> attentionWorkspaceBytes(const KernelSpec &spec,

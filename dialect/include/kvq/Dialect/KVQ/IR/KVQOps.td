@@ -239,6 +239,52 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
 }
 
 //===----------------------------------------------------------------------===//
+// The paged cache's decode step
+//===----------------------------------------------------------------------===//
+
+def KVQ_CacheAppendOp : KVQ_Op<"cache_append",
+    [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "One decode step of a paged quantized KV cache";
+  let description = [{
+    Every sequence of the batch that holds tokens takes one new token: row b
+    of `keys` and `values` (`[batch, kv_heads, 1, head_dim]`). `lengths`
+    (`[batch, 3]`: sink, quantized, residual tokens) says where it goes: into
+    the fp16 sink while the sink is not full, else at the end of the fp16
+    residual; when the residual then holds `residual + flush` tokens, its
+    oldest `flush` are quantized with `key_scheme` / `value_scheme` into the
+    sequence's page of the pool (`block_table`, `[batch, max_pages]`; a
+    page the table lacks is taken from the pool's free-page stack) and the
+    rest move to the front. The step updates `lengths`, so a decode step
+    needs no copy from the host.
+
+    The op writes the cache in place (it has no results); the sink, residual,
+    pool and free-page stack it also writes are runtime buffers
+    (kvq/Conversion/KernelABI.h, `append`), as are the counts `residual` and
+    `flush`, which are launch arguments.
+
+    ```mlir
+    kvq.cache_append %k, %v lengths(%lens) pages(%table)
+        keys scheme <bits = 2, group = 32, axis = channel>
+        values scheme <bits = 2, group = 32, axis = token>
+        : tensor<?x8x1x128xf16>, tensor<?x8x1x128xf16>, tensor<?x3xi32>,
+          tensor<?x?xi32>
+    ```
+  }];
+  let arguments = (ins KVQ_HalfTensor4D:$keys, KVQ_HalfTensor4D:$values,
+                       KVQ_LengthsTensor:$lengths,
+                       KVQ_LengthsTensor:$block_table,
+                       KVQ_SchemeAttr:$key_scheme,
+                       KVQ_SchemeAttr:$value_scheme,
+                       OptionalAttr<KVQ_PlanAttr>:$plan);
+  let assemblyFormat = [{
+    $keys `,` $values `lengths` `(` $lengths `)` `pages` `(` $block_table `)`
+    `keys` `scheme` $key_scheme `values` `scheme` $value_scheme attr-dict `:`
+    type($keys) `,` type($values) `,` type($lengths) `,` type($block_table)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // Warp-level tensor-core ops
 //
 // Made by --kvq-to-gpu inside the tensor-core attention kernel and lowered by

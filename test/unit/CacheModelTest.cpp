@@ -1,0 +1,313 @@
+//===- CacheModelTest.cpp - the paged cache against a plain model ---------===//
+//
+// Seeded random operations — prefill, host appends, batched decode steps,
+// forks, releases, attends — on a QuantizedKVCache whose small pool the
+// sequences share, and on a plain model of it: each sequence a list of its
+// tokens in fp32, its first `sink` kept, the next `quantized` (as the cache
+// reports them) quantized and dequantized group by group with the reference
+// quantizer, the rest kept; attention in double. No pages, block tables,
+// residual shifts or flushes in the model: whatever the cache does with
+// them must not show in its attention.
+//
+//===----------------------------------------------------------------------===//
+
+#include "SmallCacheConfig.h"
+#include "kvq/BufferSizes.h"
+#include "kvq/QuantizedKVCache.h"
+#include "kvq/Runtime/Reference.h"
+
+#include "llvm/Support/FileSystem.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+using namespace kvq;
+
+namespace {
+
+/// One sequence of the model: its tokens, [token][kv head][channel].
+struct ModelSequence {
+  std::vector<float> k, v;
+  int tokens = 0;
+};
+
+class Model {
+public:
+  explicit Model(const CacheConfig &c) : c(c), sequences(c.batch) {}
+
+  void append(int seq, const std::vector<float> &k, const std::vector<float> &v,
+              int n) {
+    ModelSequence &s = sequences[seq];
+    s.k.insert(s.k.end(), k.begin(), k.begin() + size_t(n) * row());
+    s.v.insert(s.v.end(), v.begin(), v.begin() + size_t(n) * row());
+    s.tokens += n;
+  }
+  void release(int seq) { sequences[seq] = ModelSequence(); }
+  void fork(int from, int to) { sequences[to] = sequences[from]; }
+  int tokens(int seq) const { return sequences[seq].tokens; }
+
+  /// Attention of `q` ([batch, query heads, d]) over each sequence, its
+  /// tokens [sink, sink + quantized) seen through their quantization.
+  std::vector<double>
+  attend(const std::vector<float> &q,
+         const std::vector<QuantizedKVCache::Parts> &parts) {
+    int d = c.headDim, gqa = c.queryHeads / c.kvHeads;
+    std::vector<double> out(size_t(c.batch) * c.queryHeads * d, 0.0);
+    for (int b = 0; b < c.batch; ++b) {
+      const ModelSequence &s = sequences[b];
+      if (s.tokens == 0)
+        continue;
+      std::vector<float> k = seen(s.k, s.tokens, parts[b], c.key);
+      std::vector<float> v = seen(s.v, s.tokens, parts[b], c.value);
+      for (int h = 0; h < c.queryHeads; ++h) {
+        int kv = h / gqa;
+        const float *query = &q[(size_t(b) * c.queryHeads + h) * d];
+        std::vector<double> scores(s.tokens);
+        double best = -INFINITY;
+        for (int t = 0; t < s.tokens; ++t) {
+          double dot = 0;
+          for (int i = 0; i < d; ++i)
+            dot += double(query[i]) * k[(size_t(t) * c.kvHeads + kv) * d + i];
+          scores[t] = dot / std::sqrt(double(d));
+          best = std::max(best, scores[t]);
+        }
+        double sum = 0;
+        for (double &x : scores)
+          sum += (x = std::exp(x - best));
+        double *o = &out[(size_t(b) * c.queryHeads + h) * d];
+        for (int t = 0; t < s.tokens; ++t)
+          for (int i = 0; i < d; ++i)
+            o[i] += scores[t] / sum * v[(size_t(t) * c.kvHeads + kv) * d + i];
+      }
+    }
+    return out;
+  }
+
+private:
+  size_t row() const { return size_t(c.kvHeads) * c.headDim; }
+
+  /// `x` ([tokens][kv head][d]) with tokens [sink, sink + quantized)
+  /// quantized and dequantized as the cache stores them.
+  std::vector<float> seen(const std::vector<float> &x, int tokens,
+                          const QuantizedKVCache::Parts &p,
+                          const QuantScheme &scheme) const {
+    std::vector<float> out = x;
+    int n = p.quantized, d = c.headDim, heads = c.kvHeads;
+    if (n == 0)
+      return out;
+    // The quantized tokens head-major, [kv head][token][d], as the
+    // reference quantizer reads them.
+    std::vector<float> rows(size_t(heads) * n * d);
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < d; ++i)
+          rows[(size_t(h) * n + t) * d + i] =
+              x[(size_t(p.sink + t) * heads + h) * d + i];
+    std::vector<uint32_t> words(packedWordCount(scheme, d, heads, n));
+    std::vector<float> scales(scaleCount(scheme, d, heads, n)),
+        zeros(scales.size());
+    float *z = scheme.symmetric ? nullptr : zeros.data();
+    ref::quantize(scheme, d, rows.data(), heads, n, n, n, 0, words.data(),
+                  scales.data(), z);
+    ref::dequantize(scheme, d, words.data(), scales.data(), z, heads, n, n, 0,
+                    n, rows.data());
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < d; ++i)
+          out[(size_t(p.sink + t) * heads + h) * d + i] =
+              rows[(size_t(h) * n + t) * d + i];
+    (void)tokens;
+    return out;
+  }
+
+  CacheConfig c;
+  std::vector<ModelSequence> sequences;
+};
+
+std::unique_ptr<Context> makeContext(BackendKind backend) {
+  static std::string dir = [] {
+    llvm::SmallString<128> path;
+    (void)llvm::sys::fs::createUniqueDirectory("kvq-cache-model-test", path);
+    return path.str().str();
+  }();
+  ContextOptions options;
+  options.backend = backend;
+  options.cacheDir = dir;
+  Status status;
+  std::unique_ptr<Context> context = Context::create(options, &status);
+  EXPECT_TRUE(context) << status.message();
+  return context;
+}
+
+/// `ops` seeded operations on a cache of `preset` on `backend` whose four
+/// sequences share a pool of `pages` pages (of 4 x 10), each attend
+/// compared with the model (normwise error <= 2e-3, the attention tolerance
+/// of the numerics matrix).
+void runOperations(BackendKind backend, const char *preset, int ops,
+                   int pages) {
+  CacheConfig c = kvq::testing::smallCacheConfig(preset);
+  c.layers = 1;
+  c.batch = 4;
+  c.capacity = 640;
+  c.residual = 32;
+  c.pages = pages;
+  std::unique_ptr<Context> context = makeContext(backend);
+  Status status;
+  std::unique_ptr<QuantizedKVCache> cache =
+      QuantizedKVCache::create(*context, c, &status);
+  ASSERT_TRUE(cache) << status.message();
+  Model model(c);
+  int d = c.headDim, row = c.kvHeads * d, maxPrompt = 300;
+  size_t queryHalves = size_t(c.batch) * c.queryHeads * d;
+  void *k = context->allocate(size_t(maxPrompt) * row * 2, &status);
+  void *v = context->allocate(size_t(maxPrompt) * row * 2, &status);
+  void *q = context->allocate(queryHalves * 2, &status);
+  void *out = context->allocate(queryHalves * 2, &status);
+  ASSERT_TRUE(k && v && q && out);
+
+  std::mt19937 rng(2026);
+  std::normal_distribution<float> normal;
+  // Half-rounded values: what the device holds and the model sees.
+  auto halves = [&](size_t n, std::vector<float> &values) {
+    std::vector<uint16_t> bits(n);
+    values.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      float scale = i % d == 5 ? 8.0f : 1.0f; // an outlier channel
+      bits[i] = ref::toHalfBits(normal(rng) * scale, c.dtype);
+      values[i] = ref::fromHalfBits(bits[i], c.dtype);
+    }
+    return bits;
+  };
+  // Token-major [n][kv head][d] on the host, loaded into k and v: one
+  // sequence's prompt (layout {d, row}) or a step's [batch][kv head][d].
+  std::vector<float> hostK, hostV;
+  auto load = [&](int n) {
+    std::vector<uint16_t> kb = halves(size_t(n) * row, hostK);
+    std::vector<uint16_t> vb = halves(size_t(n) * row, hostV);
+    ASSERT_TRUE(context->copyIn(k, kb.data(), kb.size() * 2).ok());
+    ASSERT_TRUE(context->copyIn(v, vb.data(), vb.size() * 2).ok());
+  };
+  TokenLayout tokenMajor{d, row};
+  std::uniform_int_distribution<int> pick(0, 99), sequence(0, c.batch - 1),
+      prompt(1, maxPrompt), few(1, 5);
+  int attends = 0, steps = 0, forks = 0, refused = 0;
+  double worst = 0;
+  for (int op = 0; op < ops; ++op) {
+    SCOPED_TRACE("operation " + std::to_string(op));
+    int kind = pick(rng), seq = sequence(rng);
+    auto parts = [&] {
+      std::vector<QuantizedKVCache::Parts> p;
+      for (int b = 0; b < c.batch; ++b)
+        p.push_back(cache->parts(0, b));
+      return p;
+    };
+    if (kind < 8) {
+      ASSERT_TRUE(cache->release(seq).ok());
+      model.release(seq);
+    } else if (kind < 16) { // fork into an empty slot
+      int target = (seq + 1 + sequence(rng) % (c.batch - 1)) % c.batch;
+      if (model.tokens(seq) == 0 || model.tokens(target) != 0)
+        continue;
+      Status s = cache->fork(seq, target);
+      if (!s.ok()) {
+        ASSERT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
+        ASSERT_EQ(cache->parts(0, target).total(), 0);
+        ++refused;
+        continue;
+      }
+      model.fork(seq, target);
+      ++forks;
+    } else if (kind < 30) { // a prompt, or a few tokens, by append
+      int n = model.tokens(seq) == 0 ? prompt(rng) : few(rng);
+      if (model.tokens(seq) + n > c.capacity)
+        continue;
+      load(n);
+      if (::testing::Test::HasFatalFailure())
+        return;
+      QuantizedKVCache::Parts before = cache->parts(0, seq);
+      Status s = cache->append(0, seq, k, v, n, tokenMajor);
+      if (!s.ok()) {
+        ASSERT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
+        ASSERT_EQ(cache->parts(0, seq).total(), before.total());
+        ++refused;
+        continue;
+      }
+      model.append(seq, hostK, hostV, n);
+    } else if (kind < 80) { // a decode step of every sequence holding any
+      for (int b = 0; b < c.batch; ++b)
+        if (model.tokens(b) == c.capacity) {
+          ASSERT_TRUE(cache->release(b).ok());
+          model.release(b);
+        }
+      load(c.batch);
+      if (::testing::Test::HasFatalFailure())
+        return;
+      std::vector<QuantizedKVCache::Parts> before = parts();
+      Status s = cache->appendStep(0, k, v);
+      if (!s.ok()) {
+        ASSERT_EQ(s.code(), StatusCode::ResourceExhausted) << s.message();
+        for (int b = 0; b < c.batch; ++b)
+          ASSERT_EQ(cache->parts(0, b).total(), before[b].total());
+        ++refused;
+        ASSERT_TRUE(cache->release(seq).ok()); // make room
+        model.release(seq);
+        continue;
+      }
+      for (int b = 0; b < c.batch; ++b)
+        if (model.tokens(b) > 0) {
+          std::vector<float> tk(hostK.begin() + size_t(b) * row,
+                                hostK.begin() + size_t(b + 1) * row);
+          std::vector<float> tv(hostV.begin() + size_t(b) * row,
+                                hostV.begin() + size_t(b + 1) * row);
+          model.append(b, tk, tv, 1);
+        }
+      ++steps;
+    } else { // attend: every sequence against the model
+      std::vector<float> query;
+      std::vector<uint16_t> bits = halves(queryHalves, query);
+      ASSERT_TRUE(context->copyIn(q, bits.data(), bits.size() * 2).ok());
+      ASSERT_TRUE(cache->attend(0, q, out).ok());
+      ASSERT_TRUE(context->copyOut(bits.data(), out, bits.size() * 2).ok());
+      std::vector<double> want = model.attend(query, parts());
+      double diff = 0, scale = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        diff = std::max(
+            diff, std::fabs(ref::fromHalfBits(bits[i], c.dtype) - want[i]));
+        scale = std::max(scale, std::fabs(want[i]));
+      }
+      double error = scale > 0 ? diff / scale : diff;
+      worst = std::max(worst, error);
+      ASSERT_LE(error, 2e-3);
+      ++attends;
+    }
+    for (int b = 0; b < c.batch; ++b)
+      ASSERT_EQ(cache->parts(0, b).total(), model.tokens(b))
+          << "sequence " << b;
+  }
+  for (void *p : {k, v, q, out})
+    context->release(p);
+  EXPECT_GT(attends, ops / 10);
+  EXPECT_GT(steps, ops / 3);
+  EXPECT_GE(forks, ops / 100);
+  EXPECT_GT(refused, 0) << "the shared pool never ran out";
+  ::testing::Test::RecordProperty("worst_error", std::to_string(worst));
+}
+
+} // namespace
+
+TEST(CacheModel, TwoThousandOperationsOnTheReferenceBackend) {
+  for (const char *preset : {"kivi2", "int4"}) {
+    SCOPED_TRACE(preset);
+    runOperations(BackendKind::Reference, preset, 2000, /*pages=*/16);
+  }
+}
+
+// The same on the emulator (the generated kernels), fewer operations.
+TEST(CacheModel, OperationsOnTheEmulator) {
+  for (const char *preset : {"kivi2", "hf_quanto_int4"}) {
+    SCOPED_TRACE(preset);
+    runOperations(BackendKind::Emulator, preset, 300, /*pages=*/7);
+  }
+}
