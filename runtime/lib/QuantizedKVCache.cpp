@@ -89,7 +89,13 @@ struct Layer {
   /// itself, as the host advances its own: nothing to copy.
   int32_t *deviceLengths = nullptr, *deviceBlockTable = nullptr;
   int32_t *deviceFreePages = nullptr; ///< [numPages] then the count
-  std::vector<int32_t> uploadedLengths, uploadedBlockTable, uploadedFreePages;
+  std::vector<int32_t> uploadedLengths;
+  /// The host's page state (block table, free list) changes version with
+  /// every change; the device holds `uploadedPageVersion` (-1: unknown).
+  /// A counter, not a comparison: the block table is batch x max pages.
+  int64_t pageVersion = 0, uploadedPageVersion = -1;
+  /// [batch, 3] host lengths for attention calls, reused (no allocation).
+  std::vector<int32_t> lengthsScratch;
   /// Pages appendStep()'s kernels took from the device's stack since the
   /// host last read the block table back: which sequence got which is
   /// known only on the device (blocks take them in no fixed order), so the
@@ -114,6 +120,8 @@ struct QuantizedKVCache::Impl {
   KernelSpec attention, quantizeKey, quantizeValue;
   /// appendStep's kernel (a residual of at least one token: see there).
   std::optional<KernelSpec> step;
+  /// appendStep's plan of the counts after the step, reused.
+  std::vector<Parts> stepParts;
   size_t rowBytes() const { return size_t(config.headDim) * 2; }
 
   void *allocate(size_t bytes, Status &status) {
@@ -148,6 +156,7 @@ struct QuantizedKVCache::Impl {
       page = layer.freePages.back();
       layer.freePages.pop_back();
       layer.pageHolders[page] = 1;
+      ++layer.pageVersion;
     }
     return page;
   }
@@ -157,9 +166,12 @@ struct QuantizedKVCache::Impl {
     for (int slot = (from + pageTokens - 1) / pageTokens; slot < maxPages;
          ++slot) {
       int32_t &page = layer.blockTable[size_t(seq) * maxPages + slot];
-      if (page >= 0 && --layer.pageHolders[page] == 0)
+      if (page < 0)
+        continue;
+      if (--layer.pageHolders[page] == 0)
         layer.freePages.push_back(page);
       page = -1;
+      ++layer.pageVersion;
     }
   }
 
@@ -313,6 +325,7 @@ struct QuantizedKVCache::Impl {
       int32_t page = layer.blockTable[from + slot];
       layer.blockTable[to + slot] = page;
       ++layer.pageHolders[page];
+      ++layer.pageVersion;
     }
     if (p.quantized % pageTokens) { // the partial page is written again
       int32_t page = pageFor(layer, target, full * pageTokens);
@@ -506,8 +519,7 @@ struct QuantizedKVCache::Impl {
       layer.freePages.pop_back();
     }
     layer.devicePops = 0;
-    layer.uploadedBlockTable = layer.blockTable;
-    layer.uploadedFreePages = freeStackImage(layer);
+    layer.uploadedPageVersion = ++layer.pageVersion; // now alike
     return Status();
   }
   Status pullAllPages() {
@@ -519,52 +531,45 @@ struct QuantizedKVCache::Impl {
 
   /// Copies to the device what the host changed since the device last
   /// saw it: the lengths, and (unless the device is ahead, devicePops) the
-  /// block table and the free-page stack.
+  /// block table and the free-page stack with its count. Allocates nothing
+  /// and copies nothing when nothing changed (a decode step).
   Status pushChanges(Layer &layer) {
-    std::vector<int32_t> lengths = hostLengths(layer);
-    std::vector<int32_t> stack = freeStackImage(layer);
-    struct Upload {
-      const std::vector<int32_t> &host;
-      std::vector<int32_t> &uploaded;
-      int32_t *device;
-    };
-    std::vector<Upload> uploads = {
-        {lengths, layer.uploadedLengths, layer.deviceLengths}};
-    if (layer.devicePops == 0) {
-      uploads.push_back(
-          {layer.blockTable, layer.uploadedBlockTable, layer.deviceBlockTable});
-      uploads.push_back(
-          {stack, layer.uploadedFreePages, layer.deviceFreePages});
-    }
-    for (const Upload &u : uploads) {
-      if (u.host == u.uploaded)
-        continue;
-      Status s = context->copyIn(u.device, u.host.data(), u.host.size() * 4,
-                                 config.stream);
+    const std::vector<int32_t> &lengths = hostLengths(layer);
+    if (lengths != layer.uploadedLengths) {
+      Status s = context->copyIn(layer.deviceLengths, lengths.data(),
+                                 lengths.size() * 4, config.stream);
       if (!s.ok()) {
-        u.uploaded.clear(); // unknown: copy again next time
+        layer.uploadedLengths.clear(); // unknown: copy again next time
         return s;
       }
-      u.uploaded = u.host;
+      layer.uploadedLengths = lengths;
     }
-    return Status();
+    if (layer.devicePops > 0 || layer.pageVersion == layer.uploadedPageVersion)
+      return Status();
+    int32_t count = int32_t(layer.freePages.size());
+    Status s = context->copyIn(layer.deviceBlockTable, layer.blockTable.data(),
+                               layer.blockTable.size() * 4, config.stream);
+    if (s.ok() && count > 0)
+      s = context->copyIn(layer.deviceFreePages, layer.freePages.data(),
+                          size_t(count) * 4, config.stream);
+    if (s.ok())
+      s = context->copyIn(layer.deviceFreePages + numPages, &count, 4,
+                          config.stream);
+    layer.uploadedPageVersion = s.ok() ? layer.pageVersion : -1;
+    return s;
   }
 
-  /// The device's free-page stack as the host sees it: numPages entries
-  /// (the free pages from the bottom, then unused -1s) and the count.
-  std::vector<int32_t> freeStackImage(const Layer &layer) const {
-    std::vector<int32_t> image(layer.freePages);
-    image.resize(size_t(numPages), -1);
-    image.push_back(int32_t(layer.freePages.size()));
-    return image;
-  }
-
-  /// [batch, 3]: each sequence's sink, quantized and residual counts.
-  std::vector<int32_t> hostLengths(const Layer &layer) const {
-    std::vector<int32_t> lengths;
-    lengths.reserve(layer.parts.size() * 3);
-    for (const Parts &p : layer.parts)
-      lengths.insert(lengths.end(), {p.sink, p.quantized, p.residual});
+  /// [batch, 3]: each sequence's sink, quantized and residual counts (in
+  /// the layer's reused buffer).
+  const std::vector<int32_t> &hostLengths(Layer &layer) const {
+    std::vector<int32_t> &lengths = layer.lengthsScratch;
+    lengths.resize(layer.parts.size() * 3);
+    for (size_t i = 0; i < layer.parts.size(); ++i) {
+      const Parts &p = layer.parts[i];
+      lengths[3 * i] = p.sink;
+      lengths[3 * i + 1] = p.quantized;
+      lengths[3 * i + 2] = p.residual;
+    }
     return lengths;
   }
 
@@ -973,7 +978,8 @@ Status QuantizedKVCache::appendStep(int layerIndex, const void *k,
   // The step on the host's copy of the counts, as the kernel will run it on
   // the device's: which sequences take a token, which flush, and the pages
   // the flushes take (a flush into an empty page takes one).
-  std::vector<Parts> after = layer.parts;
+  std::vector<Parts> &after = impl->stepParts; // reused: no allocation
+  after = layer.parts;
   int needed = 0, stepping = 0;
   for (int seq = 0; seq < c.batch; ++seq) {
     Parts &p = after[seq];
@@ -1030,7 +1036,7 @@ Status QuantizedKVCache::appendStep(int layerIndex, const void *k,
   call.stream = c.stream;
   if (Status s = impl->context->append(*impl->step, call); !s.ok())
     return s; // not launched: nothing changed
-  layer.parts = std::move(after);
+  layer.parts.swap(after);
   layer.uploadedLengths = impl->hostLengths(layer);
   layer.devicePops += needed;
   return Status();
@@ -1045,11 +1051,11 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   if (!q || !out)
     return invalid(std::string(q ? "out" : "q") + " is null");
   Layer &layer = impl->layers[layerIndex];
-  std::vector<int32_t> lengths = impl->hostLengths(layer);
   // Copy what the host changed since the device last saw it, and only that
   // (nothing after appendStep, which advances the device's state itself).
   if (Status s = impl->pushChanges(layer); !s.ok())
     return s;
+  const std::vector<int32_t> &lengths = layer.lengthsScratch;
   AttentionCall call;
   call.q = q;
   call.keyWords = layer.key.words;
