@@ -34,6 +34,8 @@ std::vector<KernelSpec> kvq::checkSpecs(const CheckGrid &grid) {
         grid.kvHeads, HalfType::F16, /*sink=*/true, /*residual=*/true);
     paged.pageTokens = cachePageTokens(preset->key, preset->value, d);
     specs.push_back(paged);
+    paged.chunked = true; // the cache's appendAndAttend
+    specs.push_back(paged);
     // And its decode step (checkCaches).
     specs.push_back(
         KernelSpec::forAppend(preset->key, preset->value, d, HalfType::F16));
@@ -143,7 +145,8 @@ llvm::Error checkCaches(Runtime &device, const CheckGrid &grid,
      << kSteps
      << " decode steps flushing the residual into pages: `appendStep`, one "
         "launch per layer, on the device; one `append` per sequence on the "
-        "reference backend), the same tokens; every attend of "
+        "reference backend; then a chunk of 3, 8 and 1 query tokens per "
+        "layer by `appendAndAttend`, causal), the same tokens; every attend of "
         "every layer compared (normwise, pass <= "
      << llvm::formatv("{0:e}", grid.tolerance) << ").\n\n"
      << "| preset | attends | max error | result |\n|---|---|---|---|\n";
@@ -155,6 +158,7 @@ llvm::Error checkCaches(Runtime &device, const CheckGrid &grid,
     config.queryHeads = grid.kvHeads * grid.gqas.front();
     config.headDim = grid.headDims.front();
     config.capacity = 512;
+    config.maxQueryTokens = 8;
     if (!applyPreset(name, config))
       continue; // main() checks the names first
     std::unique_ptr<QuantizedKVCache> caches[2];
@@ -262,6 +266,47 @@ llvm::Error checkCaches(Runtime &device, const CheckGrid &grid,
         stepAll(layer);
       attendAll();
     }
+    // Then chunks of query tokens (appendAndAttend: 3, 8 and 1 new tokens,
+    // each attending causally), outputs compared row by row.
+    const int32_t offsets[] = {0, 3, 11, 12};
+    int rows = offsets[3];
+    for (int layer = 0; layer < config.layers && problem.empty(); ++layer) {
+      std::vector<uint16_t> k =
+          kvLikeHalves(tokenRow * rows, d, HalfType::F16, ++seed, true);
+      std::vector<uint16_t> v =
+          kvLikeHalves(tokenRow * rows, d, HalfType::F16, ++seed, false);
+      std::vector<uint16_t> q =
+          kvLikeHalves(size_t(rows) * config.queryHeads * d, d, HalfType::F16,
+                       ++seed, false);
+      std::vector<uint16_t> out[2];
+      for (int i = 0; i < 2 && problem.empty(); ++i) {
+        std::vector<uint16_t> poison(q.size(), 0xFFFF);
+        void *dk = put(i, k), *dv = put(i, v), *dq = put(i, q),
+             *dout = put(i, poison);
+        if (!dk || !dv || !dq || !dout) {
+          problem = "device memory: " + status.message();
+          break;
+        }
+        Status s = caches[i]->appendAndAttend(
+            layer, dk, dv, dq, dout, offsets,
+            TokenLayout{d, int64_t(config.kvHeads) * d});
+        if (s.ok()) {
+          out[i].resize(q.size());
+          s = contexts[i]->copyOut(out[i].data(), dout, q.size() * 2);
+        }
+        if (!s.ok())
+          problem = "appendAndAttend: " + s.message();
+      }
+      if (!problem.empty())
+        break;
+      std::vector<float> got, want;
+      for (size_t j = 0; j < q.size(); ++j) {
+        got.push_back(ref::fromHalfBits(out[0][j], HalfType::F16));
+        want.push_back(ref::fromHalfBits(out[1][j], HalfType::F16));
+      }
+      worst = std::max(worst, normwiseError(got, want));
+      ++attends;
+    }
     for (int i = 0; i < 2; ++i)
       for (void *p : owned[i])
         contexts[i]->release(p);
@@ -294,8 +339,8 @@ llvm::Expected<int> kvq::runCorrectness(Runtime &device, Runtime &reference,
   std::vector<std::string> failures;
   uint32_t seed = 1;
   for (const KernelSpec &spec : checkSpecs(grid)) {
-    if (!spec.isAttention())
-      continue; // the cache's decode step: checkCaches runs it
+    if (!spec.isAttention() || spec.chunked)
+      continue; // the cache's own kernels: checkCaches runs them
     AttentionWorkload w;
     w.spec = spec;
     w.batch = grid.batch;

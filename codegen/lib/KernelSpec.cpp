@@ -126,6 +126,8 @@ std::string KernelSpec::canonical() const {
        << " d=" << headDim << " hq=" << queryHeads << " hkv=" << kvHeads;
     if (pageTokens)
       os << " paged=" << pageTokens;
+    if (chunked)
+      os << " chunked";
     os << " " << dtypeName << (sink ? " sink" : "")
        << (residual ? " residual" : "");
     if (path != AttentionPath::Auto)
@@ -244,6 +246,11 @@ std::optional<std::string> KernelSpec::validate() const {
   if (queryHeads % kvHeads != 0) {
     os << "query heads (" << queryHeads << ") must be a multiple of kv heads ("
        << kvHeads << ")";
+    return os.str();
+  }
+  if (chunked && (kind != KernelKind::Attention || pageTokens == 0)) {
+    os << "chunked: only the paged quantized attention reads query rows "
+          "(add paged=N)";
     return os.str();
   }
   if (pageTokens != 0) {
@@ -382,6 +389,8 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
       s.residual = explicitSegments = true;
     else if (word == "nosegments")
       explicitSegments = true;
+    else if (word == "chunked" && s.isAttention())
+      s.chunked = true;
     else if (!s.isAttention() && s.kind != KernelKind::Append &&
              parseSchemeTag(word, s.key) == std::nullopt)
       continue;

@@ -507,6 +507,19 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
   if (!paged && c.blockTable)
     return Problem() << "a block table was given for '" << spec.canonical()
                      << "', which is not paged (paged=N)";
+  // Chunked: `batch` query rows read `sequences` sequences' buffers.
+  int sequences = c.batch;
+  if (!spec.chunked && c.rowSequences)
+    return Problem() << "row sequences were given for '" << spec.canonical()
+                     << "', which is not chunked";
+  if (spec.chunked) {
+    if (llvm::Error e = checkPointer("row_sequences", c.rowSequences, 4))
+      return std::move(e);
+    if (c.sequences < 1)
+      return Problem() << "a chunked call needs sequences of at least 1, got "
+                       << c.sequences;
+    sequences = c.sequences;
+  }
   if (paged) {
     if (llvm::Error e = checkPointer("block_table", c.blockTable, 4))
       return std::move(e);
@@ -549,7 +562,7 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
     return std::move(e);
   // Each buffer in the units the kernels index it by: a KIVI-2 body of
   // 128k tokens x 8 heads x batch 32 is 2^32 halves but 2^28 packed words.
-  int64_t kvRows = int64_t(c.batch) * spec.kvHeads, d = spec.headDim;
+  int64_t kvRows = int64_t(sequences) * spec.kvHeads, d = spec.headDim;
   // The quantized body: a sequence's rows, or the pool's pages.
   int64_t bodyRows = paged ? int64_t(c.numPages) * spec.kvHeads : kvRows;
   int bodyTokens = paged ? spec.pageTokens : c.bodyCapacity;
@@ -570,7 +583,7 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
       {"the value scales",
        int64_t(scaleCount(spec.value, d, bodyRows, bodyTokens)), "scales",
        !dense},
-      {"the block table", int64_t(c.batch) * c.maxPages, "pages", paged},
+      {"the block table", int64_t(sequences) * c.maxPages, "pages", paged},
       {"the fp16 body", kvRows * c.bodyCapacity * d, "halves", dense},
       {"the sink", kvRows * c.sinkCapacity * d, "halves", spec.sink},
       {"the residual", kvRows * c.residualCapacity * d, "halves",
@@ -636,6 +649,8 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
       .set("partial_sum", partialSum)
       .set("keys", c.keys)
       .set("values", c.values)
+      .set("row_sequences", c.rowSequences)
+      .set("sequences", int32_t(sequences))
       .set("key_words", c.keyWords)
       .set("key_scales", c.keyScales)
       .set("key_zeros", c.keyZeros)

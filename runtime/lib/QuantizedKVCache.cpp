@@ -122,6 +122,15 @@ struct QuantizedKVCache::Impl {
   std::optional<KernelSpec> step;
   /// appendStep's plan of the counts after the step, reused.
   std::vector<Parts> stepParts;
+  /// appendAndAttend (maxQueryTokens > 1): the chunked attention kernel,
+  /// and per query row its lengths [rows, 3] and sequence [rows], on the
+  /// device and (reused) on the host; the workspace fits every row.
+  std::optional<KernelSpec> chunkedAttention;
+  int32_t *deviceRowLengths = nullptr, *deviceRowSequences = nullptr;
+  std::vector<int32_t> rowLengths, rowSequences;
+  int maxRows() const {
+    return config.batch * std::max(1, config.maxQueryTokens);
+  }
   size_t rowBytes() const { return size_t(config.headDim) * 2; }
 
   void *allocate(size_t bytes, Status &status) {
@@ -463,8 +472,19 @@ struct QuantizedKVCache::Impl {
   /// A few steps at most (a decode token: one), kept off the heap.
   using AppendSteps = llvm::SmallVector<AppendStep, 4>;
 
-  AppendSteps route(Parts &p, int tokens) const {
+  AppendSteps route(Parts &p, int tokens, bool flushing = true) const {
     AppendSteps steps;
+    if (!flushing) { // appendAndAttend: sink, then the residual, as they are
+      int toSink = std::min(config.sink - p.sink, tokens);
+      if (toSink > 0)
+        steps.push_back({AppendStep::Sink, 0, toSink});
+      toSink = std::max(toSink, 0);
+      if (tokens > toSink)
+        steps.push_back({AppendStep::Residual, toSink, tokens - toSink});
+      p.sink += toSink;
+      p.residual += tokens - toSink;
+      return steps;
+    }
     int pos = 0;
     if (int toSink = std::min(config.sink - p.sink, tokens); toSink > 0) {
       steps.push_back({AppendStep::Sink, pos, toSink});
@@ -559,6 +579,34 @@ struct QuantizedKVCache::Impl {
     return s;
   }
 
+  /// The attention call over `layer`'s buffers (lengths, batch and host
+  /// lengths for the caller to fill in).
+  AttentionCall attentionCall(Layer &layer, const void *q, void *out) {
+    const CacheConfig &c = config;
+    AttentionCall call;
+    call.q = q;
+    call.keyWords = layer.key.words;
+    call.keyScales = layer.key.scales;
+    call.keyZeros = layer.key.zeros;
+    call.valueWords = layer.value.words;
+    call.valueScales = layer.value.scales;
+    call.valueZeros = layer.value.zeros;
+    call.sinkKeys = layer.sinkK;
+    call.sinkValues = layer.sinkV;
+    call.residualKeys = layer.residualK;
+    call.residualValues = layer.residualV;
+    call.out = out;
+    call.workspace = workspace;
+    call.workspaceBytes = workspaceBytes;
+    call.blockTable = layer.deviceBlockTable;
+    call.maxPages = maxPages;
+    call.numPages = numPages;
+    call.sinkCapacity = std::max(1, c.sink);
+    call.residualCapacity = residualCapacity;
+    call.stream = c.stream;
+    return call;
+  }
+
   /// [batch, 3]: each sequence's sink, quantized and residual counts (in
   /// the layer's reused buffer).
   const std::vector<int32_t> &hostLengths(Layer &layer) const {
@@ -603,6 +651,9 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
                   std::to_string(value));
   if (config.sink < 0 || config.residual < 0)
     return fail("sink and residual must not be negative");
+  if (config.maxQueryTokens < 1)
+    return fail("max query tokens must be at least 1, got " +
+                std::to_string(config.maxQueryTokens));
   // Bounds that keep every size below from overflowing and every launch
   // within CUDA's grid: far above any model.
   for (auto [name, value, limit] :
@@ -612,7 +663,8 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
         {"query heads", config.queryHeads, 1 << 20},
         {"capacity", config.capacity, 1 << 30},
         {"sink", config.sink, 1 << 20},
-        {"residual", config.residual, 1 << 20}})
+        {"residual", config.residual, 1 << 20},
+        {"max query tokens", config.maxQueryTokens, 64}})
     if (value > limit)
       return fail(std::string(name) + " " + std::to_string(value) +
                   " is above the supported " + std::to_string(limit));
@@ -632,7 +684,10 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
                 "] (batch x capacity in pages), got " +
                 std::to_string(config.pages));
   impl->numPages = config.pages ? config.pages : int(fullPool);
-  impl->residualCapacity = config.residual + impl->flushTokens;
+  // New tokens of an appendAndAttend wait in the residual, unflushed,
+  // until they have attended.
+  impl->residualCapacity = config.residual + impl->flushTokens +
+                           std::max(0, config.maxQueryTokens - 1);
 
   impl->attention = KernelSpec::forAttention(
       config.key, config.value, config.headDim, config.queryHeads,
@@ -653,11 +708,16 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
   if (config.residual >= 1)
     impl->step = KernelSpec::forAppend(config.key, config.value, config.headDim,
                                        config.dtype);
+  if (config.maxQueryTokens > 1) {
+    impl->chunkedAttention = impl->attention;
+    impl->chunkedAttention->chunked = true;
+  }
   // Compile (or find) every kernel now: errors surface at creation, and
   // decoding never waits for a compiler.
   for (const KernelSpec *spec :
        {&impl->attention, &impl->quantizeKey, &impl->quantizeValue,
-        impl->step ? &*impl->step : nullptr}) {
+        impl->step ? &*impl->step : nullptr,
+        impl->chunkedAttention ? &*impl->chunkedAttention : nullptr}) {
     if (!spec)
       continue;
     Status prepared = context.prepare(*spec);
@@ -701,11 +761,21 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
     layer.deviceFreePages = static_cast<int32_t *>(
         impl->allocate((size_t(impl->numPages) + 1) * 4, s));
   }
+  if (impl->chunkedAttention) {
+    impl->deviceRowLengths = static_cast<int32_t *>(
+        impl->allocate(size_t(impl->maxRows()) * 3 * 4, s));
+    impl->deviceRowSequences =
+        static_cast<int32_t *>(impl->allocate(size_t(impl->maxRows()) * 4, s));
+  }
   AttentionCall probe;
-  probe.batch = config.batch;
+  probe.batch = impl->maxRows(); // the chunked kernel's rows, if any
   probe.maxPages = impl->maxPages;
   probe.numPages = impl->numPages;
   impl->workspaceBytes = context.attentionWorkspaceBytes(a, probe);
+  if (impl->chunkedAttention)
+    impl->workspaceBytes = std::max(
+        impl->workspaceBytes,
+        context.attentionWorkspaceBytes(*impl->chunkedAttention, probe));
   impl->workspace = impl->allocate(impl->workspaceBytes, s);
   if (!s.ok()) {
     if (status)
@@ -1042,6 +1112,123 @@ Status QuantizedKVCache::appendStep(int layerIndex, const void *k,
   return Status();
 }
 
+Status QuantizedKVCache::appendAndAttend(int layerIndex, const void *k,
+                                         const void *v, const void *q,
+                                         void *out, const int32_t *offsets,
+                                         const TokenLayout &layout) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  const CacheConfig &c = impl->config;
+  if (!impl->chunkedAttention)
+    return invalid("appendAndAttend needs a cache created with "
+                   "maxQueryTokens above 1 (this one has " +
+                   std::to_string(c.maxQueryTokens) + ")");
+  if (layerIndex < 0 || layerIndex >= c.layers)
+    return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
+                   std::to_string(c.layers) + ")");
+  if (!offsets || !q || !out)
+    return invalid(std::string(!offsets ? "offsets"
+                               : !q     ? "q"
+                                        : "out") +
+                   " is null");
+  if (offsets[0] != 0)
+    return invalid("offsets[0] must be 0, got " + std::to_string(offsets[0]));
+  Layer &layer = impl->layers[layerIndex];
+  for (int seq = 0; seq < c.batch; ++seq) {
+    int tokens = offsets[seq + 1] - offsets[seq];
+    if (tokens < 0 || tokens > c.maxQueryTokens)
+      return invalid("sequence " + std::to_string(seq) + " takes " +
+                     std::to_string(tokens) + " tokens (offsets " +
+                     std::to_string(offsets[seq]) + " to " +
+                     std::to_string(offsets[seq + 1]) +
+                     "), outside [0, maxQueryTokens " +
+                     std::to_string(c.maxQueryTokens) + "]");
+    size_t at = size_t(offsets[seq]) *
+                size_t(std::max<int64_t>(0, layout.tokenStride)) * 2;
+    Status s = checkAppend(c, impl->layers, layerIndex, seq,
+                           k ? static_cast<const char *>(k) + at : nullptr,
+                           v ? static_cast<const char *>(v) + at : nullptr,
+                           tokens, layout);
+    if (!s.ok())
+      return s;
+  }
+  int rows = offsets[c.batch];
+  if (rows == 0)
+    return Status();
+  if (Status pulled = impl->pullPages(layer); !pulled.ok())
+    return pulled;
+  // The flushes after the attention, and the pages they take, counted
+  // before anything changes.
+  std::vector<Parts> &after = impl->stepParts;
+  after = layer.parts;
+  std::vector<int> flushes(c.batch, 0);
+  int needed = 0;
+  for (int seq = 0; seq < c.batch; ++seq) {
+    Parts &p = after[seq];
+    impl->route(p, offsets[seq + 1] - offsets[seq], /*flushing=*/false);
+    int excess = p.residual - c.residual;
+    if (excess >= impl->flushTokens)
+      flushes[seq] = excess / impl->flushTokens * impl->flushTokens;
+    needed +=
+        impl->pagesNeeded(layer, seq, p.quantized, p.quantized + flushes[seq]);
+  }
+  if (needed > layer.freePageCount())
+    return impl->poolTooSmall(layer, needed,
+                              "flushing after " + std::to_string(rows) +
+                                  " new tokens");
+  // The new tokens go to the sink and the residual, unflushed.
+  for (int seq = 0; seq < c.batch; ++seq) {
+    int tokens = offsets[seq + 1] - offsets[seq];
+    if (tokens == 0)
+      continue;
+    Parts p = layer.parts[seq];
+    Impl::AppendSteps steps = impl->route(p, tokens, /*flushing=*/false);
+    size_t at = size_t(offsets[seq]) * size_t(layout.tokenStride) * 2;
+    if (Status s =
+            impl->runAppend(layer, seq, static_cast<const char *>(k) + at,
+                            static_cast<const char *>(v) + at, layout, steps);
+        !s.ok())
+      return s;
+  }
+  // A query row per new token: its sequence, and the prefix it sees.
+  impl->rowLengths.resize(size_t(rows) * 3);
+  impl->rowSequences.resize(size_t(rows));
+  for (int seq = 0; seq < c.batch; ++seq) {
+    const Parts &p = layer.parts[seq];
+    int first = p.total() - (offsets[seq + 1] - offsets[seq]);
+    for (int row = offsets[seq]; row < offsets[seq + 1]; ++row) {
+      int horizon = first + (row - offsets[seq]) + 1;
+      int32_t *l = &impl->rowLengths[size_t(row) * 3];
+      l[0] = std::min(p.sink, horizon);
+      l[1] = std::min(p.quantized, std::max(0, horizon - p.sink));
+      l[2] = std::max(0, horizon - p.sink - p.quantized);
+      impl->rowSequences[row] = seq;
+    }
+  }
+  Status s = impl->pushChanges(layer);
+  for (auto [device, host] :
+       {std::pair{impl->deviceRowLengths, &impl->rowLengths},
+        std::pair{impl->deviceRowSequences, &impl->rowSequences}})
+    if (s.ok())
+      s = impl->context->copyIn(device, host->data(), host->size() * 4,
+                                c.stream);
+  if (!s.ok())
+    return s;
+  AttentionCall call = impl->attentionCall(layer, q, out);
+  call.batch = rows;
+  call.lengths = impl->deviceRowLengths;
+  call.hostLengths = impl->rowLengths.data();
+  call.rowSequences = impl->deviceRowSequences;
+  call.sequences = c.batch;
+  if (Status a = impl->context->attention(*impl->chunkedAttention, call);
+      !a.ok())
+    return a;
+  // Now the residuals flush what the new tokens filled.
+  for (int seq = 0; seq < c.batch; ++seq)
+    if (Status f = impl->flush(layer, seq, flushes[seq]); !f.ok())
+      return f;
+  return Status();
+}
+
 Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   std::lock_guard<std::mutex> lock(impl->mutex);
   const CacheConfig &c = impl->config;
@@ -1056,30 +1243,10 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   if (Status s = impl->pushChanges(layer); !s.ok())
     return s;
   const std::vector<int32_t> &lengths = layer.lengthsScratch;
-  AttentionCall call;
-  call.q = q;
-  call.keyWords = layer.key.words;
-  call.keyScales = layer.key.scales;
-  call.keyZeros = layer.key.zeros;
-  call.valueWords = layer.value.words;
-  call.valueScales = layer.value.scales;
-  call.valueZeros = layer.value.zeros;
-  call.sinkKeys = layer.sinkK;
-  call.sinkValues = layer.sinkV;
-  call.residualKeys = layer.residualK;
-  call.residualValues = layer.residualV;
+  AttentionCall call = impl->attentionCall(layer, q, out);
   call.lengths = layer.deviceLengths;
   call.hostLengths = lengths.data();
-  call.out = out;
-  call.workspace = impl->workspace;
-  call.workspaceBytes = impl->workspaceBytes;
   call.batch = c.batch;
-  call.blockTable = layer.deviceBlockTable;
-  call.maxPages = impl->maxPages;
-  call.numPages = impl->numPages;
-  call.sinkCapacity = std::max(1, c.sink);
-  call.residualCapacity = impl->residualCapacity;
-  call.stream = c.stream;
   return impl->context->attention(impl->attention, call);
 }
 

@@ -58,10 +58,17 @@ HostScales readScales(const void *scales, const void *zeros, size_t n,
           s.symmetric ? std::vector<float>() : readStorage(zeros, n, s)};
 }
 
+/// The sequence query row `row` reads: itself, or for a chunked call the
+/// one `rowSequences` names (clamped, as the kernels do).
+int sequenceOf(const AttentionCall &c, int row) {
+  return c.rowSequences ? std::clamp(c.rowSequences[row], 0, c.sequences - 1)
+                        : row;
+}
+
 /// A paged body's tensor in the contiguous layout the reference reads,
-/// `[batch, kv_heads, max_pages * N, ...]`: each (sequence, kv head, page
-/// slot) block of `blockBytes` comes from the page the block table names
-/// (clamped into the pool, as the kernels do).
+/// `[batch, kv_heads, max_pages * N, ...]`: each (row, kv head, page slot)
+/// block of `blockBytes` comes from the page the block table row of the
+/// row's sequence names (clamped into the pool, as the kernels do).
 std::vector<char> gatherPages(const void *pool, size_t blockBytes,
                               const AttentionCall &c, int kvHeads) {
   std::vector<char> out;
@@ -71,8 +78,8 @@ std::vector<char> gatherPages(const void *pool, size_t blockBytes,
   const char *bytes = static_cast<const char *>(pool);
   for (int b = 0; b < c.batch; ++b)
     for (int slot = 0; slot < c.maxPages; ++slot) {
-      int page = std::clamp(c.blockTable[size_t(b) * c.maxPages + slot], 0,
-                            c.numPages - 1);
+      size_t entry = size_t(sequenceOf(c, b)) * c.maxPages + slot;
+      int page = std::clamp(c.blockTable[entry], 0, c.numPages - 1);
       for (int h = 0; h < kvHeads; ++h)
         std::memcpy(
             out.data() +
@@ -286,9 +293,21 @@ public:
     bool dense = spec.kind == KernelKind::DenseAttention;
     std::vector<float> q =
         readHalf(c.q, size_t(c.batch) * spec.queryHeads * d, spec.dtype);
+    // A segment per row: its sequence's rows (chunked calls read
+    // `sequences` sequences' buffers through the rows).
     auto segment = [&](const void *p, int capacity) {
-      return p ? readHalf(p, kvRows * capacity * d, spec.dtype)
-               : std::vector<float>();
+      if (!p)
+        return std::vector<float>();
+      if (!spec.chunked)
+        return readHalf(p, kvRows * capacity * d, spec.dtype);
+      size_t perSequence = size_t(spec.kvHeads) * capacity * d;
+      std::vector<float> all =
+          readHalf(p, size_t(c.sequences) * perSequence, spec.dtype);
+      std::vector<float> rows(kvRows * capacity * d);
+      for (int b = 0; b < c.batch; ++b)
+        std::copy_n(all.begin() + sequenceOf(c, b) * perSequence, perSequence,
+                    rows.begin() + b * perSequence);
+      return rows;
     };
     std::vector<float> keys, values;
     HostScales keyScales, valueScales;

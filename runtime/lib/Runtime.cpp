@@ -129,6 +129,12 @@ struct SpecKey {
   bool operator==(const SpecKey &o) const { return fields == o.fields; }
 };
 
+// Every field of KernelSpec is in its key: one left out would make two
+// specs share kernels. A new field changes the size and stops the build
+// here until it is added below.
+static_assert(sizeof(KernelSpec) == 68,
+              "KernelSpec changed: put its new field into specKey");
+
 SpecKey specKey(const KernelSpec &s) {
   auto scheme = [](const QuantScheme &q, int32_t *out) {
     out[0] = q.bits;
@@ -144,7 +150,7 @@ SpecKey specKey(const KernelSpec &s) {
   key.fields[10] = s.queryHeads;
   key.fields[11] = s.kvHeads;
   key.fields[12] = int32_t(s.dtype);
-  key.fields[13] = s.sink | (s.residual << 1);
+  key.fields[13] = s.sink | (s.residual << 1) | (s.chunked << 2);
   key.fields[14] = s.pageTokens;
   key.fields[15] = int32_t(s.path);
   return key;

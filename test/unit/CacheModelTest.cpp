@@ -53,34 +53,58 @@ public:
   std::vector<double>
   attend(const std::vector<float> &q,
          const std::vector<QuantizedKVCache::Parts> &parts) {
-    int d = c.headDim, gqa = c.queryHeads / c.kvHeads;
-    std::vector<double> out(size_t(c.batch) * c.queryHeads * d, 0.0);
+    size_t perRow = size_t(c.queryHeads) * c.headDim;
+    std::vector<double> out;
     for (int b = 0; b < c.batch; ++b) {
-      const ModelSequence &s = sequences[b];
-      if (s.tokens == 0)
-        continue;
-      std::vector<float> k = seen(s.k, s.tokens, parts[b], c.key);
-      std::vector<float> v = seen(s.v, s.tokens, parts[b], c.value);
-      for (int h = 0; h < c.queryHeads; ++h) {
-        int kv = h / gqa;
-        const float *query = &q[(size_t(b) * c.queryHeads + h) * d];
-        std::vector<double> scores(s.tokens);
-        double best = -INFINITY;
-        for (int t = 0; t < s.tokens; ++t) {
-          double dot = 0;
-          for (int i = 0; i < d; ++i)
-            dot += double(query[i]) * k[(size_t(t) * c.kvHeads + kv) * d + i];
-          scores[t] = dot / std::sqrt(double(d));
-          best = std::max(best, scores[t]);
-        }
-        double sum = 0;
-        for (double &x : scores)
-          sum += (x = std::exp(x - best));
-        double *o = &out[(size_t(b) * c.queryHeads + h) * d];
-        for (int t = 0; t < s.tokens; ++t)
-          for (int i = 0; i < d; ++i)
-            o[i] += scores[t] / sum * v[(size_t(t) * c.kvHeads + kv) * d + i];
+      std::vector<double> row =
+          attendRow(&q[b * perRow], b, sequences[b].tokens, parts[b]);
+      out.insert(out.end(), row.begin(), row.end());
+    }
+    return out;
+  }
+
+  /// Sequence `seq`'s keys and values as attention sees them: tokens
+  /// [p.sink, p.sink + p.quantized) through their quantization.
+  struct Seen {
+    std::vector<float> k, v;
+  };
+  Seen seenBy(int seq, const QuantizedKVCache::Parts &p) const {
+    return {seen(sequences[seq].k, p, c.key),
+            seen(sequences[seq].v, p, c.value)};
+  }
+
+  /// One query row (query heads x d) over the first `horizon` tokens of
+  /// sequence `seq`, its tokens [p.sink, p.sink + p.quantized) quantized.
+  std::vector<double> attendRow(const float *query, int seq, int horizon,
+                                const QuantizedKVCache::Parts &p) const {
+    return attendRow(query, seenBy(seq, p), horizon);
+  }
+  std::vector<double> attendRow(const float *query, const Seen &kv,
+                                int horizon) const {
+    int d = c.headDim, gqa = c.queryHeads / c.kvHeads;
+    std::vector<double> out(size_t(c.queryHeads) * d, 0.0);
+    if (horizon == 0)
+      return out;
+    const std::vector<float> &k = kv.k, &v = kv.v;
+    for (int h = 0; h < c.queryHeads; ++h) {
+      int kv = h / gqa;
+      const float *qh = query + size_t(h) * d;
+      std::vector<double> scores(horizon);
+      double best = -INFINITY;
+      for (int t = 0; t < horizon; ++t) {
+        double dot = 0;
+        for (int i = 0; i < d; ++i)
+          dot += double(qh[i]) * k[(size_t(t) * c.kvHeads + kv) * d + i];
+        scores[t] = dot / std::sqrt(double(d));
+        best = std::max(best, scores[t]);
       }
+      double sum = 0;
+      for (double &x : scores)
+        sum += (x = std::exp(x - best));
+      double *o = &out[size_t(h) * d];
+      for (int t = 0; t < horizon; ++t)
+        for (int i = 0; i < d; ++i)
+          o[i] += scores[t] / sum * v[(size_t(t) * c.kvHeads + kv) * d + i];
     }
     return out;
   }
@@ -90,7 +114,7 @@ private:
 
   /// `x` ([tokens][kv head][d]) with tokens [sink, sink + quantized)
   /// quantized and dequantized as the cache stores them.
-  std::vector<float> seen(const std::vector<float> &x, int tokens,
+  std::vector<float> seen(const std::vector<float> &x,
                           const QuantizedKVCache::Parts &p,
                           const QuantScheme &scheme) const {
     std::vector<float> out = x;
@@ -118,7 +142,6 @@ private:
         for (int i = 0; i < d; ++i)
           out[(size_t(p.sink + t) * heads + h) * d + i] =
               rows[(size_t(h) * n + t) * d + i];
-    (void)tokens;
     return out;
   }
 
@@ -310,4 +333,121 @@ TEST(CacheModel, OperationsOnTheEmulator) {
     SCOPED_TRACE(preset);
     runOperations(BackendKind::Emulator, preset, 300, /*pages=*/7);
   }
+}
+
+// Several query tokens per sequence in one call (chunked prefill,
+// speculative verification), mixed with single tokens and sequences that
+// take none: every new token attends over its sequence up to itself and no
+// further, against the model, for every preset on the reference and for
+// kivi2 and int4 on the emulator (the generated chunked kernel). Chunks of 64
+// fill the residual past a flush: it is quantized after the attention, and
+// later chunks see it so.
+TEST(CacheModel, ChunksOfQueryTokensAttendCausally) {
+  for (BackendKind backend : {BackendKind::Emulator, BackendKind::Reference})
+    for (const char *preset :
+         {"kivi2", "kivi4", "hf_quanto_int4", "int8", "int4"}) {
+      // The emulator runs each query row as blocks of its own: two presets
+      // there (channel- and token-axis keys), every one on the reference.
+      if (backend == BackendKind::Emulator && std::string(preset) != "kivi2" &&
+          std::string(preset) != "int4")
+        continue;
+      SCOPED_TRACE(std::string(preset) + (backend == BackendKind::Emulator
+                                              ? " emulator"
+                                              : " reference"));
+      CacheConfig c = kvq::testing::smallCacheConfig(preset);
+      c.layers = 1;
+      c.batch = 4;
+      c.maxQueryTokens = 64;
+      std::unique_ptr<Context> context = makeContext(backend);
+      Status status;
+      std::unique_ptr<QuantizedKVCache> cache =
+          QuantizedKVCache::create(*context, c, &status);
+      ASSERT_TRUE(cache) << status.message();
+      Model model(c);
+      int d = c.headDim, row = c.kvHeads * d, queryRow = c.queryHeads * d;
+      int maxRows = c.batch * c.maxQueryTokens + 300;
+      void *k = context->allocate(size_t(maxRows) * row * 2, &status);
+      void *v = context->allocate(size_t(maxRows) * row * 2, &status);
+      void *q = context->allocate(size_t(maxRows) * queryRow * 2, &status);
+      void *out = context->allocate(size_t(maxRows) * queryRow * 2, &status);
+      ASSERT_TRUE(k && v && q && out);
+      std::mt19937 rng(64);
+      std::normal_distribution<float> normal;
+      auto halves = [&](size_t n, std::vector<float> &values) {
+        std::vector<uint16_t> bits(n);
+        values.resize(n);
+        for (size_t i = 0; i < n; ++i) {
+          bits[i] = ref::toHalfBits(normal(rng) * (i % d == 5 ? 8.0f : 1.0f),
+                                    c.dtype);
+          values[i] = ref::fromHalfBits(bits[i], c.dtype);
+        }
+        return bits;
+      };
+      TokenLayout tokenMajor{d, row};
+      std::vector<float> hostK, hostV, hostQ;
+      auto load = [&](void *device, int n, int width,
+                      std::vector<float> &values) {
+        std::vector<uint16_t> bits = halves(size_t(n) * width, values);
+        ASSERT_TRUE(context->copyIn(device, bits.data(), bits.size() * 2).ok());
+      };
+      // Prompts: long, short, none, medium.
+      for (auto [seq, n] : {std::pair{0, 300}, {1, 3}, {3, 130}}) {
+        load(k, n, row, hostK);
+        load(v, n, row, hostV);
+        ASSERT_TRUE(cache->append(0, seq, k, v, n, tokenMajor).ok());
+        model.append(seq, hostK, hostV, n);
+      }
+      const std::vector<std::vector<int>> rounds = {
+          {1, 5, 0, 64}, {64, 1, 7, 3}, {2, 64, 64, 0}, {64, 64, 1, 64}};
+      for (const std::vector<int> &counts : rounds) {
+        std::vector<int32_t> offsets = {0};
+        for (int n : counts)
+          offsets.push_back(offsets.back() + n);
+        int rows = offsets.back();
+        load(k, rows, row, hostK);
+        load(v, rows, row, hostV);
+        load(q, rows, queryRow, hostQ);
+        std::vector<QuantizedKVCache::Parts> before;
+        for (int b = 0; b < c.batch; ++b)
+          before.push_back(cache->parts(0, b));
+        Status s =
+            cache->appendAndAttend(0, k, v, q, out, offsets.data(), tokenMajor);
+        ASSERT_TRUE(s.ok()) << s.message();
+        std::vector<uint16_t> bits(size_t(rows) * queryRow);
+        ASSERT_TRUE(context->copyOut(bits.data(), out, bits.size() * 2).ok());
+        for (int b = 0; b < c.batch; ++b) {
+          int n = counts[b];
+          std::vector<float> tk(hostK.begin() + size_t(offsets[b]) * row,
+                                hostK.begin() + size_t(offsets[b + 1]) * row);
+          std::vector<float> tv(hostV.begin() + size_t(offsets[b]) * row,
+                                hostV.begin() + size_t(offsets[b + 1]) * row);
+          int first = model.tokens(b);
+          model.append(b, tk, tv, n);
+          // What the new tokens attend over: the sink as it is now, the
+          // store as it was before the call (flushes come after).
+          QuantizedKVCache::Parts parts = before[b];
+          parts.sink = std::min(model.tokens(b), c.sink);
+          Model::Seen seen = model.seenBy(b, parts);
+          for (int i = 0; i < n; ++i) {
+            int r = offsets[b] + i;
+            std::vector<double> want = model.attendRow(
+                &hostQ[size_t(r) * queryRow], seen, first + i + 1);
+            double diff = 0, scale = 0;
+            for (int j = 0; j < queryRow; ++j) {
+              float got =
+                  ref::fromHalfBits(bits[size_t(r) * queryRow + j], c.dtype);
+              diff = std::max(diff, std::fabs(got - want[j]));
+              scale = std::max(scale, std::fabs(want[j]));
+            }
+            ASSERT_LE(scale > 0 ? diff / scale : diff, 2e-3)
+                << "sequence " << b << ", new token " << i;
+          }
+          ASSERT_EQ(cache->parts(0, b).total(), model.tokens(b));
+        }
+      }
+      EXPECT_GT(cache->parts(0, 1).quantized, 0)
+          << "sequence 1's chunks were flushed into the store";
+      for (void *p : {k, v, q, out})
+        context->release(p);
+    }
 }

@@ -83,6 +83,25 @@ TEST(KernelSpec, AppendSpecsRoundTripAndCheckTheirSchemes) {
             "got 48");
 }
 
+// Chunked attention (query rows of their own) is a paged quantized
+// attention's variant: it round-trips, and anything else is refused.
+TEST(KernelSpec, ChunkedAttentionNeedsAPagedBody) {
+  KernelSpec spec;
+  ASSERT_FALSE(parseKernelSpec(
+      "attention k=2c32 v=2t32 d=128 hq=32 hkv=8 chunked paged=64", spec));
+  EXPECT_TRUE(spec.chunked);
+  EXPECT_EQ(spec.canonical(), "attention k=2c32 v=2t32 d=128 hq=32 hkv=8 "
+                              "paged=64 chunked f16 sink residual");
+  EXPECT_EQ(spec.validate(), std::nullopt);
+  ASSERT_FALSE(parseKernelSpec(
+      "attention k=2c32 v=2t32 d=128 hq=32 hkv=8 chunked", spec));
+  EXPECT_EQ(spec.validate().value_or(""),
+            "chunked: only the paged quantized attention reads query rows "
+            "(add paged=N)");
+  EXPECT_EQ(parseKernelSpec("quantize 4t64 d=64 chunked", spec).value_or(""),
+            "unknown spec word 'chunked'");
+}
+
 TEST(KernelSpec, ParseErrorsNameTheWord) {
   KernelSpec spec;
   EXPECT_EQ(parseKernelSpec("prefill k=2c32", spec).value_or(""),

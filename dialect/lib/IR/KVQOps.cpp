@@ -88,7 +88,9 @@ struct KVSegment {
   ArrayRef<int64_t> keyShape;
   ArrayRef<int64_t> valueShape;
   Type elementType; // null when the segment is quantized
-  /// A paged pool: its first dimension counts pages, not sequences.
+  /// Its first dimension is not the query's batch: a paged pool's counts
+  /// pages, and a chunked op's sink and residual count sequences (the
+  /// query counts query rows).
   bool pooled = false;
 };
 
@@ -329,10 +331,15 @@ namespace {
 /// optional sink and residual segments, the shapes, and the plan.
 template <typename AttentionOpT>
 LogicalResult verifyAttentionOp(AttentionOpT op, KVSegment body,
-                                SchemeAttr keyScheme, SchemeAttr valueScheme) {
+                                SchemeAttr keyScheme, SchemeAttr valueScheme,
+                                bool chunked = false) {
   SmallVector<KVSegment, 3> segments = {body};
-  if (failed(appendOptionalSegments(op, segments)) ||
-      failed(verifyAttention(op, op.getQuery(), op.getOutput(), segments,
+  if (failed(appendOptionalSegments(op, segments)))
+    return failure();
+  if (chunked)
+    for (KVSegment &segment : segments)
+      segment.pooled = true;
+  if (failed(verifyAttention(op, op.getQuery(), op.getOutput(), segments,
                              op.getLengths(),
                              op.getSoftmaxScale().convertToFloat())))
     return failure();
@@ -387,7 +394,9 @@ LogicalResult QuantizedAttentionOp::verify() {
         return emitOpError() << what << " pool pages hold " << shape[kTokenDim]
                              << " tokens, expected " << pageTokens;
     }
-    int64_t batch = shapeOf(getQuery())[0];
+    // Chunked: a block table row per sequence, not per query row.
+    int64_t batch =
+        getChunked() ? ShapedType::kDynamic : shapeOf(getQuery())[0];
     SmallVector<int64_t, 2> expected = {batch, ShapedType::kDynamic};
     if (!isCompatibleShape(expected, shapeOf(getBlockTable())))
       return emitOpError() << "block table has shape "
@@ -400,9 +409,13 @@ LogicalResult QuantizedAttentionOp::verify() {
     return emitOpError("plan: tileTokens ")
            << plan.getTileTokens() << " does not divide the page tokens ("
            << *getPageTokens() << "): a tile must not cross a page";
+  if (getChunked() && !paged)
+    return emitOpError("chunked query rows read a paged body: add "
+                       "pages(%block_table, N)");
   KVSegment body = {"quantized keys/values", keyShape, valueShape, Type()};
   body.pooled = paged;
-  return verifyAttentionOp(*this, body, getKeyScheme(), getValueScheme());
+  return verifyAttentionOp(*this, body, getKeyScheme(), getValueScheme(),
+                           getChunked());
 }
 
 //===----------------------------------------------------------------------===//

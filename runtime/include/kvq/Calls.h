@@ -73,6 +73,15 @@ struct AttentionCall {
   /// clamped into it on the device.
   const int32_t *blockTable = nullptr;
   int maxPages = 0, numPages = 0;
+  /// Chunked (a spec with `chunked`): `batch` counts query rows, one query
+  /// token each (q, out and lengths have a row per query row), and
+  /// `rowSequences` (device, [batch] i32) names the sequence of
+  /// [0, sequences) whose sink, residual and block table row each row
+  /// reads (clamped into that range on the device). Each row's lengths say
+  /// how much of its sequence it sees: causal attention over a chunk gives
+  /// its i-th token the prefix up to that token.
+  const int32_t *rowSequences = nullptr;
+  int sequences = 0;
   void *stream = nullptr;
 };
 

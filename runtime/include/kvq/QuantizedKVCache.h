@@ -59,6 +59,12 @@ struct CacheConfig {
   /// memory between sequences: an append that finds no free page fails
   /// with ResourceExhausted and changes nothing.
   int pages = 0;
+  /// New tokens one sequence may take in one appendAndAttend (chunked
+  /// prefill, speculative verification), up to 64. Above 1 the cache also
+  /// compiles the chunked attention kernel and keeps room for that many
+  /// more fp16 residual tokens per sequence (they wait there, unflushed,
+  /// while they attend).
+  int maxQueryTokens = 1;
   /// The stream (a CUstream/cudaStream_t; null: the default stream) every
   /// launch and copy of the cache is queued on, in order: an engine passes
   /// its own (PyTorch's current stream, say). The CPU backends ignore it.
@@ -141,6 +147,23 @@ public:
                     const TokenLayout &layout);
   /// The same for `k` and `v` laid out [batch, kv heads, head_dim].
   Status appendStep(int layer, const void *k, const void *v);
+
+  /// Several new tokens per sequence, each with its own query, attending
+  /// causally (chunked prefill, speculative-decoding verification):
+  /// sequence b takes tokens [offsets[b], offsets[b + 1]) of `k` and `v`
+  /// (token t of kv head h at h * headStride + t * tokenStride), and token
+  /// i of them, with query row offsets[b] + i of `q` ([offsets[batch],
+  /// query heads, head_dim]), attends over everything the sequence then
+  /// holds up to and including itself, into the same row of `out`. One
+  /// attention launch (and its combine) serves every row of the batch,
+  /// single tokens and chunks alike. The new tokens attend in fp16: the
+  /// residual is flushed after the attention. `offsets` (host, batch + 1
+  /// entries, offsets[0] = 0) gives each sequence at most maxQueryTokens
+  /// tokens (0: none, and no rows). A bad entry or too few free pages for
+  /// the flushes: an error, and nothing changes.
+  Status appendAndAttend(int layer, const void *k, const void *v, const void *q,
+                         void *out, const int32_t *offsets,
+                         const TokenLayout &layout);
 
   /// out[b, h, :] = attention of q[b, h, :] over everything sequence b holds
   /// in `layer`. q and out are device arrays [batch, query heads, head_dim].

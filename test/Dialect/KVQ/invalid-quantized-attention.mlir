@@ -128,3 +128,15 @@ func.func @block_table_of_another_batch(%q: tensor<2x4x64xf16>, %kw: tensor<?x4x
       : (tensor<2x4x64xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<2x3xi32>, tensor<3x?xi32>) -> tensor<2x4x64xf16>
   return %o : tensor<2x4x64xf16>
 }
+
+// -----
+
+func.func @chunked_without_pages(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x64x8xi32>, %ks: tensor<?x4x64x2xf16>, %vw: tensor<?x4x64x8xi32>, %vs: tensor<?x4x64x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op chunked query rows read a paged body: add pages(%block_table, N)}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) chunked scale 0.125
+      : (tensor<?x4x64xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}

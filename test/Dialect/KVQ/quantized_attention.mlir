@@ -42,3 +42,26 @@ func.func @mixed_modes(%q: tensor<2x4x64xbf16>,
          tensor<2x3xi32>) -> tensor<2x4x64xbf16>
   return %o : tensor<2x4x64xbf16>
 }
+
+// Chunked: five query rows over two sequences' sink, residual and block
+// table rows (a runtime table maps rows to sequences).
+// CHECK-LABEL: func.func @chunked_rows
+// CHECK: lengths(%{{.*}}) pages(%{{.*}}, 64) chunked scale 1.250000e-01
+func.func @chunked_rows(%q: tensor<5x4x64xf16>,
+    %kw: tensor<?x2x4x64xi32>, %ks: tensor<?x2x2x64xf16>, %kz: tensor<?x2x2x64xf16>,
+    %vw: tensor<?x2x64x4xi32>, %vs: tensor<?x2x64x2xf16>, %vz: tensor<?x2x64x2xf16>,
+    %sk: tensor<2x2x4x64xf16>, %sv: tensor<2x2x4x64xf16>,
+    %rk: tensor<2x2x96x64xf16>, %rv: tensor<2x2x96x64xf16>,
+    %lens: tensor<5x3xi32>, %table: tensor<2x?xi32>) -> tensor<5x4x64xf16> {
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks, %kz) scheme <bits = 2, group = 32, axis = channel>,
+      values(%vw, %vs, %vz) scheme <bits = 2, group = 32, axis = token>
+      sink(%sk, %sv) residual(%rk, %rv) lengths(%lens) pages(%table, 64)
+      chunked scale 0.125
+      : (tensor<5x4x64xf16>, tensor<?x2x4x64xi32>, tensor<?x2x2x64xf16>,
+         tensor<?x2x2x64xf16>, tensor<?x2x64x4xi32>, tensor<?x2x64x2xf16>,
+         tensor<?x2x64x2xf16>, tensor<2x2x4x64xf16>, tensor<2x2x4x64xf16>,
+         tensor<2x2x96x64xf16>, tensor<2x2x96x64xf16>, tensor<5x3xi32>,
+         tensor<2x?xi32>) -> tensor<5x4x64xf16>
+  return %o : tensor<5x4x64xf16>
+}

@@ -80,6 +80,10 @@ struct KernelSpec {
   /// many tokens (all kv heads of a page together), found through a block
   /// table; 0: one contiguous store per (sequence, kv head).
   int pageTokens = 0;
+  /// Paged attention with several query rows per sequence (chunked
+  /// prefill, speculative verification): each row of q names its sequence
+  /// through AttentionCall::rowSequences and has its own lengths row.
+  bool chunked = false;
   /// Attention: CUDA cores or tensor cores; Auto lets the plan choose.
   AttentionPath path = AttentionPath::Auto;
 

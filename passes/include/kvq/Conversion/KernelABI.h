@@ -30,12 +30,18 @@
 //             const H* sink_values], [const H* residual_keys,
 //             const H* residual_values], const int* lengths, int kv_heads,
 //             int body_capacity, int sink_capacity, int residual_capacity,
-//             int tokens_per_split, float softmax_scale)
+//             int tokens_per_split, float softmax_scale,
+//             [int* block_table, int max_pages, int num_pages],
+//             [int* row_sequences, int sequences])
 //   grid (body_splits + 1, kv_heads, batch): split s < body_splits handles
 //   quantized tokens [s·tokens_per_split, (s+1)·tokens_per_split); the last
 //   split handles the fp16 sink and residual tokens. Partial results are
 //   [batch, q_heads, splits, head_dim] (unnormalized) and [batch, q_heads,
-//   splits] (running max and sum).
+//   splits] (running max and sum). Paged: the body is a pool of pages
+//   found through block_table. Chunked: `batch` counts query rows (q,
+//   lengths and partial results have a row each), and row b reads the
+//   sink, residual and block table row of sequence row_sequences[b]
+//   (clamped into [0, sequences)).
 //
 // combine    (const float* partial_out, const float* partial_max,
 //             const float* partial_sum, H* out, int splits)

@@ -195,11 +195,22 @@ SplitRange mlir::kvq::loadSplitRange(KernelBuilder &kb, const AttentionShape &s,
   r.kvHead = kb.blockIdx(gpu::Dimension::y);
   r.batch = kb.blockIdx(gpu::Dimension::z);
   r.splits = kb.gridDim(gpu::Dimension::x);
+  r.sequence = r.batch;
+  if (s.chunked) {
+    kb.comment("this query row reads its sequence's tokens (device data, "
+               "clamped into the sequences the buffers hold)");
+    r.sequence = kb.named("sequence",
+                          kb.max(zero, kb.min(kb.load(a.rowSequences, r.batch),
+                                              kb.sub(a.sequences, kb.i32(1)))));
+  }
   r.headRow =
-      kb.named("head_row", kb.add(kb.mul(r.batch, a.kvHeads), r.kvHead));
+      kb.named("head_row", kb.add(kb.mul(r.sequence, a.kvHeads), r.kvHead));
   // (batch, first q head)
   r.firstQueryRow =
-      kb.named("first_query_row", kb.mul(r.headRow, kb.i32(s.gqa)));
+      kb.named("first_query_row",
+               kb.mul(s.chunked ? kb.add(kb.mul(r.batch, a.kvHeads), r.kvHead)
+                                : r.headRow,
+                      kb.i32(s.gqa)));
 
   kb.comment("this sequence's sink, quantized and residual token counts, "
              "clamped to what the buffers hold (lengths in device memory are "
@@ -236,7 +247,8 @@ StoredRows mlir::kvq::storedBodyRows(KernelBuilder &kb, const AttentionShape &s,
     return {r.headRow, a.bodyCapacity, t0};
   Value pageTokens = kb.i32(s.pageTokens);
   Value slot = kb.div(t0, pageTokens);
-  Value page = kb.load(a.blockTable, kb.add(kb.mul(r.batch, a.maxPages), slot));
+  Value page =
+      kb.load(a.blockTable, kb.add(kb.mul(r.sequence, a.maxPages), slot));
   // Device data never leads outside the pool.
   page = kb.named(
       "page", kb.max(kb.i32(0), kb.min(page, kb.sub(a.numPages, kb.i32(1)))));
@@ -254,6 +266,7 @@ struct AttentionOpView {
   SchemeAttr keyScheme, valueScheme;
   bool hasSink, hasResidual;
   int64_t pageTokens = 0; ///< a paged body's page tokens (0: contiguous)
+  bool chunked = false;   ///< query rows mapped to sequences
 };
 
 LogicalResult buildAttention(const AttentionOpView &view,
@@ -263,11 +276,12 @@ LogicalResult buildAttention(const AttentionOpView &view,
 
 LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
                                                gpu::GPUModuleOp module) {
-  return buildAttention(
-      {op, op.getQuery(), op.getKeyCodes(), op.getKeyScheme(),
-       op.getValueScheme(), static_cast<bool>(op.getSinkKeys()),
-       static_cast<bool>(op.getResidualKeys()), op.getPageTokens().value_or(0)},
-      module);
+  return buildAttention({op, op.getQuery(), op.getKeyCodes(), op.getKeyScheme(),
+                         op.getValueScheme(),
+                         static_cast<bool>(op.getSinkKeys()),
+                         static_cast<bool>(op.getResidualKeys()),
+                         op.getPageTokens().value_or(0), op.getChunked()},
+                        module);
 }
 
 LogicalResult mlir::kvq::buildDenseAttentionKernels(AttentionOp op,
@@ -810,7 +824,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
                    queryType.getElementType(),
                    plan->halfVector,
                    plan->scoresPerThread,
-                   view.pageTokens};
+                   view.pageTokens,
+                   view.chunked};
   bool hasSink = view.hasSink;
   bool hasResidual = view.hasResidual;
   MLIRContext *ctx = op->getContext();
@@ -862,6 +877,9 @@ LogicalResult buildAttention(const AttentionOpView &view,
     parameters.append({{"block_table", globalBuffer(i32), &a.blockTable},
                        {"max_pages", i32, &a.maxPages},
                        {"num_pages", i32, &a.numPages}});
+  if (s.chunked)
+    parameters.append({{"row_sequences", globalBuffer(i32), &a.rowSequences},
+                       {"sequences", i32, &a.sequences}});
   bool tensorCores = plan->attentionPath == ::kvq::kTensorCores;
   SmallVector<Type> shared =
       tensorCores ? tensorCoreSharedTypes(ctx, s)
@@ -880,7 +898,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
       dense ? "dense"
             : "k" + schemeTag(s.keyScheme) + "_v" + schemeTag(s.valueScheme);
   std::string paged =
-      s.pageTokens ? "_p" + std::to_string(s.pageTokens) : std::string();
+      (s.pageTokens ? "_p" + std::to_string(s.pageTokens) : std::string()) +
+      (s.chunked ? "c" : "");
   std::string name =
       llvm::formatv("kvq_attn_{0}_d{1}_g{2}{3}_{4}{5}{6}{7}", kv, s.headDim,
                     s.gqa, paged, halfTag(s.half), segments.empty() ? "" : "_",
@@ -898,6 +917,7 @@ LogicalResult buildAttention(const AttentionOpView &view,
       keyText, valueText, s.headDim, s.gqa, halfTag(s.half),
       hasSink ? "yes" : "no", hasResidual ? "yes" : "no",
       (s.pageTokens ? " page_tokens=" + std::to_string(s.pageTokens) : "") +
+          (s.chunked ? " chunked" : "") +
           (tensorCores ? " path=tensor-cores" : " path=cuda-cores") +
           pathReason(op));
   gpu::GPUFuncOp func =

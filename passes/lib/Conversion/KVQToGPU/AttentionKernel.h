@@ -27,6 +27,7 @@ struct AttentionArgs {
   Value lengths, kvHeads, bodyCapacity, sinkCapacity, residualCapacity,
       tokensPerSplit, softmaxScale;
   Value blockTable, maxPages, numPages; ///< a paged body only
+  Value rowSequences, sequences;        ///< chunked only
 };
 
 /// Static facts about the kernel being generated.
@@ -37,6 +38,9 @@ struct AttentionShape {
   int64_t halfVector;      ///< halves per fp16 load (plan: halfVector)
   int64_t scoresPerThread; ///< tokens a thread scores (plan: 1 or 2)
   int64_t pageTokens = 0;  ///< tokens per page of a paged body (0: none)
+  /// Query rows of their own (one token each), mapped to the sequence they
+  /// read by `row_sequences`.
+  bool chunked = false;
   bool dense() const { return !keyScheme; }
   int64_t keyStride() const { return attentionKeyStride(headDim); }
   /// Tiles read and written 4 floats at a time (AttentionTiles.h).
@@ -47,7 +51,10 @@ struct AttentionShape {
 /// ranges it covers.
 struct SplitRange {
   Value split, kvHead, batch, splits;
-  Value headRow;       ///< batch * kv_heads + kv head
+  /// The sequence whose tokens this block reads: `batch`, or for a chunked
+  /// kernel the query row's sequence (row_sequences[batch], clamped).
+  Value sequence;
+  Value headRow;       ///< sequence * kv_heads + kv head: K/V rows
   Value firstQueryRow; ///< (batch, first query head of the GQA group)
   Value sinkLen, bodyLen, residualLen; ///< clamped to the buffers
   Value isFp16Split;                   ///< the last split: sink + residual

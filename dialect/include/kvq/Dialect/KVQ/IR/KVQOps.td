@@ -196,6 +196,13 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
     sequence's tokens `[i*N, (i+1)*N)`. N is a multiple of 16 and of every
     channel-axis group, so a tile never crosses a page.
 
+    Chunked (`chunked`): several query rows per sequence (chunked prefill,
+    speculative verification). Row `b` of `query`, `lengths` and the output
+    is one query token; a runtime table (KernelABI.h: `row_sequences`)
+    names the sequence whose sink, body, residual and block table row it
+    reads, and its own `lengths` row says how much of that sequence it
+    sees: a causal chunk gives each of its tokens the prefix up to itself.
+
     ```mlir
     %out = kvq.quantized_attention %q,
         keys(%kw, %ks, %kz) scheme <bits = 2, group = 32, axis = channel>,
@@ -222,6 +229,7 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
                        KVQ_SchemeAttr:$value_scheme,
                        F32Attr:$softmax_scale,
                        OptionalAttr<I64Attr>:$page_tokens,
+                       UnitAttr:$chunked,
                        OptionalAttr<KVQ_PlanAttr>:$plan);
   let assemblyFormat = [{
     $query `,`
@@ -233,6 +241,7 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
     (`residual` `(` $residual_keys^ `,` $residual_values `)`)?
     `lengths` `(` $lengths `)`
     (`pages` `(` $block_table^ `,` $page_tokens `)`)?
+    (`chunked` $chunked^)?
     `scale` $softmax_scale attr-dict `:`
     functional-type(operands, results)
   }];
