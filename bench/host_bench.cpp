@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <vector>
 
 using namespace kvq;
@@ -104,43 +105,40 @@ Row measure(Context &ctx, int batch) {
   std::unique_ptr<QuantizedKVCache> cache = prefilledCache(ctx, config, prompt);
 
   Row row{batch, 0, 0, 0, 0, 0};
-  // The cache step, split into its appends and its attend; the first
-  // `kWarmup` steps untimed (first-use paths: kernel lookup, page lists).
+  // Mean microseconds of `append` and of the attend after it over `steps`
+  // steps, the first `kWarmup` untimed (first-use paths: kernel lookup,
+  // page lists).
   constexpr int kWarmup = 4;
-  for (int i = -kWarmup; i < steps; ++i) {
-    Clock::time_point start = Clock::now();
-    for (int b = 0; b < batch; ++b)
-      if (Status s = cache->append(0, b, token, token, 1); !s.ok())
+  auto timeSteps = [&](const std::function<Status()> &append, double &appendUs,
+                       double &attendUs) {
+    for (int i = -kWarmup; i < steps; ++i) {
+      Clock::time_point start = Clock::now();
+      if (Status s = append(); !s.ok())
         fail("append", s);
-    Clock::time_point appended = Clock::now();
-    if (Status s = cache->attend(0, q, out); !s.ok())
-      fail("attend", s);
-    if (i < 0)
-      continue;
-    row.appendUs +=
-        std::chrono::duration<double, std::micro>(appended - start).count();
-    row.attendUs += microsSince(appended);
-  }
-  row.appendUs /= steps;
-  row.attendUs /= steps;
-
-  // The same steps, each a single appendStep over the batch.
+      Clock::time_point appended = Clock::now();
+      if (Status s = cache->attend(0, q, out); !s.ok())
+        fail("attend", s);
+      if (i < 0)
+        continue;
+      appendUs +=
+          std::chrono::duration<double, std::micro>(appended - start).count();
+      attendUs += microsSince(appended);
+    }
+    appendUs /= steps;
+    attendUs /= steps;
+  };
+  // One append per sequence; then, on a fresh cache, one appendStep.
+  timeSteps(
+      [&] {
+        for (int b = 0; b < batch; ++b)
+          if (Status s = cache->append(0, b, token, token, 1); !s.ok())
+            return s;
+        return Status();
+      },
+      row.appendUs, row.attendUs);
   cache = prefilledCache(ctx, config, prompt);
-  for (int i = -kWarmup; i < steps; ++i) {
-    Clock::time_point start = Clock::now();
-    if (Status s = cache->appendStep(0, token, token); !s.ok())
-      fail("appendStep", s);
-    Clock::time_point appended = Clock::now();
-    if (Status s = cache->attend(0, q, out); !s.ok())
-      fail("attend", s);
-    if (i < 0)
-      continue;
-    row.stepUs +=
-        std::chrono::duration<double, std::micro>(appended - start).count();
-    row.stepAttendUs += microsSince(appended);
-  }
-  row.stepUs /= steps;
-  row.stepAttendUs /= steps;
+  timeSteps([&] { return cache->appendStep(0, token, token); }, row.stepUs,
+            row.stepAttendUs);
   cache.reset();
 
   // The bare attention call over the same shapes (contiguous body).

@@ -579,12 +579,10 @@ struct QuantizedKVCache::Impl {
     return s;
   }
 
-  /// The attention call over `layer`'s buffers (lengths, batch and host
-  /// lengths for the caller to fill in).
-  AttentionCall attentionCall(Layer &layer, const void *q, void *out) {
-    const CacheConfig &c = config;
-    AttentionCall call;
-    call.q = q;
+  /// The buffers of `layer` that every kernel call over the cache names
+  /// alike (an AttentionCall or an AppendCall).
+  template <typename Call>
+  static void setLayerBuffers(Call &call, Layer &layer) {
     call.keyWords = layer.key.words;
     call.keyScales = layer.key.scales;
     call.keyZeros = layer.key.zeros;
@@ -595,6 +593,15 @@ struct QuantizedKVCache::Impl {
     call.sinkValues = layer.sinkV;
     call.residualKeys = layer.residualK;
     call.residualValues = layer.residualV;
+  }
+
+  /// The attention call over `layer`'s buffers (lengths, batch and host
+  /// lengths for the caller to fill in).
+  AttentionCall attentionCall(Layer &layer, const void *q, void *out) {
+    const CacheConfig &c = config;
+    AttentionCall call;
+    setLayerBuffers(call, layer);
+    call.q = q;
     call.out = out;
     call.workspace = workspace;
     call.workspaceBytes = workspaceBytes;
@@ -806,6 +813,36 @@ Status QuantizedKVCache::append(int layerIndex, int seq, const void *k,
 
 namespace {
 
+/// `what` (a layer or a sequence) `index` outside [0, count).
+Status outside(const char *what, int index, int count) {
+  return invalid(std::string(what) + " " + std::to_string(index) +
+                 " is outside [0, " + std::to_string(count) + ")");
+}
+
+/// What makes input tokens `k` and `v` laid out as `layout` unusable.
+Status checkInput(const CacheConfig &c, const void *k, const void *v,
+                  const TokenLayout &layout) {
+  if (!k || !v)
+    return invalid(std::string(k ? "v" : "k") + " is null");
+  if (reinterpret_cast<uintptr_t>(k) % 2 || reinterpret_cast<uintptr_t>(v) % 2)
+    return invalid("k and v must be 2-byte aligned");
+  // A head's row of head_dim channels is contiguous: strides below it would
+  // make rows overlap; the kernels index in 32 bits.
+  for (auto [name, stride] : {std::pair{"head", layout.headStride},
+                              std::pair{"token", layout.tokenStride}}) {
+    if (stride < c.headDim)
+      return invalid(std::string("the input's ") + name + " stride " +
+                     std::to_string(stride) + " is below head_dim " +
+                     std::to_string(c.headDim) +
+                     " (strides are in elements; a row of head_dim channels "
+                     "is contiguous)");
+    if (stride > INT32_MAX)
+      return invalid(std::string("the input's ") + name + " stride " +
+                     std::to_string(stride) + " is above 2^31 - 1");
+  }
+  return Status();
+}
+
 /// What makes an append of `tokens` tokens to sequence `seq` of layer
 /// `layerIndex` invalid, before anything happens (the pool is checked
 /// apart: pagesForAppend).
@@ -813,30 +850,16 @@ Status checkAppend(const CacheConfig &c, const std::vector<Layer> &layers,
                    int layerIndex, int seq, const void *k, const void *v,
                    int tokens, const TokenLayout &layout) {
   if (layerIndex < 0 || layerIndex >= c.layers)
-    return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
-                   std::to_string(c.layers) + ")");
+    return outside("layer", layerIndex, c.layers);
   if (seq < 0 || seq >= c.batch)
-    return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
-                   std::to_string(c.batch) + ")");
+    return outside("sequence", seq, c.batch);
   if (tokens < 0)
     return invalid("tokens must not be negative, got " +
                    std::to_string(tokens));
   if (tokens == 0)
     return Status();
-  if (!k || !v)
-    return invalid(std::string(k ? "v" : "k") + " is null");
-  if (reinterpret_cast<uintptr_t>(k) % 2 || reinterpret_cast<uintptr_t>(v) % 2)
-    return invalid("k and v must be 2-byte aligned");
-  // A head's row of head_dim channels is contiguous: strides below it would
-  // make rows overlap.
-  for (auto [name, stride] : {std::pair{"head", layout.headStride},
-                              std::pair{"token", layout.tokenStride}})
-    if (stride < c.headDim)
-      return invalid(std::string("the input's ") + name + " stride " +
-                     std::to_string(stride) + " is below head_dim " +
-                     std::to_string(c.headDim) +
-                     " (strides are in elements; a row of head_dim channels "
-                     "is contiguous)");
+  if (Status s = checkInput(c, k, v, layout); !s.ok())
+    return s;
   int64_t total = layers[layerIndex].parts[seq].total() + int64_t(tokens);
   if (total > c.capacity)
     return invalid("appending " + std::to_string(tokens) +
@@ -845,6 +868,19 @@ Status checkAppend(const CacheConfig &c, const std::vector<Layer> &layers,
                    std::to_string(total) + " tokens, more than the capacity " +
                    std::to_string(c.capacity));
   return Status();
+}
+
+/// checkAppend for a sequence whose `tokens` tokens start at token `first`
+/// of a packed input (several sequences' tokens one after another).
+Status checkPackedAppend(const CacheConfig &c, const std::vector<Layer> &layers,
+                         int layerIndex, int seq, const void *k, const void *v,
+                         int first, int tokens, const TokenLayout &layout) {
+  size_t at =
+      size_t(first) * size_t(std::max<int64_t>(0, layout.tokenStride)) * 2;
+  return checkAppend(c, layers, layerIndex, seq,
+                     k ? static_cast<const char *>(k) + at : nullptr,
+                     v ? static_cast<const char *>(v) + at : nullptr, tokens,
+                     layout);
 }
 
 } // namespace
@@ -974,13 +1010,8 @@ Status QuantizedKVCache::appendPacked(int layerIndex, const void *k,
                      "] = " + std::to_string(offsets[i + 1]) + " < offsets[" +
                      std::to_string(i) + "] = " + std::to_string(offsets[i]));
     int seq = sequences[i];
-    // Each sequence's part of the input, where its first token is.
-    size_t at = size_t(offsets[i]) *
-                size_t(std::max<int64_t>(0, layout.tokenStride)) * 2;
-    Status s = checkAppend(c, impl->layers, layerIndex, seq,
-                           k ? static_cast<const char *>(k) + at : nullptr,
-                           v ? static_cast<const char *>(v) + at : nullptr,
-                           tokens, layout);
+    Status s = checkPackedAppend(c, impl->layers, layerIndex, seq, k, v,
+                                 offsets[i], tokens, layout);
     if (!s.ok())
       return Status(s.code(), "packed sequence " + std::to_string(i) + ": " +
                                   s.message());
@@ -1027,23 +1058,13 @@ Status QuantizedKVCache::appendStep(int layerIndex, const void *k,
   std::lock_guard<std::mutex> lock(impl->mutex);
   const CacheConfig &c = impl->config;
   if (layerIndex < 0 || layerIndex >= c.layers)
-    return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
-                   std::to_string(c.layers) + ")");
+    return outside("layer", layerIndex, c.layers);
   if (!impl->step)
     return invalid("appendStep needs a residual of at least one token (the "
                    "newest token waits there while its group is quantized); "
                    "this cache has residual 0: use append()");
-  if (!k || !v)
-    return invalid(std::string(k ? "v" : "k") + " is null");
-  if (reinterpret_cast<uintptr_t>(k) % 2 || reinterpret_cast<uintptr_t>(v) % 2)
-    return invalid("k and v must be 2-byte aligned");
-  for (auto [name, stride] : {std::pair{"head", layout.headStride},
-                              std::pair{"token", layout.tokenStride}})
-    if (stride < c.headDim || stride > INT32_MAX)
-      return invalid(std::string("the input's ") + name + " stride " +
-                     std::to_string(stride) + " is outside [head_dim " +
-                     std::to_string(c.headDim) + ", 2^31 - 1] (strides are " +
-                     "in elements; a row of head_dim channels is contiguous)");
+  if (Status s = checkInput(c, k, v, layout); !s.ok())
+    return s;
   Layer &layer = impl->layers[layerIndex];
   // The step on the host's copy of the counts, as the kernel will run it on
   // the device's: which sequences take a token, which flush, and the pages
@@ -1083,16 +1104,7 @@ Status QuantizedKVCache::appendStep(int layerIndex, const void *k,
   call.blockTable = layer.deviceBlockTable;
   call.freePages = layer.deviceFreePages;
   call.freeCount = layer.deviceFreePages + impl->numPages;
-  call.sinkKeys = layer.sinkK;
-  call.sinkValues = layer.sinkV;
-  call.residualKeys = layer.residualK;
-  call.residualValues = layer.residualV;
-  call.keyWords = layer.key.words;
-  call.keyScales = layer.key.scales;
-  call.keyZeros = layer.key.zeros;
-  call.valueWords = layer.value.words;
-  call.valueScales = layer.value.scales;
-  call.valueZeros = layer.value.zeros;
+  Impl::setLayerBuffers(call, layer);
   call.batch = c.batch;
   call.kvHeads = c.kvHeads;
   call.maxPages = impl->maxPages;
@@ -1123,8 +1135,7 @@ Status QuantizedKVCache::appendAndAttend(int layerIndex, const void *k,
                    "maxQueryTokens above 1 (this one has " +
                    std::to_string(c.maxQueryTokens) + ")");
   if (layerIndex < 0 || layerIndex >= c.layers)
-    return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
-                   std::to_string(c.layers) + ")");
+    return outside("layer", layerIndex, c.layers);
   if (!offsets || !q || !out)
     return invalid(std::string(!offsets ? "offsets"
                                : !q     ? "q"
@@ -1142,13 +1153,9 @@ Status QuantizedKVCache::appendAndAttend(int layerIndex, const void *k,
                      std::to_string(offsets[seq + 1]) +
                      "), outside [0, maxQueryTokens " +
                      std::to_string(c.maxQueryTokens) + "]");
-    size_t at = size_t(offsets[seq]) *
-                size_t(std::max<int64_t>(0, layout.tokenStride)) * 2;
-    Status s = checkAppend(c, impl->layers, layerIndex, seq,
-                           k ? static_cast<const char *>(k) + at : nullptr,
-                           v ? static_cast<const char *>(v) + at : nullptr,
-                           tokens, layout);
-    if (!s.ok())
+    if (Status s = checkPackedAppend(c, impl->layers, layerIndex, seq, k, v,
+                                     offsets[seq], tokens, layout);
+        !s.ok())
       return s;
   }
   int rows = offsets[c.batch];
@@ -1233,8 +1240,7 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
   std::lock_guard<std::mutex> lock(impl->mutex);
   const CacheConfig &c = impl->config;
   if (layerIndex < 0 || layerIndex >= c.layers)
-    return invalid("layer " + std::to_string(layerIndex) + " is outside [0, " +
-                   std::to_string(c.layers) + ")");
+    return outside("layer", layerIndex, c.layers);
   if (!q || !out)
     return invalid(std::string(q ? "out" : "q") + " is null");
   Layer &layer = impl->layers[layerIndex];
@@ -1253,8 +1259,7 @@ Status QuantizedKVCache::attend(int layerIndex, const void *q, void *out) {
 Status QuantizedKVCache::release(int seq) {
   std::lock_guard<std::mutex> lock(impl->mutex);
   if (seq < 0 || seq >= impl->config.batch)
-    return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
-                   std::to_string(impl->config.batch) + ")");
+    return outside("sequence", seq, impl->config.batch);
   if (Status pulled = impl->pullAllPages(); !pulled.ok())
     return pulled;
   for (Layer &layer : impl->layers) {
@@ -1304,8 +1309,7 @@ void putInt(std::string &out, int32_t value) {
 Status QuantizedKVCache::snapshot(int seq, std::string &bytes) const {
   std::lock_guard<std::mutex> lock(impl->mutex);
   if (seq < 0 || seq >= impl->config.batch)
-    return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
-                   std::to_string(impl->config.batch) + ")");
+    return outside("sequence", seq, impl->config.batch);
   if (Status pulled = impl->pullAllPages(); !pulled.ok())
     return pulled;
   std::string payload;
@@ -1332,8 +1336,7 @@ Status QuantizedKVCache::restore(int seq, const std::string &bytes) {
   std::lock_guard<std::mutex> lock(impl->mutex);
   const CacheConfig &c = impl->config;
   if (seq < 0 || seq >= c.batch)
-    return invalid("sequence " + std::to_string(seq) + " is outside [0, " +
-                   std::to_string(c.batch) + ")");
+    return outside("sequence", seq, c.batch);
   for (const Layer &layer : impl->layers)
     if (layer.parts[seq].total() != 0)
       return invalid("sequence " + std::to_string(seq) +

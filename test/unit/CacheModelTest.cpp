@@ -12,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "SmallCacheConfig.h"
+#include "TestContext.h"
 #include "kvq/BufferSizes.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Reference.h"
@@ -149,19 +150,35 @@ private:
   std::vector<ModelSequence> sequences;
 };
 
-std::unique_ptr<Context> makeContext(BackendKind backend) {
-  static std::string dir = [] {
-    llvm::SmallString<128> path;
-    (void)llvm::sys::fs::createUniqueDirectory("kvq-cache-model-test", path);
-    return path.str().str();
-  }();
-  ContextOptions options;
-  options.backend = backend;
-  options.cacheDir = dir;
+/// `n` random half values (channel 5 of each head_dim row an outlier, x8)
+/// as bits for the device, and in `values` as the floats they are.
+std::vector<uint16_t> randomHalves(size_t n, const CacheConfig &c,
+                                   std::mt19937 &rng,
+                                   std::vector<float> &values) {
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> bits(n);
+  values.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    float scale = i % c.headDim == 5 ? 8.0f : 1.0f;
+    bits[i] = ref::toHalfBits(normal(rng) * scale, c.dtype);
+    values[i] = ref::fromHalfBits(bits[i], c.dtype);
+  }
+  return bits;
+}
+
+/// A cache of `c` and the context it runs on.
+struct CacheUnderTest {
+  std::unique_ptr<Context> context;
+  std::unique_ptr<QuantizedKVCache> cache;
+};
+CacheUnderTest makeCache(BackendKind backend, const CacheConfig &c) {
+  CacheUnderTest made;
+  made.context = kvq::testing::makeTestContext(backend, "kvq-cache-model-test");
   Status status;
-  std::unique_ptr<Context> context = Context::create(options, &status);
-  EXPECT_TRUE(context) << status.message();
-  return context;
+  if (made.context)
+    made.cache = QuantizedKVCache::create(*made.context, c, &status);
+  EXPECT_TRUE(made.cache) << status.message();
+  return made;
 }
 
 /// `ops` seeded operations on a cache of `preset` on `backend` whose four
@@ -176,11 +193,9 @@ void runOperations(BackendKind backend, const char *preset, int ops,
   c.capacity = 640;
   c.residual = 32;
   c.pages = pages;
-  std::unique_ptr<Context> context = makeContext(backend);
+  auto [context, cache] = makeCache(backend, c);
+  ASSERT_TRUE(cache);
   Status status;
-  std::unique_ptr<QuantizedKVCache> cache =
-      QuantizedKVCache::create(*context, c, &status);
-  ASSERT_TRUE(cache) << status.message();
   Model model(c);
   int d = c.headDim, row = c.kvHeads * d, maxPrompt = 300;
   size_t queryHalves = size_t(c.batch) * c.queryHeads * d;
@@ -191,17 +206,8 @@ void runOperations(BackendKind backend, const char *preset, int ops,
   ASSERT_TRUE(k && v && q && out);
 
   std::mt19937 rng(2026);
-  std::normal_distribution<float> normal;
-  // Half-rounded values: what the device holds and the model sees.
   auto halves = [&](size_t n, std::vector<float> &values) {
-    std::vector<uint16_t> bits(n);
-    values.resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      float scale = i % d == 5 ? 8.0f : 1.0f; // an outlier channel
-      bits[i] = ref::toHalfBits(normal(rng) * scale, c.dtype);
-      values[i] = ref::fromHalfBits(bits[i], c.dtype);
-    }
-    return bits;
+    return randomHalves(n, c, rng, values);
   };
   // Token-major [n][kv head][d] on the host, loaded into k and v: one
   // sequence's prompt (layout {d, row}) or a step's [batch][kv head][d].
@@ -358,11 +364,9 @@ TEST(CacheModel, ChunksOfQueryTokensAttendCausally) {
       c.layers = 1;
       c.batch = 4;
       c.maxQueryTokens = 64;
-      std::unique_ptr<Context> context = makeContext(backend);
+      auto [context, cache] = makeCache(backend, c);
+      ASSERT_TRUE(cache);
       Status status;
-      std::unique_ptr<QuantizedKVCache> cache =
-          QuantizedKVCache::create(*context, c, &status);
-      ASSERT_TRUE(cache) << status.message();
       Model model(c);
       int d = c.headDim, row = c.kvHeads * d, queryRow = c.queryHeads * d;
       int maxRows = c.batch * c.maxQueryTokens + 300;
@@ -372,16 +376,8 @@ TEST(CacheModel, ChunksOfQueryTokensAttendCausally) {
       void *out = context->allocate(size_t(maxRows) * queryRow * 2, &status);
       ASSERT_TRUE(k && v && q && out);
       std::mt19937 rng(64);
-      std::normal_distribution<float> normal;
       auto halves = [&](size_t n, std::vector<float> &values) {
-        std::vector<uint16_t> bits(n);
-        values.resize(n);
-        for (size_t i = 0; i < n; ++i) {
-          bits[i] = ref::toHalfBits(normal(rng) * (i % d == 5 ? 8.0f : 1.0f),
-                                    c.dtype);
-          values[i] = ref::fromHalfBits(bits[i], c.dtype);
-        }
-        return bits;
+        return randomHalves(n, c, rng, values);
       };
       TokenLayout tokenMajor{d, row};
       std::vector<float> hostK, hostV, hostQ;

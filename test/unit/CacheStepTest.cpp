@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "SmallCacheConfig.h"
+#include "TestContext.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Reference.h"
 
@@ -24,18 +25,7 @@ using namespace kvq;
 namespace {
 
 std::unique_ptr<Context> makeContext(BackendKind backend) {
-  static std::string dir = [] {
-    llvm::SmallString<128> path;
-    (void)llvm::sys::fs::createUniqueDirectory("kvq-cache-step-test", path);
-    return path.str().str();
-  }();
-  ContextOptions options;
-  options.backend = backend;
-  options.cacheDir = dir;
-  Status status;
-  std::unique_ptr<Context> context = Context::create(options, &status);
-  EXPECT_TRUE(context) << status.message();
-  return context;
+  return kvq::testing::makeTestContext(backend, "kvq-cache-step-test");
 }
 
 std::vector<uint16_t> randomHalves(size_t n, HalfType dtype,

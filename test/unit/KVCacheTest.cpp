@@ -1,6 +1,7 @@
 //===- KVCacheTest.cpp - QuantizedKVCache against the reference cache -----===//
 
 #include "SmallCacheConfig.h"
+#include "TestContext.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Reference.h"
 
@@ -15,23 +16,8 @@ using namespace kvq;
 
 namespace {
 
-std::string cacheDir() {
-  static std::string dir = [] {
-    llvm::SmallString<128> path;
-    (void)llvm::sys::fs::createUniqueDirectory("kvq-kvcache-test", path);
-    return path.str().str();
-  }();
-  return dir;
-}
-
 std::unique_ptr<Context> makeContext(BackendKind backend) {
-  ContextOptions options;
-  options.backend = backend;
-  options.cacheDir = cacheDir();
-  Status status;
-  std::unique_ptr<Context> context = Context::create(options, &status);
-  EXPECT_TRUE(context) << status.message();
-  return context;
+  return kvq::testing::makeTestContext(backend, "kvq-kvcache-test");
 }
 
 CacheConfig smallConfig(const std::string &preset) {
