@@ -628,6 +628,48 @@ struct QuantizedKVCache::Impl {
     return lengths;
   }
 
+  /// A decode step of layer `index` on the host's counts, as the append
+  /// kernel will run it on the device's: which sequences take a token
+  /// (`stepping`), which flush, and the pages the flushes take (`needed`; a
+  /// flush into an empty page takes one). The counts after it go to
+  /// stepParts (reused: no allocation); an error, changing nothing, if a
+  /// sequence is at capacity or the pool is short.
+  Status planStep(int index, int &needed, int &stepping) {
+    const Layer &layer = layers[index];
+    std::vector<Parts> &after = stepParts;
+    after = layer.parts;
+    needed = stepping = 0;
+    for (int seq = 0; seq < config.batch; ++seq) {
+      Parts &p = after[seq];
+      if (p.total() == 0)
+        continue;
+      if (p.total() + 1 > config.capacity)
+        return Status(StatusCode::InvalidArgument,
+                      "sequence " + std::to_string(seq) + " of layer " +
+                          std::to_string(index) + " holds " +
+                          std::to_string(p.total()) +
+                          " tokens, the capacity: release it before the step");
+      int quantized = p.quantized;
+      ++stepping;
+      if (route(p, 1).back().flush > 0 && quantized % pageTokens == 0)
+        ++needed;
+    }
+    if (needed > layer.freePageCount())
+      return poolTooSmall(layer, needed,
+                          "a decode step of " + std::to_string(stepping) +
+                              " sequences");
+    return Status();
+  }
+
+  /// The host's counts after a step planStep planned and the device ran
+  /// (or, replayed, will run): the device's lengths are the same again,
+  /// and it took `needed` pages from its stack.
+  void commitStep(Layer &layer, int needed) {
+    layer.parts.swap(stepParts);
+    layer.uploadedLengths = hostLengths(layer);
+    layer.devicePops += needed;
+  }
+
   /// Pages sequence `seq` must take from the free list for its store to
   /// grow from `from` to `to` quantized tokens.
   int pagesNeeded(const Layer &layer, int seq, int from, int to) const {
@@ -1066,32 +1108,10 @@ Status QuantizedKVCache::appendStep(int layerIndex, const void *k,
   if (Status s = checkInput(c, k, v, layout); !s.ok())
     return s;
   Layer &layer = impl->layers[layerIndex];
-  // The step on the host's copy of the counts, as the kernel will run it on
-  // the device's: which sequences take a token, which flush, and the pages
-  // the flushes take (a flush into an empty page takes one).
-  std::vector<Parts> &after = impl->stepParts; // reused: no allocation
-  after = layer.parts;
   int needed = 0, stepping = 0;
-  for (int seq = 0; seq < c.batch; ++seq) {
-    Parts &p = after[seq];
-    if (p.total() == 0)
-      continue;
-    if (p.total() + 1 > c.capacity)
-      return invalid("sequence " + std::to_string(seq) + " of layer " +
-                     std::to_string(layerIndex) + " holds " +
-                     std::to_string(p.total()) +
-                     " tokens, the capacity: release it before the step");
-    int quantized = p.quantized;
-    ++stepping;
-    if (impl->route(p, 1).back().flush > 0 && quantized % impl->pageTokens == 0)
-      ++needed;
-  }
-  if (stepping == 0)
-    return Status();
-  if (needed > layer.freePageCount())
-    return impl->poolTooSmall(layer, needed,
-                              "a decode step of " + std::to_string(stepping) +
-                                  " sequences");
+  if (Status s = impl->planStep(layerIndex, needed, stepping);
+      !s.ok() || stepping == 0)
+    return s;
   // What the host changed since (a host-side append, a release) goes first.
   if (Status s = impl->pushChanges(layer); !s.ok())
     return s;
@@ -1118,9 +1138,31 @@ Status QuantizedKVCache::appendStep(int layerIndex, const void *k,
   call.stream = c.stream;
   if (Status s = impl->context->append(*impl->step, call); !s.ok())
     return s; // not launched: nothing changed
-  layer.parts.swap(after);
-  layer.uploadedLengths = impl->hostLengths(layer);
-  layer.devicePops += needed;
+  impl->commitStep(layer, needed);
+  return Status();
+}
+
+Status QuantizedKVCache::prepareReplayedStep() {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  if (!impl->step)
+    return invalid("a replayed step is appendStep's: this cache has residual "
+                   "0 and no appendStep");
+  // Every layer's step must fit before any is counted.
+  for (int l = 0; l < impl->config.layers; ++l) {
+    int needed = 0, stepping = 0;
+    if (Status s = impl->planStep(l, needed, stepping); !s.ok())
+      return s;
+  }
+  for (int l = 0; l < impl->config.layers; ++l) {
+    Layer &layer = impl->layers[l];
+    // The device must hold what the host holds before the step runs there.
+    if (Status s = impl->pushChanges(layer); !s.ok())
+      return s;
+    int needed = 0, stepping = 0;
+    if (Status s = impl->planStep(l, needed, stepping); !s.ok())
+      return s;
+    impl->commitStep(layer, needed);
+  }
   return Status();
 }
 

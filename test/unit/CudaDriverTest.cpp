@@ -439,6 +439,91 @@ TEST(CudaDriverTest, ADecodeStepIsThreeLaunchesPerLayerAndNothingElse) {
   EXPECT_GT(cache->pagesInUse(0), pagesBefore) << "flushes took pages";
 }
 
+// A decode step captured as a CUDA graph on the cache's stream records
+// launches only; before each replay prepareReplayedStep counts the step on
+// the host, so the host's counts and pages stay those of a cache stepped
+// eagerly, replays copy nothing, and a release between replays is copied
+// by the next prepare. (The fake driver runs no kernels: the device side of
+// a replay is the GPU suite's to check.)
+TEST(CudaDriverTest, ACapturedDecodeStepReplaysWithTheHostInStep) {
+  cuda::Driver *driver = fakeDriver();
+  ASSERT_TRUE(driver);
+  llvm::Expected<void *> stream = driver->createStream();
+  ASSERT_TRUE(static_cast<bool>(stream));
+  CacheConfig config = kvq::testing::smallCacheConfig("kivi2");
+  config.stream = *stream;
+  auto replayed = std::make_unique<FakeCache>(config);
+  auto eager = std::make_unique<FakeCache>(config);
+  ASSERT_TRUE(replayed->ready() && eager->ready());
+  auto step = [&](FakeCache &f) -> Status {
+    for (int layer = 0; layer < config.layers; ++layer) {
+      if (Status s = f.cache->appendStep(layer, f.kv, f.kv); !s.ok())
+        return s;
+      if (Status s = f.cache->attend(layer, f.q, f.out); !s.ok())
+        return s;
+    }
+    return Status();
+  };
+  for (FakeCache *f : {replayed.get(), eager.get()}) {
+    for (int layer = 0; layer < config.layers; ++layer) {
+      ASSERT_TRUE(f->cache->append(layer, 0, f->kv, f->kv, 300).ok());
+      ASSERT_TRUE(f->cache->append(layer, 1, f->kv, f->kv, 200).ok());
+    }
+    ASSERT_TRUE(step(*f).ok()); // an eager step: nothing left to copy
+  }
+  Counts before = fakeCounts();
+  llvm::Expected<std::unique_ptr<cuda::CapturedGraph>> graph =
+      driver->capture(*stream, [&]() -> llvm::Error {
+        Status s = step(*replayed);
+        return s.ok() ? llvm::Error::success()
+                      : llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                                s.message());
+      });
+  ASSERT_TRUE(static_cast<bool>(graph)) << llvm::toString(graph.takeError());
+  EXPECT_EQ(fakeCounts().copies, before.copies) << "the capture copies nothing";
+  ASSERT_TRUE(step(*eager).ok()); // the captured step's twin
+  auto same = [&] {
+    for (int layer = 0; layer < config.layers; ++layer) {
+      EXPECT_EQ(replayed->cache->pagesInUse(layer),
+                eager->cache->pagesInUse(layer));
+      for (int seq = 0; seq < config.batch; ++seq) {
+        QuantizedKVCache::Parts a = replayed->cache->parts(layer, seq),
+                                b = eager->cache->parts(layer, seq);
+        EXPECT_EQ(a.sink, b.sink);
+        EXPECT_EQ(a.quantized, b.quantized);
+        EXPECT_EQ(a.residual, b.residual);
+      }
+    }
+  };
+  ASSERT_FALSE(static_cast<bool>((*graph)->launch(*stream)));
+  for (int i = 0; i < 60; ++i) { // flushes take pages along the way
+    Counts last = fakeCounts();
+    ASSERT_TRUE(replayed->cache->prepareReplayedStep().ok());
+    ASSERT_FALSE(static_cast<bool>((*graph)->launch(*stream)));
+    EXPECT_EQ(fakeCounts().copies, last.copies) << i;
+    EXPECT_EQ(fakeCounts().synchronizations, last.synchronizations) << i;
+    EXPECT_EQ(fakeCounts().launches, last.launches + 1) << "one graph";
+    ASSERT_TRUE(step(*eager).ok());
+  }
+  same();
+  EXPECT_EQ(replayed->cache->parts(0, 0).total(), 300 + 62);
+  // A release between replays: its lengths reach the device before the
+  // next replay, and the released sequence steps no more.
+  for (FakeCache *f : {replayed.get(), eager.get()})
+    ASSERT_TRUE(f->cache->release(1).ok());
+  Counts last = fakeCounts();
+  ASSERT_TRUE(replayed->cache->prepareReplayedStep().ok());
+  EXPECT_GT(fakeCounts().copies, last.copies);
+  ASSERT_FALSE(static_cast<bool>((*graph)->launch(*stream)));
+  ASSERT_TRUE(step(*eager).ok());
+  same();
+  EXPECT_EQ(replayed->cache->parts(0, 1).total(), 0);
+  graph->reset();
+  replayed.reset();
+  eager.reset();
+  driver->destroyStream(*stream);
+}
+
 // With CacheConfig::stream set, every launch and copy of the cache goes to
 // that stream — prefill, decode appends and their flushes, attend, fork,
 // batched decode steps — and none to the default stream.

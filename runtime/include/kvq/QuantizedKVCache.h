@@ -148,6 +148,18 @@ public:
   /// The same for `k` and `v` laid out [batch, kv heads, head_dim].
   Status appendStep(int layer, const void *k, const void *v);
 
+  /// CUDA graphs. A decode step — appendStep then attend for every layer —
+  /// captured on the cache's stream (cudaStreamBeginCapture; with nothing
+  /// left to copy, as after an eager step, it records launches only) reads
+  /// and advances only device state, so each replay is one more step with
+  /// the new tokens the graph's k and v buffers hold. The capture itself
+  /// counted one step on the host, which the graph's first launch runs.
+  /// Before every later launch, call this: it checks that one more step
+  /// fits (capacity, free pages; a refusal changes nothing, and the graph
+  /// must not be launched), copies to the device what the host changed
+  /// since (a release, a prompt), and counts the step on the host.
+  Status prepareReplayedStep();
+
   /// Several new tokens per sequence, each with its own query, attending
   /// causally (chunked prefill, speculative-decoding verification):
   /// sequence b takes tokens [offsets[b], offsets[b + 1]) of `k` and `v`
