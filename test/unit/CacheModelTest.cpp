@@ -333,30 +333,30 @@ TEST(CacheModel, TwoThousandOperationsOnTheReferenceBackend) {
   }
 }
 
-// The same on the emulator (the generated kernels), fewer operations.
-TEST(CacheModel, OperationsOnTheEmulator) {
-  for (const char *preset : {"kivi2", "hf_quanto_int4"}) {
-    SCOPED_TRACE(preset);
-    runOperations(BackendKind::Emulator, preset, 300, /*pages=*/7);
-  }
+// The same on the emulator (the generated kernels), every preset (a test
+// each, so that the shards of the suite share them).
+class CacheModelOnTheEmulator : public ::testing::TestWithParam<const char *> {
+};
+
+TEST_P(CacheModelOnTheEmulator, TwoThousandOperations) {
+  runOperations(BackendKind::Emulator, GetParam(), 2000, /*pages=*/16);
 }
+
+INSTANTIATE_TEST_SUITE_P(EveryPreset, CacheModelOnTheEmulator,
+                         ::testing::Values("kivi2", "kivi4", "hf_quanto_int4",
+                                           "int8", "int4"));
 
 // Several query tokens per sequence in one call (chunked prefill,
 // speculative verification), mixed with single tokens and sequences that
 // take none: every new token attends over its sequence up to itself and no
-// further, against the model, for every preset on the reference and for
-// kivi2 and int4 on the emulator (the generated chunked kernel). Chunks of 64
+// further, against the model, for every preset on the emulator (the
+// generated chunked kernel) and on the reference. Chunks of 64
 // fill the residual past a flush: it is quantized after the attention, and
 // later chunks see it so.
 TEST(CacheModel, ChunksOfQueryTokensAttendCausally) {
   for (BackendKind backend : {BackendKind::Emulator, BackendKind::Reference})
     for (const char *preset :
          {"kivi2", "kivi4", "hf_quanto_int4", "int8", "int4"}) {
-      // The emulator runs each query row as blocks of its own: two presets
-      // there (channel- and token-axis keys), every one on the reference.
-      if (backend == BackendKind::Emulator && std::string(preset) != "kivi2" &&
-          std::string(preset) != "int4")
-        continue;
       SCOPED_TRACE(std::string(preset) + (backend == BackendKind::Emulator
                                               ? " emulator"
                                               : " reference"));
