@@ -273,6 +273,19 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
     call.maxPages = maxPages;
     call.numPages = numPages;
   }
+  // Chunked: a query row per sequence, in reverse order (row b reads
+  // sequence batch - 1 - b), so that the row table is exercised.
+  std::vector<int32_t> rowSequences;
+  if (s.chunked) {
+    for (int b = 0; b < w.batch; ++b)
+      rowSequences.push_back(w.batch - 1 - b);
+    llvm::Expected<void *> rows =
+        make(rowSequences.data(), rowSequences.size() * 4);
+    if (!rows)
+      return rows.takeError();
+    call.rowSequences = static_cast<const int32_t *>(*rows);
+    call.sequences = w.batch;
+  }
   call.sinkCapacity = sinkCap;
   call.residualCapacity = residualCap;
   auto start = std::chrono::steady_clock::now();
@@ -306,7 +319,8 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   float softmaxScale = 1.0f / std::sqrt(float(d));
   for (int b = 0; b < w.batch; ++b)
     for (int h = 0; h < s.queryHeads; ++h) {
-      size_t row = size_t(b) * s.kvHeads + h / gqa;
+      int seq = rowSequences.empty() ? b : rowSequences[b];
+      size_t row = size_t(seq) * s.kvHeads + h / gqa;
       std::vector<const float *> ks, vs;
       for (int t = 0; t < lengths[b * 3]; ++t) {
         ks.push_back(&skv[(row * sinkCap + t) * d]);

@@ -52,7 +52,11 @@ int main(int argc, char **argv) {
   if (auto error = parseKernelSpec(specText, w.spec))
     return fail(*error);
   if (w.spec.kind != KernelKind::Attention)
-    return fail("kvq-run runs attention specs");
+    return fail(w.spec.kind == KernelKind::Append
+                    ? "kvq-run runs attention specs; an append spec is the "
+                      "cache's decode step (QuantizedKVCache::appendStep, "
+                      "tested in test/unit/CacheStepTest.cpp)"
+                    : "kvq-run runs attention specs");
   if (batch < 1 || tokens < 1)
     return fail("--batch and --tokens must be positive");
   w.batch = batch;
