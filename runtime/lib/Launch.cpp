@@ -189,6 +189,22 @@ private:
   std::map<std::string, Slot> slots;
 };
 
+/// The buffers an attention call and a cache step name alike: the packed
+/// body's words, scales and zero points, and the fp16 sink and residual.
+template <typename Call>
+Arguments &setCacheBuffers(Arguments &args, const Call &c) {
+  return args.set("key_words", c.keyWords)
+      .set("key_scales", c.keyScales)
+      .set("key_zeros", c.keyZeros)
+      .set("value_words", c.valueWords)
+      .set("value_scales", c.valueScales)
+      .set("value_zeros", c.valueZeros)
+      .set("sink_keys", c.sinkKeys)
+      .set("sink_values", c.sinkValues)
+      .set("residual_keys", c.residualKeys)
+      .set("residual_values", c.residualValues);
+}
+
 unsigned blocksFor(int64_t work, int64_t perBlock) {
   int64_t blocks = (work + perBlock - 1) / perBlock;
   // Kernels stride over the work, so a capped grid still covers it.
@@ -378,17 +394,8 @@ llvm::Expected<KernelLaunch> kvq::planAppend(const KernelSpec &spec,
       .set("lengths", c.lengths)
       .set("block_table", c.blockTable)
       .set("free_pages", c.freePages)
-      .set("free_count", c.freeCount)
-      .set("sink_keys", c.sinkKeys)
-      .set("sink_values", c.sinkValues)
-      .set("residual_keys", c.residualKeys)
-      .set("residual_values", c.residualValues)
-      .set("key_words", c.keyWords)
-      .set("key_scales", c.keyScales)
-      .set("key_zeros", c.keyZeros)
-      .set("value_words", c.valueWords)
-      .set("value_scales", c.valueScales)
-      .set("value_zeros", c.valueZeros)
+      .set("free_count", c.freeCount);
+  setCacheBuffers(args, c)
       .set("batch", int32_t(c.batch))
       .set("kv_heads", int32_t(c.kvHeads))
       .set("max_pages", int32_t(c.maxPages))
@@ -650,17 +657,8 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
       .set("keys", c.keys)
       .set("values", c.values)
       .set("row_sequences", c.rowSequences)
-      .set("sequences", int32_t(sequences))
-      .set("key_words", c.keyWords)
-      .set("key_scales", c.keyScales)
-      .set("key_zeros", c.keyZeros)
-      .set("value_words", c.valueWords)
-      .set("value_scales", c.valueScales)
-      .set("value_zeros", c.valueZeros)
-      .set("sink_keys", c.sinkKeys)
-      .set("sink_values", c.sinkValues)
-      .set("residual_keys", c.residualKeys)
-      .set("residual_values", c.residualValues)
+      .set("sequences", int32_t(sequences));
+  setCacheBuffers(args, c)
       .set("lengths", c.lengths)
       .set("kv_heads", int32_t(spec.kvHeads))
       .set("body_capacity", int32_t(c.bodyCapacity))

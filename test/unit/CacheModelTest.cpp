@@ -354,12 +354,9 @@ INSTANTIATE_TEST_SUITE_P(EveryPreset, CacheModelOnTheEmulator,
 // fill the residual past a flush: it is quantized after the attention, and
 // later chunks see it so.
 TEST(CacheModel, ChunksOfQueryTokensAttendCausally) {
-  for (BackendKind backend : {BackendKind::Emulator, BackendKind::Reference})
-    for (const char *preset :
-         {"kivi2", "kivi4", "hf_quanto_int4", "int8", "int4"}) {
-      SCOPED_TRACE(std::string(preset) + (backend == BackendKind::Emulator
-                                              ? " emulator"
-                                              : " reference"));
+  for (BackendKind backend : kvq::testing::kCpuBackends)
+    for (const char *preset : kvq::testing::kPresets) {
+      SCOPED_TRACE(kvq::testing::caseName(preset, backend));
       CacheConfig c = kvq::testing::smallCacheConfig(preset);
       c.layers = 1;
       c.batch = 4;

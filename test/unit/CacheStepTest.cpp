@@ -165,12 +165,9 @@ CacheConfig stepConfig(const char *preset) {
 // new ones taken by the kernel from the pool — hold what one append per
 // sequence gives them, bit for bit.
 TEST(CacheStep, OneLaunchPerLayerMatchesAppendPerSequence) {
-  for (BackendKind backend : {BackendKind::Emulator, BackendKind::Reference})
-    for (const char *preset :
-         {"kivi2", "kivi4", "hf_quanto_int4", "int8", "int4"}) {
-      SCOPED_TRACE(std::string(preset) + (backend == BackendKind::Emulator
-                                              ? " emulator"
-                                              : " reference"));
+  for (BackendKind backend : kvq::testing::kCpuBackends)
+    for (const char *preset : kvq::testing::kPresets) {
+      SCOPED_TRACE(kvq::testing::caseName(preset, backend));
       CacheConfig c = stepConfig(preset);
       c.layers = 1;
       Pair pair(backend, c);

@@ -47,6 +47,21 @@ inline std::unique_ptr<Context> makeTestContext(BackendKind backend,
   return context;
 }
 
+/// Every cache preset (kvq/Runtime/Presets.h).
+inline constexpr const char *kPresets[] = {"kivi2", "kivi4", "hf_quanto_int4",
+                                           "int8", "int4"};
+
+/// The CPU backends a cache test runs on: the generated kernels (emulator)
+/// and their C++ description (reference).
+inline constexpr BackendKind kCpuBackends[] = {BackendKind::Emulator,
+                                               BackendKind::Reference};
+
+/// "<preset> emulator" or "<preset> reference", for SCOPED_TRACE.
+inline std::string caseName(const char *preset, BackendKind backend) {
+  return std::string(preset) +
+         (backend == BackendKind::Emulator ? " emulator" : " reference");
+}
+
 } // namespace kvq::testing
 
 #endif // KVQ_TEST_UNIT_TESTCONTEXT_H
