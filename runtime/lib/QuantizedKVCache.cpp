@@ -530,10 +530,40 @@ struct QuantizedKVCache::Impl {
   Status pullPages(Layer &layer) {
     if (layer.devicePops == 0)
       return Status();
-    Status s = context->copyOut(layer.blockTable.data(), layer.deviceBlockTable,
-                                layer.blockTable.size() * 4);
+    std::vector<int32_t> pulled(layer.blockTable.size());
+    Status s = context->copyOut(pulled.data(), layer.deviceBlockTable,
+                                pulled.size() * 4);
     if (!s.ok())
       return s;
+    // Checked before use (the host indexes its page lists by these): the
+    // steps may only have filled empty slots, each with one of the pages
+    // they popped, the top `devicePops` of the free list.
+    std::vector<char> popped(size_t(numPages), 0);
+    for (size_t i = layer.freePages.size() - layer.devicePops;
+         i < layer.freePages.size(); ++i)
+      popped[layer.freePages[i]] = 1;
+    int placed = 0;
+    for (size_t i = 0; i < pulled.size(); ++i) {
+      if (pulled[i] == layer.blockTable[i])
+        continue;
+      int32_t page = pulled[i];
+      if (layer.blockTable[i] >= 0 || page < 0 || page >= numPages ||
+          !popped[page])
+        return Status(StatusCode::RuntimeFailed,
+                      "the device's block table disagrees with the pages its "
+                      "decode steps took (entry " +
+                          std::to_string(i) + " holds " + std::to_string(page) +
+                          "): the cache's device memory was changed behind it");
+      popped[page] = 0;
+      ++placed;
+    }
+    if (placed != layer.devicePops)
+      return Status(StatusCode::RuntimeFailed,
+                    "the device's block table disagrees with the pages its "
+                    "decode steps took (it holds " +
+                        std::to_string(placed) + " of " +
+                        std::to_string(layer.devicePops) + ")");
+    layer.blockTable.swap(pulled);
     for (int i = 0; i < layer.devicePops; ++i) {
       layer.pageHolders[layer.freePages.back()] = 1;
       layer.freePages.pop_back();

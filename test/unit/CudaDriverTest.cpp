@@ -444,7 +444,8 @@ TEST(CudaDriverTest, ADecodeStepIsThreeLaunchesPerLayerAndNothingElse) {
 // the host, so the host's counts and pages stay those of a cache stepped
 // eagerly, replays copy nothing, and a release between replays is copied
 // by the next prepare. (The fake driver runs no kernels: the device side of
-// a replay is the GPU suite's to check.)
+// a replay is the GPU suite's to check; that its block table lacks the
+// pages the host counted is caught when the host reads it back.)
 TEST(CudaDriverTest, ACapturedDecodeStepReplaysWithTheHostInStep) {
   cuda::Driver *driver = fakeDriver();
   ASSERT_TRUE(driver);
@@ -496,7 +497,7 @@ TEST(CudaDriverTest, ACapturedDecodeStepReplaysWithTheHostInStep) {
     }
   };
   ASSERT_FALSE(static_cast<bool>((*graph)->launch(*stream)));
-  for (int i = 0; i < 60; ++i) { // flushes take pages along the way
+  auto replay = [&](int i) {
     Counts last = fakeCounts();
     ASSERT_TRUE(replayed->cache->prepareReplayedStep().ok());
     ASSERT_FALSE(static_cast<bool>((*graph)->launch(*stream)));
@@ -504,9 +505,10 @@ TEST(CudaDriverTest, ACapturedDecodeStepReplaysWithTheHostInStep) {
     EXPECT_EQ(fakeCounts().synchronizations, last.synchronizations) << i;
     EXPECT_EQ(fakeCounts().launches, last.launches + 1) << "one graph";
     ASSERT_TRUE(step(*eager).ok());
-  }
+  };
+  for (int i = 0; i < 5; ++i) // no step has taken a page yet
+    replay(i);
   same();
-  EXPECT_EQ(replayed->cache->parts(0, 0).total(), 300 + 62);
   // A release between replays: its lengths reach the device before the
   // next replay, and the released sequence steps no more.
   for (FakeCache *f : {replayed.get(), eager.get()})
@@ -518,6 +520,21 @@ TEST(CudaDriverTest, ACapturedDecodeStepReplaysWithTheHostInStep) {
   ASSERT_TRUE(step(*eager).ok());
   same();
   EXPECT_EQ(replayed->cache->parts(0, 1).total(), 0);
+  int pagesBefore = replayed->cache->pagesInUse(0);
+  for (int i = 6; i < 60; ++i)
+    replay(i);
+  same();
+  EXPECT_EQ(replayed->cache->parts(0, 0).total(), 300 + 62);
+  EXPECT_GT(replayed->cache->pagesInUse(0), pagesBefore)
+      << "flushes took pages";
+  // The fake ran no kernel, so the device's block table lacks the pages
+  // the host counted: reading it back to release is refused, not trusted.
+  Status refused = replayed->cache->release(0);
+  EXPECT_EQ(refused.code(), StatusCode::RuntimeFailed);
+  EXPECT_NE(refused.message().find("disagrees with the pages its decode "
+                                   "steps took"),
+            std::string::npos)
+      << refused.message();
   graph->reset();
   replayed.reset();
   eager.reset();
