@@ -19,7 +19,7 @@ QuantScheme scheme(int bits, int group, QuantScheme::Axis axis) {
 constexpr auto Token = QuantScheme::Axis::Token;
 constexpr auto Channel = QuantScheme::Axis::Channel;
 
-const std::vector<CachePreset> &presets() {
+const std::vector<CachePreset> &presetTable() {
   static const std::vector<CachePreset> all = {
       {"kivi2",
        "KIVI (Liu et al. 2024): 2-bit keys per channel, values per "
@@ -57,13 +57,15 @@ template <typename T> std::string names(const std::vector<T> &items) {
 } // namespace
 
 std::optional<CachePreset> kvq::findPreset(const std::string &name) {
-  for (const CachePreset &p : presets())
+  for (const CachePreset &p : presetTable())
     if (p.name == name)
       return p;
   return std::nullopt;
 }
 
-std::string kvq::knownPresets() { return names(presets()); }
+const std::vector<CachePreset> &kvq::allPresets() { return presetTable(); }
+
+std::string kvq::knownPresets() { return names(presetTable()); }
 
 std::optional<ModelShape> kvq::findModel(const std::string &name) {
   for (const ModelShape &m : models())

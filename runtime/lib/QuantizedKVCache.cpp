@@ -41,6 +41,13 @@ bool kvq::applyPreset(const std::string &name, CacheConfig &config,
   return true;
 }
 
+std::vector<std::string> kvq::presetNames() {
+  std::vector<std::string> names;
+  for (const CachePreset &preset : allPresets())
+    names.push_back(preset.name);
+  return names;
+}
+
 namespace {
 
 Status invalid(const std::string &message) {

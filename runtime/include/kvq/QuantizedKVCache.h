@@ -78,6 +78,8 @@ struct CacheConfig {
 /// scales is refused by create().
 bool applyPreset(const std::string &name, CacheConfig &config,
                  std::string *error = nullptr);
+/// The names applyPreset() knows, in a fixed order.
+std::vector<std::string> presetNames();
 
 /// Bytes the cache's tokens occupy, against the same tokens in fp16.
 struct MemoryUse {

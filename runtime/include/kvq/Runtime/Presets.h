@@ -25,7 +25,8 @@ struct ModelShape {
   int layers, queryHeads, kvHeads, headDim;
 };
 
-/// kivi2, kivi4, hf_quanto_int4, int8, int4.
+/// kivi2, kivi4, hf_quanto_int4, int8, int4, in that order.
+const std::vector<CachePreset> &allPresets();
 std::optional<CachePreset> findPreset(const std::string &name);
 std::string knownPresets();
 /// llama-2-7b, llama-3-8b, mistral-7b, qwen2.5-7b.

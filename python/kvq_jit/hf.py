@@ -1,0 +1,233 @@
+"""kvq as a Hugging Face transformers cache: decode attention reads the
+quantized cache directly, through one fused kernel per layer.
+
+    import kvq_jit.hf
+    model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="kvq")
+    cache = kvq_jit.hf.KVQCache(model.config, preset="kivi2")
+    model.generate(**inputs, past_key_values=cache, max_new_tokens=64)
+
+Importing this module registers the attention implementation "kvq" (the
+attention function below, and sdpa's mask). With a KVQCache:
+- the prompt attends in fp16 (PyTorch SDPA), then goes to the cache in bulk:
+  its first `sink` tokens stay fp16, the rest but the last `residual` are
+  quantized once, never re-quantized; left padding is not stored;
+- each decode step appends the new tokens (one launch per layer) and runs
+  kvq's fused attention over sink + quantized store + residual, without
+  dequantizing the cache.
+Without a KVQCache (a DynamicCache, say) "kvq" attention is plain SDPA.
+
+The cache finds its way to the attention function through the `kwargs` dict
+transformers hands to both Cache.update() and the attention function (the
+Llama, Mistral and Qwen2 code of transformers 5 do); a model whose attention
+does not run through "kvq" is refused by name.
+"""
+
+import math
+
+import torch
+from transformers import AttentionInterface, PreTrainedConfig
+from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from . import _kvq, ops
+from .cache import QuantizedKVCache
+
+ATTENTION = "kvq"
+_HF_DEFAULT_PRESET = "hf_quanto_int4"  # QuantizedCache(quanto)'s defaults
+
+
+def _hf_scheme(nbits, axis, group, what):
+    if nbits not in (2, 4, 8):
+        raise _kvq.InvalidArgumentError(f"nbits={nbits}: kvq quantizes to 2, 4 or 8 bits")
+    if axis not in (0, -1):
+        raise _kvq.InvalidArgumentError(
+            f"{what}={axis}: expected 0 (groups of channels within a token, as quanto's "
+            "axis=0) or -1 (groups of tokens within a channel, KIVI's keys)")
+    return f"{nbits}{'t' if axis == 0 else 'c'}{group}"
+
+
+class KVQLayer(CacheLayerMixin):
+    """One model layer of a KVQCache: counts its tokens; the tokens live in
+    the shared kvq cache, and move there in kvq_attention()."""
+
+    is_compileable = False  # generate() must not compile on its own
+    is_croppable = False
+    is_sliding = False
+
+    def __init__(self, owner: "KVQCache", index: int):
+        super().__init__()
+        self.owner, self.index = owner, index
+        self.cumulative_length = 0
+        self.prefilling = False
+
+    def lazy_initialization(self, key_states, value_states):
+        self.owner._create(key_states)
+        self.device = key_states.device
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, kwargs=None, **rest):
+        if kwargs is None:
+            raise TypeError(
+                "KVQCache.update() needs the attention kwargs dict (kwargs=...), as the "
+                "transformers 5 attention code passes it: this model's attention does not")
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.owner._check_attention()
+        self.prefilling = self.cumulative_length == 0
+        self.cumulative_length += key_states.shape[-2]
+        kwargs["kvq_cache"] = self.owner
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.cumulative_length + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.cumulative_length
+
+    def get_max_length(self) -> int:
+        return self.owner.max_cache_len
+
+    def reset(self) -> None:
+        self.cumulative_length = 0
+
+    def reorder_cache(self, beam_idx):
+        raise NotImplementedError("KVQCache does not reorder sequences (beam search)")
+
+
+class KVQCache(Cache):
+    """A transformers Cache whose layers live in one kvq QuantizedKVCache.
+
+    `preset`: a kvq preset (kvq_jit.presets(): kivi2, kivi4, hf_quanto_int4,
+    int8, int4). The HF QuantizedCache parameters are accepted too: `nbits`
+    (2/4/8), `axis_key`/`axis_value` (0: per token, -1: per channel),
+    `q_group_size`, `residual_length`; given without a preset they start from
+    QuantizedCache(quanto)'s defaults (4 bits, axis 0, groups of 64, residual
+    128). `sink`: fp16 attention-sink tokens (the preset's 4 unless set; 0
+    quantizes the prompt from its first token, as transformers does).
+    `max_cache_len`: tokens per sequence the cache holds (prompt + new).
+    `max_query_tokens`: new tokens one forward may add after the prompt
+    (1 for generate(); up to 64 for speculative verification).
+    The kvq cache is created at the first update, for that batch, dtype
+    (fp16 and bf16 are stored as they are; fp32 as fp16) and device."""
+
+    def __init__(self, config: PreTrainedConfig, preset: str = None, *, nbits: int = None,
+                 axis_key: int = None, axis_value: int = None, q_group_size: int = None,
+                 residual_length: int = None, sink: int = None, max_cache_len: int = 4096,
+                 max_query_tokens: int = 1):
+        self.config = config.get_text_config(decoder=True)
+        hf_style = {"nbits": nbits, "axis_key": axis_key, "axis_value": axis_value,
+                    "q_group_size": q_group_size}
+        if preset is None:
+            preset = _HF_DEFAULT_PRESET if any(v is not None for v in hf_style.values()) \
+                or residual_length is not None else "kivi2"
+        if preset not in _kvq.presets():
+            raise _kvq.InvalidArgumentError(
+                f"preset {preset!r} is not one of {', '.join(_kvq.presets())}")
+        self.preset = preset
+        self.key = self.value = None
+        if any(v is not None for v in hf_style.values()):
+            bits = 4 if nbits is None else nbits
+            group = 64 if q_group_size is None else q_group_size
+            self.key = _hf_scheme(bits, 0 if axis_key is None else axis_key, group, "axis_key")
+            self.value = _hf_scheme(bits, 0 if axis_value is None else axis_value, group,
+                                    "axis_value")
+        self.residual, self.sink = residual_length, sink
+        self.max_cache_len, self.max_query_tokens = max_cache_len, max_query_tokens
+        self.kv_heads = getattr(self.config, "num_key_value_heads", None) \
+            or self.config.num_attention_heads
+        self.query_heads = self.config.num_attention_heads
+        self.head_dim = getattr(self.config, "head_dim", None) \
+            or self.config.hidden_size // self.config.num_attention_heads
+        self.kvq = None  # kvq_jit.QuantizedKVCache, at the first update
+        super().__init__(layers=[KVQLayer(self, i)
+                                 for i in range(self.config.num_hidden_layers)])
+
+    # --- set-up --------------------------------------------------------------
+    def _check_attention(self):
+        if self.config._attn_implementation != ATTENTION:
+            raise _kvq.InvalidArgumentError(
+                f"the model's attention is {self.config._attn_implementation!r}: a KVQCache "
+                "needs attn_implementation='kvq' (import kvq_jit.hf, then load the model "
+                "with attn_implementation='kvq' or call model.set_attn_implementation('kvq'))")
+
+    def _create(self, key_states: torch.Tensor):
+        if self.kvq is not None:
+            return
+        dtype = key_states.dtype if key_states.dtype in (torch.float16, torch.bfloat16) \
+            else torch.float16
+        self.kvq = QuantizedKVCache(
+            layers=len(self.layers), batch=key_states.shape[0], kv_heads=self.kv_heads,
+            query_heads=self.query_heads, head_dim=self.head_dim,
+            capacity=self.max_cache_len, preset=self.preset, dtype=dtype,
+            device=key_states.device, key=self.key, value=self.value, residual=self.residual,
+            sink=self.sink, max_query_tokens=self.max_query_tokens)
+        for layer in self.layers:
+            layer.batch_size = key_states.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.kvq.batch if self.kvq is not None else -1
+
+    def memory(self) -> dict:
+        """Bytes the held tokens take, and the same tokens in fp16."""
+        return self.kvq.memory() if self.kvq is not None else {}
+
+    def reset(self):
+        super().reset()
+        if self.kvq is not None:
+            for sequence in range(self.kvq.batch):
+                self.kvq.release(sequence)
+
+    # --- the attention function's two paths ----------------------------------
+    def prefill(self, layer: int, key: torch.Tensor, value: torch.Tensor, attention_mask):
+        """The prompt of every sequence into the cache, minus its padding."""
+        kvq = self.kvq
+        key, value = key.to(kvq.dtype), value.to(kvq.dtype)
+        real = None
+        if attention_mask is not None and attention_mask.dim() == 4:
+            last_row = attention_mask[:, 0, -1, :]
+            real = last_row if last_row.dtype == torch.bool else last_row == 0
+        ops.cache_prefill(kvq.state, kvq.id, layer, key, value, real)
+
+    def decode(self, layer: int, query, key, value, scaling):
+        """The new tokens (one per sequence, or up to max_query_tokens)
+        appended, and their attention over the cache: [batch, new, heads, d]."""
+        kvq = self.kvq
+        batch, heads, new, dim = query.shape
+        out_dtype = query.dtype
+        if scaling is not None and abs(scaling * math.sqrt(dim) - 1) > 1e-6:
+            query = query * (scaling * math.sqrt(dim))  # kvq scales by 1/sqrt(d)
+        query, key, value = query.to(kvq.dtype), key.to(kvq.dtype), value.to(kvq.dtype)
+        if new == 1:
+            kvq.append_step(layer, key[:, :, 0], value[:, :, 0])
+            out = kvq.attend(layer, query[:, :, 0].contiguous())
+            return out.view(batch, 1, heads, dim).to(out_dtype)
+        if new > kvq.max_query_tokens:
+            raise _kvq.InvalidArgumentError(
+                f"{new} new tokens in one forward: the KVQCache takes up to "
+                f"max_query_tokens={kvq.max_query_tokens} after the prompt")
+        rows = lambda t: t.transpose(1, 2).reshape(batch * new, t.shape[1], dim)
+        offsets = [b * new for b in range(batch + 1)]
+        out = kvq.append_and_attend(layer, rows(key), rows(value), rows(query), offsets)
+        return out.view(batch, new, heads, dim).to(out_dtype)
+
+
+def kvq_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                  kvq_cache: KVQCache = None, **kwargs):
+    """The "kvq" attention implementation (transformers' AttentionInterface):
+    query [batch, heads, new, d]; returns ([batch, new, heads, d], None)."""
+    if kvq_cache is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    layer = module.layer_idx
+    if kvq_cache.layers[layer].prefilling:
+        out = sdpa_attention_forward(module, query, key, value, attention_mask,
+                                     dropout=dropout, scaling=scaling, **kwargs)
+        kvq_cache.prefill(layer, key, value, attention_mask)
+        return out
+    return kvq_cache.decode(layer, query, key, value, scaling), None
+
+
+AttentionInterface.register(ATTENTION, kvq_attention)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
