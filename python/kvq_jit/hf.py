@@ -109,12 +109,16 @@ class KVQCache(Cache):
     `max_query_tokens`: new tokens one forward may add after the prompt
     (1 for generate(); up to 64 for speculative verification).
     The kvq cache is created at the first update, for that batch, dtype
-    (fp16 and bf16 are stored as they are; fp32 as fp16) and device."""
+    (fp16 and bf16 are stored as they are; fp32 as fp16) and device, or at
+    once with `batch_size`, `dtype` and `device` (as torch.compile needs:
+    creating it allocates, which a traced forward cannot do; transformers'
+    early_initialization() does the same)."""
 
     def __init__(self, config: PreTrainedConfig, preset: str = None, *, nbits: int = None,
                  axis_key: int = None, axis_value: int = None, q_group_size: int = None,
                  residual_length: int = None, sink: int = None, max_cache_len: int = 4096,
-                 max_query_tokens: int = 1):
+                 max_query_tokens: int = 1, batch_size: int = None, dtype: torch.dtype = None,
+                 device=None):
         self.config = config.get_text_config(decoder=True)
         hf_style = {"nbits": nbits, "axis_key": axis_key, "axis_value": axis_value,
                     "q_group_size": q_group_size}
@@ -142,6 +146,9 @@ class KVQCache(Cache):
         self.kvq = None  # kvq_jit.QuantizedKVCache, at the first update
         super().__init__(layers=[KVQLayer(self, i)
                                  for i in range(self.config.num_hidden_layers)])
+        if batch_size is not None:
+            self.early_initialization(batch_size, self.kv_heads, self.head_dim,
+                                      dtype or torch.float16, torch.device(device or "cpu"))
 
     # --- set-up --------------------------------------------------------------
     def _check_attention(self):
@@ -154,6 +161,10 @@ class KVQCache(Cache):
     def _create(self, key_states: torch.Tensor):
         if self.kvq is not None:
             return
+        if torch.compiler.is_compiling():
+            raise _kvq.InvalidArgumentError(
+                "a KVQCache first used inside torch.compile: create it with batch_size=, "
+                "dtype= and device= (or call early_initialization()) before the first forward")
         dtype = key_states.dtype if key_states.dtype in (torch.float16, torch.bfloat16) \
             else torch.float16
         self.kvq = QuantizedKVCache(

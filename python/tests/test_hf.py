@@ -1,0 +1,134 @@
+"""The transformers integration on tiny random models (no download): greedy
+generation with int8 gives the fp16 DynamicCache's tokens; every preset's
+logits stay within a tolerance of fp16's; GQA, padding, chunks, refusals."""
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+import kvq_jit
+from kvq_jit.hf import KVQCache
+
+PROMPT, NEW = 300, 32  # the prompt reaches the quantized store (residual 128)
+
+# Max relative logit error vs fp16 (max |diff| / max |fp16 logit| over the
+# teacher-forced decode steps), per preset. Measured on these models and
+# prompts (llama / qwen2 / mistral; pytest -s prints them), about 2x above
+# the largest measured value.
+TOLERANCE = {"int8": 0.006, "hf_quanto_int4": 0.08, "int4": 0.06, "kivi4": 0.06,
+             "kivi2": 0.25}
+
+
+def prompt(batch=1, tokens=PROMPT, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 512, (batch, tokens), generator=g)
+
+
+def with_attention(model, name):
+    model.set_attn_implementation(name)
+    return model
+
+
+def teacher_forced_logits(model, cache, ids, new):
+    """Prefill ids[:, :-new], then one forward per token of ids[:, -new:]:
+    the logits of every decode step, whatever the cache would have picked."""
+    logits = [model(ids[:, :-new], cache=cache).logits[:, -1]]
+    for t in range(ids.shape[1] - new, ids.shape[1] - 1):
+        logits.append(model(ids[:, t:t + 1], cache=cache).logits[:, -1])
+    return torch.stack(logits).float()
+
+
+def fp16_generation(model, ids):
+    with_attention(model, "sdpa")
+    out = model.generate(ids, max_new_tokens=NEW, do_sample=False,
+                         cache=DynamicCache(config=model.config))
+    logits = teacher_forced_logits(model, DynamicCache(config=model.config), out, NEW)
+    return out, logits
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
+def test_int8_generates_the_fp16_tokens(models, name):
+    model = models(name)
+    ids = prompt()
+    want, _ = fp16_generation(model, ids)
+    with_attention(model, "kvq")
+    cache = KVQCache(model.config, preset="int8")
+    got = model.generate(ids, max_new_tokens=NEW, do_sample=False, cache=cache)
+    assert torch.equal(got, want)
+    sink, quantized, residual = cache.kvq.parts(0, 0)
+    assert quantized > 0 and sink + quantized + residual == PROMPT + NEW - 1
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("preset", list(TOLERANCE))
+def test_logits_stay_within_the_preset_tolerance(models, name, preset):
+    model = models(name)
+    ids, fp16 = fp16_generation(model, prompt())
+    with_attention(model, "kvq")
+    got = teacher_forced_logits(model, KVQCache(model.config, preset=preset), ids, NEW)
+    error = ((got - fp16).abs().amax((1, 2)) / fp16.abs().amax((1, 2))).max().item()
+    print(f"{name} {preset}: max relative logit error {error:.5f}")
+    assert error < TOLERANCE[preset]
+
+
+def test_hf_style_parameters_choose_the_schemes(models):
+    model = models("llama")
+    cache = KVQCache(model.config, nbits=2, axis_key=-1, axis_value=0, q_group_size=32,
+                     residual_length=64, sink=0)
+    with_attention(model, "kvq")
+    model(prompt(tokens=200), cache=cache)
+    assert (cache.kvq.key_scheme, cache.kvq.value_scheme) == ("2c32", "2t32")
+    assert cache.kvq.parts(0, 0)[0] == 0 and cache.kvq.residual == 64
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="nbits=3"):
+        KVQCache(model.config, nbits=3)
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="axis_key=1"):
+        KVQCache(model.config, axis_key=1)
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="preset 'kivi9'"):
+        KVQCache(model.config, preset="kivi9")
+
+
+def test_left_padding_is_not_stored(models):
+    model = with_attention(models("llama"), "kvq")
+    short, long = prompt(tokens=150, seed=6), prompt(tokens=190, seed=7)
+    pad = long.shape[1] - short.shape[1]
+    ids = torch.cat([torch.cat([torch.zeros(1, pad, dtype=torch.long), short], 1), long])
+    mask = torch.ones_like(ids)
+    mask[0, :pad] = 0
+    batch_cache = KVQCache(model.config, preset="int8")
+    batched = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                             cache=batch_cache)
+    assert batch_cache.kvq.tokens(0, 0) == 150 + 7 and batch_cache.kvq.tokens(0, 1) == 190 + 7
+    alone = model.generate(short, max_new_tokens=8, do_sample=False,
+                           cache=KVQCache(model.config, preset="int8"))
+    assert torch.equal(batched[0, pad:], alone[0])
+
+
+def test_several_new_tokens_per_forward(models):
+    model = with_attention(models("qwen2"), "kvq")
+    ids = prompt(tokens=160)
+    one_by_one = teacher_forced_logits(model, KVQCache(model.config, preset="kivi4"), ids, 6)
+    chunked = KVQCache(model.config, preset="kivi4", max_query_tokens=8)
+    first = model(ids[:, :-6], cache=chunked).logits[:, -1]
+    rest = model(ids[:, -6:-1], cache=chunked).logits[0]
+    together = torch.cat([first, rest]).float()
+    assert (together - one_by_one[:, 0]).abs().max() < 2e-2 * one_by_one.abs().max()
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="max_query_tokens=1"):
+        small = KVQCache(model.config, preset="kivi4")
+        model(ids[:, :100], cache=small)
+        model(ids[:, 100:104], cache=small)
+
+
+def test_a_model_without_kvq_attention_is_refused(models):
+    model = with_attention(models("llama"), "sdpa")
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="attn_implementation='kvq'"):
+        model(prompt(tokens=20), cache=KVQCache(model.config))
+
+
+def test_kvq_attention_without_a_kvq_cache_is_sdpa(models):
+    model = models("llama")
+    ids = prompt(tokens=40)
+    with_attention(model, "sdpa")
+    want = model(ids, cache=DynamicCache(config=model.config)).logits
+    with_attention(model, "kvq")
+    got = model(ids, cache=DynamicCache(config=model.config)).logits
+    assert torch.equal(got, want)
