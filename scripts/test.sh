@@ -30,14 +30,33 @@ results="$build/test-results.xml"
 lit=$(llvm-config-22 --bindir)/lit
 "$lit" -sv --order=lexical --xunit-xml-output="$results" "$build/test" || status=1
 
+# The Python package (python/): its environment under $build/python-venv
+# (installed once: torch, transformers, optimum-quanto), then pytest.
+python_results="$build/python-test-results.xml"
+rm -f "$python_results"
+if python=$("$root/scripts/python-setup.sh"); then
+  # From the build folder: python/kvq_jit (the sources, without the built
+  # extension) must not shadow the installed package.
+  (cd "$build" && "$python" -m pytest -q -p no:cacheprovider \
+    --junitxml="$python_results" "$root/python/tests") || status=1
+else
+  echo "kvq tests: the Python environment could not be set up" >&2
+  status=1
+fi
+
 # One summary line over every lit and gtest case, and the reason of each skip
 # (a gtest skip's reason comes from running that one case again).
-python3 - "$results" "$build/test/unit" "$format" <<'PY' || status=1
+python3 - "$results" "$build/test/unit" "$format" "$python_results" <<'PY' || status=1
 import collections, re, subprocess, sys, xml.etree.ElementTree as ET
-root = ET.parse(sys.argv[1]).getroot()
+import os
+cases = [(case, case.get("classname").split(".")[0])
+         for case in ET.parse(sys.argv[1]).getroot().iter("testcase")]
+if os.path.exists(sys.argv[4]):
+    cases += [(case, "python") for case in ET.parse(sys.argv[4]).getroot().iter("testcase")]
+else:
+    print("kvq tests: no Python test results")
 counts, suites, skipped = collections.Counter(), collections.Counter(), []
-for case in root.iter("testcase"):
-    suite = case.get("classname").split(".")[0]
+for case, suite in cases:
     suites[suite] += 1
     kinds = {child.tag for child in case}
     if kinds & {"failure", "error"}:
@@ -52,7 +71,8 @@ print(f"kvq tests: {counts['passed']} passed, {counts['failed']} failed, "
       f"{counts['skipped']} skipped ({detail}); format check {sys.argv[3]}")
 for case in skipped:
     cls, name = case.get("classname"), case.get("name")
-    reason = "unsupported here"
+    reason = next((c.get("message") for c in case if c.tag == "skipped" and c.get("message")),
+                  "unsupported here")
     m = re.match(r"kvq-unit\._/([^/]+)/(.+)$", cls)
     if m:
         out = subprocess.run([f"{sys.argv[2]}/{m.group(1)}",
@@ -61,6 +81,6 @@ for case in skipped:
         found = re.search(r"Skipped\n(.*)\n", out)
         reason = found.group(1).strip() if found else reason
     print(f"  skipped: {cls.split('.', 1)[1]}/{name}: {reason}")
-sys.exit(1 if counts["failed"] or not counts["passed"] else 0)
+sys.exit(1 if counts["failed"] or not counts["passed"] or not os.path.exists(sys.argv[4]) else 0)
 PY
 exit $status

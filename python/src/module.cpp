@@ -1,4 +1,5 @@
-//===- module.cpp - kvq_jit._kvq: the C++ API for Python -------------------===//
+//===- module.cpp - kvq_jit._kvq: the C++ API for Python
+//-------------------===//
 //
 // A thin nanobind layer over the public C++ API (kvq/kvq.h,
 // kvq/QuantizedKVCache.h). Device memory crosses as integer addresses (a
@@ -57,9 +58,10 @@ kvq::BackendKind backendOf(const std::string &name) {
     return kvq::BackendKind::Emulator;
   if (name == "reference")
     return kvq::BackendKind::Reference;
-  throw StatusError(kvq::Status(
-      kvq::StatusCode::InvalidArgument,
-      "unknown backend '" + name + "' (known: auto, cuda, emulator, reference)"));
+  throw StatusError(
+      kvq::Status(kvq::StatusCode::InvalidArgument,
+                  "unknown backend '" + name +
+                      "' (known: auto, cuda, emulator, reference)"));
 }
 
 kvq::KernelSpec parseSpec(const std::string &text) {
@@ -82,11 +84,10 @@ kvq::QuantScheme parseScheme(const std::string &tag) {
 /// The configuration of a cache, from Python keywords: a preset's schemes,
 /// residual and sink unless `key`/`value`/`residual`/`sink` override them.
 kvq::CacheConfig makeConfig(int layers, int batch, int kvHeads, int queryHeads,
-                            int headDim, const std::string &dtype,
-                            int capacity, const std::string &preset,
-                            const std::string &key, const std::string &value,
-                            int residual, int sink, int pages,
-                            int maxQueryTokens, uintptr_t stream) {
+                            int headDim, const std::string &dtype, int capacity,
+                            const std::string &preset, const std::string &key,
+                            const std::string &value, int residual, int sink,
+                            int pages, int maxQueryTokens, uintptr_t stream) {
   kvq::CacheConfig config;
   config.layers = layers;
   config.batch = batch;
@@ -98,9 +99,9 @@ kvq::CacheConfig makeConfig(int layers, int batch, int kvHeads, int queryHeads,
   else if (dtype == "bfloat16")
     config.dtype = kvq::HalfType::BF16;
   else
-    throw StatusError(kvq::Status(kvq::StatusCode::InvalidArgument,
-                                  "dtype " + dtype +
-                                      " is not float16 or bfloat16"));
+    throw StatusError(
+        kvq::Status(kvq::StatusCode::InvalidArgument,
+                    "dtype " + dtype + " is not float16 or bfloat16"));
   config.capacity = capacity;
   std::string error;
   if (!preset.empty() && !kvq::applyPreset(preset, config, &error))
@@ -236,10 +237,10 @@ void bindCache(nb::module_ &m) {
              int capacity, const std::string &preset, const std::string &key,
              const std::string &value, int residual, int sink, int pages,
              int maxQueryTokens, uintptr_t stream) {
-            kvq::CacheConfig config = makeConfig(
-                layers, batch, kvHeads, queryHeads, headDim, dtype, capacity,
-                preset, key, value, residual, sink, pages, maxQueryTokens,
-                stream);
+            kvq::CacheConfig config =
+                makeConfig(layers, batch, kvHeads, queryHeads, headDim, dtype,
+                           capacity, preset, key, value, residual, sink, pages,
+                           maxQueryTokens, stream);
             kvq::Status status;
             std::unique_ptr<Cache> cache;
             {
@@ -250,9 +251,9 @@ void bindCache(nb::module_ &m) {
             return cache;
           },
           "context"_a, "layers"_a, "batch"_a, "kv_heads"_a, "query_heads"_a,
-          "head_dim"_a, "dtype"_a, "capacity"_a, "preset"_a = "",
-          "key"_a = "", "value"_a = "", "residual"_a = -1, "sink"_a = -1,
-          "pages"_a = 0, "max_query_tokens"_a = 1, "stream"_a = 0)
+          "head_dim"_a, "dtype"_a, "capacity"_a, "preset"_a = "", "key"_a = "",
+          "value"_a = "", "residual"_a = -1, "sink"_a = -1, "pages"_a = 0,
+          "max_query_tokens"_a = 1, "stream"_a = 0)
       .def(
           "append",
           [](Cache &c, int layer, int sequence, uintptr_t k, uintptr_t v,
@@ -285,23 +286,21 @@ void bindCache(nb::module_ &m) {
              uintptr_t out, const std::vector<int32_t> &offsets,
              int64_t headStride, int64_t tokenStride) {
             if (offsets.size() != size_t(c.config().batch) + 1)
-              throw StatusError(kvq::Status(
-                  kvq::StatusCode::InvalidArgument,
-                  "offsets has " + std::to_string(offsets.size()) +
-                      " entries, not batch + 1 = " +
-                      std::to_string(c.config().batch + 1)));
+              throw StatusError(
+                  kvq::Status(kvq::StatusCode::InvalidArgument,
+                              "offsets has " + std::to_string(offsets.size()) +
+                                  " entries, not batch + 1 = " +
+                                  std::to_string(c.config().batch + 1)));
             nb::gil_scoped_release release;
-            check(c.appendAndAttend(layer, address<const void>(k),
-                                    address<const void>(v),
-                                    address<const void>(q), address<void>(out),
-                                    offsets.data(),
-                                    kvq::TokenLayout{headStride, tokenStride}));
+            check(c.appendAndAttend(
+                layer, address<const void>(k), address<const void>(v),
+                address<const void>(q), address<void>(out), offsets.data(),
+                kvq::TokenLayout{headStride, tokenStride}));
           },
-          "layer"_a, "k"_a, "v"_a, "q"_a, "out"_a, "offsets"_a,
-          "head_stride"_a, "token_stride"_a)
+          "layer"_a, "k"_a, "v"_a, "q"_a, "out"_a, "offsets"_a, "head_stride"_a,
+          "token_stride"_a)
       .def(
-          "release",
-          [](Cache &c, int sequence) { check(c.release(sequence)); },
+          "release", [](Cache &c, int sequence) { check(c.release(sequence)); },
           "sequence"_a, nb::call_guard<nb::gil_scoped_release>())
       .def(
           "fork",
@@ -336,18 +335,17 @@ void bindCache(nb::module_ &m) {
           },
           "layer"_a, "sequence"_a,
           "(sink, quantized, residual) tokens of a sequence in a layer")
-      .def(
-          "memory",
-          [](const Cache &c) {
-            kvq::MemoryUse use = c.memory();
-            nb::dict d;
-            d["sink_bytes"] = use.sinkBytes;
-            d["quantized_bytes"] = use.quantizedBytes;
-            d["residual_bytes"] = use.residualBytes;
-            d["used_bytes"] = use.usedBytes();
-            d["fp16_bytes"] = use.fp16Bytes;
-            return d;
-          })
+      .def("memory",
+           [](const Cache &c) {
+             kvq::MemoryUse use = c.memory();
+             nb::dict d;
+             d["sink_bytes"] = use.sinkBytes;
+             d["quantized_bytes"] = use.quantizedBytes;
+             d["residual_bytes"] = use.residualBytes;
+             d["used_bytes"] = use.usedBytes();
+             d["fp16_bytes"] = use.fp16Bytes;
+             return d;
+           })
       .def("pages_in_use", &Cache::pagesInUse, "layer"_a)
       .def_prop_ro("page_tokens", &Cache::pageTokens)
       .def_prop_ro("key_scheme",
@@ -371,8 +369,8 @@ NB_MODULE(_kvq, m) {
   nb::set_leak_warnings(false);
   // Error types: KVQError and one subclass per StatusCode, also deriving
   // from the built-in exception a Python caller would expect.
-  PyObject *base = PyErr_NewException("kvq_jit.KVQError", PyExc_RuntimeError,
-                                      nullptr);
+  PyObject *base =
+      PyErr_NewException("kvq_jit.KVQError", PyExc_RuntimeError, nullptr);
   m.attr("KVQError") = nb::handle(base);
   struct Kind {
     kvq::StatusCode code;
