@@ -31,12 +31,23 @@ uint16_t ref::toHalfBits(float x, HalfType type) {
   return static_cast<uint16_t>(f >> 16);
 }
 
+const float *ref::halfValues() {
+  static const std::vector<float> table = [] {
+    std::vector<float> all(1u << 16);
+    for (uint32_t i = 0; i < all.size(); ++i) {
+      uint16_t b = uint16_t(i);
+      _Float16 h;
+      std::memcpy(&h, &b, sizeof h);
+      all[i] = static_cast<float>(h);
+    }
+    return all;
+  }();
+  return table.data();
+}
+
 float ref::fromHalfBits(uint16_t bits, HalfType type) {
-  if (type == HalfType::F16) {
-    _Float16 h;
-    std::memcpy(&h, &bits, sizeof h);
-    return static_cast<float>(h);
-  }
+  if (type == HalfType::F16)
+    return halfValues()[bits];
   uint32_t f = uint32_t(bits) << 16;
   float x;
   std::memcpy(&x, &f, sizeof x);
@@ -196,28 +207,47 @@ void ref::dequantize(const QuantScheme &s, int headDim, const uint32_t *words,
   int group = s.groupSize(headDim);
   int perWord = codesPerWord(s);
   int d = headDim;
-  for (int r = 0; r < rows; ++r)
-    for (int t = 0; t < tokens; ++t)
-      for (int c = 0; c < d; ++c) {
-        int src = inOffset + t;
-        uint32_t word;
-        size_t scaleIndex;
-        int j;
-        if (s.axis == QuantScheme::Axis::Token) {
-          size_t row = size_t(r) * inTokens + src;
-          word = words[row * (d / perWord) + c / perWord];
-          j = c % perWord;
-          scaleIndex = row * (d / group) + c / group;
-        } else {
-          size_t wordRow = size_t(r) * (inTokens / perWord) + src / perWord;
-          word = words[wordRow * d + c];
-          j = src % perWord;
-          scaleIndex = (size_t(r) * (inTokens / group) + src / group) * d + c;
+  std::vector<unsigned> shifts(perWord);
+  for (int j = 0; j < perWord; ++j)
+    shifts[j] = slotShift(s, j);
+  auto scaleZero = [&](size_t index) {
+    return ScaleZero{scales[index], zeros ? zeros[index] : 0.0f};
+  };
+  // Word by word (KVQLayout.h): a token-axis word holds perWord channels of
+  // one token, a channel-axis word perWord tokens of one channel; a group
+  // holds whole words, so one scale serves every code of a word.
+  for (int r = 0; r < rows; ++r) {
+    float *out = output + size_t(r) * outTokens * d;
+    if (s.axis == QuantScheme::Axis::Token) {
+      for (int t = 0; t < tokens; ++t) {
+        size_t row = size_t(r) * inTokens + inOffset + t;
+        const uint32_t *rowWords = words + row * (d / perWord);
+        for (int w = 0; w < d / perWord; ++w) {
+          ScaleZero sz = scaleZero(row * (d / group) + w * perWord / group);
+          for (int j = 0; j < perWord; ++j)
+            out[size_t(t) * d + w * perWord + j] =
+                valueOf(s, (rowWords[w] >> shifts[j]) & maxCode(s), sz);
         }
-        ScaleZero sz{scales[scaleIndex], zeros ? zeros[scaleIndex] : 0.0f};
-        output[(size_t(r) * outTokens + t) * d + c] =
-            valueOf(s, extract(s, word, j), sz);
       }
+      continue;
+    }
+    for (int t = 0; t < tokens;) {
+      int src = inOffset + t;
+      // Tokens [t, t + n) share their words (a run of one word's perWord
+      // tokens) and their group.
+      int n = std::min(perWord - src % perWord, tokens - t);
+      size_t wordRow = size_t(r) * (inTokens / perWord) + src / perWord;
+      size_t scaleRow = (size_t(r) * (inTokens / group) + src / group) * d;
+      for (int c = 0; c < d; ++c) {
+        uint32_t word = words[wordRow * d + c];
+        ScaleZero sz = scaleZero(scaleRow + c);
+        for (int j = 0; j < n; ++j)
+          out[size_t(t + j) * d + c] =
+              valueOf(s, (word >> shifts[src % perWord + j]) & maxCode(s), sz);
+      }
+      t += n;
+    }
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -232,11 +262,18 @@ void ref::attendRows(const float *q, const std::vector<const float *> &keys,
     return;
   }
   std::vector<double> scores;
+  scores.reserve(keys.size());
   for (const float *k : keys) {
-    double dot = 0;
-    for (int c = 0; c < d; ++c)
-      dot += double(q[c]) * double(k[c]);
-    scores.push_back(double(scale) * dot);
+    // Four partial sums: the same double products, added in a fixed order
+    // that does not wait on one long dependency chain.
+    double dot[4] = {0, 0, 0, 0};
+    int c = 0;
+    for (; c + 4 <= d; c += 4)
+      for (int i = 0; i < 4; ++i)
+        dot[i] += double(q[c + i]) * double(k[c + i]);
+    for (; c < d; ++c)
+      dot[0] += double(q[c]) * double(k[c]);
+    scores.push_back(double(scale) * ((dot[0] + dot[1]) + (dot[2] + dot[3])));
   }
   double m = *std::max_element(scores.begin(), scores.end());
   double sum = 0;
@@ -255,8 +292,9 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
                     float *out) {
   int d = spec.headDim, hq = spec.queryHeads, hkv = spec.kvHeads;
   int gqa = hq / hkv;
-  auto one = [&](int b, int h) {
-    int kvh = h / gqa;
+  // One work item per (sequence, kv head): its body is dequantized once for
+  // the gqa query heads that read it.
+  auto one = [&](int b, int kvh) {
     size_t headRow = size_t(b) * hkv + kvh;
     int nSink = in.lengths[b * 3], nBody = in.lengths[b * 3 + 1],
         nResidual = in.lengths[b * 3 + 2];
@@ -306,15 +344,16 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
         size_t at = (headRow * in.residualCapacity + t) * d;
         addToken(in.residualKeys + at, in.residualValues + at);
       }
-    attendRows(in.q + (size_t(b) * hq + h) * d, keys, values, d,
-               in.softmaxScale, out + (size_t(b) * hq + h) * d);
+    for (int h = kvh * gqa; h < (kvh + 1) * gqa; ++h)
+      attendRows(in.q + (size_t(b) * hq + h) * d, keys, values, d,
+                 in.softmaxScale, out + (size_t(b) * hq + h) * d);
   };
 
-  int work = in.batch * hq;
+  int work = in.batch * hkv;
   std::atomic<int> next{0};
   auto worker = [&]() {
     for (int i = next++; i < work; i = next++)
-      one(i / hq, i % hq);
+      one(i / hkv, i % hkv);
   };
   unsigned threads = std::max(
       1u, std::min<unsigned>(std::thread::hardware_concurrency(), work));

@@ -24,6 +24,12 @@ namespace {
 std::vector<float> readHalf(const void *p, size_t n, HalfType t) {
   std::vector<float> out(n);
   auto *bits = static_cast<const uint16_t *>(p);
+  if (t == HalfType::F16) {
+    const float *table = ref::halfValues();
+    for (size_t i = 0; i < n; ++i)
+      out[i] = table[bits[i]];
+    return out;
+  }
   for (size_t i = 0; i < n; ++i)
     out[i] = ref::fromHalfBits(bits[i], t);
   return out;
@@ -66,25 +72,26 @@ int sequenceOf(const AttentionCall &c, int row) {
 }
 
 /// A paged body's tensor in the contiguous layout the reference reads,
-/// `[batch, kv_heads, max_pages * N, ...]`: each (row, kv head, page slot)
-/// block of `blockBytes` comes from the page the block table row of the
-/// row's sequence names (clamped into the pool, as the kernels do).
+/// `[batch, kv_heads, slots * N, ...]` (its first `slots` page slots): each
+/// (row, kv head, page slot) block of `blockBytes` comes from the page the
+/// block table row of the row's sequence names (clamped into the pool, as
+/// the kernels do).
 std::vector<char> gatherPages(const void *pool, size_t blockBytes,
-                              const AttentionCall &c, int kvHeads) {
+                              const AttentionCall &c, int kvHeads, int slots) {
   std::vector<char> out;
   if (!pool)
     return out;
-  out.resize(size_t(c.batch) * kvHeads * c.maxPages * blockBytes);
+  out.resize(size_t(c.batch) * kvHeads * slots * blockBytes);
   const char *bytes = static_cast<const char *>(pool);
   for (int b = 0; b < c.batch; ++b)
-    for (int slot = 0; slot < c.maxPages; ++slot) {
+    for (int slot = 0; slot < slots; ++slot) {
       size_t entry = size_t(sequenceOf(c, b)) * c.maxPages + slot;
       int page = std::clamp(c.blockTable[entry], 0, c.numPages - 1);
       for (int h = 0; h < kvHeads; ++h)
-        std::memcpy(
-            out.data() +
-                ((size_t(b) * kvHeads + h) * c.maxPages + slot) * blockBytes,
-            bytes + (size_t(page) * kvHeads + h) * blockBytes, blockBytes);
+        std::memcpy(out.data() +
+                        ((size_t(b) * kvHeads + h) * slots + slot) * blockBytes,
+                    bytes + (size_t(page) * kvHeads + h) * blockBytes,
+                    blockBytes);
     }
   return out;
 }
@@ -275,6 +282,12 @@ public:
     std::vector<char> pagedBody[6];
     if (spec.pageTokens) {
       int n = spec.pageTokens;
+      // Only the page slots some row reads: a cache sized for long
+      // sequences converts no scales for pages nobody holds yet.
+      int slots = 0;
+      for (int b = 0; b < c.batch; ++b)
+        slots = std::max(slots, (c.lengths[b * 3 + 1] + n - 1) / n);
+      slots = std::clamp(slots, 1, c.maxPages);
       const void **tensors[6] = {&c.keyWords,   &c.keyScales,   &c.keyZeros,
                                  &c.valueWords, &c.valueScales, &c.valueZeros};
       const QuantScheme *schemes[6] = {&spec.key,   &spec.key,   &spec.key,
@@ -284,10 +297,10 @@ public:
         size_t block = i % 3 == 0
                            ? packedWordCount(s, d, 1, n) * 4
                            : scaleCount(s, d, 1, n) * (s.fp32Scales ? 4 : 2);
-        pagedBody[i] = gatherPages(*tensors[i], block, c, spec.kvHeads);
+        pagedBody[i] = gatherPages(*tensors[i], block, c, spec.kvHeads, slots);
         *tensors[i] = pagedBody[i].empty() ? nullptr : pagedBody[i].data();
       }
-      c.bodyCapacity = c.maxPages * n;
+      c.bodyCapacity = slots * n;
     }
     size_t kvRows = size_t(c.batch) * spec.kvHeads;
     bool dense = spec.kind == KernelKind::DenseAttention;

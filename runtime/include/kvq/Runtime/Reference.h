@@ -24,6 +24,10 @@ float roundToHalf(float x, HalfType type);
 /// fp16/bf16 bit patterns.
 uint16_t toHalfBits(float x, HalfType type);
 float fromHalfBits(uint16_t bits, HalfType type);
+/// Every fp16 bit pattern's value (65536 floats, built once): without F16C
+/// a conversion is a library call, and the reference converts every sink,
+/// residual and scale value it reads.
+const float *halfValues();
 /// Rounds a scale or zero point through its storage type.
 float roundToStorage(float x, const QuantScheme &scheme);
 
@@ -71,7 +75,7 @@ void attendRows(const float *q, const std::vector<const float *> &keys,
 
 /// out[b, h, :] = softmax(scale · q·K) · V over sink ∪ body ∪ residual
 /// tokens, in double precision; a sequence with no tokens gives zeros.
-/// Multi-threaded over (batch, head). `out` is [batch, queryHeads, headDim].
+/// Multi-threaded over (batch, kv head). `out` is [batch, queryHeads, headDim].
 void attention(const KernelSpec &spec, const AttentionInputs &in, float *out);
 
 } // namespace kvq::ref
