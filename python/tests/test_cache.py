@@ -173,3 +173,23 @@ def test_cuda_tensors_run_on_the_cuda_backend():
     out = cache.attend(0, q.cuda())
     want = reference_attention(cache, 0, 0, k, v, q[0])
     assert (out[0].cpu().double() - want).abs().max() < 2e-3
+
+
+def test_the_emulator_backend_runs_the_generated_kernels(monkeypatch):
+    """KVQ_CPU_BACKEND=emulator: the generated CUDA of the cache's kernels,
+    run on the CPU emulator, against the reference backend."""
+    caches = {}
+    for backend in ("reference", "emulator"):
+        monkeypatch.setenv("KVQ_CPU_BACKEND", backend)
+        caches[backend] = cache = make_cache("kivi2", capacity=256)
+        cache.append(0, 0, *kv_like(150, 9))
+        cache.append(0, 1, *kv_like(40, 10))
+        for _ in range(3):
+            cache.append_step(0, *(torch.ones(2, KV_HEADS, DIM).half() for _ in range(2)))
+    q = torch.randn(2, QUERY_HEADS, DIM).half()
+    emulated, reference = caches["emulator"].attend(0, q), caches["reference"].attend(0, q)
+    assert caches["emulator"].parts(0, 0) == caches["reference"].parts(0, 0)
+    assert (emulated.float() - reference.float()).abs().max() < 2e-3
+    monkeypatch.setenv("KVQ_CPU_BACKEND", "gpu")
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="KVQ_CPU_BACKEND='gpu'"):
+        make_cache()

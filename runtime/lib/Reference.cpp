@@ -2,11 +2,12 @@
 
 #include "kvq/Runtime/Reference.h"
 
+#include "HostParallel.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 using namespace kvq;
@@ -135,10 +136,6 @@ float valueOf(const QuantScheme &s, unsigned code, ScaleZero sz) {
     return float(int(code) - (1 << (s.bits - 1))) * sz.scale;
   float scaled = float(code) * sz.scale;
   return scaled + sz.zero;
-}
-
-unsigned extract(const QuantScheme &s, uint32_t word, int j) {
-  return (word >> slotShift(s, j)) & maxCode(s);
 }
 
 } // namespace
@@ -288,6 +285,50 @@ void ref::attendRows(const float *q, const std::vector<const float *> &keys,
     o[c] = float(acc[c] / sum);
 }
 
+void ref::attendGroup(const float *q, int heads,
+                      const std::vector<const float *> &keys,
+                      const std::vector<const float *> &values, int d,
+                      float scale, float *o) {
+  size_t n = keys.size();
+  if (n == 0) {
+    std::fill(o, o + size_t(heads) * d, 0.0f);
+    return;
+  }
+  constexpr int kLanes = 8; // independent partial sums the compiler can
+                            // keep in vector registers
+  std::vector<float> scores(size_t(heads) * n);
+  for (size_t t = 0; t < n; ++t)
+    for (int h = 0; h < heads; ++h) {
+      const float *qh = q + size_t(h) * d, *k = keys[t];
+      float lanes[kLanes] = {};
+      int c = 0;
+      for (; c + kLanes <= d; c += kLanes)
+        for (int i = 0; i < kLanes; ++i)
+          lanes[i] += qh[c + i] * k[c + i];
+      for (; c < d; ++c)
+        lanes[0] += qh[c] * k[c];
+      float dot = 0;
+      for (float lane : lanes)
+        dot += lane;
+      scores[h * n + t] = scale * dot;
+    }
+  std::vector<float> weights(n), acc(d);
+  for (int h = 0; h < heads; ++h) {
+    const float *row = &scores[h * n];
+    double m = *std::max_element(row, row + n), sum = 0;
+    for (size_t t = 0; t < n; ++t) {
+      weights[t] = float(std::exp(double(row[t]) - m));
+      sum += weights[t];
+    }
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (size_t t = 0; t < n; ++t)
+      for (int c = 0; c < d; ++c)
+        acc[c] += weights[t] * values[t][c];
+    for (int c = 0; c < d; ++c)
+      o[size_t(h) * d + c] = float(acc[c] / sum);
+  }
+}
+
 void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
                     float *out) {
   int d = spec.headDim, hq = spec.queryHeads, hkv = spec.kvHeads;
@@ -344,9 +385,9 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
         size_t at = (headRow * in.residualCapacity + t) * d;
         addToken(in.residualKeys + at, in.residualValues + at);
       }
-    for (int h = kvh * gqa; h < (kvh + 1) * gqa; ++h)
-      attendRows(in.q + (size_t(b) * hq + h) * d, keys, values, d,
-                 in.softmaxScale, out + (size_t(b) * hq + h) * d);
+    size_t firstHead = size_t(b) * hq + size_t(kvh) * gqa;
+    attendGroup(in.q + firstHead * d, gqa, keys, values, d, in.softmaxScale,
+                out + firstHead * d);
   };
 
   int work = in.batch * hkv;
@@ -355,12 +396,5 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
     for (int i = next++; i < work; i = next++)
       one(i / hkv, i % hkv);
   };
-  unsigned threads = std::max(
-      1u, std::min<unsigned>(std::thread::hardware_concurrency(), work));
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < threads; ++i)
-    pool.emplace_back(worker);
-  worker();
-  for (std::thread &t : pool)
-    t.join();
+  runOnHostThreads(unsigned(std::max(work, 1)), worker);
 }

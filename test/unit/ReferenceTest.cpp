@@ -208,4 +208,68 @@ TEST(Reference, AttentionOverSinkBodyAndResidual) {
     EXPECT_EQ(v, 0.0f) << "no tokens: zeros";
 }
 
+TEST(Reference, DequantizingFromAnyOffsetMatchesTheWholeStore) {
+  // Channel axis, 2-bit: a word holds 16 tokens of a channel. A window
+  // starting mid-word (as the cache's flushes and attention read) must give
+  // the same values as the whole store.
+  for (const QuantScheme &s :
+       {scheme(2, 32, Channel), scheme(4, 16, Channel, false, true),
+        scheme(2, 32, Token)}) {
+    int d = 32, tokens = 64;
+    std::vector<float> x(size_t(tokens) * d);
+    for (size_t i = 0; i < x.size(); ++i)
+      x[i] = std::sin(float(i) * 0.37f) * (i % d == 3 ? 10.0f : 1.0f);
+    size_t scales = s.axis == Token ? size_t(tokens) * (d / s.group)
+                                    : size_t(tokens / s.group) * d;
+    std::vector<uint32_t> words(size_t(tokens) * d * s.bits / 32);
+    std::vector<float> sc(scales), zp(scales);
+    ref::quantize(s, d, x.data(), 1, tokens, tokens, tokens, 0, words.data(),
+                  sc.data(), zp.data());
+    std::vector<float> whole(x.size()), window(size_t(40) * d);
+    ref::dequantize(s, d, words.data(), sc.data(), zp.data(), 1, tokens, tokens,
+                    0, tokens, whole.data());
+    ref::dequantize(s, d, words.data(), sc.data(), zp.data(), 1, 40, tokens, 5,
+                    40, window.data());
+    for (int t = 0; t < 40; ++t)
+      for (int c = 0; c < d; ++c)
+        ASSERT_EQ(window[size_t(t) * d + c], whole[size_t(t + 5) * d + c])
+            << s.tag() << " token " << t + 5 << " channel " << c;
+  }
+}
+
+TEST(Reference, GroupAttentionAgreesWithRowAttention) {
+  // attendGroup (float dot products, each row read once per GQA group) is
+  // what the reference backend runs; attendRows (double) is the tests'
+  // truth. head_dim 100 exercises the partial-sum tail.
+  int d = 100, heads = 4, tokens = 700;
+  std::vector<float> q(size_t(heads) * d), k(size_t(tokens) * d),
+      v(size_t(tokens) * d);
+  for (size_t i = 0; i < q.size(); ++i)
+    q[i] = std::cos(float(i) * 0.11f);
+  for (size_t i = 0; i < k.size(); ++i) {
+    k[i] = std::sin(float(i) * 0.013f) * (i % d == 7 ? 12.0f : 1.0f);
+    v[i] = std::cos(float(i) * 0.029f) * 3.0f;
+  }
+  std::vector<const float *> keys, values;
+  for (int t = 0; t < tokens; ++t) {
+    keys.push_back(&k[size_t(t) * d]);
+    values.push_back(&v[size_t(t) * d]);
+  }
+  std::vector<float> group(size_t(heads) * d), row(d);
+  float scale = 1.0f / std::sqrt(float(d));
+  ref::attendGroup(q.data(), heads, keys, values, d, scale, group.data());
+  double worst = 0;
+  for (int h = 0; h < heads; ++h) {
+    ref::attendRows(&q[size_t(h) * d], keys, values, d, scale, row.data());
+    for (int c = 0; c < d; ++c)
+      worst =
+          std::max(worst, double(std::fabs(group[size_t(h) * d + c] - row[c])));
+  }
+  EXPECT_LT(worst, 1e-5) << "measured: " << worst;
+  std::vector<const float *> none;
+  ref::attendGroup(q.data(), heads, none, none, d, scale, group.data());
+  for (float x : group)
+    EXPECT_EQ(x, 0.0f) << "no tokens: zeros";
+}
+
 } // namespace

@@ -73,8 +73,19 @@ void attendRows(const float *q, const std::vector<const float *> &keys,
                 const std::vector<const float *> &values, int headDim,
                 float scale, float *out);
 
+/// attendRows for the `heads` query heads of one GQA group (q and out:
+/// `heads` rows of headDim) over the same token rows, reading each key and
+/// value row once for the group: dot products and the weighted sum in float,
+/// the softmax in double. Agrees with attendRows to float rounding (3e-8
+/// apart on values of about 3: Reference.GroupAttentionAgreesWithRowAttention);
+/// the backend's attention uses it, the tests' truth is attendRows.
+void attendGroup(const float *q, int heads,
+                 const std::vector<const float *> &keys,
+                 const std::vector<const float *> &values, int headDim,
+                 float scale, float *out);
+
 /// out[b, h, :] = softmax(scale · q·K) · V over sink ∪ body ∪ residual
-/// tokens, in double precision; a sequence with no tokens gives zeros.
+/// tokens (attendGroup per GQA group); a sequence with no tokens gives zeros.
 /// Multi-threaded over (batch, kv head). `out` is [batch, queryHeads, headDim].
 void attention(const KernelSpec &spec, const AttentionInputs &in, float *out);
 
