@@ -7,6 +7,7 @@ shared); a CPU tensor by the reference backend, or the emulator with
 KVQ_CPU_BACKEND=emulator. Contexts are created once per (backend, device).
 """
 
+import contextlib
 import os
 import threading
 
@@ -92,3 +93,36 @@ def check_tensor(what: str, tensor, *, shape=None, dtype=None, device=None,
             f"{what}: strides {list(tensor.stride())}: the last dimension "
             "(head_dim) must be contiguous")
     return tensor
+
+
+@contextlib.contextmanager
+def addresses(device: torch.device):
+    """Yields address(tensor, output=False): the address kvq reads a tensor
+    at. On the emulator, which checks every address against its own
+    allocations, the tensor is copied into a buffer of the emulator's (and
+    an output copied back when the block ends); elsewhere it is the tensor's
+    own data_ptr(). Staged tensors must be contiguous."""
+    if device.type != "cpu" or backend_for(device) != "emulator":
+        yield lambda tensor, output=False: tensor.data_ptr()
+        return
+    context = context_for(device)
+    buffers, outputs = [], []
+
+    def address(tensor, output=False):
+        assert tensor.is_contiguous(), "staged tensors are contiguous"
+        size = max(tensor.numel() * tensor.element_size(), 1)
+        buffer = context.allocate(size)
+        buffers.append(buffer)
+        if output:
+            outputs.append((tensor, buffer, size))
+        else:
+            context.copy_in(buffer, tensor.data_ptr(), size)
+        return buffer
+
+    try:
+        yield address
+        for tensor, buffer, size in outputs:
+            context.copy_out(tensor.data_ptr(), buffer, size)
+    finally:
+        for buffer in buffers:
+            context.release(buffer)

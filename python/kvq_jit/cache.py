@@ -11,7 +11,8 @@ through the kvq_jit custom ops (kvq_jit.ops), so torch.compile can trace them.
 import torch
 
 from . import _kvq, ops
-from ._backend import check_tensor, context_for, half_type_name, stream_of
+from ._backend import (addresses, backend_for, check_tensor, context_for, half_type_name,
+                       stream_of)
 
 
 class QuantizedKVCache:
@@ -35,6 +36,8 @@ class QuantizedKVCache:
         self.kv_heads, self.query_heads, self.head_dim = kv_heads, query_heads, head_dim
         self.capacity, self.max_query_tokens = capacity, max_query_tokens
         self.preset = preset
+        # The emulator reads only memory it allocated: inputs are staged.
+        self._staged = device.type == "cpu" and backend_for(device) == "emulator"
         self._cache = _kvq.QuantizedKVCache.create(
             context_for(device), layers=layers, batch=batch, kv_heads=kv_heads,
             query_heads=query_heads, head_dim=head_dim,
@@ -165,16 +168,16 @@ class QuantizedKVCache:
         self._cache.restore(sequence, data)
 
     # --- the ops' bodies: tensors checked, on the cache's device -------------
-    @staticmethod
-    def _same_layout(k, v):
-        if k.stride() != v.stride():
+    def _same_layout(self, k, v):
+        if k.stride() != v.stride() or (self._staged and not k.is_contiguous()):
             k, v = k.contiguous(), v.contiguous()
         return k, v
 
     def _append(self, layer, sequence, k, v):
         k, v = self._same_layout(k, v)
-        self._cache.append(layer, sequence, k.data_ptr(), v.data_ptr(), tokens=k.shape[1],
-                           head_stride=k.stride(0), token_stride=k.stride(1))
+        with addresses(self.device) as at:
+            self._cache.append(layer, sequence, at(k), at(v), tokens=k.shape[1],
+                               head_stride=k.stride(0), token_stride=k.stride(1))
 
     def _prefill(self, layer, k, v, real):
         for sequence in range(k.shape[0]):
@@ -192,20 +195,23 @@ class QuantizedKVCache:
 
     def _append_step(self, layer, k, v):
         k, v = self._same_layout(k, v)
-        self._cache.append_step(layer, k.data_ptr(), v.data_ptr(), head_stride=k.stride(1),
-                                token_stride=k.stride(0))
+        with addresses(self.device) as at:
+            self._cache.append_step(layer, at(k), at(v), head_stride=k.stride(1),
+                                    token_stride=k.stride(0))
 
     def _attend(self, layer, q):
         q = q.contiguous()
         out = torch.empty_like(q)
-        self._cache.attend(layer, q.data_ptr(), out.data_ptr())
+        with addresses(self.device) as at:
+            self._cache.attend(layer, at(q), at(out, output=True))
         return out
 
     def _append_and_attend(self, layer, k, v, q, offsets):
         k, v = self._same_layout(k, v)
         q = q.contiguous()
         out = torch.empty_like(q)
-        self._cache.append_and_attend(layer, k.data_ptr(), v.data_ptr(), q.data_ptr(),
-                                      out.data_ptr(), offsets, head_stride=k.stride(1),
-                                      token_stride=k.stride(0))
+        with addresses(self.device) as at:
+            self._cache.append_and_attend(layer, at(k), at(v), at(q), at(out, output=True),
+                                          offsets, head_stride=k.stride(1),
+                                          token_stride=k.stride(0))
         return out

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from . import _kvq
-from ._backend import check_tensor, context_for, half_type_name, stream_of
+from ._backend import addresses, check_tensor, context_for, half_type_name, stream_of
 
 _caches = weakref.WeakValueDictionary()  # id -> kvq_jit.QuantizedKVCache
 
@@ -66,10 +66,11 @@ def _quantize(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor,
     words = torch.empty(words_shape, dtype=torch.int32, device=x.device)
     scales = torch.empty(scales_shape, dtype=scale_dtype, device=x.device)
     zeros = torch.empty(scales_shape, dtype=scale_dtype, device=x.device)
-    context_for(x.device).quantize(
-        _spec("quantize", scheme, head_dim, x.dtype), x.data_ptr(), words.data_ptr(),
-        scales.data_ptr(), zeros.data_ptr(), rows=rows, tokens=tokens, in_tokens=tokens,
-        out_tokens=tokens, out_offset=0, stream=stream_of(x.device))
+    with addresses(x.device) as at:
+        context_for(x.device).quantize(
+            _spec("quantize", scheme, head_dim, x.dtype), at(x), at(words, output=True),
+            at(scales, output=True), at(zeros, output=True), rows=rows, tokens=tokens,
+            in_tokens=tokens, out_tokens=tokens, out_offset=0, stream=stream_of(x.device))
     return words, scales, zeros
 
 
@@ -100,10 +101,11 @@ def _dequantize(words: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, 
                 tokens: int, head_dim: int, dtype: torch.dtype) -> torch.Tensor:
     rows = words.shape[0]
     out = torch.empty((rows, tokens, head_dim), dtype=dtype, device=words.device)
-    context_for(words.device).dequantize(
-        _spec("dequantize", scheme, head_dim, dtype), words.data_ptr(), scales.data_ptr(),
-        zeros.data_ptr(), out.data_ptr(), rows=rows, tokens=tokens, in_tokens=tokens,
-        in_offset=0, out_tokens=tokens, stream=stream_of(words.device))
+    with addresses(words.device) as at:
+        context_for(words.device).dequantize(
+            _spec("dequantize", scheme, head_dim, dtype), at(words), at(scales), at(zeros),
+            at(out, output=True), rows=rows, tokens=tokens, in_tokens=tokens, in_offset=0,
+            out_tokens=tokens, stream=stream_of(words.device))
     return out
 
 

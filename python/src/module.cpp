@@ -155,6 +155,40 @@ void bindContext(nb::module_ &m) {
       .def_prop_ro("backend", &kvq::Context::backendName)
       .def_prop_ro("arch", &kvq::Context::arch)
       .def("statistics", &statisticsOf)
+      // Memory of the context's backend: the emulator checks every address
+      // a kernel reads against its own allocations, so kvq_jit stages CPU
+      // tensors through these there.
+      .def(
+          "allocate",
+          [](kvq::Context &c, size_t bytes) {
+            kvq::Status status;
+            void *pointer = c.allocate(bytes, &status);
+            check(status);
+            return reinterpret_cast<uintptr_t>(pointer);
+          },
+          "bytes"_a)
+      .def(
+          "release",
+          [](kvq::Context &c, uintptr_t pointer) {
+            c.release(address<void>(pointer));
+          },
+          "pointer"_a)
+      .def(
+          "copy_in",
+          [](kvq::Context &c, uintptr_t device, uintptr_t host, size_t bytes) {
+            check(c.copyIn(address<void>(device), address<const void>(host),
+                           bytes));
+          },
+          "device"_a, "host"_a, "bytes"_a,
+          nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "copy_out",
+          [](kvq::Context &c, uintptr_t host, uintptr_t device, size_t bytes) {
+            check(c.copyOut(address<void>(host), address<const void>(device),
+                            bytes));
+          },
+          "host"_a, "device"_a, "bytes"_a,
+          nb::call_guard<nb::gil_scoped_release>())
       .def(
           "prepare",
           [](kvq::Context &c, const std::string &spec) {

@@ -69,3 +69,16 @@ def test_bf16_needs_fp32_scales():
     assert scales.dtype == torch.float32
     back = kvq_jit.dequantize(words, scales, zeros, "4t64x", 32, 64, dtype=torch.bfloat16)
     assert torch.isfinite(back).all()
+
+
+@pytest.mark.parametrize("scheme", ["2c32", "4t64"])
+def test_the_emulator_quantizes_bit_for_bit_as_the_reference(monkeypatch, scheme):
+    x = torch.randn(2, 64, 64, generator=torch.Generator().manual_seed(3)).half()
+    results = {}
+    for backend in ("reference", "emulator"):
+        monkeypatch.setenv("KVQ_CPU_BACKEND", backend)
+        words, scales, zeros = kvq_jit.quantize(x, scheme)
+        results[backend] = (words, scales, zeros,
+                            kvq_jit.dequantize(words, scales, zeros, scheme, 64, 64))
+    for got, want in zip(results["emulator"], results["reference"]):
+        assert torch.equal(got, want)
