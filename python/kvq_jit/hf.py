@@ -18,11 +18,14 @@ Without a KVQCache (a DynamicCache, say) "kvq" attention is plain SDPA.
 
 The cache finds its way to the attention function through the `kwargs` dict
 transformers hands to both Cache.update() and the attention function (the
-Llama, Mistral and Qwen2 code of transformers 5 do); a model whose attention
-does not run through "kvq" is refused by name.
+Llama, Mistral and Qwen2 code of recent transformers 5 releases do); with an
+older release, whose attention calls update() without it, through a
+per-thread slot that the next attention call on that thread takes. A model
+whose attention does not run through "kvq" is refused by name.
 """
 
 import math
+import threading
 
 import torch
 from transformers import AttentionInterface, PreTrainedConfig
@@ -34,6 +37,10 @@ from . import _kvq, ops
 from .cache import QuantizedKVCache
 
 ATTENTION = "kvq"
+# The hand-over from update() to the attention function when transformers
+# passes update() no kwargs (see the module's docstring): per thread, taken
+# by the next attention call.
+_handover = threading.local()
 _HF_DEFAULT_PRESET = "hf_quanto_int4"  # QuantizedCache(quanto)'s defaults
 
 
@@ -67,16 +74,15 @@ class KVQLayer(CacheLayerMixin):
         self.is_initialized = True
 
     def update(self, key_states, value_states, *args, kwargs=None, **rest):
-        if kwargs is None:
-            raise TypeError(
-                "KVQCache.update() needs the attention kwargs dict (kwargs=...), as the "
-                "transformers 5 attention code passes it: this model's attention does not")
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         self.owner._check_attention()
         self.prefilling = self.cumulative_length == 0
         self.cumulative_length += key_states.shape[-2]
-        kwargs["kvq_cache"] = self.owner
+        if kwargs is not None:
+            kwargs["kvq_cache"] = self.owner
+        else:
+            _handover.cache = self.owner
         return key_states, value_states
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -228,6 +234,9 @@ def kvq_attention(module, query, key, value, attention_mask, scaling=None, dropo
                   kvq_cache: KVQCache = None, **kwargs):
     """The "kvq" attention implementation (transformers' AttentionInterface):
     query [batch, heads, new, d]; returns ([batch, new, heads, d], None)."""
+    if kvq_cache is None:
+        kvq_cache = getattr(_handover, "cache", None)
+        _handover.cache = None
     if kvq_cache is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)

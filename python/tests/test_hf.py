@@ -5,6 +5,7 @@ logits stay within a tolerance of fp16's; GQA, padding, chunks, refusals."""
 import pytest
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache
 
 import kvq_jit
 from kvq_jit.hf import KVQCache
@@ -132,3 +133,22 @@ def test_kvq_attention_without_a_kvq_cache_is_sdpa(models):
     with_attention(model, "kvq")
     got = model(ids, cache=DynamicCache(config=model.config)).logits
     assert torch.equal(got, want)
+
+
+def test_transformers_without_kwargs_in_update(models, monkeypatch):
+    """Releases before 5.2x call Cache.update(k, v, layer) without the
+    attention kwargs: the cache then reaches the attention function through
+    a per-thread hand-over, with the same result."""
+    model = with_attention(models("llama"), "kvq")
+    ids = prompt(tokens=200)
+    want = model.generate(ids, max_new_tokens=12, do_sample=False,
+                          cache=KVQCache(model.config, preset="int4"))
+
+    def update_as_older_releases(self, key_states, value_states, layer_idx, *args, **kwargs):
+        return Cache.update(self, key_states, value_states, layer_idx)
+
+    monkeypatch.setattr(KVQCache, "update", update_as_older_releases)
+    cache = KVQCache(model.config, preset="int4")
+    got = model.generate(ids, max_new_tokens=12, do_sample=False, cache=cache)
+    assert torch.equal(got, want)
+    assert cache.kvq.tokens(0, 0) == 200 + 11
