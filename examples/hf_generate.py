@@ -14,6 +14,7 @@ logit| / max |fp16 logit| over the decode steps.
 """
 
 import argparse
+import inspect
 import statistics
 import time
 
@@ -48,19 +49,26 @@ def cache_bytes(cache) -> int:
     return total
 
 
+def cache_keyword(model) -> str:
+    """How forward() takes the cache: `cache` (transformers >= 5.2x) or
+    `past_key_values` (earlier releases)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def decode(model, cache, ids, new, forced=None):
     """Greedy decoding of `new` tokens (or the tokens `forced` gives):
     (tokens, per-step logits, per-step seconds)."""
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
     with torch.no_grad():
-        logits = model(ids, cache=cache).logits[:, -1]
+        keyword = {cache_keyword(model): cache}
+        logits = model(ids, **keyword).logits[:, -1]
         tokens, all_logits, times = [], [logits.float()], []
         for step in range(new - 1):
             token = logits.argmax(-1, keepdim=True) if forced is None else forced[:, step:step + 1]
             tokens.append(token)
             sync()
             start = time.perf_counter()
-            logits = model(token, cache=cache).logits[:, -1]
+            logits = model(token, **keyword).logits[:, -1]
             sync()
             times.append(time.perf_counter() - start)
             all_logits.append(logits.float())
@@ -77,6 +85,8 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--presets", default=",".join(kvq_jit.presets()))
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--list-specs", action="store_true",
+                        help="print the kvq kernels the run needs (for a kernel bundle) and stop")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,6 +95,18 @@ def main():
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float16)
     else:
         model = tiny_llama(args.layers)
+    if args.list_specs:
+        config = model.config
+        specs = set()
+        for preset in args.presets.split(","):
+            specs.update(kvq_jit.QuantizedKVCache(
+                layers=1, batch=1, kv_heads=config.num_key_value_heads,
+                query_heads=config.num_attention_heads,
+                head_dim=getattr(config, "head_dim", None)
+                or config.hidden_size // config.num_attention_heads,
+                capacity=64, preset=preset).kernel_specs)
+        print("\n".join(sorted(specs)))
+        return
     model = model.to(args.device, torch.float16).eval()
     ids = torch.randint(0, model.config.vocab_size, (1, args.prompt_tokens),
                         generator=torch.Generator().manual_seed(1)).to(args.device)

@@ -10,6 +10,13 @@
 #                       use, CUBIN for each arch in bench/gpu/suite.sh plus
 #                       PTX, and the emulator kernels of the smoke run
 #   device-run.sh, suite.sh, sdpa_baseline.py, MANIFEST.txt
+#   python/, runtime/   the Python package's sources and the runtime-only
+#                       library with its headers: device-run.sh builds
+#                       kvq_jit there (the GPU image has torch, nanobind and
+#                       scikit-build-core) and runs python_check.py and
+#                       hf_generate.py on CUDA tensors; the bundle holds
+#                       their kernels too (their --list-specs, run here in
+#                       build/python-venv, scripts/python-setup.sh)
 #
 #   scripts/gpu-bundle.sh [FOLDER]     (default: build/gpu-bundle)
 #
@@ -21,6 +28,7 @@ build=${KVQ_BUILD_DIR:-$root/build}
 out=${1:-$build/gpu-bundle}
 "$root/scripts/build.sh" kvq-gpu-bench kvq-gpu-bench-runtime-only kvq-cache \
   kvq-cache-runtime-only >/dev/null
+python=$("$root/scripts/python-setup.sh")
 
 # shellcheck source=../bench/gpu/suite.sh
 . "$root/bench/gpu/suite.sh"
@@ -44,7 +52,10 @@ with_cuda_cores() {
   "$jit" --list-specs "${KVQ_SUITE_BENCH[@]}"
   "$jit" --list-specs "${KVQ_SUITE_SMOKE[@]}"
   "$jit" --list-specs --check "${KVQ_SUITE_SMOKE[@]}"
-} | with_cuda_cores | sort -u > "$work/specs.txt"
+  # The Python part's caches (the plan's attention path only).
+  "$python" "$root/bench/gpu/python_check.py" --list-specs
+  "$python" "$root/examples/hf_generate.py" --list-specs
+} 2>/dev/null | with_cuda_cores | sort -u > "$work/specs.txt"
 {
   "$jit" --list-specs --check "${KVQ_SUITE_SMOKE[@]}"
   "$jit" --list-specs "${KVQ_SUITE_SMOKE[@]}"
@@ -66,6 +77,19 @@ cp "$root/bench/gpu/device-run.sh" "$root/bench/gpu/suite.sh" "$root/bench/gpu/s
    "$root/bench/gpu/mma_check.cu" "$root/bench/gpu/mma_test_tile.h" \
    "$root/codegen/lib/device/kvq_prelude.cuh" \
    "$root/bench/gpu/sdpa_baseline.py" "$out/"
+# The Python package: sources, and the runtime-only library + public
+# headers it is built against there.
+mkdir -p "$out/python" "$out/runtime/lib" "$out/runtime/include/kvq/Codegen"
+cp -r "$root/python/pyproject.toml" "$root/python/CMakeLists.txt" "$root/python/README.md" \
+   "$root/python/src" "$root/python/kvq_jit" "$out/python/"
+find "$out/python" -name __pycache__ -prune -exec rm -rf {} +
+for header in kvq.h Calls.h BufferSizes.h QuantizedKVCache.h; do
+  cp "$root/runtime/include/kvq/$header" "$out/runtime/include/kvq/"
+done
+cp "$root/codegen/include/kvq/Codegen/KernelSpec.h" "$out/runtime/include/kvq/Codegen/"
+runtime_library=$(readlink -f "$build/lib/libkvq_runtime.so")
+strip -o "$out/runtime/lib/$(basename "$runtime_library")" "$runtime_library"
+cp "$root/bench/gpu/python_check.py" "$root/examples/hf_generate.py" "$out/"
 {
   echo "kvq $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
   echo "built $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -m), $(wc -l < "$work/specs.txt") specs x ${KVQ_SUITE_ARCHS[*]} + emulator smoke kernels"

@@ -133,12 +133,51 @@ else
   printf '\n## PyTorch scaled_dot_product_attention\n\nNot measured: PyTorch with CUDA is not installed on this machine.\n' > "$raw/sdpa.md"
 fi
 
+# The Python package, built here against the bundle's runtime-only library
+# (no network: the GPU image's torch, nanobind, scikit-build-core, cmake),
+# then python_check.py (device vs the CPU reference, timings) and the
+# transformers example on CUDA tensors. KVQ_SUITE_PYTHON picks the python
+# (the test suite points it at build/python-venv; on the emulator run the
+# check runs on CPU tensors).
+py=${KVQ_SUITE_PYTHON:-python3}
+python_status=0
+if "$py" -c "import torch, nanobind, scikit_build_core" 2>/dev/null; then
+  log "python package (kvq_jit)"
+  site=$(mktemp -d)
+  PIP_NO_INDEX=1 timeout 300 "$py" -m pip install --no-build-isolation --no-deps \
+    --disable-pip-version-check --target "$site/site" -Cbuild-dir="$site/build" \
+    -Ccmake.define.KVQ_RUNTIME_ROOT="$here/runtime" "$here/python" > "$raw/python-build.log" 2>&1
+  python_status=$?
+  device=cuda
+  [ "${KVQ_SUITE_BACKEND:-cuda}" = emulator ] && device=cpu
+  if [ "$python_status" -eq 0 ]; then
+    PYTHONPATH="$site/site" timeout 240 "$py" "$here/python_check.py" --device="$device" \
+      > "$raw/python.md" 2> "$raw/python.log"
+    python_status=$?
+    if [ "$device" = cuda ]; then
+      {
+        printf '\n### examples/hf_generate.py --device cuda --prompt-tokens 2048\n\n```\n'
+        PYTHONPATH="$site/site" timeout 180 "$py" "$here/hf_generate.py" --device cuda \
+          --prompt-tokens 2048 --new-tokens 32 2>> "$raw/python.log"
+        echo "exit status $?"
+        printf '```\n'
+      } >> "$raw/python.md"
+    fi
+  else
+    printf '\n## kvq_jit (Python)\n\nThe package did not build here: see python-build.log.\n\n```\n%s\n```\n' \
+      "$(tail -20 "$raw/python-build.log")" > "$raw/python.md"
+  fi
+  log "python exit status $python_status ($(( $(date +%s) - start )) s)"
+else
+  printf '\n## kvq_jit (Python)\n\nNot run: no %s with torch, nanobind and scikit-build-core here.\n' "$py" > "$raw/python.md"
+fi
+
 {
   echo "# kvq GPU suite results"
   echo
   echo "Bundle: $(head -3 "$here/MANIFEST.txt" | tr '\n' ' ')"
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - start )) s in all."
-  echo "Correctness exit status: $check (CUDA cores: $check_cc); benchmark exit status: $timing (CUDA cores: $timing_cc); memcheck exit status: $memcheck (both paths); mma check exit status: $mma."
+  echo "Correctness exit status: $check (CUDA cores: $check_cc); benchmark exit status: $timing (CUDA cores: $timing_cc); memcheck exit status: $memcheck (both paths); mma check exit status: $mma; python exit status: $python_status."
   echo
   cat "$raw/device.md"
   echo
@@ -154,8 +193,11 @@ fi
   cat "$raw/memcheck.md" 2>/dev/null
   cat "$raw/mma.md" 2>/dev/null
   cat "$raw/sdpa.md" 2>/dev/null
+  echo
+  cat "$raw/python.md" 2>/dev/null
 } > "$out/results.md"
 tar czf "$out/raw-logs.tar.gz" -C "$raw" . && rm -rf "$raw"
 log "results in $out/results.md, raw logs in $out/raw-logs.tar.gz"
 [ "$check" -eq 0 ] && [ "$timing" -eq 0 ] && [ "$check_cc" -eq 0 ] && \
-  [ "$timing_cc" -eq 0 ] && [ "$memcheck" -eq 0 ] && [ "$mma" -eq 0 ]
+  [ "$timing_cc" -eq 0 ] && [ "$memcheck" -eq 0 ] && [ "$mma" -eq 0 ] && \
+  [ "$python_status" -eq 0 ]

@@ -74,6 +74,12 @@ class QuantizedKVCache:
     def attention_spec(self) -> str:
         return self._cache.attention_spec
 
+    @property
+    def kernel_specs(self) -> list:
+        """Every kernel the cache runs (what a bundle must hold for the
+        runtime-only library: `kvq-cache export --spec-file`)."""
+        return list(self._cache.kernel_specs)
+
     def parts(self, layer: int, sequence: int) -> tuple:
         """(sink, quantized, residual) tokens of `sequence` in `layer`."""
         return self._cache.parts(layer, sequence)

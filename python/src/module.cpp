@@ -389,8 +389,13 @@ void bindCache(nb::module_ &m) {
       .def_prop_ro("residual",
                    [](const Cache &c) { return c.config().residual; })
       .def_prop_ro("sink", [](const Cache &c) { return c.config().sink; })
-      .def_prop_ro("attention_spec", [](const Cache &c) {
-        return c.attentionSpec().canonical();
+      .def_prop_ro("attention_spec",
+                   [](const Cache &c) { return c.attentionSpec().canonical(); })
+      .def_prop_ro("kernel_specs", [](const Cache &c) {
+        std::vector<std::string> specs;
+        for (const kvq::KernelSpec &spec : c.kernelSpecs())
+          specs.push_back(spec.canonical());
+        return specs;
       });
 }
 

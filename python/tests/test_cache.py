@@ -193,3 +193,12 @@ def test_the_emulator_backend_runs_the_generated_kernels(monkeypatch):
     monkeypatch.setenv("KVQ_CPU_BACKEND", "gpu")
     with pytest.raises(kvq_jit.InvalidArgumentError, match="KVQ_CPU_BACKEND='gpu'"):
         make_cache()
+
+
+def test_kernel_specs_name_every_kernel_the_cache_runs():
+    cache = make_cache("kivi2", max_query_tokens=4)
+    specs = cache.kernel_specs
+    assert cache.attention_spec in specs
+    assert {"quantize 2c32 d=64 f16", "quantize 2t32 d=64 f16",
+            "append k=2c32 v=2t32 d=64 f16"} <= set(specs)
+    assert any(s.endswith("chunked") or " chunked" in s for s in specs), specs

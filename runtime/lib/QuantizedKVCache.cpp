@@ -138,6 +138,15 @@ struct QuantizedKVCache::Impl {
   int maxRows() const {
     return config.batch * std::max(1, config.maxQueryTokens);
   }
+  /// Every kernel the cache runs, prepared at creation.
+  std::vector<KernelSpec> kernels() const {
+    std::vector<KernelSpec> all = {attention, quantizeKey, quantizeValue};
+    if (step)
+      all.push_back(*step);
+    if (chunkedAttention)
+      all.push_back(*chunkedAttention);
+    return all;
+  }
   size_t rowBytes() const { return size_t(config.headDim) * 2; }
 
   void *allocate(size_t bytes, Status &status) {
@@ -800,13 +809,8 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
   }
   // Compile (or find) every kernel now: errors surface at creation, and
   // decoding never waits for a compiler.
-  for (const KernelSpec *spec :
-       {&impl->attention, &impl->quantizeKey, &impl->quantizeValue,
-        impl->step ? &*impl->step : nullptr,
-        impl->chunkedAttention ? &*impl->chunkedAttention : nullptr}) {
-    if (!spec)
-      continue;
-    Status prepared = context.prepare(*spec);
+  for (const KernelSpec &spec : impl->kernels()) {
+    Status prepared = context.prepare(spec);
     if (!prepared.ok()) {
       if (status)
         *status = prepared;
@@ -1530,3 +1534,7 @@ MemoryUse QuantizedKVCache::memory() const {
 
 const CacheConfig &QuantizedKVCache::config() const { return impl->config; }
 KernelSpec QuantizedKVCache::attentionSpec() const { return impl->attention; }
+
+std::vector<KernelSpec> QuantizedKVCache::kernelSpecs() const {
+  return impl->kernels();
+}

@@ -214,6 +214,9 @@ public:
   const CacheConfig &config() const;
   /// The attention spec the cache runs (for kvq-cache warm, logs).
   KernelSpec attentionSpec() const;
+  /// Every kernel the cache runs (prepared at creation): what a kernel
+  /// bundle must hold for a runtime-only library to create it.
+  std::vector<KernelSpec> kernelSpecs() const;
 
 private:
   QuantizedKVCache() = default;
