@@ -27,6 +27,7 @@ from ._kvq import (  # noqa: F401  (the error types of every StatusCode)
     ResourceExhaustedError,
     RuntimeFailedError,
 )
+from ._kvq import preset as _preset
 from ._kvq import presets as _presets
 from ._backend import context_for
 from .cache import QuantizedKVCache
@@ -36,7 +37,7 @@ __all__ = [
     "BadBundleError", "CompileError", "InvalidArgumentError", "InvalidSpecError",
     "KVQError", "MissingKernelError", "NoDeviceError", "ResourceExhaustedError",
     "RuntimeFailedError", "QuantizedKVCache", "context_for", "dequantize",
-    "presets", "quantize",
+    "preset", "presets", "quantize",
 ]
 __version__ = "0.1.0"
 
@@ -44,3 +45,9 @@ __version__ = "0.1.0"
 def presets() -> list:
     """The preset names a cache accepts (kivi2, kivi4, hf_quanto_int4, int8, int4)."""
     return list(_presets())
+
+
+def preset(name: str) -> dict:
+    """A preset's key and value schemes (tags such as '2c32'), fp16 residual
+    and sink tokens."""
+    return dict(_preset(name))

@@ -259,6 +259,22 @@ void bindSchemes(nb::module_ &m) {
       [](const std::string &text) { return parseSpec(text).canonical(); },
       "spec"_a);
   m.def("presets", &kvq::presetNames);
+  m.def(
+      "preset",
+      [](const std::string &name) {
+        kvq::CacheConfig config;
+        std::string error;
+        if (!kvq::applyPreset(name, config, &error))
+          throw StatusError(
+              kvq::Status(kvq::StatusCode::InvalidArgument, error));
+        nb::dict d;
+        d["key"] = config.key.tag();
+        d["value"] = config.value.tag();
+        d["residual"] = config.residual;
+        d["sink"] = config.sink;
+        return d;
+      },
+      "name"_a, "A preset's schemes (tags), fp16 residual and sink tokens.");
 }
 
 void bindCache(nb::module_ &m) {
