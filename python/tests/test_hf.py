@@ -8,6 +8,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
 import kvq_jit
+from conftest import tiny_llama
 from kvq_jit.hf import KVQCache
 
 PROMPT, NEW = 300, 32  # the prompt reaches the quantized store (residual 128)
@@ -152,3 +153,19 @@ def test_transformers_without_kwargs_in_update(models, monkeypatch):
     got = model.generate(ids, max_new_tokens=12, do_sample=False, cache=cache)
     assert torch.equal(got, want)
     assert cache.kvq.tokens(0, 0) == 200 + 11
+
+
+def test_a_bf16_model_stores_bf16_with_fp32_scales():
+    """bf16 models (Llama 3's dtype): the cache keeps bf16 sink and residual
+    tokens and quantizes with fp32 scales (an fp16 scale overflows past
+    65504); logits stay within the preset's tolerance of bf16's own."""
+    model = tiny_llama().to(torch.bfloat16)
+    ids, reference = fp16_generation(model, prompt())
+    with_attention(model, "kvq")
+    cache = KVQCache(model.config, preset="kivi4")
+    got = teacher_forced_logits(model, cache, ids, NEW)
+    assert cache.kvq.dtype == torch.bfloat16
+    assert cache.kvq.key_scheme.endswith("x") and cache.kvq.value_scheme.endswith("x")
+    error = ((got - reference).abs().amax((1, 2)) / reference.abs().amax((1, 2))).max()
+    print(f"llama bf16 kivi4: max relative logit error {error.item():.5f}")
+    assert error < TOLERANCE["kivi4"]
