@@ -33,7 +33,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from . import _kvq, ops
+from . import _kvq
 from .cache import QuantizedKVCache
 
 ATTENTION = "kvq"
@@ -205,7 +205,7 @@ class KVQCache(Cache):
         if attention_mask is not None and attention_mask.dim() == 4:
             last_row = attention_mask[:, 0, -1, :]
             real = last_row if last_row.dtype == torch.bool else last_row == 0
-        ops.cache_prefill(kvq.state, kvq.id, layer, key, value, real)
+        kvq.prefill(layer, key, value, real)
 
     def decode(self, layer: int, query, key, value, scaling):
         """The new tokens (one per sequence, or up to max_query_tokens)
