@@ -67,6 +67,7 @@ class KVQLayer(CacheLayerMixin):
         self.owner, self.index = owner, index
         self.cumulative_length = 0
         self.prefilling = False
+        self.arriving = 0
 
     def lazy_initialization(self, key_states, value_states):
         self.owner._create(key_states)
@@ -78,12 +79,19 @@ class KVQLayer(CacheLayerMixin):
             self.lazy_initialization(key_states, value_states)
         self.owner._check_attention()
         self.prefilling = self.cumulative_length == 0
-        self.cumulative_length += key_states.shape[-2]
+        # Counted once the kvq cache has taken them (KVQCache.prefill and
+        # decode): a refused step leaves the count as the cache is.
+        self.arriving = key_states.shape[-2]
         if kwargs is not None:
             kwargs["kvq_cache"] = self.owner
         else:
             _handover.cache = self.owner
         return key_states, value_states
+
+    def taken(self):
+        """The kvq cache took the tokens update() announced."""
+        self.cumulative_length += self.arriving
+        self.arriving = 0
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.cumulative_length + query_length, 0
@@ -206,6 +214,7 @@ class KVQCache(Cache):
             last_row = attention_mask[:, 0, -1, :]
             real = last_row if last_row.dtype == torch.bool else last_row == 0
         kvq.prefill(layer, key, value, real)
+        self.layers[layer].taken()
 
     def decode(self, layer: int, query, key, value, scaling):
         """The new tokens (one per sequence, or up to max_query_tokens)
@@ -218,6 +227,7 @@ class KVQCache(Cache):
         query, key, value = query.to(kvq.dtype), key.to(kvq.dtype), value.to(kvq.dtype)
         if new == 1:
             kvq.append_step(layer, key[:, :, 0], value[:, :, 0])
+            self.layers[layer].taken()
             out = kvq.attend(layer, query[:, :, 0].contiguous())
             return out.view(batch, 1, heads, dim).to(out_dtype)
         if new > kvq.max_query_tokens:
@@ -227,6 +237,7 @@ class KVQCache(Cache):
         rows = lambda t: t.transpose(1, 2).reshape(batch * new, t.shape[1], dim)
         offsets = [b * new for b in range(batch + 1)]
         out = kvq.append_and_attend(layer, rows(key), rows(value), rows(query), offsets)
+        self.layers[layer].taken()
         return out.view(batch, new, heads, dim).to(out_dtype)
 
 

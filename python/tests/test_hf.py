@@ -114,10 +114,15 @@ def test_several_new_tokens_per_forward(models):
     rest = model(ids[:, -6:-1], cache=chunked).logits[0]
     together = torch.cat([first, rest]).float()
     assert (together - one_by_one[:, 0]).abs().max() < 2e-2 * one_by_one.abs().max()
+    small = KVQCache(model.config, preset="kivi4")
+    model(ids[:, :100], cache=small)
     with pytest.raises(kvq_jit.InvalidArgumentError, match="max_query_tokens=1"):
-        small = KVQCache(model.config, preset="kivi4")
-        model(ids[:, :100], cache=small)
         model(ids[:, 100:104], cache=small)
+    # The refused forward changed nothing: the cache and its count agree and
+    # the next token is accepted.
+    assert small.get_seq_length() == small.kvq.tokens(0, 0) == 100
+    model(ids[:, 100:101], cache=small)
+    assert small.get_seq_length() == small.kvq.tokens(1, 0) == 101
 
 
 def test_a_model_without_kvq_attention_is_refused(models):
