@@ -11,6 +11,8 @@
 
 #include "kvq/Runtime/Emulator.h"
 
+#include "HostParallel.h"
+
 #include "emulator/kvq_emulator_abi.h"
 #include "kvq/Support/FileIO.h"
 
@@ -783,12 +785,7 @@ llvm::Error Module::launch(const std::string &kernel, Dim3 grid, Dim3 block,
       // Fibers are destroyed with `state` (a failed one unwinds).
     }
   };
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < workers; ++i)
-    pool.emplace_back(worker);
-  worker();
-  for (std::thread &t : pool)
-    t.join();
+  runOnHostThreads(workers, worker);
 
   if (options.traceTraffic) {
     traffic = TrafficReport();

@@ -74,10 +74,8 @@ void kvq::runOnHostThreads(unsigned maxThreads,
                     threads, 0);
     return;
   }
-  unsigned threads =
-      std::min<unsigned>(std::thread::hardware_concurrency(), maxThreads);
   std::vector<std::thread> pool;
-  for (unsigned i = 1; i < threads; ++i)
+  for (unsigned i = 1; i < maxThreads; ++i)
     pool.emplace_back(body);
   body();
   for (std::thread &t : pool)

@@ -21,8 +21,9 @@
 
 namespace kvq {
 
-/// Runs `body` on up to `maxThreads` threads (the calling one included) and
-/// returns when every call has returned.
+/// Runs `body` on `maxThreads` threads (the calling one included; on a
+/// loaded OpenMP pool, at most the pool's size) and returns when every call
+/// has returned.
 void runOnHostThreads(unsigned maxThreads, const std::function<void()> &body);
 
 } // namespace kvq

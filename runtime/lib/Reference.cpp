@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 using namespace kvq;
@@ -396,5 +397,7 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
     for (int i = next++; i < work; i = next++)
       one(i / hkv, i % hkv);
   };
-  runOnHostThreads(unsigned(std::max(work, 1)), worker);
+  runOnHostThreads(std::max(1u, std::min<unsigned>(
+                                    std::thread::hardware_concurrency(), work)),
+                   worker);
 }

@@ -50,9 +50,11 @@ TEST(HostParallel, EveryItemOnceOnOneOrSeveralThreads) {
   auto [once, oneThread] = share(200, 1);
   EXPECT_EQ(oneThread, 1u);
   EXPECT_EQ(once, std::vector<int>(200, 1));
+  // No OpenMP runtime in this process (yet): kvq's own threads, as many as
+  // asked (callers cap them: the emulator at its hostThreads option).
   auto [counts, threads] = share(200, 8);
   EXPECT_EQ(counts, std::vector<int>(200, 1));
-  EXPECT_EQ(threads, size_t(std::min(8u, std::thread::hardware_concurrency())));
+  EXPECT_EQ(threads, 8u);
 }
 
 TEST(HostParallel, RunsOnTheOpenMPPoolTheProcessHasLoaded) {
