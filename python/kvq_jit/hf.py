@@ -152,6 +152,7 @@ class KVQCache(Cache):
                                     "axis_value")
         self.residual, self.sink = residual_length, sink
         self.max_cache_len, self.max_query_tokens = max_cache_len, max_query_tokens
+        self._check_window(max_cache_len)
         self.kv_heads = getattr(self.config, "num_key_value_heads", None) \
             or self.config.num_attention_heads
         self.query_heads = self.config.num_attention_heads
@@ -165,6 +166,20 @@ class KVQCache(Cache):
                                       dtype or torch.float16, torch.device(device or "cpu"))
 
     # --- set-up --------------------------------------------------------------
+    def _check_window(self, max_cache_len):
+        """kvq attends over every token it holds: a sliding-window layer is
+        the same only while the cache fits the window, so a longer cache is
+        refused (as transformers' QuantizedCache refuses such models)."""
+        window = getattr(self.config, "sliding_window", None)
+        types = getattr(self.config, "layer_types", None)
+        windowed = ([t for t in types if t != "full_attention"] if types is not None
+                    else (["sliding_attention"] if window is not None else []))
+        if windowed and (window is None or max_cache_len > window):
+            raise _kvq.InvalidArgumentError(
+                f"this model has {sorted(set(windowed))[0]} layers (sliding_window={window}); "
+                f"kvq attends over every held token, the same only up to the window: "
+                f"max_cache_len={max_cache_len} must be at most {window}")
+
     def _check_attention(self):
         if self.config._attn_implementation != ATTENTION:
             raise _kvq.InvalidArgumentError(

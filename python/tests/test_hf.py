@@ -174,3 +174,13 @@ def test_a_bf16_model_stores_bf16_with_fp32_scales():
     error = ((got - reference).abs().amax((1, 2)) / reference.abs().amax((1, 2))).max()
     print(f"llama bf16 kivi4: max relative logit error {error.item():.5f}")
     assert error < TOLERANCE["kivi4"]
+
+
+def test_sliding_window_models_are_held_to_their_window():
+    from transformers import MistralConfig
+    config = MistralConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                           sliding_window=1024)
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="max_cache_len=4096 must be at most 1024"):
+        KVQCache(config)
+    assert KVQCache(config, max_cache_len=1024).max_cache_len == 1024
