@@ -105,8 +105,6 @@ class KVQLayer(CacheLayerMixin):
     def reset(self) -> None:
         self.cumulative_length = 0
 
-    def reorder_cache(self, beam_idx):
-        raise NotImplementedError("KVQCache does not reorder sequences (beam search)")
 
 
 class KVQCache(Cache):
@@ -212,6 +210,23 @@ class KVQCache(Cache):
     def memory(self) -> dict:
         """Bytes the held tokens take, and the same tokens in fp16."""
         return self.kvq.memory() if self.kvq is not None else {}
+
+    def reorder_cache(self, beam_idx):
+        """Beam search: sequence b becomes what sequence beam_idx[b] was, in
+        every layer. Done through snapshots (each source's pages, sink and
+        residual copied out, then restored into its new slots): correct,
+        and a copy of the whole cache per reordering step."""
+        order = [int(b) for b in beam_idx.tolist()]
+        if self.kvq is None or order == list(range(len(order))):
+            return
+        if len(order) != self.kvq.batch or not all(0 <= b < self.kvq.batch for b in order):
+            raise _kvq.InvalidArgumentError(
+                f"beam_idx {order}: expected a permutation-like index of {self.kvq.batch} slots")
+        snapshots = {b: self.kvq.snapshot(b) for b in set(order)}
+        for b in range(self.kvq.batch):
+            self.kvq.release(b)
+        for target, source in enumerate(order):
+            self.kvq.restore(target, snapshots[source])
 
     def reset(self):
         super().reset()

@@ -184,3 +184,19 @@ def test_sliding_window_models_are_held_to_their_window():
     with pytest.raises(kvq_jit.InvalidArgumentError, match="max_cache_len=4096 must be at most 1024"):
         KVQCache(config)
     assert KVQCache(config, max_cache_len=1024).max_cache_len == 1024
+
+
+def test_beam_search_reorders_the_cache(models):
+    """num_beams=3: the cache is reordered every step (reorder_cache); with
+    int8 the beams end where the fp16 DynamicCache's do."""
+    model = models("llama")
+    ids = prompt(tokens=180)
+    with_attention(model, "sdpa")
+    want = model.generate(ids, max_new_tokens=10, num_beams=3, do_sample=False,
+                          cache=DynamicCache(config=model.config))
+    with_attention(model, "kvq")
+    cache = KVQCache(model.config, preset="int8")
+    got = model.generate(ids, max_new_tokens=10, num_beams=3, do_sample=False, cache=cache)
+    assert torch.equal(got, want)
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="beam_idx"):
+        cache.reorder_cache(torch.tensor([0, 5, 1]))
