@@ -16,6 +16,16 @@ def tiny_llama():
     return LlamaForCausalLM(config).to(torch.float16).eval()
 
 
+def tiny_llama_128():
+    """Llama's real head_dim (128), 8 query heads over 2 kv heads."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=512, hidden_size=512, intermediate_size=1024,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                         head_dim=128, max_position_embeddings=4096)
+    return LlamaForCausalLM(config).to(torch.float16).eval()
+
+
 def tiny_qwen2():
     from transformers import Qwen2Config, Qwen2ForCausalLM
     torch.manual_seed(1)
@@ -34,7 +44,8 @@ def tiny_mistral():
     return MistralForCausalLM(config).to(torch.float16).eval()
 
 
-MODELS = {"llama": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral}
+MODELS = {"llama": tiny_llama, "llama-d128": tiny_llama_128, "qwen2": tiny_qwen2,
+          "mistral": tiny_mistral}
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,12 @@ from kvq_jit.hf import KVQCache
 PROMPT, NEW = 300, 32  # the prompt reaches the quantized store (residual 128)
 
 # Max relative logit error vs fp16 (max |diff| / max |fp16 logit| over the
-# teacher-forced decode steps), per preset. Measured on these models and
-# prompts (llama / qwen2 / mistral; pytest -s prints them), about 2x above
-# the largest measured value.
-TOLERANCE = {"int8": 0.006, "hf_quanto_int4": 0.08, "int4": 0.06, "kivi4": 0.06,
-             "kivi2": 0.25}
+# teacher-forced decode steps), per preset: about 2x the largest value
+# measured on these models and prompts (pytest -s prints them; largest:
+# int8 0.0039, hf_quanto_int4 0.046, int4 0.030, kivi4 0.032, kivi2 0.193,
+# the head_dim-128 Llama for int8, hf_quanto_int4 and kivi2).
+TOLERANCE = {"int8": 0.008, "hf_quanto_int4": 0.1, "int4": 0.06, "kivi4": 0.07,
+             "kivi2": 0.4}
 
 
 def prompt(batch=1, tokens=PROMPT, seed=5):
@@ -48,7 +49,7 @@ def fp16_generation(model, ids):
     return out, logits
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("name", ["llama", "llama-d128", "qwen2", "mistral"])
 def test_int8_generates_the_fp16_tokens(models, name):
     model = models(name)
     ids = prompt()
@@ -61,7 +62,7 @@ def test_int8_generates_the_fp16_tokens(models, name):
     assert quantized > 0 and sink + quantized + residual == PROMPT + NEW - 1
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("name", ["llama", "llama-d128", "qwen2", "mistral"])
 @pytest.mark.parametrize("preset", list(TOLERANCE))
 def test_logits_stay_within_the_preset_tolerance(models, name, preset):
     model = models(name)
