@@ -161,6 +161,12 @@ class QuantizedKVCache:
         """Empties `sequence` in every layer; its pages go back to the pool."""
         self._cache.release(sequence)
 
+    def truncate(self, sequence: int, tokens: int) -> None:
+        """Removes the last `tokens` tokens of `sequence` in every layer (a
+        draft's rejected tokens); only tokens still in fp16 can go (at least
+        the `residual` most recent)."""
+        self._cache.truncate(sequence, tokens)
+
     def fork(self, source: int, target: int) -> None:
         """Makes empty `target` a copy of `source` (whole pages shared)."""
         self._cache.fork(source, target)

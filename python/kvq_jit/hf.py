@@ -59,7 +59,7 @@ class KVQLayer(CacheLayerMixin):
     the shared kvq cache, and move there in kvq_attention()."""
 
     is_compileable = False  # generate() must not compile on its own
-    is_croppable = False
+    is_croppable = True  # KVQCache.crop: the most recent tokens are fp16
     is_sliding = False
 
     def __init__(self, owner: "KVQCache", index: int):
@@ -210,6 +210,28 @@ class KVQCache(Cache):
     def memory(self) -> dict:
         """Bytes the held tokens take, and the same tokens in fp16."""
         return self.kvq.memory() if self.kvq is not None else {}
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Speculative decoding's rollback: removes the last tokens of every
+        sequence (transformers 5.2x passes minus their count; a positive
+        value is the length to keep, as earlier releases). The `residual`
+        most recent tokens are fp16 and can always go; more is refused,
+        naming how many can, before anything changes."""
+        length = self.get_seq_length()
+        remove = -tokens_to_remove if tokens_to_remove <= 0 else length - tokens_to_remove
+        if remove <= 0 or self.kvq is None:
+            return
+        for sequence in range(self.kvq.batch):
+            sink, quantized, residual = self.kvq.parts(0, sequence)
+            removable = residual + (sink if quantized == 0 else 0)
+            if remove > removable:
+                raise _kvq.InvalidArgumentError(
+                    f"crop of {remove} tokens: sequence {sequence} has only its last "
+                    f"{removable} in fp16 (the rest are quantized)")
+        for sequence in range(self.kvq.batch):
+            self.kvq.truncate(sequence, remove)
+        for layer in self.layers:
+            layer.cumulative_length -= remove
 
     def reorder_cache(self, beam_idx):
         """Beam search: sequence b becomes what sequence beam_idx[b] was, in

@@ -353,6 +353,12 @@ void bindCache(nb::module_ &m) {
           "release", [](Cache &c, int sequence) { check(c.release(sequence)); },
           "sequence"_a, nb::call_guard<nb::gil_scoped_release>())
       .def(
+          "truncate",
+          [](Cache &c, int sequence, int tokens) {
+            check(c.truncate(sequence, tokens));
+          },
+          "sequence"_a, "tokens"_a, nb::call_guard<nb::gil_scoped_release>())
+      .def(
           "fork",
           [](Cache &c, int source, int target) {
             check(c.fork(source, target));

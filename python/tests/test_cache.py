@@ -202,3 +202,34 @@ def test_kernel_specs_name_every_kernel_the_cache_runs():
     assert {"quantize 2c32 d=64 f16", "quantize 2t32 d=64 f16",
             "append k=2c32 v=2t32 d=64 f16"} <= set(specs)
     assert any(s.endswith("chunked") or " chunked" in s for s in specs), specs
+
+
+def test_truncate_removes_the_newest_tokens_as_if_never_appended():
+    # (While no residual flush happened in between: one that did stays, its
+    # tokens quantized a little earlier than they would have been.)
+    k, v = kv_like(300, 11)
+    cut, kept = make_cache("kivi4"), make_cache("kivi4")
+    for cache in (cut, kept):
+        for layer in range(2):  # truncate() cuts every layer
+            cache.append(layer, 0, k[:, :280], v[:, :280])
+            cache.append(layer, 1, k[:, :40], v[:, :40])
+    for layer in range(2):
+        cut.append(layer, 0, k[:, 280:290], v[:, 280:290])  # 10 drafts, then rejected
+    cut.truncate(0, 10)
+    assert cut.parts(0, 0) == kept.parts(0, 0) and cut.parts(1, 0) == kept.parts(1, 0)
+    for _ in range(40):  # decoding goes on alike, residual flushes included
+        ks, vs = (torch.randn(2, KV_HEADS, DIM).half() for _ in range(2))
+        for layer in range(2):
+            cut.append_step(layer, ks, vs)
+            kept.append_step(layer, ks, vs)
+    q = torch.randn(2, QUERY_HEADS, DIM).half()
+    assert torch.equal(cut.attend(0, q), kept.attend(0, q))
+    # Only fp16 tokens can go: refused beyond them, and nothing changes.
+    sink, quantized, residual = cut.parts(0, 0)
+    assert quantized > 0
+    with pytest.raises(kvq_jit.InvalidArgumentError, match=f"only the last {residual}"):
+        cut.truncate(0, residual + 1)
+    assert cut.parts(0, 0) == (sink, quantized, residual)
+    assert cut.parts(0, 1) == (4, 0, 76)  # 40 prompt tokens + 40 steps
+    cut.truncate(1, 80)  # nothing quantized yet: the sink can go too
+    assert cut.parts(0, 1) == cut.parts(1, 1) == (0, 0, 0)

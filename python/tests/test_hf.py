@@ -201,3 +201,27 @@ def test_beam_search_reorders_the_cache(models):
     assert torch.equal(got, want)
     with pytest.raises(kvq_jit.InvalidArgumentError, match="beam_idx"):
         cache.reorder_cache(torch.tensor([0, 5, 1]))
+
+
+def test_assisted_generation_crops_rejected_drafts(models):
+    """Speculative decoding: a random assistant's drafts are verified in one
+    forward (max_query_tokens) and the rejected ones cropped from the cache;
+    the tokens are greedy decoding's."""
+    import copy
+    from transformers import LlamaForCausalLM
+    model = with_attention(models("llama"), "kvq")
+    torch.manual_seed(9)
+    assistant = LlamaForCausalLM(copy.deepcopy(model.config)).to(torch.float16).eval()
+    assistant.set_attn_implementation("sdpa")
+    ids = prompt(tokens=200)
+    want = model.generate(ids, max_new_tokens=16, do_sample=False,
+                          cache=KVQCache(model.config, preset="int8"))
+    cache = KVQCache(model.config, preset="int8", max_query_tokens=64)
+    crops = []
+    crop = cache.crop
+    cache.crop = lambda n: (crops.append(n), crop(n))[1]
+    got = model.generate(ids, max_new_tokens=16, do_sample=False, cache=cache,
+                         assistant_model=assistant)
+    assert torch.equal(got, want)
+    assert any(n < 0 for n in crops), crops
+    assert cache.get_seq_length() == cache.kvq.tokens(0, 0)

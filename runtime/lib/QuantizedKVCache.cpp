@@ -1352,6 +1352,34 @@ Status QuantizedKVCache::release(int seq) {
   return Status();
 }
 
+Status QuantizedKVCache::truncate(int seq, int tokens) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  if (seq < 0 || seq >= impl->config.batch)
+    return outside("sequence", seq, impl->config.batch);
+  if (tokens < 0)
+    return invalid("cannot truncate " + std::to_string(tokens) + " tokens");
+  // Every layer is checked before any changes. The device lengths follow
+  // at the next call (pushChanges); the residual rows past the new count
+  // are simply overwritten later.
+  for (size_t l = 0; l < impl->layers.size(); ++l) {
+    const Parts &p = impl->layers[l].parts[seq];
+    int removable = p.residual + (p.quantized == 0 ? p.sink : 0);
+    if (tokens > removable)
+      return invalid("sequence " + std::to_string(seq) + " layer " +
+                     std::to_string(l) + ": cannot remove " +
+                     std::to_string(tokens) + " tokens, only the last " +
+                     std::to_string(removable) +
+                     " are still fp16 (the rest are quantized)");
+  }
+  for (Layer &layer : impl->layers) {
+    Parts &p = layer.parts[seq];
+    int fromResidual = std::min(tokens, p.residual);
+    p.residual -= fromResidual;
+    p.sink -= tokens - fromResidual;
+  }
+  return Status();
+}
+
 Status QuantizedKVCache::fork(int source, int target) {
   std::lock_guard<std::mutex> lock(impl->mutex);
   int batch = impl->config.batch;

@@ -417,6 +417,40 @@ TEST(KVCache, FailedAppendsChangeNothing) {
   EXPECT_EQ(h.attend(0, query, c.dtype), before);
 }
 
+// Speculative decoding's rollback: the newest tokens, still in the fp16
+// residual, go; the device lengths follow at the next call, so the
+// attention kernel (on the emulator) sees the cache as if they had never
+// come. Quantized tokens cannot go, and asking changes nothing.
+TEST(KVCache, TruncateDropsTheNewestFp16TokensOnly) {
+  CacheConfig c = smallConfig("kivi2");
+  Harness cut(BackendKind::Emulator, c), kept(BackendKind::Emulator, c);
+  std::mt19937 rng(4);
+  Tokens prompt = makeTokens(c, 50, rng), drafts = makeTokens(c, 10, rng),
+         longer = makeTokens(c, 300, rng);
+  for (int layer = 0; layer < c.layers; ++layer) {
+    ASSERT_TRUE(cut.append(layer, 0, prompt, 50).ok());
+    ASSERT_TRUE(kept.append(layer, 0, prompt, 50).ok());
+    ASSERT_TRUE(cut.append(layer, 0, drafts, 10).ok());
+    ASSERT_TRUE(cut.append(layer, 1, longer, 300).ok());
+    ASSERT_TRUE(kept.append(layer, 1, longer, 300).ok());
+  }
+  ASSERT_TRUE(cut.cache->truncate(0, 10).ok());
+  std::vector<uint16_t> query = randomQuery(c, rng);
+  EXPECT_EQ(cut.attend(1, query, c.dtype), kept.attend(1, query, c.dtype));
+
+  QuantizedKVCache::Parts parts = cut.cache->parts(0, 1);
+  ASSERT_GT(parts.quantized, 0);
+  Status s = cut.cache->truncate(1, parts.residual + 1);
+  EXPECT_EQ(s.code(), StatusCode::InvalidArgument);
+  EXPECT_EQ(s.message(), "sequence 1 layer 0: cannot remove " +
+                             std::to_string(parts.residual + 1) +
+                             " tokens, only the last " +
+                             std::to_string(parts.residual) +
+                             " are still fp16 (the rest are quantized)");
+  EXPECT_EQ(cut.cache->parts(0, 1).total(), parts.total());
+  EXPECT_EQ(cut.attend(1, query, c.dtype), kept.attend(1, query, c.dtype));
+}
+
 TEST(KVCache, MemoryAccounting) {
   CacheConfig c = smallConfig("kivi2");
   Harness h(BackendKind::Emulator, c);

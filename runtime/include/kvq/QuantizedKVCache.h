@@ -185,6 +185,15 @@ public:
   /// Empties sequence `sequence` in every layer: its pages go back to the
   /// pool, for the next sequence to reuse.
   Status release(int sequence);
+  /// Removes the last `tokens` tokens of `sequence` in every layer: a
+  /// draft's rejected tokens after speculative verification. Only tokens
+  /// still in fp16 can go — the residual's, and the sink's while nothing is
+  /// quantized; a flush moves only the oldest residual tokens, so at least
+  /// the `residual` most recent tokens always can. Asking for more is an
+  /// error naming how many can go, and nothing changes. A flush that
+  /// happened while the removed tokens were appended stays: its (older)
+  /// tokens remain quantized.
+  Status truncate(int sequence, int tokens);
   /// Makes empty sequence `target` a copy of `source` in every layer (for
   /// parallel sampling or a shared prefix): their whole pages are shared
   /// (and freed when the last holder releases them); the partial page, the
