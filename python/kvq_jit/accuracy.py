@@ -86,14 +86,14 @@ class KvqStore:
     """What a kvq cache with `preset` (and sink/residual overrides) holds
     for the keys and values of one layer: [heads, tokens, head_dim] fp16."""
 
-    def __init__(self, preset, heads, head_dim, sink=None, residual=None):
+    def __init__(self, preset, heads, head_dim, sink=None, residual=None, key=None):
         schemes = kvq_jit.preset(preset)
-        self.key = _scheme_for_head_dim(schemes["key"], head_dim)
+        self.key = _scheme_for_head_dim(key or schemes["key"], head_dim)
         self.value = _scheme_for_head_dim(schemes["value"], head_dim)
         self.options = dict(layers=1, batch=1, kv_heads=heads, query_heads=heads,
                             head_dim=head_dim, capacity=TOKENS, preset=preset, key=self.key,
                             value=self.value, sink=sink, residual=residual)
-        self.adapted = (self.key, self.value) != (schemes["key"], schemes["value"])
+        self.adapted = (self.key, self.value) != (key or schemes["key"], schemes["value"])
 
     def __call__(self, k, v):
         cache = kvq_jit.QuantizedKVCache(**self.options)
@@ -134,6 +134,9 @@ def configurations(heads, head_dim):
                      KvqStore(preset, heads, head_dim, residual=0)))
         rows.append((f"kvq {preset}{note}: all quantized",
                      KvqStore(preset, heads, head_dim, sink=0, residual=0)))
+    # KIVI's choice isolated at 2 bits: the same cache with keys per token.
+    rows.append(("kvq kivi2 with keys per token (2t32/2t32): all quantized",
+                 KvqStore("kivi2", heads, head_dim, sink=0, residual=0, key="2t32")))
     rows.append(("HF QuantizedCache quanto nbits=4", QuantoStore(4)))
     rows.append(("HF QuantizedCache quanto nbits=2", QuantoStore(2)))
     return rows
