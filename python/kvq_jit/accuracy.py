@@ -96,9 +96,11 @@ class KvqStore:
         self.adapted = (self.key, self.value) != (key or schemes["key"], schemes["value"])
 
     def __call__(self, k, v):
-        cache = kvq_jit.QuantizedKVCache(**self.options)
-        cache.append(0, 0, k, v)
-        sink, quantized, _ = cache.parts(0, 0)
+        if not hasattr(self, "cache"):  # one cache, emptied after each use
+            self.cache = kvq_jit.QuantizedKVCache(**self.options)
+        self.cache.append(0, 0, k, v)
+        sink, quantized, _ = self.cache.parts(0, 0)
+        self.cache.release(0)
         body = slice(sink, sink + quantized)
         out = []
         for x, scheme in ((k, self.key), (v, self.value)):

@@ -167,6 +167,10 @@ class QuantizedKVCache:
         the `residual` most recent)."""
         self._cache.truncate(sequence, tokens)
 
+    def truncatable(self, sequence: int) -> int:
+        """How many of `sequence`'s newest tokens truncate() can remove now."""
+        return self._cache.truncatable(sequence)
+
     def fork(self, source: int, target: int) -> None:
         """Makes empty `target` a copy of `source` (whole pages shared)."""
         self._cache.fork(source, target)

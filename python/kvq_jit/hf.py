@@ -222,8 +222,7 @@ class KVQCache(Cache):
         if remove <= 0 or self.kvq is None:
             return
         for sequence in range(self.kvq.batch):
-            sink, quantized, residual = self.kvq.parts(0, sequence)
-            removable = residual + (sink if quantized == 0 else 0)
+            removable = self.kvq.truncatable(sequence)
             if remove > removable:
                 raise _kvq.InvalidArgumentError(
                     f"crop of {remove} tokens: sequence {sequence} has only its last "

@@ -358,6 +358,7 @@ void bindCache(nb::module_ &m) {
             check(c.truncate(sequence, tokens));
           },
           "sequence"_a, "tokens"_a, nb::call_guard<nb::gil_scoped_release>())
+      .def("truncatable", &Cache::truncatableTokens, "sequence"_a)
       .def(
           "fork",
           [](Cache &c, int source, int target) {

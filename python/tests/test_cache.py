@@ -226,7 +226,7 @@ def test_truncate_removes_the_newest_tokens_as_if_never_appended():
     assert torch.equal(cut.attend(0, q), kept.attend(0, q))
     # Only fp16 tokens can go: refused beyond them, and nothing changes.
     sink, quantized, residual = cut.parts(0, 0)
-    assert quantized > 0
+    assert quantized > 0 and cut.truncatable(0) == residual
     with pytest.raises(kvq_jit.InvalidArgumentError, match=f"only the last {residual}"):
         cut.truncate(0, residual + 1)
     assert cut.parts(0, 0) == (sink, quantized, residual)

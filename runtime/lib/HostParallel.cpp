@@ -1,5 +1,4 @@
-//===- HostParallel.cpp - the CPU backends' parallel loops
-//-----------------===//
+//===- HostParallel.cpp - the CPU backends' parallel loops ----------------===//
 
 #include "HostParallel.h"
 

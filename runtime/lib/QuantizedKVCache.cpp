@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <numeric>
 #include <optional>
@@ -1352,6 +1353,22 @@ Status QuantizedKVCache::release(int seq) {
   return Status();
 }
 
+/// Tokens at the end of `p` still in fp16: the residual's, and the sink's
+/// while nothing is quantized.
+static int fp16Tail(const QuantizedKVCache::Parts &p) {
+  return p.residual + (p.quantized == 0 ? p.sink : 0);
+}
+
+int QuantizedKVCache::truncatableTokens(int seq) const {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  if (seq < 0 || seq >= impl->config.batch)
+    return 0;
+  int fewest = std::numeric_limits<int>::max();
+  for (const Layer &layer : impl->layers)
+    fewest = std::min(fewest, fp16Tail(layer.parts[seq]));
+  return fewest;
+}
+
 Status QuantizedKVCache::truncate(int seq, int tokens) {
   std::lock_guard<std::mutex> lock(impl->mutex);
   if (seq < 0 || seq >= impl->config.batch)
@@ -1362,8 +1379,7 @@ Status QuantizedKVCache::truncate(int seq, int tokens) {
   // at the next call (pushChanges); the residual rows past the new count
   // are simply overwritten later.
   for (size_t l = 0; l < impl->layers.size(); ++l) {
-    const Parts &p = impl->layers[l].parts[seq];
-    int removable = p.residual + (p.quantized == 0 ? p.sink : 0);
+    int removable = fp16Tail(impl->layers[l].parts[seq]);
     if (tokens > removable)
       return invalid("sequence " + std::to_string(seq) + " layer " +
                      std::to_string(l) + ": cannot remove " +

@@ -50,11 +50,14 @@ TEST(HostParallel, EveryItemOnceOnOneOrSeveralThreads) {
   auto [once, oneThread] = share(200, 1);
   EXPECT_EQ(oneThread, 1u);
   EXPECT_EQ(once, std::vector<int>(200, 1));
-  // No OpenMP runtime in this process (yet): kvq's own threads, as many as
-  // asked (callers cap them: the emulator at its hostThreads option).
   auto [counts, threads] = share(200, 8);
   EXPECT_EQ(counts, std::vector<int>(200, 1));
-  EXPECT_EQ(threads, 8u);
+  // Without an OpenMP runtime in the process, kvq's own threads, as many as
+  // asked (callers cap them: the emulator at its hostThreads option); with
+  // one (another test of this binary may have loaded it), its pool.
+  if (!dlopen("libgomp.so.1", RTLD_LAZY | RTLD_NOLOAD)) {
+    EXPECT_EQ(threads, 8u);
+  }
 }
 
 TEST(HostParallel, RunsOnTheOpenMPPoolTheProcessHasLoaded) {

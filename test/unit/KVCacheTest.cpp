@@ -440,6 +440,8 @@ TEST(KVCache, TruncateDropsTheNewestFp16TokensOnly) {
 
   QuantizedKVCache::Parts parts = cut.cache->parts(0, 1);
   ASSERT_GT(parts.quantized, 0);
+  EXPECT_EQ(cut.cache->truncatableTokens(1), parts.residual);
+  EXPECT_EQ(cut.cache->truncatableTokens(2), 0) << "outside the batch";
   Status s = cut.cache->truncate(1, parts.residual + 1);
   EXPECT_EQ(s.code(), StatusCode::InvalidArgument);
   EXPECT_EQ(s.message(), "sequence 1 layer 0: cannot remove " +

@@ -194,6 +194,9 @@ public:
   /// happened while the removed tokens were appended stays: its (older)
   /// tokens remain quantized.
   Status truncate(int sequence, int tokens);
+  /// How many of `sequence`'s newest tokens truncate() can remove now (the
+  /// fewest over the layers); 0 for a sequence outside the batch.
+  int truncatableTokens(int sequence) const;
   /// Makes empty sequence `target` a copy of `source` in every layer (for
   /// parallel sampling or a shared prefix): their whole pages are shared
   /// (and freed when the last holder releases them); the partial page, the
