@@ -75,6 +75,7 @@ for tool in kvq-gpu-bench kvq-cache; do
 done
 cp "$root/bench/gpu/device-run.sh" "$root/bench/gpu/suite.sh" "$root/bench/gpu/split-sweep.sh" \
    "$root/bench/gpu/mma_check.cu" "$root/bench/gpu/mma_test_tile.h" \
+   "$root/bench/gpu/pair_ops_cases.h" \
    "$root/codegen/lib/device/kvq_prelude.cuh" \
    "$root/bench/gpu/sdpa_baseline.py" "$out/"
 # The Python package: sources, and the runtime-only library + public

@@ -11,6 +11,7 @@
 // Prints one line; exits non-zero on a mismatch or a CUDA error.
 #include "kvq_prelude.cuh"
 #include "mma_test_tile.h"
+#include "pair_ops_cases.h"
 
 #include <cstdio>
 #include <cstring>
@@ -28,8 +29,8 @@ __global__ void mmaTile(const unsigned *a, const unsigned *b, const float *c,
     fa[2] = x;
   }
   unsigned fb[2] = {b[g * 8 + t], b[g * 8 + t + 4]};
-  float fc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1],
-                 c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]};
+  float fc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t],
+                 c[(g + 8) * 8 + 2 * t + 1]};
   float fd[4];
   kvq_mma_m16n8k16(fd, fa, fb, fc);
   d[g * 8 + 2 * t] = fd[0];
@@ -38,11 +39,26 @@ __global__ void mmaTile(const unsigned *a, const unsigned *b, const float *c,
   d[(g + 8) * 8 + 2 * t + 1] = fd[3];
 }
 
+// The register-pair helpers on the device (PRMT, HMUL2, HFMA2), one case a
+// thread: pair_ops_cases.h's operands in, both results out.
+__global__ void pairOps(const unsigned *in, unsigned *out, int permutes) {
+  int i = threadIdx.x;
+  unsigned a = in[3 * i], b = in[3 * i + 1], c = in[3 * i + 2];
+  if (i < permutes) {
+    out[2 * i] = (unsigned)kvq_byte_perm((int)a, (int)b, (int)c);
+    out[2 * i + 1] = 0;
+  } else {
+    int product = kvq_mul_f16x2((int)a, (int)b);
+    out[2 * i] = (unsigned)product;
+    out[2 * i + 1] = (unsigned)kvq_mul_f16x2_error((int)a, (int)b, product);
+  }
+}
+
 #define CHECK(call)                                                            \
   do {                                                                         \
     cudaError_t status = (call);                                               \
     if (status != cudaSuccess) {                                               \
-      std::printf("mma check: %s failed: %s\n", #call,                        \
+      std::printf("mma check: %s failed: %s\n", #call,                         \
                   cudaGetErrorString(status));                                 \
       return 2;                                                                \
     }                                                                          \
@@ -72,5 +88,37 @@ int main() {
   std::printf("mma check: %s (kvq_mma_m16n8k16: %d of 128 elements differ "
               "from A.B + C; with a swapped fragment %d, must be > 64)\n",
               ok ? "ok" : "FAIL", wrong[0], wrong[1]);
-  return ok ? 0 : 1;
+
+  using namespace kvq_pair_test;
+  constexpr int permutes = sizeof kPermutes / sizeof kPermutes[0];
+  constexpr int cases = permutes + sizeof kMultiplies / sizeof kMultiplies[0];
+  unsigned operands[cases * 3] = {}, results[cases * 2];
+  for (int i = 0; i < permutes; ++i) {
+    operands[3 * i] = kPermutes[i].a;
+    operands[3 * i + 1] = kPermutes[i].b;
+    operands[3 * i + 2] = kPermutes[i].selector;
+  }
+  for (int i = permutes; i < cases; ++i) {
+    operands[3 * i] = kMultiplies[i - permutes].a;
+    operands[3 * i + 1] = kMultiplies[i - permutes].b;
+  }
+  unsigned *din, *dout;
+  CHECK(cudaMalloc(&din, sizeof operands));
+  CHECK(cudaMalloc(&dout, sizeof results));
+  CHECK(cudaMemcpy(din, operands, sizeof operands, cudaMemcpyHostToDevice));
+  pairOps<<<1, cases>>>(din, dout, permutes);
+  CHECK(cudaGetLastError());
+  CHECK(cudaMemcpy(results, dout, sizeof results, cudaMemcpyDeviceToHost));
+  int differ = 0;
+  for (int i = 0; i < permutes; ++i)
+    differ += results[2 * i] != kPermutes[i].expected;
+  for (int i = permutes; i < cases; ++i)
+    differ += (results[2 * i] != kMultiplies[i - permutes].product) +
+              (results[2 * i + 1] != kMultiplies[i - permutes].error);
+  std::printf("pair check: %s (kvq_byte_perm, kvq_mul_f16x2 and its error: "
+              "%d of %d results differ from the emulator's hand-computed "
+              "bits)\n",
+              differ == 0 ? "ok" : "FAIL", differ,
+              permutes + 2 * (cases - permutes));
+  return ok && differ == 0 ? 0 : 1;
 }

@@ -3,11 +3,12 @@
 // RUN:   | kvq-translate - --to=cuda | FileCheck %s --check-prefix=CUDA-CORES
 
 // The checked-in KIVI-2 example as the plan chooses it: attention on the
-// tensor cores. Each warp takes steps of 16 tokens with no barrier: keys
-// dequantized in registers into A fragments (with what rounding to fp16 left
-// over, for fp32-accurate scores), queries as B fragments, the scores'
-// accumulators transposed into P's B fragments, values as A fragments; the
-// warps merge through shared memory once.
+// tensor cores. Each warp takes steps of 16 tokens with no barrier: the
+// keys' codes unpacked in registers into A fragments, queries times each
+// channel's scale as B fragments (with what rounding to fp16 left over, for
+// fp32-accurate scores), the scores' accumulators transposed into P's B
+// fragments, values as A fragments; the warps merge through shared memory
+// once.
 // CHECK: // kvq_attn_k2c32_v2t32_d128_g1_f16_sr_mma (attention)
 // CHECK-NEXT: //   spec: {{.*}} path=tensor-cores (tensor cores run this kernel)
 // CHECK-NEXT: //   plan: {{.*}}attentionPath = 2>
@@ -20,10 +21,11 @@
 // CHECK-NOT: __syncthreads
 // CHECK: // K as A fragments
 // CHECK: int4 {{v[0-9]+}} = KVQ_LDG4({{[0-9]+}}, key_words,
-// CHECK: int32_t [[PAIR:v[0-9]+]] = kvq_pack_f16x2(
-// CHECK: kvq_pack_f16x2_error({{v[0-9]+}}, {{v[0-9]+}}, [[PAIR]]);
+// CHECK: int32_t key_codes = kvq_pair_codes(
+// CHECK: int32_t [[HI:v[0-9]+]] = kvq_mul_f16x2(q_frag, scale_pair);
+// CHECK: float4 {{v[0-9]+}} = kvq_mma_f16(key_codes, key_codes_2, key_codes_3, key_codes_4, [[HI]], {{v[0-9]+}}, kvq_float4(0.0f, 0.0f, 0.0f, 0.0f));
+// CHECK: kvq_mul_f16x2_error(q_frag, scale_pair, [[HI]]);
 // CHECK: // scores of head tile 0
-// CHECK: float4 {{v[0-9]+}} = kvq_mma_f16({{.*}}, q_frag, q_frag_2, kvq_float4(0.0f, 0.0f, 0.0f, 0.0f));
 // CHECK: __shfl_xor_sync(0xffffffffu, {{.*}}, 16)
 // CHECK: int32_t p_frag = kvq_transpose_pairs(
 // CHECK: // V^T as A fragments

@@ -7,10 +7,12 @@
 
 // Shared with the GPU check (bench/gpu/mma_check.cu).
 #include "../../bench/gpu/mma_test_tile.h"
+#include "../../bench/gpu/pair_ops_cases.h"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <iterator>
 
 using namespace kvq;
 using namespace kvq::emu;
@@ -135,6 +137,22 @@ extern "C" __global__ void mma_tile(uint32_t* a, uint32_t* b, float* c, float* d
   KVQ_STG(3, d, (g + 8) * 8 + 2 * t, fd[2]);
   KVQ_STG(3, d, (g + 8) * 8 + 2 * t + 1, fd[3]);
 }
+// The register-pair helpers, one case per thread: in[4i..4i+2] are the
+// operands, out[2i..2i+1] the results (kvq_byte_perm: one; kvq_mul_f16x2
+// and its error: two).
+extern "C" __global__ void pair_ops(uint32_t* in, uint32_t* out, int32_t permutes) {
+  int i = (int)threadIdx.x;
+  uint32_t a = KVQ_LDG(0, in, 3 * i), b = KVQ_LDG(0, in, 3 * i + 1),
+           c = KVQ_LDG(0, in, 3 * i + 2);
+  if (i < permutes) {
+    KVQ_STG(1, out, 2 * i, (uint32_t)kvq_byte_perm((int)a, (int)b, (int)c));
+    KVQ_STG(1, out, 2 * i + 1, 0u);
+  } else {
+    int product = kvq_mul_f16x2((int)a, (int)b);
+    KVQ_STG(1, out, 2 * i, (uint32_t)product);
+    KVQ_STG(1, out, 2 * i + 1, (uint32_t)kvq_mul_f16x2_error((int)a, (int)b, product));
+  }
+}
 // A warp whose lanes do not all reach the mma.
 extern "C" __global__ void divergent_mma(uint32_t* a, float* d) {
   if ((int)threadIdx.x == 5)
@@ -160,7 +178,8 @@ std::unique_ptr<Module> &testModule() {
              kernel("strided", {"int32_t*", "int32_t*", "int32_t"}),
              kernel("mma_tile",
                     {"uint32_t*", "uint32_t*", "float*", "float*", "int32_t"}),
-             kernel("divergent_mma", {"uint32_t*", "float*"})});
+             kernel("divergent_mma", {"uint32_t*", "float*"}),
+             kernel("pair_ops", {"uint32_t*", "uint32_t*", "int32_t"})});
   return module;
 }
 
@@ -251,6 +270,39 @@ TEST(Emulator, MmaFragmentsFollowThePtxLayout) {
       EXPECT_GT(wrong, 64) << "a swapped fragment must change D";
     else
       EXPECT_EQ(wrong, 0) << "elements of D differ from A.B + C";
+  }
+}
+
+TEST(Emulator, PairHelpersGiveTheHandComputedBits) {
+  Module *m = testModule().get();
+  ASSERT_TRUE(m);
+  using namespace kvq_pair_test;
+  constexpr int permutes = std::size(kPermutes);
+  constexpr int cases = permutes + std::size(kMultiplies);
+  Buffer in(cases * 3 * 4), out(cases * 2 * 4);
+  auto *operands = static_cast<uint32_t *>(in.p);
+  for (int i = 0; i < permutes; ++i) {
+    operands[3 * i] = kPermutes[i].a;
+    operands[3 * i + 1] = kPermutes[i].b;
+    operands[3 * i + 2] = kPermutes[i].selector;
+  }
+  for (int i = permutes; i < cases; ++i) {
+    operands[3 * i] = kMultiplies[i - permutes].a;
+    operands[3 * i + 1] = kMultiplies[i - permutes].b;
+  }
+  int32_t count = permutes;
+  std::vector<void *> args = {&in.p, &out.p, &count};
+  ASSERT_FALSE(static_cast<bool>(m->launch("pair_ops", {1}, {cases}, args)));
+  auto *results = static_cast<uint32_t *>(out.p);
+  for (int i = 0; i < permutes; ++i)
+    EXPECT_EQ(results[2 * i], kPermutes[i].expected)
+        << std::hex << "selector 0x" << kPermutes[i].selector;
+  for (int i = permutes; i < cases; ++i) {
+    const MultiplyCase &c = kMultiplies[i - permutes];
+    EXPECT_EQ(results[2 * i], c.product)
+        << std::hex << "0x" << c.a << " * 0x" << c.b;
+    EXPECT_EQ(results[2 * i + 1], c.error)
+        << std::hex << "error of 0x" << c.a << " * 0x" << c.b;
   }
 }
 

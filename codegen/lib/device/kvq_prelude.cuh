@@ -182,6 +182,68 @@ __device__ __forceinline__ int kvq_high_halves(int a, int b) {
   return (int)((unsigned)a >> 16 | ((unsigned)b & 0xffff0000u));
 #endif
 }
+// Bytes of b:a (a's first) picked by the low 3 bits of each nibble of
+// `selector` (one PRMT; the selector may be a lane's own value).
+__device__ __forceinline__ int kvq_byte_perm(int a, int b, int selector) {
+#ifdef __CUDA_ARCH__
+  return (int)__byte_perm((unsigned)a, (unsigned)b, (unsigned)selector);
+#else
+  unsigned long long both =
+      (unsigned long long)(unsigned)a | (unsigned long long)(unsigned)b << 32;
+  unsigned out = 0;
+  for (int i = 0; i < 4; ++i) {
+    unsigned which = ((unsigned)selector >> (4 * i)) & 7u;
+    out |= (unsigned)((both >> (8 * which)) & 0xffu) << (8 * i);
+  }
+  return (int)out;
+#endif
+}
+// Two 16-bit values as the register they were loaded in, lo in bits 0-15.
+__device__ __forceinline__ int kvq_half_pair(__half lo, __half hi) {
+  return (int)((unsigned)__half_as_ushort(lo) |
+               (unsigned)__half_as_ushort(hi) << 16);
+}
+__device__ __forceinline__ int kvq_half_pair(__nv_bfloat16 lo,
+                                             __nv_bfloat16 hi) {
+  return (int)((unsigned)__bfloat16_as_ushort(lo) |
+               (unsigned)__bfloat16_as_ushort(hi) << 16);
+}
+// Two fp16 pairs multiplied, each product rounded once (HMUL2); and what
+// that rounding left, a * b - product rounded once (HFMA2: the product is
+// exact inside the fused operation). The emulator computes both in double
+// (exact: 11-bit by 11-bit products) and rounds once.
+__device__ __forceinline__ double kvq_pair_half(int pair, int k) {
+  return (double)__half2float(__ushort_as_half(
+      (unsigned short)(((unsigned)pair >> (16 * k)) & 0xffffu)));
+}
+__device__ __forceinline__ int kvq_mul_f16x2(int a, int b) {
+#ifdef __CUDA_ARCH__
+  __half2 v = __hmul2(*reinterpret_cast<const __half2 *>(&a),
+                      *reinterpret_cast<const __half2 *>(&b));
+  return *reinterpret_cast<const int *>(&v);
+#else
+  auto product = [&](int k) {
+    return (unsigned)__half_as_ushort(
+        __double2half(kvq_pair_half(a, k) * kvq_pair_half(b, k)));
+  };
+  return (int)(product(0) | product(1) << 16);
+#endif
+}
+__device__ __forceinline__ int kvq_mul_f16x2_error(int a, int b, int product) {
+#ifdef __CUDA_ARCH__
+  __half2 v = __hfma2(*reinterpret_cast<const __half2 *>(&a),
+                      *reinterpret_cast<const __half2 *>(&b),
+                      __hneg2(*reinterpret_cast<const __half2 *>(&product)));
+  return *reinterpret_cast<const int *>(&v);
+#else
+  auto error = [&](int k) {
+    return (unsigned)__half_as_ushort(
+        __double2half(kvq_pair_half(a, k) * kvq_pair_half(b, k) -
+                      kvq_pair_half(product, k)));
+  };
+  return (int)(error(0) | error(1) << 16);
+#endif
+}
 // Two codes held as fp16 (1024 + code each) to (code - centre) * scale
 // (+ zero), rounded once to fp16: HSUB2 (exact), then HFMA2 / HMUL2. The
 // emulator computes the same in double (exact) and rounds once.

@@ -539,6 +539,21 @@ struct SelectHalvesToEmitC : OpConversionPattern<SelectHalvesOp> {
   }
 };
 
+/// kvq.multiply_pair: kvq_mul_f16x2(a, b), or with `error`
+/// kvq_mul_f16x2_error(a, b, product).
+struct MultiplyPairToEmitC : OpConversionPattern<MultiplyPairOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(MultiplyPairOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{rewriter.getI32Type()},
+        adaptor.getProduct() ? "kvq_mul_f16x2_error" : "kvq_mul_f16x2",
+        adaptor.getOperands());
+    return success();
+  }
+};
+
 /// kvq.dequantize_pair: kvq_dequantize_pair(codes, scales, zeros or 0,
 /// centre), or without scales kvq_pair_codes(codes, centre).
 struct DequantizePairToEmitC : OpConversionPattern<DequantizePairOp> {
@@ -815,11 +830,11 @@ struct GPUToEmitCPass : mlir::kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
     target.addIllegalDialect<arith::ArithDialect, math::MathDialect,
                              memref::MemRefDialect, scf::SCFDialect,
                              vector::VectorDialect>();
-    target.addIllegalOp<gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp,
-                        gpu::BlockIdOp, gpu::GridDimOp, gpu::BlockDimOp,
-                        gpu::BarrierOp, gpu::ShuffleOp, MmaOp, PackPairOp,
-                        PackPairErrorOp, TransposePairsOp, SelectHalvesOp,
-                        DequantizePairOp>();
+    target.addIllegalOp<
+        gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp, gpu::BlockIdOp,
+        gpu::GridDimOp, gpu::BlockDimOp, gpu::BarrierOp, gpu::ShuffleOp, MmaOp,
+        PackPairOp, PackPairErrorOp, TransposePairsOp, SelectHalvesOp,
+        DequantizePairOp, PermuteBytesOp, HalfPairOp, MultiplyPairOp>();
     // ... the container stays until the kernels are hoisted out below, and
     // casts between converted and original types are reconciled after.
     target.addLegalOp<gpu::GPUModuleOp, UnrealizedConversionCastOp>();
@@ -922,5 +937,10 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
       typeConverter, context, "kvq_pack_", "f16x2_error", "bf16x2_error");
   patterns.add<FragmentOpToEmitC<TransposePairsOp>>(
       typeConverter, context, "kvq_transpose_pairs", "", "");
+  patterns.add<CallToEmitC<PermuteBytesOp>>(typeConverter, context,
+                                            "kvq_byte_perm");
+  patterns.add<CallToEmitC<HalfPairOp>>(typeConverter, context,
+                                        "kvq_half_pair");
+  patterns.add<MultiplyPairToEmitC>(typeConverter, context);
   populateSCFToEmitCConversionPatterns(patterns, typeConverter);
 }

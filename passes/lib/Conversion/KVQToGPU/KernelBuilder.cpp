@@ -222,6 +222,18 @@ Value KernelBuilder::selectHalves(Value a, Value c, bool high) {
   return SelectHalvesOp::create(b, b.getI32Type(), a, c, high);
 }
 
+Value KernelBuilder::permuteBytes(Value a, Value c, Value selector) {
+  return PermuteBytesOp::create(b, b.getI32Type(), a, c, selector);
+}
+
+Value KernelBuilder::halfPair(Value low, Value high) {
+  return HalfPairOp::create(b, b.getI32Type(), low, high);
+}
+
+Value KernelBuilder::multiplyPair(Value a, Value c, Value product) {
+  return MultiplyPairOp::create(b, b.getI32Type(), a, c, product);
+}
+
 Value KernelBuilder::dequantizePair(Value codes, Value scales, Value zeros,
                                     int64_t centre) {
   return DequantizePairOp::create(b, b.getI32Type(), codes, scales, zeros,

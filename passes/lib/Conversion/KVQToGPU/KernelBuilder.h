@@ -92,6 +92,13 @@ public:
   Value packPairError(Value low, Value high, Value pair, Type type);
   /// The low (or high) 16 bits of `a` and of `b`, `a`'s first (PRMT).
   Value selectHalves(Value a, Value b, bool high);
+  /// The bytes of `b`:`a` that `selector` (a register) picks (PRMT).
+  Value permuteBytes(Value a, Value b, Value selector);
+  /// Two f16/bf16 values as the one 32-bit register they were loaded in.
+  Value halfPair(Value low, Value high);
+  /// fp16 pairs a * b, rounded (HMUL2); with `product` (that result), what
+  /// the rounding left, rounded (HFMA2).
+  Value multiplyPair(Value a, Value c, Value product = Value());
   /// Two codes held as fp16 1024 + code in `codes`, dequantized in fp16
   /// with the fp16 pairs `scales` and (asymmetric) `zeros`; with null
   /// scales, the exact integers code - centre.

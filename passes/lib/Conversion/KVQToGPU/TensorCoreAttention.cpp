@@ -6,9 +6,12 @@
 // barrier in the token loop. Each warp walks its own steps of 16 tokens;
 // with lane = 4 g + t, a step is
 //   scores   S^T[16 tokens x 8 heads] = K[16 x d] . Q^T[d x 8]: d/16
-//            mma.m16n8k16 with K as the A operand, dequantized in registers
+//            mma.m16n8k16 with K as the A operand, unpacked in registers
 //            straight into its fragments, and Q^T as the B operand, loaded
-//            once per kernel;
+//            once per kernel. Quantized keys enter as their exact integer
+//            codes: token-axis scales multiply each group's partial scores
+//            after its MMAs; channel-axis scales (one row for a step's 16
+//            tokens) multiply q before them (KeyForm);
 //   softmax  online, on the accumulators: a lane holds tokens g and g + 8
 //            of heads 2t and 2t + 1, so a head's maximum is a reduction over
 //            the 8 lanes of equal t (3 shuffles);
@@ -75,7 +78,16 @@ public:
     t = kb.named("thread_in_group", kb.rem(lane, kb.i32(4)));
     range = loadSplitRange(kb, s, a);
     Operand bodyKeys{s.keyScheme, a.keyWords, a.keyScales, a.keyZeros};
-    codeKeys = keysAsCodes(bodyKeys);
+    bodyKeyForm = keyForm(bodyKeys);
+    // Channel-axis values are dequantized in fp32 runs (channelAxisRuns);
+    // next to keys of two word rows a step, ptxas spills a few bytes
+    // (CompileMatrixTest, sm_80): those keys stay values.
+    if (bodyKeyForm == KeyForm::ChannelCodes && s.valueScheme &&
+        s.valueScheme.getAxis() == Axis::channel &&
+        s.keyScheme.codesPerWord() < kStepTokens)
+      bodyKeyForm = KeyForm::Values;
+    if (bodyKeyForm == KeyForm::ChannelCodes)
+      placeChannelCodes(bodyKeys.scheme);
     loadQueryFragments(bodyKeys);
 
     SmallVector<Value> state;
@@ -118,12 +130,62 @@ private:
     return h * stateSize() + 4 + 4 * m + r;
   }
 
+  /// How keys enter the score MMAs.
+  enum class KeyForm {
+    /// fp16/bf16 values, dequantized ones with their rounding error.
+    Values,
+    /// Token-axis codes, exact; each token's group scales applied to the
+    /// partial scores after the group's MMAs, zero points through q's sums.
+    TokenCodes,
+    /// Channel-axis codes, exact; each channel's scale (one for a step's 16
+    /// tokens) folded into q before the MMAs, zero points through an MMA of
+    /// q times the zero points with ones.
+    ChannelCodes,
+  };
+
+  KeyForm keyForm(const Operand &op) const {
+    if (!op.scheme || !s.half.isF16() ||
+        !cast<MemRefType>(op.scales.getType()).getElementType().isF16())
+      return KeyForm::Values;
+    int64_t group = op.scheme.groupSize(s.headDim);
+    if (op.scheme.getAxis() == Axis::token)
+      return group % 16 == 0 ? KeyForm::TokenCodes : KeyForm::Values;
+    // A step's tokens must share their scales: whole steps per group.
+    return group % kStepTokens == 0 ? KeyForm::ChannelCodes : KeyForm::Values;
+  }
+
   /// The first of this lane's 4 channels in k-step 0 of the scores; k-step
-  /// s adds 16s (keys as codes: each k-step within one scale group) or 4s
-  /// (otherwise: each lane's channels one contiguous quarter of the head,
-  /// read as whole runs of packed words).
+  /// s adds 16s (token-axis codes: each k-step within one scale group) or
+  /// 4s (otherwise: each lane's channels one contiguous quarter of the
+  /// head, read as whole runs of packed words).
   Value keyChannel() {
-    return codeKeys ? kb.mul(t, kb.i32(4)) : kb.mul(t, kb.i32(keyRun));
+    return bodyKeyForm == KeyForm::TokenCodes ? kb.mul(t, kb.i32(4))
+                                              : kb.mul(t, kb.i32(keyRun));
+  }
+
+  /// Channel-axis codes: where this lane's tokens (group, group + 8 of a
+  /// step) lie in their words, once per kernel. A step starts on a whole
+  /// word row (16 tokens, a word at most), so a token's place in its word
+  /// is fixed per lane: its code sits in the low or high 16 bits (the PRMT
+  /// selector that pairs two channels' halves) at a shift within them.
+  void placeChannelCodes(SchemeAttr scheme) {
+    kb.comment("where this lane's key tokens lie in their channel words: "
+               "which half (PRMT selector 21520 = 0x5410 the low halves, "
+               "30258 = 0x7632 the high) and the shift inside it");
+    int64_t perWord = scheme.codesPerWord();
+    for (int64_t i : {0, 1}) {
+      Value code = kb.rem(kb.add(g, kb.i32(8 * i)), kb.i32(perWord));
+      if (scheme.getOrder() == PackOrder::interleaved) // see slotShift
+        code = kb.add(kb.div(code, kb.i32(2)),
+                      kb.mul(kb.rem(code, kb.i32(2)), kb.i32(perWord / 2)));
+      Value bit = kb.mul(code, kb.i32(scheme.getBits()));
+      Value high = kb.ge(bit, kb.i32(16));
+      keyHalfSelector[i] =
+          kb.named(i ? "key_half_b" : "key_half",
+                   kb.select(high, kb.i32(0x7632), kb.i32(0x5410)));
+      keyCodeShift[i] =
+          kb.named(i ? "key_shift_b" : "key_shift", kb.rem(bit, kb.i32(16)));
+    }
   }
 
   /// Q^T as B fragments, once: lane (g, t) holds head 8h + g at the 4
@@ -140,19 +202,20 @@ private:
       Value inGroup = kb.named("head_in_group", kb.lt(head, kb.i32(s.gqa)));
       Value row = kb.add(range.firstQueryRow, kb.min(head, kb.i32(s.gqa - 1)));
       Value base = kb.add(kb.mul(row, d), firstChannel);
+      bool perStep = bodyKeyForm == KeyForm::TokenCodes;
       SmallVector<Value> run =
-          codeKeys ? SmallVector<Value>() : loadHalfRun(a.q, base, keyRun);
+          perStep ? SmallVector<Value>() : loadHalfRun(a.q, base, keyRun);
       for (int64_t k = 0; k < kSteps; ++k) {
         SmallVector<Value> q =
-            codeKeys ? loadHalfRun(a.q, kb.add(base, kb.i32(16 * k)), 4)
-                     : SmallVector<Value>(ArrayRef<Value>(run).slice(4 * k, 4));
+            perStep ? loadHalfRun(a.q, kb.add(base, kb.i32(16 * k)), 4)
+                    : SmallVector<Value>(ArrayRef<Value>(run).slice(4 * k, 4));
         for (int64_t j : {0, 2})
           queryFragments.push_back(kb.named(
               "q_frag",
               kb.select(inGroup, kb.packPair(q[j], q[j + 1], s.half), zero)));
       }
     }
-    if (!keysAsCodes(keys) || !keys.zeros)
+    if (bodyKeyForm != KeyForm::TokenCodes || !keys.zeros)
       return;
     kb.comment("each head's sum of q over each key scale group");
     int64_t stepsPerGroup = keys.scheme.groupSize(s.headDim) / 16;
@@ -168,15 +231,6 @@ private:
         querySums.push_back(kb.named("q_sum", acc[0]));
         querySums.push_back(kb.named("q_sum_b", acc[1]));
       }
-  }
-
-  /// True when token-axis keys enter the score MMAs as their integer codes
-  /// (exact in fp16) with the scales applied to each scale group's partial
-  /// scores: fp16 activations and scales, groups of whole k-steps.
-  bool keysAsCodes(const Operand &op) const {
-    return op.scheme && op.scheme.getAxis() == Axis::token && s.half.isF16() &&
-           cast<MemRefType>(op.scales.getType()).getElementType().isF16() &&
-           op.scheme.groupSize(s.headDim) % 16 == 0;
   }
 
   /// `count` fp16/bf16 values from `index` as fp32, up to 8 per load.
@@ -467,14 +521,15 @@ private:
     // Tokens g and g + 8 lie in one word row when a word holds 16 tokens.
     SmallVector<int64_t> wordOf = {0, perWord >= 16 ? 0 : 1};
     KeyFragments f;
-    // One run of the lane's quarter, or (the body's keys are codes: these
-    // are sink or residual keys) 4 channels a k-step.
+    // One run of the lane's quarter, or (the body's keys are token-axis
+    // codes: these are sink or residual keys) 4 channels a k-step.
+    bool perStepChannels = bodyKeyForm == KeyForm::TokenCodes;
     SmallVector<SmallVector<Value>> run =
-        codeKeys ? SmallVector<SmallVector<Value>>()
-                 : loadRuns(keys, at, tokens, wordOf, channel, keyRun);
+        perStepChannels ? SmallVector<SmallVector<Value>>()
+                        : loadRuns(keys, at, tokens, wordOf, channel, keyRun);
     for (int64_t m = 0; m < kSteps; ++m) {
       SmallVector<SmallVector<Value>> k;
-      if (codeKeys)
+      if (perStepChannels)
         k = loadRuns(keys, at, tokens, wordOf, kb.add(channel, kb.i32(16 * m)),
                      4);
       else
@@ -559,6 +614,102 @@ private:
     return f;
   }
 
+  /// Every head tile's raw scores from channel-axis keys as codes, k-step
+  /// by k-step (so that few registers hold codes, scales or products at a
+  /// time). The A fragments are the codes of tokens g and g + 8 (their word
+  /// rows, clamped) at the lane's channels (its contiguous quarter, as the
+  /// queries'): a PRMT puts the halves of two channels' words that hold a
+  /// token side by side, a shift and a LOP3 put both codes under fp16's
+  /// 1024 exponent, a HSUB2 makes them exact integers. As a step's tokens
+  /// share one row of scales, each channel's scale is folded into q:
+  ///   score = sum_c (q_c s_c) code_c + sum_c z_c q_c,
+  /// each product of q an fp16 pair (HMUL2) plus what its rounding left
+  /// (HFMA2), exact together, and the zero points' sum one more MMA with
+  /// the zero points as every row of A (exact fp16 operands).
+  SmallVector<SmallVector<Value>> channelCodeScores(const Operand &keys,
+                                                    const StoredRows &at,
+                                                    ArrayRef<Value> tokens,
+                                                    Value channel) {
+    SchemeAttr scheme = keys.scheme;
+    int64_t perWord = scheme.codesPerWord(), bits = scheme.getBits();
+    int64_t centre = scheme.isSymmetric() ? 1 << (bits - 1) : 0;
+    Value magic = kb.i32(0x64006400);
+    Value mask = kb.i32(scheme.maxCode() | scheme.maxCode() << 16);
+    // Tokens g and g + 8 share a word row when a word holds 16 tokens.
+    size_t rows = perWord >= 16 ? 1 : 2;
+    SmallVector<Value> wordBase; // [word row]: the lane's first word
+    Value scaleBase;
+    for (size_t i = 0; i < rows; ++i) {
+      KernelBuilder::ChannelWordRow row =
+          kb.channelWordRow(scheme, s.headDim, at.row, at.capacity, at.first,
+                            kb.div(tokens[i], kb.i32(perWord)));
+      wordBase.push_back(
+          kb.named("key_word", kb.add(kb.mul(row.storedWordRow, d), channel)));
+      if (i == 0) // the step's tokens share their row of scales
+        scaleBase =
+            kb.named("key_scale", kb.add(kb.mul(row.scaleRow, d), channel));
+    }
+    // Scales (zero points) of the lane's channels as fp16 pairs, two a
+    // k-step; 8 a load (two k-steps) where the run allows.
+    int64_t stepsPerLoad = keyRun % 8 == 0 ? 2 : 1;
+    auto loadPairs = [&](Value buffer, int64_t m, StringRef name) {
+      SmallVector<Value> halves = kb.loadVector(
+          buffer, kb.add(scaleBase, kb.i32(4 * m)), 4 * stepsPerLoad);
+      SmallVector<Value> pairs;
+      for (size_t k = 0; k < halves.size(); k += 2)
+        pairs.push_back(kb.named(name, kb.halfPair(halves[k], halves[k + 1])));
+      return pairs;
+    };
+    // acc += A.(q x) + A.(error of q x) for each head tile.
+    auto accumulate = [&](SmallVector<Value> &acc, ArrayRef<Value> a,
+                          ArrayRef<Value> q, ArrayRef<Value> x) {
+      SmallVector<Value> product = {kb.multiplyPair(q[0], x[0]),
+                                    kb.multiplyPair(q[1], x[1])};
+      acc = kb.mma(a, product, acc, s.half);
+      acc = kb.mma(a,
+                   {kb.multiplyPair(q[0], x[0], product[0]),
+                    kb.multiplyPair(q[1], x[1], product[1])},
+                   acc, s.half);
+    };
+    SmallVector<SmallVector<Value>> acc(headTiles,
+                                        SmallVector<Value>(4, kb.f32(0.0)));
+    SmallVector<Value> scales, zeros;
+    for (int64_t m = 0; m < kSteps; ++m) {
+      if (m % stepsPerLoad == 0) {
+        scales = loadPairs(keys.scales, m, "scale_pair");
+        if (keys.zeros)
+          zeros = loadPairs(keys.zeros, m, "zero_pair");
+      }
+      int64_t pair = 2 * (m % stepsPerLoad);
+      // The k-step's 4 channels of each word row: one 128-bit load each.
+      SmallVector<SmallVector<Value>> words;
+      for (Value base : wordBase)
+        words.push_back(
+            kb.loadVector(keys.data, kb.add(base, kb.i32(4 * m)), 4));
+      SmallVector<Value> codes;
+      for (int64_t j : {0, 2})
+        for (size_t r : {0, 1}) {
+          const SmallVector<Value> &row = words[rows == 1 ? 0 : r];
+          Value halves =
+              kb.permuteBytes(row[j], row[j + 1], keyHalfSelector[r]);
+          Value held = kb.bitOr(
+              kb.bitAnd(kb.shru(halves, keyCodeShift[r]), mask), magic);
+          codes.push_back(kb.named(
+              "key_codes", kb.dequantizePair(held, Value(), Value(), centre)));
+        }
+      for (int64_t h = 0; h < headTiles; ++h) {
+        ArrayRef<Value> q =
+            ArrayRef<Value>(queryFragments).slice((h * kSteps + m) * 2, 2);
+        accumulate(acc[h], codes, q, ArrayRef<Value>(scales).slice(pair, 2));
+        if (keys.zeros) // every token row holds the channels' zero points
+          acc[h] = kb.mma(
+              {zeros[pair], zeros[pair], zeros[pair + 1], zeros[pair + 1]}, q,
+              acc[h], s.half);
+      }
+    }
+    return acc;
+  }
+
   /// Head tile h's raw scores (before the softmax scale): accumulators of
   /// tokens g, g+8 x heads 2t, 2t+1.
   SmallVector<Value> scores(const KeyFragments &keys, int64_t h) {
@@ -618,10 +769,16 @@ private:
     SmallVector<Value> keyTokens = {token(g, 0, "key_token"),
                                     token(g, 8, "key_token_b")};
     Value keyChannel = kb.named("key_channel", this->keyChannel());
-    KeyFragments keyFragments =
-        keysAsCodes(keys)
-            ? keyCodeFragments(keys, at, keyTokens, keyChannel)
-            : keyValueFragments(keys, at, keyTokens, keyChannel, keyPerWord);
+    KeyForm form = body ? bodyKeyForm : keyForm(keys);
+    KeyFragments keyFragments;
+    SmallVector<SmallVector<Value>> channelScores; // [head tile]
+    if (form == KeyForm::ChannelCodes)
+      channelScores = channelCodeScores(keys, at, keyTokens, keyChannel);
+    else if (form == KeyForm::TokenCodes)
+      keyFragments = keyCodeFragments(keys, at, keyTokens, keyChannel);
+    else
+      keyFragments =
+          keyValueFragments(keys, at, keyTokens, keyChannel, keyPerWord);
 
     Value lowValid = kb.named("token_valid", kb.lt(g, n));
     Value highValid = kb.named("token_b_valid", kb.lt(kb.add(g, kb.i32(8)), n));
@@ -632,7 +789,9 @@ private:
       kb.comment(
           "scores of head tile " + std::to_string(h) +
           ": tokens group, group + 8 x heads 2 * thread_in_group + 0, 1");
-      SmallVector<Value> acc = scores(keyFragments, h);
+      SmallVector<Value> acc = form == KeyForm::ChannelCodes
+                                   ? channelScores[h]
+                                   : scores(keyFragments, h);
       SmallVector<Value> x;
       for (int64_t r = 0; r < 4; ++r)
         x.push_back(kb.select(r < 2 ? lowValid : highValid,
@@ -824,7 +983,9 @@ private:
   int64_t warps = 0, headTiles = 0, kSteps = 0, keyRun = 0, valueRun = 0;
   SplitRange range;
   Value zero, d, warp, g, t;
-  bool codeKeys = false; ///< the body's keys enter the MMAs as codes
+  KeyForm bodyKeyForm = KeyForm::Values; ///< how the body's keys enter
+  /// Channel-axis codes: PRMT selector and shift of tokens group, group + 8.
+  Value keyHalfSelector[2], keyCodeShift[2];
   SmallVector<Value> queryFragments; ///< [head tile][k-step][2]
   /// Keys as codes with zero points: [head tile][scale group][head 2t, 2t+1]
   SmallVector<Value> querySums;

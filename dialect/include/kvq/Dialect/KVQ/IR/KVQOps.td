@@ -382,6 +382,59 @@ def KVQ_SelectHalvesOp : KVQ_Op<"select_halves", [Pure]> {
   let assemblyFormat = "$a `,` $b (`high` $high^)? attr-dict";
 }
 
+def KVQ_PermuteBytesOp : KVQ_Op<"permute_bytes", [Pure]> {
+  let summary = "Four bytes picked from two registers by a run-time selector";
+  let description = [{
+    `prmt.b32` / `__byte_perm(a, b, selector)`: byte `i` of the result is
+    byte `selector[4i:4i+3] & 7` of the 8 bytes `b:a` (`a`'s first). A
+    selector held in a register lets each lane pick the halves its own
+    tokens lie in: 0x5410 the low halves of `a` and `b`, 0x7632 the high.
+
+    ```mlir
+    %pair = kvq.permute_bytes %a, %b, %selector
+    ```
+  }];
+  let arguments = (ins I32:$a, I32:$b, I32:$selector);
+  let results = (outs I32:$permuted);
+  let assemblyFormat = "$a `,` $b `,` $selector attr-dict";
+}
+
+def KVQ_HalfPairOp : KVQ_Op<"half_pair", [Pure, AllTypesMatch<["low", "high"]>]> {
+  let summary = "Two fp16/bf16 values side by side in one register, unchanged";
+  let description = [{
+    The bits of `low` in bits 0-15 and of `high` in bits 16-31: two
+    neighbouring 16-bit values of a vector load, as the one register they
+    came from (no conversion, no rounding).
+
+    ```mlir
+    %pair = kvq.half_pair %lo, %hi : f16
+    ```
+  }];
+  let arguments = (ins KVQ_HalfPairType:$low, KVQ_HalfPairType:$high);
+  let results = (outs I32:$pair);
+  let assemblyFormat = "$low `,` $high attr-dict `:` type($low)";
+}
+
+def KVQ_MultiplyPairOp : KVQ_Op<"multiply_pair", [Pure]> {
+  let summary = "Two fp16 pairs multiplied, or what that product rounded away";
+  let description = [{
+    `a * b` element by element, each rounded once to fp16 (`hmul2`); with
+    `error %product`, `a * b - product` rounded once to fp16 (`hfma2`, the
+    product exact inside it), where `product` is the `kvq.multiply_pair` of
+    `a` and `b`: the two registers together carry the exact product (22
+    bits) to about 2^-22, so MMAs over both are as accurate as fp32 operands
+    for an exact other side (integer codes).
+
+    ```mlir
+    %p = kvq.multiply_pair %q, %scales
+    %e = kvq.multiply_pair %q, %scales error %p
+    ```
+  }];
+  let arguments = (ins I32:$a, I32:$b, Optional<I32>:$product);
+  let results = (outs I32:$result);
+  let assemblyFormat = "$a `,` $b (`error` $product^)? attr-dict";
+}
+
 def KVQ_DequantizePairOp : KVQ_Op<"dequantize_pair", [Pure, AttrSizedOperandSegments]> {
   let summary = "Two codes held as fp16 1024 + code, dequantized in fp16";
   let description = [{
