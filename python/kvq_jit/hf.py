@@ -51,7 +51,9 @@ def _hf_scheme(nbits, axis, group, what):
         raise _kvq.InvalidArgumentError(
             f"{what}={axis}: expected 0 (groups of channels within a token, as quanto's "
             "axis=0) or -1 (groups of tokens within a channel, KIVI's keys)")
-    return f"{nbits}{'t' if axis == 0 else 'c'}{group}"
+    # Token-axis codes interleaved, as the presets store them: the layout
+    # the tensor-core attention unpacks fastest (docs/architecture.md).
+    return f"{nbits}t{group}i" if axis == 0 else f"{nbits}c{group}"
 
 
 class KVQLayer(CacheLayerMixin):

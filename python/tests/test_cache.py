@@ -199,8 +199,8 @@ def test_kernel_specs_name_every_kernel_the_cache_runs():
     cache = make_cache("kivi2", max_query_tokens=4)
     specs = cache.kernel_specs
     assert cache.attention_spec in specs
-    assert {"quantize 2c32 d=64 f16", "quantize 2t32 d=64 f16",
-            "append k=2c32 v=2t32 d=64 f16"} <= set(specs)
+    assert {"quantize 2c32 d=64 f16", "quantize 2t32i d=64 f16",
+            "append k=2c32 v=2t32i d=64 f16"} <= set(specs)
     assert any(s.endswith("chunked") or " chunked" in s for s in specs), specs
 
 

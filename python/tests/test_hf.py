@@ -80,7 +80,7 @@ def test_hf_style_parameters_choose_the_schemes(models):
                      residual_length=64, sink=0)
     with_attention(model, "kvq")
     model(prompt(tokens=200), cache=cache)
-    assert (cache.kvq.key_scheme, cache.kvq.value_scheme) == ("2c32", "2t32")
+    assert (cache.kvq.key_scheme, cache.kvq.value_scheme) == ("2c32", "2t32i")
     assert cache.kvq.parts(0, 0)[0] == 0 and cache.kvq.residual == 64
     with pytest.raises(kvq_jit.InvalidArgumentError, match="nbits=3"):
         KVQCache(model.config, nbits=3)

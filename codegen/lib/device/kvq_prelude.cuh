@@ -295,6 +295,19 @@ __device__ __forceinline__ int kvq_transpose_pairs(int pair) {
   return pair;
 #endif
 }
+// 2^x in one MUFU.EX2 (ex2.approx.ftz: results below 2^-126 are zero);
+// __expf would add a range test and two multiplies to keep subnormal
+// results, which a softmax weight that small never needs.
+__device__ __forceinline__ float kvq_exp2(float x) {
+#ifdef __CUDA_ARCH__
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  float y = exp2f(x);
+  return y < 1.17549435e-38f ? 0.0f : y; // flushed like the GPU's
+#endif
+}
 // A code as a float, exactly, less `centre`: `bits` is code | 0x4B000000,
 // the fp32 pattern of 2^23 + code, so one FADD of 2^23 + centre (folded)
 // replaces a quarter-rate int-to-float conversion.

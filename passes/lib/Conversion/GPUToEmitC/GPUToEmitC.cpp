@@ -922,6 +922,7 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
   patterns.add<CallToEmitC<arith::MinNumFOp>>(typeConverter, context, "fminf");
   patterns.add<CallToEmitC<math::AbsFOp>>(typeConverter, context, "fabsf");
   patterns.add<CallToEmitC<math::ExpOp>>(typeConverter, context, "__expf");
+  patterns.add<CallToEmitC<math::Exp2Op>>(typeConverter, context, "kvq_exp2");
   patterns.add<CallToEmitC<math::RoundEvenOp>>(typeConverter, context, "rintf");
   patterns.add<CallToEmitC<arith::MinSIOp>>(typeConverter, context, "kvq_min");
   patterns.add<CallToEmitC<arith::MaxSIOp>>(typeConverter, context, "kvq_max");

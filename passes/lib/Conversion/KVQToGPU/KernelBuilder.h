@@ -60,6 +60,8 @@ public:
   Value fmin(Value a, Value c);
   Value fabs(Value a);
   Value exp(Value a);
+  /// 2^a, approximate (MUFU.EX2), results below 2^-126 flushed to zero.
+  Value exp2(Value a);
   Value rint(Value a); // round half to even
   Value flt(Value a, Value c);
   Value feq(Value a, Value c);

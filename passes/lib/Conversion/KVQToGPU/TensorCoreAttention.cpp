@@ -39,6 +39,8 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::kvq;
 
@@ -77,6 +79,9 @@ public:
     g = kb.named("group", kb.div(lane, kb.i32(4)));
     t = kb.named("thread_in_group", kb.rem(lane, kb.i32(4)));
     range = loadSplitRange(kb, s, a);
+    // Scores in units of log2: the softmax is 2^(x - max), one MUFU.EX2.
+    scoreScale =
+        kb.named("score_scale", kb.fmul(a.softmaxScale, kb.f32(M_LOG2E)));
     Operand bodyKeys{s.keyScheme, a.keyWords, a.keyScales, a.keyZeros};
     bodyKeyForm = keyForm(bodyKeys);
     // Channel-axis values are dequantized in fp32 runs (channelAxisRuns);
@@ -624,8 +629,8 @@ private:
   /// share one row of scales, each channel's scale is folded into q:
   ///   score = sum_c (q_c s_c) code_c + sum_c z_c q_c,
   /// each product of q an fp16 pair (HMUL2) plus what its rounding left
-  /// (HFMA2), exact together, and the zero points' sum one more MMA with
-  /// the zero points as every row of A (exact fp16 operands).
+  /// (HFMA2), exact together, and the zero points' sum MMAs with the zero
+  /// points as rows of A (exact fp16 operands).
   SmallVector<SmallVector<Value>> channelCodeScores(const Operand &keys,
                                                     const StoredRows &at,
                                                     ArrayRef<Value> tokens,
@@ -673,6 +678,10 @@ private:
     };
     SmallVector<SmallVector<Value>> acc(headTiles,
                                         SmallVector<Value>(4, kb.f32(0.0)));
+    // Zero points, two k-steps an MMA: [head tile][rows g, rows g + 8].
+    SmallVector<SmallVector<SmallVector<Value>, 2>> zeroRows(
+        headTiles, {SmallVector<Value>(4, kb.f32(0.0)),
+                    SmallVector<Value>(4, kb.f32(0.0))});
     SmallVector<Value> scales, zeros;
     for (int64_t m = 0; m < kSteps; ++m) {
       if (m % stepsPerLoad == 0) {
@@ -701,12 +710,34 @@ private:
         ArrayRef<Value> q =
             ArrayRef<Value>(queryFragments).slice((h * kSteps + m) * 2, 2);
         accumulate(acc[h], codes, q, ArrayRef<Value>(scales).slice(pair, 2));
-        if (keys.zeros) // every token row holds the channels' zero points
+        if (!keys.zeros)
+          continue;
+        if (stepsPerLoad == 1) { // every token row holds the zero points
           acc[h] = kb.mma(
               {zeros[pair], zeros[pair], zeros[pair + 1], zeros[pair + 1]}, q,
               acc[h], s.half);
+          continue;
+        }
+        if (m % 2 == 0)
+          continue;
+        // Two k-steps' zero points as loaded, z01 z23 z45 z67 (channels
+        // 8p.. of the lane's), are the A operand itself: its rows g take
+        // z01 and z45, rows g + 8 z23 and z67. Against q01 q45 rows g sum
+        // four channels' z q, against q23 q67 rows g + 8 the other four;
+        // each kept in its own accumulator, added to every row at the end.
+        ArrayRef<Value> previous =
+            ArrayRef<Value>(queryFragments).slice((h * kSteps + m - 1) * 2, 2);
+        zeroRows[h][0] =
+            kb.mma(zeros, {previous[0], q[0]}, zeroRows[h][0], s.half);
+        zeroRows[h][1] =
+            kb.mma(zeros, {previous[1], q[1]}, zeroRows[h][1], s.half);
       }
     }
+    if (keys.zeros && stepsPerLoad == 2)
+      for (int64_t h = 0; h < headTiles; ++h)
+        for (int64_t r = 0; r < 4; ++r) // rows g: r 0, 1; rows g + 8: 2, 3
+          acc[h][r] = kb.fadd(acc[h][r], kb.fadd(zeroRows[h][0][r % 2],
+                                                 zeroRows[h][1][2 + r % 2]));
     return acc;
   }
 
@@ -795,7 +826,7 @@ private:
       SmallVector<Value> x;
       for (int64_t r = 0; r < 4; ++r)
         x.push_back(kb.select(r < 2 ? lowValid : highValid,
-                              kb.fmul(acc[r], a.softmaxScale), kb.negInf()));
+                              kb.fmul(acc[r], scoreScale), kb.negInf()));
       Value p[2][2]; // [token row][head column]
       for (int64_t c = 0; c < 2; ++c) {
         Value local = kb.fmax(x[c], x[2 + c]);
@@ -804,9 +835,9 @@ private:
         Value oldMax = next[maxAt(h, c)];
         Value newMax = kb.named("new_max", kb.fmax(oldMax, local));
         Value correction =
-            kb.named("correction", kb.exp(kb.fsub(oldMax, newMax)));
-        p[0][c] = kb.named("p", kb.exp(kb.fsub(x[c], newMax)));
-        p[1][c] = kb.named("p_b", kb.exp(kb.fsub(x[2 + c], newMax)));
+            kb.named("correction", kb.exp2(kb.fsub(oldMax, newMax)));
+        p[0][c] = kb.named("p", kb.exp2(kb.fsub(x[c], newMax)));
+        p[1][c] = kb.named("p_b", kb.exp2(kb.fsub(x[2 + c], newMax)));
         next[maxAt(h, c)] = newMax;
         next[sumAt(h, c)] = kb.fadd(kb.fmul(next[sumAt(h, c)], correction),
                                     kb.fadd(p[0][c], p[1][c]));
@@ -956,7 +987,7 @@ private:
           for (int64_t w = 0; w < warps; ++w) {
             Value slot = kb.add(kb.i32(w * s.gqa), head);
             Value weight = kb.named(
-                "weight", kb.exp(kb.fsub(kb.load(mergeMax, slot), safe)));
+                "weight", kb.exp2(kb.fsub(kb.load(mergeMax, slot), safe)));
             out = kb.fadd(out, kb.fmul(kb.load(mergeOut, kb.add(kb.mul(slot, d),
                                                                 channel)),
                                        weight));
@@ -968,7 +999,8 @@ private:
                      range.split));
           kb.store(out, a.partialOut, kb.add(kb.mul(row, d), channel));
           kb.ifThen(kb.eq(channel, zero), [&] {
-            kb.store(best, a.partialMax, row);
+            // The combine kernel takes natural-log maxima.
+            kb.store(kb.fmul(best, kb.f32(M_LN2)), a.partialMax, row);
             kb.store(sum, a.partialSum, row);
           });
         },
@@ -983,6 +1015,7 @@ private:
   int64_t warps = 0, headTiles = 0, kSteps = 0, keyRun = 0, valueRun = 0;
   SplitRange range;
   Value zero, d, warp, g, t;
+  Value scoreScale;                      ///< softmax scale x log2(e)
   KeyForm bodyKeyForm = KeyForm::Values; ///< how the body's keys enter
   /// Channel-axis codes: PRMT selector and shift of tokens group, group + 8.
   Value keyHalfSelector[2], keyCodeShift[2];
