@@ -431,10 +431,12 @@ int main() {
   printIssueAwareProjection(generator);
   std::printf(
       "\nProjection 1 assumes every kernel is bandwidth-bound; projection 2 "
-      "adds the instruction issue the generated code needs, which is the "
-      "tighter bound for kvq's 2-bit kernels and for GQA shapes (scores and "
-      "P.V run on CUDA-core FMAs, gqa of them per KV element; tensor cores "
-      "are the next step). Only a GPU run (bench/gpu/run.sh) measures which "
+      "adds the instruction issue the generated code needs: on the tensor "
+      "cores (the plan's path for these fp16 kernels) mostly the unpacking "
+      "of codes into fragments: a step loop over the budget above is "
+      "issue-bound. Latency and occupancy are not modelled (an "
+      "H200 run found the first projections optimistic by about 2x: "
+      "bench/README.md); only a GPU run (bench/gpu/run.sh) measures which "
       "bound holds.\n");
   return 0;
 }

@@ -280,15 +280,16 @@ private:
     Value codeOffset;                      ///< !wholeWords only
     SmallVector<SmallVector<Value>> words; ///< [row][word]
     SmallVector<SmallVector<std::pair<Value, Value>>>
-        scaleZero; ///< [row][group]
+        scaleZero; ///< [row][group]: fp32, or f16 as loaded (`halves`)
     /// Index into a row's scaleZero of local channel c.
     int64_t groupOf(int64_t c) const {
       return count % group == 0 ? c / group : 0;
     }
   };
 
+  /// `halves`: scales and zero points as loaded (f16 values), not fp32.
   TokenRun loadTokenRun(const Operand &op, ArrayRef<Value> rows, Value c0,
-                        int64_t count) {
+                        int64_t count, bool halves = false) {
     SchemeAttr scheme = op.scheme;
     TokenRun run;
     run.perWord = scheme.codesPerWord();
@@ -311,11 +312,16 @@ private:
         words.append(kb.loadVector(op.data, kb.add(w0, kb.i32(k)), width));
       run.words.push_back(std::move(words));
       SmallVector<std::pair<Value, Value>> groups;
-      for (int64_t k = 0; k < runGroups; ++k)
+      for (int64_t k = 0; k < runGroups; ++k) {
+        Value index = kb.add(kb.mul(row, kb.i32(groupsPerRow)),
+                             kb.add(firstGroup, kb.i32(k)));
         groups.push_back(
-            kb.loadScaleAndZero(op.scales, op.zeros,
-                                kb.add(kb.mul(row, kb.i32(groupsPerRow)),
-                                       kb.add(firstGroup, kb.i32(k)))));
+            !halves ? kb.loadScaleAndZero(op.scales, op.zeros, index)
+                    : std::pair{kb.named("scale", kb.load(op.scales, index)),
+                                op.zeros
+                                    ? kb.named("zero", kb.load(op.zeros, index))
+                                    : Value()});
+      }
       run.scaleZero.push_back(std::move(groups));
     }
     return run;
@@ -375,7 +381,7 @@ private:
     SchemeAttr scheme = op.scheme;
     int64_t bits = scheme.getBits();
     bool interleaved = scheme.getOrder() == PackOrder::interleaved;
-    TokenRun run = loadTokenRun(op, rows, c0, count);
+    TokenRun run = loadTokenRun(op, rows, c0, count, /*halves=*/true);
     int64_t perWord = run.perWord;
     int64_t runGroups = run.scaleZero[0].size();
     const auto &scaleZero = run.scaleZero;
@@ -387,7 +393,7 @@ private:
       };
       if (zero && !op.zeros)
         return Value();
-      return kb.packPair(pick(first), pick(first + 1), s.half);
+      return kb.halfPair(pick(first), pick(first + 1)); // one PRMT
     };
     SmallVector<Value> scalePairs, zeroPairs; // [token pair][group]
     for (int64_t first : {0, 2})
