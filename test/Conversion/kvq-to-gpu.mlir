@@ -93,10 +93,10 @@ func.func @attention(%q: tensor<?x32x128xf16>,
 // Attention on the tensor cores (the plan's choice): the warps' merge
 // buffers in shared memory, the queries' B fragments packed once, then per
 // step of 16 tokens the channel-axis keys' codes as A fragments (a PRMT
-// pairing two channels' halves, the code pair exact in fp16), q times each
-// channel's scale and what that rounding left (two score MMAs), the
-// transposed probabilities and the P.V MMAs; no barrier until the warps
-// merge.
+// pairing two channels' halves, a rotation: the code pair exact in fp16),
+// q times each channel's scale and what that rounding left (two score
+// MMAs), the transposed probabilities and the P.V MMAs; no barrier until
+// the warps merge.
 // CHECK-LABEL: gpu.func @kvq_attn_k2c32_v2t32_d128_g4_f16_sr_mma(
 // CHECK-SAME: workgroup(%{{.*}} : memref<2048xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16xf32, #gpu.address_space<workgroup>>)
 // CHECK: kvq.pack_pair %{{.*}}, %{{.*}} f16
@@ -104,7 +104,7 @@ func.func @attention(%q: tensor<?x32x128xf16>,
 // CHECK-NOT: gpu.barrier
 // CHECK: vector.load %{{.*}} : memref<?xi32>, vector<4xi32>
 // CHECK: kvq.permute_bytes
-// CHECK: kvq.dequantize_pair %{{.*}} centre 0
+// CHECK: kvq.rotate_left
 // CHECK: %[[HI:.*]] = kvq.multiply_pair %[[Q:.*]], %[[S:[^ ]*]]{{$}}
 // CHECK: kvq.mma %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[HI]], %{{.*}}, %{{.*}} f16 : vector<4xf32>
 // CHECK: kvq.multiply_pair %[[Q]], %[[S]] error %[[HI]]

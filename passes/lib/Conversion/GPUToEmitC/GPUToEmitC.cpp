@@ -834,7 +834,8 @@ struct GPUToEmitCPass : mlir::kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
         gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp, gpu::BlockIdOp,
         gpu::GridDimOp, gpu::BlockDimOp, gpu::BarrierOp, gpu::ShuffleOp, MmaOp,
         PackPairOp, PackPairErrorOp, TransposePairsOp, SelectHalvesOp,
-        DequantizePairOp, PermuteBytesOp, HalfPairOp, MultiplyPairOp>();
+        DequantizePairOp, PermuteBytesOp, HalfPairOp, MultiplyPairOp,
+        RotateLeftOp>();
     // ... the container stays until the kernels are hoisted out below, and
     // casts between converted and original types are reconciled after.
     target.addLegalOp<gpu::GPUModuleOp, UnrealizedConversionCastOp>();
@@ -943,5 +944,7 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
   patterns.add<CallToEmitC<HalfPairOp>>(typeConverter, context,
                                         "kvq_half_pair");
   patterns.add<MultiplyPairToEmitC>(typeConverter, context);
+  patterns.add<CallToEmitC<RotateLeftOp>>(typeConverter, context,
+                                          "kvq_rotate_left");
   populateSCFToEmitCConversionPatterns(patterns, typeConverter);
 }

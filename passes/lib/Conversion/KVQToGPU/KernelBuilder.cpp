@@ -227,6 +227,10 @@ Value KernelBuilder::permuteBytes(Value a, Value c, Value selector) {
   return PermuteBytesOp::create(b, b.getI32Type(), a, c, selector);
 }
 
+Value KernelBuilder::rotateLeft(Value a, Value amount) {
+  return RotateLeftOp::create(b, b.getI32Type(), a, amount);
+}
+
 Value KernelBuilder::halfPair(Value low, Value high) {
   return HalfPairOp::create(b, b.getI32Type(), low, high);
 }

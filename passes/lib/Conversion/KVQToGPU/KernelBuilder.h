@@ -96,6 +96,8 @@ public:
   Value selectHalves(Value a, Value b, bool high);
   /// The bytes of `b`:`a` that `selector` (a register) picks (PRMT).
   Value permuteBytes(Value a, Value b, Value selector);
+  /// `a` rotated left by `amount` bits (0 to 31; SHF.L.W).
+  Value rotateLeft(Value a, Value amount);
   /// Two f16/bf16 values as the one 32-bit register they were loaded in.
   Value halfPair(Value low, Value high);
   /// fp16 pairs a * b, rounded (HMUL2); with `product` (that result), what

@@ -40,6 +40,8 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 
 #include <cmath>
+#include <map>
+#include <tuple>
 
 using namespace mlir;
 using namespace mlir::kvq;
@@ -176,20 +178,24 @@ private:
   void placeChannelCodes(SchemeAttr scheme) {
     kb.comment("where this lane's key tokens lie in their channel words: "
                "which half (PRMT selector 21520 = 0x5410 the low halves, "
-               "30258 = 0x7632 the high) and the shift inside it");
-    int64_t perWord = scheme.codesPerWord();
+               "30258 = 0x7632 the high) and the rotation that moves a code "
+               "there to the top of the mantissa (bits 9 down)");
+    int64_t perWord = scheme.codesPerWord(), bits = scheme.getBits();
     for (int64_t i : {0, 1}) {
       Value code = kb.rem(kb.add(g, kb.i32(8 * i)), kb.i32(perWord));
       if (scheme.getOrder() == PackOrder::interleaved) // see slotShift
         code = kb.add(kb.div(code, kb.i32(2)),
                       kb.mul(kb.rem(code, kb.i32(2)), kb.i32(perWord / 2)));
-      Value bit = kb.mul(code, kb.i32(scheme.getBits()));
+      Value bit = kb.mul(code, kb.i32(bits));
       Value high = kb.ge(bit, kb.i32(16));
       keyHalfSelector[i] =
           kb.named(i ? "key_half_b" : "key_half",
                    kb.select(high, kb.i32(0x7632), kb.i32(0x5410)));
-      keyCodeShift[i] =
-          kb.named(i ? "key_shift_b" : "key_shift", kb.rem(bit, kb.i32(16)));
+      // From bit (bit mod 16) of a half to bit 10 - bits, mod 32.
+      keyCodeRotation[i] = kb.named(
+          i ? "key_rotation_b" : "key_rotation",
+          kb.rem(kb.sub(kb.i32(32 + 10 - bits), kb.rem(bit, kb.i32(16))),
+                 kb.i32(32)));
     }
   }
 
@@ -423,6 +429,36 @@ private:
     };
     int64_t centre = scheme.isSymmetric() ? 1 << (bits - 1) : 0;
     SmallVector<Value> fragments;
+    if (interleaved && run.wholeWords) {
+      // Pair the two tokens' words first: a PRMT of their low halves holds
+      // both tokens' even channels side by side (slot j: channel 2j), of
+      // their high halves the odd ones; each fragment register is then one
+      // shift and one LOP3 away, against a shift, a LOP3 and a PRMT when
+      // each token's pair of channels is unpacked first.
+      std::map<std::tuple<int64_t, int64_t, bool>, Value> paired;
+      auto halves = [&](int64_t pair, int64_t word, bool odd) {
+        Value &v = paired[{pair, word, odd}];
+        if (!v)
+          v = kb.named(odd ? "odd_channels" : "even_channels",
+                       kb.selectHalves(run.words[2 * pair][word],
+                                       run.words[2 * pair + 1][word], odd));
+        return v;
+      };
+      for (int64_t m = 0; m < kSteps; ++m)
+        for (int64_t pair : {0, 1})
+          for (int64_t c : {2 * m, 2 * m + 1}) {
+            int64_t k = run.groupOf(c);
+            Value both = halves(pair, c / perWord, c % 2);
+            int64_t shift = c % perWord / 2 * bits;
+            if (shift)
+              both = kb.shru(both, kb.i32(shift));
+            Value held = kb.bitOr(kb.bitAnd(both, kb.i32(mask)), magic);
+            fragments.push_back(kb.dequantizePair(
+                kb.named("codes", held), scalePairs[pair * runGroups + k],
+                zeroPairs[pair * runGroups + k], centre));
+          }
+      return fragments;
+    }
     for (int64_t m = 0; m < kSteps; ++m) {
       int64_t c = 2 * m;
       int64_t k = run.groupOf(c);
@@ -630,13 +666,18 @@ private:
   /// time). The A fragments are the codes of tokens g and g + 8 (their word
   /// rows, clamped) at the lane's channels (its contiguous quarter, as the
   /// queries'): a PRMT puts the halves of two channels' words that hold a
-  /// token side by side, a shift and a LOP3 put both codes under fp16's
-  /// 1024 exponent, a HSUB2 makes them exact integers. As a step's tokens
-  /// share one row of scales, each channel's scale is folded into q:
-  ///   score = sum_c (q_c s_c) code_c + sum_c z_c q_c,
-  /// each product of q an fp16 pair (HMUL2) plus what its rounding left
-  /// (HFMA2), exact together, and the zero points' sum MMAs with the zero
-  /// points as rows of A (exact fp16 operands).
+  /// token side by side, a rotation and a LOP3 put both codes at the top of
+  /// fp16 mantissas under 1.0's exponent, x = 1 + code / 2^bits, exactly.
+  /// As a step's tokens share one row of scales, each channel's scale is
+  /// folded into q:
+  ///   score = sum_c q_c (s_c (code_c - centre) + z_c)
+  ///         = 2^bits sum_c (q_c s_c) x_c - (2^bits + centre) sum_c q_c s_c
+  ///           + sum_c q_c z_c,
+  /// the first an MMA of the codes against q s as an fp16 pair (HMUL2) and
+  /// another against what its rounding left (HFMA2), exact together; the
+  /// other two MMAs whose A operand is two k-steps' scales (zero points) as
+  /// loaded, against q (exact fp16 operands). All sums stay in fp32 near
+  /// the scores' own size (x is in [1, 2)), so nothing cancels badly.
   SmallVector<SmallVector<Value>> channelCodeScores(const Operand &keys,
                                                     const StoredRows &at,
                                                     ArrayRef<Value> tokens,
@@ -644,8 +685,10 @@ private:
     SchemeAttr scheme = keys.scheme;
     int64_t perWord = scheme.codesPerWord(), bits = scheme.getBits();
     int64_t centre = scheme.isSymmetric() ? 1 << (bits - 1) : 0;
-    Value magic = kb.i32(0x64006400);
-    Value mask = kb.i32(scheme.maxCode() | scheme.maxCode() << 16);
+    // The code's bits at the top of each half's mantissa, under fp16 1.0.
+    int64_t top = scheme.maxCode() << (10 - bits);
+    Value mask = kb.i32(top | top << 16);
+    Value one = kb.i32(0x3C003C00);
     // Tokens g and g + 8 share a word row when a word holds 16 tokens.
     size_t rows = perWord >= 16 ? 1 : 2;
     SmallVector<Value> wordBase; // [word row]: the lane's first word
@@ -660,42 +703,30 @@ private:
         scaleBase =
             kb.named("key_scale", kb.add(kb.mul(row.scaleRow, d), channel));
     }
-    // Scales (zero points) of the lane's channels as fp16 pairs, two a
-    // k-step; 8 a load (two k-steps) where the run allows.
-    int64_t stepsPerLoad = keyRun % 8 == 0 ? 2 : 1;
+    // Scales (zero points) of the lane's channels as fp16 pairs, 8 a load:
+    // two k-steps (head_dim is a multiple of 32 on the tensor cores).
     auto loadPairs = [&](Value buffer, int64_t m, StringRef name) {
-      SmallVector<Value> halves = kb.loadVector(
-          buffer, kb.add(scaleBase, kb.i32(4 * m)), 4 * stepsPerLoad);
+      SmallVector<Value> halves =
+          kb.loadVector(buffer, kb.add(scaleBase, kb.i32(4 * m)), 8);
       SmallVector<Value> pairs;
       for (size_t k = 0; k < halves.size(); k += 2)
         pairs.push_back(kb.named(name, kb.halfPair(halves[k], halves[k + 1])));
       return pairs;
     };
-    // acc += A.(q x) + A.(error of q x) for each head tile.
-    auto accumulate = [&](SmallVector<Value> &acc, ArrayRef<Value> a,
-                          ArrayRef<Value> q, ArrayRef<Value> x) {
-      SmallVector<Value> product = {kb.multiplyPair(q[0], x[0]),
-                                    kb.multiplyPair(q[1], x[1])};
-      acc = kb.mma(a, product, acc, s.half);
-      acc = kb.mma(a,
-                   {kb.multiplyPair(q[0], x[0], product[0]),
-                    kb.multiplyPair(q[1], x[1], product[1])},
-                   acc, s.half);
-    };
-    SmallVector<SmallVector<Value>> acc(headTiles,
-                                        SmallVector<Value>(4, kb.f32(0.0)));
-    // Zero points, two k-steps an MMA: [head tile][rows g, rows g + 8].
-    SmallVector<SmallVector<SmallVector<Value>, 2>> zeroRows(
-        headTiles, {SmallVector<Value>(4, kb.f32(0.0)),
-                    SmallVector<Value>(4, kb.f32(0.0))});
+    auto zeroAcc = [&] { return SmallVector<Value>(4, kb.f32(0.0)); };
+    SmallVector<SmallVector<Value>> acc(headTiles, zeroAcc());
+    // sum q s and sum q z, two k-steps an MMA: [head tile][rows g, g + 8].
+    SmallVector<SmallVector<SmallVector<Value>, 2>> scaleRows(
+        headTiles, {zeroAcc(), zeroAcc()});
+    auto zeroRows = scaleRows;
     SmallVector<Value> scales, zeros;
     for (int64_t m = 0; m < kSteps; ++m) {
-      if (m % stepsPerLoad == 0) {
+      if (m % 2 == 0) {
         scales = loadPairs(keys.scales, m, "scale_pair");
         if (keys.zeros)
           zeros = loadPairs(keys.zeros, m, "zero_pair");
       }
-      int64_t pair = 2 * (m % stepsPerLoad);
+      int64_t pair = 2 * (m % 2);
       // The k-step's 4 channels of each word row: one 128-bit load each.
       SmallVector<SmallVector<Value>> words;
       for (Value base : wordBase)
@@ -707,43 +738,52 @@ private:
           const SmallVector<Value> &row = words[rows == 1 ? 0 : r];
           Value halves =
               kb.permuteBytes(row[j], row[j + 1], keyHalfSelector[r]);
-          Value held = kb.bitOr(
-              kb.bitAnd(kb.shru(halves, keyCodeShift[r]), mask), magic);
           codes.push_back(kb.named(
-              "key_codes", kb.dequantizePair(held, Value(), Value(), centre)));
+              "key_codes",
+              kb.bitOr(
+                  kb.bitAnd(kb.rotateLeft(halves, keyCodeRotation[r]), mask),
+                  one)));
         }
       for (int64_t h = 0; h < headTiles; ++h) {
         ArrayRef<Value> q =
             ArrayRef<Value>(queryFragments).slice((h * kSteps + m) * 2, 2);
-        accumulate(acc[h], codes, q, ArrayRef<Value>(scales).slice(pair, 2));
-        if (!keys.zeros)
-          continue;
-        if (stepsPerLoad == 1) { // every token row holds the zero points
-          acc[h] = kb.mma(
-              {zeros[pair], zeros[pair], zeros[pair + 1], zeros[pair + 1]}, q,
-              acc[h], s.half);
-          continue;
-        }
+        ArrayRef<Value> x = ArrayRef<Value>(scales).slice(pair, 2);
+        SmallVector<Value> product = {kb.multiplyPair(q[0], x[0]),
+                                      kb.multiplyPair(q[1], x[1])};
+        acc[h] = kb.mma(codes, product, acc[h], s.half);
+        acc[h] = kb.mma(codes,
+                        {kb.multiplyPair(q[0], x[0], product[0]),
+                         kb.multiplyPair(q[1], x[1], product[1])},
+                        acc[h], s.half);
         if (m % 2 == 0)
           continue;
-        // Two k-steps' zero points as loaded, z01 z23 z45 z67 (channels
-        // 8p.. of the lane's), are the A operand itself: its rows g take
-        // z01 and z45, rows g + 8 z23 and z67. Against q01 q45 rows g sum
-        // four channels' z q, against q23 q67 rows g + 8 the other four;
-        // each kept in its own accumulator, added to every row at the end.
+        // Two k-steps' scales as loaded, s01 s23 s45 s67 (channels 8p.. of
+        // the lane's), are an A operand as they are: its rows g take s01
+        // and s45, rows g + 8 s23 and s67. Against q01 q45 rows g sum four
+        // channels' q s, against q23 q67 rows g + 8 the other four; each in
+        // its own accumulator, added to every row at the end. Zero points
+        // alike.
         ArrayRef<Value> previous =
             ArrayRef<Value>(queryFragments).slice((h * kSteps + m - 1) * 2, 2);
-        zeroRows[h][0] =
-            kb.mma(zeros, {previous[0], q[0]}, zeroRows[h][0], s.half);
-        zeroRows[h][1] =
-            kb.mma(zeros, {previous[1], q[1]}, zeroRows[h][1], s.half);
+        for (int64_t half : {0, 1}) {
+          SmallVector<Value> b = {previous[half], q[half]};
+          scaleRows[h][half] = kb.mma(scales, b, scaleRows[h][half], s.half);
+          if (keys.zeros)
+            zeroRows[h][half] = kb.mma(zeros, b, zeroRows[h][half], s.half);
+        }
       }
     }
-    if (keys.zeros && stepsPerLoad == 2)
-      for (int64_t h = 0; h < headTiles; ++h)
-        for (int64_t r = 0; r < 4; ++r) // rows g: r 0, 1; rows g + 8: 2, 3
-          acc[h][r] = kb.fadd(acc[h][r], kb.fadd(zeroRows[h][0][r % 2],
-                                                 zeroRows[h][1][2 + r % 2]));
+    Value unit = kb.f32(double(int64_t(1) << bits));
+    Value offset = kb.f32(-double((int64_t(1) << bits) + centre));
+    for (int64_t h = 0; h < headTiles; ++h)
+      for (int64_t r = 0; r < 4; ++r) { // rows g: r 0, 1; rows g + 8: 2, 3
+        auto sum = [&](const SmallVector<SmallVector<Value>, 2> &rowsOf) {
+          return kb.fadd(rowsOf[0][r % 2], rowsOf[1][2 + r % 2]);
+        };
+        Value score = kb.fadd(kb.fmul(acc[h][r], unit),
+                              kb.fmul(sum(scaleRows[h]), offset));
+        acc[h][r] = keys.zeros ? kb.fadd(score, sum(zeroRows[h])) : score;
+      }
     return acc;
   }
 
@@ -1023,8 +1063,9 @@ private:
   Value zero, d, warp, g, t;
   Value scoreScale;                      ///< softmax scale x log2(e)
   KeyForm bodyKeyForm = KeyForm::Values; ///< how the body's keys enter
-  /// Channel-axis codes: PRMT selector and shift of tokens group, group + 8.
-  Value keyHalfSelector[2], keyCodeShift[2];
+  /// Channel-axis codes: PRMT selector and rotation of tokens group,
+  /// group + 8.
+  Value keyHalfSelector[2], keyCodeRotation[2];
   SmallVector<Value> queryFragments; ///< [head tile][k-step][2]
   /// Keys as codes with zero points: [head tile][scale group][head 2t, 2t+1]
   SmallVector<Value> querySums;
