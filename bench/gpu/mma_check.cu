@@ -90,18 +90,9 @@ int main() {
               ok ? "ok" : "FAIL", wrong[0], wrong[1]);
 
   using namespace kvq_pair_test;
-  constexpr int permutes = sizeof kPermutes / sizeof kPermutes[0];
-  constexpr int cases = permutes + sizeof kMultiplies / sizeof kMultiplies[0];
-  unsigned operands[cases * 3] = {}, results[cases * 2];
-  for (int i = 0; i < permutes; ++i) {
-    operands[3 * i] = kPermutes[i].a;
-    operands[3 * i + 1] = kPermutes[i].b;
-    operands[3 * i + 2] = kPermutes[i].selector;
-  }
-  for (int i = permutes; i < cases; ++i) {
-    operands[3 * i] = kMultiplies[i - permutes].a;
-    operands[3 * i + 1] = kMultiplies[i - permutes].b;
-  }
+  constexpr int permutes = kPermuteCount, cases = kCases;
+  unsigned operands[cases * 3], results[cases * 2];
+  fillOperands(operands);
   unsigned *din, *dout;
   CHECK(cudaMalloc(&din, sizeof operands));
   CHECK(cudaMalloc(&dout, sizeof results));

@@ -37,4 +37,21 @@ constexpr MultiplyCase kMultiplies[] = {
     {0x3C00C000u, 0xB8003800u, 0xB800BC00u, 0x00000000u},
 };
 
+constexpr int kPermuteCount = sizeof kPermutes / sizeof kPermutes[0];
+constexpr int kCases =
+    kPermuteCount + sizeof kMultiplies / sizeof kMultiplies[0];
+
+/// Case i's operands at in[3i..3i+2]: a, b and (a permutation) the
+/// selector; the permutations first. A kernel running case i writes its
+/// results to out[2i..2i+1]: the permutation and 0, or the product and its
+/// error.
+inline void fillOperands(unsigned in[3 * kCases]) {
+  for (int i = 0; i < kCases; ++i) {
+    bool permute = i < kPermuteCount;
+    in[3 * i] = permute ? kPermutes[i].a : kMultiplies[i - kPermuteCount].a;
+    in[3 * i + 1] = permute ? kPermutes[i].b : kMultiplies[i - kPermuteCount].b;
+    in[3 * i + 2] = permute ? kPermutes[i].selector : 0;
+  }
+}
+
 } // namespace kvq_pair_test

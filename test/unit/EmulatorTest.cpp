@@ -12,7 +12,6 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <iterator>
 
 using namespace kvq;
 using namespace kvq::emu;
@@ -277,19 +276,9 @@ TEST(Emulator, PairHelpersGiveTheHandComputedBits) {
   Module *m = testModule().get();
   ASSERT_TRUE(m);
   using namespace kvq_pair_test;
-  constexpr int permutes = std::size(kPermutes);
-  constexpr int cases = permutes + std::size(kMultiplies);
+  constexpr int permutes = kPermuteCount, cases = kCases;
   Buffer in(cases * 3 * 4), out(cases * 2 * 4);
-  auto *operands = static_cast<uint32_t *>(in.p);
-  for (int i = 0; i < permutes; ++i) {
-    operands[3 * i] = kPermutes[i].a;
-    operands[3 * i + 1] = kPermutes[i].b;
-    operands[3 * i + 2] = kPermutes[i].selector;
-  }
-  for (int i = permutes; i < cases; ++i) {
-    operands[3 * i] = kMultiplies[i - permutes].a;
-    operands[3 * i + 1] = kMultiplies[i - permutes].b;
-  }
+  fillOperands(static_cast<uint32_t *>(in.p));
   int32_t count = permutes;
   std::vector<void *> args = {&in.p, &out.p, &count};
   ASSERT_FALSE(static_cast<bool>(m->launch("pair_ops", {1}, {cases}, args)));
