@@ -38,6 +38,7 @@
 #include "Kernels.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
 #include <map>
@@ -773,16 +774,25 @@ private:
         }
       }
     }
+    kb.comment(llvm::formatv("raw scores: {0} x sum(q s x) with x = 1 + "
+                             "code / {0}, - {1} x sum(q s){2}",
+                             int64_t(1) << bits, (int64_t(1) << bits) + centre,
+                             keys.zeros ? " + sum(q z)" : "")
+                   .str());
     Value unit = kb.f32(double(int64_t(1) << bits));
     Value offset = kb.f32(-double((int64_t(1) << bits) + centre));
     for (int64_t h = 0; h < headTiles; ++h)
       for (int64_t r = 0; r < 4; ++r) { // rows g: r 0, 1; rows g + 8: 2, 3
-        auto sum = [&](const SmallVector<SmallVector<Value>, 2> &rowsOf) {
-          return kb.fadd(rowsOf[0][r % 2], rowsOf[1][2 + r % 2]);
+        auto sum = [&](const SmallVector<SmallVector<Value>, 2> &rowsOf,
+                       StringRef name) {
+          return kb.named(name,
+                          kb.fadd(rowsOf[0][r % 2], rowsOf[1][2 + r % 2]));
         };
-        Value score = kb.fadd(kb.fmul(acc[h][r], unit),
-                              kb.fmul(sum(scaleRows[h]), offset));
-        acc[h][r] = keys.zeros ? kb.fadd(score, sum(zeroRows[h])) : score;
+        Value score =
+            kb.fadd(kb.fmul(acc[h][r], unit),
+                    kb.fmul(sum(scaleRows[h], "q_scale_sum"), offset));
+        acc[h][r] =
+            keys.zeros ? kb.fadd(score, sum(zeroRows[h], "q_zero_sum")) : score;
       }
     return acc;
   }
