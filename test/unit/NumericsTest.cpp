@@ -10,6 +10,8 @@
 
 #include "EmulatorHarness.h"
 
+#include "kvq/Runtime/Presets.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
@@ -453,7 +455,8 @@ TEST_P(AttentionNumerics, MatchesReferenceOnTheSameQuantizedData) {
 }
 
 /// Number of attention specs in the seeded sample (each runs with 4 length
-/// patterns): $KVQ_NUMERICS_SPECS, default 40 (160 cases).
+/// patterns): $KVQ_NUMERICS_SPECS, default 40 (160 cases; each also forced
+/// onto the CUDA cores, and the presets' 10 specs come on top).
 int sampleSize() {
   const char *text = std::getenv("KVQ_NUMERICS_SPECS");
   int n = text ? std::atoi(text) : 0;
@@ -486,34 +489,10 @@ std::vector<AttentionCase> attentionCases() {
   const int groups[] = {32, 64, 128, 0};
   std::mt19937 rng(20261122);
   auto pick = [&](int n) { return int(rng() % unsigned(n)); };
-  for (int index = 0; index < sampleSize(); ++index) {
-    KernelSpec s;
-    s.kind = KernelKind::Attention;
-    // The first specs walk every (bits, axis, mode) for K, with V a different
-    // combination; then random draws.
-    size_t k = index < 12 ? index : pick(12);
-    size_t v = index < 12 ? (k + 7) % 12 : pick(12);
-    s.headDim = std::vector<int>{128, 64, 96, 256}[index % 4];
-    int gqa = std::vector<int>{1, 4, 8, 2}[(index / 4 + index) % 4];
-    s.kvHeads = 1 + pick(2);
-    s.queryHeads = s.kvHeads * gqa;
-    s.dtype = pick(4) == 3 ? HalfType::BF16 : HalfType::F16;
-    auto set = [&](QuantScheme &q, std::tuple<int, QuantScheme::Axis, bool> t,
-                   int g) {
-      std::tie(q.bits, q.axis, q.symmetric) = t;
-      q.group = groups[g % 4];
-      if (q.axis == QuantScheme::Axis::Token &&
-          s.headDim % q.groupSize(s.headDim) != 0)
-        q.group = 0;
-      q.interleaved = pick(3) == 0;
-      q.fp32Scales = pick(6) == 0;
-    };
-    set(s.key, combos[k], index);
-    set(s.value, combos[v], index + 1 + pick(3));
-    if (s.dtype == HalfType::BF16) // kBf16ScalesRule: quantized with fp32
-      s.key.fp32Scales = s.value.fp32Scales = true;
-    s.sink = pick(4) != 0;
-    s.residual = pick(4) != 0;
+  // Spec `s` with 4 length patterns, each on the plan's path and forced
+  // onto the CUDA cores (bf16 also forced onto the tensor cores where they
+  // can run).
+  auto addCases = [&](const KernelSpec &s, int index) {
     int unit = 1; // body tokens come in whole channel groups
     for (const QuantScheme *q : {&s.key, &s.value})
       if (q->axis == QuantScheme::Axis::Channel)
@@ -550,7 +529,54 @@ std::vector<AttentionCase> attentionCases() {
         cases.push_back(c);
       }
     }
+  };
+  for (int index = 0; index < sampleSize(); ++index) {
+    KernelSpec s;
+    s.kind = KernelKind::Attention;
+    // The first specs walk every (bits, axis, mode) for K, with V a different
+    // combination; then random draws.
+    size_t k = index < 12 ? index : pick(12);
+    size_t v = index < 12 ? (k + 7) % 12 : pick(12);
+    s.headDim = std::vector<int>{128, 64, 96, 256}[index % 4];
+    int gqa = std::vector<int>{1, 4, 8, 2}[(index / 4 + index) % 4];
+    s.kvHeads = 1 + pick(2);
+    s.queryHeads = s.kvHeads * gqa;
+    s.dtype = pick(4) == 3 ? HalfType::BF16 : HalfType::F16;
+    auto set = [&](QuantScheme &q, std::tuple<int, QuantScheme::Axis, bool> t,
+                   int g) {
+      std::tie(q.bits, q.axis, q.symmetric) = t;
+      q.group = groups[g % 4];
+      if (q.axis == QuantScheme::Axis::Token &&
+          s.headDim % q.groupSize(s.headDim) != 0)
+        q.group = 0;
+      q.interleaved = pick(3) == 0;
+      q.fp32Scales = pick(6) == 0;
+    };
+    set(s.key, combos[k], index);
+    set(s.value, combos[v], index + 1 + pick(3));
+    if (s.dtype == HalfType::BF16) // kBf16ScalesRule: quantized with fp32
+      s.key.fp32Scales = s.value.fp32Scales = true;
+    s.sink = pick(4) != 0;
+    s.residual = pick(4) != 0;
+    addCases(s, index);
   }
+  // Every preset's schemes as the cache stores them (token-axis codes
+  // interleaved: the tensor cores read values in whole words), at
+  // head_dim 128 with GQA 4 and head_dim 64 with GQA 8.
+  int index = sampleSize();
+  for (const CachePreset &preset : allPresets())
+    for (auto [headDim, gqa] : {std::pair{128, 4}, std::pair{64, 8}}) {
+      KernelSpec s;
+      s.kind = KernelKind::Attention;
+      s.key = preset.key;
+      s.value = preset.value;
+      s.headDim = headDim;
+      s.kvHeads = 2;
+      s.queryHeads = 2 * gqa;
+      s.dtype = HalfType::F16;
+      s.sink = s.residual = true;
+      addCases(s, index++);
+    }
   return cases;
 }
 
