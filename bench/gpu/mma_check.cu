@@ -39,19 +39,24 @@ __global__ void mmaTile(const unsigned *a, const unsigned *b, const float *c,
   d[(g + 8) * 8 + 2 * t + 1] = fd[3];
 }
 
-// The register-pair helpers on the device (PRMT, HMUL2, HFMA2), one case a
-// thread: pair_ops_cases.h's operands in, both results out.
-__global__ void pairOps(const unsigned *in, unsigned *out, int permutes) {
+// The register helpers on the device (PRMT, SHF.L.W, HMUL2, HFMA2), one
+// case of pair_ops_cases.h a thread: its kind and operands in, two results
+// out.
+__global__ void pairOps(const unsigned *in, unsigned *out) {
   int i = threadIdx.x;
-  unsigned a = in[3 * i], b = in[3 * i + 1], c = in[3 * i + 2];
-  if (i < permutes) {
-    out[2 * i] = (unsigned)kvq_byte_perm((int)a, (int)b, (int)c);
-    out[2 * i + 1] = 0;
+  unsigned kind = in[4 * i], a = in[4 * i + 1], b = in[4 * i + 2],
+           c = in[4 * i + 3], first = 0, second = 0;
+  if (kind == kvq_pair_test::kPermute) {
+    first = (unsigned)kvq_byte_perm((int)a, (int)b, (int)c);
+  } else if (kind == kvq_pair_test::kRotate) {
+    first = (unsigned)kvq_rotate_left((int)a, (int)b);
   } else {
     int product = kvq_mul_f16x2((int)a, (int)b);
-    out[2 * i] = (unsigned)product;
-    out[2 * i + 1] = (unsigned)kvq_mul_f16x2_error((int)a, (int)b, product);
+    first = (unsigned)product;
+    second = (unsigned)kvq_mul_f16x2_error((int)a, (int)b, product);
   }
+  out[2 * i] = first;
+  out[2 * i + 1] = second;
 }
 
 #define CHECK(call)                                                            \
@@ -90,26 +95,21 @@ int main() {
               ok ? "ok" : "FAIL", wrong[0], wrong[1]);
 
   using namespace kvq_pair_test;
-  constexpr int permutes = kPermuteCount, cases = kCases;
-  unsigned operands[cases * 3], results[cases * 2];
-  fillOperands(operands);
+  unsigned operands[kCases * 4], expected[kCases * 2], results[kCases * 2];
+  fillCases(operands, expected);
   unsigned *din, *dout;
   CHECK(cudaMalloc(&din, sizeof operands));
   CHECK(cudaMalloc(&dout, sizeof results));
   CHECK(cudaMemcpy(din, operands, sizeof operands, cudaMemcpyHostToDevice));
-  pairOps<<<1, cases>>>(din, dout, permutes);
+  pairOps<<<1, kCases>>>(din, dout);
   CHECK(cudaGetLastError());
   CHECK(cudaMemcpy(results, dout, sizeof results, cudaMemcpyDeviceToHost));
   int differ = 0;
-  for (int i = 0; i < permutes; ++i)
-    differ += results[2 * i] != kPermutes[i].expected;
-  for (int i = permutes; i < cases; ++i)
-    differ += (results[2 * i] != kMultiplies[i - permutes].product) +
-              (results[2 * i + 1] != kMultiplies[i - permutes].error);
-  std::printf("pair check: %s (kvq_byte_perm, kvq_mul_f16x2 and its error: "
-              "%d of %d results differ from the emulator's hand-computed "
-              "bits)\n",
-              differ == 0 ? "ok" : "FAIL", differ,
-              permutes + 2 * (cases - permutes));
+  for (int i = 0; i < 2 * kCases; ++i)
+    differ += results[i] != expected[i];
+  std::printf("pair check: %s (kvq_byte_perm, kvq_rotate_left, kvq_mul_f16x2 "
+              "and its error: %d of %d results differ from the emulator's "
+              "hand-computed bits)\n",
+              differ == 0 ? "ok" : "FAIL", differ, 2 * kCases);
   return ok && differ == 0 ? 0 : 1;
 }

@@ -136,21 +136,24 @@ extern "C" __global__ void mma_tile(uint32_t* a, uint32_t* b, float* c, float* d
   KVQ_STG(3, d, (g + 8) * 8 + 2 * t, fd[2]);
   KVQ_STG(3, d, (g + 8) * 8 + 2 * t + 1, fd[3]);
 }
-// The register-pair helpers, one case per thread: in[4i..4i+2] are the
-// operands, out[2i..2i+1] the results (kvq_byte_perm: one; kvq_mul_f16x2
-// and its error: two).
-extern "C" __global__ void pair_ops(uint32_t* in, uint32_t* out, int32_t permutes) {
+// The register helpers, one case of bench/gpu/pair_ops_cases.h per
+// thread: in[4i..4i+3] its kind and operands, out[2i..2i+1] its results.
+extern "C" __global__ void pair_ops(uint32_t* in, uint32_t* out) {
   int i = (int)threadIdx.x;
-  uint32_t a = KVQ_LDG(0, in, 3 * i), b = KVQ_LDG(0, in, 3 * i + 1),
-           c = KVQ_LDG(0, in, 3 * i + 2);
-  if (i < permutes) {
-    KVQ_STG(1, out, 2 * i, (uint32_t)kvq_byte_perm((int)a, (int)b, (int)c));
-    KVQ_STG(1, out, 2 * i + 1, 0u);
+  uint32_t kind = KVQ_LDG(0, in, 4 * i), a = KVQ_LDG(0, in, 4 * i + 1),
+           b = KVQ_LDG(0, in, 4 * i + 2), c = KVQ_LDG(0, in, 4 * i + 3);
+  uint32_t first = 0, second = 0;
+  if (kind == 0) {
+    first = (uint32_t)kvq_byte_perm((int)a, (int)b, (int)c);
+  } else if (kind == 1) {
+    first = (uint32_t)kvq_rotate_left((int)a, (int)b);
   } else {
     int product = kvq_mul_f16x2((int)a, (int)b);
-    KVQ_STG(1, out, 2 * i, (uint32_t)product);
-    KVQ_STG(1, out, 2 * i + 1, (uint32_t)kvq_mul_f16x2_error((int)a, (int)b, product));
+    first = (uint32_t)product;
+    second = (uint32_t)kvq_mul_f16x2_error((int)a, (int)b, product);
   }
+  KVQ_STG(1, out, 2 * i, first);
+  KVQ_STG(1, out, 2 * i + 1, second);
 }
 // A warp whose lanes do not all reach the mma.
 extern "C" __global__ void divergent_mma(uint32_t* a, float* d) {
@@ -178,7 +181,7 @@ std::unique_ptr<Module> &testModule() {
              kernel("mma_tile",
                     {"uint32_t*", "uint32_t*", "float*", "float*", "int32_t"}),
              kernel("divergent_mma", {"uint32_t*", "float*"}),
-             kernel("pair_ops", {"uint32_t*", "uint32_t*", "int32_t"})});
+             kernel("pair_ops", {"uint32_t*", "uint32_t*"})});
   return module;
 }
 
@@ -276,23 +279,19 @@ TEST(Emulator, PairHelpersGiveTheHandComputedBits) {
   Module *m = testModule().get();
   ASSERT_TRUE(m);
   using namespace kvq_pair_test;
-  constexpr int permutes = kPermuteCount, cases = kCases;
-  Buffer in(cases * 3 * 4), out(cases * 2 * 4);
-  fillOperands(static_cast<uint32_t *>(in.p));
-  int32_t count = permutes;
-  std::vector<void *> args = {&in.p, &out.p, &count};
-  ASSERT_FALSE(static_cast<bool>(m->launch("pair_ops", {1}, {cases}, args)));
+  Buffer in(kCases * 4 * 4), out(kCases * 2 * 4);
+  unsigned expected[2 * kCases];
+  fillCases(static_cast<uint32_t *>(in.p), expected);
+  std::vector<void *> args = {&in.p, &out.p};
+  ASSERT_FALSE(static_cast<bool>(m->launch("pair_ops", {1}, {kCases}, args)));
+  auto *operands = static_cast<uint32_t *>(in.p);
   auto *results = static_cast<uint32_t *>(out.p);
-  for (int i = 0; i < permutes; ++i)
-    EXPECT_EQ(results[2 * i], kPermutes[i].expected)
-        << std::hex << "selector 0x" << kPermutes[i].selector;
-  for (int i = permutes; i < cases; ++i) {
-    const MultiplyCase &c = kMultiplies[i - permutes];
-    EXPECT_EQ(results[2 * i], c.product)
-        << std::hex << "0x" << c.a << " * 0x" << c.b;
-    EXPECT_EQ(results[2 * i + 1], c.error)
-        << std::hex << "error of 0x" << c.a << " * 0x" << c.b;
-  }
+  for (int i = 0; i < 2 * kCases; ++i)
+    EXPECT_EQ(results[i], expected[i])
+        << std::hex << "result " << i % 2 << " of case " << std::dec << i / 2
+        << std::hex << " (kind " << operands[4 * (i / 2)] << ", operands 0x"
+        << operands[4 * (i / 2) + 1] << ", 0x" << operands[4 * (i / 2) + 2]
+        << ", 0x" << operands[4 * (i / 2) + 3] << ")";
 }
 
 TEST(Emulator, AnMmaMissingALaneIsAnError) {
