@@ -217,14 +217,16 @@ __device__ __forceinline__ int kvq_half_pair(__nv_bfloat16 lo,
   return (int)((unsigned)__bfloat16_as_ushort(lo) |
                (unsigned)__bfloat16_as_ushort(hi) << 16);
 }
-// Two fp16 pairs multiplied, each product rounded once (HMUL2); and what
-// that rounding left, a * b - product rounded once (HFMA2: the product is
-// exact inside the fused operation). The emulator computes both in double
-// (exact: 11-bit by 11-bit products) and rounds once.
+// Half k (0 the low, 1 the high) of an fp16 pair as a double: the host
+// versions of the pair helpers compute in double and round once.
 __device__ __forceinline__ double kvq_pair_half(int pair, int k) {
   return (double)__half2float(__ushort_as_half(
       (unsigned short)(((unsigned)pair >> (16 * k)) & 0xffffu)));
 }
+// Two fp16 pairs multiplied, each product rounded once (HMUL2); and what
+// that rounding left, a * b - product rounded once (HFMA2: the product is
+// exact inside the fused operation). The emulator computes both in double
+// (exact: 11-bit by 11-bit products) and rounds once.
 __device__ __forceinline__ int kvq_mul_f16x2(int a, int b) {
 #ifdef __CUDA_ARCH__
   __half2 v = __hmul2(*reinterpret_cast<const __half2 *>(&a),
@@ -266,14 +268,11 @@ __device__ __forceinline__ int kvq_dequantize_pair(int codes, int scales,
   return *reinterpret_cast<const int *>(&v);
 #else
   auto value = [&](int k) {
-    auto half = [k](int pair) {
-      return (double)__half2float(__ushort_as_half(
-          (unsigned short)(((unsigned)pair >> (16 * k)) & 0xffffu)));
-    };
     // Exact in double (8-bit codes, 11-bit fp16 values, unless scale and
     // zero lie over 2^30 apart), then rounded once.
     return (unsigned)__half_as_ushort(__double2half(
-        (half(codes) - 1024.0 - centre) * half(scales) + half(zeros)));
+        (kvq_pair_half(codes, k) - 1024.0 - centre) * kvq_pair_half(scales, k) +
+        kvq_pair_half(zeros, k)));
   };
   return (int)(value(0) | value(1) << 16);
 #endif

@@ -40,9 +40,8 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <array>
 #include <cmath>
-#include <map>
-#include <tuple>
 
 using namespace mlir;
 using namespace mlir::kvq;
@@ -146,8 +145,9 @@ private:
     /// partial scores after the group's MMAs, zero points through q's sums.
     TokenCodes,
     /// Channel-axis codes, exact; each channel's scale (one for a step's 16
-    /// tokens) folded into q before the MMAs, zero points through an MMA of
-    /// q times the zero points with ones.
+    /// tokens) folded into q before the MMAs, the codes' offset and the
+    /// zero points through MMAs of the scales and zero points against q
+    /// (channelCodeScores).
     ChannelCodes,
   };
 
@@ -175,7 +175,8 @@ private:
   /// step) lie in their words, once per kernel. A step starts on a whole
   /// word row (16 tokens, a word at most), so a token's place in its word
   /// is fixed per lane: its code sits in the low or high 16 bits (the PRMT
-  /// selector that pairs two channels' halves) at a shift within them.
+  /// selector that pairs two channels' halves), and one rotation moves it
+  /// from its place there to the top of an fp16 mantissa.
   void placeChannelCodes(SchemeAttr scheme) {
     kb.comment("where this lane's key tokens lie in their channel words: "
                "which half (PRMT selector 21520 = 0x5410 the low halves, "
@@ -376,12 +377,14 @@ private:
   }
 
   /// V^T's A fragments straight from the packed words of token-axis codes,
-  /// two codes at a time: a shift and a LOP3 put a token's codes for
-  /// channels c and c + 1 under fp16's 1024 exponent, a PRMT pairs two
-  /// tokens' codes of one channel as a fragment register holds them, and
-  /// HSUB2 + HFMA2 dequantize the pair (2.5 instructions a value, against 5
-  /// in fp32). `rows` are the stored rows of tokens 2t, 2t+1, 2t+8, 2t+9,
-  /// the lane's channels [c0, c0 + count).
+  /// two codes at a time, as a fragment register holds them: two tokens'
+  /// codes of one channel under fp16's 1024 exponent, then HSUB2 + HFMA2
+  /// dequantize the pair. Interleaved whole words: a PRMT pairs the two
+  /// tokens' words first, then a shift and a LOP3 a register; otherwise a
+  /// shift and a LOP3 (or two extractions) put a token's codes for channels
+  /// c and c + 1 together first, then a PRMT pairs the tokens. `rows` are
+  /// the stored rows of tokens 2t, 2t+1, 2t+8, 2t+9, the lane's channels
+  /// [c0, c0 + count).
   SmallVector<Value> tokenAxisValueFragments(const Operand &op,
                                              ArrayRef<Value> rows, Value c0,
                                              int64_t count) {
@@ -436,20 +439,23 @@ private:
       // their high halves the odd ones; each fragment register is then one
       // shift and one LOP3 away, against a shift, a LOP3 and a PRMT when
       // each token's pair of channels is unpacked first.
-      std::map<std::tuple<int64_t, int64_t, bool>, Value> paired;
-      auto halves = [&](int64_t pair, int64_t word, bool odd) {
-        Value &v = paired[{pair, word, odd}];
-        if (!v)
-          v = kb.named(odd ? "odd_channels" : "even_channels",
-                       kb.selectHalves(run.words[2 * pair][word],
-                                       run.words[2 * pair + 1][word], odd));
-        return v;
-      };
+      // paired[token pair][word][odd]
+      SmallVector<SmallVector<std::array<Value, 2>>> paired(2);
+      for (int64_t pair : {0, 1})
+        for (size_t w = 0; w < run.words[0].size(); ++w) {
+          std::array<Value, 2> halves;
+          for (bool odd : {false, true})
+            halves[odd] =
+                kb.named(odd ? "odd_channels" : "even_channels",
+                         kb.selectHalves(run.words[2 * pair][w],
+                                         run.words[2 * pair + 1][w], odd));
+          paired[pair].push_back(halves);
+        }
       for (int64_t m = 0; m < kSteps; ++m)
         for (int64_t pair : {0, 1})
           for (int64_t c : {2 * m, 2 * m + 1}) {
             int64_t k = run.groupOf(c);
-            Value both = halves(pair, c / perWord, c % 2);
+            Value both = paired[pair][c / perWord][c % 2];
             int64_t shift = c % perWord / 2 * bits;
             if (shift)
               both = kb.shru(both, kb.i32(shift));
@@ -856,7 +862,8 @@ private:
     SmallVector<Value> keyTokens = {token(g, 0, "key_token"),
                                     token(g, 8, "key_token_b")};
     Value keyChannel = kb.named("key_channel", this->keyChannel());
-    KeyForm form = body ? bodyKeyForm : keyForm(keys);
+    // Sink and residual keys are fp16 values.
+    KeyForm form = body ? bodyKeyForm : KeyForm::Values;
     KeyFragments keyFragments;
     SmallVector<SmallVector<Value>> channelScores; // [head tile]
     if (form == KeyForm::ChannelCodes)
