@@ -16,6 +16,7 @@
 #include "kvq/BufferSizes.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Reference.h"
+#include "kvq/Runtime/Workload.h"
 
 #include "llvm/Support/FileSystem.h"
 
@@ -27,6 +28,16 @@
 using namespace kvq;
 
 namespace {
+
+/// The normwise error of `want.size()` half outputs against the model's,
+/// a NaN (an unwritten output) as infinite.
+double errorAgainst(const uint16_t *bits, const std::vector<double> &want,
+                    HalfType dtype) {
+  std::vector<float> got, expected(want.begin(), want.end());
+  for (size_t i = 0; i < want.size(); ++i)
+    got.push_back(ref::fromHalfBits(bits[i], dtype));
+  return normwiseError(got, expected);
+}
 
 /// One sequence of the model: its tokens, [token][kv head][channel].
 struct ModelSequence {
@@ -300,13 +311,7 @@ void runOperations(BackendKind backend, const char *preset, int ops,
       ASSERT_TRUE(cache->attend(0, q, out).ok());
       ASSERT_TRUE(context->copyOut(bits.data(), out, bits.size() * 2).ok());
       std::vector<double> want = model.attend(query, parts());
-      double diff = 0, scale = 0;
-      for (size_t i = 0; i < want.size(); ++i) {
-        diff = std::max(
-            diff, std::fabs(ref::fromHalfBits(bits[i], c.dtype) - want[i]));
-        scale = std::max(scale, std::fabs(want[i]));
-      }
-      double error = scale > 0 ? diff / scale : diff;
+      double error = errorAgainst(bits.data(), want, c.dtype);
       worst = std::max(worst, error);
       ASSERT_LE(error, 2e-3);
       ++attends;
@@ -425,14 +430,8 @@ TEST(CacheModel, ChunksOfQueryTokensAttendCausally) {
             int r = offsets[b] + i;
             std::vector<double> want = model.attendRow(
                 &hostQ[size_t(r) * queryRow], seen, first + i + 1);
-            double diff = 0, scale = 0;
-            for (int j = 0; j < queryRow; ++j) {
-              float got =
-                  ref::fromHalfBits(bits[size_t(r) * queryRow + j], c.dtype);
-              diff = std::max(diff, std::fabs(got - want[j]));
-              scale = std::max(scale, std::fabs(want[j]));
-            }
-            ASSERT_LE(scale > 0 ? diff / scale : diff, 2e-3)
+            ASSERT_LE(errorAgainst(&bits[size_t(r) * queryRow], want, c.dtype),
+                      2e-3)
                 << "sequence " << b << ", new token " << i;
           }
           ASSERT_EQ(cache->parts(0, b).total(), model.tokens(b));

@@ -11,6 +11,7 @@
 #include "EmulatorHarness.h"
 
 #include "kvq/Runtime/Presets.h"
+#include "kvq/Runtime/Workload.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -233,15 +234,6 @@ struct AttentionCase {
     return n;
   }
 };
-
-double normwiseError(const std::vector<float> &a, const std::vector<float> &b) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
-    scale = std::max(scale, std::fabs(double(b[i])));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
 
 /// Host-side data of one attention case, quantized with the reference.
 struct AttentionData {

@@ -14,6 +14,7 @@
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Presets.h"
 #include "kvq/Runtime/Reference.h"
+#include "kvq/Runtime/Workload.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -311,15 +312,6 @@ Status serve(Context &context, CacheConfig config, int slots, int steps) {
   return s;
 }
 
-double normwise(const std::vector<float> &a, const std::vector<float> &b) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::fabs(double(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(double(b[i])));
-  }
-  return scale ? diff / scale : diff;
-}
-
 } // namespace
 
 int main(int argc, char **argv) {
@@ -451,7 +443,7 @@ int main(int argc, char **argv) {
       return fail(status.message());
     llvm::outs() << llvm::formatv(
         "  {0,-15} {1,-7} {2,-7} {3,9:e2} {4,9:f2}x\n", name, one.key.tag(),
-        one.value.tag(), normwise(r.output, exact), r.memory.ratio());
+        one.value.tag(), normwiseError(r.output, exact), r.memory.ratio());
   }
 
   if (serveSteps > 0) {
