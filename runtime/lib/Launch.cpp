@@ -413,6 +413,13 @@ llvm::Expected<KernelLaunch> kvq::planAppend(const KernelSpec &spec,
 
 namespace {
 
+/// Blocks along the grid's z: a block per query row, or per `queryRows`
+/// consecutive rows (chunked rows on the tensor cores).
+int queryRowBlocks(const GeneratedKernel &k, int batch) {
+  int64_t rows = k.plan.queryRowsPerBlock();
+  return int((int64_t(batch) + rows - 1) / rows);
+}
+
 int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
                    const AttentionCall &c) {
   if (c.tokensPerSplit > 0)
@@ -424,7 +431,8 @@ int tokensPerSplit(const KernelSpec &spec, const GeneratedKernel &k,
   int64_t sms = c.smCount > 0 ? c.smCount : k.plan.smCount;
   // Enough blocks for kAttentionBlocksPerSm waves over the SMs, each split a
   // whole number of tiles and never shorter than the plan's minimum.
-  int64_t blocksPerSplit = std::max(1, c.batch * spec.kvHeads);
+  int64_t blocksPerSplit =
+      std::max<int64_t>(1, int64_t(queryRowBlocks(k, c.batch)) * spec.kvHeads);
   int64_t wanted = std::max<int64_t>(
       1, (kAttentionBlocksPerSm * sms + blocksPerSplit - 1) / blocksPerSplit);
   int64_t perSplit = (c.bodyCapacity + wanted - 1) / wanted;
@@ -643,9 +651,10 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
   float scale = c.softmaxScale > 0 ? c.softmaxScale
                                    : 1.0f / std::sqrt(float(spec.headDim));
 
-  KernelLaunch attention = makeLaunch(
-      *k, {unsigned(splits), unsigned(spec.kvHeads), unsigned(c.batch)},
-      c.stream);
+  KernelLaunch attention = makeLaunch(*k,
+                                      {unsigned(splits), unsigned(spec.kvHeads),
+                                       unsigned(queryRowBlocks(*k, c.batch))},
+                                      c.stream);
   // Every argument an attention or combine kernel may take; each asks for
   // its own (dense kernels `keys`/`values`, quantized ones the words,
   // scales and zero points they have).
@@ -657,7 +666,8 @@ kvq::planAttention(const KernelSpec &spec, const GeneratedSource &source,
       .set("keys", c.keys)
       .set("values", c.values)
       .set("row_sequences", c.rowSequences)
-      .set("sequences", int32_t(sequences));
+      .set("sequences", int32_t(sequences))
+      .set("rows", int32_t(c.batch));
   setCacheBuffers(args, c)
       .set("lengths", c.lengths)
       .set("kv_heads", int32_t(spec.kvHeads))

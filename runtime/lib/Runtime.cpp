@@ -104,6 +104,9 @@ parseKernels(const std::string &text) {
       if (k.plan.*field.member < 0)
         return std::nullopt;
     }
+    // The launch's grid divides the rows by it.
+    if (k.plan.queryRows > kMaxQueryRows)
+      return std::nullopt;
     // Launch divides by these: an attention kernel without them is not one
     // kvq wrote.
     if (k.kind == "attention" &&

@@ -125,18 +125,31 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
                   std::vector<float> *values) {
     return kvData(vectors, d, s.dtype, w.seed * 8 + which, keyLike, values);
   };
-  std::vector<uint16_t> q = data(size_t(w.batch) * s.queryHeads, 1, false, &qv);
+  // Query rows: one per sequence, or (chunked) queryTokens per sequence.
+  int queryTokens = s.chunked ? std::max(1, w.queryTokens) : 1;
+  int queryRows = w.batch * queryTokens;
+  std::vector<uint16_t> q =
+      data(size_t(queryRows) * s.queryHeads, 1, false, &qv);
   std::vector<uint16_t> keys = data(rows * capacity, 2, true, &kv);
   std::vector<uint16_t> values = data(rows * capacity, 3, false, &vv);
   std::vector<uint16_t> sinkK = data(rows * sinkCap, 4, true, &skv);
   std::vector<uint16_t> sinkV = data(rows * sinkCap, 5, false, &svv);
   std::vector<uint16_t> residK = data(rows * residualCap, 6, true, &rkv);
   std::vector<uint16_t> residV = data(rows * residualCap, 7, false, &rvv);
+  // Row r's tokens: sequences alternate a full and a one-unit shorter body;
+  // a chunk's row i of n sees n - 1 - i fewer tokens than its last (of the
+  // residual, or without one of the body, a unit each), as a causal chunk.
   std::vector<int32_t> lengths;
-  for (int b = 0; b < w.batch; ++b)
-    lengths.insert(lengths.end(),
-                   {s.sink ? w.sinkTokens : 0, capacity - unit * (b % 2),
-                    s.residual ? w.residualTokens : 0});
+  for (int r = 0; r < queryRows; ++r) {
+    int group = r / queryTokens, hidden = queryTokens - 1 - r % queryTokens;
+    int body = capacity - unit * (group % 2);
+    int residual = s.residual ? w.residualTokens : 0;
+    if (s.residual)
+      residual = std::max(0, residual - hidden);
+    else
+      body = std::max(0, body - unit * hidden);
+    lengths.insert(lengths.end(), {s.sink ? w.sinkTokens : 0, body, residual});
+  }
 
   WorkloadResult result;
   DeviceBuffers buffers(runtime);
@@ -262,7 +275,7 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   call.lengths = static_cast<const int32_t *>(*lp);
   call.hostLengths = lengths.data();
   call.out = *out;
-  call.batch = w.batch;
+  call.batch = queryRows;
   call.bodyCapacity = s.pageTokens ? 0 : capacity;
   if (s.pageTokens) {
     llvm::Expected<void *> table =
@@ -273,12 +286,12 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
     call.maxPages = maxPages;
     call.numPages = numPages;
   }
-  // Chunked: a query row per sequence, in reverse order (row b reads
-  // sequence batch - 1 - b), so that the row table is exercised.
+  // Chunked: queryTokens rows per sequence, the sequences in reverse order
+  // (rows of sequence batch - 1 first), so that the row table is exercised.
   std::vector<int32_t> rowSequences;
   if (s.chunked) {
-    for (int b = 0; b < w.batch; ++b)
-      rowSequences.push_back(w.batch - 1 - b);
+    for (int r = 0; r < queryRows; ++r)
+      rowSequences.push_back(w.batch - 1 - r / queryTokens);
     llvm::Expected<void *> rows =
         make(rowSequences.data(), rowSequences.size() * 4);
     if (!rows)
@@ -317,7 +330,7 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   int gqa = s.queryHeads / s.kvHeads;
   result.fp16Output.resize(q.size());
   float softmaxScale = 1.0f / std::sqrt(float(d));
-  for (int b = 0; b < w.batch; ++b)
+  for (int b = 0; b < queryRows; ++b)
     for (int h = 0; h < s.queryHeads; ++h) {
       int seq = rowSequences.empty() ? b : rowSequences[b];
       size_t row = size_t(seq) * s.kvHeads + h / gqa;

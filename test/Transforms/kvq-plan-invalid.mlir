@@ -156,3 +156,56 @@ func.func @tensor_cores_split_words(%q: tensor<?x2x96xf16>,
          tensor<?x2x?x12xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>, tensor<?x3xi32>) -> tensor<?x2x96xf16>
   return %o : tensor<?x2x96xf16>
 }
+
+// -----
+
+// Query rows a block are columns of the tensor cores' MMAs: only chunked
+// rows have them.
+func.func @query_rows_not_chunked(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x?x8xi32>, %ks: tensor<?x4x?x2xf16>, %vw: tensor<?x4x?x8xi32>, %vs: tensor<?x4x?x2xf16>, %l: tensor<?x3xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op plan: queryRows 2 needs chunked query rows on the tensor cores (attentionPath 2)}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) scale 0.125 {plan = #kvq.plan<queryRows = 2>}
+      : (tensor<?x4x64xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x4x?x8xi32>, tensor<?x4x?x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}
+
+// -----
+
+func.func @query_rows_out_of_range(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x64x8xi32>, %ks: tensor<?x4x64x2xf16>, %vw: tensor<?x4x64x8xi32>, %vs: tensor<?x4x64x2xf16>, %l: tensor<?x3xi32>, %t: tensor<?x?xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+4 {{plan: queryRows must be in [1, 16], got 17}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) pages(%t, 64) chunked scale 0.125 {plan = #kvq.plan<queryRows = 17>}
+      : (tensor<?x4x64xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x3xi32>, tensor<?x?xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}
+
+// -----
+
+// Chunked rows on the CUDA cores: a block per row.
+func.func @query_rows_on_cuda_cores(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x64x8xi32>, %ks: tensor<?x4x64x2xf16>, %vw: tensor<?x4x64x8xi32>, %vs: tensor<?x4x64x2xf16>, %l: tensor<?x3xi32>, %t: tensor<?x?xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op plan: queryRows 4 needs chunked query rows on the tensor cores (attentionPath 2)}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) pages(%t, 64) chunked scale 0.125 {plan = #kvq.plan<attentionPath = 1, queryRows = 4>}
+      : (tensor<?x4x64xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x3xi32>, tensor<?x?xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}
+
+// -----
+
+// kv heads 1, query heads 4 (GQA 4): 4 rows are 16 columns, two MMA column
+// tiles where the group needs one.
+func.func @query_rows_past_a_tile(%q: tensor<?x4x64xf16>, %kw: tensor<?x1x64x8xi32>, %ks: tensor<?x1x64x2xf16>, %vw: tensor<?x1x64x8xi32>, %vs: tensor<?x1x64x2xf16>, %l: tensor<?x3xi32>, %t: tensor<?x?xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op plan: queryRows 4 x gqa 4 needs more MMA column tiles (of 8) than the GQA group's 1}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) pages(%t, 64) chunked scale 0.125 {plan = #kvq.plan<queryRows = 4>}
+      : (tensor<?x4x64xf16>, tensor<?x1x64x8xi32>, tensor<?x1x64x2xf16>, tensor<?x1x64x8xi32>, tensor<?x1x64x2xf16>, tensor<?x3xi32>, tensor<?x?xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}

@@ -79,3 +79,40 @@ func.func @override(%q: tensor<?x2x80xf16>,
          tensor<?x2x?x5xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>, tensor<?x3xi32>) -> tensor<?x2x80xf16>
   return %o : tensor<?x2x80xf16>
 }
+
+// -----
+
+// Chunked query rows, GQA 4: two rows a block fill the 8 columns of an MMA
+// (the merge buffers hold 8 columns: 16640 bytes); on the CUDA cores a
+// block per row.
+// SM90-LABEL: func.func @chunked_rows
+// SM90: sharedBytes = 16640, attentionPath = 2, queryRows = 2>}
+// SM90-LABEL: func.func @chunked_rows_on_cuda_cores
+// SM90: attentionPath = 1, queryRows = 1>}
+func.func @chunked_rows(%q: tensor<?x32x128xf16>,
+    %kw: tensor<?x8x64x16xi32>, %ks: tensor<?x8x64x4xf16>,
+    %vw: tensor<?x8x64x16xi32>, %vs: tensor<?x8x64x4xf16>,
+    %l: tensor<?x3xi32>, %t: tensor<?x?xi32>) -> tensor<?x32x128xf16> {
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) pages(%t, 64) chunked scale 0.0883883461
+      : (tensor<?x32x128xf16>, tensor<?x8x64x16xi32>, tensor<?x8x64x4xf16>,
+         tensor<?x8x64x16xi32>, tensor<?x8x64x4xf16>, tensor<?x3xi32>,
+         tensor<?x?xi32>) -> tensor<?x32x128xf16>
+  return %o : tensor<?x32x128xf16>
+}
+func.func @chunked_rows_on_cuda_cores(%q: tensor<?x32x128xf16>,
+    %kw: tensor<?x8x64x16xi32>, %ks: tensor<?x8x64x4xf16>,
+    %vw: tensor<?x8x64x16xi32>, %vs: tensor<?x8x64x4xf16>,
+    %l: tensor<?x3xi32>, %t: tensor<?x?xi32>) -> tensor<?x32x128xf16> {
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) pages(%t, 64) chunked scale 0.0883883461
+      {plan = #kvq.plan<attentionPath = 1>}
+      : (tensor<?x32x128xf16>, tensor<?x8x64x16xi32>, tensor<?x8x64x4xf16>,
+         tensor<?x8x64x16xi32>, tensor<?x8x64x4xf16>, tensor<?x3xi32>,
+         tensor<?x?xi32>) -> tensor<?x32x128xf16>
+  return %o : tensor<?x32x128xf16>
+}

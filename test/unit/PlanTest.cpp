@@ -30,8 +30,8 @@ protected:
   static ::kvq::LaunchPlan everyField() {
     // In kPlanIntegerFields order: threads, halfVector, tileTokens,
     // minTokensPerSplit, smCount, key/valueVectorWords, scoresPerThread,
-    // sharedBytes, attentionPath.
-    const int64_t values[] = {96, 4, 48, 144, 132, 2, 1, 2, 12345, 2};
+    // sharedBytes, attentionPath, queryRows.
+    const int64_t values[] = {96, 4, 48, 144, 132, 2, 1, 2, 12345, 2, 4};
     static_assert(std::size(values) == ::kvq::kPlanIntegerFields.size());
     ::kvq::LaunchPlan plan;
     plan.arch = "sm_90";

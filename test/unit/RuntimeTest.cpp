@@ -571,3 +571,56 @@ TEST_F(RuntimeTest, EmulatorAndReferenceBackendsAgree) {
 }
 
 } // namespace
+
+/// Chunked query rows (chunked prefill, speculative verification): five
+/// consecutive tokens of each of three sequences, each seeing one more
+/// token than the one before, the sequences' rows in reverse order. On the
+/// tensor cores a block takes 8 / GQA consecutive rows as MMA columns, so
+/// blocks straddle sequences (a pass each) and mask each column to its own
+/// row's tokens; the emulator runs the generated kernel, the reference
+/// computes each row on its own.
+class ChunkedRowsTest : public RuntimeTest,
+                        public ::testing::WithParamInterface<const char *> {};
+
+TEST_P(ChunkedRowsTest, EveryRowMatchesTheReference) {
+  AttentionWorkload w;
+  w.spec = spec(GetParam());
+  w.batch = 3;
+  w.tokens = 160;
+  w.queryTokens = 5;
+  std::vector<WorkloadResult> results;
+  for (Backend backend : {Backend::Emulator, Backend::Reference}) {
+    std::unique_ptr<Runtime> runtime = make(backend);
+    ASSERT_TRUE(runtime);
+    llvm::Expected<WorkloadResult> result = runAttentionWorkload(*runtime, w);
+    ASSERT_TRUE(static_cast<bool>(result))
+        << llvm::toString(result.takeError());
+    results.push_back(std::move(*result));
+  }
+  const std::vector<float> &got = results[0].output, &want = results[1].output;
+  ASSERT_EQ(got.size(), size_t(15) * w.spec.queryHeads * w.spec.headDim);
+  // Row by row, so that a row a block skipped or mixed up is named.
+  size_t row = size_t(w.spec.queryHeads) * w.spec.headDim;
+  for (size_t r = 0; r < 15; ++r)
+    EXPECT_LE(
+        normwiseError({got.begin() + r * row, got.begin() + (r + 1) * row},
+                      {want.begin() + r * row, want.begin() + (r + 1) * row}),
+        2e-3)
+        << "query row " << r;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Gqa, ChunkedRowsTest,
+    ::testing::Values(
+        // GQA 1, 2, 4 and 8 (8, 4, 2 and 1 rows a block), head_dim 64/128.
+        "attention k=2c32 v=2t32i d=64 hq=4 hkv=4 paged=64 chunked",
+        "attention k=2c32 v=2t32i d=128 hq=8 hkv=4 paged=64 chunked",
+        "attention k=2c32 v=2t32i d=128 hq=16 hkv=4 paged=64 chunked",
+        "attention k=2c32 v=2t32i d=64 hq=16 hkv=2 paged=64 chunked",
+        "attention k=4t32i v=4t32i d=128 hq=8 hkv=2 paged=64 chunked",
+        "attention k=8t64 v=8t64 d=64 hq=3 hkv=1 paged=64 chunked",
+        // No residual: the rows' bodies differ (a channel group each).
+        "attention k=2c32 v=2t32i d=128 hq=8 hkv=2 paged=64 chunked sink",
+        // The CUDA cores: a block per row.
+        "attention k=2c32 v=2t32i d=128 hq=8 hkv=2 paged=64 chunked "
+        "path=cuda-cores"));

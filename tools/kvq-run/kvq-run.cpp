@@ -2,6 +2,7 @@
 //
 //   kvq-run --spec="attention k=2c32 v=2t32 d=128 hq=32 hkv=8" \
 //           [--backend=auto|cuda|emulator] [--batch=1] [--tokens=512]
+//           [--query-tokens=1]
 //
 // JIT-compiles (or finds in the cache) the kernels of an attention spec,
 // quantizes generated KV-like data with them, runs the fused attention, and
@@ -34,6 +35,11 @@ cl::opt<int> batch("batch", cl::init(1), cl::desc("Sequences"),
 cl::opt<int> tokens("tokens", cl::init(512),
                     cl::desc("Quantized tokens per sequence"),
                     cl::cat(toolCategory));
+cl::opt<int> queryTokens(
+    "query-tokens", cl::init(1),
+    cl::desc("A chunked spec's query rows per sequence (consecutive tokens "
+             "of a chunk, each seeing one more)"),
+    cl::cat(toolCategory));
 cl::opt<unsigned> seed("seed", cl::init(1), cl::desc("Data seed"),
                        cl::cat(toolCategory));
 
@@ -57,9 +63,13 @@ int main(int argc, char **argv) {
                       "cache's decode step (QuantizedKVCache::appendStep, "
                       "tested in test/unit/CacheStepTest.cpp)"
                     : "kvq-run runs attention specs");
-  if (batch < 1 || tokens < 1)
-    return fail("--batch and --tokens must be positive");
+  if (batch < 1 || tokens < 1 || queryTokens < 1)
+    return fail("--batch, --tokens and --query-tokens must be positive");
+  if (queryTokens > 1 && !w.spec.chunked)
+    return fail("--query-tokens " + llvm::Twine(int(queryTokens)) +
+                " needs a chunked spec (add 'paged=N chunked')");
   w.batch = batch;
+  w.queryTokens = queryTokens;
   w.tokens = tokens;
   w.seed = seed;
   std::optional<Backend> backend = parseBackend(backendText);

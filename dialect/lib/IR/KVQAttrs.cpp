@@ -50,7 +50,7 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                int64_t minTokensPerSplit, int64_t smCount,
                                int64_t keyVectorWords, int64_t valueVectorWords,
                                int64_t scoresPerThread, int64_t sharedBytes,
-                               int64_t attentionPath) {
+                               int64_t attentionPath, int64_t queryRows) {
   if (!arch.empty() && !::kvq::archNumber(arch))
     return emitError() << "plan: " << ::kvq::kArchRule << ", got '" << arch
                        << "'";
@@ -89,6 +89,9 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "plan: attentionPath must be " << ::kvq::kCudaCores
                        << " (CUDA cores) or " << ::kvq::kTensorCores
                        << " (tensor cores), got " << attentionPath;
+  if (queryRows && (queryRows < 1 || queryRows > ::kvq::kMaxQueryRows))
+    return emitError() << "plan: queryRows must be in [1, "
+                       << ::kvq::kMaxQueryRows << "], got " << queryRows;
   return success();
 }
 
@@ -96,7 +99,7 @@ PlanAttr PlanAttr::get(MLIRContext *context, const ::kvq::LaunchPlan &plan) {
   return get(context, StringRef(plan.arch), plan.threads, plan.halfVector,
              plan.tileTokens, plan.minTokensPerSplit, plan.smCount,
              plan.keyVectorWords, plan.valueVectorWords, plan.scoresPerThread,
-             plan.sharedBytes, plan.attentionPath);
+             plan.sharedBytes, plan.attentionPath, plan.queryRows);
 }
 
 ::kvq::LaunchPlan PlanAttr::toLaunchPlan() const {
@@ -112,6 +115,7 @@ PlanAttr PlanAttr::get(MLIRContext *context, const ::kvq::LaunchPlan &plan) {
   plan.scoresPerThread = getScoresPerThread();
   plan.sharedBytes = getSharedBytes();
   plan.attentionPath = getAttentionPath();
+  plan.queryRows = getQueryRows();
   return plan;
 }
 

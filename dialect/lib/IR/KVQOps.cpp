@@ -344,9 +344,17 @@ LogicalResult verifyAttentionOp(AttentionOpT op, KVSegment body,
                              op.getSoftmaxScale().convertToFloat())))
     return failure();
   PlanAttr plan = op.getPlanAttr();
-  return plan ? verifyAttentionPlan(op, plan, op.getQuery(), keyScheme,
-                                    valueScheme)
-              : success();
+  if (!plan)
+    return success();
+  // Several query rows a block: more columns of the tensor cores' MMAs,
+  // which only chunked rows (a sequence's consecutive query tokens) have.
+  if (plan.getQueryRows() > 1 &&
+      (!chunked || plan.getAttentionPath() == ::kvq::kCudaCores))
+    return op->emitOpError("plan: queryRows ")
+           << plan.getQueryRows()
+           << " needs chunked query rows on the tensor cores (attentionPath "
+           << ::kvq::kTensorCores << ")";
+  return verifyAttentionPlan(op, plan, op.getQuery(), keyScheme, valueScheme);
 }
 } // namespace
 

@@ -89,7 +89,8 @@ bool commit(Operation *op, const ::kvq::LaunchPlan &plan) {
       [&] { return op->emitOpError(); }, op->getContext(), StringRef(plan.arch),
       plan.threads, plan.halfVector, plan.tileTokens, plan.minTokensPerSplit,
       plan.smCount, plan.keyVectorWords, plan.valueVectorWords,
-      plan.scoresPerThread, plan.sharedBytes, plan.attentionPath);
+      plan.scoresPerThread, plan.sharedBytes, plan.attentionPath,
+      plan.queryRows);
   if (!attr)
     return false;
   setLaunchPlan(op, attr);
@@ -113,14 +114,14 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
       else if (isa<CacheAppendOp>(op))
         planned = planCacheAppend(op);
       else if (auto attention = dyn_cast<QuantizedAttentionOp>(op))
-        planned =
-            planAttention(op, attention.getQuery(), attention.getKeyCodes(),
-                          attention.getKeyScheme(), attention.getValueScheme(),
-                          archNumber, attention.getPageTokens().value_or(0));
+        planned = planAttention(
+            op, attention.getQuery(), attention.getKeyCodes(),
+            attention.getKeyScheme(), attention.getValueScheme(), archNumber,
+            attention.getPageTokens().value_or(0), attention.getChunked());
       else if (auto attention = dyn_cast<AttentionOp>(op))
         planned = planAttention(op, attention.getQuery(), attention.getKeys(),
                                 SchemeAttr(), SchemeAttr(), archNumber,
-                                /*pageTokens=*/0);
+                                /*pageTokens=*/0, /*chunked=*/false);
       return planned ? WalkResult::advance() : WalkResult::interrupt();
     });
     if (result.wasInterrupted())
@@ -246,7 +247,7 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
   /// has no packed words and so no vector widths.
   bool planAttention(Operation *op, Value query, Value keys,
                      SchemeAttr keyScheme, SchemeAttr valueScheme,
-                     int64_t archNumber, int64_t pageTokens) {
+                     int64_t archNumber, int64_t pageTokens, bool chunked) {
     auto queryType = cast<RankedTensorType>(query.getType());
     auto keyType = cast<RankedTensorType>(keys.getType());
     int64_t headDim = queryType.getShape()[2];
@@ -285,7 +286,9 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
                 StringAttr::get(op->getContext(), reason));
     if (path == ::kvq::kTensorCores)
       return planTensorCoreAttention(op, plan, headDim, gqa, archNumber,
-                                     keyScheme, valueScheme);
+                                     keyScheme, valueScheme, chunked);
+    if (chunked)
+      fill(plan.queryRows, 1);
     fill(plan.threads, gqa * headDim <= 512 ? 128 : 256);
     // The largest tile that fits the budget; at least 16 tokens so a tile
     // holds whole packed words of any channel-axis scheme.
@@ -309,20 +312,37 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
 
   /// The tensor-core body: 4 warps (fewer when their merge buffers would
   /// pass the shared-memory budget), each taking 16 tokens a step, so a
-  /// split is a multiple of 16 tokens per warp.
+  /// split is a multiple of 16 tokens per warp. Chunked rows: as many
+  /// consecutive query rows a block as fill the 8 columns of an MMA with
+  /// their GQA groups, which the padding columns cost anyway; the block
+  /// then reads its sequence's tokens once for them all.
   bool planTensorCoreAttention(Operation *op, ::kvq::LaunchPlan &plan,
                                int64_t headDim, int64_t gqa, int64_t archNumber,
-                               SchemeAttr keyScheme, SchemeAttr valueScheme) {
+                               SchemeAttr keyScheme, SchemeAttr valueScheme,
+                               bool chunked) {
+    int64_t rows = 1;
+    if (chunked)
+      rows = fill(plan.queryRows, std::max<int64_t>(1, 8 / gqa));
+    int64_t columns = rows * gqa;
+    // Rows fill the columns the GQA group leaves padded; more column tiles
+    // would cost MMAs and registers the rows do not pay for.
+    if ((columns + 7) / 8 > (gqa + 7) / 8) {
+      op->emitOpError("plan: queryRows ")
+          << rows << " x gqa " << gqa
+          << " needs more MMA column tiles (of 8) than the GQA group's "
+          << (gqa + 7) / 8;
+      return false;
+    }
     int64_t warps = 4;
     while (warps > 1 &&
-           tensorCoreSharedBytes(headDim, gqa, warps) > kSharedBudgetBytes)
+           tensorCoreSharedBytes(headDim, columns, warps) > kSharedBudgetBytes)
       warps /= 2;
     int64_t threads = fill(plan.threads, 32 * warps);
     int64_t tile = fill(plan.tileTokens, 16 * (threads / 32));
     fillSplitsAndLoads(plan, tile, archNumber, headDim, keyScheme, valueScheme);
     fill(plan.scoresPerThread, 1);
     return commitWithShared(
-        op, plan, tensorCoreSharedBytes(headDim, gqa, threads / 32),
+        op, plan, tensorCoreSharedBytes(headDim, columns, threads / 32),
         "threads " + std::to_string(threads) + " on the tensor cores need");
   }
 };

@@ -41,11 +41,13 @@ inline int64_t attentionSharedBytes(int64_t headDim, int64_t gqa,
 }
 
 /// Bytes of shared memory of the tensor-core body: each warp's fp32 output,
-/// max and sum per query head, merged once at the end.
-inline int64_t tensorCoreSharedBytes(int64_t headDim, int64_t gqa,
+/// max and sum per column (a query head of one of the block's query rows),
+/// merged once at the end.
+inline int64_t tensorCoreSharedBytes(int64_t headDim, int64_t columns,
                                      int64_t warps) {
   int64_t end = 0;
-  for (int64_t floats : {warps * gqa * headDim, warps * gqa, warps * gqa})
+  for (int64_t floats :
+       {warps * columns * headDim, warps * columns, warps * columns})
     end = (end + 15) / 16 * 16 + 4 * floats;
   return end;
 }

@@ -32,7 +32,7 @@
 //             int body_capacity, int sink_capacity, int residual_capacity,
 //             int tokens_per_split, float softmax_scale,
 //             [int* block_table, int max_pages, int num_pages],
-//             [int* row_sequences, int sequences])
+//             [int* row_sequences, int sequences, int rows])
 //   grid (body_splits + 1, kv_heads, batch): split s < body_splits handles
 //   quantized tokens [s·tokens_per_split, (s+1)·tokens_per_split); the last
 //   split handles the fp16 sink and residual tokens. Partial results are
@@ -41,7 +41,9 @@
 //   found through block_table. Chunked: `batch` counts query rows (q,
 //   lengths and partial results have a row each), and row b reads the
 //   sink, residual and block table row of sequence row_sequences[b]
-//   (clamped into [0, sequences)).
+//   (clamped into [0, sequences)). A plan of queryRows R > 1 (tensor
+//   cores) gives a block R consecutive rows: grid z is ceil(rows / R), and
+//   the block reads each sequence among its rows once for all of them.
 //
 // combine    (const float* partial_out, const float* partial_max,
 //             const float* partial_sum, H* out, int splits)

@@ -583,7 +583,8 @@ struct DequantizePairToEmitC : OpConversionPattern<DequantizePairOp> {
 
 /// Conversions between numeric types are C casts. uitofp/fptoui only see
 /// non-negative values below 2^31 (codes) in kvq kernels, where the signed
-/// cast is the same.
+/// cast is the same; extui only a flag (i1, a C++ bool: 0 or 1), which the
+/// canonicalizer makes of `select(flag, 1, 0)`.
 template <typename SourceOp>
 struct CastToEmitC : OpConversionPattern<SourceOp> {
   using OpConversionPattern<SourceOp>::OpConversionPattern;
@@ -907,8 +908,8 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
       AndOrToEmitC<arith::OrIOp, emitc::LogicalOrOp, emitc::BitwiseOrOp>,
       CastToEmitC<arith::ExtFOp>, CastToEmitC<arith::TruncFOp>,
       CastToEmitC<arith::SIToFPOp>, CastToEmitC<arith::UIToFPOp>,
-      CastToEmitC<arith::FPToUIOp>, CastToEmitC<arith::FPToSIOp>>(typeConverter,
-                                                                  context);
+      CastToEmitC<arith::FPToUIOp>, CastToEmitC<arith::FPToSIOp>,
+      CastToEmitC<arith::ExtUIOp>>(typeConverter, context);
   patterns.add<GPUIdToEmitC<gpu::ThreadIdOp>>(typeConverter, context,
                                               "threadIdx");
   patterns.add<GPUIdToEmitC<gpu::BlockIdOp>>(typeConverter, context,

@@ -187,21 +187,60 @@ void stageHalf(KernelBuilder &kb, const AttentionShape &s,
 
 } // namespace
 
-SplitRange mlir::kvq::loadSplitRange(KernelBuilder &kb, const AttentionShape &s,
-                                     const AttentionArgs &a) {
+SplitRange mlir::kvq::loadSplitIndices(KernelBuilder &kb,
+                                       const AttentionArgs &a) {
   SplitRange r;
-  Value zero = kb.i32(0);
   r.split = kb.blockIdx(gpu::Dimension::x);
   r.kvHead = kb.blockIdx(gpu::Dimension::y);
   r.batch = kb.blockIdx(gpu::Dimension::z);
   r.splits = kb.gridDim(gpu::Dimension::x);
+  r.isFp16Split =
+      kb.named("is_fp16_split", kb.eq(r.split, kb.sub(r.splits, kb.i32(1))));
+  r.bodyBegin = kb.named("body_begin", kb.mul(r.split, a.tokensPerSplit));
+  return r;
+}
+
+Value mlir::kvq::loadRowSequence(KernelBuilder &kb, const AttentionArgs &a,
+                                 Value row) {
+  return kb.max(kb.i32(0), kb.min(kb.load(a.rowSequences, row),
+                                  kb.sub(a.sequences, kb.i32(1))));
+}
+
+Value mlir::kvq::loadRowLength(KernelBuilder &kb, const AttentionShape &s,
+                               const AttentionArgs &a, Value row,
+                               RowSegment segment) {
+  int64_t field = static_cast<int64_t>(segment);
+  Value capacity = segment == RowSegment::sink   ? a.sinkCapacity
+                   : segment == RowSegment::body ? a.bodyCapacity
+                                                 : a.residualCapacity;
+  Value length =
+      kb.load(a.lengths, kb.add(kb.mul(row, kb.i32(3)), kb.i32(field)));
+  length = kb.max(kb.i32(0), kb.min(length, capacity));
+  // Only whole channel groups of the body were quantized.
+  int64_t unit = 1;
+  if (segment == RowSegment::body && !s.dense())
+    for (SchemeAttr scheme : {s.keyScheme, s.valueScheme})
+      if (scheme.getAxis() == Axis::channel)
+        unit = std::max<int64_t>(unit, scheme.groupSize(s.headDim));
+  if (unit > 1)
+    length = kb.mul(kb.div(length, kb.i32(unit)), kb.i32(unit));
+  return length;
+}
+
+void mlir::kvq::setBodyEnd(KernelBuilder &kb, const AttentionArgs &a,
+                           SplitRange &r) {
+  r.bodyEnd = kb.named(
+      "body_end", kb.min(kb.add(r.bodyBegin, a.tokensPerSplit), r.bodyLen));
+}
+
+SplitRange mlir::kvq::loadSplitRange(KernelBuilder &kb, const AttentionShape &s,
+                                     const AttentionArgs &a) {
+  SplitRange r = loadSplitIndices(kb, a);
   r.sequence = r.batch;
   if (s.chunked) {
     kb.comment("this query row reads its sequence's tokens (device data, "
                "clamped into the sequences the buffers hold)");
-    r.sequence = kb.named("sequence",
-                          kb.max(zero, kb.min(kb.load(a.rowSequences, r.batch),
-                                              kb.sub(a.sequences, kb.i32(1)))));
+    r.sequence = kb.named("sequence", loadRowSequence(kb, a, r.batch));
   }
   r.headRow =
       kb.named("head_row", kb.add(kb.mul(r.sequence, a.kvHeads), r.kvHead));
@@ -215,28 +254,13 @@ SplitRange mlir::kvq::loadSplitRange(KernelBuilder &kb, const AttentionShape &s,
   kb.comment("this sequence's sink, quantized and residual token counts, "
              "clamped to what the buffers hold (lengths in device memory are "
              "not checked at launch)");
-  auto clampedLength = [&](int64_t field, Value capacity, int64_t unit) {
-    Value length =
-        kb.load(a.lengths, kb.add(kb.mul(r.batch, kb.i32(3)), kb.i32(field)));
-    length = kb.max(zero, kb.min(length, capacity));
-    if (unit > 1) // only whole channel groups were quantized
-      length = kb.mul(kb.div(length, kb.i32(unit)), kb.i32(unit));
-    return length;
-  };
-  int64_t bodyUnit = 1;
-  if (!s.dense())
-    for (SchemeAttr scheme : {s.keyScheme, s.valueScheme})
-      if (scheme.getAxis() == Axis::channel)
-        bodyUnit = std::max<int64_t>(bodyUnit, scheme.groupSize(s.headDim));
-  r.sinkLen = kb.named("sink_len", clampedLength(0, a.sinkCapacity, 1));
-  r.bodyLen = kb.named("body_len", clampedLength(1, a.bodyCapacity, bodyUnit));
-  r.residualLen =
-      kb.named("residual_len", clampedLength(2, a.residualCapacity, 1));
-  r.isFp16Split =
-      kb.named("is_fp16_split", kb.eq(r.split, kb.sub(r.splits, kb.i32(1))));
-  r.bodyBegin = kb.named("body_begin", kb.mul(r.split, a.tokensPerSplit));
-  r.bodyEnd = kb.named(
-      "body_end", kb.min(kb.add(r.bodyBegin, a.tokensPerSplit), r.bodyLen));
+  r.sinkLen =
+      kb.named("sink_len", loadRowLength(kb, s, a, r.batch, RowSegment::sink));
+  r.bodyLen =
+      kb.named("body_len", loadRowLength(kb, s, a, r.batch, RowSegment::body));
+  r.residualLen = kb.named(
+      "residual_len", loadRowLength(kb, s, a, r.batch, RowSegment::residual));
+  setBodyEnd(kb, a, r);
   return r;
 }
 
@@ -825,7 +849,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
                    plan->halfVector,
                    plan->scoresPerThread,
                    view.pageTokens,
-                   view.chunked};
+                   view.chunked,
+                   plan->queryRowsPerBlock()};
   bool hasSink = view.hasSink;
   bool hasResidual = view.hasResidual;
   MLIRContext *ctx = op->getContext();
@@ -879,7 +904,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
                        {"num_pages", i32, &a.numPages}});
   if (s.chunked)
     parameters.append({{"row_sequences", globalBuffer(i32), &a.rowSequences},
-                       {"sequences", i32, &a.sequences}});
+                       {"sequences", i32, &a.sequences},
+                       {"rows", i32, &a.rows}});
   bool tensorCores = plan->attentionPath == ::kvq::kTensorCores;
   SmallVector<Type> shared =
       tensorCores ? tensorCoreSharedTypes(ctx, s)
@@ -918,6 +944,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
       hasSink ? "yes" : "no", hasResidual ? "yes" : "no",
       (s.pageTokens ? " page_tokens=" + std::to_string(s.pageTokens) : "") +
           (s.chunked ? " chunked" : "") +
+          (s.queryRows > 1 ? " query_rows=" + std::to_string(s.queryRows)
+                           : std::string()) +
           (tensorCores ? " path=tensor-cores" : " path=cuda-cores") +
           pathReason(op));
   gpu::GPUFuncOp func =

@@ -27,7 +27,7 @@ struct AttentionArgs {
   Value lengths, kvHeads, bodyCapacity, sinkCapacity, residualCapacity,
       tokensPerSplit, softmaxScale;
   Value blockTable, maxPages, numPages; ///< a paged body only
-  Value rowSequences, sequences;        ///< chunked only
+  Value rowSequences, sequences, rows;  ///< chunked only
 };
 
 /// Static facts about the kernel being generated.
@@ -41,6 +41,9 @@ struct AttentionShape {
   /// Query rows of their own (one token each), mapped to the sequence they
   /// read by `row_sequences`.
   bool chunked = false;
+  /// Chunked on the tensor cores: consecutive query rows a block takes
+  /// (plan queryRows), each its GQA group's columns of the MMAs.
+  int64_t queryRows = 1;
   bool dense() const { return !keyScheme; }
   int64_t keyStride() const { return attentionKeyStride(headDim); }
   /// Tiles read and written 4 floats at a time (AttentionTiles.h).
@@ -66,6 +69,20 @@ struct SplitRange {
 /// device memory are not checked at launch) and this split's body range.
 SplitRange loadSplitRange(KernelBuilder &kb, const AttentionShape &s,
                           const AttentionArgs &a);
+
+/// The parts of loadSplitRange, for a block of several query rows (the
+/// tensor-core body's chunked rows): the block indices, the split and where
+/// its body tokens begin; ...
+SplitRange loadSplitIndices(KernelBuilder &kb, const AttentionArgs &a);
+/// ... a chunked query row's sequence (clamped into the sequences the
+/// buffers hold); ...
+Value loadRowSequence(KernelBuilder &kb, const AttentionArgs &a, Value row);
+/// ... a row's token count in one segment (the `lengths` field), clamped;
+enum class RowSegment : int64_t { sink = 0, body = 1, residual = 2 };
+Value loadRowLength(KernelBuilder &kb, const AttentionShape &s,
+                    const AttentionArgs &a, Value row, RowSegment segment);
+/// ... and, with r.bodyLen set, the split's body end.
+void setBodyEnd(KernelBuilder &kb, const AttentionArgs &a, SplitRange &r);
 
 /// Where body tokens [t0, ...) of this block's sequence are stored: their
 /// head row, its capacity and the first token's place in it — this

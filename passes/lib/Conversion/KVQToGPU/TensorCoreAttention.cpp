@@ -21,6 +21,10 @@
 // The GQA group's query heads are the N dimension (8 columns, padded; two
 // column tiles for GQA up to 16): for GQA <= 8 that is half the MMAs and
 // accumulator registers of putting the heads in M (16 rows, padded).
+// Chunked query rows fill the padding: a block takes queryRows consecutive
+// rows (plan: 8 / GQA), column c being head c % gqa of row c / gqa, and
+// reads each sequence among its rows once, in a pass of its own, each
+// column masked to its own row's token counts.
 //
 // Channel order. The sum over channels in Q.K^T, and the output channels of
 // P.V, may be taken in any order, so each lane's fragments cover contiguous
@@ -69,7 +73,9 @@ public:
 
   void write() {
     warps = s.threads / 32;
-    headTiles = (s.gqa + kHeadsPerTile - 1) / kHeadsPerTile;
+    rows = s.queryRows;
+    columns = rows * s.gqa;
+    headTiles = (columns + kHeadsPerTile - 1) / kHeadsPerTile;
     kSteps = s.headDim / 16;
     keyRun = s.headDim / 4;
     valueRun = s.headDim / 8;
@@ -80,7 +86,17 @@ public:
     warp = kb.named("warp", kb.div(tid, kb.i32(32)));
     g = kb.named("group", kb.div(lane, kb.i32(4)));
     t = kb.named("thread_in_group", kb.rem(lane, kb.i32(4)));
-    range = loadSplitRange(kb, s, a);
+    if (rows == 1) {
+      range = loadSplitRange(kb, s, a);
+    } else {
+      range = loadSplitIndices(kb, a);
+      kb.comment(llvm::formatv("query rows [first_row, first_row + {0}): "
+                               "each its GQA group's {1} columns",
+                               rows, s.gqa)
+                     .str());
+      firstRow = kb.named("first_row", kb.mul(range.batch, kb.i32(rows)));
+      lastRow = kb.named("last_row", kb.sub(a.rows, kb.i32(1)));
+    }
     // Scores in units of log2: the softmax is 2^(x - max), one MUFU.EX2.
     scoreScale =
         kb.named("score_scale", kb.fmul(a.softmaxScale, kb.f32(M_LOG2E)));
@@ -96,7 +112,110 @@ public:
     if (bodyKeyForm == KeyForm::ChannelCodes)
       placeChannelCodes(bodyKeys.scheme);
     loadQueryFragments(bodyKeys);
+    if (rows == 1) {
+      attend();
+      return;
+    }
+    // The block's rows are consecutive query tokens, mostly of one sequence;
+    // rows of other sequences (a chunk's edge, or any row table) are taken
+    // in a pass of their own: a pass per sequence, for its first row here.
+    kb.comment("a pass per sequence among the block's rows");
+    kb.forLoop(
+        zero, kb.i32(rows), kb.i32(1),
+        [&](Value pass) {
+          Value passRow = kb.named("pass_row", kb.add(firstRow, pass));
+          Value sequence = kb.named(
+              "sequence", loadRowSequence(kb, a, kb.min(passRow, lastRow)));
+          Value active = zero; // bit r: row first_row + r reads this sequence
+          for (int64_t r = 0; r < rows; ++r) {
+            Value row = kb.add(firstRow, kb.i32(r));
+            Value same = kb.bothTrue(
+                kb.lt(row, a.rows),
+                kb.eq(loadRowSequence(kb, a, kb.min(row, lastRow)), sequence));
+            active = kb.select(same, kb.bitOr(active, kb.i32(int64_t(1) << r)),
+                               active);
+          }
+          activeRows = kb.named("active_rows", active);
+          // The pass's row is the first of its sequence here (no lower bit).
+          Value earlier = kb.sub(kb.shl(kb.i32(1), pass), kb.i32(1));
+          Value first =
+              kb.named("first_of_sequence",
+                       kb.bothTrue(kb.lt(passRow, a.rows),
+                                   kb.eq(kb.bitAnd(active, earlier), zero)));
+          kb.ifThen(first, [&] {
+            loadPassRange(sequence);
+            attend();
+            kb.barrier(); // the next pass writes the merge buffers again
+          });
+        },
+        "pass");
+  }
 
+private:
+  /// The block's columns: query head `column % gqa` of row `column / gqa`
+  /// of the block's rows (one row: head `column` of this block's row).
+  /// The row of q of a column, clamped unless the column is known to be one
+  /// of the block's (`inBlock`) and its row one of the call's.
+  Value queryRowOf(Value column, bool inBlock = false) {
+    if (rows == 1)
+      return kb.add(range.firstQueryRow,
+                    inBlock ? column : kb.min(column, kb.i32(s.gqa - 1)));
+    Value gqa = kb.i32(s.gqa);
+    Value row = kb.add(firstRow, kb.div(column, gqa));
+    if (!inBlock)
+      row = kb.min(row, lastRow);
+    return kb.add(kb.mul(kb.add(kb.mul(row, a.kvHeads), range.kvHead), gqa),
+                  kb.rem(column, gqa));
+  }
+
+  /// Whether `column` belongs to a row of this pass's sequence (rows > 1).
+  Value columnActive(Value column) {
+    Value row = kb.div(column, kb.i32(s.gqa));
+    return kb.eq(kb.bitAnd(kb.shru(activeRows, row), kb.i32(1)), kb.i32(1));
+  }
+
+  /// The block's range for one pass: this sequence's K/V rows, and the
+  /// token counts of the rows that read it, the longest of each as the
+  /// range (each column masked to its own: columnLengths).
+  void loadPassRange(Value sequence) {
+    range.sequence = sequence;
+    range.headRow =
+        kb.named("head_row", kb.add(kb.mul(sequence, a.kvHeads), range.kvHead));
+    kb.comment("each row's sink, quantized and residual token counts "
+               "(clamped), the longest as the block's, each column's own");
+    Value *longest[3] = {&range.sinkLen, &range.bodyLen, &range.residualLen};
+    const char *names[3] = {"sink_len", "body_len", "residual_len"};
+    for (int64_t f = 0; f < 3; ++f) {
+      auto segment = static_cast<RowSegment>(f);
+      Value most = zero;
+      for (int64_t r = 0; r < rows; ++r) {
+        Value row = kb.min(kb.add(firstRow, kb.i32(r)), lastRow);
+        Value on =
+            kb.named("row_active", kb.eq(kb.bitAnd(activeRows, kb.i32(1 << r)),
+                                         kb.i32(1 << r)));
+        most = kb.max(
+            most, kb.select(on, loadRowLength(kb, s, a, row, segment), zero));
+      }
+      *longest[f] = kb.named(names[f], most);
+      columnLengths[f].clear();
+      for (int64_t h = 0; h < headTiles; ++h)
+        for (int64_t c = 0; c < 2; ++c) {
+          Value column =
+              kb.add(kb.mul(t, kb.i32(2)), kb.i32(h * kHeadsPerTile + c));
+          Value row =
+              kb.min(kb.add(firstRow, kb.div(column, kb.i32(s.gqa))), lastRow);
+          columnLengths[f].push_back(
+              kb.named(std::string(names[f]) + "_of_column",
+                       kb.select(columnActive(column),
+                                 loadRowLength(kb, s, a, row, segment), zero)));
+        }
+    }
+    setBodyEnd(kb, a, range);
+  }
+
+  /// The split's tokens for every column: body, sink, residual, then the
+  /// warps' merge into the partial results.
+  void attend() {
     SmallVector<Value> state;
     for (int64_t h = 0; h < headTiles; ++h) {
       state.append({kb.negInf(), kb.negInf(), kb.f32(0.0), kb.f32(0.0)});
@@ -109,13 +228,13 @@ public:
                              kb.select(range.isFp16Split, range.bodyBegin,
                                        kb.max(range.bodyBegin, range.bodyEnd)));
     state = runSteps(range.bodyBegin, bodyEnd, keys, values, /*body=*/true,
-                     a.bodyCapacity, state);
+                     a.bodyCapacity, columnLengths[1], state);
     if (hasSink) {
       kb.comment("the fp16 sink tokens (last split)");
       state = runSteps(zero, kb.select(range.isFp16Split, range.sinkLen, zero),
                        {SchemeAttr(), a.sinkKeys, {}, {}},
                        {SchemeAttr(), a.sinkValues, {}, {}}, /*body=*/false,
-                       a.sinkCapacity, state);
+                       a.sinkCapacity, columnLengths[0], state);
     }
     if (hasResidual) {
       kb.comment("the fp16 residual tokens (last split)");
@@ -123,7 +242,7 @@ public:
           runSteps(zero, kb.select(range.isFp16Split, range.residualLen, zero),
                    {SchemeAttr(), a.residualKeys, {}, {}},
                    {SchemeAttr(), a.residualValues, {}, {}}, /*body=*/false,
-                   a.residualCapacity, state);
+                   a.residualCapacity, columnLengths[2], state);
     }
     mergeWarps(state);
   }
@@ -201,8 +320,9 @@ private:
     }
   }
 
-  /// Q^T as B fragments, once: lane (g, t) holds head 8h + g at the 4
-  /// channels of each k-step (keyChannel()); heads past the group are zero.
+  /// Q^T as B fragments, once: lane (g, t) holds column 8h + g at the 4
+  /// channels of each k-step (keyChannel()); columns past the block's are
+  /// zero.
   /// With keys as codes (keysAsCodes), also each head's sum of q over each
   /// scale group, for the zero points: an MMA of the fragments with an A of
   /// ones.
@@ -211,10 +331,9 @@ private:
                "(head 8h + group, 4 channels a k-step from query_channel)");
     Value firstChannel = kb.named("query_channel", keyChannel());
     for (int64_t h = 0; h < headTiles; ++h) {
-      Value head = kb.add(g, kb.i32(h * kHeadsPerTile));
-      Value inGroup = kb.named("head_in_group", kb.lt(head, kb.i32(s.gqa)));
-      Value row = kb.add(range.firstQueryRow, kb.min(head, kb.i32(s.gqa - 1)));
-      Value base = kb.add(kb.mul(row, d), firstChannel);
+      Value column = kb.add(g, kb.i32(h * kHeadsPerTile));
+      Value inGroup = kb.named("head_in_group", kb.lt(column, kb.i32(columns)));
+      Value base = kb.add(kb.mul(queryRowOf(column), d), firstChannel);
       bool perStep = bodyKeyForm == KeyForm::TokenCodes;
       SmallVector<Value> run =
           perStep ? SmallVector<Value>() : loadHalfRun(a.q, base, keyRun);
@@ -841,11 +960,12 @@ private:
     return acc;
   }
 
-  /// One step of 16 tokens from `t0` (`n` of them valid) for every head
-  /// tile: scores, online softmax and P.V into `state`.
+  /// One step of 16 tokens from `t0` (`n` of them valid; a column's only
+  /// those before its `columnEnds`, if any) for every head tile: scores,
+  /// online softmax and P.V into `state`.
   SmallVector<Value> step(const Operand &keys, const Operand &values, bool body,
                           Value capacity, Value t0, Value n,
-                          ValueRange carried) {
+                          ArrayRef<Value> columnEnds, ValueRange carried) {
     SmallVector<Value> next(carried.begin(), carried.end());
     Value last = kb.sub(n, kb.i32(1));
     // Where the step's tokens are stored (a step never crosses a page).
@@ -886,10 +1006,19 @@ private:
       SmallVector<Value> acc = form == KeyForm::ChannelCodes
                                    ? channelScores[h]
                                    : scores(keyFragments, h);
+      // valid[token row][column]
+      Value valid[2][2] = {{lowValid, lowValid}, {highValid, highValid}};
+      if (!columnEnds.empty())
+        for (int64_t c = 0; c < 2; ++c) {
+          Value limit = kb.named("column_step_len",
+                                 kb.min(n, kb.sub(columnEnds[2 * h + c], t0)));
+          valid[0][c] = kb.lt(g, limit);
+          valid[1][c] = kb.lt(kb.add(g, kb.i32(8)), limit);
+        }
       SmallVector<Value> x;
       for (int64_t r = 0; r < 4; ++r)
-        x.push_back(kb.select(r < 2 ? lowValid : highValid,
-                              kb.fmul(acc[r], scoreScale), kb.negInf()));
+        x.push_back(kb.select(valid[r / 2][r % 2], kb.fmul(acc[r], scoreScale),
+                              kb.negInf()));
       Value p[2][2]; // [token row][head column]
       for (int64_t c = 0; c < 2; ++c) {
         Value local = kb.fmax(x[c], x[2 + c]);
@@ -897,10 +1026,17 @@ private:
           local = kb.fmax(local, kb.shuffleXor(local, offset));
         Value oldMax = next[maxAt(h, c)];
         Value newMax = kb.named("new_max", kb.fmax(oldMax, local));
+        // A column may have seen no token yet (its row's tokens end
+        // earlier): exponents from 0, not -inf - -inf.
+        Value base =
+            columnEnds.empty()
+                ? newMax
+                : kb.named("max_base", kb.select(kb.feq(newMax, kb.negInf()),
+                                                 kb.f32(0.0), newMax));
         Value correction =
-            kb.named("correction", kb.exp2(kb.fsub(oldMax, newMax)));
-        p[0][c] = kb.named("p", kb.exp2(kb.fsub(x[c], newMax)));
-        p[1][c] = kb.named("p_b", kb.exp2(kb.fsub(x[2 + c], newMax)));
+            kb.named("correction", kb.exp2(kb.fsub(oldMax, base)));
+        p[0][c] = kb.named("p", kb.exp2(kb.fsub(x[c], base)));
+        p[1][c] = kb.named("p_b", kb.exp2(kb.fsub(x[2 + c], base)));
         next[maxAt(h, c)] = newMax;
         next[sumAt(h, c)] = kb.fadd(kb.fmul(next[sumAt(h, c)], correction),
                                     kb.fadd(p[0][c], p[1][c]));
@@ -985,10 +1121,11 @@ private:
     return next;
   }
 
-  /// The warp's steps over tokens [begin, end) of one segment.
+  /// The warp's steps over tokens [begin, end) of one segment; with
+  /// several rows, each column's tokens end at its own `columnEnds`.
   SmallVector<Value> runSteps(Value begin, Value end, const Operand &keys,
                               const Operand &values, bool body, Value capacity,
-                              ValueRange state) {
+                              ArrayRef<Value> columnEnds, ValueRange state) {
     Value steps = kb.named("steps", kb.ceilDiv(kb.max(zero, kb.sub(end, begin)),
                                                kb.i32(kStepTokens)));
     return kb.forLoop(
@@ -998,7 +1135,7 @@ private:
               "step_start", kb.add(begin, kb.mul(index, kb.i32(kStepTokens))));
           Value n = kb.named("step_len",
                              kb.min(kb.i32(kStepTokens), kb.sub(end, t0)));
-          return step(keys, values, body, capacity, t0, n, carried);
+          return step(keys, values, body, capacity, t0, n, columnEnds, carried);
         },
         "step");
   }
@@ -1007,16 +1144,18 @@ private:
   void mergeWarps(ArrayRef<Value> state) {
     kb.comment("each warp's sums over its lanes' tokens; its max, sum and "
                "output to shared memory");
-    Value gqa = kb.i32(s.gqa);
+    Value width = kb.i32(columns);
     for (int64_t h = 0; h < headTiles; ++h)
       for (int64_t c = 0; c < 2; ++c) {
         Value sum = state[sumAt(h, c)];
         for (int offset : {4, 8, 16})
           sum = kb.fadd(sum, kb.shuffleXor(sum, offset));
-        Value head = kb.named("head", kb.add(kb.mul(t, kb.i32(2)),
-                                             kb.i32(h * kHeadsPerTile + c)));
-        kb.ifThen(kb.lt(head, gqa), [&] {
-          Value slot = kb.named("merge_row", kb.add(kb.mul(warp, gqa), head));
+        Value column =
+            kb.named("column", kb.add(kb.mul(t, kb.i32(2)),
+                                      kb.i32(h * kHeadsPerTile + c)));
+        kb.ifThen(kb.lt(column, width), [&] {
+          Value slot =
+              kb.named("merge_row", kb.add(kb.mul(warp, width), column));
           kb.ifThen(kb.eq(g, zero), [&] {
             kb.store(state[maxAt(h, c)], mergeMax, slot);
             kb.store(sum, mergeSum, slot);
@@ -1035,37 +1174,47 @@ private:
     kb.comment("merge the warps by log-sum-exp into this split's "
                "unnormalized output, max and sum");
     kb.strideLoop(
-        kb.threadIdx(), kb.i32(s.gqa * s.headDim), s.threads,
+        kb.threadIdx(), kb.i32(columns * s.headDim), s.threads,
         [&](Value i) {
-          Value head = kb.named("head", kb.div(i, d));
+          Value column = kb.named("column", kb.div(i, d));
           Value channel = kb.named("channel", kb.rem(i, d));
-          Value best = kb.negInf();
-          for (int64_t w = 0; w < warps; ++w)
-            best = kb.fmax(best,
-                           kb.load(mergeMax, kb.add(kb.i32(w * s.gqa), head)));
-          best = kb.named("split_max", best);
-          Value safe = kb.named("safe_max", kb.select(kb.feq(best, kb.negInf()),
-                                                      kb.f32(0.0), best));
-          Value out = kb.f32(0.0), sum = kb.f32(0.0);
-          for (int64_t w = 0; w < warps; ++w) {
-            Value slot = kb.add(kb.i32(w * s.gqa), head);
-            Value weight = kb.named(
-                "weight", kb.exp2(kb.fsub(kb.load(mergeMax, slot), safe)));
-            out = kb.fadd(out, kb.fmul(kb.load(mergeOut, kb.add(kb.mul(slot, d),
-                                                                channel)),
-                                       weight));
-            sum = kb.fadd(sum, kb.fmul(kb.load(mergeSum, slot), weight));
-          }
-          Value row = kb.named(
-              "partial_row",
-              kb.add(kb.mul(kb.add(range.firstQueryRow, head), range.splits),
-                     range.split));
-          kb.store(out, a.partialOut, kb.add(kb.mul(row, d), channel));
-          kb.ifThen(kb.eq(channel, zero), [&] {
-            // The combine kernel takes natural-log maxima.
-            kb.store(kb.fmul(best, kb.f32(M_LN2)), a.partialMax, row);
-            kb.store(sum, a.partialSum, row);
-          });
+          auto merge = [&] {
+            Value best = kb.negInf();
+            for (int64_t w = 0; w < warps; ++w)
+              best = kb.fmax(
+                  best, kb.load(mergeMax, kb.add(kb.i32(w * columns), column)));
+            best = kb.named("split_max", best);
+            Value safe =
+                kb.named("safe_max", kb.select(kb.feq(best, kb.negInf()),
+                                               kb.f32(0.0), best));
+            Value out = kb.f32(0.0), sum = kb.f32(0.0);
+            for (int64_t w = 0; w < warps; ++w) {
+              Value slot = kb.add(kb.i32(w * columns), column);
+              Value weight = kb.named(
+                  "weight", kb.exp2(kb.fsub(kb.load(mergeMax, slot), safe)));
+              out = kb.fadd(
+                  out,
+                  kb.fmul(kb.load(mergeOut, kb.add(kb.mul(slot, d), channel)),
+                          weight));
+              sum = kb.fadd(sum, kb.fmul(kb.load(mergeSum, slot), weight));
+            }
+            Value row =
+                kb.named("partial_row",
+                         kb.add(kb.mul(queryRowOf(column, /*inBlock=*/true),
+                                       range.splits),
+                                range.split));
+            kb.store(out, a.partialOut, kb.add(kb.mul(row, d), channel));
+            kb.ifThen(kb.eq(channel, zero), [&] {
+              // The combine kernel takes natural-log maxima.
+              kb.store(kb.fmul(best, kb.f32(M_LN2)), a.partialMax, row);
+              kb.store(sum, a.partialSum, row);
+            });
+          };
+          // Several rows: only this pass's sequence's are its to write.
+          if (rows == 1)
+            merge();
+          else
+            kb.ifThen(columnActive(column), merge);
         },
         "i");
   }
@@ -1076,8 +1225,16 @@ private:
   Value mergeOut, mergeMax, mergeSum;
   bool hasSink, hasResidual;
   int64_t warps = 0, headTiles = 0, kSteps = 0, keyRun = 0, valueRun = 0;
+  /// Query rows a block takes, and their columns (rows x gqa).
+  int64_t rows = 1, columns = 0;
   SplitRange range;
   Value zero, d, warp, g, t;
+  /// Several rows: the block's first and the call's last query row; the
+  /// rows of this pass's sequence (bit r: first_row + r); per segment (sink,
+  /// body, residual) each of the lane's columns' token count, [head
+  /// tile][column 2t, 2t+1] (empty with one row: the block's count holds).
+  Value firstRow, lastRow, activeRows;
+  SmallVector<Value> columnLengths[3];
   Value scoreScale;                      ///< softmax scale x log2(e)
   KeyForm bodyKeyForm = KeyForm::Values; ///< how the body's keys enter
   /// Channel-axis codes: PRMT selector and rotation of tokens group,
@@ -1094,9 +1251,10 @@ SmallVector<Type> mlir::kvq::tensorCoreSharedTypes(MLIRContext *context,
                                                    const AttentionShape &s) {
   int64_t warps = s.threads / 32;
   Type f32 = Float32Type::get(context);
-  return {sharedBuffer(context, warps * s.gqa * s.headDim, f32),
-          sharedBuffer(context, warps * s.gqa, f32),
-          sharedBuffer(context, warps * s.gqa, f32)};
+  int64_t columns = s.queryRows * s.gqa;
+  return {sharedBuffer(context, warps * columns * s.headDim, f32),
+          sharedBuffer(context, warps * columns, f32),
+          sharedBuffer(context, warps * columns, f32)};
 }
 
 SmallVector<StringRef> mlir::kvq::tensorCoreSharedNames() {

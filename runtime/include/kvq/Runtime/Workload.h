@@ -23,11 +23,14 @@ struct AttentionWorkload {
   int batch = 1;
   int tokens = 256; ///< quantized tokens per sequence (rounded to groups)
   int sinkTokens = 4, residualTokens = 32;
+  /// A chunked spec's query rows per sequence (a chunk of consecutive
+  /// tokens, each seeing one more than the one before); others take one.
+  int queryTokens = 1;
   uint32_t seed = 1;
 };
 
 struct WorkloadResult {
-  std::vector<float> output; ///< [batch, q heads, head_dim]
+  std::vector<float> output; ///< [query rows, q heads, head_dim]
   std::vector<uint32_t> keyWords, valueWords;
   /// Scales and zeros as stored (fp16 or fp32 bytes). Every output buffer
   /// starts as 0xFF bytes, so whatever a kernel fails to write differs from

@@ -122,7 +122,9 @@ def KVQ_PlanAttr : KVQ_Attr<"Plan", "plan"> {
       words per load, 1, 2 or 4), `scoresPerThread` (1 or 2) and
       `sharedBytes` (derived from the tile; at most 49152) and
       `attentionPath` (1: CUDA cores over shared-memory tiles, 2: tensor
-      cores, `mma.sync` on fragments dequantized in registers).
+      cores, `mma.sync` on fragments dequantized in registers) and
+      `queryRows` (chunked attention on the tensor cores: consecutive query
+      rows a block takes as more columns of its MMAs, 1 .. 16).
 
     ```mlir
     #kvq.plan<arch = "sm_90", threads = 128, halfVector = 8>
@@ -140,7 +142,8 @@ def KVQ_PlanAttr : KVQ_Attr<"Plan", "plan"> {
     OptionalParameter<"int64_t">:$valueVectorWords,
     OptionalParameter<"int64_t">:$scoresPerThread,
     OptionalParameter<"int64_t">:$sharedBytes,
-    OptionalParameter<"int64_t">:$attentionPath
+    OptionalParameter<"int64_t">:$attentionPath,
+    OptionalParameter<"int64_t">:$queryRows
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

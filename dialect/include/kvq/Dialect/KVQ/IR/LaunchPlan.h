@@ -35,6 +35,7 @@ struct LaunchPlan {
   int64_t scoresPerThread = 0;   ///< attention: tokens a thread scores, 1 or 2
   int64_t sharedBytes = 0;       ///< attention: dynamic shared memory per block
   int64_t attentionPath = 0;     ///< attention: kCudaCores or kTensorCores
+  int64_t queryRows = 0; ///< chunked attention: query rows a block takes
 
   /// Packed words per load of an operand; 1 where the plan has none (the
   /// dense baseline reads no packed words).
@@ -46,6 +47,8 @@ struct LaunchPlan {
   }
   /// Halves per fp16 load; 1 where the kernel has no vector loads.
   int64_t halvesPerLoad() const { return halfVector ? halfVector : 1; }
+  /// Query rows per block; 1 where the plan has none.
+  int64_t queryRowsPerBlock() const { return queryRows ? queryRows : 1; }
 };
 
 /// One integer field: its name (as the IR prints it and the manifest stores
@@ -55,7 +58,7 @@ struct LaunchPlanField {
   int64_t LaunchPlan::*member;
 };
 
-inline constexpr std::array<LaunchPlanField, 10> kPlanIntegerFields = {{
+inline constexpr std::array<LaunchPlanField, 11> kPlanIntegerFields = {{
     {"threads", &LaunchPlan::threads},
     {"halfVector", &LaunchPlan::halfVector},
     {"tileTokens", &LaunchPlan::tileTokens},
@@ -66,6 +69,7 @@ inline constexpr std::array<LaunchPlanField, 10> kPlanIntegerFields = {{
     {"scoresPerThread", &LaunchPlan::scoresPerThread},
     {"sharedBytes", &LaunchPlan::sharedBytes},
     {"attentionPath", &LaunchPlan::attentionPath},
+    {"queryRows", &LaunchPlan::queryRows},
 }};
 
 /// Where an attention kernel does its arithmetic (LaunchPlan::attentionPath):
@@ -74,6 +78,10 @@ inline constexpr std::array<LaunchPlanField, 10> kPlanIntegerFields = {{
 /// registers (passes/lib/Conversion/KVQToGPU/TensorCoreAttention.cpp).
 inline constexpr int64_t kCudaCores = 1;
 inline constexpr int64_t kTensorCores = 2;
+
+/// The most query rows one block of a chunked attention kernel takes
+/// (LaunchPlan::queryRows): two MMA column tiles of one head each.
+inline constexpr int64_t kMaxQueryRows = 16;
 
 /// Name of the string field.
 inline constexpr const char *kPlanArchField = "arch";
