@@ -511,12 +511,15 @@ std::vector<AttentionCase> attentionCases() {
       c.outliers = (index + p) % 2 == 0;
       cases.push_back(c);
       // Every case on the plan's path (tensor cores where they can run)
-      // and forced onto the CUDA cores: both bodies stay correct. bf16,
-      // which the plan keeps on the CUDA cores, is forced onto the tensor
-      // cores where their fragments can read its values.
+      // and forced onto the CUDA cores: both bodies stay correct. What the
+      // plan keeps on the CUDA cores though the tensor cores can run it
+      // (bf16; more than 128 channels a column tile, head_dim 256) is
+      // forced onto the tensor cores too.
       c.spec.path = AttentionPath::CudaCores;
       cases.push_back(c);
-      if (s.dtype == HalfType::BF16 && tensorCoresCanRun(s)) {
+      int columnTiles = (s.queryHeads / s.kvHeads + 7) / 8;
+      if ((s.dtype == HalfType::BF16 || columnTiles * s.headDim > 128) &&
+          tensorCoresCanRun(s)) {
         c.spec.path = AttentionPath::TensorCores;
         cases.push_back(c);
       }
