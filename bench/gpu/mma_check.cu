@@ -2,7 +2,9 @@
 // the same fragment layout the emulator implements (kvq_emu::mmaM16N8K16)
 // and EmulatorTest.MmaFragmentsFollowThePtxLayout pins: distinct small
 // integers, exact in fp16 and in the fp32 sums, so D must equal A.B + C bit
-// for bit, and a run with two fragments swapped must not. Built and run by
+// for bit, and a run with two fragments swapped must not; nor may a tile
+// whose A holds fp16 subnormals (as channel-axis key codes enter the score
+// MMAs) differ from its exact sums. Built and run by
 // device-run.sh with the machine's nvcc (nothing of kvq's is linked):
 //
 //   nvcc -arch=sm_90 -I<bundle> mma_check.cu -o mma_check && ./mma_check
@@ -39,7 +41,7 @@ __global__ void mmaTile(const unsigned *a, const unsigned *b, const float *c,
   d[(g + 8) * 8 + 2 * t + 1] = fd[3];
 }
 
-// The register helpers on the device (PRMT, SHF.L.W, HMUL2, HFMA2), one
+// The register helpers on the device (PRMT, HMUL2, HFMA2), one
 // case of pair_ops_cases.h a thread: its kind and operands in, two results
 // out.
 __global__ void pairOps(const unsigned *in, unsigned *out) {
@@ -48,8 +50,6 @@ __global__ void pairOps(const unsigned *in, unsigned *out) {
            c = in[4 * i + 3], first = 0, second = 0;
   if (kind == kvq_pair_test::kPermute) {
     first = (unsigned)kvq_byte_perm((int)a, (int)b, (int)c);
-  } else if (kind == kvq_pair_test::kRotate) {
-    first = (unsigned)kvq_rotate_left((int)a, (int)b);
   } else {
     int product = kvq_mul_f16x2((int)a, (int)b);
     first = (unsigned)product;
@@ -89,10 +89,20 @@ int main() {
     CHECK(cudaMemcpy(D, dd, sizeof D, cudaMemcpyDeviceToHost));
     wrong[swap] = tile.mismatches(&D[0][0]);
   }
-  bool ok = wrong[0] == 0 && wrong[1] > 64;
+  // A as fp16 subnormals (channel-axis key codes): kept, not flushed.
+  kvq_mma_test::Tile codes(/*subnormal=*/true);
+  CHECK(cudaMemcpy(da, codes.a, sizeof codes.a, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dc, codes.C, sizeof codes.C, cudaMemcpyHostToDevice));
+  CHECK(cudaMemset(dd, 0xFF, sizeof D));
+  mmaTile<<<1, 32>>>(da, db, dc, dd, 0);
+  CHECK(cudaGetLastError());
+  CHECK(cudaMemcpy(D, dd, sizeof D, cudaMemcpyDeviceToHost));
+  int subnormalWrong = codes.mismatches(&D[0][0]);
+  bool ok = wrong[0] == 0 && wrong[1] > 64 && subnormalWrong == 0;
   std::printf("mma check: %s (kvq_mma_m16n8k16: %d of 128 elements differ "
-              "from A.B + C; with a swapped fragment %d, must be > 64)\n",
-              ok ? "ok" : "FAIL", wrong[0], wrong[1]);
+              "from A.B + C; with a swapped fragment %d, must be > 64; with "
+              "A fp16 subnormals %d)\n",
+              ok ? "ok" : "FAIL", wrong[0], wrong[1], subnormalWrong);
 
   using namespace kvq_pair_test;
   unsigned operands[kCases * 4], expected[kCases * 2], results[kCases * 2];
@@ -107,7 +117,7 @@ int main() {
   int differ = 0;
   for (int i = 0; i < 2 * kCases; ++i)
     differ += results[i] != expected[i];
-  std::printf("pair check: %s (kvq_byte_perm, kvq_rotate_left, kvq_mul_f16x2 "
+  std::printf("pair check: %s (kvq_byte_perm, kvq_mul_f16x2 "
               "and its error: %d of %d results differ from the emulator's "
               "hand-computed bits)\n",
               differ == 0 ? "ok" : "FAIL", differ, 2 * kCases);

@@ -1,8 +1,8 @@
 // Hand-computed cases for the prelude's register helpers that the
 // tensor-core attention unpacks and scales with (kvq_byte_perm,
-// kvq_rotate_left, kvq_mul_f16x2, kvq_mul_f16x2_error), shared by
-// EmulatorTest (the CPU emulator's host versions) and
-// bench/gpu/mma_check.cu (PRMT, SHF.L.W, HMUL2 and HFMA2 on a GPU): both
+// kvq_mul_f16x2, kvq_mul_f16x2_error), shared by EmulatorTest (the CPU
+// emulator's host versions) and bench/gpu/mma_check.cu (PRMT, HMUL2 and
+// HFMA2 on a GPU): both
 // must give these bits. Plain C++, no CUDA, no kvq.
 #pragma once
 
@@ -38,31 +38,17 @@ constexpr MultiplyCase kMultiplies[] = {
     {0x3C00C000u, 0xB8003800u, 0xB800BC00u, 0x00000000u},
 };
 
-struct RotateCase {
-  unsigned value, amount, expected;
-};
-
-/// funnel shift left of the value with itself: bit i to (i + amount) mod 32.
-constexpr RotateCase kRotations[] = {
-    {0x80000001u, 1, 0x00000003u},  // the top bit wraps to bit 0
-    {0x12345678u, 0, 0x12345678u},  // no rotation
-    {0x12345678u, 8, 0x34567812u},  // a byte
-    {0xF000000Fu, 28, 0xFF000000u}, // four bits right
-};
-
 constexpr int kPermuteCount = sizeof kPermutes / sizeof kPermutes[0];
-constexpr int kRotateCount = sizeof kRotations / sizeof kRotations[0];
 constexpr int kCases =
-    kPermuteCount + kRotateCount + sizeof kMultiplies / sizeof kMultiplies[0];
+    kPermuteCount + sizeof kMultiplies / sizeof kMultiplies[0];
 
 /// What case i runs (the operand in[4i] holds it).
-enum Kind : unsigned { kPermute, kRotate, kMultiply };
+enum Kind : unsigned { kPermute, kMultiply };
 
 /// Case i's operands at in[4i..4i+3]: its kind, then a and b and the
-/// selector (a permutation), the value and the amount (a rotation), or the
-/// two fp16 pairs (a product). A kernel running case i writes two results
-/// to out[2i..2i+1]: the permutation or rotation and 0, or the product and
-/// its error; `expected` gets what they must be.
+/// selector (a permutation), or the two fp16 pairs (a product). A kernel
+/// running case i writes two results to out[2i..2i+1]: the permutation and
+/// 0, or the product and its error; `expected` gets what they must be.
 inline void fillCases(unsigned in[4 * kCases], unsigned expected[2 * kCases]) {
   for (int i = 0; i < kCases; ++i) {
     unsigned *op = in + 4 * i, *want = expected + 2 * i;
@@ -70,12 +56,8 @@ inline void fillCases(unsigned in[4 * kCases], unsigned expected[2 * kCases]) {
       const PermuteCase &c = kPermutes[i];
       op[0] = kPermute, op[1] = c.a, op[2] = c.b, op[3] = c.selector;
       want[0] = c.expected, want[1] = 0;
-    } else if (i < kPermuteCount + kRotateCount) {
-      const RotateCase &c = kRotations[i - kPermuteCount];
-      op[0] = kRotate, op[1] = c.value, op[2] = c.amount, op[3] = 0;
-      want[0] = c.expected, want[1] = 0;
     } else {
-      const MultiplyCase &c = kMultiplies[i - kPermuteCount - kRotateCount];
+      const MultiplyCase &c = kMultiplies[i - kPermuteCount];
       op[0] = kMultiply, op[1] = c.a, op[2] = c.b, op[3] = 0;
       want[0] = c.product, want[1] = c.error;
     }

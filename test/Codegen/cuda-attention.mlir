@@ -21,7 +21,7 @@
 // CHECK-NOT: __syncthreads
 // CHECK: // K as A fragments
 // CHECK: int4 {{v[0-9]+}} = KVQ_LDG4({{[0-9]+}}, key_words,
-// CHECK: int32_t key_codes = kvq_and_or(
+// CHECK: int32_t key_codes = {{v[0-9]+}} & key_code_mask;
 // CHECK: int32_t [[HI:v[0-9]+]] = kvq_mul_f16x2(q_frag, scale_pair);
 // CHECK: float4 {{v[0-9]+}} = kvq_mma_f16(key_codes, key_codes_2, key_codes_3, key_codes_4, [[HI]], {{v[0-9]+}}, kvq_float4(0.0f, 0.0f, 0.0f, 0.0f));
 // CHECK: kvq_mul_f16x2_error(q_frag, scale_pair, [[HI]]);

@@ -93,7 +93,8 @@ func.func @attention(%q: tensor<?x32x128xf16>,
 // Attention on the tensor cores (the plan's choice): the warps' merge
 // buffers in shared memory, the queries' B fragments packed once, then per
 // step of 16 tokens the channel-axis keys' codes as A fragments (a PRMT
-// pairing two channels' halves, a rotation: the code pair exact in fp16),
+// pairing the bytes of two channels' words that hold a token's codes, an
+// AND: the code pair exact, as fp16 subnormals),
 // q times each channel's scale and what that rounding left (two score
 // MMAs), the transposed probabilities and the P.V MMAs; no barrier until
 // the warps merge.
@@ -104,7 +105,7 @@ func.func @attention(%q: tensor<?x32x128xf16>,
 // CHECK-NOT: gpu.barrier
 // CHECK: vector.load %{{.*}} : memref<?xi32>, vector<4xi32>
 // CHECK: kvq.permute_bytes
-// CHECK: kvq.rotate_left
+// CHECK-NEXT: arith.andi
 // CHECK: %[[HI:.*]] = kvq.multiply_pair %[[Q:.*]], %[[S:[^ ]*]]{{$}}
 // CHECK: kvq.mma %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[HI]], %{{.*}}, %{{.*}} f16 : vector<4xf32>
 // CHECK: kvq.multiply_pair %[[Q]], %[[S]] error %[[HI]]

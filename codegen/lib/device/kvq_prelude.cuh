@@ -198,15 +198,6 @@ __device__ __forceinline__ int kvq_byte_perm(int a, int b, int selector) {
   return (int)out;
 #endif
 }
-// x rotated left by n (0..31) bits (one SHF.L.W).
-__device__ __forceinline__ int kvq_rotate_left(int x, int n) {
-#ifdef __CUDA_ARCH__
-  return (int)__funnelshift_l((unsigned)x, (unsigned)x, (unsigned)n);
-#else
-  unsigned u = (unsigned)x, k = (unsigned)n & 31u;
-  return (int)(k ? u << k | u >> (32 - k) : u);
-#endif
-}
 // Two 16-bit values as the register they were loaded in, lo in bits 0-15.
 __device__ __forceinline__ int kvq_half_pair(__half lo, __half hi) {
   return (int)((unsigned)__half_as_ushort(lo) |

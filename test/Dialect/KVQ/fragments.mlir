@@ -11,7 +11,6 @@
 // CHECK: kvq.dequantize_pair %{{.*}} scales(%{{.*}}, %{{.*}}) centre 0
 // CHECK: kvq.dequantize_pair %{{.*}} centre 8
 // CHECK: kvq.permute_bytes %{{.*}}, %{{.*}}, %{{.*}}
-// CHECK: kvq.rotate_left %{{.*}}, %{{.*}}
 // CHECK: kvq.half_pair %{{.*}}, %{{.*}} : f16
 // CHECK: kvq.multiply_pair %[[Q:.*]], %[[S:.*]]{{$}}
 // CHECK: kvq.multiply_pair %[[Q]], %[[S]] error %{{.*}}
@@ -23,8 +22,7 @@ func.func @fragments(%a: i32, %b: i32, %c: vector<4xf32>, %x: f32, %y: f32, %lo:
   %h = kvq.select_halves %a, %b high
   %v = kvq.dequantize_pair %h scales(%a, %b) centre 0
   %s = kvq.dequantize_pair %h centre 8
-  %r0 = kvq.permute_bytes %a, %b, %h
-  %r = kvq.rotate_left %r0, %b
+  %r = kvq.permute_bytes %a, %b, %h
   %w = kvq.half_pair %lo, %hi : f16
   %m = kvq.multiply_pair %a, %w
   %n = kvq.multiply_pair %a, %w error %m

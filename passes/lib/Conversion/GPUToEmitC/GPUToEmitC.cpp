@@ -831,12 +831,11 @@ struct GPUToEmitCPass : mlir::kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
     target.addIllegalDialect<arith::ArithDialect, math::MathDialect,
                              memref::MemRefDialect, scf::SCFDialect,
                              vector::VectorDialect>();
-    target.addIllegalOp<gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp,
-                        gpu::BlockIdOp, gpu::GridDimOp, gpu::BlockDimOp,
-                        gpu::BarrierOp, gpu::ShuffleOp, MmaOp, PackPairOp,
-                        PackPairErrorOp, TransposePairsOp, SelectHalvesOp,
-                        DequantizePairOp, PermuteBytesOp, HalfPairOp,
-                        MultiplyPairOp, RotateLeftOp>();
+    target.addIllegalOp<
+        gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp, gpu::BlockIdOp,
+        gpu::GridDimOp, gpu::BlockDimOp, gpu::BarrierOp, gpu::ShuffleOp, MmaOp,
+        PackPairOp, PackPairErrorOp, TransposePairsOp, SelectHalvesOp,
+        DequantizePairOp, PermuteBytesOp, HalfPairOp, MultiplyPairOp>();
     // ... the container stays until the kernels are hoisted out below, and
     // casts between converted and original types are reconciled after.
     target.addLegalOp<gpu::GPUModuleOp, UnrealizedConversionCastOp>();
@@ -945,7 +944,5 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
   patterns.add<CallToEmitC<HalfPairOp>>(typeConverter, context,
                                         "kvq_half_pair");
   patterns.add<MultiplyPairToEmitC>(typeConverter, context);
-  patterns.add<CallToEmitC<RotateLeftOp>>(typeConverter, context,
-                                          "kvq_rotate_left");
   populateSCFToEmitCConversionPatterns(patterns, typeConverter);
 }

@@ -123,6 +123,10 @@ Value KernelBuilder::toF32(Value value) {
   return arith::ExtFOp::create(b, b.getF32Type(), value);
 }
 
+Value KernelBuilder::bitcastToF32(Value bits) {
+  return arith::BitcastOp::create(b, b.getF32Type(), bits);
+}
+
 Value KernelBuilder::fromF32(Value value, Type type) {
   if (type.isF32())
     return value;
@@ -225,10 +229,6 @@ Value KernelBuilder::selectHalves(Value a, Value c, bool high) {
 
 Value KernelBuilder::permuteBytes(Value a, Value c, Value selector) {
   return PermuteBytesOp::create(b, b.getI32Type(), a, c, selector);
-}
-
-Value KernelBuilder::rotateLeft(Value a, Value amount) {
-  return RotateLeftOp::create(b, b.getI32Type(), a, amount);
 }
 
 Value KernelBuilder::halfPair(Value low, Value high) {
@@ -399,8 +399,7 @@ Value KernelBuilder::dequantizeCode(SchemeAttr scheme, Value code, Value scale,
   // 2^23 + code, exactly, by one OR instead of an int-to-float conversion
   // (a quarter-rate instruction that would bound the unpacking). One
   // subtraction then gives the code, or the centred code, exactly.
-  Value magic =
-      arith::BitcastOp::create(b, b.getF32Type(), bitOr(code, i32(0x4B000000)));
+  Value magic = bitcastToF32(bitOr(code, i32(0x4B000000)));
   if (scheme.isSymmetric()) // stored code = q + 2^(bits-1)
     return fmul(named("code", fsub(magic, f32(8388608.0 +
                                               (1 << (scheme.getBits() - 1))))),

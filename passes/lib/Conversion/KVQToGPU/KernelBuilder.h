@@ -70,6 +70,8 @@ public:
   //===--- conversions ----------------------------------------------===//
   /// fp16/bf16/f32 or i32 code (unsigned) to fp32.
   Value toF32(Value value);
+  /// The fp32 whose bits an i32 holds (__int_as_float).
+  Value bitcastToF32(Value bits);
   /// fp32 to `type` (f16, bf16 or f32), rounding to nearest even.
   Value fromF32(Value value, Type type);
   /// Round fp32 through `storage` and back: what a stored scale reads as.
@@ -96,8 +98,6 @@ public:
   Value selectHalves(Value a, Value b, bool high);
   /// The bytes of `b`:`a` that `selector` (a register) picks (PRMT).
   Value permuteBytes(Value a, Value b, Value selector);
-  /// `a` rotated left by `amount` bits (0 to 31; SHF.L.W).
-  Value rotateLeft(Value a, Value amount);
   /// Two f16/bf16 values as the one 32-bit register they were loaded in.
   Value halfPair(Value low, Value high);
   /// fp16 pairs a * b, rounded (HMUL2); with `product` (that result), what

@@ -293,14 +293,16 @@ private:
   /// Channel-axis codes: where this lane's tokens (group, group + 8 of a
   /// step) lie in their words, once per kernel. A step starts on a whole
   /// word row (16 tokens, a word at most), so a token's place in its word
-  /// is fixed per lane: its code sits in the low or high 16 bits (the PRMT
-  /// selector that pairs two channels' halves), and one rotation moves it
-  /// from its place there to the top of an fp16 mantissa.
+  /// is fixed per lane: its code lies in one byte (codes of 2, 4 and 8 bits
+  /// never cross one), at bit `s` of it. A PRMT with a per-lane selector
+  /// puts that byte of two channels' words at the bottom of the two halves,
+  /// and a LOP3 keeps the code: an fp16 subnormal, code x 2^(s - 24),
+  /// exact, whose MMAs need no offset taken off afterwards.
   void placeChannelCodes(SchemeAttr scheme) {
     kb.comment("where this lane's key tokens lie in their channel words: "
-               "which half (PRMT selector 21520 = 0x5410 the low halves, "
-               "30258 = 0x7632 the high) and the rotation that moves a code "
-               "there to the top of the mantissa (bits 9 down)");
+               "the byte (PRMT selector: that byte of each word at the "
+               "bottom of a half), the code's bits in it, and 2^(24 - bit "
+               "in the byte), which turns the subnormal back into the code");
     int64_t perWord = scheme.codesPerWord(), bits = scheme.getBits();
     for (int64_t i : {0, 1}) {
       Value code = kb.rem(kb.add(g, kb.i32(8 * i)), kb.i32(perWord));
@@ -308,15 +310,25 @@ private:
         code = kb.add(kb.div(code, kb.i32(2)),
                       kb.mul(kb.rem(code, kb.i32(2)), kb.i32(perWord / 2)));
       Value bit = kb.mul(code, kb.i32(bits));
-      Value high = kb.ge(bit, kb.i32(16));
-      keyHalfSelector[i] =
-          kb.named(i ? "key_half_b" : "key_half",
-                   kb.select(high, kb.i32(0x7632), kb.i32(0x5410)));
-      // From bit (bit mod 16) of a half to bit 10 - bits, mod 32.
-      keyCodeRotation[i] = kb.named(
-          i ? "key_rotation_b" : "key_rotation",
-          kb.rem(kb.sub(kb.i32(32 + 10 - bits), kb.rem(bit, kb.i32(16))),
-                 kb.i32(32)));
+      // Result bytes 0, 1 from byte `bit / 8` of the first word, 2, 3 from
+      // the same byte of the second (selector values 4..7).
+      keyByteSelector[i] =
+          kb.named(i ? "key_byte_selector_b" : "key_byte_selector",
+                   kb.add(kb.mul(kb.div(bit, kb.i32(8)), kb.i32(0x1111)),
+                          kb.i32(0x4400)));
+      if (i == 1)
+        continue;
+      // Token group + 8 lies a whole number of bytes further (8 or 16 bits
+      // in a word of 16 codes, the same place in its own word otherwise):
+      // the same bits of its byte.
+      Value inByte = kb.rem(bit, kb.i32(8));
+      keyCodeMask = kb.named(
+          "key_code_mask",
+          kb.shl(kb.i32(scheme.maxCode() | scheme.maxCode() << 16), inByte));
+      // 2^(24 - s) as fp32 bits: exponent 127 + 24 - s.
+      keyCodeUnit = kb.named(
+          "key_code_unit",
+          kb.bitcastToF32(kb.shl(kb.sub(kb.i32(151), inByte), kb.i32(23))));
     }
   }
 
@@ -791,19 +803,20 @@ private:
   /// by k-step (so that few registers hold codes, scales or products at a
   /// time). The A fragments are the codes of tokens g and g + 8 (their word
   /// rows, clamped) at the lane's channels (its contiguous quarter, as the
-  /// queries'): a PRMT puts the halves of two channels' words that hold a
-  /// token side by side, a rotation and a LOP3 put both codes at the top of
-  /// fp16 mantissas under 1.0's exponent, x = 1 + code / 2^bits, exactly.
-  /// As a step's tokens share one row of scales, each channel's scale is
-  /// folded into q:
+  /// queries'): a PRMT puts the byte of two channels' words that holds a
+  /// token's code at the bottom of two halves, and a LOP3 keeps the code's
+  /// bits: x = code 2^(s - 24), an fp16 subnormal (s the code's first bit
+  /// in its byte), exactly. As a step's tokens share one row of scales,
+  /// each channel's scale is folded into q:
   ///   score = sum_c q_c (s_c (code_c - centre) + z_c)
-  ///         = 2^bits sum_c (q_c s_c) x_c - (2^bits + centre) sum_c q_c s_c
+  ///         = 2^(24 - s) sum_c (q_c s_c) x_c - centre sum_c q_c s_c
   ///           + sum_c q_c z_c,
   /// the first an MMA of the codes against q s as an fp16 pair (HMUL2) and
   /// another against what its rounding left (HFMA2), exact together; the
-  /// other two MMAs whose A operand is two k-steps' scales (zero points) as
-  /// loaded, against q (exact fp16 operands). All sums stay in fp32 near
-  /// the scores' own size (x is in [1, 2)), so nothing cancels badly.
+  /// other two (the second only for symmetric codes) MMAs whose A operand
+  /// is two k-steps' scales (zero points) as loaded, against q (exact fp16
+  /// operands). The codes carry no offset, so no sum cancels: a product
+  /// (q s) x is exact in fp32 and far above its smallest normal.
   SmallVector<SmallVector<Value>> channelCodeScores(const Operand &keys,
                                                     const StoredRows &at,
                                                     ArrayRef<Value> tokens,
@@ -811,10 +824,6 @@ private:
     SchemeAttr scheme = keys.scheme;
     int64_t perWord = scheme.codesPerWord(), bits = scheme.getBits();
     int64_t centre = scheme.isSymmetric() ? 1 << (bits - 1) : 0;
-    // The code's bits at the top of each half's mantissa, under fp16 1.0.
-    int64_t top = scheme.maxCode() << (10 - bits);
-    Value mask = kb.i32(top | top << 16);
-    Value one = kb.i32(0x3C003C00);
     // Tokens g and g + 8 share a word row when a word holds 16 tokens.
     size_t rows = perWord >= 16 ? 1 : 2;
     SmallVector<Value> wordBase; // [word row]: the lane's first word
@@ -862,13 +871,8 @@ private:
       for (int64_t j : {0, 2})
         for (size_t r : {0, 1}) {
           const SmallVector<Value> &row = words[rows == 1 ? 0 : r];
-          Value halves =
-              kb.permuteBytes(row[j], row[j + 1], keyHalfSelector[r]);
-          codes.push_back(kb.named(
-              "key_codes",
-              kb.bitOr(
-                  kb.bitAnd(kb.rotateLeft(halves, keyCodeRotation[r]), mask),
-                  one)));
+          Value bytes = kb.permuteBytes(row[j], row[j + 1], keyByteSelector[r]);
+          codes.push_back(kb.named("key_codes", kb.bitAnd(bytes, keyCodeMask)));
         }
       for (int64_t h = 0; h < headTiles; ++h) {
         ArrayRef<Value> q =
@@ -893,19 +897,21 @@ private:
             ArrayRef<Value>(queryFragments).slice((h * kSteps + m - 1) * 2, 2);
         for (int64_t half : {0, 1}) {
           SmallVector<Value> b = {previous[half], q[half]};
-          scaleRows[h][half] = kb.mma(scales, b, scaleRows[h][half], s.half);
+          if (centre)
+            scaleRows[h][half] = kb.mma(scales, b, scaleRows[h][half], s.half);
           if (keys.zeros)
             zeroRows[h][half] = kb.mma(zeros, b, zeroRows[h][half], s.half);
         }
       }
     }
-    kb.comment(llvm::formatv("raw scores: {0} x sum(q s x) with x = 1 + "
-                             "code / {0}, - {1} x sum(q s){2}",
-                             int64_t(1) << bits, (int64_t(1) << bits) + centre,
-                             keys.zeros ? " + sum(q z)" : "")
-                   .str());
-    Value unit = kb.f32(double(int64_t(1) << bits));
-    Value offset = kb.f32(-double((int64_t(1) << bits) + centre));
+    kb.comment(
+        llvm::formatv("raw scores: 2^(24 - s) x sum(q s x), x the "
+                      "codes as subnormals{0}{1}",
+                      centre ? llvm::formatv(", - {0} x sum(q s)", centre).str()
+                             : "",
+                      keys.zeros ? ", + sum(q z)" : "")
+            .str());
+    Value offset = kb.f32(-double(centre));
     for (int64_t h = 0; h < headTiles; ++h)
       for (int64_t r = 0; r < 4; ++r) { // rows g: r 0, 1; rows g + 8: 2, 3
         auto sum = [&](const SmallVector<SmallVector<Value>, 2> &rowsOf,
@@ -913,11 +919,13 @@ private:
           return kb.named(name,
                           kb.fadd(rowsOf[0][r % 2], rowsOf[1][2 + r % 2]));
         };
-        Value score =
-            kb.fadd(kb.fmul(acc[h][r], unit),
-                    kb.fmul(sum(scaleRows[h], "q_scale_sum"), offset));
-        acc[h][r] =
-            keys.zeros ? kb.fadd(score, sum(zeroRows[h], "q_zero_sum")) : score;
+        Value score = kb.fmul(acc[h][r], keyCodeUnit);
+        if (centre)
+          score =
+              kb.fadd(score, kb.fmul(sum(scaleRows[h], "q_scale_sum"), offset));
+        if (keys.zeros)
+          score = kb.fadd(score, sum(zeroRows[h], "q_zero_sum"));
+        acc[h][r] = score;
       }
     return acc;
   }
@@ -1237,9 +1245,9 @@ private:
   SmallVector<Value> columnLengths[3];
   Value scoreScale;                      ///< softmax scale x log2(e)
   KeyForm bodyKeyForm = KeyForm::Values; ///< how the body's keys enter
-  /// Channel-axis codes: PRMT selector and rotation of tokens group,
-  /// group + 8.
-  Value keyHalfSelector[2], keyCodeRotation[2];
+  /// Channel-axis codes: the PRMT selector of tokens group, group + 8, and
+  /// the mask and fp32 unit of the bits both codes take in their byte.
+  Value keyByteSelector[2], keyCodeMask, keyCodeUnit;
   SmallVector<Value> queryFragments; ///< [head tile][k-step][2]
   /// Keys as codes with zero points: [head tile][scale group][head 2t, 2t+1]
   SmallVector<Value> querySums;

@@ -399,22 +399,6 @@ def KVQ_PermuteBytesOp : KVQ_Op<"permute_bytes", [Pure]> {
   let assemblyFormat = "$a `,` $b `,` $selector attr-dict";
 }
 
-def KVQ_RotateLeftOp : KVQ_Op<"rotate_left", [Pure]> {
-  let summary = "A 32-bit register rotated left by a run-time amount";
-  let description = [{
-    `shf.l.wrap` with both halves the same register (`__funnelshift_l(x,
-    x, n)`): bit i moves to bit (i + n) mod 32, so a code at a lane's own
-    position in either 16-bit half lands at the same place in both.
-
-    ```mlir
-    %r = kvq.rotate_left %x, %n
-    ```
-  }];
-  let arguments = (ins I32:$value, I32:$amount);
-  let results = (outs I32:$rotated);
-  let assemblyFormat = "$value `,` $amount attr-dict";
-}
-
 def KVQ_HalfPairOp : KVQ_Op<"half_pair", [Pure, AllTypesMatch<["low", "high"]>]> {
   let summary = "Two fp16/bf16 values side by side in one register, unchanged";
   let description = [{
