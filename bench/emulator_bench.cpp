@@ -111,14 +111,18 @@ void measure(const char *title, emu::Module &m, uint64_t tensorBytes,
 /// and geometry the runtime uses); `minimumBytes` is what it must read.
 struct AttentionSetup {
   std::vector<std::unique_ptr<Buffer>> buffers;
-  int32_t lens[3];
+  std::vector<int32_t> lens;       ///< a row's {sink, body, residual}
   std::vector<int32_t> blockTable; ///< a paged body: page i at pages-1-i
   uint64_t minimumBytes = 0;
   KernelLaunch launch; ///< the attention kernel (the combine is not run)
 
+  /// A chunked spec takes `queryRows` rows of the one sequence, a causal
+  /// chunk: row i sees queryRows - 1 - i fewer residual tokens than the
+  /// last.
   AttentionSetup(const KernelSpec &s, const GeneratedSource &source, int tokens,
-                 int residual)
-      : lens{4, tokens, residual} {
+                 int residual, int queryRows = 1) {
+    for (int i = 0; i < queryRows; ++i)
+      lens.insert(lens.end(), {4, tokens, residual - (queryRows - 1 - i)});
     int d = s.headDim, hkv = s.kvHeads, hq = s.queryHeads;
     auto make = [&](size_t bytes, uint8_t fill, bool read) -> void * {
       buffers.push_back(std::make_unique<Buffer>(bytes, fill));
@@ -134,7 +138,14 @@ struct AttentionSetup {
       return b->p;
     };
     AttentionCall c;
-    c.batch = 1;
+    c.batch = queryRows;
+    if (s.chunked) {
+      std::vector<int32_t> sequences(queryRows, 0);
+      void *rows = make(sequences.size() * 4, 0, true);
+      std::memcpy(rows, sequences.data(), sequences.size() * 4);
+      c.rowSequences = static_cast<const int32_t *>(rows);
+      c.sequences = 1;
+    }
     c.bodyCapacity = tokens;
     // Paged: the body is `pages` pages of the spec's page tokens, stored in
     // reverse order; the block table is read too.
@@ -154,7 +165,7 @@ struct AttentionSetup {
     c.sinkCapacity = 4;
     c.residualCapacity = residual;
     c.tokensPerSplit = 256;
-    c.q = half(size_t(hq) * d);
+    c.q = half(size_t(queryRows) * hq * d);
     if (s.kind == KernelKind::DenseAttention) {
       c.keys = half(size_t(hkv) * tokens * d);
       c.values = half(size_t(hkv) * tokens * d);
@@ -176,11 +187,11 @@ struct AttentionSetup {
     c.sinkValues = half(size_t(hkv) * c.sinkCapacity * d);
     c.residualKeys = half(size_t(hkv) * residual * d);
     c.residualValues = half(size_t(hkv) * residual * d);
-    void *lengths = make(sizeof lens, 0, false);
-    std::memcpy(lengths, lens, sizeof lens);
+    void *lengths = make(lens.size() * 4, 0, false);
+    std::memcpy(lengths, lens.data(), lens.size() * 4);
     c.lengths = static_cast<const int32_t *>(lengths);
-    c.hostLengths = lens;
-    c.out = make(size_t(hq) * d * 2, 0, false);
+    c.hostLengths = lens.data();
+    c.out = make(size_t(queryRows) * hq * d * 2, 0, false);
     c.workspace = make(attentionWorkspaceBytes(s, source, c), 0, false);
     llvm::Expected<std::vector<KernelLaunch>> launches =
         planAttention(s, source, c);
@@ -259,6 +270,47 @@ void decodeStepTable(const char *modelName, int tokens) {
   }
 }
 
+/// A causal chunk of query tokens of one sequence (chunked prefill,
+/// speculative verification) on each attention path: the bytes its loads
+/// request (sectors x 32, each request counted: what the kernel asks of L2
+/// and DRAM) against one query token's. A block per row on the CUDA cores;
+/// on the tensor cores a block per queryRows rows.
+void chunkedRowsTable(const char *spec, int tokens, int queryTokens) {
+  std::printf("\n## A chunk of %d query tokens (%s, %d quantized + 4 sink + "
+              "128 residual tokens)\n\n",
+              queryTokens, spec, tokens);
+  std::printf("Bytes the attention kernel's loads request (sectors x 32, "
+              "each request counted; the emulator's trace) for one query "
+              "token and for the chunk.\n\n");
+  std::printf("| path | kernel | query rows a block | one token B | chunk B | "
+              "chunk / one token |\n|---|---|---|---|---|---|\n");
+  for (const char *path : {"cuda-cores", "tensor-cores"}) {
+    KernelSpec s;
+    parseKernelSpec(std::string(spec) + " path=" + path, s);
+    GeneratedSource source;
+    auto m = compile(s, source);
+    const GeneratedKernel &k = source.kernels[0];
+    uint64_t requested[2] = {0, 0};
+    for (int run = 0; run < 2; ++run) {
+      AttentionSetup setup(s, source, tokens, 128, run ? queryTokens : 1);
+      emu::LaunchOptions traced;
+      traced.traceTraffic = true;
+      if (llvm::Error e = m->launch(setup.launch, traced)) {
+        std::fprintf(stderr, "%s\n", llvm::toString(std::move(e)).c_str());
+        std::exit(1);
+      }
+      for (const emu::SiteTraffic &site : m->lastTraffic().sites)
+        if (!site.store)
+          requested[run] += site.sectors * 32;
+    }
+    std::printf("| %s | `%s` | %lld | %llu | %llu | %.2fx |\n", path,
+                k.name.c_str(), (long long)k.plan.queryRowsPerBlock(),
+                (unsigned long long)requested[0],
+                (unsigned long long)requested[1],
+                double(requested[1]) / double(requested[0]));
+  }
+}
+
 void quantize(const char *spec, int rows, int tokens) {
   KernelSpec s;
   parseKernelSpec(spec, s);
@@ -306,5 +358,7 @@ int main() {
   quantize("quantize 2c32 d=128", 8, 128);
   quantize("quantize 4t64 d=128", 8, 128);
   decodeStepTable("llama-3-8b", 1024);
+  chunkedRowsTable(
+      "attention k=2c32 v=2t32i d=128 hq=32 hkv=8 paged=64 chunked", 1024, 8);
   return 0;
 }
