@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -54,6 +55,69 @@ float ref::fromHalfBits(uint16_t bits, HalfType type) {
   float x;
   std::memcpy(&x, &f, sizeof x);
   return x;
+}
+
+//===----------------------------------------------------------------------===//
+// FP8
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// A format's mantissa bits, exponent bias and largest finite value.
+struct Fp8Shape {
+  int mantissaBits, bias;
+  double largest;
+};
+Fp8Shape fp8Shape(ref::Fp8Format format) {
+  return format == ref::Fp8Format::E4M3 ? Fp8Shape{3, 7, 448.0}
+                                        : Fp8Shape{2, 15, 57344.0};
+}
+} // namespace
+
+uint8_t ref::toFp8Bits(float x, Fp8Format format) {
+  Fp8Shape f = fp8Shape(format);
+  uint8_t sign = std::signbit(x) ? 0x80 : 0;
+  if (std::isnan(x))
+    return sign | 0x7F;
+  // Saturate first: anything from the largest value up rounds to it (the
+  // next step up is NaN or infinity, which SATFINITE never gives).
+  double a = std::min(std::fabs(double(x)), f.largest);
+  if (a == 0)
+    return sign;
+  // The spacing of the format's values around a: 2^(e - mantissa bits),
+  // subnormals sharing the smallest normal binade's (e = 1 - bias).
+  int e = std::max(std::ilogb(a), 1 - f.bias);
+  double quantum = std::ldexp(1.0, e - f.mantissaBits);
+  double units = std::nearbyint(a / quantum); // ties to even: exact here
+  // units in [0, 2^(m+1)]: 2^(m+1) is the next binade's first value.
+  int mantissaOne = 1 << f.mantissaBits;
+  if (units >= 2 * mantissaOne) {
+    units /= 2;
+    ++e;
+  }
+  int code = int(units);
+  if (code < mantissaOne) // subnormal (e is the smallest normal exponent)
+    return sign | uint8_t(code);
+  return sign | uint8_t((e + f.bias) << f.mantissaBits) |
+         uint8_t(code - mantissaOne);
+}
+
+float ref::fromFp8Bits(uint8_t bits, Fp8Format format) {
+  Fp8Shape f = fp8Shape(format);
+  int mantissaMask = (1 << f.mantissaBits) - 1;
+  int exponent = (bits & 0x7F) >> f.mantissaBits;
+  int mantissa = bits & mantissaMask;
+  int top = 0x7F >> f.mantissaBits; // the all-ones exponent
+  float sign = bits & 0x80 ? -1.0f : 1.0f;
+  if (format == Fp8Format::E4M3 && exponent == top && mantissa == mantissaMask)
+    return std::numeric_limits<float>::quiet_NaN();
+  if (format == Fp8Format::E5M2 && exponent == top)
+    return mantissa ? std::numeric_limits<float>::quiet_NaN()
+                    : sign * std::numeric_limits<float>::infinity();
+  if (exponent == 0)
+    return sign *
+           float(std::ldexp(double(mantissa), 1 - f.bias - f.mantissaBits));
+  return sign * float(std::ldexp(double(mantissa + (1 << f.mantissaBits)),
+                                 exponent - f.bias - f.mantissaBits));
 }
 
 float ref::roundToHalf(float x, HalfType type) {

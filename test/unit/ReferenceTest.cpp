@@ -7,7 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
+#include <tuple>
+#include <vector>
 
 using namespace kvq;
 
@@ -270,6 +274,115 @@ TEST(Reference, GroupAttentionAgreesWithRowAttention) {
   ref::attendGroup(q.data(), heads, none, none, d, scale, group.data());
   for (float x : group)
     EXPECT_EQ(x, 0.0f) << "no tokens: zeros";
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// FP8 (the codec FP8 KV caches store: OCP E4M3 / E5M2, saturating)
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+using ref::Fp8Format;
+
+struct Fp8Case {
+  float x;
+  uint8_t bits;
+  const char *why;
+};
+
+// Hand-computed: E4M3 is s.eeee.mmm, bias 7; E5M2 s.eeeee.mm, bias 15.
+const Fp8Case kE4M3[] = {
+    {1.0f, 0x38, "1.0: exponent 7"},
+    {448.0f, 0x7E, "the largest: 1.75 x 2^8"},
+    {500.0f, 0x7E, "saturates"},
+    {INFINITY, 0x7E, "infinity saturates (SATFINITE)"},
+    {-INFINITY, 0xFE, "and keeps its sign"},
+    {1.0625f, 0x38, "1 + 1/16: a tie, to the even 1.0"},
+    {1.1875f, 0x3A, "1 + 3/16: a tie, to the even 1.25"},
+    {0.015625f, 0x08, "2^-6, the smallest normal"},
+    {0.0078125f, 0x04, "2^-7: subnormal 4 x 2^-9"},
+    {-0.001953125f, 0x81, "-2^-9, the smallest subnormal"},
+    {0.0009765625f, 0x00, "2^-10: a tie between 0 and 2^-9, to 0"},
+    {0.00146484375f, 0x01, "3 x 2^-11: nearer 2^-9"},
+    {-0.0f, 0x80, "negative zero"},
+};
+const Fp8Case kE5M2[] = {
+    {1.0f, 0x3C, "1.0: exponent 15"},
+    {57344.0f, 0x7B, "the largest: 1.75 x 2^15"},
+    {1e6f, 0x7B, "saturates"},
+    {INFINITY, 0x7B, "infinity saturates (SATFINITE)"},
+    {1.125f, 0x3C, "1 + 1/8: a tie, to the even 1.0"},
+    {1.375f, 0x3E, "1 + 3/8: a tie, to the even 1.5"},
+    {-0.00006103515625f, 0x84, "-2^-14, the smallest normal"},
+    {0.0000152587890625f, 0x01, "2^-16, the smallest subnormal"},
+};
+
+TEST(ReferenceFp8, HandComputedBits) {
+  for (auto [format, cases, count] :
+       {std::tuple{Fp8Format::E4M3, kE4M3, std::size(kE4M3)},
+        std::tuple{Fp8Format::E5M2, kE5M2, std::size(kE5M2)}})
+    for (size_t i = 0; i < count; ++i)
+      EXPECT_EQ(ref::toFp8Bits(cases[i].x, format), cases[i].bits)
+          << (format == Fp8Format::E4M3 ? "e4m3 " : "e5m2 ") << cases[i].why;
+  EXPECT_EQ(ref::toFp8Bits(NAN, Fp8Format::E4M3), 0x7F);
+  EXPECT_EQ(ref::toFp8Bits(NAN, Fp8Format::E5M2), 0x7F);
+  EXPECT_TRUE(std::isnan(ref::fromFp8Bits(0xFF, Fp8Format::E4M3)));
+  EXPECT_EQ(ref::fromFp8Bits(0x7C, Fp8Format::E5M2), INFINITY);
+  EXPECT_TRUE(std::isnan(ref::fromFp8Bits(0x7D, Fp8Format::E5M2)));
+  EXPECT_EQ(ref::fromFp8Bits(0x7E, Fp8Format::E4M3), 448.0f);
+  EXPECT_EQ(ref::fromFp8Bits(0x01, Fp8Format::E4M3), 0.001953125f);
+}
+
+// Every finite pattern decodes to a value that encodes back to it, and
+// 100000 floats of every scale and every midpoint of two neighbouring
+// values encode to the nearest finite value (ties to the even pattern),
+// found by searching all 256: an oracle independent of the encoder's
+// arithmetic.
+TEST(ReferenceFp8, EncodeIsTheNearestValueTiesToEven) {
+  for (Fp8Format format : {Fp8Format::E4M3, Fp8Format::E5M2}) {
+    std::vector<std::pair<float, uint8_t>> finite;
+    for (int b = 0; b < 256; ++b) {
+      float v = ref::fromFp8Bits(uint8_t(b), format);
+      if (!std::isfinite(v))
+        continue;
+      EXPECT_EQ(ref::toFp8Bits(v, format), uint8_t(b)) << "pattern " << b;
+      finite.push_back({v, uint8_t(b)});
+    }
+    // Random floats of every scale, and every midpoint of two neighbouring
+    // values (the ties; exact in fp32).
+    std::vector<float> inputs;
+    std::mt19937 rng(8);
+    std::uniform_real_distribution<float> mantissa(-2.0f, 2.0f);
+    std::uniform_int_distribution<int> exponent(-20, 17);
+    for (int i = 0; i < 100000; ++i)
+      inputs.push_back(std::ldexp(mantissa(rng), exponent(rng)));
+    std::vector<float> sorted;
+    for (auto [v, b] : finite)
+      sorted.push_back(v);
+    std::sort(sorted.begin(), sorted.end());
+    for (size_t i = 0; i + 1 < sorted.size(); ++i)
+      if (sorted[i] != sorted[i + 1])
+        inputs.push_back((sorted[i] + sorted[i + 1]) / 2);
+    for (float x : inputs) {
+      uint8_t best = 0;
+      double bestDistance = INFINITY;
+      for (auto [v, b] : finite) {
+        double distance = std::fabs(double(x) - double(v));
+        bool even = (b & 1) == 0;
+        if (distance < bestDistance ||
+            (distance == bestDistance && even && v != 0)) {
+          best = b, bestDistance = distance;
+        }
+      }
+      // Signed zero: the encoder keeps x's sign.
+      if (ref::fromFp8Bits(best, format) == 0)
+        best = std::signbit(x) ? 0x80 : 0x00;
+      ASSERT_EQ(ref::toFp8Bits(x, format), best)
+          << (format == Fp8Format::E4M3 ? "e4m3 " : "e5m2 ") << x;
+    }
+  }
 }
 
 } // namespace

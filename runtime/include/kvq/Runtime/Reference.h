@@ -31,6 +31,19 @@ const float *halfValues();
 /// Rounds a scale or zero point through its storage type.
 float roundToStorage(float x, const QuantScheme &scheme);
 
+/// The OCP 8-bit floating-point formats of FP8 KV caches (vLLM, SGLang,
+/// TensorRT-LLM, FlashInfer): E4M3 (e4m3fn: bias 7, no infinities, 0x7F
+/// and 0xFF NaN, largest 448) and E5M2 (bias 15, IEEE-like, largest
+/// 57344).
+enum class Fp8Format { E4M3, E5M2 };
+/// x rounded to the nearest value of the format (ties to even), saturating
+/// as CUDA's __NV_SATFINITE conversion does (what vLLM writes): beyond the
+/// largest finite value, infinities included, gives that value; NaN gives
+/// NaN (0x7F with x's sign).
+uint8_t toFp8Bits(float x, Fp8Format format);
+/// The value of an FP8 bit pattern (NaN, and E5M2's infinities, as such).
+float fromFp8Bits(uint8_t bits, Fp8Format format);
+
 /// Number of 32-bit words of one packed row (token axis) or one word row
 /// (channel axis, per head_dim channels).
 int wordsPerRow(const QuantScheme &scheme, int headDim);
