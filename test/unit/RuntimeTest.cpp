@@ -45,6 +45,24 @@ protected:
         << llvm::toString(runtime.takeError());
     return runtime ? std::move(*runtime) : nullptr;
   }
+  /// `w` on the emulator (the generated kernels) and on the reference, in
+  /// that order; fewer results (and a failure) if one could not run it.
+  std::vector<WorkloadResult>
+  runOnEmulatorAndReference(const AttentionWorkload &w) {
+    std::vector<WorkloadResult> results;
+    for (Backend backend : {Backend::Emulator, Backend::Reference}) {
+      std::unique_ptr<Runtime> runtime = make(backend);
+      if (!runtime)
+        return results;
+      llvm::Expected<WorkloadResult> result = runAttentionWorkload(*runtime, w);
+      if (!result) {
+        ADD_FAILURE() << llvm::toString(result.takeError());
+        return results;
+      }
+      results.push_back(std::move(*result));
+    }
+    return results;
+  }
   static KernelSpec spec(const char *text) {
     KernelSpec s;
     EXPECT_FALSE(parseKernelSpec(text, s));
@@ -554,23 +572,14 @@ TEST_F(RuntimeTest, EmulatorAndReferenceBackendsAgree) {
   w.spec = spec("attention k=4c32 v=4t32 d=64 hq=4 hkv=2");
   w.batch = 2;
   w.tokens = 96;
-  std::vector<WorkloadResult> results;
-  for (Backend backend : {Backend::Emulator, Backend::Reference}) {
-    std::unique_ptr<Runtime> runtime = make(backend);
-    ASSERT_TRUE(runtime);
-    llvm::Expected<WorkloadResult> result = runAttentionWorkload(*runtime, w);
-    ASSERT_TRUE(static_cast<bool>(result))
-        << llvm::toString(result.takeError());
-    results.push_back(std::move(*result));
-  }
+  std::vector<WorkloadResult> results = runOnEmulatorAndReference(w);
+  ASSERT_EQ(results.size(), 2u);
   EXPECT_EQ(results[0].keyWords, results[1].keyWords);
   EXPECT_EQ(results[0].valueWords, results[1].valueWords);
   EXPECT_LE(normwiseError(results[0].output, results[1].output), 2e-3);
   EXPECT_GT(normwiseError(results[0].output, results[0].fp16Output), 0)
       << "4-bit attention cannot equal fp16 attention exactly";
 }
-
-} // namespace
 
 /// Chunked query rows (chunked prefill, speculative verification): five
 /// consecutive tokens of each of three sequences, each seeing one more
@@ -588,15 +597,8 @@ TEST_P(ChunkedRowsTest, EveryRowMatchesTheReference) {
   w.batch = 3;
   w.tokens = 160;
   w.queryTokens = 5;
-  std::vector<WorkloadResult> results;
-  for (Backend backend : {Backend::Emulator, Backend::Reference}) {
-    std::unique_ptr<Runtime> runtime = make(backend);
-    ASSERT_TRUE(runtime);
-    llvm::Expected<WorkloadResult> result = runAttentionWorkload(*runtime, w);
-    ASSERT_TRUE(static_cast<bool>(result))
-        << llvm::toString(result.takeError());
-    results.push_back(std::move(*result));
-  }
+  std::vector<WorkloadResult> results = runOnEmulatorAndReference(w);
+  ASSERT_EQ(results.size(), 2u);
   const std::vector<float> &got = results[0].output, &want = results[1].output;
   ASSERT_EQ(got.size(), size_t(15) * w.spec.queryHeads * w.spec.headDim);
   // Row by row, so that a row a block skipped or mixed up is named.
@@ -624,3 +626,5 @@ INSTANTIATE_TEST_SUITE_P(
         // The CUDA cores: a block per row.
         "attention k=2c32 v=2t32i d=128 hq=8 hkv=2 paged=64 chunked "
         "path=cuda-cores"));
+
+} // namespace
