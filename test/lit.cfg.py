@@ -20,7 +20,7 @@ config.environment["FILECHECK_OPTS"] = "--enable-var-scope --dump-input=fail"
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
-    ["kvq-opt", "kvq-translate", "kvq-cache", "kvq-run", "kvq-demo", "kvq-eval", "kvq-gpu-bench", "kvq-fuzz", "kvq-emulator-bench"], [config.kvq_tools_dir])
+    ["kvq-opt", "kvq-translate", "kvq-cache", "kvq-run", "kvq-calibrate", "kvq-demo", "kvq-eval", "kvq-gpu-bench", "kvq-fuzz", "kvq-emulator-bench"], [config.kvq_tools_dir])
 llvm_config.add_tool_substitutions(
     ["FileCheck", "not", "count"], [config.llvm_tools_dir])
 

@@ -1,0 +1,83 @@
+//===- Calibrate.h - static scales from sample keys and values --*- C++ -*-===//
+//
+// Static (calibrated) quantization keeps no scale per group: one scale per
+// tensor or per kv head, computed once from sample keys and values, as
+// vLLM and TensorRT-LLM load `k_scale`/`v_scale` for FP8 KV caches and as
+// PrefixQuant initialises its static per-head scales. Two methods:
+// min-max (the scale that just covers the largest value) and an MSE grid
+// search over clipping ratios (PrefixQuant's initialisation: the ratio
+// whose quantize-dequantize round trip has the least squared error).
+// `kvq-calibrate` (tools/) runs this over files of samples.
+//
+// Conventions: an FP8 value is stored as fp8(x / scale) and read as
+// fp8 * scale (vLLM's); a symmetric integer code is rint(x / scale) in
+// [-(2^(b-1) - 1), 2^(b-1) - 1], read as code * scale; an asymmetric one
+// rint((x - zero) / scale) in [0, 2^b - 1], read as code * scale + zero.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVQ_RUNTIME_CALIBRATE_H
+#define KVQ_RUNTIME_CALIBRATE_H
+
+#include "kvq/Runtime/Reference.h"
+#include "kvq/Support/MessageError.h"
+
+#include "llvm/Support/Error.h"
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace kvq {
+
+/// Bad samples or options (the message names the value).
+class CalibrationError : public MessageError<CalibrationError> {
+public:
+  static char ID;
+  using MessageError::MessageError;
+};
+
+/// The format a static scale is calibrated for.
+struct StaticFormat {
+  enum class Kind { Integer, E4M3, E5M2 };
+  Kind kind = Kind::E4M3;
+  int bits = 8;          ///< Integer: 2 to 8
+  bool symmetric = true; ///< Integer only: FP8 is always symmetric
+  /// "e4m3", "e5m2", "int8", "int4" (+ "a" for asymmetric integers).
+  std::string name() const;
+};
+
+enum class ScaleGranularity { Tensor, Head };
+enum class CalibrationMethod { MinMax, MseGrid };
+
+struct CalibrationOptions {
+  StaticFormat format;
+  ScaleGranularity granularity = ScaleGranularity::Tensor;
+  CalibrationMethod method = CalibrationMethod::MinMax;
+  /// MseGrid: clipping ratios minClip .. 1 in gridPoints even steps.
+  int gridPoints = 100;
+  float minClip = 0.5f;
+};
+
+struct StaticScale {
+  float scale = 1.0f;
+  float zero = 0.0f; ///< asymmetric integers only
+  /// The round trip's error on the samples: sqrt(mean squared error) over
+  /// sqrt(mean square of the samples) (0 for all-zero samples).
+  double relativeError = 0;
+};
+
+/// One value stored and read back with `s` in `format`.
+float roundTrip(float x, const StaticScale &s, const StaticFormat &format);
+
+/// Scales for `samples`, [tokens, heads, headDim] floats (token-major, as
+/// an engine holds K or V): one (Tensor) or one per head (Head). All-zero
+/// samples get scale 1 (vLLM's default). Errors name the bad value: a
+/// shape or option out of range, a non-finite sample (by index).
+llvm::Expected<std::vector<StaticScale>>
+calibrateScales(const float *samples, size_t tokens, int heads, int headDim,
+                const CalibrationOptions &options);
+
+} // namespace kvq
+
+#endif // KVQ_RUNTIME_CALIBRATE_H

@@ -1,0 +1,178 @@
+//===- Calibrate.cpp - static scales from sample keys and values ----------===//
+
+#include "kvq/Runtime/Calibrate.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace kvq;
+
+char CalibrationError::ID = 0;
+
+std::string StaticFormat::name() const {
+  switch (kind) {
+  case Kind::E4M3:
+    return "e4m3";
+  case Kind::E5M2:
+    return "e5m2";
+  case Kind::Integer:
+    break;
+  }
+  return "int" + std::to_string(bits) + (symmetric ? "" : "a");
+}
+
+namespace {
+
+llvm::Error problem(const std::string &message) {
+  return llvm::make_error<CalibrationError>(message);
+}
+
+/// The largest magnitude a symmetric format stores, in units of the scale.
+double largestCode(const StaticFormat &f) {
+  switch (f.kind) {
+  case StaticFormat::Kind::E4M3:
+    return 448.0;
+  case StaticFormat::Kind::E5M2:
+    return 57344.0;
+  case StaticFormat::Kind::Integer:
+    break;
+  }
+  return f.symmetric ? (1 << (f.bits - 1)) - 1 : (1 << f.bits) - 1;
+}
+
+/// The samples of one scale: every (token, head) row of the heads it
+/// covers, as [first, first + count) of each token's row.
+struct Slice {
+  const float *samples;
+  size_t tokens, stride; ///< stride: floats from one token to the next
+  size_t first, count;
+  template <typename F> void forEach(F f) const {
+    for (size_t t = 0; t < tokens; ++t)
+      for (size_t i = 0; i < count; ++i)
+        f(samples[t * stride + first + i]);
+  }
+};
+
+/// The scale (and zero) that maps the clipped range [lo, hi] onto the
+/// format: `ratio` of the samples' range (1: min-max).
+StaticScale scaleFor(double lo, double hi, double ratio,
+                     const StaticFormat &f) {
+  StaticScale s;
+  double top = largestCode(f);
+  bool asymmetric = f.kind == StaticFormat::Kind::Integer && !f.symmetric;
+  if (asymmetric) {
+    double range = (hi - lo) * ratio;
+    if (range > 0) {
+      s.scale = float(range / top);
+      s.zero = float(lo * ratio);
+    } else {
+      s.zero = float(lo); // constant samples: code 0 is the value
+    }
+    return s;
+  }
+  double amax = std::max(std::fabs(lo), std::fabs(hi)) * ratio;
+  if (amax > 0)
+    s.scale = float(amax / top);
+  return s;
+}
+
+/// Squared error of the round trip over the slice, and the samples' sum of
+/// squares.
+std::pair<double, double> squaredError(const Slice &slice, const StaticScale &s,
+                                       const StaticFormat &f) {
+  double error = 0, energy = 0;
+  slice.forEach([&](float x) {
+    double d = double(roundTrip(x, s, f)) - x;
+    error += d * d;
+    energy += double(x) * x;
+  });
+  return {error, energy};
+}
+
+} // namespace
+
+float kvq::roundTrip(float x, const StaticScale &s, const StaticFormat &f) {
+  switch (f.kind) {
+  case StaticFormat::Kind::E4M3:
+  case StaticFormat::Kind::E5M2: {
+    auto format = f.kind == StaticFormat::Kind::E4M3 ? ref::Fp8Format::E4M3
+                                                     : ref::Fp8Format::E5M2;
+    return ref::fromFp8Bits(ref::toFp8Bits(x / s.scale, format), format) *
+           s.scale;
+  }
+  case StaticFormat::Kind::Integer:
+    break;
+  }
+  float top = float(largestCode(f));
+  if (f.symmetric)
+    return std::clamp(std::nearbyint(x / s.scale), -top, top) * s.scale;
+  return std::clamp(std::nearbyint((x - s.zero) / s.scale), 0.0f, top) *
+             s.scale +
+         s.zero;
+}
+
+llvm::Expected<std::vector<StaticScale>>
+kvq::calibrateScales(const float *samples, size_t tokens, int heads,
+                     int headDim, const CalibrationOptions &options) {
+  const StaticFormat &f = options.format;
+  if (heads < 1 || headDim < 1)
+    return problem("heads and head_dim must be at least 1, got " +
+                   std::to_string(heads) + " and " + std::to_string(headDim));
+  if (tokens == 0 || !samples)
+    return problem("no samples to calibrate on (0 tokens)");
+  if (f.kind == StaticFormat::Kind::Integer && (f.bits < 2 || f.bits > 8))
+    return problem("integer bits must be 2 to 8, got " +
+                   std::to_string(f.bits));
+  if (f.kind != StaticFormat::Kind::Integer && !f.symmetric)
+    return problem("FP8 (" + f.name() +
+                   ") scales are symmetric: no zero "
+                   "point");
+  if (options.method == CalibrationMethod::MseGrid &&
+      (options.gridPoints < 1 || options.gridPoints > 10000))
+    return problem("grid points must be 1 to 10000, got " +
+                   std::to_string(options.gridPoints));
+  if (options.method == CalibrationMethod::MseGrid &&
+      !(options.minClip > 0 && options.minClip <= 1))
+    return problem("the smallest clipping ratio must be in (0, 1], got " +
+                   std::to_string(options.minClip));
+  size_t row = size_t(heads) * size_t(headDim);
+  for (size_t i = 0; i < tokens * row; ++i)
+    if (!std::isfinite(samples[i]))
+      return problem("sample " + std::to_string(i) + " (token " +
+                     std::to_string(i / row) + ", head " +
+                     std::to_string(i % row / headDim) +
+                     ") is not finite: " + std::to_string(samples[i]));
+
+  std::vector<Slice> slices;
+  if (options.granularity == ScaleGranularity::Tensor)
+    slices.push_back({samples, tokens, row, 0, row});
+  else
+    for (int h = 0; h < heads; ++h)
+      slices.push_back(
+          {samples, tokens, row, size_t(h) * headDim, size_t(headDim)});
+
+  std::vector<StaticScale> scales;
+  for (const Slice &slice : slices) {
+    double lo = INFINITY, hi = -INFINITY;
+    slice.forEach([&](float x) {
+      lo = std::min(lo, double(x));
+      hi = std::max(hi, double(x));
+    });
+    StaticScale best = scaleFor(lo, hi, 1.0, f);
+    auto [bestError, energy] = squaredError(slice, best, f);
+    if (options.method == CalibrationMethod::MseGrid) {
+      // From no clipping down: a smaller ratio must do strictly better.
+      for (int i = options.gridPoints - 2; i >= 0; --i) {
+        double ratio = options.minClip +
+                       (1.0 - options.minClip) * i / (options.gridPoints - 1);
+        StaticScale candidate = scaleFor(lo, hi, ratio, f);
+        double error = squaredError(slice, candidate, f).first;
+        if (error < bestError)
+          best = candidate, bestError = error;
+      }
+    }
+    best.relativeError = energy > 0 ? std::sqrt(bestError / energy) : 0;
+    scales.push_back(best);
+  }
+  return scales;
+}
