@@ -2,8 +2,12 @@
 
 #include "kvq/Runtime/Calibrate.h"
 
+#include "HostParallel.h"
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <thread>
 
 using namespace kvq;
 
@@ -151,28 +155,50 @@ kvq::calibrateScales(const float *samples, size_t tokens, int heads,
       slices.push_back(
           {samples, tokens, row, size_t(h) * headDim, size_t(headDim)});
 
-  std::vector<StaticScale> scales;
+  // The clipping ratios tried, from none (min-max) down.
+  std::vector<double> ratios = {1.0};
+  if (options.method == CalibrationMethod::MseGrid)
+    for (int i = options.gridPoints - 2; i >= 0; --i)
+      ratios.push_back(options.minClip +
+                       (1.0 - options.minClip) * i / (options.gridPoints - 1));
+  std::vector<std::pair<double, double>> ranges; // [slice]: min, max
   for (const Slice &slice : slices) {
     double lo = INFINITY, hi = -INFINITY;
     slice.forEach([&](float x) {
       lo = std::min(lo, double(x));
       hi = std::max(hi, double(x));
     });
-    StaticScale best = scaleFor(lo, hi, 1.0, f);
-    auto [bestError, energy] = squaredError(slice, best, f);
-    if (options.method == CalibrationMethod::MseGrid) {
-      // From no clipping down: a smaller ratio must do strictly better.
-      for (int i = options.gridPoints - 2; i >= 0; --i) {
-        double ratio = options.minClip +
-                       (1.0 - options.minClip) * i / (options.gridPoints - 1);
-        StaticScale candidate = scaleFor(lo, hi, ratio, f);
-        double error = squaredError(slice, candidate, f).first;
-        if (error < bestError)
-          best = candidate, bestError = error;
-      }
-    }
-    best.relativeError = energy > 0 ? std::sqrt(bestError / energy) : 0;
-    scales.push_back(best);
+    ranges.push_back({lo, hi});
+  }
+  // Every (slice, ratio) candidate's squared error and the slice's sum of
+  // squares, on the host's threads: each is a pass over the slice.
+  size_t work = slices.size() * ratios.size();
+  std::vector<std::pair<double, double>> errors(work);
+  std::atomic<size_t> next{0};
+  runOnHostThreads(
+      unsigned(std::max<size_t>(
+          1, std::min<size_t>(std::thread::hardware_concurrency(), work))),
+      [&] {
+        for (size_t i = next++; i < work; i = next++) {
+          size_t slice = i / ratios.size();
+          auto [lo, hi] = ranges[slice];
+          errors[i] = squaredError(
+              slices[slice], scaleFor(lo, hi, ratios[i % ratios.size()], f), f);
+        }
+      });
+  std::vector<StaticScale> scales;
+  for (size_t slice = 0; slice < slices.size(); ++slice) {
+    auto [lo, hi] = ranges[slice];
+    // From no clipping down: a smaller ratio must do strictly better.
+    size_t best = 0;
+    for (size_t r = 1; r < ratios.size(); ++r)
+      if (errors[slice * ratios.size() + r].first <
+          errors[slice * ratios.size() + best].first)
+        best = r;
+    auto [error, energy] = errors[slice * ratios.size() + best];
+    StaticScale s = scaleFor(lo, hi, ratios[best], f);
+    s.relativeError = energy > 0 ? std::sqrt(error / energy) : 0;
+    scales.push_back(s);
   }
   return scales;
 }
