@@ -31,12 +31,13 @@ from ._kvq import preset as _preset
 from ._kvq import presets as _presets
 from ._backend import context_for
 from .cache import QuantizedKVCache
+from .calibrate import calibrate_scales
 from .ops import dequantize, quantize
 
 __all__ = [
     "BadBundleError", "CompileError", "InvalidArgumentError", "InvalidSpecError",
     "KVQError", "MissingKernelError", "NoDeviceError", "ResourceExhaustedError",
-    "RuntimeFailedError", "QuantizedKVCache", "context_for", "dequantize",
+    "RuntimeFailedError", "QuantizedKVCache", "calibrate_scales", "context_for", "dequantize",
     "preset", "presets", "quantize",
 ]
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvq/Calibrate.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/kvq.h"
 
@@ -239,6 +240,48 @@ void bindContext(nb::module_ &m) {
           "spec"_a, "words"_a, "scales"_a, "zeros"_a, "output"_a, "rows"_a,
           "tokens"_a, "in_tokens"_a, "in_offset"_a, "out_tokens"_a,
           "stream"_a = 0, nb::call_guard<nb::gil_scoped_release>());
+}
+
+/// Static scales from samples in host memory (kvq/Calibrate.h): a list of
+/// (scale, zero, relative error), one per tensor or per head.
+void bindCalibration(nb::module_ &m) {
+  m.def(
+      "calibrate_scales",
+      [](uintptr_t samples, size_t tokens, int heads, int headDim,
+         const std::string &format, bool asymmetric, bool perHead, bool mse,
+         int gridPoints, float minClip) {
+        kvq::CalibrationOptions o;
+        if (format == "e4m3" || format == "e5m2") {
+          o.format.kind = format == "e4m3" ? kvq::StaticFormat::Kind::E4M3
+                                           : kvq::StaticFormat::Kind::E5M2;
+        } else if (format.rfind("int", 0) == 0 && format.size() == 4 &&
+                   format[3] >= '2' && format[3] <= '8') {
+          o.format.kind = kvq::StaticFormat::Kind::Integer;
+          o.format.bits = format[3] - '0';
+        } else {
+          throw StatusError(
+              kvq::Status(kvq::StatusCode::InvalidArgument,
+                          "format must be e4m3, e5m2 or int2 .. int8, got '" +
+                              format + "'"));
+        }
+        o.format.symmetric = !asymmetric;
+        o.granularity = perHead ? kvq::ScaleGranularity::Head
+                                : kvq::ScaleGranularity::Tensor;
+        o.method = mse ? kvq::CalibrationMethod::MseGrid
+                       : kvq::CalibrationMethod::MinMax;
+        o.gridPoints = gridPoints;
+        o.minClip = minClip;
+        std::vector<kvq::StaticScale> scales;
+        check(kvq::calibrateScales(address<const float>(samples), tokens, heads,
+                                   headDim, o, &scales));
+        std::vector<std::tuple<float, float, double>> out;
+        for (const kvq::StaticScale &s : scales)
+          out.emplace_back(s.scale, s.zero, s.relativeError);
+        return out;
+      },
+      "samples"_a, "tokens"_a, "heads"_a, "head_dim"_a, "format"_a,
+      "asymmetric"_a, "per_head"_a, "mse"_a, "grid_points"_a, "min_clip"_a,
+      nb::call_guard<nb::gil_scoped_release>());
 }
 
 /// Sizes of a scheme's buffers (kvq/BufferSizes.h).
@@ -472,5 +515,6 @@ NB_MODULE(_kvq, m) {
 
   bindContext(m);
   bindSchemes(m);
+  bindCalibration(m);
   bindCache(m);
 }

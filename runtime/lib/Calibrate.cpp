@@ -1,6 +1,7 @@
 //===- Calibrate.cpp - static scales from sample keys and values ----------===//
 
-#include "kvq/Runtime/Calibrate.h"
+#include "kvq/Calibrate.h"
+#include "kvq/Runtime/Reference.h"
 
 #include "HostParallel.h"
 
@@ -10,8 +11,6 @@
 #include <thread>
 
 using namespace kvq;
-
-char CalibrationError::ID = 0;
 
 std::string StaticFormat::name() const {
   switch (kind) {
@@ -27,8 +26,8 @@ std::string StaticFormat::name() const {
 
 namespace {
 
-llvm::Error problem(const std::string &message) {
-  return llvm::make_error<CalibrationError>(message);
+Status problem(const std::string &message) {
+  return Status(StatusCode::InvalidArgument, message);
 }
 
 /// The largest magnitude a symmetric format stores, in units of the scale.
@@ -115,15 +114,17 @@ float kvq::roundTrip(float x, const StaticScale &s, const StaticFormat &f) {
          s.zero;
 }
 
-llvm::Expected<std::vector<StaticScale>>
-kvq::calibrateScales(const float *samples, size_t tokens, int heads,
-                     int headDim, const CalibrationOptions &options) {
+Status kvq::calibrateScales(const float *samples, size_t tokens, int heads,
+                            int headDim, const CalibrationOptions &options,
+                            std::vector<StaticScale> *out) {
   const StaticFormat &f = options.format;
   if (heads < 1 || headDim < 1)
     return problem("heads and head_dim must be at least 1, got " +
                    std::to_string(heads) + " and " + std::to_string(headDim));
   if (tokens == 0 || !samples)
     return problem("no samples to calibrate on (0 tokens)");
+  if (!out)
+    return problem("scales is null");
   if (f.kind == StaticFormat::Kind::Integer && (f.bits < 2 || f.bits > 8))
     return problem("integer bits must be 2 to 8, got " +
                    std::to_string(f.bits));
@@ -200,5 +201,6 @@ kvq::calibrateScales(const float *samples, size_t tokens, int heads,
     s.relativeError = energy > 0 ? std::sqrt(error / energy) : 0;
     scales.push_back(s);
   }
-  return scales;
+  *out = std::move(scales);
+  return Status();
 }

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "kvq/Runtime/Calibrate.h"
+#include "kvq/Calibrate.h"
 
 #include <gtest/gtest.h>
 
@@ -37,18 +37,23 @@ std::vector<StaticScale> calibrate(const std::vector<float> &samples, int heads,
                                    int headDim,
                                    const CalibrationOptions &options) {
   size_t tokens = samples.size() / size_t(heads * headDim);
-  llvm::Expected<std::vector<StaticScale>> scales =
-      calibrateScales(samples.data(), tokens, heads, headDim, options);
-  EXPECT_TRUE(static_cast<bool>(scales)) << llvm::toString(scales.takeError());
-  return scales ? *scales : std::vector<StaticScale>();
+  std::vector<StaticScale> scales;
+  Status status =
+      calibrateScales(samples.data(), tokens, heads, headDim, options, &scales);
+  EXPECT_TRUE(status.ok()) << status.message();
+  return scales;
 }
 
 std::string errorOf(const std::vector<float> &samples, int heads, int headDim,
                     const CalibrationOptions &options) {
   size_t tokens = samples.size() / size_t(std::max(1, heads * headDim));
-  llvm::Expected<std::vector<StaticScale>> scales =
-      calibrateScales(samples.data(), tokens, heads, headDim, options);
-  return scales ? "" : llvm::toString(scales.takeError());
+  std::vector<StaticScale> scales = {StaticScale()};
+  Status status =
+      calibrateScales(samples.data(), tokens, heads, headDim, options, &scales);
+  EXPECT_EQ(scales.size(), 1u) << "an error left the output as it was";
+  EXPECT_EQ(status.ok() ? StatusCode::InvalidArgument : status.code(),
+            StatusCode::InvalidArgument);
+  return status.message();
 }
 
 // Two tokens, two heads of two channels: head 0 spans [-2, 1], head 1

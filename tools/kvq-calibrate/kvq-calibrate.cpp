@@ -11,11 +11,11 @@
 // each layer's static scales as JSON: `k_scale` and `v_scale` (one, or one
 // per kv head; vLLM's convention: stored = fp8(x / scale)), `k_zero` and
 // `v_zero` for asymmetric integers, and each scale's relative round-trip
-// error on the samples (kvq/Runtime/Calibrate.h).
+// error on the samples (kvq/Calibrate.h).
 //
 //===----------------------------------------------------------------------===//
 
-#include "kvq/Runtime/Calibrate.h"
+#include "kvq/Calibrate.h"
 #include "kvq/Runtime/Reference.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -178,14 +178,14 @@ int main(int argc, char **argv) {
     for (int which = 0; which < 2; ++which) {
       const float *first =
           tensors[which].data() + size_t(layer) * tokens * perToken;
-      llvm::Expected<std::vector<StaticScale>> scales =
-          calibrateScales(first, tokens, kvHeads, headDim, options);
-      if (!scales)
+      std::vector<StaticScale> scales;
+      Status status =
+          calibrateScales(first, tokens, kvHeads, headDim, options, &scales);
+      if (!status.ok())
         return fail((which ? "values" : "keys") + llvm::Twine(", layer ") +
-                    llvm::Twine(layer) + ": " +
-                    llvm::toString(scales.takeError()));
+                    llvm::Twine(layer) + ": " + status.message());
       llvm::json::Array scale, zero, error;
-      for (const StaticScale &s : *scales) {
+      for (const StaticScale &s : scales) {
         scale.push_back(s.scale);
         zero.push_back(s.zero);
         error.push_back(s.relativeError);

@@ -1,5 +1,7 @@
 //===- Calibrate.h - static scales from sample keys and values --*- C++ -*-===//
 //
+// Part of kvq's public C++ API (installed; kvq::Status errors, no LLVM).
+//
 // Static (calibrated) quantization keeps no scale per group: one scale per
 // tensor or per kv head, computed once from sample keys and values, as
 // vLLM and TensorRT-LLM load `k_scale`/`v_scale` for FP8 KV caches and as
@@ -16,26 +18,16 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef KVQ_RUNTIME_CALIBRATE_H
-#define KVQ_RUNTIME_CALIBRATE_H
+#ifndef KVQ_CALIBRATE_H
+#define KVQ_CALIBRATE_H
 
-#include "kvq/Runtime/Reference.h"
-#include "kvq/Support/MessageError.h"
-
-#include "llvm/Support/Error.h"
+#include "kvq/kvq.h"
 
 #include <cstddef>
 #include <string>
 #include <vector>
 
 namespace kvq {
-
-/// Bad samples or options (the message names the value).
-class CalibrationError : public MessageError<CalibrationError> {
-public:
-  static char ID;
-  using MessageError::MessageError;
-};
 
 /// The format a static scale is calibrated for.
 struct StaticFormat {
@@ -70,14 +62,15 @@ struct StaticScale {
 /// One value stored and read back with `s` in `format`.
 float roundTrip(float x, const StaticScale &s, const StaticFormat &format);
 
-/// Scales for `samples`, [tokens, heads, headDim] floats (token-major, as
-/// an engine holds K or V): one (Tensor) or one per head (Head). All-zero
-/// samples get scale 1 (vLLM's default). Errors name the bad value: a
-/// shape or option out of range, a non-finite sample (by index).
-llvm::Expected<std::vector<StaticScale>>
-calibrateScales(const float *samples, size_t tokens, int heads, int headDim,
-                const CalibrationOptions &options);
+/// Scales for `samples`, [tokens, heads, headDim] floats in host memory
+/// (token-major, as an engine holds K or V), into `scales`: one (Tensor)
+/// or one per head (Head). All-zero samples get scale 1 (vLLM's default).
+/// InvalidArgument names the bad value: a shape or option out of range, a
+/// non-finite sample (by index); `scales` is then left as it was.
+Status calibrateScales(const float *samples, size_t tokens, int heads,
+                       int headDim, const CalibrationOptions &options,
+                       std::vector<StaticScale> *scales);
 
 } // namespace kvq
 
-#endif // KVQ_RUNTIME_CALIBRATE_H
+#endif // KVQ_CALIBRATE_H
