@@ -84,9 +84,9 @@ mkdir -p "$out/python" "$out/runtime/lib" "$out/runtime/include/kvq/Codegen"
 cp -r "$root/python/pyproject.toml" "$root/python/CMakeLists.txt" "$root/python/README.md" \
    "$root/python/src" "$root/python/kvq_jit" "$out/python/"
 find "$out/python" -name __pycache__ -prune -exec rm -rf {} +
-for header in kvq.h Calls.h BufferSizes.h QuantizedKVCache.h; do
-  cp "$root/runtime/include/kvq/$header" "$out/runtime/include/kvq/"
-done
+# The public headers are the top-level ones (runtime/CMakeLists.txt installs
+# the same).
+cp "$root"/runtime/include/kvq/*.h "$out/runtime/include/kvq/"
 cp "$root/codegen/include/kvq/Codegen/KernelSpec.h" "$out/runtime/include/kvq/Codegen/"
 runtime_library=$(readlink -f "$build/lib/libkvq_runtime.so")
 strip -o "$out/runtime/lib/$(basename "$runtime_library")" "$runtime_library"
