@@ -251,19 +251,13 @@ void bindCalibration(nb::module_ &m) {
          const std::string &format, bool asymmetric, bool perHead, bool mse,
          int gridPoints, float minClip) {
         kvq::CalibrationOptions o;
-        if (format == "e4m3" || format == "e5m2") {
-          o.format.kind = format == "e4m3" ? kvq::StaticFormat::Kind::E4M3
-                                           : kvq::StaticFormat::Kind::E5M2;
-        } else if (format.rfind("int", 0) == 0 && format.size() == 4 &&
-                   format[3] >= '2' && format[3] <= '8') {
-          o.format.kind = kvq::StaticFormat::Kind::Integer;
-          o.format.bits = format[3] - '0';
-        } else {
-          throw StatusError(
-              kvq::Status(kvq::StatusCode::InvalidArgument,
-                          "format must be e4m3, e5m2 or int2 .. int8, got '" +
-                              format + "'"));
-        }
+        std::optional<kvq::StaticFormat> parsed =
+            kvq::StaticFormat::parse(format);
+        if (!parsed)
+          throw StatusError(kvq::Status(
+              kvq::StatusCode::InvalidArgument,
+              "format must be e4m3, e5m2 or intN, got '" + format + "'"));
+        o.format = *parsed;
         o.format.symmetric = !asymmetric;
         o.granularity = perHead ? kvq::ScaleGranularity::Head
                                 : kvq::ScaleGranularity::Tensor;

@@ -12,6 +12,22 @@
 
 using namespace kvq;
 
+std::optional<StaticFormat> StaticFormat::parse(const std::string &text) {
+  StaticFormat f;
+  if (text == "e4m3" || text == "e5m2") {
+    f.kind = text == "e4m3" ? Kind::E4M3 : Kind::E5M2;
+    return f;
+  }
+  // "int" and 1 to 2 digits; calibrateScales checks the range (2 to 8).
+  if (text.size() < 4 || text.size() > 5 || text.compare(0, 3, "int") != 0 ||
+      !std::all_of(text.begin() + 3, text.end(),
+                   [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  f.kind = Kind::Integer;
+  f.bits = std::stoi(text.substr(3));
+  return f;
+}
+
 std::string StaticFormat::name() const {
   switch (kind) {
   case Kind::E4M3:
@@ -30,16 +46,17 @@ Status problem(const std::string &message) {
   return Status(StatusCode::InvalidArgument, message);
 }
 
-/// The largest magnitude a symmetric format stores, in units of the scale.
+/// The reference's FP8 format of an FP8 StaticFormat.
+ref::Fp8Format fp8FormatOf(const StaticFormat &f) {
+  return f.kind == StaticFormat::Kind::E4M3 ? ref::Fp8Format::E4M3
+                                            : ref::Fp8Format::E5M2;
+}
+
+/// The largest code magnitude (an integer format's top code), in units of
+/// the scale.
 double largestCode(const StaticFormat &f) {
-  switch (f.kind) {
-  case StaticFormat::Kind::E4M3:
-    return 448.0;
-  case StaticFormat::Kind::E5M2:
-    return 57344.0;
-  case StaticFormat::Kind::Integer:
-    break;
-  }
+  if (f.kind != StaticFormat::Kind::Integer)
+    return ref::largestFp8(fp8FormatOf(f));
   return f.symmetric ? (1 << (f.bits - 1)) - 1 : (1 << f.bits) - 1;
 }
 
@@ -98,8 +115,7 @@ float kvq::roundTrip(float x, const StaticScale &s, const StaticFormat &f) {
   switch (f.kind) {
   case StaticFormat::Kind::E4M3:
   case StaticFormat::Kind::E5M2: {
-    auto format = f.kind == StaticFormat::Kind::E4M3 ? ref::Fp8Format::E4M3
-                                                     : ref::Fp8Format::E5M2;
+    ref::Fp8Format format = fp8FormatOf(f);
     return ref::fromFp8Bits(ref::toFp8Bits(x / s.scale, format), format) *
            s.scale;
   }

@@ -101,6 +101,10 @@ uint8_t ref::toFp8Bits(float x, Fp8Format format) {
          uint8_t(code - mantissaOne);
 }
 
+float ref::largestFp8(Fp8Format format) {
+  return float(fp8Shape(format).largest);
+}
+
 float ref::fromFp8Bits(uint8_t bits, Fp8Format format) {
   Fp8Shape f = fp8Shape(format);
   int mantissaMask = (1 << f.mantissaBits) - 1;

@@ -50,9 +50,9 @@ std::string errorOf(const std::vector<float> &samples, int heads, int headDim,
   std::vector<StaticScale> scales = {StaticScale()};
   Status status =
       calibrateScales(samples.data(), tokens, heads, headDim, options, &scales);
+  EXPECT_FALSE(status.ok()) << "no error";
+  EXPECT_EQ(status.code(), StatusCode::InvalidArgument);
   EXPECT_EQ(scales.size(), 1u) << "an error left the output as it was";
-  EXPECT_EQ(status.ok() ? StatusCode::InvalidArgument : status.code(),
-            StatusCode::InvalidArgument);
   return status.message();
 }
 
@@ -167,6 +167,22 @@ TEST(Calibrate, BadSamplesAndOptionsAreErrorsNamingTheValue) {
   o.minClip = 1.5f;
   EXPECT_NE(errorOf(kTwoHeads, 2, 2, o).find("(0, 1], got 1.5"),
             std::string::npos);
+}
+
+} // namespace
+
+namespace {
+
+TEST(Calibrate, FormatNamesParse) {
+  std::optional<StaticFormat> f = StaticFormat::parse("int4");
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->kind, StaticFormat::Kind::Integer);
+  EXPECT_EQ(f->bits, 4);
+  ASSERT_TRUE(StaticFormat::parse("e5m2"));
+  EXPECT_EQ(StaticFormat::parse("e5m2")->kind, StaticFormat::Kind::E5M2);
+  EXPECT_EQ(StaticFormat::parse("int9")->bits, 9); // calibrateScales refuses
+  for (const char *bad : {"int", "int4x", "int123", "fp4", "E4M3", ""})
+    EXPECT_FALSE(StaticFormat::parse(bad)) << bad;
 }
 
 } // namespace

@@ -113,18 +113,6 @@ llvm::Expected<std::vector<float>> readSamples(const std::string &path,
   return out;
 }
 
-std::optional<StaticFormat> parseFormat(llvm::StringRef text) {
-  StaticFormat f;
-  if (text == "e4m3")
-    f.kind = StaticFormat::Kind::E4M3;
-  else if (text == "e5m2")
-    f.kind = StaticFormat::Kind::E5M2;
-  else if (text.consume_front("int") && !text.getAsInteger(10, f.bits))
-    f.kind = StaticFormat::Kind::Integer;
-  else
-    return std::nullopt;
-  return f;
-}
 } // namespace
 
 int main(int argc, char **argv) {
@@ -139,7 +127,7 @@ int main(int argc, char **argv) {
   if (dtype != "f16" && dtype != "bf16" && dtype != "f32")
     return fail("--dtype must be f16, bf16 or f32, got '" + dtype + "'");
   CalibrationOptions options;
-  std::optional<StaticFormat> format = parseFormat(formatText);
+  std::optional<StaticFormat> format = StaticFormat::parse(formatText);
   if (!format)
     return fail("--format must be e4m3, e5m2 or intN, got '" + formatText +
                 "'");

@@ -24,6 +24,7 @@
 #include "kvq/kvq.h"
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ struct StaticFormat {
   bool symmetric = true; ///< Integer only: FP8 is always symmetric
   /// "e4m3", "e5m2", "int8", "int4" (+ "a" for asymmetric integers).
   std::string name() const;
+  /// "e4m3", "e5m2" or "intN" (symmetric; N checked by calibrateScales);
+  /// nothing for any other text.
+  static std::optional<StaticFormat> parse(const std::string &text);
 };
 
 enum class ScaleGranularity { Tensor, Head };

@@ -43,6 +43,8 @@ enum class Fp8Format { E4M3, E5M2 };
 uint8_t toFp8Bits(float x, Fp8Format format);
 /// The value of an FP8 bit pattern (NaN, and E5M2's infinities, as such).
 float fromFp8Bits(uint8_t bits, Fp8Format format);
+/// The format's largest finite value: 448 (E4M3), 57344 (E5M2).
+float largestFp8(Fp8Format format);
 
 /// Number of 32-bit words of one packed row (token axis) or one word row
 /// (channel axis, per head_dim channels).
