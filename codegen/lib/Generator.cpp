@@ -109,9 +109,13 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     QuantizedTypes t = quantizedTypes(key, kDyn, d);
     auto input = tensorOf({kDyn, kDyn, kDyn, d}, half);
     auto func = makeFunc({input}, t.with(t.words));
+    SmallVector<NamedAttribute> attrs = {b.getNamedAttr("scheme", key)};
+    if (spec.zeroPoints == ::kvq::ZeroPointSearch::Hqq)
+      attrs.push_back(b.getNamedAttr(
+          "zeroPoints",
+          ZeroPointSearchAttr::get(&context, mlir::kvq::ZeroPointSearch::hqq)));
     auto quantize = QuantizeOp::create(b, loc, t.with(t.codes),
-                                       ValueRange{func.getArgument(0)},
-                                       b.getNamedAttr("scheme", key));
+                                       ValueRange{func.getArgument(0)}, attrs);
     Value words = PackOp::create(b, loc, t.words, quantize.getCodes(), key);
     SmallVector<Value> returned = {words, quantize.getScales()};
     if (quantize.getZeros())

@@ -117,6 +117,8 @@ std::string KernelSpec::canonical() const {
   switch (kind) {
   case KernelKind::Quantize:
     os << "quantize " << key.tag() << " d=" << headDim << " " << dtypeName;
+    if (zeroPoints == ZeroPointSearch::Hqq)
+      os << " hqq";
     break;
   case KernelKind::Dequantize:
     os << "dequantize " << key.tag() << " d=" << headDim << " " << dtypeName;
@@ -235,6 +237,20 @@ std::optional<std::string> KernelSpec::validate() const {
     os << scheme_rules::kBf16ScalesRule << " (add the x flag: " << s->tag()
        << " -> " << fixed.tag() << ")";
     return os.str();
+  }
+  if (zeroPoints != ZeroPointSearch::MinMax) {
+    if (zeroPoints != ZeroPointSearch::Hqq) {
+      os << "zero point search has no such value (" << int(zeroPoints) << ")";
+      return os.str();
+    }
+    if (kind != KernelKind::Quantize) {
+      os << "hqq: only a quantize kernel searches zero points";
+      return os.str();
+    }
+    if (key.symmetric) {
+      os << scheme_rules::kHqqRule << " (" << key.tag() << ")";
+      return os.str();
+    }
   }
   if (!isAttention())
     return std::nullopt;
@@ -391,6 +407,8 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
       explicitSegments = true;
     else if (word == "chunked" && s.isAttention())
       s.chunked = true;
+    else if (word == "hqq" && s.kind == KernelKind::Quantize)
+      s.zeroPoints = ZeroPointSearch::Hqq;
     else if (!s.isAttention() && s.kind != KernelKind::Append &&
              parseSchemeTag(word, s.key) == std::nullopt)
       continue;

@@ -4,6 +4,8 @@
 
 #include "HostParallel.h"
 
+#include "kvq/Dialect/KVQ/IR/ZeroPointSearch.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -200,6 +202,59 @@ unsigned codeOf(const QuantScheme &s, float x, ScaleZero sz) {
   return static_cast<unsigned>(q);
 }
 
+/// The sum of `terms` as the quantize kernel adds them (ZeroPointSearch.h):
+/// `lanes` contiguous runs, each summed in order from 0, then combined by a
+/// butterfly (lane i adds lane i ^ offset's sum for offset 1, 2, 4, ...).
+float laneSum(const std::vector<float> &terms, int lanes) {
+  int run = int(terms.size()) / lanes;
+  std::vector<float> sums(lanes, 0.0f);
+  for (int lane = 0; lane < lanes; ++lane)
+    for (int i = 0; i < run; ++i)
+      sums[lane] += terms[size_t(lane) * run + i];
+  for (int offset = 1; offset < lanes; offset *= 2) {
+    std::vector<float> next(lanes);
+    for (int lane = 0; lane < lanes; ++lane)
+      next[lane] = sums[lane] + sums[lane ^ offset];
+    sums = next;
+  }
+  return sums[0];
+}
+
+/// An asymmetric group's zero point refined from the minimum by HQQ's
+/// half-quadratic solver (ZeroPointSearch.h, which spells out the steps the
+/// kernel takes; this is them, operation for operation). `lanes` is how
+/// many lanes the kernel spreads the group over (1: one thread).
+float searchZeroPoint(const QuantScheme &s, const std::vector<float> &x,
+                      ScaleZero sz, int lanes) {
+  namespace zps = zero_point_search;
+  if (!(0.0f < sz.scale)) // a constant group keeps its minimum
+    return sz.zero;
+  float zero = sz.zero, best = sz.zero;
+  float bestError = std::numeric_limits<float>::infinity();
+  float beta = zps::kBeta;
+  std::vector<float> squares(x.size()), targets(x.size());
+  for (int step = 0; step < zps::kIterations; ++step) {
+    for (size_t i = 0; i < x.size(); ++i) {
+      float q = float(codeOf(s, x[i], {sz.scale, zero}));
+      float qs = q * sz.scale;
+      float d = x[i] - (qs + zero);
+      float a = std::fabs(d);
+      float shrunk = std::fmax(a - 1.0f / (beta * std::sqrt(a)), 0.0f);
+      float e = d < 0.0f ? 0.0f - shrunk : shrunk;
+      squares[i] = d * d;
+      targets[i] = (x[i] - e) - qs;
+    }
+    float error = laneSum(squares, lanes);
+    if (!(error < bestError))
+      break;
+    bestError = error;
+    best = zero;
+    zero = roundToStorage(laneSum(targets, lanes) / float(x.size()), s);
+    beta = beta * zps::kKappa;
+  }
+  return best;
+}
+
 float valueOf(const QuantScheme &s, unsigned code, ScaleZero sz) {
   if (s.symmetric)
     return float(int(code) - (1 << (s.bits - 1))) * sz.scale;
@@ -211,11 +266,14 @@ float valueOf(const QuantScheme &s, unsigned code, ScaleZero sz) {
 
 void ref::quantize(const QuantScheme &s, int headDim, const float *input,
                    int rows, int tokens, int inTokens, int outTokens,
-                   int outOffset, uint32_t *words, float *scales,
-                   float *zeros) {
+                   int outOffset, uint32_t *words, float *scales, float *zeros,
+                   ZeroPointSearch zeroPoints) {
   int group = s.groupSize(headDim);
   int perWord = codesPerWord(s);
   int d = headDim;
+  bool hqq = zeroPoints == ZeroPointSearch::Hqq && !s.symmetric;
+  int tokenAxisLanes =
+      int(zero_point_search::tokenAxisLanesPerGroup(s.bits, group));
   for (int r = 0; r < rows; ++r) {
     if (s.axis == QuantScheme::Axis::Token) {
       int groups = d / group;
@@ -226,6 +284,8 @@ void ref::quantize(const QuantScheme &s, int headDim, const float *input,
         for (int g = 0; g < groups; ++g) {
           std::vector<float> values(x + g * group, x + (g + 1) * group);
           ScaleZero sz = groupScale(s, values);
+          if (hqq)
+            sz.zero = searchZeroPoint(s, values, sz, tokenAxisLanes);
           scales[outRow * groups + g] = sz.scale;
           if (zeros)
             zeros[outRow * groups + g] = sz.zero;
@@ -247,6 +307,8 @@ void ref::quantize(const QuantScheme &s, int headDim, const float *input,
         for (int i = 0; i < group; ++i)
           values[i] = input[(size_t(r) * inTokens + tg * group + i) * d + c];
         ScaleZero sz = groupScale(s, values);
+        if (hqq)
+          sz.zero = searchZeroPoint(s, values, sz, 1);
         size_t scaleRow =
             size_t(r) * (outTokens / group) + (outOffset + tg * group) / group;
         scales[scaleRow * d + c] = sz.scale;

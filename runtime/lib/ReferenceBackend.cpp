@@ -146,7 +146,7 @@ public:
     HostScales h = readScales(c.scales, c.zeros, scales, spec.key);
     ref::quantize(spec.key, d, input.data(), c.rows, c.tokens, c.inTokens,
                   c.outTokens, c.outOffset, static_cast<uint32_t *>(c.words),
-                  h.scales.data(), h.zeroData());
+                  h.scales.data(), h.zeroData(), spec.zeroPoints);
     writeStorage(c.scales, h.scales, 0, scales, spec.key);
     if (!spec.key.symmetric)
       writeStorage(c.zeros, h.zeros, 0, scales, spec.key);

@@ -135,7 +135,7 @@ struct SpecKey {
 // Every field of KernelSpec is in its key: one left out would make two
 // specs share kernels. A new field changes the size and stops the build
 // here until it is added below.
-static_assert(sizeof(KernelSpec) == 68,
+static_assert(sizeof(KernelSpec) == 72,
               "KernelSpec changed: put its new field into specKey");
 
 SpecKey specKey(const KernelSpec &s) {
@@ -156,6 +156,7 @@ SpecKey specKey(const KernelSpec &s) {
   key.fields[13] = s.sink | (s.residual << 1) | (s.chunked << 2);
   key.fields[14] = s.pageTokens;
   key.fields[15] = int32_t(s.path);
+  key.fields[16] = int32_t(s.zeroPoints);
   return key;
 }
 

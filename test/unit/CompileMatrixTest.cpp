@@ -3,7 +3,8 @@
 // A seeded sample of the spec matrix goes all the way through the pipeline
 // and nvrtc/ptxas for sm_80 and sm_90. Every bits x axis x mode value
 // appears for keys and values, K and V schemes differ, head_dim 64/128/256,
-// fp16/bf16, GQA 1/4/8.
+// fp16/bf16, GQA 1/4/8; asymmetric quantize kernels also with HQQ zero
+// points.
 //
 // Register budget: 128 per thread. The kernels use 128-thread blocks (256
 // for large GQA x head_dim), so an SM's 64K registers keep at least 4 (2)
@@ -84,6 +85,11 @@ std::vector<KernelSpec> sampleSpecs() {
       if (spec.dtype == HalfType::BF16) // kBf16ScalesRule
         spec.key.fp32Scales = true;
       specs.push_back(spec);
+      // The same quantize kernel with HQQ zero points (a loop of its own).
+      if (kind == KernelKind::Quantize && !symmetric) {
+        spec.zeroPoints = ZeroPointSearch::Hqq;
+        specs.push_back(spec);
+      }
     }
   return specs;
 }

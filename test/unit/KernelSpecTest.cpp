@@ -60,6 +60,36 @@ TEST(KernelSpec, QuantizeSpecsTakeABareScheme) {
   EXPECT_EQ(spec.canonical(), "quantize 8c64s d=64 f16");
 }
 
+// Optimized zero points are a quantize kernel's option, for schemes that
+// have zero points; the word round-trips and is refused elsewhere.
+TEST(KernelSpec, HqqZeroPointsAreAQuantizeOption) {
+  KernelSpec spec;
+  ASSERT_FALSE(parseKernelSpec("quantize hqq 4c32 d=128", spec));
+  EXPECT_EQ(spec.zeroPoints, ZeroPointSearch::Hqq);
+  EXPECT_EQ(spec.canonical(), "quantize 4c32 d=128 f16 hqq");
+  EXPECT_EQ(spec.validate(), std::nullopt);
+  KernelSpec again;
+  ASSERT_FALSE(parseKernelSpec(spec.canonical(), again));
+  EXPECT_EQ(again.zeroPoints, ZeroPointSearch::Hqq);
+  ASSERT_FALSE(parseKernelSpec("quantize 4c32 d=128", again));
+  EXPECT_NE(again.canonical(), spec.canonical());
+
+  ASSERT_FALSE(parseKernelSpec("quantize 4t64s d=128 hqq", spec));
+  EXPECT_EQ(spec.validate().value_or(""),
+            "zero point search 'hqq' needs an asymmetric scheme: a symmetric "
+            "one has no zero points (4t64s)");
+  EXPECT_EQ(parseKernelSpec("dequantize 4t64 d=128 hqq", spec).value_or(""),
+            "unknown spec word 'hqq'");
+  spec = KernelSpec::forScheme(KernelKind::Dequantize, QuantScheme(), 128,
+                               HalfType::F16);
+  spec.zeroPoints = ZeroPointSearch::Hqq;
+  EXPECT_EQ(spec.validate().value_or(""),
+            "hqq: only a quantize kernel searches zero points");
+  spec.zeroPoints = ZeroPointSearch(7);
+  EXPECT_EQ(spec.validate().value_or(""),
+            "zero point search has no such value (7)");
+}
+
 // The cache's decode step: both schemes, head_dim and dtype; it writes
 // scales, so bf16 needs fp32 ones for keys and values alike.
 TEST(KernelSpec, AppendSpecsRoundTripAndCheckTheirSchemes) {

@@ -37,9 +37,11 @@ struct QuantCase {
   int headDim;
   HalfType dtype;
   bool outliers;
+  ZeroPointSearch zeroPoints = ZeroPointSearch::MinMax;
   std::string name() const {
     return "s" + scheme.tag() + "_d" + std::to_string(headDim) +
            (dtype == HalfType::F16 ? "_f16" : "_bf16") +
+           (zeroPoints == ZeroPointSearch::Hqq ? "_hqq" : "") +
            (outliers ? "_outliers" : "_normal");
   }
 };
@@ -59,8 +61,10 @@ QuantResult runQuantize(const QuantCase &c, const std::vector<float> &input,
   q.key = c.scheme;
   q.headDim = c.headDim;
   q.dtype = c.dtype;
+  q.zeroPoints = c.zeroPoints;
   KernelSpec dq = q;
   dq.kind = KernelKind::Dequantize;
+  dq.zeroPoints = ZeroPointSearch::MinMax;
   int d = c.headDim;
   int group = c.scheme.groupSize(d);
   int perWord = 32 / c.scheme.bits;
@@ -155,7 +159,7 @@ TEST_P(QuantizeNumerics, BitExactCodesAndScalesAndFaithfulDequantize) {
   std::vector<float> scales(scaleCount, 0), zeros(scaleCount, 0);
   ref::quantize(c.scheme, d, input.data(), rows, tokens, tokens, outTokens,
                 outOffset, words.data(), scales.data(),
-                c.scheme.symmetric ? nullptr : zeros.data());
+                c.scheme.symmetric ? nullptr : zeros.data(), c.zeroPoints);
   for (size_t i = 0; i < wordCount; ++i)
     ASSERT_EQ(forward.words[i], words[i]) << "word " << i;
   for (size_t i = 0; i < scaleCount; ++i)
@@ -198,6 +202,15 @@ std::vector<QuantCase> quantCases() {
             c.outliers = outliers;
             cases.push_back(c);
           }
+          // Optimized zero points on every other asymmetric scheme (each
+          // case compiles a kernel of its own).
+          if (!symmetric && index % 2 == 0)
+            for (bool outliers : {false, true}) {
+              QuantCase hqq = c;
+              hqq.outliers = outliers;
+              hqq.zeroPoints = ZeroPointSearch::Hqq;
+              cases.push_back(hqq);
+            }
           ++index;
         }
   return cases;

@@ -61,6 +61,62 @@ TEST(Reference, TwoBitCodesOfAnExactRange) {
   EXPECT_EQ(q.words[0], 0xE4E4E4E4u);
 }
 
+TEST(Reference, HqqZeroPointOfAHandComputedGroup) {
+  // 2-bit, one group of 16: x = 0, 3 and fourteen 1.25. Min-max: scale 1,
+  // zero 0, codes 0, 3, 1 (residuals 0, 0, 0.25: squared error 0.875).
+  // HQQ (ZeroPointSearch.h), beta 10:
+  //  step 0, zero 0: the 1.25s shrink by 1 / (10 sqrt 0.25) = 0.2 to 0.05,
+  //    targets 1.25 - 0.05 - 1 = 0.2 (the ends 0); zero = fp16(14 * 0.2 /
+  //    16 = 0.175) = 0.175048828125;
+  //  step 1: codes unchanged, residuals 0.075 (x14), -0.175 (x2): error
+  //    0.14 < 0.875, kept; no residual survives the shrinkage (0.075 <
+  //    1 / (10.1 sqrt 0.075), 0.175 < 1 / (10.1 sqrt 0.175)), so the
+  //    targets are the plain x - q s: zero = 14 * 0.25 / 16 = 0.21875 (the
+  //    least-squares zero for these codes; exact in fp16);
+  //  step 2: residuals 0.03125 (x14), -0.21875 (x2): error 0.109375 < 0.14,
+  //    kept; the ends now shrink by 1 / (10.201 sqrt 0.21875) = 0.2096 to
+  //    -0.0091, so the next zero is about 0.2199, whose error (0.109394) is
+  //    not lower: the search stops at 0.21875.
+  std::vector<float> x(16, 1.25f);
+  x[0] = 0.0f;
+  x[1] = 3.0f;
+  QuantScheme s = scheme(2, 16, Token);
+  std::vector<uint32_t> words(1);
+  float scale = 0, zero = 0;
+  ref::quantize(s, 16, x.data(), 1, 1, 1, 1, 0, words.data(), &scale, &zero,
+                ZeroPointSearch::Hqq);
+  EXPECT_EQ(scale, 1.0f);
+  EXPECT_EQ(zero, 0.21875f);
+  // Codes 0, 3, then fourteen 1s: 0b01...01'11'00.
+  EXPECT_EQ(words[0], 0x5555555Cu);
+  // Min-max on the same group: zero 0, the same codes.
+  Quantized minmax = quantizeRow(s, x);
+  EXPECT_EQ(minmax.zeros[0], 0.0f);
+  EXPECT_EQ(minmax.words[0], words[0]);
+}
+
+TEST(Reference, HqqKeepsTheMinimumOfConstantAndSymmetricGroups) {
+  // A constant group has nothing to refine (scale 0); a symmetric scheme
+  // has no zero point: both come out as min-max's.
+  std::vector<float> constant(16, 1.5f);
+  QuantScheme asym = scheme(4, 16, Token);
+  std::vector<uint32_t> words(2);
+  float scale = -1, zero = -1;
+  ref::quantize(asym, 16, constant.data(), 1, 1, 1, 1, 0, words.data(), &scale,
+                &zero, ZeroPointSearch::Hqq);
+  EXPECT_EQ(scale, 0.0f);
+  EXPECT_EQ(zero, 1.5f);
+  std::vector<float> x(16);
+  for (int i = 0; i < 16; ++i)
+    x[i] = float(i) - 7.25f;
+  QuantScheme sym = scheme(4, 16, Token, /*symmetric=*/true);
+  Quantized expected = quantizeRow(sym, x);
+  ref::quantize(sym, 16, x.data(), 1, 1, 1, 1, 0, words.data(), &scale, nullptr,
+                ZeroPointSearch::Hqq);
+  EXPECT_EQ(scale, expected.scales[0]);
+  EXPECT_EQ(words, expected.words);
+}
+
 TEST(Reference, ConstantGroupStoresCodeZeroAndDequantizesExactly) {
   std::vector<float> x(16, 1.5f);
   Quantized q = quantizeRow(scheme(4, 16, Token), x);

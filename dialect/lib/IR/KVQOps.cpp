@@ -249,6 +249,8 @@ LogicalResult QuantizeOp::verify() {
       !getScheme().getScaleType().isF32())
     return emitOpError() << ::kvq::scheme_rules::kBf16ScalesRule
                          << " (write the scheme with scale = f32)";
+  if (getZeroPoints() == ZeroPointSearch::hqq && getScheme().isSymmetric())
+    return emitOpError() << ::kvq::scheme_rules::kHqqRule;
   PlanAttr plan = getPlanAttr();
   return plan ? verifyQuantizePlan(*this, plan) : success();
 }

@@ -143,3 +143,13 @@ func.func @bf16_needs_f32_scales(%k: tensor<1x2x64x64xbf16>) {
       : tensor<1x2x64x64xbf16> -> tensor<1x2x64x64xi8>, tensor<1x2x64x1xf16>, tensor<1x2x64x1xf16>
   return
 }
+
+// -----
+
+// HQQ refines zero points; a symmetric scheme has none.
+func.func @hqq_needs_zero_points(%k: tensor<1x2x64x64xf16>) {
+  // expected-error @+1 {{'kvq.quantize' op zero point search 'hqq' needs an asymmetric scheme: a symmetric one has no zero points}}
+  %c, %s = kvq.quantize %k scheme <bits = 4, group = 64, axis = token, mode = symmetric> zeroPoints hqq
+      : tensor<1x2x64x64xf16> -> tensor<1x2x64x64xi8>, tensor<1x2x64x1xf16>
+  return
+}

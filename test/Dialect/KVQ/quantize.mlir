@@ -29,3 +29,16 @@ func.func @packed_result_dynamic_tokens(%v: tensor<?x2x?x96xf16>) -> tensor<?x2x
       : tensor<?x2x?x96xf16> -> tensor<?x2x?x12xi32>, tensor<?x2x?x1xf16>, tensor<?x2x?x1xf16>
   return %w : tensor<?x2x?x12xi32>
 }
+
+// Optimized zero points print as a keyword; min-max (the default) is not
+// printed.
+// CHECK-LABEL: func.func @hqq_zero_points
+// CHECK: kvq.quantize %{{.*}} scheme <bits = 4, group = 32, axis = channel> zeroPoints hqq :
+// CHECK: kvq.quantize %{{.*}} scheme <bits = 4, group = 32, axis = channel> :
+func.func @hqq_zero_points(%k: tensor<1x2x64x64xf16>) -> (tensor<1x2x2x64xf16>, tensor<1x2x2x64xf16>) {
+  %c, %s, %z = kvq.quantize %k scheme <bits = 4, group = 32, axis = channel> zeroPoints hqq
+      : tensor<1x2x64x64xf16> -> tensor<1x2x64x64xi8>, tensor<1x2x2x64xf16>, tensor<1x2x2x64xf16>
+  %c2, %s2, %z2 = kvq.quantize %k scheme <bits = 4, group = 32, axis = channel> zeroPoints minmax
+      : tensor<1x2x64x64xf16> -> tensor<1x2x64x64xi8>, tensor<1x2x2x64xf16>, tensor<1x2x2x64xf16>
+  return %z, %z2 : tensor<1x2x2x64xf16>, tensor<1x2x2x64xf16>
+}

@@ -55,6 +55,12 @@ enum class HalfType { F16, BF16 };
 /// forced (the numerics matrix tests both; KVQ_ATTENTION_PATH picks one for
 /// a whole process).
 enum class AttentionPath { Auto, CudaCores, TensorCores };
+/// How a quantize kernel picks asymmetric zero points: the group minimum,
+/// or the minimum refined by HQQ's half-quadratic solver
+/// (kvq/Dialect/KVQ/IR/ZeroPointSearch.h): a few passes over each group
+/// for a lower error at the same bits, meant for bulk (prefill)
+/// quantization.
+enum class ZeroPointSearch { MinMax, Hqq };
 
 /// "auto", "cuda-cores", "tensor-cores"; parseAttentionPath reads them back
 /// (false for anything else).
@@ -86,6 +92,8 @@ struct KernelSpec {
   bool chunked = false;
   /// Attention: CUDA cores or tensor cores; Auto lets the plan choose.
   AttentionPath path = AttentionPath::Auto;
+  /// Quantize (asymmetric schemes): how zero points are picked.
+  ZeroPointSearch zeroPoints = ZeroPointSearch::MinMax;
 
   /// A quantize or dequantize spec for one scheme.
   static KernelSpec forScheme(KernelKind kind, const QuantScheme &scheme,
@@ -109,6 +117,7 @@ struct KernelSpec {
 
   /// A stable, human-readable identity, e.g.
   /// "attention k=2c32 v=2t32 d=128 hq=32 hkv=8 f16 sink residual" or
+  /// "quantize 4t64 d=128 f16 hqq" or
   /// "dense-attention d=128 hq=32 hkv=8 f16 sink residual" or
   /// "append k=2c32 v=2t32 d=128 f16".
   std::string canonical() const;

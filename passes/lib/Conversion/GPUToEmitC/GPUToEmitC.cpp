@@ -925,6 +925,9 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
   patterns.add<CallToEmitC<math::ExpOp>>(typeConverter, context, "__expf");
   patterns.add<CallToEmitC<math::Exp2Op>>(typeConverter, context, "kvq_exp2");
   patterns.add<CallToEmitC<math::RoundEvenOp>>(typeConverter, context, "rintf");
+  // sqrtf is correctly rounded in device code unless -prec-sqrt=false,
+  // which kvq never passes; the host library's is too (the emulator).
+  patterns.add<CallToEmitC<math::SqrtOp>>(typeConverter, context, "sqrtf");
   patterns.add<CallToEmitC<arith::MinSIOp>>(typeConverter, context, "kvq_min");
   patterns.add<CallToEmitC<arith::MaxSIOp>>(typeConverter, context, "kvq_max");
   patterns.add<CallToEmitC<arith::ShRUIOp>>(typeConverter, context, "kvq_shr");

@@ -103,6 +103,7 @@ Value KernelBuilder::fabs(Value a) { return math::AbsFOp::create(b, a); }
 Value KernelBuilder::exp(Value a) { return math::ExpOp::create(b, a); }
 Value KernelBuilder::exp2(Value a) { return math::Exp2Op::create(b, a); }
 Value KernelBuilder::rint(Value a) { return math::RoundEvenOp::create(b, a); }
+Value KernelBuilder::sqrt(Value a) { return math::SqrtOp::create(b, a); }
 
 Value KernelBuilder::flt(Value a, Value c) {
   return arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, a, c);

@@ -63,6 +63,7 @@ public:
   /// 2^a, approximate (MUFU.EX2), results below 2^-126 flushed to zero.
   Value exp2(Value a);
   Value rint(Value a); // round half to even
+  Value sqrt(Value a); // correctly rounded (sqrtf)
   Value flt(Value a, Value c);
   Value feq(Value a, Value c);
   Value select(Value cond, Value a, Value c);

@@ -94,6 +94,8 @@ struct QuantizeArgs {
   /// The work of this block only (thread and warp ids within it), not the
   /// grid's: the cache step flushes inside one block.
   bool blockLocal = false;
+  /// How asymmetric groups get their zero points (ZeroPointSearch.h).
+  ZeroPointSearch zeroPoints = ZeroPointSearch::minmax;
 
   Value inRow(KernelBuilder &kb, Value row) const {
     return inRowBase ? kb.add(inRowBase, row) : row;

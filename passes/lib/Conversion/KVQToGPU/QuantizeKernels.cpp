@@ -15,11 +15,14 @@
 #include "Kernels.h"
 
 #include "kvq/Conversion/KernelABI.h"
+#include "kvq/Dialect/KVQ/IR/ZeroPointSearch.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
+
+#include <limits>
 
 using namespace mlir;
 using namespace mlir::kvq;
@@ -148,23 +151,99 @@ std::pair<Value, Value> scaleAndZero(KernelBuilder &kb, SchemeAttr scheme,
   return {scale, zero};
 }
 
-/// The unsigned code of `x`. A zero scale (constant group) gives the code of
-/// the group's value; NaN inputs clamp to code 0 (fmaxf drops NaN).
-Value quantizeValue(KernelBuilder &kb, SchemeAttr scheme, Value x, Value scale,
-                    Value zero) {
+/// The code of `x` as a float: signed for symmetric schemes, unsigned for
+/// asymmetric ones. A zero scale (constant group) gives the code of the
+/// group's value; NaN inputs clamp to the lowest code (fmaxf drops NaN).
+Value codeAsFloat(KernelBuilder &kb, SchemeAttr scheme, Value x, Value scale,
+                  Value zero) {
   Value isConstant = kb.feq(scale, kb.f32(0.0));
   Value safeScale = kb.select(isConstant, kb.f32(1.0), scale);
   if (scheme.isSymmetric()) {
     double qmax = (1 << (scheme.getBits() - 1)) - 1;
     Value q = kb.rint(kb.fdiv(x, safeScale));
     q = kb.fmin(kb.fmax(q, kb.f32(-qmax)), kb.f32(qmax));
-    q = kb.select(isConstant, kb.f32(0.0), q);
-    return kb.toCode(kb.fadd(q, kb.f32(qmax + 1)));
+    return kb.select(isConstant, kb.f32(0.0), q);
   }
   Value q = kb.rint(kb.fdiv(kb.fsub(x, zero), safeScale));
   q = kb.fmin(kb.fmax(q, kb.f32(0.0)), kb.f32(scheme.maxCode()));
-  q = kb.select(isConstant, kb.f32(0.0), q);
+  return kb.select(isConstant, kb.f32(0.0), q);
+}
+
+/// The unsigned (stored) code of `x`.
+Value quantizeValue(KernelBuilder &kb, SchemeAttr scheme, Value x, Value scale,
+                    Value zero) {
+  Value q = codeAsFloat(kb, scheme, x, scale, zero);
+  if (scheme.isSymmetric())
+    q = kb.fadd(q, kb.f32((1 << (scheme.getBits() - 1))));
   return kb.toCode(q);
+}
+
+/// Runs `step(x, sums)` over the values of a group this thread holds, from
+/// `init`, and returns the thread's sums.
+using GroupFold = std::function<SmallVector<Value>(
+    ValueRange init,
+    const std::function<SmallVector<Value>(Value x, ValueRange sums)> &step)>;
+
+/// An asymmetric group's zero point refined from `minimum` by HQQ's
+/// half-quadratic solver, the scale kept: ZeroPointSearch.h says how, and
+/// the reference does the same operations in the same order. `fold` walks
+/// this thread's values of the group (`count` in all); `combine` adds the
+/// partial sums of the threads sharing the group.
+Value searchZeroPoint(KernelBuilder &kb, SchemeAttr scheme, Value scale,
+                      Value minimum, int64_t count, const GroupFold &fold,
+                      const std::function<Value(Value)> &combine) {
+  namespace zps = ::kvq::zero_point_search;
+  kb.comment(llvm::formatv("HQQ zero point: up to {0} half-quadratic steps, "
+                           "keeping the zero point of least squared error "
+                           "(ZeroPointSearch.h)",
+                           zps::kIterations)
+                 .str());
+  kb.comment("carried through the steps: zero point, best zero point, its "
+             "squared error, beta, still improving");
+  Value inf = kb.f32(std::numeric_limits<double>::infinity());
+  // A constant group keeps its minimum.
+  Value searching = kb.flt(kb.f32(0.0), scale);
+  SmallVector<Value> init = {minimum, minimum, inf, kb.f32(zps::kBeta),
+                             searching};
+  SmallVector<Value> state = kb.forLoop(
+      kb.i32(0), kb.i32(zps::kIterations), kb.i32(1), init,
+      [&](Value, ValueRange carried) -> SmallVector<Value> {
+        Value zero = carried[0], best = carried[1], bestError = carried[2],
+              beta = carried[3], searching = carried[4];
+        SmallVector<Value> sums = fold(
+            {kb.f32(0.0), kb.f32(0.0)},
+            [&](Value x, ValueRange partial) -> SmallVector<Value> {
+              Value q = codeAsFloat(kb, scheme, x, scale, zero);
+              Value qs = kb.fmul(q, scale);
+              Value d = kb.named("residual", kb.fsub(x, kb.fadd(qs, zero)));
+              Value a = kb.fabs(d);
+              // The l_1/2 shrinkage of the residual (0 where d is 0).
+              Value shrunk = kb.named(
+                  "shrunk",
+                  kb.fmax(kb.fsub(a, kb.fdiv(kb.f32(1.0),
+                                             kb.fmul(beta, kb.sqrt(a)))),
+                          kb.f32(0.0)));
+              Value e = kb.select(kb.flt(d, kb.f32(0.0)),
+                                  kb.fsub(kb.f32(0.0), shrunk), shrunk);
+              return {
+                  kb.named("error_sum", kb.fadd(partial[0], kb.fmul(d, d))),
+                  kb.named("target_sum",
+                           kb.fadd(partial[1], kb.fsub(kb.fsub(x, e), qs)))};
+            });
+        Value error = kb.named("group_error", combine(sums[0]));
+        Value target = combine(sums[1]);
+        Value improved = kb.named(
+            "improved", kb.bothTrue(searching, kb.flt(error, bestError)));
+        Value next = kb.named(
+            "next_zero", kb.roundThrough(kb.fdiv(target, kb.f32(double(count))),
+                                         scheme.getScaleType()));
+        return {kb.select(improved, next, zero),
+                kb.select(improved, zero, best),
+                kb.select(improved, error, bestError),
+                kb.select(improved, kb.fmul(beta, kb.f32(zps::kKappa)), beta),
+                improved};
+      });
+  return state[1];
 }
 
 /// ORs `codes` (logical order) into one word.
@@ -191,8 +270,8 @@ TokenAxisMapping mapTokenAxis(SchemeAttr scheme, int64_t headDim) {
   TokenAxisMapping m;
   m.wordsPerRow = headDim * scheme.getBits() / 32;
   m.wordsPerGroup = scheme.groupSize(headDim) * scheme.getBits() / 32;
-  // Largest power of two dividing the group's words, capped at a warp.
-  m.lanesPerGroup = std::min<int64_t>(m.wordsPerGroup & -m.wordsPerGroup, 32);
+  m.lanesPerGroup = ::kvq::zero_point_search::tokenAxisLanesPerGroup(
+      scheme.getBits(), scheme.groupSize(headDim));
   m.wordsPerLane = m.wordsPerGroup / m.lanesPerGroup;
   int64_t wordsPerPass = 32 * m.wordsPerLane;
   m.chunks = (m.wordsPerRow + wordsPerPass - 1) / wordsPerPass;
@@ -263,6 +342,23 @@ void mlir::kvq::buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
           lo = kb.fmin(lo, kb.shuffleXor(lo, offset));
       }
       auto [scale, zero] = scaleAndZero(kb, scheme, lo, hi);
+      if (a.zeroPoints == ZeroPointSearch::hqq) {
+        // Every lane takes part (inactive ones in groups of their own): the
+        // sums cross lanes by shuffles.
+        GroupFold fold = [&](ValueRange init, const auto &step) {
+          SmallVector<Value> sums(init);
+          for (Value x : values)
+            sums = step(x, sums);
+          return sums;
+        };
+        auto combine = [&](Value sum) {
+          for (int64_t offset = 1; offset < m.lanesPerGroup; offset *= 2)
+            sum = kb.fadd(sum, kb.shuffleXor(sum, offset));
+          return sum;
+        };
+        zero = searchZeroPoint(kb, scheme, scale, zero,
+                               scheme.groupSize(headDim), fold, combine);
+      }
       kb.ifThen(active, [&] {
         for (int64_t w = 0; w < m.wordsPerLane; ++w) {
           SmallVector<Value> codes;
@@ -334,6 +430,18 @@ void mlir::kvq::buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
           return {kb.fmin(carried[0], x), kb.fmax(carried[1], x)};
         });
     auto [scale, zero] = scaleAndZero(kb, scheme, range[0], range[1]);
+    if (a.zeroPoints == ZeroPointSearch::hqq) {
+      GroupFold fold = [&](ValueRange init, const auto &step) {
+        return kb.forLoop(
+            kb.i32(0), kb.i32(group), kb.i32(1), init,
+            [&](Value t, ValueRange sums) {
+              return step(
+                  kb.toF32(kb.load(input, kb.add(inBase, kb.mul(t, d)))), sums);
+            });
+      };
+      zero = searchZeroPoint(kb, scheme, scale, zero, group, fold,
+                             [](Value sum) { return sum; });
+    }
     Value storeGroup =
         kb.add(kb.div(kb.add(outOffset, kb.mul(tokenGroup, kb.i32(group))),
                       kb.i32(group)),
@@ -434,6 +542,7 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
   OpBuilder builder(op);
   Type i32 = builder.getI32Type();
   QuantizeArgs a;
+  a.zeroPoints = op.getZeroPoints();
   SmallVector<KernelParameter> parameters = {
       {"input", globalBuffer(k->half), &a.input}};
   parameters.append(packedParameters(op->getContext(), scheme, &a.words,
@@ -443,8 +552,11 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
                      {"in_tokens", i32, &a.inTokens},
                      {"out_tokens", i32, &a.outTokens},
                      {"out_offset", i32, &a.outOffset}});
-  gpu::GPUFuncOp func = createPackedKernel(builder, module, op, "quantize",
-                                           "quant", scheme, *k, parameters);
+  // The kernel's name says how it picks zero points: kvq_quant_hqq_...
+  bool hqq = a.zeroPoints == ZeroPointSearch::hqq;
+  gpu::GPUFuncOp func =
+      createPackedKernel(builder, module, op, "quantize",
+                         hqq ? "quant_hqq" : "quant", scheme, *k, parameters);
   KernelBody body(builder, op.getLoc(), func);
   KernelBuilder &kb = body.kb;
   if (scheme.getAxis() == Axis::token) {

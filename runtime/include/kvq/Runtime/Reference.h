@@ -53,10 +53,13 @@ int wordsPerRow(const QuantScheme &scheme, int headDim);
 /// Quantizes tokens [0, tokens) of `rows` rows of `inTokens` tokens into
 /// positions [outOffset, outOffset + tokens) of a store of `outTokens`
 /// tokens per row (the quantize kernel's contract). For axis = channel,
-/// tokens and outOffset are multiples of the group.
+/// tokens and outOffset are multiples of the group. `zeroPoints` Hqq
+/// refines asymmetric zero points (ZeroPointSearch.h; ignored when the
+/// scheme is symmetric).
 void quantize(const QuantScheme &scheme, int headDim, const float *input,
               int rows, int tokens, int inTokens, int outTokens, int outOffset,
-              uint32_t *words, float *scales, float *zeros);
+              uint32_t *words, float *scales, float *zeros,
+              ZeroPointSearch zeroPoints = ZeroPointSearch::MinMax);
 
 /// The inverse, in fp32 (round the result to the half type to compare with
 /// the kernel's output).

@@ -41,6 +41,20 @@ def KVQ_PackOrder : I32EnumAttr<"PackOrder",
   let genSpecializedAttr = 0;
 }
 
+def KVQ_ZeroPointsMinMax : I32EnumAttrCase<"minmax", 0>;
+def KVQ_ZeroPointsHqq : I32EnumAttrCase<"hqq", 1>;
+def KVQ_ZeroPointSearch : I32EnumAttr<"ZeroPointSearch",
+    "how a quantize kernel picks an asymmetric group's zero point: `minmax` "
+    "(the group minimum) or `hqq` (the minimum refined by HQQ's "
+    "half-quadratic solver; ZeroPointSearch.h)",
+    [KVQ_ZeroPointsMinMax, KVQ_ZeroPointsHqq]> {
+  let cppNamespace = "::mlir::kvq";
+  let genSpecializedAttr = 0;
+}
+/// As an op attribute, printed as its bare keyword (`zeroPoints hqq`).
+def KVQ_ZeroPointSearchAttr
+    : EnumAttr<KVQ_Dialect, KVQ_ZeroPointSearch, "zero_points">;
+
 //===----------------------------------------------------------------------===//
 // #kvq.scheme
 //===----------------------------------------------------------------------===//

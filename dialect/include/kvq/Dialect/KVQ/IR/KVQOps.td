@@ -38,6 +38,11 @@ def KVQ_QuantizeOp : KVQ_Op<"quantize", [Pure]> {
     zero are rounded to their storage type before the codes are computed;
     codes round half to even and are clamped.
 
+    `zeroPoints hqq` (asymmetric schemes only) refines each group's zero
+    point after min-max with HQQ's half-quadratic solver, the scale kept:
+    lower error for the same bits, at the cost of a few passes over the
+    group (bulk prefill quantization; ZeroPointSearch.h has the algorithm).
+
     `codes` is an i8 tensor with the input's shape (one unsigned code per
     element), or, after `--kvq-fuse`, an i32 tensor of packed words (the
     layout `kvq.pack` produces). Scales are `[B, H, T, D/group]` for
@@ -50,11 +55,13 @@ def KVQ_QuantizeOp : KVQ_Op<"quantize", [Pure]> {
     ```
   }];
   let arguments = (ins KVQ_HalfTensor4D:$input, KVQ_SchemeAttr:$scheme,
+                       DefaultValuedAttr<KVQ_ZeroPointSearchAttr,
+                           "::mlir::kvq::ZeroPointSearch::minmax">:$zeroPoints,
                        OptionalAttr<KVQ_PlanAttr>:$plan);
   let results = (outs KVQ_CodeOrWordTensor:$codes, KVQ_ScaleTensor:$scales,
                       Optional<KVQ_ScaleTensor>:$zeros);
   let assemblyFormat = [{
-    $input `scheme` $scheme attr-dict `:` type($input) `->`
+    $input `scheme` $scheme (`zeroPoints` `` $zeroPoints^)? attr-dict `:` type($input) `->`
     type($codes) `,` type($scales) (`,` type($zeros)^)?
   }];
   let hasVerifier = 1;

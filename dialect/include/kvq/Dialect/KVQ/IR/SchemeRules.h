@@ -31,6 +31,11 @@ inline constexpr const char *kBf16ScalesRule =
     "bf16 input needs fp32 scales: an fp16 scale or zero point overflows to "
     "inf once a group's values pass 65504";
 
+/// Optimized zero points (`zeroPoints hqq`) need zero points to optimize.
+inline constexpr const char *kHqqRule =
+    "zero point search 'hqq' needs an asymmetric scheme: a symmetric one has "
+    "no zero points";
+
 } // namespace kvq::scheme_rules
 
 #endif // KVQ_DIALECT_KVQ_IR_SCHEMERULES_H
