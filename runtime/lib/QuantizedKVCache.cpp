@@ -126,6 +126,9 @@ struct QuantizedKVCache::Impl {
   void *scratch = nullptr, *workspace = nullptr;
   size_t workspaceBytes = 0;
   KernelSpec attention, quantizeKey, quantizeValue;
+  /// What a prefill quantizes with: the same, with the configured zero
+  /// point search on asymmetric schemes.
+  KernelSpec prefillKey, prefillValue;
   /// appendStep's kernel (a residual of at least one token: see there).
   std::optional<KernelSpec> step;
   /// appendStep's plan of the counts after the step, reused.
@@ -142,6 +145,9 @@ struct QuantizedKVCache::Impl {
   /// Every kernel the cache runs, prepared at creation.
   std::vector<KernelSpec> kernels() const {
     std::vector<KernelSpec> all = {attention, quantizeKey, quantizeValue};
+    for (const KernelSpec *prefill : {&prefillKey, &prefillValue})
+      if (prefill->zeroPoints != ZeroPointSearch::MinMax)
+        all.push_back(*prefill);
     if (step)
       all.push_back(*step);
     if (chunkedAttention)
@@ -254,7 +260,7 @@ struct QuantizedKVCache::Impl {
     if (layout.tokenStride == config.headDim &&
         layout.headStride % config.headDim == 0)
       return quantize(layer, seq, k, v, int(layout.headStride / config.headDim),
-                      first, count, offset);
+                      first, count, offset, /*prefill=*/true);
     int chunk = residualCapacity / unit * unit; // >= flushTokens >= unit
     size_t half = size_t(config.kvHeads) * residualCapacity * rowBytes();
     char *stagedK = static_cast<char *>(scratch);
@@ -268,7 +274,7 @@ struct QuantizedKVCache::Impl {
             !s.ok())
           return s;
       if (Status s = quantize(layer, seq, stagedK, stagedV, residualCapacity, 0,
-                              n, offset + done);
+                              n, offset + done, /*prefill=*/true);
           !s.ok())
         return s;
     }
@@ -383,9 +389,11 @@ struct QuantizedKVCache::Impl {
 
   /// Quantizes `count` tokens of `input` (rows of `inputTokens`, from token
   /// `first`) into sequence `seq`'s store at token `offset`: page by page
-  /// (`offset` and `count` are whole units, which divide a page).
+  /// (`offset` and `count` are whole units, which divide a page). A
+  /// `prefill` uses the prefill kernels (the configured zero points).
   Status quantize(Layer &layer, int seq, const void *k, const void *v,
-                  int inputTokens, int first, int count, int offset) {
+                  int inputTokens, int first, int count, int offset,
+                  bool prefill) {
     while (count > 0) {
       int32_t page = pageFor(layer, seq, offset);
       if (page < 0)
@@ -398,7 +406,8 @@ struct QuantizedKVCache::Impl {
       int inPage = offset % pageTokens;
       int take = std::min(count, pageTokens - inPage);
       Status status =
-          quantizeIntoPage(k, v, inputTokens, first, take, page, inPage, layer);
+          quantizeIntoPage(k, v, inputTokens, first, take, page, inPage, layer,
+                           prefill);
       if (!status.ok())
         return status;
       first += take;
@@ -411,10 +420,12 @@ struct QuantizedKVCache::Impl {
   /// Quantizes `count` tokens into page `page` at token `inPage`.
   Status quantizeIntoPage(const void *k, const void *v, int inputTokens,
                           int first, int count, int32_t page, int inPage,
-                          Layer &layer) {
+                          Layer &layer, bool prefill) {
     for (int which = 0; which < 2; ++which) {
       const QuantScheme &s = which == 0 ? config.key : config.value;
-      const KernelSpec &spec = which == 0 ? quantizeKey : quantizeValue;
+      const KernelSpec &spec =
+          which == 0 ? (prefill ? prefillKey : quantizeKey)
+                     : (prefill ? prefillValue : quantizeValue);
       Store &store = which == 0 ? layer.key : layer.value;
       const void *input = which == 0 ? k : v;
       QuantizeCall call;
@@ -451,8 +462,8 @@ struct QuantizedKVCache::Impl {
         size_t(seq) * config.kvHeads * residualCapacity * rowBytes();
     void *rk = static_cast<char *>(layer.residualK) + seqOffset;
     void *rv = static_cast<char *>(layer.residualV) + seqOffset;
-    Status status =
-        quantize(layer, seq, rk, rv, residualCapacity, 0, count, p.quantized);
+    Status status = quantize(layer, seq, rk, rv, residualCapacity, 0, count,
+                             p.quantized, /*prefill=*/false);
     if (!status.ok())
       return status;
     // Shift the remaining tokens to the front through a scratch buffer (the
@@ -796,6 +807,21 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
                                             config.headDim, config.dtype);
   impl->quantizeValue = KernelSpec::forScheme(
       KernelKind::Quantize, config.value, config.headDim, config.dtype);
+  if (config.prefillZeroPoints != ZeroPointSearch::MinMax &&
+      config.prefillZeroPoints != ZeroPointSearch::Hqq)
+    return fail("prefill zero points has no such value (" +
+                std::to_string(int(config.prefillZeroPoints)) + ")");
+  if (config.prefillZeroPoints == ZeroPointSearch::Hqq &&
+      config.key.symmetric && config.value.symmetric)
+    return fail("prefill zero points hqq: both schemes are symmetric (" +
+                config.key.tag() + ", " + config.value.tag() +
+                ") and have no zero points to search");
+  impl->prefillKey = impl->quantizeKey;
+  impl->prefillValue = impl->quantizeValue;
+  // A symmetric scheme has no zero points: it quantizes as usual.
+  for (KernelSpec *prefill : {&impl->prefillKey, &impl->prefillValue})
+    if (!prefill->key.symmetric)
+      prefill->zeroPoints = config.prefillZeroPoints;
   for (const KernelSpec *spec : {&impl->quantizeKey, &impl->quantizeValue})
     if (std::optional<std::string> problem = spec->validate())
       return fail("invalid cache configuration: " +

@@ -129,6 +129,19 @@ TEST(ApiContract, AbsurdSizesAreStatusErrorsNamingTheValue) {
   c.batch = 100000;
   EXPECT_FALSE(QuantizedKVCache::create(*context, c, &status));
   EXPECT_EQ(status.message(), "batch 100000 is above the supported 65535");
+  // HQQ zero points need a scheme with zero points.
+  c = tinyConfig();
+  c.prefillZeroPoints = ZeroPointSearch::Hqq;
+  c.key.symmetric = c.value.symmetric = true;
+  EXPECT_FALSE(QuantizedKVCache::create(*context, c, &status));
+  EXPECT_EQ(status.code(), StatusCode::InvalidArgument);
+  EXPECT_EQ(status.message(),
+            "prefill zero points hqq: both schemes are symmetric (" +
+                c.key.tag() + ", " + c.value.tag() +
+                ") and have no zero points to search");
+  c.prefillZeroPoints = ZeroPointSearch(9);
+  EXPECT_FALSE(QuantizedKVCache::create(*context, c, &status));
+  EXPECT_EQ(status.message(), "prefill zero points has no such value (9)");
 
   void *p = context->allocate(SIZE_MAX - 100, &status);
   EXPECT_EQ(p, nullptr);

@@ -57,6 +57,8 @@ public:
     s.tokens += n;
   }
   void release(int seq) { sequences[seq] = ModelSequence(); }
+  /// How the model picks zero points (a cache's prefill may search them).
+  ZeroPointSearch zeroPoints = ZeroPointSearch::MinMax;
   void fork(int from, int to) { sequences[to] = sequences[from]; }
   int tokens(int seq) const { return sequences[seq].tokens; }
 
@@ -146,7 +148,7 @@ private:
         zeros(scales.size());
     float *z = scheme.symmetric ? nullptr : zeros.data();
     ref::quantize(scheme, d, rows.data(), heads, n, n, n, 0, words.data(),
-                  scales.data(), z);
+                  scales.data(), z, zeroPoints);
     ref::dequantize(scheme, d, words.data(), scales.data(), z, heads, n, n, 0,
                     n, rows.data());
     for (int t = 0; t < n; ++t)
@@ -358,6 +360,63 @@ INSTANTIATE_TEST_SUITE_P(EveryPreset, CacheModelOnTheEmulator,
 // generated chunked kernel) and on the reference. Chunks of 64
 // fill the residual past a flush: it is quantized after the attention, and
 // later chunks see it so.
+// A prefill with HQQ zero points stores what the reference's HQQ quantizer
+// gives: attention matches the model that quantizes with HQQ and is told
+// apart from the min-max model. Only prompts here, so every quantized token
+// came from a prefill.
+TEST(CacheModel, HqqPrefillStoresTheReferenceZeroPoints) {
+  for (const char *preset : {"kivi2", "int4"}) {
+    SCOPED_TRACE(preset);
+    CacheConfig c = kvq::testing::smallCacheConfig(preset);
+    c.layers = 1;
+    c.prefillZeroPoints = ZeroPointSearch::Hqq;
+    auto [context, cache] = makeCache(BackendKind::Emulator, c);
+    ASSERT_TRUE(cache);
+    Model hqq(c), minmax(c);
+    hqq.zeroPoints = ZeroPointSearch::Hqq;
+    int d = c.headDim, row = c.kvHeads * d, prompt = 300;
+    Status status;
+    void *k = context->allocate(size_t(prompt) * row * 2, &status);
+    void *v = context->allocate(size_t(prompt) * row * 2, &status);
+    size_t queryHalves = size_t(c.batch) * c.queryHeads * d;
+    void *q = context->allocate(queryHalves * 2, &status);
+    void *out = context->allocate(queryHalves * 2, &status);
+    ASSERT_TRUE(k && v && q && out);
+    std::mt19937 rng(15);
+    for (int seq = 0; seq < c.batch; ++seq) {
+      std::vector<float> hostK, hostV;
+      std::vector<uint16_t> kb =
+          randomHalves(size_t(prompt) * row, c, rng, hostK);
+      std::vector<uint16_t> vb =
+          randomHalves(size_t(prompt) * row, c, rng, hostV);
+      ASSERT_TRUE(context->copyIn(k, kb.data(), kb.size() * 2).ok());
+      ASSERT_TRUE(context->copyIn(v, vb.data(), vb.size() * 2).ok());
+      ASSERT_TRUE(
+          cache->append(0, seq, k, v, prompt, TokenLayout{d, row}).ok());
+      hqq.append(seq, hostK, hostV, prompt);
+      minmax.append(seq, hostK, hostV, prompt);
+    }
+    std::vector<QuantizedKVCache::Parts> parts;
+    for (int b = 0; b < c.batch; ++b)
+      parts.push_back(cache->parts(0, b));
+    ASSERT_GT(parts[0].quantized, 0);
+    std::vector<float> query;
+    std::vector<uint16_t> qb = randomHalves(queryHalves, c, rng, query);
+    ASSERT_TRUE(context->copyIn(q, qb.data(), qb.size() * 2).ok());
+    ASSERT_TRUE(cache->attend(0, q, out).ok());
+    std::vector<uint16_t> bits(queryHalves);
+    ASSERT_TRUE(context->copyOut(bits.data(), out, bits.size() * 2).ok());
+    double againstHqq =
+        errorAgainst(bits.data(), hqq.attend(query, parts), c.dtype);
+    double againstMinMax =
+        errorAgainst(bits.data(), minmax.attend(query, parts), c.dtype);
+    EXPECT_LE(againstHqq, 2e-3);
+    EXPECT_GT(againstMinMax, 4 * againstHqq);
+    for (void *p : {k, v, q, out})
+      context->release(p);
+  }
+}
+
 TEST(CacheModel, ChunksOfQueryTokensAttendCausally) {
   for (BackendKind backend : kvq::testing::kCpuBackends)
     for (const char *preset : kvq::testing::kPresets) {

@@ -65,6 +65,14 @@ struct CacheConfig {
   /// more fp16 residual tokens per sequence (they wait there, unflushed,
   /// while they attend).
   int maxQueryTokens = 1;
+  /// How a prefill (tokens that go straight to the quantized store) picks
+  /// the zero points of the asymmetric schemes: MinMax, or Hqq (HQQ's
+  /// half-quadratic search, ZeroPointSearch.h: a lower error at the same
+  /// bits, docs/accuracy.md, for a few passes over each group). Tokens
+  /// quantized while decoding (residual flushes) keep min-max. A symmetric
+  /// scheme has no zero points; Hqq with both schemes symmetric is an
+  /// error.
+  ZeroPointSearch prefillZeroPoints = ZeroPointSearch::MinMax;
   /// The stream (a CUstream/cudaStream_t; null: the default stream) every
   /// launch and copy of the cache is queued on, in order: an engine passes
   /// its own (PyTorch's current stream, say). The CPU backends ignore it.
