@@ -20,14 +20,17 @@ class QuantizedKVCache:
                  head_dim: int, capacity: int = 4096, preset: str = "kivi2",
                  dtype: torch.dtype = torch.float16, device="cpu", key: str = None,
                  value: str = None, residual: int = None, sink: int = None, pages: int = 0,
-                 max_query_tokens: int = 1):
+                 max_query_tokens: int = 1, prefill_zero_points: str = "minmax"):
         """A cache for `batch` sequences of up to `capacity` tokens in each of
         `layers` layers. `preset` (kvq_jit.presets()) sets the schemes,
         residual and sink; `key`/`value` (scheme tags such as '2c32'),
         `residual` and `sink` override them. Tensors live on `device`; on
         CUDA, the cache queues its kernels on the stream current at creation.
         `pages` < the default shares a smaller pool between sequences;
-        `max_query_tokens` > 1 enables append_and_attend with chunks."""
+        `max_query_tokens` > 1 enables append_and_attend with chunks;
+        `prefill_zero_points="hqq"` gives a prompt's asymmetric groups HQQ's
+        optimized zero points (lower error, docs/accuracy.md; decode steps
+        keep min-max)."""
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -44,7 +47,7 @@ class QuantizedKVCache:
             dtype=half_type_name(dtype, "dtype"), capacity=capacity, preset=preset or "",
             key=key or "", value=value or "", residual=-1 if residual is None else residual,
             sink=-1 if sink is None else sink, pages=pages, max_query_tokens=max_query_tokens,
-            stream=stream_of(device))
+            prefill_zero_points=prefill_zero_points, stream=stream_of(device))
         # Orders this cache's ops in a traced graph (kvq_jit.ops); no data.
         self.state = torch.zeros(1, device=device)
         self.id = ops.register_cache(self)

@@ -38,15 +38,18 @@ def _cache(cache_id: int):
 
 # --- quantize / dequantize --------------------------------------------------
 
-def _spec(kind: str, scheme: str, head_dim: int, dtype: torch.dtype) -> str:
+def _spec(kind: str, scheme: str, head_dim: int, dtype: torch.dtype,
+          zero_points: str = "minmax") -> str:
     half = "bf16" if dtype == torch.bfloat16 else "f16"
-    return f"{kind} {scheme} d={head_dim} {half}"
+    options = " hqq" if zero_points == "hqq" else ""
+    return f"{kind} {scheme} d={head_dim} {half}{options}"
 
 
-def _check_spec(kind: str, scheme: str, head_dim: int, dtype: torch.dtype):
+def _check_spec(kind: str, scheme: str, head_dim: int, dtype: torch.dtype,
+                zero_points: str = "minmax"):
     """Raises an InvalidSpecError naming `scheme` unless kvq can generate it."""
     try:
-        _kvq.canonical_spec(_spec(kind, scheme, head_dim, dtype))
+        _kvq.canonical_spec(_spec(kind, scheme, head_dim, dtype, zero_points))
     except _kvq.InvalidSpecError as error:
         message = str(error)
         raise _kvq.InvalidSpecError(
@@ -60,7 +63,8 @@ def _buffers(scheme: str, rows: int, tokens: int, head_dim: int):
 
 
 @torch.library.custom_op("kvq_jit::quantize", mutates_args=())
-def _quantize(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _quantize(x: torch.Tensor, scheme: str,
+              zero_points: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rows, tokens, head_dim = x.shape
     words_shape, scales_shape, scale_dtype = _buffers(scheme, rows, tokens, head_dim)
     words = torch.empty(words_shape, dtype=torch.int32, device=x.device)
@@ -68,14 +72,15 @@ def _quantize(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor,
     zeros = torch.empty(scales_shape, dtype=scale_dtype, device=x.device)
     with addresses(x.device) as at:
         context_for(x.device).quantize(
-            _spec("quantize", scheme, head_dim, x.dtype), at(x), at(words, output=True),
+            _spec("quantize", scheme, head_dim, x.dtype, zero_points), at(x),
+            at(words, output=True),
             at(scales, output=True), at(zeros, output=True), rows=rows, tokens=tokens,
             in_tokens=tokens, out_tokens=tokens, out_offset=0, stream=stream_of(x.device))
     return words, scales, zeros
 
 
 @_quantize.register_fake
-def _(x, scheme):
+def _(x, scheme, zero_points):
     rows, tokens, head_dim = x.shape
     words_shape, scales_shape, scale_dtype = _buffers(scheme, rows, tokens, head_dim)
     return (x.new_empty(words_shape, dtype=torch.int32),
@@ -83,17 +88,21 @@ def _(x, scheme):
             x.new_empty(scales_shape, dtype=scale_dtype))
 
 
-def quantize(x: torch.Tensor, scheme: str):
+def quantize(x: torch.Tensor, scheme: str, zero_points: str = "minmax"):
     """Quantizes `x` ([rows, tokens, head_dim], fp16/bf16) in `scheme` (a
     scheme tag: '4t64' = 4 bits per token in groups of 64 channels, '2c32' =
     2 bits per channel in groups of 32 tokens, + 's' symmetric, 'x' fp32
     scales). Returns (words int32 [rows, n], scales [rows, m], zeros [rows, m])
-    in kvq's packed layout (docs/architecture.md)."""
+    in kvq's packed layout (docs/architecture.md). `zero_points="hqq"` refines
+    an asymmetric scheme's zero points with HQQ's half-quadratic search
+    (docs/accuracy.md); "minmax" keeps each group's minimum."""
     check_tensor("x", x, shape=(None, None, None), contiguous=True)
     half_type_name(x.dtype, "x")
+    if zero_points not in ("minmax", "hqq"):
+        raise ValueError(f"zero_points must be 'minmax' or 'hqq', got {zero_points!r}")
     context_for(x.device)  # a device kvq cannot serve fails here, by name
-    _check_spec("quantize", scheme, x.shape[2], x.dtype)
-    return _quantize(x, scheme)
+    _check_spec("quantize", scheme, x.shape[2], x.dtype, zero_points)
+    return _quantize(x, scheme, zero_points)
 
 
 @torch.library.custom_op("kvq_jit::dequantize", mutates_args=())

@@ -88,7 +88,9 @@ kvq::CacheConfig makeConfig(int layers, int batch, int kvHeads, int queryHeads,
                             int headDim, const std::string &dtype, int capacity,
                             const std::string &preset, const std::string &key,
                             const std::string &value, int residual, int sink,
-                            int pages, int maxQueryTokens, uintptr_t stream) {
+                            int pages, int maxQueryTokens,
+                            const std::string &prefillZeroPoints,
+                            uintptr_t stream) {
   kvq::CacheConfig config;
   config.layers = layers;
   config.batch = batch;
@@ -117,6 +119,13 @@ kvq::CacheConfig makeConfig(int layers, int batch, int kvHeads, int queryHeads,
     config.sink = sink;
   config.pages = pages;
   config.maxQueryTokens = maxQueryTokens;
+  if (prefillZeroPoints == "hqq")
+    config.prefillZeroPoints = kvq::ZeroPointSearch::Hqq;
+  else if (prefillZeroPoints != "minmax")
+    throw StatusError(kvq::Status(kvq::StatusCode::InvalidArgument,
+                                  "prefill_zero_points must be minmax or hqq, "
+                                  "got '" +
+                                      prefillZeroPoints + "'"));
   config.stream = address<void>(stream);
   return config;
 }
@@ -323,11 +332,12 @@ void bindCache(nb::module_ &m) {
              int queryHeads, int headDim, const std::string &dtype,
              int capacity, const std::string &preset, const std::string &key,
              const std::string &value, int residual, int sink, int pages,
-             int maxQueryTokens, uintptr_t stream) {
-            kvq::CacheConfig config =
-                makeConfig(layers, batch, kvHeads, queryHeads, headDim, dtype,
-                           capacity, preset, key, value, residual, sink, pages,
-                           maxQueryTokens, stream);
+             int maxQueryTokens, const std::string &prefillZeroPoints,
+             uintptr_t stream) {
+            kvq::CacheConfig config = makeConfig(
+                layers, batch, kvHeads, queryHeads, headDim, dtype, capacity,
+                preset, key, value, residual, sink, pages, maxQueryTokens,
+                prefillZeroPoints, stream);
             kvq::Status status;
             std::unique_ptr<Cache> cache;
             {
@@ -340,7 +350,8 @@ void bindCache(nb::module_ &m) {
           "context"_a, "layers"_a, "batch"_a, "kv_heads"_a, "query_heads"_a,
           "head_dim"_a, "dtype"_a, "capacity"_a, "preset"_a = "", "key"_a = "",
           "value"_a = "", "residual"_a = -1, "sink"_a = -1, "pages"_a = 0,
-          "max_query_tokens"_a = 1, "stream"_a = 0)
+          "max_query_tokens"_a = 1, "prefill_zero_points"_a = "minmax",
+          "stream"_a = 0)
       .def(
           "append",
           [](Cache &c, int layer, int sequence, uintptr_t k, uintptr_t v,

@@ -29,16 +29,17 @@ def kv_like(tokens, seed):
     return k.half(), v.half()
 
 
-def reference_attention(cache, layer, sequence, k, v, q):
+def reference_attention(cache, layer, sequence, k, v, q, zero_points="minmax"):
     """Attention in float64 over what the cache says it holds: fp16 sink and
-    residual, the quantized middle through kvq_jit.quantize/dequantize."""
+    residual, the quantized middle through kvq_jit.quantize/dequantize (with
+    `zero_points`, as the cache's prefill picked them)."""
     sink, quantized, residual = cache.parts(layer, sequence)
     keys, values = k.clone(), v.clone()
     if quantized:
         body = slice(sink, sink + quantized)
         for t, scheme in ((keys, cache.key_scheme), (values, cache.value_scheme)):
             part = t[:, body].contiguous()
-            words, scales, zeros = kvq_jit.quantize(part, scheme)
+            words, scales, zeros = kvq_jit.quantize(part, scheme, zero_points)
             t[:, body] = kvq_jit.dequantize(words, scales, zeros, scheme, quantized, DIM)
     group = QUERY_HEADS // KV_HEADS
     keys = keys.double().repeat_interleave(group, 0)
@@ -233,3 +234,39 @@ def test_truncate_removes_the_newest_tokens_as_if_never_appended():
     assert cut.parts(0, 1) == (4, 0, 76)  # 40 prompt tokens + 40 steps
     cut.truncate(1, 80)  # nothing quantized yet: the sink can go too
     assert cut.parts(0, 1) == cut.parts(1, 1) == (0, 0, 0)
+
+
+def test_hqq_prefill_stores_what_kvq_jit_quantize_gives():
+    """A cache with prefill_zero_points="hqq" attends over HQQ-quantized
+    prompts: it matches the reference built with zero_points="hqq" and is
+    told apart from the min-max one."""
+    cache = make_cache("kivi2", prefill_zero_points="hqq")
+    prompts = [kv_like(300, 5), kv_like(200, 6)]
+    for sequence, (k, v) in enumerate(prompts):
+        cache.append(0, sequence, k, v)
+    q = torch.randn(2, QUERY_HEADS, DIM).half()
+    out = cache.attend(0, q)
+    for sequence, (k, v) in enumerate(prompts):
+        hqq = reference_attention(cache, 0, sequence, k, v, q[sequence], "hqq")
+        minmax = reference_attention(cache, 0, sequence, k, v, q[sequence])
+        got = out[sequence].double()
+        assert (got - hqq).abs().max() < 2e-3 * hqq.abs().max()
+        assert (got - minmax).abs().max() > 1e-2 * minmax.abs().max()
+
+
+def test_hqq_zero_points_lower_the_error_and_bad_names_are_refused():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 256, DIM, generator=g).half()
+
+    def error(zero_points):
+        words, scales, zeros = kvq_jit.quantize(x, "4t32", zero_points)
+        back = kvq_jit.dequantize(words, scales, zeros, "4t32", 256, DIM)
+        return ((back.double() - x.double()).norm() / x.double().norm()).item()
+
+    assert error("hqq") < 0.99 * error("minmax")
+    with pytest.raises(ValueError, match="'median'"):
+        kvq_jit.quantize(x, "4t32", "median")
+    with pytest.raises(kvq_jit.InvalidSpecError, match="symmetric"):
+        kvq_jit.quantize(x, "4t32s", "hqq")
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="'median'"):
+        make_cache("kivi2", prefill_zero_points="median")
