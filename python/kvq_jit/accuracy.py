@@ -86,13 +86,16 @@ class KvqStore:
     """What a kvq cache with `preset` (and sink/residual overrides) holds
     for the keys and values of one layer: [heads, tokens, head_dim] fp16."""
 
-    def __init__(self, preset, heads, head_dim, sink=None, residual=None, key=None):
+    def __init__(self, preset, heads, head_dim, sink=None, residual=None, key=None,
+                 zero_points="minmax"):
         schemes = kvq_jit.preset(preset)
+        self.zero_points = zero_points
         self.key = _scheme_for_head_dim(key or schemes["key"], head_dim)
         self.value = _scheme_for_head_dim(schemes["value"], head_dim)
         self.options = dict(layers=1, batch=1, kv_heads=heads, query_heads=heads,
                             head_dim=head_dim, capacity=TOKENS, preset=preset, key=self.key,
-                            value=self.value, sink=sink, residual=residual)
+                            value=self.value, sink=sink, residual=residual,
+                            prefill_zero_points=zero_points)
         self.adapted = (self.key, self.value) != (key or schemes["key"], schemes["value"])
 
     def __call__(self, k, v):
@@ -106,7 +109,8 @@ class KvqStore:
         for x, scheme in ((k, self.key), (v, self.value)):
             x = x.clone()
             if quantized:
-                words, scales, zeros = kvq_jit.quantize(x[:, body].contiguous(), scheme)
+                words, scales, zeros = kvq_jit.quantize(x[:, body].contiguous(), scheme,
+                                                        self.zero_points)
                 x[:, body] = kvq_jit.dequantize(words, scales, zeros, scheme, quantized,
                                                 x.shape[2])
             out.append(x)
@@ -139,6 +143,11 @@ def configurations(heads, head_dim):
     # KIVI's choice isolated at 2 bits: the same cache with keys per token.
     rows.append(("kvq kivi2 with keys per token (2t32/2t32): all quantized",
                  KvqStore("kivi2", heads, head_dim, sink=0, residual=0, key="2t32")))
+    # HQQ's zero points on a prefill, everything quantized (the prefill is
+    # all of it): against the "all quantized" rows above.
+    for preset in ("kivi2", "kivi4", "int4"):
+        store = KvqStore(preset, heads, head_dim, sink=0, residual=0, zero_points="hqq")
+        rows.append((f"kvq {preset} + HQQ zero points: all quantized", store))
     rows.append(("HF QuantizedCache quanto nbits=4", QuantoStore(4)))
     rows.append(("HF QuantizedCache quanto nbits=2", QuantoStore(2)))
     return rows

@@ -53,7 +53,8 @@ Data makeData(bool kvLike, uint32_t seed) {
   return d;
 }
 
-double relativeError(const QuantScheme &s, const std::vector<float> &x) {
+double relativeError(const QuantScheme &s, const std::vector<float> &x,
+                     ZeroPointSearch zeroPoints) {
   int g = s.groupSize(kHeadDim);
   bool token = s.axis == QuantScheme::Axis::Token;
   size_t nScales = token ? size_t(kKvHeads) * kTokens * (kHeadDim / g)
@@ -61,7 +62,7 @@ double relativeError(const QuantScheme &s, const std::vector<float> &x) {
   std::vector<uint32_t> words(x.size() * s.bits / 32);
   std::vector<float> scales(nScales), zeros(nScales), back(x.size());
   ref::quantize(s, kHeadDim, x.data(), kKvHeads, kTokens, kTokens, kTokens, 0,
-                words.data(), scales.data(), zeros.data());
+                words.data(), scales.data(), zeros.data(), zeroPoints);
   ref::dequantize(s, kHeadDim, words.data(), scales.data(), zeros.data(),
                   kKvHeads, kTokens, kTokens, 0, kTokens, back.data());
   double num = 0, den = 0;
@@ -139,6 +140,7 @@ struct Row {
   std::string preset;
   std::string keyOverride; ///< scheme tag replacing the preset's keys
   int sink;
+  ZeroPointSearch zeroPoints = ZeroPointSearch::MinMax; ///< the prefill's
 };
 
 } // namespace
@@ -164,7 +166,15 @@ int main() {
       {"hf_quanto_int4 + sinks", "with 4 fp16 sink tokens", "hf_quanto_int4",
        "", 4},
       {"int4", "", "int4", "", 4},
-      {"int8", "", "int8", "", 4}};
+      {"int8", "", "int8", "", 4},
+      {"kivi2 + HQQ zero points", "prefill with HQQ's zero points", "kivi2", "",
+       4, ZeroPointSearch::Hqq},
+      {"kivi4 + HQQ zero points", "", "kivi4", "", 4, ZeroPointSearch::Hqq},
+      {"hf_quanto_int4, as HF + HQQ zero points",
+       "HF's HQQ backend quantizes the whole prompt too", "hf_quanto_int4", "",
+       0, ZeroPointSearch::Hqq},
+      {"int4 + HQQ zero points", "", "int4", "", 4, ZeroPointSearch::Hqq},
+      {"int8 + HQQ zero points", "", "int8", "", 4, ZeroPointSearch::Hqq}};
   Data gaussian = makeData(false, 1), kvLike = makeData(true, 2);
 
   llvm::outs() << "# Accuracy of the quantized KV cache\n\n"
@@ -202,16 +212,22 @@ int main() {
     if (!row.keyOverride.empty())
       parseSchemeTag(row.keyOverride, config.key);
     config.sink = row.sink;
+    config.prefillZeroPoints = row.zeroPoints;
+    // A symmetric scheme keeps min-max (it has no zero points).
+    auto zeroPointsOf = [&](const QuantScheme &s) {
+      return s.symmetric ? ZeroPointSearch::MinMax : row.zeroPoints;
+    };
     double aAttn = attentionError(*context, config, gaussian);
     double bAttn = attentionError(*context, config, kvLike);
     llvm::outs() << llvm::formatv(
         "| {0} | {1} | {2} | {3} | {4:f3} | {5:f3} | {6:f3} | {7:f3} | {8:f3} "
         "| {9:f3} | {10} |\n",
         row.name, config.key.tag(), config.value.tag(), row.sink, aAttn,
-        relativeError(config.key, gaussian.k),
-        relativeError(config.value, gaussian.v), bAttn,
-        relativeError(config.key, kvLike.k),
-        relativeError(config.value, kvLike.v), row.note);
+        relativeError(config.key, gaussian.k, zeroPointsOf(config.key)),
+        relativeError(config.value, gaussian.v, zeroPointsOf(config.value)),
+        bAttn, relativeError(config.key, kvLike.k, zeroPointsOf(config.key)),
+        relativeError(config.value, kvLike.v, zeroPointsOf(config.value)),
+        row.note);
   }
   llvm::outs() << "\nReading the table: compare rows on data (b). Keys per "
                   "channel (KIVI) against keys per token, and fp16 sinks "
