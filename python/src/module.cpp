@@ -334,10 +334,10 @@ void bindCache(nb::module_ &m) {
              const std::string &value, int residual, int sink, int pages,
              int maxQueryTokens, const std::string &prefillZeroPoints,
              uintptr_t stream) {
-            kvq::CacheConfig config = makeConfig(
-                layers, batch, kvHeads, queryHeads, headDim, dtype, capacity,
-                preset, key, value, residual, sink, pages, maxQueryTokens,
-                prefillZeroPoints, stream);
+            kvq::CacheConfig config =
+                makeConfig(layers, batch, kvHeads, queryHeads, headDim, dtype,
+                           capacity, preset, key, value, residual, sink, pages,
+                           maxQueryTokens, prefillZeroPoints, stream);
             kvq::Status status;
             std::unique_ptr<Cache> cache;
             {

@@ -405,9 +405,8 @@ struct QuantizedKVCache::Impl {
                           "cache with more pages");
       int inPage = offset % pageTokens;
       int take = std::min(count, pageTokens - inPage);
-      Status status =
-          quantizeIntoPage(k, v, inputTokens, first, take, page, inPage, layer,
-                           prefill);
+      Status status = quantizeIntoPage(k, v, inputTokens, first, take, page,
+                                       inPage, layer, prefill);
       if (!status.ok())
         return status;
       first += take;
@@ -423,9 +422,9 @@ struct QuantizedKVCache::Impl {
                           Layer &layer, bool prefill) {
     for (int which = 0; which < 2; ++which) {
       const QuantScheme &s = which == 0 ? config.key : config.value;
-      const KernelSpec &spec =
-          which == 0 ? (prefill ? prefillKey : quantizeKey)
-                     : (prefill ? prefillValue : quantizeValue);
+      const KernelSpec &spec = which == 0
+                                   ? (prefill ? prefillKey : quantizeKey)
+                                   : (prefill ? prefillValue : quantizeValue);
       Store &store = which == 0 ? layer.key : layer.value;
       const void *input = which == 0 ? k : v;
       QuantizeCall call;
