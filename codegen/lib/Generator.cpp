@@ -46,8 +46,14 @@ SchemeAttr toAttr(MLIRContext &context, const ::kvq::QuantScheme &s) {
       &context, s.bits, s.group == 0 ? SchemeAttr::kWholeHeadDim : s.group,
       s.axis == ::kvq::QuantScheme::Axis::Token ? Axis::token : Axis::channel,
       s.symmetric ? Mode::symmetric : Mode::asymmetric, scale,
-      s.interleaved ? PackOrder::interleaved : PackOrder::linear);
+      s.interleaved ? PackOrder::interleaved : PackOrder::linear,
+      CodeFormat(int(s.format)), ScaleSource(int(s.scales)));
 }
+// QuantScheme's enums are in the dialect's order.
+static_assert(int(::kvq::QuantScheme::Format::E5M2) == int(CodeFormat::e5m2) &&
+                  int(::kvq::QuantScheme::Scales::Head) ==
+                      int(ScaleSource::head),
+              "QuantScheme::Format/Scales and the dialect's enums differ");
 
 constexpr int64_t kDyn = ShapedType::kDynamic;
 
@@ -104,8 +110,28 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     return func;
   };
 
+  // Per-head static scales index the kv heads: those of the spec, fixed.
+  int64_t staticHeads =
+      spec.key.scales == ::kvq::QuantScheme::Scales::Head ? spec.kvHeads : kDyn;
+
   switch (spec.kind) {
   case ::kvq::KernelKind::Quantize: {
+    if (key.isStatic()) {
+      // Given scales in, codes out (packed by the fused kernel).
+      QuantizedTypes t = quantizedTypes(key, staticHeads, d);
+      auto input = tensorOf({kDyn, staticHeads, kDyn, d}, half);
+      SmallVector<Type> inputs = {input, t.scales};
+      if (t.zeroPoints)
+        inputs.push_back(t.scales);
+      auto func = makeFunc(inputs, {t.words});
+      Value zeros = t.zeroPoints ? func.getArgument(2) : Value();
+      auto quantize = QuantizeStaticOp::create(
+          b, loc, t.codes, func.getArgument(0), func.getArgument(1), zeros, key,
+          /*plan=*/PlanAttr());
+      Value words = PackOp::create(b, loc, t.words, quantize.getCodes(), key);
+      func::ReturnOp::create(b, loc, words);
+      break;
+    }
     QuantizedTypes t = quantizedTypes(key, kDyn, d);
     auto input = tensorOf({kDyn, kDyn, kDyn, d}, half);
     auto func = makeFunc({input}, t.with(t.words));
@@ -124,8 +150,8 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
     break;
   }
   case ::kvq::KernelKind::Dequantize: {
-    QuantizedTypes t = quantizedTypes(key, kDyn, d);
-    auto output = tensorOf({kDyn, kDyn, kDyn, d}, half);
+    QuantizedTypes t = quantizedTypes(key, staticHeads, d);
+    auto output = tensorOf({kDyn, staticHeads, kDyn, d}, half);
     auto func = makeFunc(t.with(t.words), {output});
     Value zeros = key.hasZeroPoints() ? func.getArgument(2) : Value();
     Value x = DequantizeOp::create(b, loc, output, func.getArgument(0),

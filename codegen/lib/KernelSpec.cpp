@@ -11,23 +11,48 @@
 
 using namespace kvq;
 
+namespace {
+/// The static scale granularities' tag words, in Scales' order.
+constexpr const char *kStaticScaleWords[] = {"", "pt", "ph"};
+} // namespace
+
 std::string QuantScheme::tag() const {
+  const char *granularity = kStaticScaleWords[int(scales)];
+  if (format != Format::Integer)
+    return std::string(format == Format::E4M3 ? "e4m3" : "e5m2") + granularity;
   std::string text = std::to_string(bits);
   text += axis == Axis::Token ? "t" : "c";
-  text += group == 0 ? "hd" : std::to_string(group);
+  if (isStatic())
+    text += granularity;
+  else
+    text += group == 0 ? "hd" : std::to_string(group);
   if (symmetric)
     text += "s";
   if (interleaved)
     text += "i";
-  if (fp32Scales)
+  if (fp32Scales && !isStatic()) // static scales are always fp32
     text += "x";
   return text;
+}
+
+QuantScheme QuantScheme::staticScheme(int bits, Scales scales, bool symmetric,
+                                      Format format) {
+  QuantScheme s;
+  s.bits = format == Format::Integer ? bits : 8;
+  s.group = 0;
+  s.axis = Axis::Token;
+  s.symmetric = format == Format::Integer ? symmetric : true;
+  s.fp32Scales = true;
+  s.format = format;
+  s.scales = scales;
+  return s;
 }
 
 bool QuantScheme::operator==(const QuantScheme &other) const {
   return bits == other.bits && group == other.group && axis == other.axis &&
          symmetric == other.symmetric && fp32Scales == other.fp32Scales &&
-         interleaved == other.interleaved;
+         interleaved == other.interleaved && format == other.format &&
+         scales == other.scales;
 }
 
 std::vector<QuantScheme> kvq::schemeMatrix(int headDim) {
@@ -116,12 +141,19 @@ std::string KernelSpec::canonical() const {
   const char *dtypeName = dtype == HalfType::F16 ? "f16" : "bf16";
   switch (kind) {
   case KernelKind::Quantize:
-    os << "quantize " << key.tag() << " d=" << headDim << " " << dtypeName;
+    os << "quantize " << key.tag() << " d=" << headDim;
+    // Per-head static scales: the kernel indexes this many.
+    if (key.scales == QuantScheme::Scales::Head)
+      os << " hkv=" << kvHeads;
+    os << " " << dtypeName;
     if (zeroPoints == ZeroPointSearch::Hqq)
       os << " hqq";
     break;
   case KernelKind::Dequantize:
-    os << "dequantize " << key.tag() << " d=" << headDim << " " << dtypeName;
+    os << "dequantize " << key.tag() << " d=" << headDim;
+    if (key.scales == QuantScheme::Scales::Head)
+      os << " hkv=" << kvHeads;
+    os << " " << dtypeName;
     break;
   case KernelKind::Attention:
     os << "attention k=" << key.tag() << " v=" << value.tag()
@@ -167,6 +199,23 @@ bool parseInt(const std::string &text, int &out) {
 std::optional<std::string> validateScheme(const char *what,
                                           const QuantScheme &s, int headDim) {
   std::ostringstream os;
+  if (int(s.format) < 0 || int(s.format) > int(QuantScheme::Format::E5M2) ||
+      int(s.scales) < 0 || int(s.scales) > int(QuantScheme::Scales::Head)) {
+    os << what << " format or scales has no such value (" << int(s.format)
+       << ", " << int(s.scales) << ")";
+    return os.str();
+  }
+  if (s.isStatic() || s.isFp8()) {
+    // One shape for every static scheme: the constructor's.
+    QuantScheme expected = QuantScheme::staticScheme(
+        s.bits, s.isStatic() ? s.scales : QuantScheme::Scales::Tensor,
+        s.symmetric, s.format);
+    expected.interleaved = s.isFp8() ? false : s.interleaved;
+    if (!(s == expected)) {
+      os << what << " " << scheme_rules::kStaticRule << " (" << s.tag() << ")";
+      return os.str();
+    }
+  }
   if (s.axis != QuantScheme::Axis::Token &&
       s.axis != QuantScheme::Axis::Channel) {
     os << what << " axis has no such value (" << int(s.axis) << ")";
@@ -238,6 +287,11 @@ std::optional<std::string> KernelSpec::validate() const {
        << " -> " << fixed.tag() << ")";
     return os.str();
   }
+  if (key.scales == QuantScheme::Scales::Head && kvHeads <= 0 &&
+      (kind == KernelKind::Quantize || kind == KernelKind::Dequantize)) {
+    os << "per-head static scales need the kv heads (hkv=N), got " << kvHeads;
+    return os.str();
+  }
   if (zeroPoints != ZeroPointSearch::MinMax) {
     if (zeroPoints != ZeroPointSearch::Hqq) {
       os << "zero point search has no such value (" << int(zeroPoints) << ")";
@@ -297,8 +351,27 @@ std::optional<std::string> kvq::parseSchemeTag(const std::string &tag,
   size_t i = 0;
   auto bad = [&]() {
     return "bad scheme '" + tag +
-           "': expected <bits><t|c><group|hd>[s][i][x], e.g. 2c32 or 4thd";
+           "': expected <bits><t|c><group|hd>[s][i][x] (2c32, 4thd), "
+           "<bits>t<pt|ph>[s][i] (static scales: 4tph) or <e4m3|e5m2><pt|ph>";
   };
+  // Static scales per tensor or kv head: "pt" / "ph" at position i.
+  auto staticScales = [&](size_t at, QuantScheme::Scales &out) {
+    for (int k = 1; k <= int(QuantScheme::Scales::Head); ++k)
+      if (tag.compare(at, 2, kStaticScaleWords[k]) == 0) {
+        out = QuantScheme::Scales(k);
+        return true;
+      }
+    return false;
+  };
+  for (auto [name, format] : {std::pair{"e4m3", QuantScheme::Format::E4M3},
+                              std::pair{"e5m2", QuantScheme::Format::E5M2}})
+    if (tag.rfind(name, 0) == 0) {
+      QuantScheme::Scales scales;
+      if (tag.size() != 6 || !staticScales(4, scales))
+        return bad();
+      scheme = QuantScheme::staticScheme(8, scales, true, format);
+      return std::nullopt;
+    }
   while (i < tag.size() && std::isdigit(static_cast<unsigned char>(tag[i])))
     ++i;
   if (i == 0 || i == tag.size())
@@ -313,7 +386,11 @@ std::optional<std::string> kvq::parseSchemeTag(const std::string &tag,
   else
     return bad();
   ++i;
-  if (tag.compare(i, 2, "hd") == 0) {
+  QuantScheme::Scales scales;
+  if (s.axis == QuantScheme::Axis::Token && staticScales(i, scales)) {
+    s = QuantScheme::staticScheme(s.bits, scales, false);
+    i += 2;
+  } else if (tag.compare(i, 2, "hd") == 0) {
     s.group = 0;
     i += 2;
   } else {
@@ -334,6 +411,8 @@ std::optional<std::string> kvq::parseSchemeTag(const std::string &tag,
       s.interleaved = true;
       break;
     case 'x':
+      if (s.isStatic()) // always fp32: the flag would say nothing
+        return bad();
       s.fp32Scales = true;
       break;
     default:

@@ -213,6 +213,16 @@ unsigned blocksFor(int64_t work, int64_t perBlock) {
 
 } // namespace
 
+/// Per-kv-head static scales: head row r reads scale r % kvHeads, so the
+/// rows must be whole sequences of the spec's kv heads.
+static llvm::Error checkStaticRows(const KernelSpec &spec, int rows) {
+  if (spec.key.scales == QuantScheme::Scales::Head && rows % spec.kvHeads != 0)
+    return Problem() << "rows " << rows << " are not whole sequences of "
+                     << spec.kvHeads
+                     << " kv heads (per-head static scales index them)";
+  return llvm::Error::success();
+}
+
 llvm::Expected<KernelLaunch> kvq::planQuantize(const KernelSpec &spec,
                                                const GeneratedSource &source,
                                                const QuantizeCall &c) {
@@ -229,6 +239,8 @@ llvm::Expected<KernelLaunch> kvq::planQuantize(const KernelSpec &spec,
   if (llvm::Error e =
           checkTokenRange(spec, c.rows, c.tokens, c.inTokens, c.outTokens,
                           c.outOffset, "out_tokens", "out_offset"))
+    return std::move(e);
+  if (llvm::Error e = checkStaticRows(spec, c.rows))
     return std::move(e);
 
   bool token = spec.key.axis == QuantScheme::Axis::Token;
@@ -269,6 +281,8 @@ llvm::Expected<KernelLaunch> kvq::planDequantize(const KernelSpec &spec,
   if (llvm::Error e =
           checkTokenRange(spec, c.rows, c.tokens, c.outTokens, c.inTokens,
                           c.inOffset, "in_tokens", "in_offset"))
+    return std::move(e);
+  if (llvm::Error e = checkStaticRows(spec, c.rows))
     return std::move(e);
   int64_t work = int64_t(c.rows) * c.tokens * spec.headDim * spec.key.bits / 32;
   KernelLaunch launch =

@@ -182,9 +182,17 @@ ScaleZero groupScale(const QuantScheme &s, const std::vector<float> &x) {
           roundToStorage(lo, s)};
 }
 
+ref::Fp8Format fp8FormatOf(const QuantScheme &s) {
+  return s.format == QuantScheme::Format::E4M3 ? ref::Fp8Format::E4M3
+                                               : ref::Fp8Format::E5M2;
+}
+
 /// The stored code of x. A zero scale (constant group) stores the code of
-/// the group's value; NaN clamps to the lowest code.
+/// the group's value; NaN clamps to the lowest code. FP8: the byte of
+/// x / scale (nearest even, saturating), as vLLM stores it.
 unsigned codeOf(const QuantScheme &s, float x, ScaleZero sz) {
+  if (s.isFp8())
+    return toFp8Bits(x / sz.scale, fp8FormatOf(s));
   bool constant = sz.scale == 0;
   float scale = constant ? 1.0f : sz.scale;
   if (s.symmetric) {
@@ -256,6 +264,8 @@ float searchZeroPoint(const QuantScheme &s, const std::vector<float> &x,
 }
 
 float valueOf(const QuantScheme &s, unsigned code, ScaleZero sz) {
+  if (s.isFp8())
+    return fromFp8Bits(uint8_t(code), fp8FormatOf(s)) * sz.scale;
   if (s.symmetric)
     return float(int(code) - (1 << (s.bits - 1))) * sz.scale;
   float scaled = float(code) * sz.scale;
@@ -374,6 +384,58 @@ void ref::dequantize(const QuantScheme &s, int headDim, const uint32_t *words,
               valueOf(s, (word >> shifts[src % perWord + j]) & maxCode(s), sz);
       }
       t += n;
+    }
+  }
+}
+
+namespace {
+/// Static scale and zero of head row r: entry r % kvHeads per kv head, the
+/// one entry per tensor.
+ScaleZero staticScaleOf(const QuantScheme &s, int kvHeads, const float *scales,
+                        const float *zeros, int r) {
+  int i = s.scales == QuantScheme::Scales::Head ? r % kvHeads : 0;
+  return {scales[i], zeros ? zeros[i] : 0.0f};
+}
+} // namespace
+
+void ref::quantizeStatic(const QuantScheme &s, int headDim, int kvHeads,
+                         const float *input, int rows, int tokens, int inTokens,
+                         int outTokens, int outOffset, uint32_t *words,
+                         const float *scales, const float *zeros) {
+  int perWord = codesPerWord(s), rowWords = headDim / perWord;
+  for (int r = 0; r < rows; ++r) {
+    ScaleZero sz = staticScaleOf(s, kvHeads, scales, zeros, r);
+    for (int t = 0; t < tokens; ++t) {
+      const float *x = input + (size_t(r) * inTokens + t) * headDim;
+      uint32_t *out =
+          words + (size_t(r) * outTokens + outOffset + t) * rowWords;
+      for (int w = 0; w < rowWords; ++w) {
+        uint32_t word = 0;
+        for (int j = 0; j < perWord; ++j)
+          word |= uint32_t(codeOf(s, x[w * perWord + j], sz))
+                  << slotShift(s, j);
+        out[w] = word;
+      }
+    }
+  }
+}
+
+void ref::dequantizeStatic(const QuantScheme &s, int headDim, int kvHeads,
+                           const uint32_t *words, const float *scales,
+                           const float *zeros, int rows, int tokens,
+                           int inTokens, int inOffset, int outTokens,
+                           float *output) {
+  int perWord = codesPerWord(s), rowWords = headDim / perWord;
+  for (int r = 0; r < rows; ++r) {
+    ScaleZero sz = staticScaleOf(s, kvHeads, scales, zeros, r);
+    for (int t = 0; t < tokens; ++t) {
+      const uint32_t *in =
+          words + (size_t(r) * inTokens + inOffset + t) * rowWords;
+      float *out = output + (size_t(r) * outTokens + t) * headDim;
+      for (int w = 0; w < rowWords; ++w)
+        for (int j = 0; j < perWord; ++j)
+          out[w * perWord + j] =
+              valueOf(s, (in[w] >> slotShift(s, j)) & maxCode(s), sz);
     }
   }
 }
@@ -497,6 +559,13 @@ void ref::attention(const KernelSpec &spec, const AttentionInputs &in,
         size_t wordStride = s.axis == QuantScheme::Axis::Token
                                 ? size_t(in.bodyCapacity) * (d / perWord)
                                 : size_t(in.bodyCapacity / perWord) * d;
+        if (s.isStatic()) { // this kv head's static scale: row kvh of hkv
+          int i = s.scales == QuantScheme::Scales::Head ? kvh : 0;
+          dequantizeStatic(s, d, 1, words + headRow * wordStride, scales + i,
+                           zeros ? zeros + i : nullptr, 1, nBody,
+                           in.bodyCapacity, 0, nBody, dst);
+          return;
+        }
         size_t scaleStride = s.axis == QuantScheme::Axis::Token
                                  ? size_t(in.bodyCapacity) * (d / group)
                                  : size_t(in.bodyCapacity / group) * d;

@@ -143,6 +143,15 @@ public:
     size_t covered =
         c.rows > 0 ? (size_t(c.rows - 1) * c.inTokens + c.tokens) * d : 0;
     std::vector<float> input = readHalf(c.input, covered, spec.dtype);
+    if (spec.key.isStatic()) { // the scales are given: read, never written
+      HostScales given = readScales(
+          c.scales, c.zeros, spec.key.staticScaleCount(spec.kvHeads), spec.key);
+      ref::quantizeStatic(spec.key, d, spec.kvHeads, input.data(), c.rows,
+                          c.tokens, c.inTokens, c.outTokens, c.outOffset,
+                          static_cast<uint32_t *>(c.words), given.scales.data(),
+                          given.zeroData());
+      return llvm::Error::success();
+    }
     HostScales h = readScales(c.scales, c.zeros, scales, spec.key);
     ref::quantize(spec.key, d, input.data(), c.rows, c.tokens, c.inTokens,
                   c.outTokens, c.outOffset, static_cast<uint32_t *>(c.words),
@@ -159,13 +168,21 @@ public:
     if (!launch)
       return launch.takeError();
     int d = spec.headDim;
-    size_t scales = scaleCount(spec.key, d, 1, c.inTokens) * c.rows;
+    size_t scales = spec.key.isStatic()
+                        ? size_t(spec.key.staticScaleCount(spec.kvHeads))
+                        : scaleCount(spec.key, d, 1, c.inTokens) * c.rows;
     HostScales h = readScales(c.scales, c.zeros, scales, spec.key);
     std::vector<float> out(size_t(c.rows) * c.outTokens * d);
     std::vector<float> existing = readHalf(c.output, out.size(), spec.dtype);
-    ref::dequantize(spec.key, d, static_cast<const uint32_t *>(c.words),
-                    h.scales.data(), h.zeroData(), c.rows, c.tokens, c.inTokens,
-                    c.inOffset, c.outTokens, out.data());
+    if (spec.key.isStatic())
+      ref::dequantizeStatic(spec.key, d, spec.kvHeads,
+                            static_cast<const uint32_t *>(c.words),
+                            h.scales.data(), h.zeroData(), c.rows, c.tokens,
+                            c.inTokens, c.inOffset, c.outTokens, out.data());
+    else
+      ref::dequantize(spec.key, d, static_cast<const uint32_t *>(c.words),
+                      h.scales.data(), h.zeroData(), c.rows, c.tokens,
+                      c.inTokens, c.inOffset, c.outTokens, out.data());
     // Only tokens [0, tokens) of each output row are written.
     for (int r = 0; r < c.rows; ++r)
       for (int t = c.tokens; t < c.outTokens; ++t)

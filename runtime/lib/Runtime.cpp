@@ -135,7 +135,7 @@ struct SpecKey {
 // Every field of KernelSpec is in its key: one left out would make two
 // specs share kernels. A new field changes the size and stops the build
 // here until it is added below.
-static_assert(sizeof(KernelSpec) == 72,
+static_assert(sizeof(KernelSpec) == 88,
               "KernelSpec changed: put its new field into specKey");
 
 SpecKey specKey(const KernelSpec &s) {
@@ -143,7 +143,8 @@ SpecKey specKey(const KernelSpec &s) {
     out[0] = q.bits;
     out[1] = q.group;
     out[2] = int32_t(q.axis);
-    out[3] = q.symmetric | (q.fp32Scales << 1) | (q.interleaved << 2);
+    out[3] = q.symmetric | (q.fp32Scales << 1) | (q.interleaved << 2) |
+             (int32_t(q.format) << 3) | (int32_t(q.scales) << 5);
   };
   SpecKey key{};
   key.fields[0] = int32_t(s.kind);

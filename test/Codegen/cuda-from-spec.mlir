@@ -11,4 +11,4 @@
 // BITS: kvq-translate: invalid kernel spec 'attention k=3t32 v=2t32 d=128 hq=32 hkv=32 f16 sink residual': key bits must be 2, 4 or 8, got 3
 // GQA: query heads (6) must be a multiple of kv heads (4)
 // GROUP: key group must be a power of two in [16, 256] or 0 (head_dim), got 48
-// TAG: bad scheme '2x32': expected <bits><t|c><group|hd>[s][i][x], e.g. 2c32 or 4thd
+// TAG: bad scheme '2x32': expected <bits><t|c><group|hd>[s][i][x] (2c32, 4thd), <bits>t<pt|ph>[s][i] (static scales: 4tph) or <e4m3|e5m2><pt|ph>

@@ -90,6 +90,51 @@ TEST(KernelSpec, HqqZeroPointsAreAQuantizeOption) {
             "zero point search has no such value (7)");
 }
 
+// Static scales (per tensor, per kv head) and FP8 formats: their tags
+// round-trip, and what the kernels do not implement is refused by name.
+TEST(KernelSpec, StaticAndFp8SchemeTags) {
+  struct Case {
+    const char *tag;
+    QuantScheme expected;
+  };
+  using S = QuantScheme;
+  S interleaved = S::staticScheme(4, S::Scales::Head, false);
+  interleaved.interleaved = true;
+  for (const Case &c :
+       {Case{"4tph", S::staticScheme(4, S::Scales::Head, false)},
+        Case{"8tpts", S::staticScheme(8, S::Scales::Tensor, true)},
+        Case{"4tphi", interleaved},
+        Case{"e4m3pt",
+             S::staticScheme(8, S::Scales::Tensor, true, S::Format::E4M3)},
+        Case{"e5m2ph",
+             S::staticScheme(8, S::Scales::Head, true, S::Format::E5M2)}}) {
+    SCOPED_TRACE(c.tag);
+    QuantScheme parsed;
+    ASSERT_EQ(parseSchemeTag(c.tag, parsed), std::nullopt);
+    EXPECT_TRUE(parsed == c.expected);
+    EXPECT_EQ(parsed.tag(), c.tag);
+    EXPECT_TRUE(parsed.isStatic());
+    EXPECT_TRUE(parsed.fp32Scales) << "static scales are fp32";
+    KernelSpec spec = KernelSpec::forAttention(parsed, parsed, 128, 32, 8,
+                                               HalfType::F16, true, true);
+    EXPECT_EQ(spec.validate(), std::nullopt);
+  }
+  QuantScheme s;
+  for (const char *bad :
+       {"4tphx", "4cph", "e4m3", "e4m3px", "e4m3pts", "e3m4pt"})
+    EXPECT_NE(parseSchemeTag(bad, s), std::nullopt) << bad;
+  QuantScheme fp8Per64 =
+      S::staticScheme(8, S::Scales::Tensor, true, S::Format::E4M3);
+  fp8Per64.scales = S::Scales::Group;
+  fp8Per64.group = 64;
+  KernelSpec spec =
+      KernelSpec::forScheme(KernelKind::Quantize, fp8Per64, 128, HalfType::F16);
+  EXPECT_EQ(spec.validate().value_or(""),
+            "scheme static scales and FP8 need the token axis, one group per "
+            "head vector and fp32 scales; FP8 is 8-bit, symmetric and linear "
+            "(e4m3)");
+}
+
 // The cache's decode step: both schemes, head_dim and dtype; it writes
 // scales, so bf16 needs fp32 ones for keys and values alike.
 TEST(KernelSpec, AppendSpecsRoundTripAndCheckTheirSchemes) {

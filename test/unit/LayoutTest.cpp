@@ -25,7 +25,8 @@ protected:
   }
   SchemeAttr scheme(unsigned bits, unsigned group, Axis axis) {
     return SchemeAttr::get(&context, bits, group, axis, Mode::asymmetric,
-                           Float16Type::get(&context), PackOrder::linear);
+                           Float16Type::get(&context), PackOrder::linear,
+                           CodeFormat::integer, ScaleSource::group);
   }
   /// Runs verifySchemeFitsShape and returns its message ("" on success).
   std::string fitError(SchemeAttr s, ArrayRef<int64_t> shape) {

@@ -222,6 +222,130 @@ INSTANTIATE_TEST_SUITE_P(Matrix, QuantizeNumerics,
                            return info.param.name();
                          });
 
+//===----------------------------------------------------------------------===//
+// static scales and FP8: quantize + pack, dequantize
+//===----------------------------------------------------------------------===//
+
+struct StaticCase {
+  const char *tag;
+  int headDim;
+  HalfType dtype;
+  std::string name() const {
+    return std::string(tag) + "_d" + std::to_string(headDim) +
+           (dtype == HalfType::F16 ? "_f16" : "_bf16");
+  }
+};
+
+/// gtest prints the case's name rather than its bytes.
+[[maybe_unused]] void PrintTo(const StaticCase &c, std::ostream *os) {
+  *os << c.name();
+}
+
+class StaticQuantizeNumerics : public ::testing::TestWithParam<StaticCase> {};
+
+// Codes from given scales (per tensor or per kv head, FP8 bytes included)
+// are the reference's bit for bit, and read back as the reference reads
+// them. The scales are given so that some values saturate (FP8) or clamp
+// (integers), and the kv heads' scales differ.
+TEST_P(StaticQuantizeNumerics, BitExactCodesFromGivenScales) {
+  const StaticCase &c = GetParam();
+  QuantScheme scheme;
+  ASSERT_EQ(parseSchemeTag(c.tag, scheme), std::nullopt);
+  int d = c.headDim, kvHeads = 3, batch = 2, rows = batch * kvHeads;
+  int tokens = 5, outOffset = 2, outTokens = tokens + outOffset + 1;
+  KernelSpec q =
+      KernelSpec::forScheme(KernelKind::Quantize, scheme, d, c.dtype);
+  q.kvHeads = kvHeads;
+  KernelSpec dq = q;
+  dq.kind = KernelKind::Dequantize;
+  std::vector<float> input =
+      kvLikeData(size_t(rows) * tokens, d, c.dtype, 11 + d, /*outliers=*/true);
+  // Scales near the data's range: E4M3's largest, 448, times 0.02 is 9, so
+  // the outliers (x10) saturate; the integer schemes clamp them.
+  int count = scheme.staticScaleCount(kvHeads);
+  std::vector<float> scales, zeros;
+  for (int i = 0; i < count; ++i) {
+    float base = scheme.isFp8() ? 0.02f : 4.0f / float((1 << scheme.bits) - 1);
+    scales.push_back(base * float(1 + i));
+    zeros.push_back(-2.0f * float(1 + i));
+  }
+  const float *z = scheme.symmetric ? nullptr : zeros.data();
+
+  size_t wordCount = size_t(rows) * outTokens * d * scheme.bits / 32;
+  DeviceBuffer in(toHalf(input, c.dtype));
+  DeviceBuffer words(std::vector<uint32_t>(wordCount, 0));
+  DeviceBuffer scaleBuffer(scales), zeroBuffer(zeros);
+  QuantizeCall call;
+  call.input = in.get();
+  call.words = words.get();
+  call.scales = scaleBuffer.get();
+  call.zeros = scheme.symmetric ? nullptr : zeroBuffer.get();
+  call.rows = rows;
+  call.tokens = tokens;
+  call.inTokens = tokens;
+  call.outTokens = outTokens;
+  call.outOffset = outOffset;
+  GeneratedSource source;
+  emu::Module &qm = moduleFor(q, &source);
+  llvm::Expected<KernelLaunch> launch = planQuantize(q, source, call);
+  ASSERT_TRUE(static_cast<bool>(launch)) << llvm::toString(launch.takeError());
+  llvm::Error error = qm.launch(*launch, {});
+  ASSERT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
+
+  std::vector<uint32_t> expected(wordCount, 0);
+  ref::quantizeStatic(scheme, d, kvHeads, input.data(), rows, tokens, tokens,
+                      outTokens, outOffset, expected.data(), scales.data(), z);
+  std::vector<uint32_t> got = words.read<uint32_t>(wordCount);
+  for (size_t i = 0; i < wordCount; ++i)
+    ASSERT_EQ(got[i], expected[i]) << "word " << i;
+  EXPECT_EQ(scaleBuffer.read<float>(count), scales) << "given scales kept";
+
+  DeviceBuffer out(std::vector<uint16_t>(size_t(rows) * tokens * d, 0));
+  DequantizeCall back;
+  back.words = words.get();
+  back.scales = scaleBuffer.get();
+  back.zeros = call.zeros;
+  back.output = out.get();
+  back.rows = rows;
+  back.tokens = tokens;
+  back.inTokens = outTokens;
+  back.inOffset = outOffset;
+  back.outTokens = tokens;
+  GeneratedSource dsource;
+  emu::Module &dm = moduleFor(dq, &dsource);
+  llvm::Expected<KernelLaunch> dlaunch = planDequantize(dq, dsource, back);
+  ASSERT_TRUE(static_cast<bool>(dlaunch))
+      << llvm::toString(dlaunch.takeError());
+  llvm::Error dError = dm.launch(*dlaunch, {});
+  ASSERT_FALSE(static_cast<bool>(dError)) << llvm::toString(std::move(dError));
+  std::vector<float> read =
+      fromHalf(out.read<uint16_t>(size_t(rows) * tokens * d), c.dtype);
+  std::vector<float> want(read.size());
+  ref::dequantizeStatic(scheme, d, kvHeads, expected.data(), scales.data(), z,
+                        rows, tokens, outTokens, outOffset, tokens,
+                        want.data());
+  for (size_t i = 0; i < want.size(); ++i)
+    ASSERT_EQ(read[i], ref::roundToHalf(want[i], c.dtype)) << "element " << i;
+}
+
+std::vector<StaticCase> staticCases() {
+  std::vector<StaticCase> cases;
+  int index = 0;
+  for (const char *tag : {"4tph", "4tphs", "4tphi", "8tpt", "8tpts", "2tph",
+                          "e4m3pt", "e4m3ph", "e5m2pt", "e5m2ph"})
+    for (int d : {64, 128}) {
+      HalfType dtype = index++ % 3 == 2 ? HalfType::BF16 : HalfType::F16;
+      cases.push_back({tag, d, dtype});
+    }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, StaticQuantizeNumerics,
+                         ::testing::ValuesIn(staticCases()),
+                         [](const ::testing::TestParamInfo<StaticCase> &info) {
+                           return info.param.name();
+                         });
+
 } // namespace
 
 //===----------------------------------------------------------------------===//

@@ -117,6 +117,71 @@ TEST(Reference, HqqKeepsTheMinimumOfConstantAndSymmetricGroups) {
   EXPECT_EQ(words, expected.words);
 }
 
+TEST(Reference, StaticPerHeadSymmetricCodesByHand) {
+  // 4-bit symmetric, scales given per kv head: head 0 0.5, head 1 2.0; two
+  // head rows (one sequence), 16 channels, one token. Codes rint(x / s)
+  // clamped to +-7, stored + 8, nibble j at bits [4j, 4j + 4).
+  QuantScheme s = QuantScheme::staticScheme(4, QuantScheme::Scales::Head,
+                                            /*symmetric=*/true);
+  EXPECT_EQ(s.tag(), "4tphs");
+  std::vector<float> x(32, 0.0f);
+  // head 0: 0, 0.5, -0.5, 3.5, 4 (8: clamped to 7), 0.25 (0.5: ties to
+  // even, 0), 0.75 (1.5: 2), -4 (-8: -7) -> 8 9 7 15 15 8 10 1, then 8s.
+  float head0[8] = {0, 0.5f, -0.5f, 3.5f, 4, 0.25f, 0.75f, -4};
+  std::copy(head0, head0 + 8, x.begin());
+  std::fill(x.begin() + 16, x.end(), 3.0f); // head 1: 1.5 -> 2 -> code 10
+  float scales[2] = {0.5f, 2.0f};
+  std::vector<uint32_t> words(4);
+  ref::quantizeStatic(s, 16, 2, x.data(), 2, 1, 1, 1, 0, words.data(), scales,
+                      nullptr);
+  EXPECT_EQ(words, (std::vector<uint32_t>{0x1A8FF798u, 0x88888888u, 0xAAAAAAAAu,
+                                          0xAAAAAAAAu}));
+  std::vector<float> back(32);
+  ref::dequantizeStatic(s, 16, 2, words.data(), scales, nullptr, 2, 1, 1, 0, 1,
+                        back.data());
+  float want0[8] = {0, 0.5f, -0.5f, 3.5f, 3.5f, 0, 1.0f, -3.5f};
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(back[i], want0[i]) << i;
+  EXPECT_EQ(back[16], 4.0f); // code 10: (10 - 8) * 2
+}
+
+TEST(Reference, Fp8CodesAreTheBytesOfXOverTheScaleByHand) {
+  // E4M3, one scale per tensor (0.5): stored = e4m3(x / 0.5), byte j of a
+  // word at bits [8j, 8j + 8) (the element order of vLLM's uint8 cache).
+  //   1.0 -> 2.0 = 1.000b x 2^1: exponent 1 + 7 = 8 -> 0x40;
+  //  -0.3 -> -0.6 = 1.2 x 2^-1: exponent 6, mantissa 1.6/8 -> 2 (1.25)
+  //          -> 0x32 | sign = 0xB2, read back -0.625 x 0.5 = -0.3125;
+  //   300 -> 600, past 448: saturates to 448 = 0x7E;  0 -> 0x00.
+  QuantScheme e4m3 = QuantScheme::staticScheme(8, QuantScheme::Scales::Tensor,
+                                               true, QuantScheme::Format::E4M3);
+  EXPECT_EQ(e4m3.tag(), "e4m3pt");
+  std::vector<float> x = {1.0f, -0.3f, 300.0f, 0.0f};
+  float scale = 0.5f;
+  uint32_t word = 0;
+  ref::quantizeStatic(e4m3, 4, 8, x.data(), 1, 1, 1, 1, 0, &word, &scale,
+                      nullptr);
+  EXPECT_EQ(word, 0x007EB240u);
+  std::vector<float> back(4);
+  ref::dequantizeStatic(e4m3, 4, 8, &word, &scale, nullptr, 1, 1, 1, 0, 1,
+                        back.data());
+  EXPECT_EQ(back, (std::vector<float>{1.0f, -0.3125f, 224.0f, 0.0f}));
+
+  // E5M2 per kv head (head 1's scale 2): 3 -> 1.5 = 1.10b x 2^0: exponent
+  // 15 -> 0x3E; 1e6 -> 5e5 saturates to 57344 = 0x7B; -1 -> -0.5 =
+  // 1.0 x 2^-1 -> 0x38 | 0x80 = 0xB8; 0.001 -> 0.0005 = 1.024 x 2^-11:
+  // exponent -11 + 15 = 4, mantissa 0.024 x 4 rounds to 0 -> 0x10.
+  QuantScheme e5m2 = QuantScheme::staticScheme(8, QuantScheme::Scales::Head,
+                                               true, QuantScheme::Format::E5M2);
+  EXPECT_EQ(e5m2.tag(), "e5m2ph");
+  std::vector<float> y = {0, 0, 0, 0, 3.0f, 1e6f, -1.0f, 0.001f};
+  float headScales[2] = {1.0f, 2.0f};
+  uint32_t words[2] = {};
+  ref::quantizeStatic(e5m2, 4, 2, y.data(), 2, 1, 1, 1, 0, words, headScales,
+                      nullptr);
+  EXPECT_EQ(words[0], 0u);
+  EXPECT_EQ(words[1], 0x10B87B3Eu);
+}
+
 TEST(Reference, ConstantGroupStoresCodeZeroAndDequantizesExactly) {
   std::vector<float> x(16, 1.5f);
   Quantized q = quantizeRow(scheme(4, 16, Token), x);

@@ -41,7 +41,8 @@ protected:
     });
     return SchemeAttr::getChecked(
         [&]() { return emitError(UnknownLoc::get(&context)); }, &context, bits,
-        group, axis, mode, scale, order);
+        group, axis, mode, scale, order, CodeFormat::integer,
+        ScaleSource::group);
   }
 
   Attribute parse(StringRef text) {

@@ -37,6 +37,7 @@ typedef unsigned int uint32_t;
 
 // nvrtc does not define INFINITY.
 #define KVQ_INF __int_as_float(0x7f800000)
+#define KVQ_NAN __int_as_float(0x7fc00000)
 
 __device__ __forceinline__ int kvq_min(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int kvq_max(int a, int b) { return a > b ? a : b; }
@@ -312,6 +313,41 @@ __device__ __forceinline__ float kvq_exp2(float x) {
 // replaces a quarter-rate int-to-float conversion.
 __device__ __forceinline__ float kvq_code_from_bits(int bits, float centre) {
   return __int_as_float(bits) - (8388608.0f + centre);
+}
+// x's OCP FP8 byte (E4M3: 3 mantissa bits, bias 7, largest 448; E5M2: 2,
+// 15, 57344): nearest even, saturating at the largest finite value like
+// CUDA's __NV_SATFINITE conversion (what vLLM stores); NaN gives 0x7F with
+// x's sign. Float steps that are all exact (scaling by powers of two,
+// rintf), so the GPU, the emulator and ref::toFp8Bits agree bit for bit on
+// every architecture, sm_89's cvt.satfinite or not.
+__device__ __forceinline__ int kvq_fp8_from_float(float x, int mantissa,
+                                                  int bias, float largest) {
+  int sign = (__float_as_int(x) >> 24) & 0x80;
+  if (x != x)
+    return sign | 0x7F;
+  float a = fminf(fabsf(x), largest);
+  if (a == 0.0f)
+    return sign;
+  // The binade of a (fp32 subnormals sit far below the smallest FP8
+  // binade, which takes them), and its spacing of FP8 values.
+  int e = kvq_max(((__float_as_int(a) >> 23) & 0xFF) - 127, 1 - bias);
+  float quantum = __int_as_float((e - mantissa + 127) << 23);
+  float units = rintf(a / quantum);
+  int one = 1 << mantissa;
+  if (units >= 2.0f * one) { // rounded up into the next binade
+    units *= 0.5f;
+    ++e;
+  }
+  int code = (int)units;
+  if (code < one) // subnormal
+    return sign | code;
+  return sign | ((e + bias) << mantissa) | (code - one);
+}
+__device__ __forceinline__ int kvq_e4m3_from_float(float x) {
+  return kvq_fp8_from_float(x, 3, 7, 448.0f);
+}
+__device__ __forceinline__ int kvq_e5m2_from_float(float x) {
+  return kvq_fp8_from_float(x, 2, 15, 57344.0f);
 }
 // Four floats as one 128-bit shared-memory value, and lane k of one.
 __device__ __forceinline__ float4 kvq_float4(float a, float b, float c,

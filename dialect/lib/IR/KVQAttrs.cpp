@@ -31,7 +31,8 @@ void KVQDialect::registerAttributes() {
 
 LogicalResult SchemeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                  unsigned bits, unsigned group, Axis axis,
-                                 Mode mode, Type scaleType, PackOrder order) {
+                                 Mode mode, Type scaleType, PackOrder order,
+                                 CodeFormat format, ScaleSource staticScales) {
   if (!::kvq::scheme_rules::validBits(bits))
     return emitError() << ::kvq::scheme_rules::kBitsRule << ", got " << bits;
   if (group != kWholeHeadDim && !::kvq::scheme_rules::validGroup(group))
@@ -39,6 +40,13 @@ LogicalResult SchemeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        << " or 'head_dim', got " << group;
   if (!scaleType || !(scaleType.isF16() || scaleType.isF32()))
     return emitError() << "scale type must be f16 or f32, got " << scaleType;
+  bool fp8 = format != CodeFormat::integer;
+  bool isStatic = staticScales != ScaleSource::group;
+  if ((fp8 || isStatic) &&
+      (axis != Axis::token || group != kWholeHeadDim || !scaleType.isF32() ||
+       (fp8 && (bits != 8 || mode != Mode::symmetric ||
+                order != PackOrder::linear || !isStatic))))
+    return emitError() << ::kvq::scheme_rules::kStaticRule;
   return success();
 }
 
@@ -149,6 +157,8 @@ Attribute SchemeAttr::parse(AsmParser &parser, Type) {
   Axis axis = Axis::token;
   Mode mode = Mode::asymmetric;
   PackOrder order = PackOrder::linear;
+  CodeFormat format = CodeFormat::integer;
+  ScaleSource staticScales = ScaleSource::group;
   Type scaleType = Float16Type::get(parser.getContext());
   llvm::StringSet<> seen;
   SMLoc start = parser.getCurrentLocation();
@@ -188,9 +198,17 @@ Attribute SchemeAttr::parse(AsmParser &parser, Type) {
                                          "'linear', 'interleaved'", order);
     if (key == "scale")
       return parser.parseType(scaleType);
+    if (key == "format")
+      return parseEnumKeyword<CodeFormat>(parser, key, symbolizeCodeFormat,
+                                          "'integer', 'e4m3', 'e5m2'", format);
+    if (key == "static")
+      return parseEnumKeyword<ScaleSource>(parser, key, symbolizeScaleSource,
+                                           "'group', 'tensor', 'head'",
+                                           staticScales);
     return parser.emitError(loc)
            << "unknown scheme parameter '" << key
-           << "' (expected bits, group, axis, mode, scale, order)";
+           << "' (expected bits, group, axis, mode, scale, order, format, "
+              "static)";
   };
 
   if (parser.parseLess() ||
@@ -205,7 +223,8 @@ Attribute SchemeAttr::parse(AsmParser &parser, Type) {
     }
   }
   return parser.getChecked<SchemeAttr>(parser.getContext(), bits, group, axis,
-                                       mode, scaleType, order);
+                                       mode, scaleType, order, format,
+                                       staticScales);
 }
 
 void SchemeAttr::print(AsmPrinter &printer) const {
@@ -221,5 +240,9 @@ void SchemeAttr::print(AsmPrinter &printer) const {
     printer << ", scale = " << getScaleType();
   if (getOrder() != PackOrder::linear)
     printer << ", order = " << stringifyPackOrder(getOrder());
+  if (isFp8())
+    printer << ", format = " << stringifyCodeFormat(getFormat());
+  if (isStatic())
+    printer << ", static = " << stringifyScaleSource(getStaticScales());
   printer << ">";
 }

@@ -43,6 +43,11 @@ SmallVector<int64_t, 4> mlir::kvq::unpackedShape(SchemeAttr scheme,
 
 SmallVector<int64_t, 4> mlir::kvq::scalesShape(SchemeAttr scheme,
                                                ArrayRef<int64_t> codeShape) {
+  // Static scales: one per tensor, or per kv head, broadcast over the rest.
+  if (scheme.getStaticScales() == ScaleSource::tensor)
+    return {1, 1, 1, 1};
+  if (scheme.getStaticScales() == ScaleSource::head)
+    return {1, codeShape[kHeadDim], 1, 1};
   SmallVector<int64_t, 4> shape(codeShape);
   int64_t headDim = codeShape[kChannelDim];
   // A whole-head_dim group needs a static head_dim; verifySchemeFitsShape

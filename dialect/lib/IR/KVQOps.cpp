@@ -191,16 +191,16 @@ LogicalResult verifyHalfVector(Operation *op, PlanAttr plan, int64_t headDim) {
   return success();
 }
 
-LogicalResult verifyQuantizePlan(QuantizeOp op, PlanAttr plan) {
-  if (failed(verifyHalfVector(op, plan, shapeOf(op.getInput()).back())))
+LogicalResult verifyQuantizePlan(Operation *op, SchemeAttr scheme, Value input,
+                                 PlanAttr plan) {
+  if (failed(verifyHalfVector(op, plan, shapeOf(input).back())))
     return failure();
   // Token axis: a lane loads halves of whole words, so a load never holds
   // more than one word's codes.
-  SchemeAttr scheme = op.getScheme();
   int64_t width = plan.getHalfVector();
   if (width > 1 &&
       (scheme.getAxis() != Axis::token || scheme.codesPerWord() % width != 0))
-    return op.emitOpError("plan: halfVector ")
+    return op->emitOpError("plan: halfVector ")
            << width << " needs a token-axis scheme whose words hold a "
            << "multiple of it, but a word holds " << scheme.codesPerWord()
            << " codes along the " << stringifyAxis(scheme.getAxis()) << " axis";
@@ -251,8 +251,29 @@ LogicalResult QuantizeOp::verify() {
                          << " (write the scheme with scale = f32)";
   if (getZeroPoints() == ZeroPointSearch::hqq && getScheme().isSymmetric())
     return emitOpError() << ::kvq::scheme_rules::kHqqRule;
+  if (getScheme().isStatic())
+    return emitOpError() << "a static scheme's scales are given, not "
+                            "computed: use kvq.quantize_static";
   PlanAttr plan = getPlanAttr();
-  return plan ? verifyQuantizePlan(*this, plan) : success();
+  return plan ? verifyQuantizePlan(*this, getScheme(), getInput(), plan)
+              : success();
+}
+
+//===----------------------------------------------------------------------===//
+// QuantizeStaticOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult QuantizeStaticOp::verify() {
+  if (!getScheme().isStatic())
+    return emitOpError() << "scheme computes its scales per group: use "
+                            "kvq.quantize (static schemes say static = "
+                            "tensor or head)";
+  if (failed(verifyQuantizedTensor(*this, "", getScheme(), shapeOf(getInput()),
+                                   getCodes(), getScales(), getZeros())))
+    return failure();
+  PlanAttr plan = getPlanAttr();
+  return plan ? verifyQuantizePlan(*this, getScheme(), getInput(), plan)
+              : success();
 }
 
 //===----------------------------------------------------------------------===//
@@ -475,15 +496,17 @@ LogicalResult CacheAppendOp::verify() {
 
 PlanAttr mlir::kvq::getLaunchPlan(Operation *op) {
   return llvm::TypeSwitch<Operation *, PlanAttr>(op)
-      .Case<QuantizeOp, DequantizeOp, AttentionOp, QuantizedAttentionOp,
-            CacheAppendOp>([](auto planned) { return planned.getPlanAttr(); })
+      .Case<QuantizeOp, QuantizeStaticOp, DequantizeOp, AttentionOp,
+            QuantizedAttentionOp, CacheAppendOp>(
+          [](auto planned) { return planned.getPlanAttr(); })
       .Default([](Operation *) { return PlanAttr(); });
 }
 
 void mlir::kvq::setLaunchPlan(Operation *op, PlanAttr plan) {
   llvm::TypeSwitch<Operation *>(op)
-      .Case<QuantizeOp, DequantizeOp, AttentionOp, QuantizedAttentionOp,
-            CacheAppendOp>([&](auto planned) { planned.setPlanAttr(plan); })
+      .Case<QuantizeOp, QuantizeStaticOp, DequantizeOp, AttentionOp,
+            QuantizedAttentionOp, CacheAppendOp>(
+          [&](auto planned) { planned.setPlanAttr(plan); })
       .Default([](Operation *) {
         llvm_unreachable("setLaunchPlan on an op without a plan");
       });
@@ -492,5 +515,15 @@ void mlir::kvq::setLaunchPlan(Operation *op, PlanAttr plan) {
 LogicalResult DequantizePairOp::verify() {
   if (getZeros() && !getScales())
     return emitOpError("zero points need scales");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Fp8FromFloatOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult Fp8FromFloatOp::verify() {
+  if (getFormat() == CodeFormat::integer)
+    return emitOpError() << "format must be e4m3 or e5m2, got 'integer'";
   return success();
 }

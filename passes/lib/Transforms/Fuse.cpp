@@ -34,6 +34,8 @@ struct FuseQuantizeIntoPack : OpRewritePattern<PackOp> {
 
   LogicalResult matchAndRewrite(PackOp pack,
                                 PatternRewriter &rewriter) const override {
+    if (auto quantize = pack.getCodes().getDefiningOp<QuantizeStaticOp>())
+      return fuseStatic(pack, quantize, rewriter);
     auto quantize = pack.getCodes().getDefiningOp<QuantizeOp>();
     if (!quantize)
       return rewriter.notifyMatchFailure(pack,
@@ -54,6 +56,22 @@ struct FuseQuantizeIntoPack : OpRewritePattern<PackOp> {
     rewriter.replaceAllUsesWith(quantize.getScales(), fused.getScales());
     if (quantize.getZeros())
       rewriter.replaceAllUsesWith(quantize.getZeros(), fused.getZeros());
+    rewriter.replaceOp(pack, fused.getCodes());
+    rewriter.eraseOp(quantize);
+    return success();
+  }
+
+  /// The same for kvq.quantize_static (codes only: its scales are given).
+  static LogicalResult fuseStatic(PackOp pack, QuantizeStaticOp quantize,
+                                  PatternRewriter &rewriter) {
+    if (quantize.getScheme() != pack.getScheme())
+      return rewriter.notifyMatchFailure(pack, "schemes differ");
+    if (!quantize.getCodes().hasOneUse())
+      return rewriter.notifyMatchFailure(pack,
+                                         "unpacked codes have other users");
+    auto fused = QuantizeStaticOp::create(
+        rewriter, quantize.getLoc(), TypeRange{pack.getType()},
+        quantize->getOperands(), quantize->getAttrs());
     rewriter.replaceOp(pack, fused.getCodes());
     rewriter.eraseOp(quantize);
     return success();

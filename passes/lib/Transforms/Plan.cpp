@@ -109,7 +109,7 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
     }
     WalkResult result = getOperation()->walk([&](Operation *op) {
       bool planned = true;
-      if (isa<QuantizeOp, DequantizeOp>(op))
+      if (isa<QuantizeOp, QuantizeStaticOp, DequantizeOp>(op))
         planned = planElementwise(op);
       else if (isa<CacheAppendOp>(op))
         planned = planCacheAppend(op);
@@ -132,18 +132,17 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
     ::kvq::LaunchPlan plan = existingPlan(op);
     plan.arch = arch;
     // Quantize: 4 warps, each a row at a time; dequantize: a word a thread.
-    fill(plan.threads, isa<QuantizeOp>(op) ? 128 : 256);
+    bool quantizes = isa<QuantizeOp, QuantizeStaticOp>(op);
+    fill(plan.threads, quantizes ? 128 : 256);
     // Token-axis quantize: each lane reads the halves of whole words, so
     // up to a word's codes (and at most 8, 128 bits) per load.
-    auto quantize = dyn_cast<QuantizeOp>(op);
-    if (quantize && quantize.getScheme().getAxis() == Axis::token) {
-      int64_t headDim = cast<RankedTensorType>(quantize.getInput().getType())
-                            .getShape()
-                            .back();
+    auto scheme = op->getAttrOfType<SchemeAttr>("scheme");
+    if (quantizes && scheme.getAxis() == Axis::token) {
+      int64_t headDim =
+          cast<RankedTensorType>(op->getOperand(0).getType()).getShape().back();
       fill(plan.halfVector,
-           std::min<int64_t>(
-               widestHalfVector(headDim),
-               std::min<int64_t>(8, quantize.getScheme().codesPerWord())));
+           std::min<int64_t>(widestHalfVector(headDim),
+                             std::min<int64_t>(8, scheme.codesPerWord())));
     }
     return commit(op, plan);
   }

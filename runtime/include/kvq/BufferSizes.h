@@ -23,8 +23,11 @@ inline size_t packedWordCount(const QuantScheme &s, int headDim, size_t rows,
 
 /// Scales (and zeros): one per group of channels of a token (token axis) or
 /// per group of tokens of a channel (channel axis; `tokens` whole groups).
+/// None for a static scheme: its scales are given, staticScaleCount of them.
 inline size_t scaleCount(const QuantScheme &s, int headDim, size_t rows,
                          int tokens) {
+  if (s.isStatic())
+    return 0;
   size_t group = size_t(s.groupSize(headDim));
   return s.axis == QuantScheme::Axis::Token
              ? rows * size_t(tokens) * (size_t(headDim) / group)

@@ -153,3 +153,42 @@ func.func @hqq_needs_zero_points(%k: tensor<1x2x64x64xf16>) {
       : tensor<1x2x64x64xf16> -> tensor<1x2x64x64xi8>, tensor<1x2x64x1xf16>
   return
 }
+
+// -----
+
+// A static scheme's scales are given: kvq.quantize computes them.
+func.func @static_scheme_in_quantize(%k: tensor<1x2x64x64xf16>) {
+  // expected-error @+1 {{'kvq.quantize' op a static scheme's scales are given, not computed: use kvq.quantize_static}}
+  %c, %s = kvq.quantize %k scheme <bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, static = tensor>
+      : tensor<1x2x64x64xf16> -> tensor<1x2x64x64xi8>, tensor<1x1x1x1xf32>
+  return
+}
+
+// -----
+
+func.func @group_scheme_in_quantize_static(%k: tensor<1x2x64x64xf16>, %s: tensor<1x2x64x1xf16>) {
+  // expected-error @+1 {{'kvq.quantize_static' op scheme computes its scales per group: use kvq.quantize (static schemes say static = tensor or head)}}
+  %c = kvq.quantize_static %k, %s scheme <bits = 4, group = head_dim, axis = token, mode = symmetric>
+      : tensor<1x2x64x64xf16>, tensor<1x2x64x1xf16> -> tensor<1x2x64x64xi8>
+  return
+}
+
+// -----
+
+// Per kv head: one scale for each of the input's heads.
+func.func @per_head_scales_of_other_heads(%k: tensor<1x2x64x64xf16>, %s: tensor<1x4x1x1xf32>) {
+  // expected-error @+1 {{'kvq.quantize_static' op scales have shape 1x4x1x1, expected 1x2x1x1}}
+  %c = kvq.quantize_static %k, %s scheme <bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e5m2, static = head>
+      : tensor<1x2x64x64xf16>, tensor<1x4x1x1xf32> -> tensor<1x2x64x64xi8>
+  return
+}
+
+// -----
+
+// Asymmetric static scales come with their zero points.
+func.func @asymmetric_without_zeros(%k: tensor<1x2x64x64xf16>, %s: tensor<1x1x1x1xf32>) {
+  // expected-error @+1 {{'kvq.quantize_static' op asymmetric scheme needs zero points}}
+  %c = kvq.quantize_static %k, %s scheme <bits = 4, group = head_dim, axis = token, scale = f32, static = tensor>
+      : tensor<1x2x64x64xf16>, tensor<1x1x1x1xf32> -> tensor<1x2x64x64xi8>
+  return
+}

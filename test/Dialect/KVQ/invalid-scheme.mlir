@@ -55,10 +55,33 @@ func.func private @f() attributes {s = #kvq.scheme<bits = 4, group = 32, group =
 
 // -----
 
-// expected-error @+1 {{unknown scheme parameter 'zero' (expected bits, group, axis, mode, scale, order)}}
+// expected-error @+1 {{unknown scheme parameter 'zero' (expected bits, group, axis, mode, scale, order, format, static)}}
 func.func private @f() attributes {s = #kvq.scheme<bits = 4, group = 32, axis = token, zero = f16>}
 
 // -----
 
 // expected-error @+1 {{scheme is missing required parameter 'group'}}
 func.func private @f() attributes {s = #kvq.scheme<bits = 4, axis = token>}
+
+// -----
+
+// Static scales are one per tensor or kv head: a group size says otherwise.
+// expected-error @+1 {{static scales and FP8 need the token axis, one group per head vector and fp32 scales; FP8 is 8-bit, symmetric and linear}}
+func.func private @f() attributes {s = #kvq.scheme<bits = 4, group = 64, axis = token, scale = f32, static = head>}
+
+// -----
+
+// FP8 with scales computed per group is not a format kvq stores.
+// expected-error @+1 {{static scales and FP8 need the token axis, one group per head vector and fp32 scales; FP8 is 8-bit, symmetric and linear}}
+func.func private @f() attributes {s = #kvq.scheme<bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e4m3>}
+
+// -----
+
+// FP8 codes are bytes.
+// expected-error @+1 {{static scales and FP8 need the token axis, one group per head vector and fp32 scales; FP8 is 8-bit, symmetric and linear}}
+func.func private @f() attributes {s = #kvq.scheme<bits = 4, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e4m3, static = tensor>}
+
+// -----
+
+// expected-error @+1 {{'format' must be one of 'integer', 'e4m3', 'e5m2', got 'e3m4'}}
+func.func private @f() attributes {s = #kvq.scheme<bits = 8, group = head_dim, axis = token, format = e3m4>}

@@ -42,3 +42,16 @@ func.func @hqq_zero_points(%k: tensor<1x2x64x64xf16>) -> (tensor<1x2x2x64xf16>, 
       : tensor<1x2x64x64xf16> -> tensor<1x2x64x64xi8>, tensor<1x2x2x64xf16>, tensor<1x2x2x64xf16>
   return %z, %z2 : tensor<1x2x2x64xf16>, tensor<1x2x2x64xf16>
 }
+
+// Given scales in, codes out: per kv head [1, H, 1, 1], with zero points
+// when asymmetric; FP8 per tensor [1, 1, 1, 1].
+// CHECK-LABEL: func.func @static_scales
+// CHECK: kvq.quantize_static %{{.*}}, %{{.*}}, %{{.*}} scheme <bits = 4, group = head_dim, axis = token, scale = f32, static = head> : tensor<2x8x?x128xf16>, tensor<1x8x1x1xf32>, tensor<1x8x1x1xf32> -> tensor<2x8x?x128xi8>
+// CHECK: kvq.quantize_static %{{.*}}, %{{.*}} scheme <bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e4m3, static = tensor> : tensor<2x8x?x128xf16>, tensor<1x1x1x1xf32> -> tensor<2x8x?x32xi32>
+func.func @static_scales(%k: tensor<2x8x?x128xf16>, %s: tensor<1x8x1x1xf32>, %z: tensor<1x8x1x1xf32>, %t: tensor<1x1x1x1xf32>) -> (tensor<2x8x?x128xi8>, tensor<2x8x?x32xi32>) {
+  %c = kvq.quantize_static %k, %s, %z scheme <bits = 4, group = head_dim, axis = token, scale = f32, static = head>
+      : tensor<2x8x?x128xf16>, tensor<1x8x1x1xf32>, tensor<1x8x1x1xf32> -> tensor<2x8x?x128xi8>
+  %w = kvq.quantize_static %k, %t scheme <bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e4m3, static = tensor>
+      : tensor<2x8x?x128xf16>, tensor<1x1x1x1xf32> -> tensor<2x8x?x32xi32>
+  return %c, %w : tensor<2x8x?x128xi8>, tensor<2x8x?x32xi32>
+}

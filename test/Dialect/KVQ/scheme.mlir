@@ -22,3 +22,17 @@ func.func private @schemes() attributes {
   f32_scales = #kvq.scheme<bits = 8, group = 16, axis = token, scale = f32>,
   interleaved = #kvq.scheme<bits = 4, group = 256, axis = channel, order = interleaved>
 }
+
+// Static scales (given per tensor or kv head) and FP8 formats print after
+// the rest; the defaults (format = integer, static = group) are omitted.
+// CHECK-LABEL: func.func private @static_schemes()
+// CHECK-SAME: e4m3_per_head = #kvq.scheme<bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e4m3, static = head>
+// CHECK-SAME: e5m2_per_tensor = #kvq.scheme<bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e5m2, static = tensor>
+// CHECK-SAME: int4_per_head = #kvq.scheme<bits = 4, group = head_dim, axis = token, scale = f32, static = head>
+// CHECK-SAME: plain = #kvq.scheme<bits = 4, group = 64, axis = token>
+func.func private @static_schemes() attributes {
+  int4_per_head = #kvq.scheme<bits = 4, group = head_dim, axis = token, scale = f32, static = head>,
+  e4m3_per_head = #kvq.scheme<static = head, format = e4m3, bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32>,
+  e5m2_per_tensor = #kvq.scheme<bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e5m2, static = tensor>,
+  plain = #kvq.scheme<bits = 4, group = 64, axis = token, format = integer, static = group>
+}

@@ -17,17 +17,40 @@ namespace kvq {
 /// How a KV tensor is quantized (ARCHITECTURE.md section 4).
 struct QuantScheme {
   enum class Axis { Token, Channel };
+  /// What a stored code means: an integer (code * scale + zero), or an OCP
+  /// FP8 value (fp8(code) * scale), the FP8 KV caches of vLLM, SGLang,
+  /// TensorRT-LLM and FlashInfer.
+  enum class Format { Integer, E4M3, E5M2 };
+  /// Where the scales come from: computed per group while quantizing and
+  /// stored beside the codes (Group), or given - calibrated ahead of time -
+  /// one per tensor (Tensor) or per kv head (Head), fp32, none stored.
+  enum class Scales { Group, Tensor, Head };
   int bits = 4;
   int group = 64; ///< 0 means one group per head vector (head_dim).
   Axis axis = Axis::Token;
   bool symmetric = false;
   bool fp32Scales = false;
   bool interleaved = false;
+  Format format = Format::Integer;
+  Scales scales = Scales::Group;
 
-  /// "4t64", "2c32", "8thd", + s (symmetric), i (interleaved), x (fp32).
+  /// Per group: "4t64", "2c32", "8thd", + s (symmetric), i (interleaved),
+  /// x (fp32 scales). Static: "4tph" (per kv head), "8tpt" (per tensor), +
+  /// s, i; FP8: "e4m3pt", "e5m2ph".
   std::string tag() const;
   /// Values in one group: `group`, or the whole head vector when it is 0.
   int groupSize(int headDim) const { return group ? group : headDim; }
+  /// Scales given ahead of time (Tensor or Head), not computed per group.
+  bool isStatic() const { return scales != Scales::Group; }
+  bool isFp8() const { return format != Format::Integer; }
+  /// Static scales (and zeros) of one tensor: 1, or one per kv head.
+  int staticScaleCount(int kvHeads) const {
+    return scales == Scales::Head ? kvHeads : 1;
+  }
+  /// A static scheme: token axis, one group per head vector, fp32 scales;
+  /// FP8 formats are 8-bit, symmetric (no zero point) and linear.
+  static QuantScheme staticScheme(int bits, Scales scales, bool symmetric,
+                                  Format format = Format::Integer);
   bool operator==(const QuantScheme &other) const;
 };
 

@@ -433,8 +433,8 @@ std::optional<std::string> constantText(Attribute value) {
   if (!real || !real.getType().isF32())
     return std::nullopt;
   const APFloat &apf = real.getValue();
-  if (apf.isNaN())
-    return std::nullopt;
+  if (apf.isNaN()) // a quiet NaN (an FP8 NaN code reads as one)
+    return std::string("KVQ_NAN");
   if (apf.isInfinity()) // nvrtc has no INFINITY; the prelude defines KVQ_INF.
     return std::string(apf.isNegative() ? "(-KVQ_INF)" : "KVQ_INF");
   // Shortest text that reads back as the same float.
@@ -497,6 +497,23 @@ struct CallToEmitC : OpConversionPattern<SourceOp> {
     return success();
   }
   std::string callee;
+};
+
+/// kvq.fp8_from_float becomes the prelude's kvq_e4m3_from_float or
+/// kvq_e5m2_from_float.
+struct Fp8FromFloatToEmitC : OpConversionPattern<Fp8FromFloatOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(Fp8FromFloatOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    StringRef callee = op.getFormat() == CodeFormat::e4m3
+                           ? "kvq_e4m3_from_float"
+                           : "kvq_e5m2_from_float";
+    rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
+        op, TypeRange{getTypeConverter()->convertType(op.getType())}, callee,
+        adaptor.getOperands());
+    return success();
+  }
 };
 
 /// The warp-level tensor-core ops become the prelude's helpers, named for
@@ -831,11 +848,12 @@ struct GPUToEmitCPass : mlir::kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
     target.addIllegalDialect<arith::ArithDialect, math::MathDialect,
                              memref::MemRefDialect, scf::SCFDialect,
                              vector::VectorDialect>();
-    target.addIllegalOp<
-        gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp, gpu::BlockIdOp,
-        gpu::GridDimOp, gpu::BlockDimOp, gpu::BarrierOp, gpu::ShuffleOp, MmaOp,
-        PackPairOp, PackPairErrorOp, TransposePairsOp, SelectHalvesOp,
-        DequantizePairOp, PermuteBytesOp, HalfPairOp, MultiplyPairOp>();
+    target.addIllegalOp<gpu::GPUFuncOp, gpu::ReturnOp, gpu::ThreadIdOp,
+                        gpu::BlockIdOp, gpu::GridDimOp, gpu::BlockDimOp,
+                        gpu::BarrierOp, gpu::ShuffleOp, MmaOp, PackPairOp,
+                        PackPairErrorOp, TransposePairsOp, SelectHalvesOp,
+                        DequantizePairOp, PermuteBytesOp, HalfPairOp,
+                        MultiplyPairOp, Fp8FromFloatOp>();
     // ... the container stays until the kernels are hoisted out below, and
     // casts between converted and original types are reconciled after.
     target.addLegalOp<gpu::GPUModuleOp, UnrealizedConversionCastOp>();
@@ -946,6 +964,7 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
                                             "kvq_byte_perm");
   patterns.add<CallToEmitC<HalfPairOp>>(typeConverter, context,
                                         "kvq_half_pair");
-  patterns.add<MultiplyPairToEmitC>(typeConverter, context);
+  patterns.add<MultiplyPairToEmitC, Fp8FromFloatToEmitC>(typeConverter,
+                                                         context);
   populateSCFToEmitCConversionPatterns(patterns, typeConverter);
 }

@@ -37,6 +37,8 @@ struct KVQToGPUPass : mlir::kvq::impl::KVQToGPUBase<KVQToGPUPass> {
       LogicalResult built = success();
       if (auto quantize = dyn_cast<QuantizeOp>(op))
         built = buildQuantizeKernel(quantize, gpuModule);
+      else if (auto quantize = dyn_cast<QuantizeStaticOp>(op))
+        built = buildQuantizeStaticKernel(quantize, gpuModule);
       else if (auto dequantize = dyn_cast<DequantizeOp>(op))
         built = buildDequantizeKernel(dequantize, gpuModule);
       else if (auto attention = dyn_cast<QuantizedAttentionOp>(op))

@@ -64,6 +64,8 @@ public:
   Value exp2(Value a);
   Value rint(Value a); // round half to even
   Value sqrt(Value a); // correctly rounded (sqrtf)
+  /// x's FP8 byte (kvq.fp8_from_float) in the scheme's format.
+  Value fp8FromFloat(SchemeAttr scheme, Value x);
   Value flt(Value a, Value c);
   Value feq(Value a, Value c);
   Value select(Value cond, Value a, Value c);

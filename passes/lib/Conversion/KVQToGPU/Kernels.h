@@ -96,6 +96,9 @@ struct QuantizeArgs {
   bool blockLocal = false;
   /// How asymmetric groups get their zero points (ZeroPointSearch.h).
   ZeroPointSearch zeroPoints = ZeroPointSearch::minmax;
+  /// A static scheme's given scales (and zeros): how many there are (1 per
+  /// tensor, the kv heads per head); head row r reads entry r % this.
+  int64_t staticScales = 0;
 
   Value inRow(KernelBuilder &kb, Value row) const {
     return inRowBase ? kb.add(inRowBase, row) : row;
@@ -116,6 +119,9 @@ void buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                               const QuantizeArgs &a);
 
 LogicalResult buildQuantizeKernel(QuantizeOp op, gpu::GPUModuleOp module);
+/// kvq.quantize_static: the token-axis body with given scales.
+LogicalResult buildQuantizeStaticKernel(QuantizeStaticOp op,
+                                        gpu::GPUModuleOp module);
 /// The paged cache's decode step (CacheAppendKernel.cpp).
 LogicalResult buildCacheAppendKernel(CacheAppendOp op, gpu::GPUModuleOp module);
 LogicalResult buildDequantizeKernel(DequantizeOp op, gpu::GPUModuleOp module);

@@ -15,6 +15,7 @@
 #include "Kernels.h"
 
 #include "kvq/Conversion/KernelABI.h"
+#include "kvq/Dialect/KVQ/IR/KVQLayout.h"
 #include "kvq/Dialect/KVQ/IR/ZeroPointSearch.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -32,14 +33,22 @@ using namespace mlir::kvq;
 //===----------------------------------------------------------------------===//
 
 std::string mlir::kvq::schemeTag(SchemeAttr scheme) {
+  // Static scales per tensor or kv head replace the group: 4tph, e4m3pt.
+  const char *granularity =
+      scheme.getStaticScales() == ScaleSource::head ? "ph" : "pt";
+  if (scheme.isFp8())
+    return stringifyCodeFormat(scheme.getFormat()).str() + granularity;
   std::string tag = std::to_string(scheme.getBits());
   tag += scheme.getAxis() == Axis::token ? "t" : "c";
-  tag += scheme.isWholeHeadDim() ? "hd" : std::to_string(scheme.getGroup());
+  if (scheme.isStatic())
+    tag += granularity;
+  else
+    tag += scheme.isWholeHeadDim() ? "hd" : std::to_string(scheme.getGroup());
   if (scheme.isSymmetric())
     tag += "s";
   if (scheme.getOrder() == PackOrder::interleaved)
     tag += "i";
-  if (scheme.getScaleType().isF32())
+  if (scheme.getScaleType().isF32() && !scheme.isStatic())
     tag += "x";
   return tag;
 }
@@ -169,9 +178,11 @@ Value codeAsFloat(KernelBuilder &kb, SchemeAttr scheme, Value x, Value scale,
   return kb.select(isConstant, kb.f32(0.0), q);
 }
 
-/// The unsigned (stored) code of `x`.
+/// The unsigned (stored) code of `x`; FP8: the byte of x / scale.
 Value quantizeValue(KernelBuilder &kb, SchemeAttr scheme, Value x, Value scale,
                     Value zero) {
+  if (scheme.isFp8())
+    return kb.fp8FromFloat(scheme, kb.fdiv(x, scale));
   Value q = codeAsFloat(kb, scheme, x, scale, zero);
   if (scheme.isSymmetric())
     q = kb.fadd(q, kb.f32((1 << (scheme.getBits() - 1))));
@@ -335,13 +346,22 @@ void mlir::kvq::buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
         for (Value x : kb.loadVector(
                  input, kb.add(inBase, kb.add(start, kb.i32(e))), halfVector))
           values.push_back(kb.toF32(x));
-      auto [lo, hi] = localRange(kb, scheme, values);
-      for (int64_t offset = 1; offset < m.lanesPerGroup; offset *= 2) {
-        hi = kb.fmax(hi, kb.shuffleXor(hi, offset));
-        if (!scheme.isSymmetric())
-          lo = kb.fmin(lo, kb.shuffleXor(lo, offset));
+      Value scale, zero;
+      if (a.staticScales) {
+        // Given scales: this head row's kv head's, or the tensor's.
+        Value index = a.staticScales == 1
+                          ? kb.i32(0)
+                          : kb.rem(headRow, kb.i32(a.staticScales));
+        std::tie(scale, zero) = kb.loadScaleAndZero(scales, zeros, index);
+      } else {
+        auto [lo, hi] = localRange(kb, scheme, values);
+        for (int64_t offset = 1; offset < m.lanesPerGroup; offset *= 2) {
+          hi = kb.fmax(hi, kb.shuffleXor(hi, offset));
+          if (!scheme.isSymmetric())
+            lo = kb.fmin(lo, kb.shuffleXor(lo, offset));
+        }
+        std::tie(scale, zero) = scaleAndZero(kb, scheme, lo, hi);
       }
-      auto [scale, zero] = scaleAndZero(kb, scheme, lo, hi);
       if (a.zeroPoints == ZeroPointSearch::hqq) {
         // Every lane takes part (inactive ones in groups of their own): the
         // sums cross lanes by shuffles.
@@ -369,6 +389,8 @@ void mlir::kvq::buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                                    kb.add(firstWord, kb.i32(w)));
           kb.store(packWord(kb, scheme, codes), words, wordIndex);
         }
+        if (a.staticScales) // nothing to store: the scales were given
+          return;
         Value leader = kb.eq(kb.rem(lane, kb.i32(m.lanesPerGroup)), kb.i32(0));
         kb.ifThen(leader, [&] {
           Value group = kb.div(firstWord, kb.i32(m.wordsPerGroup));
@@ -475,6 +497,18 @@ void mlir::kvq::buildChannelAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
 
 namespace {
 
+/// How many scales a static scheme's `scales` tensor gives: 1 per tensor,
+/// its (static) kv heads per head.
+FailureOr<int64_t> staticScaleCount(Operation *op, SchemeAttr scheme,
+                                    Value scales) {
+  if (scheme.getStaticScales() != ScaleSource::head)
+    return int64_t(1);
+  int64_t heads = cast<RankedTensorType>(scales.getType()).getShape()[kHeadDim];
+  if (ShapedType::isDynamic(heads))
+    return op->emitOpError("per-head static scales need a static head count");
+  return heads;
+}
+
 /// What quantize and dequantize kernels share: they need packed words (the
 /// fused form) and a plan.
 struct PackedKernel {
@@ -570,6 +604,41 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
   return success();
 }
 
+LogicalResult mlir::kvq::buildQuantizeStaticKernel(QuantizeStaticOp op,
+                                                   gpu::GPUModuleOp module) {
+  FailureOr<PackedKernel> k = preparePackedKernel(
+      op, op.getCodes(), op.getInput(), "must produce packed words");
+  if (failed(k))
+    return failure();
+  FailureOr<::kvq::LaunchPlan> plan =
+      requirePlan(op, {&::kvq::LaunchPlan::halfVector});
+  if (failed(plan))
+    return failure();
+  SchemeAttr scheme = op.getScheme();
+  OpBuilder builder(op);
+  Type i32 = builder.getI32Type();
+  QuantizeArgs a;
+  FailureOr<int64_t> count = staticScaleCount(op, scheme, op.getScales());
+  if (failed(count))
+    return failure();
+  a.staticScales = *count;
+  SmallVector<KernelParameter> parameters = {
+      {"input", globalBuffer(k->half), &a.input}};
+  parameters.append(packedParameters(op->getContext(), scheme, &a.words,
+                                     &a.scales, &a.zeros));
+  parameters.append({{"rows", i32, &a.rows},
+                     {"tokens", i32, &a.tokens},
+                     {"in_tokens", i32, &a.inTokens},
+                     {"out_tokens", i32, &a.outTokens},
+                     {"out_offset", i32, &a.outOffset}});
+  gpu::GPUFuncOp func = createPackedKernel(builder, module, op, "quantize",
+                                           "quant", scheme, *k, parameters);
+  KernelBody body(builder, op.getLoc(), func);
+  buildTokenAxisQuantize(body.kb, scheme, k->headDim, k->threads, k->halfVector,
+                         a);
+  return success();
+}
+
 LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
                                                gpu::GPUModuleOp module) {
   FailureOr<PackedKernel> k = preparePackedKernel(
@@ -608,6 +677,13 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
                                           kb.threadIdx()));
   Value stride = kb.named("thread_count", kb.mul(kb.gridDim(gpu::Dimension::x),
                                                  kb.i32(k->threads)));
+  int64_t staticScales = 0;
+  if (scheme.isStatic()) {
+    FailureOr<int64_t> count = staticScaleCount(op, scheme, op.getScales());
+    if (failed(count))
+      return failure();
+    staticScales = *count;
+  }
   auto loadScale = [&](Value index) {
     return kb.loadScaleAndZero(scales, zeros, index);
   };
@@ -646,8 +722,12 @@ LogicalResult mlir::kvq::buildDequantizeKernel(DequantizeOp op,
               kb.load(words, kb.add(kb.mul(srcRow, kb.i32(wordsPerRow)), w)));
           Value groupIndex =
               kb.named("group", kb.div(w, kb.i32(group / perWord)));
-          auto [scale, zero] = loadScale(
-              kb.add(kb.mul(srcRow, kb.i32(headDim / group)), groupIndex));
+          // Static scales: this head row's kv head's (or the tensor's).
+          Value scaleIndex =
+              staticScales
+                  ? kb.rem(headRow, kb.i32(staticScales))
+                  : kb.add(kb.mul(srcRow, kb.i32(headDim / group)), groupIndex);
+          auto [scale, zero] = loadScale(scaleIndex);
           Value outBase = kb.named(
               "out_index",
               kb.add(kb.mul(kb.add(kb.mul(headRow, outTokens), token), d),

@@ -67,7 +67,23 @@ void dequantize(const QuantScheme &scheme, int headDim, const uint32_t *words,
                 const float *scales, const float *zeros, int rows, int tokens,
                 int inTokens, int inOffset, int outTokens, float *output);
 
-/// Inputs of decode attention in the kernel's layout. Quantized body
+/// Static schemes (QuantScheme::isStatic: scales given per tensor or per
+/// kv head): codes only, from the fp32 `scales` (and, asymmetric, `zeros`)
+/// of staticScaleCount(kvHeads) entries; head row r (of kv head r %
+/// kvHeads) uses entry r % kvHeads per kv head, entry 0 per tensor. Token
+/// axis: a row of head_dim codes per token. FP8 codes are the bytes of
+/// x / scale; they read back as fp8 * scale.
+void quantizeStatic(const QuantScheme &scheme, int headDim, int kvHeads,
+                    const float *input, int rows, int tokens, int inTokens,
+                    int outTokens, int outOffset, uint32_t *words,
+                    const float *scales, const float *zeros);
+void dequantizeStatic(const QuantScheme &scheme, int headDim, int kvHeads,
+                      const uint32_t *words, const float *scales,
+                      const float *zeros, int rows, int tokens, int inTokens,
+                      int inOffset, int outTokens, float *output);
+
+/// Inputs of decode attention in the kernel's layout. A static scheme's
+/// scales (and zeros) are its staticScaleCount(kvHeads) entries. Quantized body
 /// tensors hold `bodyCapacity` tokens per (batch, kv head); sink and
 /// residual hold `sinkCapacity`/`residualCapacity`. lengths is [batch, 3].
 struct AttentionInputs {

@@ -41,6 +41,31 @@ def KVQ_PackOrder : I32EnumAttr<"PackOrder",
   let genSpecializedAttr = 0;
 }
 
+def KVQ_FormatInteger : I32EnumAttrCase<"integer", 0>;
+def KVQ_FormatE4M3 : I32EnumAttrCase<"e4m3", 1>;
+def KVQ_FormatE5M2 : I32EnumAttrCase<"e5m2", 2>;
+def KVQ_CodeFormat : I32EnumAttr<"CodeFormat",
+    "what a code means: an integer (`code * scale + zero`) or an OCP FP8 "
+    "value (`fp8(code) * scale`: `e4m3`, `e5m2`)",
+    [KVQ_FormatInteger, KVQ_FormatE4M3, KVQ_FormatE5M2]> {
+  let cppNamespace = "::mlir::kvq";
+  let genSpecializedAttr = 0;
+}
+
+/// As an op attribute (kvq.fp8_from_float), printed as its bare keyword.
+def KVQ_CodeFormatAttr : EnumAttr<KVQ_Dialect, KVQ_CodeFormat, "code_format">;
+
+def KVQ_ScalesGroup : I32EnumAttrCase<"group", 0>;
+def KVQ_ScalesTensor : I32EnumAttrCase<"tensor", 1>;
+def KVQ_ScalesHead : I32EnumAttrCase<"head", 2>;
+def KVQ_ScaleSource : I32EnumAttr<"ScaleSource",
+    "where scales come from: computed per group and stored with the codes, "
+    "or given ahead of time (calibrated), one per tensor or per kv head",
+    [KVQ_ScalesGroup, KVQ_ScalesTensor, KVQ_ScalesHead]> {
+  let cppNamespace = "::mlir::kvq";
+  let genSpecializedAttr = 0;
+}
+
 def KVQ_ZeroPointsMinMax : I32EnumAttrCase<"minmax", 0>;
 def KVQ_ZeroPointsHqq : I32EnumAttrCase<"hqq", 1>;
 def KVQ_ZeroPointSearch : I32EnumAttr<"ZeroPointSearch",
@@ -73,7 +98,14 @@ def KVQ_SchemeAttr : KVQ_Attr<"Scheme", "scheme"> {
     - `scale`: storage type of scales and zero points, `f16` (default) or
       `f32`;
     - `order`: packing order inside a 32-bit word, `linear` (default) or
-      `interleaved`.
+      `interleaved`;
+    - `format`: `integer` (default) or an FP8 format, `e4m3` or `e5m2`
+      (codes are the bytes of `x / scale`, read as `fp8 * scale`);
+    - `static`: scales given ahead of time, one per `tensor` or per kv
+      `head` (fp32, `[1, 1, 1, 1]` or `[1, H, 1, 1]`), instead of computed
+      per group and stored (the default, `group`). Static schemes and FP8
+      use the token axis, `group = head_dim` and `scale = f32`; FP8 is
+      8-bit, symmetric and linear.
 
     Parameters with their default value may be omitted and are not printed.
 
@@ -81,6 +113,8 @@ def KVQ_SchemeAttr : KVQ_Attr<"Scheme", "scheme"> {
     #kvq.scheme<bits = 2, group = 32, axis = channel>
     #kvq.scheme<bits = 4, group = head_dim, axis = token, mode = symmetric,
                 scale = f32, order = interleaved>
+    #kvq.scheme<bits = 8, group = head_dim, axis = token, mode = symmetric,
+                scale = f32, format = e4m3, static = head>
     ```
   }];
   let parameters = (ins
@@ -89,7 +123,9 @@ def KVQ_SchemeAttr : KVQ_Attr<"Scheme", "scheme"> {
     "::mlir::kvq::Axis":$axis,
     "::mlir::kvq::Mode":$mode,
     "::mlir::Type":$scaleType,
-    "::mlir::kvq::PackOrder":$order
+    "::mlir::kvq::PackOrder":$order,
+    "::mlir::kvq::CodeFormat":$format,
+    "::mlir::kvq::ScaleSource":$staticScales
   );
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
@@ -108,6 +144,13 @@ def KVQ_SchemeAttr : KVQ_Attr<"Scheme", "scheme"> {
     unsigned codesPerWord() const { return 32 / getBits(); }
     /// Largest unsigned code, 2^bits - 1.
     unsigned maxCode() const { return (1u << getBits()) - 1; }
+    /// Scales given ahead of time (per tensor or kv head), none stored.
+    bool isStatic() const {
+      return getStaticScales() != ::mlir::kvq::ScaleSource::group;
+    }
+    bool isFp8() const {
+      return getFormat() != ::mlir::kvq::CodeFormat::integer;
+    }
   }];
 }
 

@@ -67,6 +67,38 @@ def KVQ_QuantizeOp : KVQ_Op<"quantize", [Pure]> {
   let hasVerifier = 1;
 }
 
+def KVQ_QuantizeStaticOp : KVQ_Op<"quantize_static", [Pure]> {
+  let summary = "Quantize KV tensors with scales given ahead of time";
+  let description = [{
+    Quantizes `input` with a static scheme (`static = tensor` or `head`):
+    the fp32 `scales` (and, asymmetric, `zeros`) are given - calibrated
+    ahead of time, `[1, 1, 1, 1]` per tensor or `[1, H, 1, 1]` per kv head
+    - and only codes come out, exactly `bits` per element. Integer codes as
+    `kvq.quantize` computes them from a group's scale and zero point; FP8
+    codes (`format = e4m3 | e5m2`) are the bytes of `x / scale` (nearest
+    even, saturating), vLLM's FP8 KV cache.
+
+    `codes` is an i8 tensor with the input's shape, or, after `--kvq-fuse`,
+    packed i32 words.
+
+    ```mlir
+    %codes = kvq.quantize_static %k, %scales scheme <bits = 8,
+        group = head_dim, axis = token, mode = symmetric, scale = f32,
+        format = e4m3, static = head>
+        : tensor<1x8x64x128xf16>, tensor<1x8x1x1xf32> -> tensor<1x8x64x128xi8>
+    ```
+  }];
+  let arguments = (ins KVQ_HalfTensor4D:$input, KVQ_ScaleTensor:$scales,
+                       Optional<KVQ_ScaleTensor>:$zeros, KVQ_SchemeAttr:$scheme,
+                       OptionalAttr<KVQ_PlanAttr>:$plan);
+  let results = (outs KVQ_CodeOrWordTensor:$codes);
+  let assemblyFormat = [{
+    $input `,` $scales (`,` $zeros^)? `scheme` $scheme attr-dict `:`
+    type($input) `,` type($scales) (`,` type($zeros)^)? `->` type($codes)
+  }];
+  let hasVerifier = 1;
+}
+
 def KVQ_PackOp : KVQ_Op<"pack", [Pure]> {
   let summary = "Pack unsigned codes little-endian into 32-bit words";
   let description = [{
@@ -404,6 +436,23 @@ def KVQ_PermuteBytesOp : KVQ_Op<"permute_bytes", [Pure]> {
   let arguments = (ins I32:$a, I32:$b, I32:$selector);
   let results = (outs I32:$permuted);
   let assemblyFormat = "$a `,` $b `,` $selector attr-dict";
+}
+
+def KVQ_Fp8FromFloatOp : KVQ_Op<"fp8_from_float", [Pure]> {
+  let summary = "The OCP FP8 byte of an fp32 value";
+  let description = [{
+    `x` rounded to the nearest `e4m3` or `e5m2` value (ties to even),
+    saturating at the largest finite one (CUDA's `__NV_SATFINITE`, what
+    vLLM writes), as an i32 in [0, 255]; NaN gives 0x7F with x's sign.
+
+    ```mlir
+    %byte = kvq.fp8_from_float %x e4m3
+    ```
+  }];
+  let arguments = (ins F32:$x, KVQ_CodeFormatAttr:$format);
+  let results = (outs I32:$byte);
+  let assemblyFormat = "$x $format attr-dict";
+  let hasVerifier = 1;
 }
 
 def KVQ_HalfPairOp : KVQ_Op<"half_pair", [Pure, AllTypesMatch<["low", "high"]>]> {

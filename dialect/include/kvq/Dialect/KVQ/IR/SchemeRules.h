@@ -31,6 +31,12 @@ inline constexpr const char *kBf16ScalesRule =
     "bf16 input needs fp32 scales: an fp16 scale or zero point overflows to "
     "inf once a group's values pass 65504";
 
+/// Static scales (given per tensor or per kv head) and FP8 codes: what the
+/// kernels implement.
+inline constexpr const char *kStaticRule =
+    "static scales and FP8 need the token axis, one group per head vector "
+    "and fp32 scales; FP8 is 8-bit, symmetric and linear";
+
 /// Optimized zero points (`zeroPoints hqq`) need zero points to optimize.
 inline constexpr const char *kHqqRule =
     "zero point search 'hqq' needs an asymmetric scheme: a symmetric one has "
