@@ -418,9 +418,43 @@ AttentionData makeData(const AttentionCase &c) {
                          std::vector<uint32_t> &words,
                          std::vector<float> &scales,
                          std::vector<float> &zeros) {
+    words.assign(size_t(rows) * data.capacity * d / (32 / scheme.bits), 0);
+    if (scheme.isStatic()) {
+      // Given scales as a min-max calibration over each kv head's (or the
+      // whole tensor's) data would give them: FP8 amax / largest value
+      // (vLLM's), integers their range over the codes.
+      int count = scheme.staticScaleCount(s.kvHeads);
+      std::vector<float> lo(count, INFINITY), hi(count, -INFINITY);
+      size_t perRow = size_t(data.capacity) * d;
+      for (size_t i = 0; i < x.size(); ++i) {
+        int at = count == 1 ? 0 : int(i / perRow) % s.kvHeads;
+        lo[at] = std::min(lo[at], x[i]);
+        hi[at] = std::max(hi[at], x[i]);
+      }
+      scales.assign(count, 0);
+      zeros.assign(count, 0);
+      for (int i = 0; i < count; ++i) {
+        float amax = std::max(-lo[i], hi[i]);
+        if (scheme.isFp8())
+          scales[i] =
+              amax / ref::largestFp8(scheme.format == QuantScheme::Format::E4M3
+                                         ? ref::Fp8Format::E4M3
+                                         : ref::Fp8Format::E5M2);
+        else if (scheme.symmetric)
+          scales[i] = amax / float((1 << (scheme.bits - 1)) - 1);
+        else {
+          scales[i] = (hi[i] - lo[i]) / float((1 << scheme.bits) - 1);
+          zeros[i] = lo[i];
+        }
+      }
+      ref::quantizeStatic(scheme, d, s.kvHeads, x.data(), rows, data.capacity,
+                          data.capacity, data.capacity, 0, words.data(),
+                          scales.data(),
+                          scheme.symmetric ? nullptr : zeros.data());
+      return;
+    }
     int group = scheme.groupSize(d);
     bool token = scheme.axis == QuantScheme::Axis::Token;
-    words.assign(size_t(rows) * data.capacity * d / (32 / scheme.bits), 0);
     size_t nScales = token ? size_t(rows) * data.capacity * (d / group)
                            : size_t(rows) * data.capacity / group * d;
     scales.assign(nScales, 0);
@@ -597,6 +631,8 @@ int sampleSize() {
 /// head_dim in runs of 32, values whose lane runs of head_dim/8 channels are
 /// whole packed words and groups or lie inside one.
 bool tensorCoresCanRun(const KernelSpec &s) {
+  if (s.key.isStatic() || s.value.isStatic()) // CUDA cores only, so far
+    return false;
   if (s.headDim % 32 != 0 ||
       (s.queryHeads / s.kvHeads + 7) / 8 * s.headDim > 256)
     return false;
@@ -691,6 +727,34 @@ std::vector<AttentionCase> attentionCases() {
     s.sink = pick(4) != 0;
     s.residual = pick(4) != 0;
     addCases(s, index);
+  }
+  // Static scales and FP8 (per tensor, per kv head), keys and values mixed
+  // with each other and with a per-group scheme, GQA 1/4/8, head_dim
+  // 64/96/128.
+  {
+    struct Pair {
+      const char *key, *value;
+      int headDim, gqa;
+    };
+    int index = 1000;
+    for (Pair p :
+         {Pair{"e4m3ph", "e4m3ph", 128, 4}, Pair{"e5m2pt", "e4m3pt", 64, 8},
+          Pair{"e4m3pt", "e5m2ph", 96, 1}, Pair{"4tph", "4tphs", 128, 4},
+          Pair{"8tpts", "4tphi", 64, 1}, Pair{"2c32", "e4m3ph", 128, 8},
+          Pair{"e4m3ph", "4t32i", 128, 2}}) {
+      KernelSpec s;
+      s.kind = KernelKind::Attention;
+      EXPECT_EQ(parseSchemeTag(p.key, s.key), std::nullopt);
+      EXPECT_EQ(parseSchemeTag(p.value, s.value), std::nullopt);
+      s.headDim = p.headDim;
+      s.kvHeads = 2;
+      s.queryHeads = 2 * p.gqa;
+      s.dtype = index % 3 == 2 ? HalfType::BF16 : HalfType::F16;
+      if (s.dtype == HalfType::BF16) // kBf16ScalesRule (static: already fp32)
+        s.key.fp32Scales = s.value.fp32Scales = true;
+      s.sink = s.residual = true;
+      addCases(s, index++);
+    }
   }
   // Every preset's schemes as the cache stores them (token-axis codes
   // interleaved: the tensor cores read values in whole words), at

@@ -196,6 +196,12 @@ struct KVQPlanPass : mlir::kvq::impl::KVQPlanBase<KVQPlanPass> {
                      SchemeAttr valueScheme) {
     if (half.isBF16() && archNumber < 80)
       return std::string("bf16 mma needs sm_80");
+    // The tensor-core body dequantizes integer codes per group into fp16
+    // fragments; static scales and FP8 bytes have no fragments there yet.
+    for (SchemeAttr scheme : {keyScheme, valueScheme})
+      if (scheme && (scheme.isStatic() || scheme.isFp8()))
+        return std::string("static scales and FP8 are read on the CUDA cores "
+                           "only, so far");
     if (headDim % 32 != 0)
       return "head_dim " + std::to_string(headDim) + " is not a multiple of 32";
     // Accumulators: head_dim/4 fp32 per column tile of 8 heads.

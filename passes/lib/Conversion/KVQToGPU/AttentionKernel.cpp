@@ -52,12 +52,13 @@ struct SharedBuffers {
 /// tensor into `tile` (row stride `rowStride`). Each thread loads
 /// `vectorWords` consecutive packed words with one access (128-bit for 4),
 /// and consecutive threads load consecutive words, so a warp reads one
-/// contiguous span.
+/// contiguous span. A static scheme's scale (and zero) is the block's kv
+/// head's (`kvHead`), or the tensor's.
 void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
                     SchemeAttr scheme, int64_t vectorWords, Value words,
                     Value scales, Value zeros, Value headRow,
                     Value bodyCapacity, Value t0, Value valid, Value tile,
-                    int64_t rowStride) {
+                    int64_t rowStride, Value kvHead) {
   int64_t perWord = scheme.codesPerWord();
   int64_t group = scheme.groupSize(s.headDim);
   Value d = kb.i32(s.headDim);
@@ -65,6 +66,11 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
   auto scaleAndZero = [&](Value index) {
     return kb.loadScaleAndZero(scales, zeros, index);
   };
+
+  Value staticScale, staticZero;
+  if (scheme.isStatic())
+    std::tie(staticScale, staticZero) = scaleAndZero(
+        scheme.getStaticScales() == ScaleSource::head ? kvHead : kb.i32(0));
 
   if (scheme.getAxis() == Axis::token) {
     int64_t wordsPerRow = s.headDim / perWord;
@@ -87,10 +93,10 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
           int64_t wordsPerGroup = group / perWord;
           Value firstGroup =
               kb.named("first_group", kb.div(w0, kb.i32(wordsPerGroup)));
-          Value scale, zero;
+          Value scale = staticScale, zero = staticZero;
           for (auto [k, word] : llvm::enumerate(loaded)) {
             Value w = kb.add(w0, kb.i32(k));
-            if (int64_t(k) % wordsPerGroup == 0)
+            if (!staticScale && int64_t(k) % wordsPerGroup == 0)
               std::tie(scale, zero) = scaleAndZero(kb.add(
                   kb.mul(row, kb.i32(s.headDim / group)),
                   kb.add(firstGroup, kb.i32(int64_t(k) / wordsPerGroup))));
@@ -440,10 +446,10 @@ private:
           Value storedRow = at.row, capacity = at.capacity, first = at.first;
           stageQuantized(kb, s, s.keyScheme, keyVector, a.keyWords, a.keyScales,
                          a.keyZeros, storedRow, capacity, first, n, smem.keys,
-                         s.keyStride());
+                         s.keyStride(), range.kvHead);
           stageQuantized(kb, s, s.valueScheme, valueVector, a.valueWords,
                          a.valueScales, a.valueZeros, storedRow, capacity,
-                         first, n, smem.values, s.headDim);
+                         first, n, smem.values, s.headDim, range.kvHead);
           return {n};
         },
         [&]() -> SmallVector<Value> {
