@@ -305,6 +305,11 @@ std::optional<std::string> KernelSpec::validate() const {
       os << scheme_rules::kHqqRule << " (" << key.tag() << ")";
       return os.str();
     }
+    if (key.isStatic()) {
+      os << "hqq: a static scheme's zero points are given (" << key.tag()
+         << ")";
+      return os.str();
+    }
   }
   if (!isAttention())
     return std::nullopt;

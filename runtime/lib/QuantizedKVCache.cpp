@@ -71,6 +71,46 @@ int unitOf(const CacheConfig &c) {
 constexpr int kMinFlushTokens = 32;
 int flushTokensOf(int unit) { return std::lcm(unit, kMinFlushTokens); }
 
+/// What is wrong with the given static scales of `c`, if anything: each
+/// static scheme needs layers x staticScaleCount(kvHeads) positive finite
+/// scales (and finite zero points when asymmetric); other schemes none.
+std::optional<std::string> checkStaticScales(const CacheConfig &c) {
+  struct Given {
+    const char *name;
+    const QuantScheme &scheme;
+    const std::vector<float> &values;
+    bool zeros;
+  };
+  for (const Given &g : {Given{"key scales", c.key, c.keyScales, false},
+                         Given{"key zeros", c.key, c.keyZeros, true},
+                         Given{"value scales", c.value, c.valueScales, false},
+                         Given{"value zeros", c.value, c.valueZeros, true}}) {
+    bool wanted = g.scheme.isStatic() && !(g.zeros && g.scheme.symmetric);
+    if (!wanted) {
+      if (!g.values.empty())
+        return std::string(g.name) + ": scheme " + g.scheme.tag() +
+               (g.scheme.isStatic() ? " is symmetric (no zero points)"
+                                    : " computes its scales per group") +
+               ", but " + std::to_string(g.values.size()) +
+               " values were given";
+      continue;
+    }
+    size_t count = size_t(c.layers) * g.scheme.staticScaleCount(c.kvHeads);
+    if (g.values.size() != count)
+      return std::string(g.name) + ": scheme " + g.scheme.tag() + " needs " +
+             std::to_string(count) + " (layers x " +
+             (g.scheme.scales == QuantScheme::Scales::Head ? "kv heads" : "1") +
+             "), got " + std::to_string(g.values.size()) +
+             " (kvq-calibrate writes them)";
+    for (size_t i = 0; i < g.values.size(); ++i)
+      if (!std::isfinite(g.values[i]) || (!g.zeros && !(g.values[i] > 0)))
+        return std::string(g.name) + "[" + std::to_string(i) +
+               "] = " + std::to_string(g.values[i]) + " is not a " +
+               (g.zeros ? "finite zero point" : "positive finite scale");
+  }
+  return std::nullopt;
+}
+
 /// The page pool of one tensor (K or V) of one layer: `[pages, kv heads,
 /// pageTokens, ...]` words, scales and zero points.
 struct Store {
@@ -165,12 +205,30 @@ struct QuantizedKVCache::Impl {
     return p;
   }
 
-  Store makeStore(const QuantScheme &s, Status &status) {
+  /// Layer `layer`'s store of scheme `s`: pages of words and (computed
+  /// per group) of scales; a static scheme's given scales (`scales`,
+  /// `zeros`: every layer's, layer-major) in one small buffer instead.
+  Store makeStore(const QuantScheme &s, int layer,
+                  const std::vector<float> &scales,
+                  const std::vector<float> &zeros, Status &status) {
     Store store;
     size_t heads = config.kvHeads;
     store.wordsPerPage = packedWordCount(s, config.headDim, heads, pageTokens);
     store.scalesPerPage = scaleCount(s, config.headDim, heads, pageTokens);
     store.words = allocate(store.wordsPerPage * 4 * numPages, status);
+    if (s.isStatic()) {
+      size_t count = s.staticScaleCount(config.kvHeads);
+      for (auto [given, buffer] : {std::pair{&scales, &store.scales},
+                                   std::pair{&zeros, &store.zeros}}) {
+        if (given == &zeros && s.symmetric)
+          continue;
+        *buffer = allocate(count * 4, status);
+        if (status.ok())
+          status = context->copyIn(*buffer, given->data() + layer * count,
+                                   count * 4, config.stream);
+      }
+      return store;
+    }
     store.scales =
         allocate(store.scalesPerPage * scaleBytes(s) * numPages, status);
     if (!s.symmetric)
@@ -307,6 +365,8 @@ struct QuantizedKVCache::Impl {
         out.push_back(
             {static_cast<char *>(store->words) + page * store->wordsPerPage * 4,
              store->wordsPerPage * 4});
+        if (scaleBytesPerPage == 0) // static scales: none per page
+          continue;
         out.push_back(
             {static_cast<char *>(store->scales) + page * scaleBytesPerPage,
              scaleBytesPerPage});
@@ -321,9 +381,24 @@ struct QuantizedKVCache::Impl {
   /// What a snapshot must match: the attention spec (schemes, shapes, page
   /// tokens) and the layout of the fp16 parts.
   std::string identity() const {
-    return attention.canonical() + " layers=" + std::to_string(config.layers) +
-           " sink=" + std::to_string(config.sink) +
-           " residual=" + std::to_string(config.residual);
+    std::string text = attention.canonical() +
+                       " layers=" + std::to_string(config.layers) +
+                       " sink=" + std::to_string(config.sink) +
+                       " residual=" + std::to_string(config.residual);
+    // Static codes mean what their given scales say: the same ones, bit
+    // for bit.
+    for (const std::vector<float> *given :
+         {&config.keyScales, &config.keyZeros, &config.valueScales,
+          &config.valueZeros}) {
+      text += " [";
+      for (float x : *given) {
+        uint32_t bits;
+        std::memcpy(&bits, &x, 4);
+        text += std::to_string(bits) + ",";
+      }
+      text += "]";
+    }
+    return text;
   }
 
   /// Copies page `from` of every store of `layer` to page `to`.
@@ -335,7 +410,7 @@ struct QuantizedKVCache::Impl {
            {std::pair{store->words, store->wordsPerPage * 4},
             std::pair{store->scales, scaleBytesPerPage},
             std::pair{store->zeros, scaleBytesPerPage}}) {
-        if (!base)
+        if (!base || bytes == 0) // static scales: none per page
           continue;
         Status s = context->copyOnDevice(
             static_cast<char *>(base) + to * bytes,
@@ -760,6 +835,8 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
   if (config.maxQueryTokens < 1)
     return fail("max query tokens must be at least 1, got " +
                 std::to_string(config.maxQueryTokens));
+  if (std::optional<std::string> problem = checkStaticScales(config))
+    return fail(*problem);
   // Bounds that keep every size below from overflowing and every launch
   // within CUDA's grid: far above any model.
   for (auto [name, value, limit] :
@@ -806,6 +883,8 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
                                             config.headDim, config.dtype);
   impl->quantizeValue = KernelSpec::forScheme(
       KernelKind::Quantize, config.value, config.headDim, config.dtype);
+  // Per-head static scales: the kernels index the kv heads.
+  impl->quantizeKey.kvHeads = impl->quantizeValue.kvHeads = config.kvHeads;
   if (config.prefillZeroPoints != ZeroPointSearch::MinMax &&
       config.prefillZeroPoints != ZeroPointSearch::Hqq)
     return fail("prefill zero points has no such value (" +
@@ -819,7 +898,7 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
   impl->prefillValue = impl->quantizeValue;
   // A symmetric scheme has no zero points: it quantizes as usual.
   for (KernelSpec *prefill : {&impl->prefillKey, &impl->prefillValue})
-    if (!prefill->key.symmetric)
+    if (!prefill->key.symmetric && !prefill->key.isStatic())
       prefill->zeroPoints = config.prefillZeroPoints;
   for (const KernelSpec *spec : {&impl->quantizeKey, &impl->quantizeValue})
     if (std::optional<std::string> problem = spec->validate())
@@ -856,8 +935,10 @@ QuantizedKVCache::create(Context &context, const CacheConfig &config,
     layer.sinkV = impl->allocate(sinkBytes, s);
     layer.residualK = impl->allocate(residualBytes, s);
     layer.residualV = impl->allocate(residualBytes, s);
-    layer.key = impl->makeStore(config.key, s);
-    layer.value = impl->makeStore(config.value, s);
+    layer.key =
+        impl->makeStore(config.key, l, config.keyScales, config.keyZeros, s);
+    layer.value = impl->makeStore(config.value, l, config.valueScales,
+                                  config.valueZeros, s);
     layer.parts.assign(config.batch, Parts());
     layer.blockTable.assign(size_t(config.batch) * impl->maxPages, -1);
     for (int page = impl->numPages - 1; page >= 0; --page)

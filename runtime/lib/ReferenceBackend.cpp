@@ -258,6 +258,16 @@ public:
         std::vector<float> input = readHalf(
             rowOf(rows, c.residualCapacity, b, 0, 0),
             ((heads - 1) * c.residualCapacity + c.flushTokens) * d, spec.dtype);
+        if (s->isStatic()) { // the given scales, read and kept
+          HostScales given =
+              readScales(scales, zeros, s->staticScaleCount(int(heads)), *s);
+          ref::quantizeStatic(
+              *s, int(d), int(heads), input.data(), int(heads), c.flushTokens,
+              c.residualCapacity, c.pageTokens, quantized % c.pageTokens,
+              static_cast<uint32_t *>(words) + page * wordsPerPage,
+              given.scales.data(), given.zeroData());
+          continue;
+        }
         char *pageScales =
             static_cast<char *>(scales) + page * scalesPerPage * scaleBytes;
         char *pageZeros = zeros ? static_cast<char *>(zeros) +
@@ -311,6 +321,8 @@ public:
                                        &spec.value, &spec.value, &spec.value};
       for (int i = 0; i < 6; ++i) {
         const QuantScheme &s = *schemes[i];
+        if (i % 3 != 0 && s.isStatic()) // given scales: not in the pages
+          continue;
         size_t block = i % 3 == 0
                            ? packedWordCount(s, d, 1, n) * 4
                            : scaleCount(s, d, 1, n) * (s.fp32Scales ? 4 : 2);
@@ -345,12 +357,15 @@ public:
       keys = segment(c.keys, c.bodyCapacity);
       values = segment(c.values, c.bodyCapacity);
     } else {
-      keyScales = readScales(
-          c.keyScales, c.keyZeros,
-          kvRows * scaleCount(spec.key, d, 1, c.bodyCapacity), spec.key);
-      valueScales = readScales(
-          c.valueScales, c.valueZeros,
-          kvRows * scaleCount(spec.value, d, 1, c.bodyCapacity), spec.value);
+      // Per group: every row's; static: the given ones.
+      auto scalesOf = [&](const QuantScheme &s) {
+        return s.isStatic() ? size_t(s.staticScaleCount(spec.kvHeads))
+                            : kvRows * scaleCount(s, d, 1, c.bodyCapacity);
+      };
+      keyScales =
+          readScales(c.keyScales, c.keyZeros, scalesOf(spec.key), spec.key);
+      valueScales = readScales(c.valueScales, c.valueZeros,
+                               scalesOf(spec.value), spec.value);
     }
     std::vector<float> sk = segment(spec.sink ? c.sinkKeys : nullptr,
                                     c.sinkCapacity),

@@ -142,6 +142,30 @@ TEST(ApiContract, AbsurdSizesAreStatusErrorsNamingTheValue) {
   c.prefillZeroPoints = ZeroPointSearch(9);
   EXPECT_FALSE(QuantizedKVCache::create(*context, c, &status));
   EXPECT_EQ(status.message(), "prefill zero points has no such value (9)");
+  // Static scales: as many as the scheme needs, positive and finite; none
+  // for a scheme that computes its own.
+  c = tinyConfig();
+  c.key = QuantScheme::staticScheme(8, QuantScheme::Scales::Head, true,
+                                    QuantScheme::Format::E4M3);
+  EXPECT_FALSE(QuantizedKVCache::create(*context, c, &status));
+  EXPECT_EQ(status.message(),
+            "key scales: scheme e4m3ph needs " +
+                std::to_string(c.layers * c.kvHeads) +
+                " (layers x kv heads), got 0 (kvq-calibrate writes them)");
+  c.keyScales.assign(size_t(c.layers) * c.kvHeads, 0.5f);
+  c.keyScales[1] = -1.0f;
+  EXPECT_FALSE(QuantizedKVCache::create(*context, c, &status));
+  EXPECT_EQ(status.message(),
+            "key scales[1] = -1.000000 is not a positive finite scale");
+  c.keyScales[1] = 0.5f;
+  c.valueScales = {1.0f};
+  EXPECT_FALSE(QuantizedKVCache::create(*context, c, &status));
+  EXPECT_EQ(status.message(), "value scales: scheme " + c.value.tag() +
+                                  " computes its scales per group, but 1 "
+                                  "values were given");
+  c.valueScales.clear();
+  EXPECT_TRUE(QuantizedKVCache::create(*context, c, &status))
+      << status.message();
 
   void *p = context->allocate(SIZE_MAX - 100, &status);
   EXPECT_EQ(p, nullptr);

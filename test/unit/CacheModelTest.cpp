@@ -23,6 +23,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <random>
 
 using namespace kvq;
@@ -83,8 +84,8 @@ public:
     std::vector<float> k, v;
   };
   Seen seenBy(int seq, const QuantizedKVCache::Parts &p) const {
-    return {seen(sequences[seq].k, p, c.key),
-            seen(sequences[seq].v, p, c.value)};
+    return {seen(sequences[seq].k, p, c.key, c.keyScales, c.keyZeros),
+            seen(sequences[seq].v, p, c.value, c.valueScales, c.valueZeros)};
   }
 
   /// One query row (query heads x d) over the first `horizon` tokens of
@@ -130,7 +131,9 @@ private:
   /// quantized and dequantized as the cache stores them.
   std::vector<float> seen(const std::vector<float> &x,
                           const QuantizedKVCache::Parts &p,
-                          const QuantScheme &scheme) const {
+                          const QuantScheme &scheme,
+                          const std::vector<float> &staticScales,
+                          const std::vector<float> &staticZeros) const {
     std::vector<float> out = x;
     int n = p.quantized, d = c.headDim, heads = c.kvHeads;
     if (n == 0)
@@ -147,10 +150,18 @@ private:
     std::vector<float> scales(scaleCount(scheme, d, heads, n)),
         zeros(scales.size());
     float *z = scheme.symmetric ? nullptr : zeros.data();
-    ref::quantize(scheme, d, rows.data(), heads, n, n, n, 0, words.data(),
-                  scales.data(), z, zeroPoints);
-    ref::dequantize(scheme, d, words.data(), scales.data(), z, heads, n, n, 0,
-                    n, rows.data());
+    if (scheme.isStatic()) { // layer 0's given scales
+      const float *gz = scheme.symmetric ? nullptr : staticZeros.data();
+      ref::quantizeStatic(scheme, d, heads, rows.data(), heads, n, n, n, 0,
+                          words.data(), staticScales.data(), gz);
+      ref::dequantizeStatic(scheme, d, heads, words.data(), staticScales.data(),
+                            gz, heads, n, n, 0, n, rows.data());
+    } else {
+      ref::quantize(scheme, d, rows.data(), heads, n, n, n, 0, words.data(),
+                    scales.data(), z, zeroPoints);
+      ref::dequantize(scheme, d, words.data(), scales.data(), z, heads, n, n, 0,
+                      n, rows.data());
+    }
     for (int t = 0; t < n; ++t)
       for (int h = 0; h < heads; ++h)
         for (int i = 0; i < d; ++i)
@@ -198,14 +209,16 @@ CacheUnderTest makeCache(BackendKind backend, const CacheConfig &c) {
 /// sequences share a pool of `pages` pages (of 4 x 10), each attend
 /// compared with the model (normwise error <= 2e-3, the attention tolerance
 /// of the numerics matrix).
-void runOperations(BackendKind backend, const char *preset, int ops,
-                   int pages) {
+void runOperations(BackendKind backend, const char *preset, int ops, int pages,
+                   const std::function<void(CacheConfig &)> &adjust = {}) {
   CacheConfig c = kvq::testing::smallCacheConfig(preset);
   c.layers = 1;
   c.batch = 4;
   c.capacity = 640;
   c.residual = 32;
   c.pages = pages;
+  if (adjust)
+    adjust(c);
   auto [context, cache] = makeCache(backend, c);
   ASSERT_TRUE(cache);
   Status status;
@@ -353,13 +366,37 @@ INSTANTIATE_TEST_SUITE_P(EveryPreset, CacheModelOnTheEmulator,
                          ::testing::Values("kivi2", "kivi4", "hf_quanto_int4",
                                            "int8", "int4"));
 
-// Several query tokens per sequence in one call (chunked prefill,
-// speculative verification), mixed with single tokens and sequences that
-// take none: every new token attends over its sequence up to itself and no
-// further, against the model, for every preset on the emulator (the
-// generated chunked kernel) and on the reference. Chunks of 64
-// fill the residual past a flush: it is quantized after the attention, and
-// later chunks see it so.
+// Static scales (given per kv head or per tensor; FP8 keys, 4-bit values,
+// and asymmetric 8-bit with zero points): prefills, host appends, batched
+// decode steps whose flushes quantize in the append kernel, forks and
+// releases, on the emulator and the reference, against the model.
+void useStaticScales(CacheConfig &c) {
+  c.key = QuantScheme::staticScheme(8, QuantScheme::Scales::Head, true,
+                                    QuantScheme::Format::E4M3);
+  c.value = QuantScheme::staticScheme(4, QuantScheme::Scales::Head, true);
+  c.value.interleaved = true;
+  c.keyScales = {0.004f, 0.025f}; // the outlier channel x8: some saturate
+  c.valueScales = {0.45f, 0.5f};
+}
+void useAsymmetricStaticScales(CacheConfig &c) {
+  c.key = QuantScheme::staticScheme(8, QuantScheme::Scales::Tensor, false);
+  c.value = QuantScheme::staticScheme(8, QuantScheme::Scales::Tensor, true,
+                                      QuantScheme::Format::E5M2);
+  c.keyScales = {0.12f};
+  c.keyZeros = {-15.0f};
+  c.valueScales = {0.01f};
+}
+TEST(CacheModel, StaticScalesOnTheEmulator) {
+  runOperations(BackendKind::Emulator, "int4", 600, /*pages=*/16,
+                useStaticScales);
+  runOperations(BackendKind::Emulator, "int4", 400, /*pages=*/8,
+                useAsymmetricStaticScales);
+}
+TEST(CacheModel, StaticScalesOnTheReferenceBackend) {
+  runOperations(BackendKind::Reference, "int4", 600, /*pages=*/16,
+                useStaticScales);
+}
+
 // A prefill with HQQ zero points stores what the reference's HQQ quantizer
 // gives: attention matches the model that quantizes with HQQ and is told
 // apart from the min-max model. Only prompts here, so every quantized token
@@ -417,6 +454,13 @@ TEST(CacheModel, HqqPrefillStoresTheReferenceZeroPoints) {
   }
 }
 
+// Several query tokens per sequence in one call (chunked prefill,
+// speculative verification), mixed with single tokens and sequences that
+// take none: every new token attends over its sequence up to itself and no
+// further, against the model, for every preset on the emulator (the
+// generated chunked kernel) and on the reference. Chunks of 64
+// fill the residual past a flush: it is quantized after the attention, and
+// later chunks see it so.
 TEST(CacheModel, ChunksOfQueryTokensAttendCausally) {
   for (BackendKind backend : kvq::testing::kCpuBackends)
     for (const char *preset : kvq::testing::kPresets) {

@@ -73,6 +73,13 @@ struct CacheConfig {
   /// scheme has no zero points; Hqq with both schemes symmetric is an
   /// error.
   ZeroPointSearch prefillZeroPoints = ZeroPointSearch::MinMax;
+  /// Static schemes (QuantScheme::isStatic: "4tphs", "e4m3pt", ...): the
+  /// calibrated fp32 scales - and, asymmetric, zero points - of every
+  /// layer, layer-major, layers x staticScaleCount(kvHeads) values
+  /// (kvq-calibrate and kvq::calibrateScales compute them; vLLM's
+  /// k_scale/v_scale are FP8 scales). Positive and finite; empty for a
+  /// scheme that computes its own scales per group.
+  std::vector<float> keyScales, keyZeros, valueScales, valueZeros;
   /// The stream (a CUstream/cudaStream_t; null: the default stream) every
   /// launch and copy of the cache is queued on, in order: an engine passes
   /// its own (PyTorch's current stream, say). The CPU backends ignore it.

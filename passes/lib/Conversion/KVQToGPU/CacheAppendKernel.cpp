@@ -230,6 +230,7 @@ LogicalResult mlir::kvq::buildCacheAppendKernel(CacheAppendOp op,
             q.inRowBase = kb.mul(seq, a.kvHeads);
             q.outRowBase = kb.mul(page, a.kvHeads);
             q.blockLocal = true;
+            q.staticHeads = a.kvHeads; // rows are the kv heads
             if (scheme.getAxis() == Axis::token)
               buildTokenAxisQuantize(kb, scheme, headDim, threads,
                                      /*halfVector=*/1, q);

@@ -96,9 +96,9 @@ struct QuantizeArgs {
   bool blockLocal = false;
   /// How asymmetric groups get their zero points (ZeroPointSearch.h).
   ZeroPointSearch zeroPoints = ZeroPointSearch::minmax;
-  /// A static scheme's given scales (and zeros): how many there are (1 per
-  /// tensor, the kv heads per head); head row r reads entry r % this.
-  int64_t staticScales = 0;
+  /// A static scheme's given scales (and zeros) per kv head: head row r
+  /// reads entry r % staticHeads (per tensor: entry 0).
+  Value staticHeads;
 
   Value inRow(KernelBuilder &kb, Value row) const {
     return inRowBase ? kb.add(inRowBase, row) : row;

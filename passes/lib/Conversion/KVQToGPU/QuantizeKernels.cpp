@@ -347,11 +347,11 @@ void mlir::kvq::buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                  input, kb.add(inBase, kb.add(start, kb.i32(e))), halfVector))
           values.push_back(kb.toF32(x));
       Value scale, zero;
-      if (a.staticScales) {
+      if (scheme.isStatic()) {
         // Given scales: this head row's kv head's, or the tensor's.
-        Value index = a.staticScales == 1
-                          ? kb.i32(0)
-                          : kb.rem(headRow, kb.i32(a.staticScales));
+        Value index = scheme.getStaticScales() == ScaleSource::head
+                          ? kb.rem(headRow, a.staticHeads)
+                          : kb.i32(0);
         std::tie(scale, zero) = kb.loadScaleAndZero(scales, zeros, index);
       } else {
         auto [lo, hi] = localRange(kb, scheme, values);
@@ -389,7 +389,7 @@ void mlir::kvq::buildTokenAxisQuantize(KernelBuilder &kb, SchemeAttr scheme,
                                    kb.add(firstWord, kb.i32(w)));
           kb.store(packWord(kb, scheme, codes), words, wordIndex);
         }
-        if (a.staticScales) // nothing to store: the scales were given
+        if (scheme.isStatic()) // nothing to store: the scales were given
           return;
         Value leader = kb.eq(kb.rem(lane, kb.i32(m.lanesPerGroup)), kb.i32(0));
         kb.ifThen(leader, [&] {
@@ -621,7 +621,6 @@ LogicalResult mlir::kvq::buildQuantizeStaticKernel(QuantizeStaticOp op,
   FailureOr<int64_t> count = staticScaleCount(op, scheme, op.getScales());
   if (failed(count))
     return failure();
-  a.staticScales = *count;
   SmallVector<KernelParameter> parameters = {
       {"input", globalBuffer(k->half), &a.input}};
   parameters.append(packedParameters(op->getContext(), scheme, &a.words,
@@ -634,6 +633,7 @@ LogicalResult mlir::kvq::buildQuantizeStaticKernel(QuantizeStaticOp op,
   gpu::GPUFuncOp func = createPackedKernel(builder, module, op, "quantize",
                                            "quant", scheme, *k, parameters);
   KernelBody body(builder, op.getLoc(), func);
+  a.staticHeads = body.kb.i32(*count);
   buildTokenAxisQuantize(body.kb, scheme, k->headDim, k->threads, k->halfVector,
                          a);
   return success();
