@@ -46,6 +46,29 @@ const std::vector<CachePreset> &presetTable() {
   return all;
 }
 
+const std::vector<CachePreset> &staticPresetTable() {
+  using S = QuantScheme;
+  // A residual of 32 fp16 tokens (the smallest flush) keeps the batched
+  // decode step, which quantizes whole flushes; its tokens are quantized
+  // 32 steps later with the same static scales.
+  static const std::vector<CachePreset> all = {
+      {"prefixquant",
+       "PrefixQuant (Chen et al. 2024): outlier prefix tokens kept in fp16 "
+       "(the sink), keys and values 4-bit symmetric with static per-head "
+       "scales",
+       S::staticScheme(4, S::Scales::Head, true),
+       S::staticScheme(4, S::Scales::Head, true), 32, 4},
+      {"fp8_e4m3",
+       "vLLM, SGLang, TensorRT-LLM: FP8 E4M3 keys and values with a "
+       "per-tensor scale (k_scale, v_scale)",
+       S::staticScheme(8, S::Scales::Tensor, true, S::Format::E4M3),
+       S::staticScheme(8, S::Scales::Tensor, true, S::Format::E4M3), 32, 0},
+      {"fp8_e5m2", "vLLM's FP8 E5M2 cache, per-tensor scales",
+       S::staticScheme(8, S::Scales::Tensor, true, S::Format::E5M2),
+       S::staticScheme(8, S::Scales::Tensor, true, S::Format::E5M2), 32, 0}};
+  return all;
+}
+
 const std::vector<ModelShape> &models() {
   static const std::vector<ModelShape> all = {{"llama-2-7b", 32, 32, 32, 128},
                                               {"llama-3-8b", 32, 32, 8, 128},
@@ -64,15 +87,22 @@ template <typename T> std::string names(const std::vector<T> &items) {
 } // namespace
 
 std::optional<CachePreset> kvq::findPreset(const std::string &name) {
-  for (const CachePreset &p : presetTable())
-    if (p.name == name)
-      return p;
+  for (const auto *table : {&presetTable(), &staticPresetTable()})
+    for (const CachePreset &p : *table)
+      if (p.name == name)
+        return p;
   return std::nullopt;
 }
 
 const std::vector<CachePreset> &kvq::allPresets() { return presetTable(); }
 
-std::string kvq::knownPresets() { return names(presetTable()); }
+const std::vector<CachePreset> &kvq::staticPresets() {
+  return staticPresetTable();
+}
+
+std::string kvq::knownPresets() {
+  return names(presetTable()) + ", " + names(staticPresetTable());
+}
 
 std::optional<ModelShape> kvq::findModel(const std::string &name) {
   for (const ModelShape &m : models())
@@ -88,8 +118,10 @@ std::vector<KernelSpec> kvq::kernelsFor(const CachePreset &preset,
                                         HalfType dtype) {
   std::vector<KernelSpec> specs;
   for (const QuantScheme &s : {preset.key, preset.value})
-    for (KernelKind kind : {KernelKind::Quantize, KernelKind::Dequantize})
+    for (KernelKind kind : {KernelKind::Quantize, KernelKind::Dequantize}) {
       specs.push_back(KernelSpec::forScheme(kind, s, model.headDim, dtype));
+      specs.back().kvHeads = model.kvHeads; // per-head static scales
+    }
   // The cache's batched decode step (QuantizedKVCache::appendStep).
   specs.push_back(
       KernelSpec::forAppend(preset.key, preset.value, model.headDim, dtype));

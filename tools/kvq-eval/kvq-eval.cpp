@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvq/Calibrate.h"
 #include "kvq/QuantizedKVCache.h"
 #include "kvq/Runtime/Reference.h"
 
@@ -53,8 +54,32 @@ Data makeData(bool kvLike, uint32_t seed) {
   return d;
 }
 
+/// Relative RMS error of `x` stored with `s`: per group (with
+/// `zeroPoints`), or with the given static `scales` and `zeros`.
 double relativeError(const QuantScheme &s, const std::vector<float> &x,
-                     ZeroPointSearch zeroPoints) {
+                     ZeroPointSearch zeroPoints,
+                     const std::vector<float> &staticScales = {},
+                     const std::vector<float> &staticZeros = {}) {
+  auto rms = [&](const std::vector<float> &back) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      num += (back[i] - x[i]) * double(back[i] - x[i]);
+      den += double(x[i]) * x[i];
+    }
+    return std::sqrt(num / den);
+  };
+  if (s.isStatic()) {
+    std::vector<uint32_t> words(x.size() * s.bits / 32);
+    std::vector<float> back(x.size());
+    const float *z = s.symmetric ? nullptr : staticZeros.data();
+    ref::quantizeStatic(s, kHeadDim, kKvHeads, x.data(), kKvHeads, kTokens,
+                        kTokens, kTokens, 0, words.data(), staticScales.data(),
+                        z);
+    ref::dequantizeStatic(s, kHeadDim, kKvHeads, words.data(),
+                          staticScales.data(), z, kKvHeads, kTokens, kTokens, 0,
+                          kTokens, back.data());
+    return rms(back);
+  }
   int g = s.groupSize(kHeadDim);
   bool token = s.axis == QuantScheme::Axis::Token;
   size_t nScales = token ? size_t(kKvHeads) * kTokens * (kHeadDim / g)
@@ -65,12 +90,46 @@ double relativeError(const QuantScheme &s, const std::vector<float> &x,
                 words.data(), scales.data(), zeros.data(), zeroPoints);
   ref::dequantize(s, kHeadDim, words.data(), scales.data(), zeros.data(),
                   kKvHeads, kTokens, kTokens, 0, kTokens, back.data());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (back[i] - x[i]) * double(back[i] - x[i]);
-    den += double(x[i]) * x[i];
+  return rms(back);
+}
+
+/// Static scales (and zeros) of scheme `s` calibrated on `x` ([kv heads,
+/// tokens, d]) with `method`, as kvq-calibrate would: the first
+/// kCalibrationTokens tokens of a separate draw of the same data.
+constexpr int kCalibrationTokens = 256;
+void calibrate(const QuantScheme &s, const std::vector<float> &x,
+               CalibrationMethod method, std::vector<float> &scales,
+               std::vector<float> &zeros) {
+  std::vector<float> samples; // token-major, as calibrateScales reads them
+  for (int t = 0; t < kCalibrationTokens; ++t)
+    for (int h = 0; h < kKvHeads; ++h)
+      for (int c = 0; c < kHeadDim; ++c)
+        samples.push_back(x[(size_t(h) * kTokens + t) * kHeadDim + c]);
+  CalibrationOptions options;
+  options.format.kind =
+      s.format == QuantScheme::Format::E4M3   ? StaticFormat::Kind::E4M3
+      : s.format == QuantScheme::Format::E5M2 ? StaticFormat::Kind::E5M2
+                                              : StaticFormat::Kind::Integer;
+  options.format.bits = s.bits;
+  options.format.symmetric = s.symmetric;
+  options.granularity = s.scales == QuantScheme::Scales::Head
+                            ? ScaleGranularity::Head
+                            : ScaleGranularity::Tensor;
+  options.method = method;
+  std::vector<StaticScale> calibrated;
+  Status status = calibrateScales(samples.data(), kCalibrationTokens, kKvHeads,
+                                  kHeadDim, options, &calibrated);
+  if (!status.ok()) {
+    llvm::errs() << status.message() << "\n";
+    std::exit(1);
   }
-  return std::sqrt(num / den);
+  scales.clear();
+  zeros.clear();
+  for (const StaticScale &c : calibrated) {
+    scales.push_back(c.scale);
+    if (!s.symmetric)
+      zeros.push_back(c.zero);
+  }
 }
 
 std::vector<uint16_t> bits(const std::vector<float> &x) {
@@ -141,6 +200,9 @@ struct Row {
   std::string keyOverride; ///< scheme tag replacing the preset's keys
   int sink;
   ZeroPointSearch zeroPoints = ZeroPointSearch::MinMax; ///< the prefill's
+  /// Static schemes: how their scales are calibrated.
+  CalibrationMethod method = CalibrationMethod::MinMax;
+  std::string valueOverride; ///< scheme tag replacing the preset's values
 };
 
 } // namespace
@@ -174,8 +236,22 @@ int main() {
        "HF's HQQ backend quantizes the whole prompt too", "hf_quanto_int4", "",
        0, ZeroPointSearch::Hqq},
       {"int4 + HQQ zero points", "", "int4", "", 4, ZeroPointSearch::Hqq},
-      {"int8 + HQQ zero points", "", "int8", "", 4, ZeroPointSearch::Hqq}};
+      {"int8 + HQQ zero points", "", "int8", "", 4, ZeroPointSearch::Hqq},
+      {"fp8 e4m3, per tensor", "vLLM's FP8 cache: scale = amax / 448",
+       "fp8_e4m3", "", 0},
+      {"fp8 e5m2, per tensor", "scale = amax / 57344", "fp8_e5m2", "", 0},
+      {"fp8 e4m3, per kv head", "", "fp8_e4m3", "e4m3ph", 0,
+       ZeroPointSearch::MinMax, CalibrationMethod::MinMax, "e4m3ph"},
+      {"static int4 per head + fp16 prefix", "PrefixQuant: MSE-grid scales",
+       "prefixquant", "", 4, ZeroPointSearch::MinMax,
+       CalibrationMethod::MseGrid},
+      {"static int4 per head, no prefix", "the same, the first token quantized",
+       "prefixquant", "", 0, ZeroPointSearch::MinMax,
+       CalibrationMethod::MseGrid}};
   Data gaussian = makeData(false, 1), kvLike = makeData(true, 2);
+  // Static scales are calibrated on another draw of each kind of data.
+  Data gaussianSample = makeData(false, 101),
+       kvLikeSample = makeData(true, 102);
 
   llvm::outs() << "# Accuracy of the quantized KV cache\n\n"
                << "Generated by `scripts/update-accuracy.sh`: this part by "
@@ -217,17 +293,30 @@ int main() {
     auto zeroPointsOf = [&](const QuantScheme &s) {
       return s.symmetric ? ZeroPointSearch::MinMax : row.zeroPoints;
     };
-    double aAttn = attentionError(*context, config, gaussian);
-    double bAttn = attentionError(*context, config, kvLike);
+    if (!row.valueOverride.empty())
+      parseSchemeTag(row.valueOverride, config.value);
+    // Per data set: its attention error and the K and V errors, static
+    // scales calibrated on that kind of data's sample.
+    auto measure = [&](const Data &data, const Data &sample) {
+      CacheConfig c = config;
+      if (c.key.isStatic())
+        calibrate(c.key, sample.k, row.method, c.keyScales, c.keyZeros);
+      if (c.value.isStatic())
+        calibrate(c.value, sample.v, row.method, c.valueScales, c.valueZeros);
+      return std::array<double, 3>{
+          attentionError(*context, c, data),
+          relativeError(c.key, data.k, zeroPointsOf(c.key), c.keyScales,
+                        c.keyZeros),
+          relativeError(c.value, data.v, zeroPointsOf(c.value), c.valueScales,
+                        c.valueZeros)};
+    };
+    std::array<double, 3> a = measure(gaussian, gaussianSample),
+                          b = measure(kvLike, kvLikeSample);
     llvm::outs() << llvm::formatv(
         "| {0} | {1} | {2} | {3} | {4:f3} | {5:f3} | {6:f3} | {7:f3} | {8:f3} "
         "| {9:f3} | {10} |\n",
-        row.name, config.key.tag(), config.value.tag(), row.sink, aAttn,
-        relativeError(config.key, gaussian.k, zeroPointsOf(config.key)),
-        relativeError(config.value, gaussian.v, zeroPointsOf(config.value)),
-        bAttn, relativeError(config.key, kvLike.k, zeroPointsOf(config.key)),
-        relativeError(config.value, kvLike.v, zeroPointsOf(config.value)),
-        row.note);
+        row.name, config.key.tag(), config.value.tag(), row.sink, a[0], a[1],
+        a[2], b[0], b[1], b[2], row.note);
   }
   llvm::outs() << "\nReading the table: compare rows on data (b). Keys per "
                   "channel (KIVI) against keys per token, and fp16 sinks "

@@ -25,8 +25,12 @@ struct ModelShape {
   int layers, queryHeads, kvHeads, headDim;
 };
 
-/// kivi2, kivi4, hf_quanto_int4, int8, int4, in that order.
+/// kivi2, kivi4, hf_quanto_int4, int8, int4, in that order: the presets
+/// that need nothing more than a name.
 const std::vector<CachePreset> &allPresets();
+/// prefixquant, fp8_e4m3, fp8_e5m2: static scales, which a cache is given
+/// (CacheConfig::keyScales ..., calibrated by kvq-calibrate).
+const std::vector<CachePreset> &staticPresets();
 std::optional<CachePreset> findPreset(const std::string &name);
 std::string knownPresets();
 /// llama-2-7b, llama-3-8b, mistral-7b, qwen2.5-7b.
