@@ -15,12 +15,22 @@ from ._backend import (addresses, backend_for, check_tensor, context_for, half_t
                        stream_of)
 
 
+def _floats(values) -> list:
+    """Scales as a flat list of floats: None, a sequence or a tensor."""
+    if values is None:
+        return []
+    if isinstance(values, torch.Tensor):
+        return values.detach().float().flatten().cpu().tolist()
+    return [float(v) for v in values]
+
+
 class QuantizedKVCache:
     def __init__(self, *, layers: int, batch: int, kv_heads: int, query_heads: int,
                  head_dim: int, capacity: int = 4096, preset: str = "kivi2",
                  dtype: torch.dtype = torch.float16, device="cpu", key: str = None,
                  value: str = None, residual: int = None, sink: int = None, pages: int = 0,
-                 max_query_tokens: int = 1, prefill_zero_points: str = "minmax"):
+                 max_query_tokens: int = 1, prefill_zero_points: str = "minmax",
+                 key_scales=None, key_zeros=None, value_scales=None, value_zeros=None):
         """A cache for `batch` sequences of up to `capacity` tokens in each of
         `layers` layers. `preset` (kvq_jit.presets()) sets the schemes,
         residual and sink; `key`/`value` (scheme tags such as '2c32'),
@@ -30,7 +40,11 @@ class QuantizedKVCache:
         `max_query_tokens` > 1 enables append_and_attend with chunks;
         `prefill_zero_points="hqq"` gives a prompt's asymmetric groups HQQ's
         optimized zero points (lower error, docs/accuracy.md; decode steps
-        keep min-max)."""
+        keep min-max). Static schemes ('e4m3pt', '4tphs', presets fp8_e4m3,
+        fp8_e5m2, prefixquant) take their calibrated scales (and, asymmetric,
+        zero points): `key_scales` ..., one per layer (per tensor) or
+        [layers, kv_heads] (per kv head), as kvq_jit.calibrate_scales gives
+        them."""
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -47,7 +61,9 @@ class QuantizedKVCache:
             dtype=half_type_name(dtype, "dtype"), capacity=capacity, preset=preset or "",
             key=key or "", value=value or "", residual=-1 if residual is None else residual,
             sink=-1 if sink is None else sink, pages=pages, max_query_tokens=max_query_tokens,
-            prefill_zero_points=prefill_zero_points, stream=stream_of(device))
+            prefill_zero_points=prefill_zero_points, key_scales=_floats(key_scales),
+            key_zeros=_floats(key_zeros), value_scales=_floats(value_scales),
+            value_zeros=_floats(value_zeros), stream=stream_of(device))
         # Orders this cache's ops in a traced graph (kvq_jit.ops); no data.
         self.state = torch.zeros(1, device=device)
         self.id = ops.register_cache(self)

@@ -39,17 +39,18 @@ def _cache(cache_id: int):
 # --- quantize / dequantize --------------------------------------------------
 
 def _spec(kind: str, scheme: str, head_dim: int, dtype: torch.dtype,
-          zero_points: str = "minmax") -> str:
+          zero_points: str = "minmax", kv_heads: int = 0) -> str:
     half = "bf16" if dtype == torch.bfloat16 else "f16"
     options = " hqq" if zero_points == "hqq" else ""
-    return f"{kind} {scheme} d={head_dim} {half}{options}"
+    heads = f" hkv={kv_heads}" if kv_heads else ""  # per-head static scales
+    return f"{kind} {scheme} d={head_dim}{heads} {half}{options}"
 
 
 def _check_spec(kind: str, scheme: str, head_dim: int, dtype: torch.dtype,
-                zero_points: str = "minmax"):
+                zero_points: str = "minmax", kv_heads: int = 0):
     """Raises an InvalidSpecError naming `scheme` unless kvq can generate it."""
     try:
-        _kvq.canonical_spec(_spec(kind, scheme, head_dim, dtype, zero_points))
+        _kvq.canonical_spec(_spec(kind, scheme, head_dim, dtype, zero_points, kv_heads))
     except _kvq.InvalidSpecError as error:
         message = str(error)
         raise _kvq.InvalidSpecError(
@@ -88,16 +89,68 @@ def _(x, scheme, zero_points):
             x.new_empty(scales_shape, dtype=scale_dtype))
 
 
-def quantize(x: torch.Tensor, scheme: str, zero_points: str = "minmax"):
+@torch.library.custom_op("kvq_jit::quantize_static", mutates_args=())
+def _quantize_static(x: torch.Tensor, scheme: str, scales: torch.Tensor,
+                     zeros: torch.Tensor) -> torch.Tensor:
+    rows, tokens, head_dim = x.shape
+    words_shape, _, _ = _buffers(scheme, rows, tokens, head_dim)
+    words = torch.empty(words_shape, dtype=torch.int32, device=x.device)
+    heads = scales.numel() if _kvq.scheme_scales(scheme) == "head" else 0
+    with addresses(x.device) as at:
+        context_for(x.device).quantize(
+            _spec("quantize", scheme, head_dim, x.dtype, kv_heads=heads), at(x),
+            at(words, output=True), at(scales), at(zeros) if zeros.numel() else 0,
+            rows=rows, tokens=tokens, in_tokens=tokens, out_tokens=tokens, out_offset=0,
+            stream=stream_of(x.device))
+    return words
+
+
+@_quantize_static.register_fake
+def _(x, scheme, scales, zeros):
+    rows, tokens, head_dim = x.shape
+    words_shape, _, _ = _buffers(scheme, rows, tokens, head_dim)
+    return x.new_empty(words_shape, dtype=torch.int32)
+
+
+def _static_scales(name: str, values, count: int, device) -> torch.Tensor:
+    """Given scales (or zeros) as `count` float32 values on `device`."""
+    t = torch.as_tensor(values, dtype=torch.float32).flatten().to(device)
+    if t.numel() != count:
+        raise _kvq.InvalidArgumentError(
+            f"{name}: the scheme takes {count} value(s) (one per tensor or per "
+            f"kv head), got {t.numel()}")
+    return t.contiguous()
+
+
+def quantize(x: torch.Tensor, scheme: str, zero_points: str = "minmax",
+             scales=None, zeros=None):
     """Quantizes `x` ([rows, tokens, head_dim], fp16/bf16) in `scheme` (a
     scheme tag: '4t64' = 4 bits per token in groups of 64 channels, '2c32' =
     2 bits per channel in groups of 32 tokens, + 's' symmetric, 'x' fp32
     scales). Returns (words int32 [rows, n], scales [rows, m], zeros [rows, m])
     in kvq's packed layout (docs/architecture.md). `zero_points="hqq"` refines
     an asymmetric scheme's zero points with HQQ's half-quadratic search
-    (docs/accuracy.md); "minmax" keeps each group's minimum."""
+    (docs/accuracy.md); "minmax" keeps each group's minimum.
+
+    Static schemes ('e4m3pt', 'e5m2ph', '4tphs', ...) take their calibrated
+    `scales` (and, asymmetric, `zeros`): one value, or one per kv head (the
+    rows, which then cycle through the heads). FP8 codes are the bytes of
+    x / scale, vLLM's; the words hold them in element order. Returns (words,
+    scales, zeros) with the given scales."""
     check_tensor("x", x, shape=(None, None, None), contiguous=True)
     half_type_name(x.dtype, "x")
+    kind = _kvq.scheme_scales(scheme)
+    if kind != "group":
+        if scales is None:
+            raise _kvq.InvalidArgumentError(
+                f"scheme {scheme!r} has static scales: pass scales= (kvq_jit.calibrate_scales)")
+        count = 1 if kind == "tensor" else torch.as_tensor(scales).numel()
+        s = _static_scales("scales", scales, count, x.device)
+        z = (_static_scales("zeros", zeros, count, x.device) if zeros is not None
+             else torch.empty(0, dtype=torch.float32, device=x.device))
+        _check_spec("quantize", scheme, x.shape[2], x.dtype,
+                    kv_heads=count if kind == "head" else 0)
+        return _quantize_static(x, scheme, s, z), s, z
     if zero_points not in ("minmax", "hqq"):
         raise ValueError(f"zero_points must be 'minmax' or 'hqq', got {zero_points!r}")
     context_for(x.device)  # a device kvq cannot serve fails here, by name
@@ -110,9 +163,11 @@ def _dequantize(words: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, 
                 tokens: int, head_dim: int, dtype: torch.dtype) -> torch.Tensor:
     rows = words.shape[0]
     out = torch.empty((rows, tokens, head_dim), dtype=dtype, device=words.device)
+    heads = scales.numel() if _kvq.scheme_scales(scheme) == "head" else 0
     with addresses(words.device) as at:
         context_for(words.device).dequantize(
-            _spec("dequantize", scheme, head_dim, dtype), at(words), at(scales), at(zeros),
+            _spec("dequantize", scheme, head_dim, dtype, kv_heads=heads), at(words),
+            at(scales), at(zeros) if zeros.numel() else 0,
             at(out, output=True), rows=rows, tokens=tokens, in_tokens=tokens, in_offset=0,
             out_tokens=tokens, stream=stream_of(words.device))
     return out
@@ -127,10 +182,19 @@ def dequantize(words, scales, zeros, scheme: str, tokens: int, head_dim: int,
                dtype=torch.float16) -> torch.Tensor:
     """The inverse of quantize(): [rows, tokens, head_dim] of `dtype`."""
     half_type_name(dtype, "dtype")
-    _check_spec("dequantize", scheme, head_dim, dtype)
+    kind = _kvq.scheme_scales(scheme)
+    heads = scales.numel() if kind == "head" else 0
+    _check_spec("dequantize", scheme, head_dim, dtype, kv_heads=heads)
     check_tensor("words", words, shape=(None, None), dtype=torch.int32, contiguous=True)
     words_shape, scales_shape, scale_dtype = _buffers(scheme, words.shape[0], tokens, head_dim)
     check_tensor("words", words, shape=words_shape)
+    if kind != "group":  # the given static scales (and zeros, or none)
+        count = 1 if kind == "tensor" else heads
+        scales = _static_scales("scales", scales, count, words.device)
+        zeros = (_static_scales("zeros", zeros, count, words.device)
+                 if zeros is not None and torch.as_tensor(zeros).numel()
+                 else torch.empty(0, dtype=torch.float32, device=words.device))
+        return _dequantize(words, scales, zeros, scheme, tokens, head_dim, dtype)
     for name, t in (("scales", scales), ("zeros", zeros)):
         check_tensor(name, t, shape=scales_shape, dtype=scale_dtype, device=words.device,
                      contiguous=True)

@@ -90,6 +90,7 @@ kvq::CacheConfig makeConfig(int layers, int batch, int kvHeads, int queryHeads,
                             const std::string &value, int residual, int sink,
                             int pages, int maxQueryTokens,
                             const std::string &prefillZeroPoints,
+                            const std::array<std::vector<float>, 4> &given,
                             uintptr_t stream) {
   kvq::CacheConfig config;
   config.layers = layers;
@@ -126,6 +127,11 @@ kvq::CacheConfig makeConfig(int layers, int batch, int kvHeads, int queryHeads,
                                   "prefill_zero_points must be minmax or hqq, "
                                   "got '" +
                                       prefillZeroPoints + "'"));
+  // Static schemes' calibrated scales, layer-major (checked by create()).
+  config.keyScales = given[0];
+  config.keyZeros = given[1];
+  config.valueScales = given[2];
+  config.valueZeros = given[3];
   config.stream = address<void>(stream);
   return config;
 }
@@ -301,6 +307,15 @@ void bindSchemes(nb::module_ &m) {
       "(32-bit words, scales, bytes per scale) of `rows` rows of `tokens` "
       "tokens in a scheme such as '2c32' or '4t64'.");
   m.def(
+      "scheme_scales",
+      [](const std::string &tag) -> std::string {
+        const char *names[] = {"group", "tensor", "head"};
+        return names[int(parseScheme(tag).scales)];
+      },
+      "scheme"_a,
+      "Where a scheme's scales come from: 'group' (computed and stored), or "
+      "given per 'tensor' or per kv 'head'.");
+  m.def(
       "canonical_spec",
       [](const std::string &text) { return parseSpec(text).canonical(); },
       "spec"_a);
@@ -333,11 +348,16 @@ void bindCache(nb::module_ &m) {
              int capacity, const std::string &preset, const std::string &key,
              const std::string &value, int residual, int sink, int pages,
              int maxQueryTokens, const std::string &prefillZeroPoints,
+             std::vector<float> keyScales, std::vector<float> keyZeros,
+             std::vector<float> valueScales, std::vector<float> valueZeros,
              uintptr_t stream) {
             kvq::CacheConfig config =
                 makeConfig(layers, batch, kvHeads, queryHeads, headDim, dtype,
                            capacity, preset, key, value, residual, sink, pages,
-                           maxQueryTokens, prefillZeroPoints, stream);
+                           maxQueryTokens, prefillZeroPoints,
+                           {std::move(keyScales), std::move(keyZeros),
+                            std::move(valueScales), std::move(valueZeros)},
+                           stream);
             kvq::Status status;
             std::unique_ptr<Cache> cache;
             {
@@ -351,7 +371,10 @@ void bindCache(nb::module_ &m) {
           "head_dim"_a, "dtype"_a, "capacity"_a, "preset"_a = "", "key"_a = "",
           "value"_a = "", "residual"_a = -1, "sink"_a = -1, "pages"_a = 0,
           "max_query_tokens"_a = 1, "prefill_zero_points"_a = "minmax",
-          "stream"_a = 0)
+          "key_scales"_a = std::vector<float>(),
+          "key_zeros"_a = std::vector<float>(),
+          "value_scales"_a = std::vector<float>(),
+          "value_zeros"_a = std::vector<float>(), "stream"_a = 0)
       .def(
           "append",
           [](Cache &c, int layer, int sequence, uintptr_t k, uintptr_t v,

@@ -270,3 +270,34 @@ def test_hqq_zero_points_lower_the_error_and_bad_names_are_refused():
         kvq_jit.quantize(x, "4t32s", "hqq")
     with pytest.raises(kvq_jit.InvalidArgumentError, match="'median'"):
         make_cache("kivi2", prefill_zero_points="median")
+
+
+def test_fp8_cache_with_calibrated_scales_matches_its_reference():
+    """An FP8 E4M3 cache (per-tensor scales from calibrate_scales, vLLM's
+    amax / 448) attends over what its scales store: the quantized middle is
+    fp8(x / scale) * scale, computed here in torch; missing scales are
+    refused by name."""
+    k, v = kv_like(300, 8)
+    scales = {}
+    for name, x in (("key", k), ("value", v)):
+        scale = kvq_jit.calibrate_scales(x.transpose(0, 1).float(), "e4m3")["scale"]
+        scales[name] = [float(scale[0])] * 2  # both layers
+    cache = make_cache("fp8_e4m3", key_scales=scales["key"], value_scales=scales["value"])
+    cache.append(0, 0, k, v)
+    sink, quantized, residual = cache.parts(0, 0)
+    assert quantized > 0 and sink == 0
+    body = slice(sink, sink + quantized)
+    keys, values = k.clone(), v.clone()
+    for t, s in ((keys, scales["key"][0]), (values, scales["value"][0])):
+        stored = (t[:, body].float() / s).to(torch.float8_e4m3fn)
+        t[:, body] = (stored.float() * s).half()
+    group = QUERY_HEADS // KV_HEADS
+    q = torch.randn(2, QUERY_HEADS, DIM).half()
+    out = cache.attend(0, q)
+    kk = keys.double().repeat_interleave(group, 0)
+    vv = values.double().repeat_interleave(group, 0)
+    p = (torch.einsum("hd,htd->ht", q[0].double(), kk) / math.sqrt(DIM)).softmax(-1)
+    want = torch.einsum("ht,htd->hd", p, vv)
+    assert (out[0].double() - want).abs().max() < 2e-3
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="key scales: scheme e4m3pt needs 2"):
+        make_cache("fp8_e4m3")

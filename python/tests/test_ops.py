@@ -82,3 +82,25 @@ def test_the_emulator_quantizes_bit_for_bit_as_the_reference(monkeypatch, scheme
                             kvq_jit.dequantize(words, scales, zeros, scheme, 64, 64))
     for got, want in zip(results["emulator"], results["reference"]):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("fmt,torch_type", [("e4m3", torch.float8_e4m3fn),
+                                            ("e5m2", torch.float8_e5m2)])
+def test_fp8_codes_are_torchs_fp8_bytes_in_element_order(fmt, torch_type):
+    """vLLM's FP8 KV cache stores each element as the byte of x / scale:
+    kvq's words hold exactly torch's FP8 bytes of x / scale, element by
+    element in little-endian order (per kv head scales here: row h uses
+    scale h), and read back as fp8 * scale."""
+    g = torch.Generator().manual_seed(21)
+    x = (torch.randn(2, 40, 64, generator=g) * 3).half()
+    scales = torch.tensor([0.02, 0.05])
+    words, s, z = kvq_jit.quantize(x, f"{fmt}ph", scales=scales)
+    stored = words.view(torch.uint8).reshape(2, 40, 64)
+    want = (x.float() / scales.view(2, 1, 1)).to(torch_type)
+    assert torch.equal(stored, want.view(torch.uint8))
+    back = kvq_jit.dequantize(words, s, z, f"{fmt}ph", 40, 64)
+    assert torch.equal(back, (want.float() * scales.view(2, 1, 1)).half())
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="pass scales="):
+        kvq_jit.quantize(x, f"{fmt}pt")
+    with pytest.raises(kvq_jit.InvalidArgumentError, match="takes 1 value"):
+        kvq_jit.quantize(x, f"{fmt}pt", scales=[1.0, 2.0])
