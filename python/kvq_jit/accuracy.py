@@ -41,6 +41,7 @@ import pathlib
 import torch
 
 import kvq_jit
+from kvq_jit import _kvq
 
 LICENSES = pathlib.Path("/usr/share/common-licenses")
 TEXTS = ["Apache-2.0", "GPL-3", "LGPL-2.1", "MPL-2.0", "GFDL-1.3", "Artistic"]
@@ -75,6 +76,8 @@ def windows(tokenizer):
 
 def _scheme_for_head_dim(tag: str, head_dim: int) -> str:
     """A token-axis group wider than head_dim becomes the whole head vector."""
+    if _kvq.scheme_scales(tag) != "group":  # static: no group to adapt
+        return tag
     bits, axis, rest = tag[0], tag[1], tag[2:]
     digits = "".join(c for c in rest if c.isdigit())
     if axis == "t" and digits and int(digits) > head_dim:
@@ -87,15 +90,21 @@ class KvqStore:
     for the keys and values of one layer: [heads, tokens, head_dim] fp16."""
 
     def __init__(self, preset, heads, head_dim, sink=None, residual=None, key=None,
-                 zero_points="minmax"):
+                 zero_points="minmax", method="minmax"):
         schemes = kvq_jit.preset(preset)
-        self.zero_points = zero_points
+        self.zero_points, self.method, self.heads = zero_points, method, heads
         self.key = _scheme_for_head_dim(key or schemes["key"], head_dim)
         self.value = _scheme_for_head_dim(schemes["value"], head_dim)
         self.options = dict(layers=1, batch=1, kv_heads=heads, query_heads=heads,
                             head_dim=head_dim, capacity=TOKENS, preset=preset, key=self.key,
                             value=self.value, sink=sink, residual=residual,
                             prefill_zero_points=zero_points)
+        # Static schemes: the cache only routes tokens here (any scales do);
+        # the stored values use scales calibrated on each layer's window.
+        for name, tag in (("key", self.key), ("value", self.value)):
+            if _kvq.scheme_scales(tag) != "group":
+                count = heads if _kvq.scheme_scales(tag) == "head" else 1
+                self.options[f"{name}_scales"] = [1.0] * count
         self.adapted = (self.key, self.value) != (key or schemes["key"], schemes["value"])
 
     def __call__(self, k, v):
@@ -108,13 +117,30 @@ class KvqStore:
         out = []
         for x, scheme in ((k, self.key), (v, self.value)):
             x = x.clone()
-            if quantized:
+            if quantized and _kvq.scheme_scales(scheme) != "group":
+                words, scales, zeros = kvq_jit.quantize(
+                    x[:, body].contiguous(), scheme, scales=self._calibrated(x, scheme))
+                x[:, body] = kvq_jit.dequantize(words, scales, zeros, scheme, quantized,
+                                                x.shape[2])
+            elif quantized:
                 words, scales, zeros = kvq_jit.quantize(x[:, body].contiguous(), scheme,
                                                         self.zero_points)
                 x[:, body] = kvq_jit.dequantize(words, scales, zeros, scheme, quantized,
                                                 x.shape[2])
             out.append(x)
         return out
+
+
+    def _calibrated(self, x, scheme):
+        """Static scales of `x` ([heads, tokens, head_dim]) for `scheme`,
+        as vLLM's calculate_kv_scales or kvq-calibrate would take them from
+        the keys and values at hand: per tensor or per head, min-max or the
+        MSE grid (self.method)."""
+        fmt = scheme[:4] if scheme.startswith("e") else f"int{scheme[0]}"
+        head = _kvq.scheme_scales(scheme) == "head"
+        return kvq_jit.calibrate_scales(
+            x.transpose(0, 1).float(), fmt, granularity="head" if head else "tensor",
+            method=self.method)["scale"]
 
 
 class QuantoStore:
@@ -148,6 +174,14 @@ def configurations(heads, head_dim):
     for preset in ("kivi2", "kivi4", "int4"):
         store = KvqStore(preset, heads, head_dim, sink=0, residual=0, zero_points="hqq")
         rows.append((f"kvq {preset} + HQQ zero points: all quantized", store))
+    # Static scales, calibrated on each layer's keys and values of the
+    # window: vLLM's FP8 (per tensor, min-max) and PrefixQuant's 4-bit per
+    # head (MSE grid), everything but the sink quantized.
+    for preset, note, method in (("fp8_e4m3", "", "minmax"), ("fp8_e5m2", "", "minmax"),
+                                 ("prefixquant", " (MSE-grid scales)", "mse")):
+        store = KvqStore(preset, heads, head_dim, residual=0, method=method)
+        sink = kvq_jit.preset(preset)["sink"]
+        rows.append((f"kvq {preset}{note}: sink {sink}, no residual", store))
     rows.append(("HF QuantizedCache quanto nbits=4", QuantoStore(4)))
     rows.append(("HF QuantizedCache quanto nbits=2", QuantoStore(2)))
     return rows
