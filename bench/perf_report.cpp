@@ -121,7 +121,8 @@ struct Contender {
 };
 std::vector<Contender> contenders() {
   std::vector<Contender> list = {{"fp16 baseline", std::nullopt}};
-  for (const char *name : {"kivi2", "kivi4", "hf_quanto_int4", "int4", "int8"})
+  for (const char *name : {"kivi2", "kivi4", "hf_quanto_int4", "int4", "int8",
+                           "fp8_e4m3", "fp8_e5m2", "prefixquant"})
     list.push_back({name, findPreset(name)});
   return list;
 }
@@ -140,6 +141,8 @@ double bodyBytesPerToken(const Contender &c, const ModelShape &m) {
   if (!c.preset)
     return d * 2 * 2;
   auto perElement = [&](const QuantScheme &s) {
+    if (s.isStatic()) // the scales are given: no bytes per element
+      return s.bits / 8.0;
     double g = s.groupSize(d);
     double scaleBits = (s.fp32Scales ? 32 : 16) * (s.symmetric ? 1 : 2);
     return (s.bits + scaleBits / g) / 8;
