@@ -235,7 +235,8 @@ ModuleOp buildKernelModule(MLIRContext &context, const KernelSpec &spec) {
           b, loc, query, q, kw, ks, kz, vw, vs, vz, sk, sv, rk, rv, lens,
           /*block_table=*/args[i++], key, value, b.getF32FloatAttr(scale),
           b.getI64IntegerAttr(spec.pageTokens),
-          spec.chunked ? b.getUnitAttr() : UnitAttr(), plan);
+          spec.chunked ? b.getUnitAttr() : UnitAttr(),
+          spec.nhdPages ? b.getUnitAttr() : UnitAttr(), plan);
     else
       out = AttentionOp::create(b, loc, query, q, k, v, sk, sv, rk, rv, lens,
                                 b.getF32FloatAttr(scale), plan);

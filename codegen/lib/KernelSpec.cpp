@@ -160,6 +160,8 @@ std::string KernelSpec::canonical() const {
        << " d=" << headDim << " hq=" << queryHeads << " hkv=" << kvHeads;
     if (pageTokens)
       os << " paged=" << pageTokens;
+    if (nhdPages)
+      os << " nhd";
     if (chunked)
       os << " chunked";
     os << " " << dtypeName << (sink ? " sink" : "")
@@ -321,6 +323,11 @@ std::optional<std::string> KernelSpec::validate() const {
   if (queryHeads % kvHeads != 0) {
     os << "query heads (" << queryHeads << ") must be a multiple of kv heads ("
        << kvHeads << ")";
+    return os.str();
+  }
+  if (nhdPages && (kind != KernelKind::Attention || pageTokens == 0 ||
+                   !key.isStatic() || !value.isStatic())) {
+    os << scheme_rules::kNhdRule << " (add paged=N; schemes like e4m3pt)";
     return os.str();
   }
   if (chunked && (kind != KernelKind::Attention || pageTokens == 0)) {
@@ -491,6 +498,8 @@ std::optional<std::string> kvq::parseKernelSpec(const std::string &text,
       explicitSegments = true;
     else if (word == "chunked" && s.isAttention())
       s.chunked = true;
+    else if (word == "nhd" && s.isAttention())
+      s.nhdPages = true;
     else if (word == "hqq" && s.kind == KernelKind::Quantize)
       s.zeroPoints = ZeroPointSearch::Hqq;
     else if (!s.isAttention() && s.kind != KernelKind::Append &&

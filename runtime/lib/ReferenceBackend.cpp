@@ -76,8 +76,12 @@ int sequenceOf(const AttentionCall &c, int row) {
 /// (row, kv head, page slot) block of `blockBytes` comes from the page the
 /// block table row of the row's sequence names (clamped into the pool, as
 /// the kernels do).
+/// A paged pool read as the contiguous body it stands for, `[batch, kv
+/// heads, slots x page tokens, ...]`: blocks of `blockBytes` (a head's
+/// page); `nhd` pools hold each page token-major (`tokenBytes` a row).
 std::vector<char> gatherPages(const void *pool, size_t blockBytes,
-                              const AttentionCall &c, int kvHeads, int slots) {
+                              const AttentionCall &c, int kvHeads, int slots,
+                              bool nhd = false, int pageTokens = 0) {
   std::vector<char> out;
   if (!pool)
     return out;
@@ -87,11 +91,21 @@ std::vector<char> gatherPages(const void *pool, size_t blockBytes,
     for (int slot = 0; slot < slots; ++slot) {
       size_t entry = size_t(sequenceOf(c, b)) * c.maxPages + slot;
       int page = std::clamp(c.blockTable[entry], 0, c.numPages - 1);
-      for (int h = 0; h < kvHeads; ++h)
-        std::memcpy(out.data() +
-                        ((size_t(b) * kvHeads + h) * slots + slot) * blockBytes,
-                    bytes + (size_t(page) * kvHeads + h) * blockBytes,
-                    blockBytes);
+      for (int h = 0; h < kvHeads; ++h) {
+        char *to = out.data() +
+                   ((size_t(b) * kvHeads + h) * slots + slot) * blockBytes;
+        if (!nhd) {
+          std::memcpy(to, bytes + (size_t(page) * kvHeads + h) * blockBytes,
+                      blockBytes);
+          continue;
+        }
+        size_t row = blockBytes / pageTokens; // one token's bytes
+        for (int t = 0; t < pageTokens; ++t)
+          std::memcpy(to + t * row,
+                      bytes +
+                          ((size_t(page) * pageTokens + t) * kvHeads + h) * row,
+                      row);
+      }
     }
   return out;
 }
@@ -326,7 +340,8 @@ public:
         size_t block = i % 3 == 0
                            ? packedWordCount(s, d, 1, n) * 4
                            : scaleCount(s, d, 1, n) * (s.fp32Scales ? 4 : 2);
-        pagedBody[i] = gatherPages(*tensors[i], block, c, spec.kvHeads, slots);
+        pagedBody[i] = gatherPages(*tensors[i], block, c, spec.kvHeads, slots,
+                                   spec.nhdPages, n);
         *tensors[i] = pagedBody[i].empty() ? nullptr : pagedBody[i].data();
       }
       c.bodyCapacity = slots * n;

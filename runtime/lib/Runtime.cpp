@@ -154,7 +154,8 @@ SpecKey specKey(const KernelSpec &s) {
   key.fields[10] = s.queryHeads;
   key.fields[11] = s.kvHeads;
   key.fields[12] = int32_t(s.dtype);
-  key.fields[13] = s.sink | (s.residual << 1) | (s.chunked << 2);
+  key.fields[13] =
+      s.sink | (s.residual << 1) | (s.chunked << 2) | (s.nhdPages << 3);
   key.fields[14] = s.pageTokens;
   key.fields[15] = int32_t(s.path);
   key.fields[16] = int32_t(s.zeroPoints);

@@ -135,6 +135,27 @@ TEST(KernelSpec, StaticAndFp8SchemeTags) {
             "(e4m3)");
 }
 
+// Token-major pages (vLLM's NHD layout) are a paged attention's variant for
+// static-scale schemes: the word round-trips, and the rest is refused.
+TEST(KernelSpec, TokenMajorPagesNeedPagedStaticSchemes) {
+  KernelSpec spec;
+  ASSERT_FALSE(parseKernelSpec(
+      "attention k=e4m3pt v=e4m3pt d=128 hq=32 hkv=8 nhd paged=16", spec));
+  EXPECT_TRUE(spec.nhdPages);
+  EXPECT_EQ(spec.canonical(), "attention k=e4m3pt v=e4m3pt d=128 hq=32 hkv=8 "
+                              "paged=16 nhd f16 sink residual");
+  EXPECT_EQ(spec.validate(), std::nullopt);
+  std::string rule = "nhd (token-major) pages need a paged body and "
+                     "static-scale schemes for keys and values (add paged=N; "
+                     "schemes like e4m3pt)";
+  for (const char *bad :
+       {"attention k=e4m3pt v=e4m3pt d=128 hq=32 hkv=8 nhd",
+        "attention k=e4m3pt v=4t32 d=128 hq=32 hkv=8 paged=16 nhd"}) {
+    ASSERT_FALSE(parseKernelSpec(bad, spec)) << bad;
+    EXPECT_EQ(spec.validate().value_or(""), rule) << bad;
+  }
+}
+
 // The cache's decode step: both schemes, head_dim and dtype; it writes
 // scales, so bf16 needs fp32 ones for keys and values alike.
 TEST(KernelSpec, AppendSpecsRoundTripAndCheckTheirSchemes) {

@@ -42,8 +42,11 @@ QuantizedBytes randomQuantized(const QuantScheme &s, size_t rows, int tokens,
   QuantizedBytes out;
   out.words.resize(packedWordCount(s, kHeadDim, rows, tokens) * 4);
   for (char &byte : out.words)
-    byte = char(rng());
-  size_t scales = scaleCount(s, kHeadDim, rows, tokens);
+    // FP8: exponents below the top ones (no NaN or infinity codes).
+    byte = char(s.isFp8() ? rng() & 0xBF : rng());
+  // Static scales: one per tensor or kv head, given, none in the pages.
+  size_t scales = s.isStatic() ? size_t(s.staticScaleCount(kKvHeads))
+                               : scaleCount(s, kHeadDim, rows, tokens);
   std::uniform_real_distribution<float> scale(0.01f, 0.2f), zero(-1.f, 1.f);
   auto fill = [&](std::vector<char> &bytes, auto &distribution) {
     bytes.resize(scales * (s.fp32Scales ? 4 : 2));
@@ -80,6 +83,32 @@ std::vector<char> scatter(const std::vector<char> &contiguous,
                     contiguous.data() +
                         ((size_t(b) * kKvHeads + h) * kMaxPages + slot) * block,
                     block);
+  return pool;
+}
+
+/// The same, token-major within each page (vLLM's NHD): a page holds token
+/// 0 of every kv head, then token 1, ...; `rowBytes` is one token's row.
+std::vector<char> scatterTokenMajor(const std::vector<char> &contiguous,
+                                    const std::vector<int32_t> &pageOf,
+                                    size_t rowBytes) {
+  std::vector<char> pool(size_t(kNumPages) * kKvHeads * kPageTokens * rowBytes,
+                         0);
+  for (int b = 0; b < kBatch; ++b)
+    for (int h = 0; h < kKvHeads; ++h)
+      for (int slot = 0; slot < kMaxPages; ++slot)
+        for (int t = 0; t < kPageTokens; ++t)
+          std::memcpy(
+              pool.data() +
+                  ((size_t(pageOf[b * kMaxPages + slot]) * kPageTokens + t) *
+                       kKvHeads +
+                   h) *
+                      rowBytes,
+              contiguous.data() +
+                  (((size_t(b) * kKvHeads + h) * kMaxPages + slot) *
+                       kPageTokens +
+                   t) *
+                      rowBytes,
+              rowBytes);
   return pool;
 }
 
@@ -138,17 +167,20 @@ struct TestRuntime {
   std::vector<void *> owned;
 };
 
+/// (preset, backend, token-major pages).
 class PagedAttentionTest
-    : public ::testing::TestWithParam<std::tuple<std::string, Backend>> {};
+    : public ::testing::TestWithParam<std::tuple<std::string, Backend, bool>> {
+};
 
 TEST_P(PagedAttentionTest, PermutedPagesEqualTheContiguousBodyBitForBit) {
-  auto [presetName, backend] = GetParam();
+  auto [presetName, backend, nhd] = GetParam();
   CachePreset preset = *findPreset(presetName);
   KernelSpec contiguous = KernelSpec::forAttention(
       preset.key, preset.value, kHeadDim, kQueryHeads, kKvHeads, HalfType::F16,
       /*sink=*/true, /*residual=*/true);
   KernelSpec paged = contiguous;
   paged.pageTokens = kPageTokens;
+  paged.nhdPages = nhd;
   ASSERT_FALSE(paged.validate().has_value()) << *paged.validate();
 
   std::mt19937 rng(1234);
@@ -180,18 +212,24 @@ TEST_P(PagedAttentionTest, PermutedPagesEqualTheContiguousBodyBitForBit) {
 
   auto run = [&](const KernelSpec &spec) {
     bool isPaged = spec.pageTokens > 0;
-    auto body = [&](const std::vector<char> &bytes) {
-      std::vector<char> data = isPaged ? scatter(bytes, pageOf) : bytes;
+    // Words (and per-group scales) go to the pages; static scales as given.
+    auto body = [&](const std::vector<char> &bytes, const QuantScheme &s,
+                    bool words) {
+      std::vector<char> data = bytes;
+      if (isPaged && (words || !s.isStatic()))
+        data = spec.nhdPages
+                   ? scatterTokenMajor(bytes, pageOf, kHeadDim * s.bits / 8)
+                   : scatter(bytes, pageOf);
       return upload(data.data(), data.size());
     };
     AttentionCall call;
     call.q = upload(q.data(), q.size() * 2);
-    call.keyWords = body(k.words);
-    call.keyScales = body(k.scales);
-    call.keyZeros = body(k.zeros);
-    call.valueWords = body(v.words);
-    call.valueScales = body(v.scales);
-    call.valueZeros = body(v.zeros);
+    call.keyWords = body(k.words, spec.key, true);
+    call.keyScales = body(k.scales, spec.key, false);
+    call.keyZeros = body(k.zeros, spec.key, false);
+    call.valueWords = body(v.words, spec.value, true);
+    call.valueScales = body(v.scales, spec.value, false);
+    call.valueZeros = body(v.zeros, spec.value, false);
     call.sinkKeys = upload(sinkK.data(), sinkK.size() * 2);
     call.sinkValues = upload(sinkV.data(), sinkV.size() * 2);
     call.residualKeys = upload(residK.data(), residK.size() * 2);
@@ -223,12 +261,26 @@ TEST_P(PagedAttentionTest, PermutedPagesEqualTheContiguousBodyBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(
     Presets, PagedAttentionTest,
-    ::testing::Combine(
-        ::testing::Values("kivi2", "kivi4", "hf_quanto_int4", "int4", "int8"),
-        ::testing::Values(Backend::Emulator, Backend::Reference)),
+    ::testing::Combine(::testing::Values("kivi2", "kivi4", "hf_quanto_int4",
+                                         "int4", "int8", "fp8_e4m3",
+                                         "prefixquant"),
+                       ::testing::Values(Backend::Emulator, Backend::Reference),
+                       ::testing::Values(false)),
     [](const auto &info) {
       return std::get<0>(info.param) + "_" +
              backendName(std::get<1>(info.param));
+    });
+
+// Token-major pages (vLLM's NHD cache layout) of the static presets read
+// exactly as the contiguous body they stand for.
+INSTANTIATE_TEST_SUITE_P(
+    TokenMajorPages, PagedAttentionTest,
+    ::testing::Combine(::testing::Values("fp8_e4m3", "fp8_e5m2", "prefixquant"),
+                       ::testing::Values(Backend::Emulator, Backend::Reference),
+                       ::testing::Values(true)),
+    [](const auto &info) {
+      return std::get<0>(info.param) + "_" +
+             backendName(std::get<1>(info.param)) + "_nhd";
     });
 
 TEST(PagedAttentionCallTest, BadPagedCallsAreTypedErrorsNamingTheValue) {

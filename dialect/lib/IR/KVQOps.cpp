@@ -443,6 +443,9 @@ LogicalResult QuantizedAttentionOp::verify() {
   if (getChunked() && !paged)
     return emitOpError("chunked query rows read a paged body: add "
                        "pages(%block_table, N)");
+  if (getNhd() &&
+      (!paged || !getKeyScheme().isStatic() || !getValueScheme().isStatic()))
+    return emitOpError(::kvq::scheme_rules::kNhdRule);
   KVSegment body = {"quantized keys/values", keyShape, valueShape, Type()};
   body.pooled = paged;
   return verifyAttentionOp(*this, body, getKeyScheme(), getValueScheme(),

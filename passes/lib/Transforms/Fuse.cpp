@@ -135,7 +135,7 @@ struct FuseDequantizeIntoAttention : OpRewritePattern<AttentionOp> {
         attention.getResidualValues(), attention.getLengths(),
         /*block_table=*/Value(), keys.getScheme(), values.getScheme(),
         attention.getSoftmaxScaleAttr(), /*page_tokens=*/IntegerAttr(),
-        /*chunked=*/UnitAttr(),
+        /*chunked=*/UnitAttr(), /*nhd=*/UnitAttr(),
         attention.getPlanAttr()); // a plan written by hand survives fusion
     return success();
   }

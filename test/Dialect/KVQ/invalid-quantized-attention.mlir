@@ -140,3 +140,16 @@ func.func @chunked_without_pages(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x64x8xi3
       : (tensor<?x4x64xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x3xi32>) -> tensor<?x4x64xf16>
   return %o : tensor<?x4x64xf16>
 }
+
+// -----
+
+// Token-major pages hold no per-row scales: static-scale schemes only.
+func.func @token_major_pages_of_per_group_scales(%q: tensor<?x4x64xf16>, %kw: tensor<?x4x64x8xi32>, %ks: tensor<?x4x64x2xf16>, %vw: tensor<?x4x64x8xi32>, %vs: tensor<?x4x64x2xf16>, %l: tensor<?x3xi32>, %t: tensor<?x?xi32>) -> tensor<?x4x64xf16> {
+  // expected-error @+1 {{'kvq.quantized_attention' op nhd (token-major) pages need a paged body and static-scale schemes for keys and values}}
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 4, group = 32, axis = token, mode = symmetric>,
+      values(%vw, %vs) scheme <bits = 4, group = 32, axis = token, mode = symmetric>
+      lengths(%l) pages(%t, 64) nhd scale 0.125
+      : (tensor<?x4x64xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x4x64x8xi32>, tensor<?x4x64x2xf16>, tensor<?x3xi32>, tensor<?x?xi32>) -> tensor<?x4x64xf16>
+  return %o : tensor<?x4x64xf16>
+}

@@ -65,3 +65,21 @@ func.func @chunked_rows(%q: tensor<5x4x64xf16>,
          tensor<2x?xi32>) -> tensor<5x4x64xf16>
   return %o : tensor<5x4x64xf16>
 }
+
+// Token-major pages (vLLM's NHD layout) of FP8 keys and values with given
+// per-tensor scales: `nhd` after the pages.
+// CHECK-LABEL: func.func @fp8_token_major_pages
+// CHECK: lengths(%{{.*}}) pages(%{{.*}}, 16) nhd scale 1.250000e-01
+func.func @fp8_token_major_pages(%q: tensor<2x4x64xf16>,
+    %kw: tensor<?x2x16x16xi32>, %ks: tensor<1x1x1x1xf32>,
+    %vw: tensor<?x2x16x16xi32>, %vs: tensor<1x1x1x1xf32>,
+    %lens: tensor<2x3xi32>, %table: tensor<2x?xi32>) -> tensor<2x4x64xf16> {
+  %o = kvq.quantized_attention %q,
+      keys(%kw, %ks) scheme <bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e4m3, static = tensor>,
+      values(%vw, %vs) scheme <bits = 8, group = head_dim, axis = token, mode = symmetric, scale = f32, format = e4m3, static = tensor>
+      lengths(%lens) pages(%table, 16) nhd scale 0.125
+      : (tensor<2x4x64xf16>, tensor<?x2x16x16xi32>, tensor<1x1x1x1xf32>,
+         tensor<?x2x16x16xi32>, tensor<1x1x1x1xf32>, tensor<2x3xi32>,
+         tensor<2x?xi32>) -> tensor<2x4x64xf16>
+  return %o : tensor<2x4x64xf16>
+}

@@ -113,6 +113,10 @@ struct KernelSpec {
   /// prefill, speculative verification): each row of q names its sequence
   /// through AttentionCall::rowSequences and has its own lengths row.
   bool chunked = false;
+  /// Paged quantized attention over token-major pages, `[pages, page
+  /// tokens, kv heads, ...]` (vLLM's NHD cache layout): static-scale
+  /// schemes only (no scales in the pages).
+  bool nhdPages = false;
   /// Attention: CUDA cores or tensor cores; Auto lets the plan choose.
   AttentionPath path = AttentionPath::Auto;
   /// Quantize (asymmetric schemes): how zero points are picked.

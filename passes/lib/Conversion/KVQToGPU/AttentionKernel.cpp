@@ -58,7 +58,7 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
                     SchemeAttr scheme, int64_t vectorWords, Value words,
                     Value scales, Value zeros, Value headRow,
                     Value bodyCapacity, Value t0, Value valid, Value tile,
-                    int64_t rowStride, Value kvHead) {
+                    int64_t rowStride, Value kvHead, Value tokenStride) {
   int64_t perWord = scheme.codesPerWord();
   int64_t group = scheme.groupSize(s.headDim);
   Value d = kb.i32(s.headDim);
@@ -83,8 +83,12 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
           Value w0 =
               kb.named("first_word", kb.mul(kb.rem(i, kb.i32(vectorsPerRow)),
                                             kb.i32(vectorWords)));
+          // Token-major pages: the token's row among every kv head's.
           Value row = kb.named(
-              "row", kb.add(kb.mul(headRow, bodyCapacity), kb.add(t0, t)));
+              "row",
+              tokenStride
+                  ? kb.add(headRow, kb.mul(kb.add(t0, t), tokenStride))
+                  : kb.add(kb.mul(headRow, bodyCapacity), kb.add(t0, t)));
           SmallVector<Value> loaded = kb.loadVector(
               words, kb.add(kb.mul(row, kb.i32(wordsPerRow)), w0), vectorWords);
           // w0 is a multiple of vectorWords and both it and the words of a
@@ -282,8 +286,14 @@ StoredRows mlir::kvq::storedBodyRows(KernelBuilder &kb, const AttentionShape &s,
   // Device data never leads outside the pool.
   page = kb.named(
       "page", kb.max(kb.i32(0), kb.min(page, kb.sub(a.numPages, kb.i32(1)))));
+  Value inPage = kb.named("token_in_page", kb.rem(t0, pageTokens));
+  if (s.nhd) // a page's rows: token by token, each token's kv heads
+    return {
+        kb.named("page_row",
+                 kb.add(kb.mul(kb.mul(page, pageTokens), a.kvHeads), r.kvHead)),
+        pageTokens, inPage, a.kvHeads};
   return {kb.named("pool_row", kb.add(kb.mul(page, a.kvHeads), r.kvHead)),
-          pageTokens, kb.named("token_in_page", kb.rem(t0, pageTokens))};
+          pageTokens, inPage};
 }
 
 namespace {
@@ -297,6 +307,7 @@ struct AttentionOpView {
   bool hasSink, hasResidual;
   int64_t pageTokens = 0; ///< a paged body's page tokens (0: contiguous)
   bool chunked = false;   ///< query rows mapped to sequences
+  bool nhd = false;       ///< token-major pages
 };
 
 LogicalResult buildAttention(const AttentionOpView &view,
@@ -306,12 +317,12 @@ LogicalResult buildAttention(const AttentionOpView &view,
 
 LogicalResult mlir::kvq::buildAttentionKernels(QuantizedAttentionOp op,
                                                gpu::GPUModuleOp module) {
-  return buildAttention({op, op.getQuery(), op.getKeyCodes(), op.getKeyScheme(),
-                         op.getValueScheme(),
-                         static_cast<bool>(op.getSinkKeys()),
-                         static_cast<bool>(op.getResidualKeys()),
-                         op.getPageTokens().value_or(0), op.getChunked()},
-                        module);
+  return buildAttention(
+      {op, op.getQuery(), op.getKeyCodes(), op.getKeyScheme(),
+       op.getValueScheme(), static_cast<bool>(op.getSinkKeys()),
+       static_cast<bool>(op.getResidualKeys()), op.getPageTokens().value_or(0),
+       op.getChunked(), op.getNhd()},
+      module);
 }
 
 LogicalResult mlir::kvq::buildDenseAttentionKernels(AttentionOp op,
@@ -446,10 +457,11 @@ private:
           Value storedRow = at.row, capacity = at.capacity, first = at.first;
           stageQuantized(kb, s, s.keyScheme, keyVector, a.keyWords, a.keyScales,
                          a.keyZeros, storedRow, capacity, first, n, smem.keys,
-                         s.keyStride(), range.kvHead);
+                         s.keyStride(), range.kvHead, at.tokenStride);
           stageQuantized(kb, s, s.valueScheme, valueVector, a.valueWords,
                          a.valueScales, a.valueZeros, storedRow, capacity,
-                         first, n, smem.values, s.headDim, range.kvHead);
+                         first, n, smem.values, s.headDim, range.kvHead,
+                         at.tokenStride);
           return {n};
         },
         [&]() -> SmallVector<Value> {
@@ -856,7 +868,8 @@ LogicalResult buildAttention(const AttentionOpView &view,
                    plan->scoresPerThread,
                    view.pageTokens,
                    view.chunked,
-                   plan->queryRowsPerBlock()};
+                   plan->queryRowsPerBlock(),
+                   view.nhd};
   bool hasSink = view.hasSink;
   bool hasResidual = view.hasResidual;
   MLIRContext *ctx = op->getContext();
@@ -931,7 +944,7 @@ LogicalResult buildAttention(const AttentionOpView &view,
             : "k" + schemeTag(s.keyScheme) + "_v" + schemeTag(s.valueScheme);
   std::string paged =
       (s.pageTokens ? "_p" + std::to_string(s.pageTokens) : std::string()) +
-      (s.chunked ? "c" : "");
+      (s.nhd ? "n" : "") + (s.chunked ? "c" : "");
   std::string name =
       llvm::formatv("kvq_attn_{0}_d{1}_g{2}{3}_{4}{5}{6}{7}", kv, s.headDim,
                     s.gqa, paged, halfTag(s.half), segments.empty() ? "" : "_",
@@ -949,7 +962,7 @@ LogicalResult buildAttention(const AttentionOpView &view,
       keyText, valueText, s.headDim, s.gqa, halfTag(s.half),
       hasSink ? "yes" : "no", hasResidual ? "yes" : "no",
       (s.pageTokens ? " page_tokens=" + std::to_string(s.pageTokens) : "") +
-          (s.chunked ? " chunked" : "") +
+          (s.nhd ? " nhd" : "") + (s.chunked ? " chunked" : "") +
           (s.queryRows > 1 ? " query_rows=" + std::to_string(s.queryRows)
                            : std::string()) +
           (tensorCores ? " path=tensor-cores" : " path=cuda-cores") +

@@ -44,6 +44,8 @@ struct AttentionShape {
   /// Chunked on the tensor cores: consecutive query rows a block takes
   /// (plan queryRows), each its GQA group's columns of the MMAs.
   int64_t queryRows = 1;
+  /// Token-major pages (`[pages, page tokens, kv heads, ...]`, vLLM's NHD).
+  bool nhd = false;
   bool dense() const { return !keyScheme; }
   int64_t keyStride() const { return attentionKeyStride(headDim); }
   /// Tiles read and written 4 floats at a time (AttentionTiles.h).
@@ -90,6 +92,9 @@ void setBodyEnd(KernelBuilder &kb, const AttentionArgs &a, SplitRange &r);
 /// which holds every token up to the next multiple of the page size.
 struct StoredRows {
   Value row, capacity, first;
+  /// Token-major pages: token t's row is row + (first + t) * tokenStride
+  /// (null: row * capacity + first + t).
+  Value tokenStride;
 };
 StoredRows storedBodyRows(KernelBuilder &kb, const AttentionShape &s,
                           const AttentionArgs &a, const SplitRange &r,

@@ -233,7 +233,10 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
     points are a pool of pages, `[pages, kv_heads, N tokens (packed), ...]`,
     and `block_table` (`[batch, max_pages]` i32) gives the page of each
     sequence's tokens `[i*N, (i+1)*N)`. N is a multiple of 16 and of every
-    channel-axis group, so a tile never crosses a page.
+    channel-axis group, so a tile never crosses a page. `nhd`: each page
+    is stored token-major instead, `[pages, N tokens, kv_heads, ...]` in
+    memory (vLLM's FlashAttention layout; the types keep the kv-head-major
+    shape), for static-scale token-axis schemes (no scales in the pages).
 
     Chunked (`chunked`): several query rows per sequence (chunked prefill,
     speculative verification). Row `b` of `query`, `lengths` and the output
@@ -269,6 +272,7 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
                        F32Attr:$softmax_scale,
                        OptionalAttr<I64Attr>:$page_tokens,
                        UnitAttr:$chunked,
+                       UnitAttr:$nhd,
                        OptionalAttr<KVQ_PlanAttr>:$plan);
   let assemblyFormat = [{
     $query `,`
@@ -280,6 +284,7 @@ def KVQ_QuantizedAttentionOp : KVQ_AttentionOp<"quantized_attention"> {
     (`residual` `(` $residual_keys^ `,` $residual_values `)`)?
     `lengths` `(` $lengths `)`
     (`pages` `(` $block_table^ `,` $page_tokens `)`)?
+    (`nhd` $nhd^)?
     (`chunked` $chunked^)?
     `scale` $softmax_scale attr-dict `:`
     functional-type(operands, results)

@@ -37,6 +37,12 @@ inline constexpr const char *kStaticRule =
     "static scales and FP8 need the token axis, one group per head vector "
     "and fp32 scales; FP8 is 8-bit, symmetric and linear";
 
+/// Token-major pages (vLLM's NHD layout): rows of tokens of every kv head,
+/// which only schemes without per-row scales can share.
+inline constexpr const char *kNhdRule =
+    "nhd (token-major) pages need a paged body and static-scale schemes for "
+    "keys and values";
+
 /// Optimized zero points (`zeroPoints hqq`) need zero points to optimize.
 inline constexpr const char *kHqqRule =
     "zero point search 'hqq' needs an asymmetric scheme: a symmetric one has "
