@@ -52,6 +52,35 @@ struct QuantResult {
   std::vector<float> dequantized;
 };
 
+/// Dequantizes tokens [inOffset, inOffset + tokens) of each of `rows` rows
+/// of a store of `inTokens` tokens on the emulator: the values read back.
+std::vector<float> dequantizeOnEmulator(const KernelSpec &spec, void *words,
+                                        void *scales, void *zeros, int rows,
+                                        int tokens, int inTokens, int inOffset,
+                                        const emu::LaunchOptions &options) {
+  size_t count = size_t(rows) * tokens * spec.headDim;
+  DeviceBuffer out(std::vector<uint16_t>(count, 0));
+  DequantizeCall back;
+  back.words = words;
+  back.scales = scales;
+  back.zeros = zeros;
+  back.output = out.get();
+  back.rows = rows;
+  back.tokens = tokens;
+  back.inTokens = inTokens;
+  back.inOffset = inOffset;
+  back.outTokens = tokens;
+  GeneratedSource source;
+  emu::Module &module = moduleFor(spec, &source);
+  llvm::Expected<KernelLaunch> launch = planDequantize(spec, source, back);
+  EXPECT_TRUE(static_cast<bool>(launch)) << llvm::toString(launch.takeError());
+  if (!launch)
+    return {};
+  llvm::Error error = module.launch(*launch, options);
+  EXPECT_FALSE(static_cast<bool>(error)) << llvm::toString(std::move(error));
+  return fromHalf(out.read<uint16_t>(count), spec.dtype);
+}
+
 /// Runs quantize then dequantize on the emulator with `schedule`.
 QuantResult runQuantize(const QuantCase &c, const std::vector<float> &input,
                         int rows, int tokens, int outTokens, int outOffset,
@@ -105,26 +134,9 @@ QuantResult runQuantize(const QuantCase &c, const std::vector<float> &input,
     r.zeros = readStorage(zeros, scaleCount, c.scheme);
 
   // Dequantize the tokens just written back out.
-  DeviceBuffer out(std::vector<uint16_t>(size_t(rows) * tokens * d, 0));
-  DequantizeCall back;
-  back.words = words.get();
-  back.scales = scales.get();
-  back.zeros = zeros.get();
-  back.output = out.get();
-  back.rows = rows;
-  back.tokens = tokens;
-  back.inTokens = outTokens;
-  back.inOffset = outOffset;
-  back.outTokens = tokens;
-  GeneratedSource dsource;
-  emu::Module &dm = moduleFor(dq, &dsource);
-  llvm::Expected<KernelLaunch> dlaunch = planDequantize(dq, dsource, back);
-  EXPECT_TRUE(static_cast<bool>(dlaunch))
-      << llvm::toString(dlaunch.takeError());
-  llvm::Error dError = dm.launch(*dlaunch, options);
-  EXPECT_FALSE(static_cast<bool>(dError)) << llvm::toString(std::move(dError));
   r.dequantized =
-      fromHalf(out.read<uint16_t>(size_t(rows) * tokens * d), c.dtype);
+      dequantizeOnEmulator(dq, words.get(), scales.get(), zeros.get(), rows,
+                           tokens, outTokens, outOffset, options);
   return r;
 }
 
@@ -300,26 +312,10 @@ TEST_P(StaticQuantizeNumerics, BitExactCodesFromGivenScales) {
     ASSERT_EQ(got[i], expected[i]) << "word " << i;
   EXPECT_EQ(scaleBuffer.read<float>(count), scales) << "given scales kept";
 
-  DeviceBuffer out(std::vector<uint16_t>(size_t(rows) * tokens * d, 0));
-  DequantizeCall back;
-  back.words = words.get();
-  back.scales = scaleBuffer.get();
-  back.zeros = call.zeros;
-  back.output = out.get();
-  back.rows = rows;
-  back.tokens = tokens;
-  back.inTokens = outTokens;
-  back.inOffset = outOffset;
-  back.outTokens = tokens;
-  GeneratedSource dsource;
-  emu::Module &dm = moduleFor(dq, &dsource);
-  llvm::Expected<KernelLaunch> dlaunch = planDequantize(dq, dsource, back);
-  ASSERT_TRUE(static_cast<bool>(dlaunch))
-      << llvm::toString(dlaunch.takeError());
-  llvm::Error dError = dm.launch(*dlaunch, {});
-  ASSERT_FALSE(static_cast<bool>(dError)) << llvm::toString(std::move(dError));
   std::vector<float> read =
-      fromHalf(out.read<uint16_t>(size_t(rows) * tokens * d), c.dtype);
+      dequantizeOnEmulator(dq, words.get(), scaleBuffer.get(), call.zeros, rows,
+                           tokens, outTokens, outOffset, {});
+  ASSERT_EQ(read.size(), size_t(rows) * tokens * d);
   std::vector<float> want(read.size());
   ref::dequantizeStatic(scheme, d, kvHeads, expected.data(), scales.data(), z,
                         rows, tokens, outTokens, outOffset, tokens,

@@ -547,6 +547,24 @@ FailureOr<PackedKernel> preparePackedKernel(Operation *op, Value codes,
                       type.getElementType()};
 }
 
+/// A quantize kernel's arguments (KernelABI.h), in order, bound to `a`.
+SmallVector<KernelParameter> quantizeParameters(MLIRContext *context,
+                                                const PackedKernel &k,
+                                                SchemeAttr scheme,
+                                                QuantizeArgs &a) {
+  Type i32 = IntegerType::get(context, 32);
+  SmallVector<KernelParameter> parameters = {
+      {"input", globalBuffer(k.half), &a.input}};
+  parameters.append(
+      packedParameters(context, scheme, &a.words, &a.scales, &a.zeros));
+  parameters.append({{"rows", i32, &a.rows},
+                     {"tokens", i32, &a.tokens},
+                     {"in_tokens", i32, &a.inTokens},
+                     {"out_tokens", i32, &a.outTokens},
+                     {"out_offset", i32, &a.outOffset}});
+  return parameters;
+}
+
 /// The kernel of a quantize or dequantize op (`kind`), named after the kind
 /// (`tag`), scheme, head_dim and dtype: "kvq_quant_4t64_d128_f16".
 gpu::GPUFuncOp createPackedKernel(OpBuilder &builder, gpu::GPUModuleOp module,
@@ -574,18 +592,10 @@ LogicalResult mlir::kvq::buildQuantizeKernel(QuantizeOp op,
   SchemeAttr scheme = op.getScheme();
   int64_t headDim = k->headDim;
   OpBuilder builder(op);
-  Type i32 = builder.getI32Type();
   QuantizeArgs a;
   a.zeroPoints = op.getZeroPoints();
-  SmallVector<KernelParameter> parameters = {
-      {"input", globalBuffer(k->half), &a.input}};
-  parameters.append(packedParameters(op->getContext(), scheme, &a.words,
-                                     &a.scales, &a.zeros));
-  parameters.append({{"rows", i32, &a.rows},
-                     {"tokens", i32, &a.tokens},
-                     {"in_tokens", i32, &a.inTokens},
-                     {"out_tokens", i32, &a.outTokens},
-                     {"out_offset", i32, &a.outOffset}});
+  SmallVector<KernelParameter> parameters =
+      quantizeParameters(op->getContext(), *k, scheme, a);
   // The kernel's name says how it picks zero points: kvq_quant_hqq_...
   bool hqq = a.zeroPoints == ZeroPointSearch::hqq;
   gpu::GPUFuncOp func =
@@ -616,20 +626,12 @@ LogicalResult mlir::kvq::buildQuantizeStaticKernel(QuantizeStaticOp op,
     return failure();
   SchemeAttr scheme = op.getScheme();
   OpBuilder builder(op);
-  Type i32 = builder.getI32Type();
   QuantizeArgs a;
   FailureOr<int64_t> count = staticScaleCount(op, scheme, op.getScales());
   if (failed(count))
     return failure();
-  SmallVector<KernelParameter> parameters = {
-      {"input", globalBuffer(k->half), &a.input}};
-  parameters.append(packedParameters(op->getContext(), scheme, &a.words,
-                                     &a.scales, &a.zeros));
-  parameters.append({{"rows", i32, &a.rows},
-                     {"tokens", i32, &a.tokens},
-                     {"in_tokens", i32, &a.inTokens},
-                     {"out_tokens", i32, &a.outTokens},
-                     {"out_offset", i32, &a.outOffset}});
+  SmallVector<KernelParameter> parameters =
+      quantizeParameters(op->getContext(), *k, scheme, a);
   gpu::GPUFuncOp func = createPackedKernel(builder, module, op, "quantize",
                                            "quant", scheme, *k, parameters);
   KernelBody body(builder, op.getLoc(), func);
