@@ -349,6 +349,24 @@ __device__ __forceinline__ int kvq_e4m3_from_float(float x) {
 __device__ __forceinline__ int kvq_e5m2_from_float(float x) {
   return kvq_fp8_from_float(x, 2, 15, 57344.0f);
 }
+// An FP8 byte's value, exactly (NaN and infinity codes as such).
+// E5M2 is the top byte of an fp16: a shift and a half-to-float conversion.
+__device__ __forceinline__ float kvq_e5m2_to_float(int code) {
+#ifdef __CUDA_ARCH__
+  return __half2float(__ushort_as_half((unsigned short)(code << 8)));
+#else
+  return kvq_emu::halfBitsToFloat((unsigned)code << 8);
+#endif
+}
+// E4M3: its exponent and mantissa bits at the top of an fp32's exponent
+// field make a float 2^120 too small (subnormals included), which one exact
+// multiply rescales; 0x7F and 0xFF are NaN.
+__device__ __forceinline__ float kvq_e4m3_to_float(int code) {
+  int magnitude = code & 0x7F;
+  float x = __int_as_float(((code & 0x80) << 24) | (magnitude << 20)) *
+            1.329227995784915872903807060280344576e36f; // 2^120
+  return magnitude == 0x7F ? KVQ_NAN : x;
+}
 // Four floats as one 128-bit shared-memory value, and lane k of one.
 __device__ __forceinline__ float4 kvq_float4(float a, float b, float c,
                                              float d) {

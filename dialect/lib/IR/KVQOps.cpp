@@ -530,3 +530,9 @@ LogicalResult Fp8FromFloatOp::verify() {
     return emitOpError() << "format must be e4m3 or e5m2, got 'integer'";
   return success();
 }
+
+LogicalResult Fp8ToFloatOp::verify() {
+  if (getFormat() == CodeFormat::integer)
+    return emitOpError() << "format must be e4m3 or e5m2, got 'integer'";
+  return success();
+}

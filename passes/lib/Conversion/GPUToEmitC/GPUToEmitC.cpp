@@ -499,19 +499,22 @@ struct CallToEmitC : OpConversionPattern<SourceOp> {
   std::string callee;
 };
 
-/// kvq.fp8_from_float becomes the prelude's kvq_e4m3_from_float or
-/// kvq_e5m2_from_float.
-struct Fp8FromFloatToEmitC : OpConversionPattern<Fp8FromFloatOp> {
-  using OpConversionPattern::OpConversionPattern;
+/// kvq.fp8_from_float and kvq.fp8_to_float become the prelude's
+/// kvq_e4m3_from_float / kvq_e5m2_from_float and kvq_e4m3_to_float /
+/// kvq_e5m2_to_float.
+template <typename SourceOp> struct Fp8ToEmitC : OpConversionPattern<SourceOp> {
+  using OpConversionPattern<SourceOp>::OpConversionPattern;
   LogicalResult
-  matchAndRewrite(Fp8FromFloatOp op, OpAdaptor adaptor,
+  matchAndRewrite(SourceOp op, typename SourceOp::Adaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    StringRef callee = op.getFormat() == CodeFormat::e4m3
-                           ? "kvq_e4m3_from_float"
-                           : "kvq_e5m2_from_float";
+    bool encode = std::is_same_v<SourceOp, Fp8FromFloatOp>;
+    std::string callee =
+        std::string(op.getFormat() == CodeFormat::e4m3 ? "kvq_e4m3"
+                                                       : "kvq_e5m2") +
+        (encode ? "_from_float" : "_to_float");
     rewriter.replaceOpWithNewOp<emitc::CallOpaqueOp>(
-        op, TypeRange{getTypeConverter()->convertType(op.getType())}, callee,
-        adaptor.getOperands());
+        op, TypeRange{this->getTypeConverter()->convertType(op.getType())},
+        callee, adaptor.getOperands());
     return success();
   }
 };
@@ -853,7 +856,7 @@ struct GPUToEmitCPass : mlir::kvq::impl::GPUToEmitCBase<GPUToEmitCPass> {
                         gpu::BarrierOp, gpu::ShuffleOp, MmaOp, PackPairOp,
                         PackPairErrorOp, TransposePairsOp, SelectHalvesOp,
                         DequantizePairOp, PermuteBytesOp, HalfPairOp,
-                        MultiplyPairOp, Fp8FromFloatOp>();
+                        MultiplyPairOp, Fp8FromFloatOp, Fp8ToFloatOp>();
     // ... the container stays until the kernels are hoisted out below, and
     // casts between converted and original types are reconciled after.
     target.addLegalOp<gpu::GPUModuleOp, UnrealizedConversionCastOp>();
@@ -964,7 +967,7 @@ void mlir::kvq::populateGPUToEmitCPatterns(TypeConverter &typeConverter,
                                             "kvq_byte_perm");
   patterns.add<CallToEmitC<HalfPairOp>>(typeConverter, context,
                                         "kvq_half_pair");
-  patterns.add<MultiplyPairToEmitC, Fp8FromFloatToEmitC>(typeConverter,
-                                                         context);
+  patterns.add<MultiplyPairToEmitC, Fp8ToEmitC<Fp8FromFloatOp>,
+               Fp8ToEmitC<Fp8ToFloatOp>>(typeConverter, context);
   populateSCFToEmitCConversionPatterns(patterns, typeConverter);
 }

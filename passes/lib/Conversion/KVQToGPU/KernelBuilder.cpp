@@ -403,28 +403,12 @@ Value KernelBuilder::fp8FromFloat(SchemeAttr scheme, Value x) {
 
 Value KernelBuilder::dequantizeCode(SchemeAttr scheme, Value code, Value scale,
                                     Value zero) {
-  if (scheme.isFp8()) {
-    // The byte's exponent and mantissa bits moved to the top of an fp32's
-    // exponent field make a float 2^(127 - bias) times too small,
-    // subnormals included; one exact multiplication rescales it. The
-    // all-ones exponents of E5M2 (infinities, NaN) and E4M3's 0x7F (NaN)
-    // are read as such.
-    bool e4m3 = scheme.getFormat() == CodeFormat::e4m3;
-    int64_t mantissa = e4m3 ? 3 : 2, bias = e4m3 ? 7 : 15;
-    Value magnitude = bitAnd(code, i32(0x7F));
-    Value sign = shl(bitAnd(code, i32(0x80)), i32(24));
-    Value small = bitcastToF32(bitOr(sign, shl(magnitude, i32(23 - mantissa))));
-    Value value = named("fp8", fmul(small, f32(std::ldexp(1.0, 127 - bias))));
-    Value special = e4m3 ? eq(magnitude, i32(0x7F))
-                         : eq(bitAnd(magnitude, i32(0x7C)), i32(0x7C));
-    // E4M3: NaN; E5M2: infinity (mantissa 0) or NaN, with the sign.
-    Value specialBits =
-        e4m3 ? i32(0x7FC00000)
-             : bitOr(sign, bitOr(i32(0x7F800000),
-                                 shl(bitAnd(code, i32(3)), i32(21))));
-    value = select(special, bitcastToF32(specialBits), value);
-    return fmul(value, scale);
-  }
+  if (scheme.isFp8()) // the byte's exact value (the prelude), times scale
+    return fmul(named("fp8", Fp8ToFloatOp::create(
+                                 b, b.getF32Type(), code,
+                                 CodeFormatAttr::get(b.getContext(),
+                                                     scheme.getFormat()))),
+                scale);
   // The code (< 2^8) as the low mantissa bits of 2^23: the float
   // 2^23 + code, exactly, by one OR instead of an int-to-float conversion
   // (a quarter-rate instruction that would bound the unpacking). One

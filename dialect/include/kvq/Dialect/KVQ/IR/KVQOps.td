@@ -460,6 +460,23 @@ def KVQ_Fp8FromFloatOp : KVQ_Op<"fp8_from_float", [Pure]> {
   let hasVerifier = 1;
 }
 
+def KVQ_Fp8ToFloatOp : KVQ_Op<"fp8_to_float", [Pure]> {
+  let summary = "The value of an OCP FP8 byte, exactly";
+  let description = [{
+    `byte` (an i32 in [0, 255]) read as an `e4m3` or `e5m2` value, as fp32
+    (exact: both formats are subsets of fp32), NaN and infinity codes as
+    such.
+
+    ```mlir
+    %x = kvq.fp8_to_float %byte e5m2
+    ```
+  }];
+  let arguments = (ins I32:$byte, KVQ_CodeFormatAttr:$format);
+  let results = (outs F32:$x);
+  let assemblyFormat = "$byte $format attr-dict";
+  let hasVerifier = 1;
+}
+
 def KVQ_HalfPairOp : KVQ_Op<"half_pair", [Pure, AllTypesMatch<["low", "high"]>]> {
   let summary = "Two fp16/bf16 values side by side in one register, unchanged";
   let description = [{
