@@ -386,17 +386,21 @@ struct QuantizedKVCache::Impl {
                        " sink=" + std::to_string(config.sink) +
                        " residual=" + std::to_string(config.residual);
     // Static codes mean what their given scales say: the same ones, bit
-    // for bit.
-    for (const std::vector<float> *given :
-         {&config.keyScales, &config.keyZeros, &config.valueScales,
-          &config.valueZeros}) {
-      text += " [";
-      for (float x : *given) {
-        uint32_t bits;
-        std::memcpy(&bits, &x, 4);
-        text += std::to_string(bits) + ",";
+    // for bit (their SHA-256, the error message stays short).
+    if (config.key.isStatic() || config.value.isStatic()) {
+      llvm::SHA256 hash;
+      for (const std::vector<float> *given :
+           {&config.keyScales, &config.keyZeros, &config.valueScales,
+            &config.valueZeros}) {
+        uint64_t count = given->size();
+        hash.update(llvm::ArrayRef<uint8_t>(
+            reinterpret_cast<const uint8_t *>(&count), sizeof count));
+        hash.update(llvm::ArrayRef<uint8_t>(
+            reinterpret_cast<const uint8_t *>(given->data()),
+            given->size() * sizeof(float)));
       }
-      text += "]";
+      text += " scales=" +
+              llvm::toHex(hash.final(), /*LowerCase=*/true).substr(0, 16);
     }
     return text;
   }

@@ -755,3 +755,32 @@ TEST(KVCache, ASnapshotRestoresElsewhereBitForBitAndIsChecked) {
 }
 
 } // namespace
+
+namespace {
+// A static (FP8) cache's snapshot stores codes only: it restores bit for
+// bit into a cache with the same scales and is refused by one whose scales
+// differ (the same bytes would mean other values there).
+TEST(KVCache, StaticSnapshotsRestoreOnlyWithTheSameScales) {
+  CacheConfig c = smallConfig("fp8_e4m3");
+  c.keyScales = {0.01f, 0.02f};
+  c.valueScales = {0.005f, 0.006f};
+  CacheConfig other = c;
+  other.keyScales[1] = 0.03f;
+  Harness source(BackendKind::Reference, c), same(BackendKind::Reference, c),
+      different(BackendKind::Reference, other);
+  std::mt19937 rng(17);
+  Tokens t = makeTokens(c, 300, rng);
+  ASSERT_TRUE(source.append(0, 0, t, 300).ok());
+  ASSERT_GT(source.cache->parts(0, 0).quantized, 0);
+  std::string bytes;
+  ASSERT_TRUE(source.cache->snapshot(0, bytes).ok());
+  Status refused = different.cache->restore(0, bytes);
+  EXPECT_EQ(refused.code(), StatusCode::InvalidArgument);
+  EXPECT_NE(refused.message().find("scales="), std::string::npos)
+      << refused.message();
+  EXPECT_EQ(different.cache->parts(0, 0).total(), 0);
+  ASSERT_TRUE(same.cache->restore(0, bytes).ok());
+  std::vector<uint16_t> q = randomQuery(c, rng);
+  EXPECT_EQ(same.attend(0, q, c.dtype), source.attend(0, q, c.dtype));
+}
+} // namespace
