@@ -100,6 +100,41 @@ double kvq::normwiseError(const std::vector<float> &a,
   return scale > 0 ? diff / scale : diff;
 }
 
+namespace {
+/// Static scales (and zeros) for `scheme` as a min-max calibration over
+/// `x` gives them: rows of `rowElements` values, row r of kv head r %
+/// kvHeads. FP8: amax / its largest value (vLLM's); symmetric integers:
+/// amax / the largest code; asymmetric: the range over the codes, zero the
+/// minimum.
+void staticScalesOf(const QuantScheme &scheme, const std::vector<float> &x,
+                    int kvHeads, size_t rowElements, std::vector<float> &scales,
+                    std::vector<float> &zeros) {
+  int count = scheme.staticScaleCount(kvHeads);
+  std::vector<float> lo(count, 0.0f), hi(count, 0.0f);
+  for (size_t i = 0; i < x.size(); ++i) {
+    int at = count == 1 ? 0 : int((i / rowElements) % size_t(kvHeads));
+    lo[at] = std::min(lo[at], x[i]);
+    hi[at] = std::max(hi[at], x[i]);
+  }
+  scales.assign(count, 1.0f);
+  zeros.assign(count, 0.0f);
+  bool fp8 = scheme.isFp8(), symmetric = scheme.symmetric;
+  float levels =
+      fp8         ? ref::largestFp8(scheme.format == QuantScheme::Format::E4M3
+                                        ? ref::Fp8Format::E4M3
+                                        : ref::Fp8Format::E5M2)
+      : symmetric ? float((1 << (scheme.bits - 1)) - 1)
+                  : float((1 << scheme.bits) - 1);
+  for (int i = 0; i < count; ++i) {
+    float range = fp8 || symmetric ? std::max(-lo[i], hi[i]) : hi[i] - lo[i];
+    if (range > 0)
+      scales[i] = range / levels;
+    if (!fp8 && !symmetric)
+      zeros[i] = lo[i];
+  }
+}
+} // namespace
+
 llvm::Expected<WorkloadResult>
 kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   const KernelSpec &s = w.spec;
@@ -173,16 +208,27 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
   void *words[2], *scales[2], *zeros[2];
   const QuantScheme *schemes[2] = {&s.key, &s.value};
   const std::vector<uint16_t> *inputs[2] = {&keys, &values};
+  const std::vector<float> *inputValues[2] = {&kv, &vv};
   for (int i = 0; i < 2; ++i) {
+    const QuantScheme &scheme = *schemes[i];
     KernelSpec qs =
-        KernelSpec::forScheme(KernelKind::Quantize, *schemes[i], d, s.dtype);
-    size_t nWords = packedWordCount(*schemes[i], d, rows, capacity);
-    size_t nScales = scaleCount(*schemes[i], d, rows, capacity);
+        KernelSpec::forScheme(KernelKind::Quantize, scheme, d, s.dtype);
+    qs.kvHeads = s.kvHeads; // per-head static scales
+    size_t nWords = packedWordCount(scheme, d, rows, capacity);
+    size_t nScales = scaleCount(scheme, d, rows, capacity);
     llvm::Expected<void *> in = make(inputs[i]->data(), inputs[i]->size() * 2);
-    size_t storageBytes = nScales * scaleBytes(*schemes[i]);
+    size_t storageBytes = nScales * scaleBytes(scheme);
     llvm::Expected<void *> wd = poisoned(nWords * 4);
     llvm::Expected<void *> sc = poisoned(storageBytes);
     llvm::Expected<void *> zr = poisoned(storageBytes);
+    if (scheme.isStatic()) { // given scales, as calibrated on the data
+      std::vector<float> given, givenZeros;
+      staticScalesOf(scheme, *inputValues[i], s.kvHeads, size_t(capacity) * d,
+                     given, givenZeros);
+      storageBytes = given.size() * 4;
+      sc = make(given.data(), storageBytes);
+      zr = make(givenZeros.data(), storageBytes);
+    }
     for (llvm::Expected<void *> *p : {&in, &wd, &sc, &zr})
       if (!*p)
         return p->takeError();
@@ -227,9 +273,14 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
                          &words[1], &scales[1], &zeros[1]};
     for (int i = 0; i < 6; ++i) {
       const QuantScheme &q = *schemes[i / 3];
+      if (i % 3 != 0 && q.isStatic()) // given scales: not in the pages
+        continue;
       size_t block = i % 3 == 0
                          ? packedWordCount(q, d, 1, s.pageTokens) * 4
                          : scaleCount(q, d, 1, s.pageTokens) * scaleBytes(q);
+      // Token-major pages (nhd): a page's rows token by token, each
+      // token's kv heads side by side.
+      size_t row = block / s.pageTokens;
       llvm::Expected<void *> pool = poisoned(block * numPages * s.kvHeads);
       if (!pool)
         return pool.takeError();
@@ -239,12 +290,19 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
         for (int h = 0; h < s.kvHeads; ++h)
           for (int slot = 0; slot < maxPages; ++slot) {
             size_t page = blockTable[size_t(b) * maxPages + slot];
-            if (llvm::Error e = runtime.copyOnDevice(
-                    to + (page * s.kvHeads + h) * block,
-                    from +
-                        ((size_t(b) * s.kvHeads + h) * maxPages + slot) * block,
-                    block))
-              return std::move(e);
+            const char *source =
+                from + ((size_t(b) * s.kvHeads + h) * maxPages + slot) * block;
+            if (!s.nhdPages) {
+              if (llvm::Error e = runtime.copyOnDevice(
+                      to + (page * s.kvHeads + h) * block, source, block))
+                return std::move(e);
+              continue;
+            }
+            for (int t = 0; t < s.pageTokens; ++t)
+              if (llvm::Error e = runtime.copyOnDevice(
+                      to + ((page * s.pageTokens + t) * s.kvHeads + h) * row,
+                      source + t * row, row))
+                return std::move(e);
           }
       *tensors[i] = *pool;
     }
