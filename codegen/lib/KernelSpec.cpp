@@ -17,7 +17,12 @@ constexpr const char *kStaticScaleWords[] = {"", "pt", "ph"};
 } // namespace
 
 std::string QuantScheme::tag() const {
-  const char *granularity = kStaticScaleWords[int(scales)];
+  // An out-of-range value (validate() names it) must not be read past the
+  // table.
+  const char *granularity =
+      int(scales) >= 0 && size_t(scales) < std::size(kStaticScaleWords)
+          ? kStaticScaleWords[int(scales)]
+          : "p?";
   if (format != Format::Integer)
     return std::string(format == Format::E4M3 ? "e4m3" : "e5m2") + granularity;
   std::string text = std::to_string(bits);

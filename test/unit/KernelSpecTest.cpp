@@ -133,6 +133,14 @@ TEST(KernelSpec, StaticAndFp8SchemeTags) {
             "scheme static scales and FP8 need the token axis, one group per "
             "head vector and fp32 scales; FP8 is 8-bit, symmetric and linear "
             "(e4m3)");
+  // A value outside the enums is named, and printing the spec is safe.
+  QuantScheme corrupt = S::staticScheme(4, S::Scales::Head, false);
+  corrupt.scales = S::Scales(7);
+  spec =
+      KernelSpec::forScheme(KernelKind::Quantize, corrupt, 128, HalfType::F16);
+  EXPECT_EQ(spec.validate().value_or(""),
+            "scheme format or scales has no such value (0, 7)");
+  EXPECT_EQ(spec.canonical(), "quantize 4tp? d=128 f16");
 }
 
 // Token-major pages (vLLM's NHD layout) are a paged attention's variant for
