@@ -130,6 +130,23 @@ float kvq::roundTrip(float x, const StaticScale &s, const StaticFormat &f) {
          s.zero;
 }
 
+CalibrationOptions kvq::calibrationFor(const QuantScheme &scheme,
+                                       CalibrationMethod method) {
+  CalibrationOptions options;
+  options.format.kind = scheme.format == QuantScheme::Format::E4M3
+                            ? StaticFormat::Kind::E4M3
+                        : scheme.format == QuantScheme::Format::E5M2
+                            ? StaticFormat::Kind::E5M2
+                            : StaticFormat::Kind::Integer;
+  options.format.bits = scheme.bits;
+  options.format.symmetric = scheme.symmetric || scheme.isFp8();
+  options.granularity = scheme.scales == QuantScheme::Scales::Head
+                            ? ScaleGranularity::Head
+                            : ScaleGranularity::Tensor;
+  options.method = method;
+  return options;
+}
+
 Status kvq::calibrateScales(const float *samples, size_t tokens, int heads,
                             int headDim, const CalibrationOptions &options,
                             std::vector<StaticScale> *out) {

@@ -3,6 +3,7 @@
 #include "kvq/Runtime/Workload.h"
 
 #include "kvq/BufferSizes.h"
+#include "kvq/Calibrate.h"
 #include "kvq/Runtime/Reference.h"
 
 #include <chrono>
@@ -101,37 +102,39 @@ double kvq::normwiseError(const std::vector<float> &a,
 }
 
 namespace {
-/// Static scales (and zeros) for `scheme` as a min-max calibration over
-/// `x` gives them: rows of `rowElements` values, row r of kv head r %
-/// kvHeads. FP8: amax / its largest value (vLLM's); symmetric integers:
-/// amax / the largest code; asymmetric: the range over the codes, zero the
-/// minimum.
-void staticScalesOf(const QuantScheme &scheme, const std::vector<float> &x,
-                    int kvHeads, size_t rowElements, std::vector<float> &scales,
-                    std::vector<float> &zeros) {
-  int count = scheme.staticScaleCount(kvHeads);
-  std::vector<float> lo(count, 0.0f), hi(count, 0.0f);
-  for (size_t i = 0; i < x.size(); ++i) {
-    int at = count == 1 ? 0 : int((i / rowElements) % size_t(kvHeads));
-    lo[at] = std::min(lo[at], x[i]);
-    hi[at] = std::max(hi[at], x[i]);
+/// Given static scales (and zeros) for `scheme` as kvq::calibrateScales'
+/// min-max gives them on `x` (rows of `rowElements` values, row r of kv
+/// head r % kvHeads, tokens of headDim values).
+llvm::Error staticScalesOf(const QuantScheme &scheme,
+                           const std::vector<float> &x, int kvHeads,
+                           int headDim, size_t rowElements,
+                           std::vector<float> &scales,
+                           std::vector<float> &zeros) {
+  // calibrateScales reads [tokens, kv heads, head_dim]: the rows' tokens,
+  // sequences one after another, each token's heads side by side.
+  size_t rows = x.size() / rowElements, sequences = rows / size_t(kvHeads);
+  size_t tokens = rowElements / size_t(headDim);
+  std::vector<float> samples;
+  samples.reserve(x.size());
+  for (size_t b = 0; b < sequences; ++b)
+    for (size_t t = 0; t < tokens; ++t)
+      for (int h = 0; h < kvHeads; ++h) {
+        const float *token =
+            x.data() + (b * kvHeads + h) * rowElements + t * headDim;
+        samples.insert(samples.end(), token, token + headDim);
+      }
+  std::vector<StaticScale> calibrated;
+  Status status = calibrateScales(samples.data(), sequences * tokens, kvHeads,
+                                  headDim, calibrationFor(scheme), &calibrated);
+  if (!status.ok())
+    return llvm::make_error<LaunchError>(status.message());
+  scales.clear();
+  zeros.clear();
+  for (const StaticScale &c : calibrated) {
+    scales.push_back(c.scale);
+    zeros.push_back(c.zero);
   }
-  scales.assign(count, 1.0f);
-  zeros.assign(count, 0.0f);
-  bool fp8 = scheme.isFp8(), symmetric = scheme.symmetric;
-  float levels =
-      fp8         ? ref::largestFp8(scheme.format == QuantScheme::Format::E4M3
-                                        ? ref::Fp8Format::E4M3
-                                        : ref::Fp8Format::E5M2)
-      : symmetric ? float((1 << (scheme.bits - 1)) - 1)
-                  : float((1 << scheme.bits) - 1);
-  for (int i = 0; i < count; ++i) {
-    float range = fp8 || symmetric ? std::max(-lo[i], hi[i]) : hi[i] - lo[i];
-    if (range > 0)
-      scales[i] = range / levels;
-    if (!fp8 && !symmetric)
-      zeros[i] = lo[i];
-  }
+  return llvm::Error::success();
 }
 } // namespace
 
@@ -223,8 +226,10 @@ kvq::runAttentionWorkload(Runtime &runtime, const AttentionWorkload &w) {
     llvm::Expected<void *> zr = poisoned(storageBytes);
     if (scheme.isStatic()) { // given scales, as calibrated on the data
       std::vector<float> given, givenZeros;
-      staticScalesOf(scheme, *inputValues[i], s.kvHeads, size_t(capacity) * d,
-                     given, givenZeros);
+      if (llvm::Error e =
+              staticScalesOf(scheme, *inputValues[i], s.kvHeads, d,
+                             size_t(capacity) * d, given, givenZeros))
+        return std::move(e);
       storageBytes = given.size() * 4;
       sc = make(given.data(), storageBytes);
       zr = make(givenZeros.data(), storageBytes);

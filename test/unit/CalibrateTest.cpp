@@ -186,3 +186,22 @@ TEST(Calibrate, FormatNamesParse) {
 }
 
 } // namespace
+
+namespace {
+// A static scheme calibrates with its own format, bits, mode and
+// granularity (what kvq-eval and kvq-run's workload ask for).
+TEST(Calibrate, OptionsForAStaticScheme) {
+  using S = QuantScheme;
+  CalibrationOptions fp8 =
+      calibrationFor(S::staticScheme(8, S::Scales::Head, true, S::Format::E5M2),
+                     CalibrationMethod::MseGrid);
+  EXPECT_EQ(fp8.format.name(), "e5m2");
+  EXPECT_EQ(fp8.granularity, ScaleGranularity::Head);
+  EXPECT_EQ(fp8.method, CalibrationMethod::MseGrid);
+  CalibrationOptions int4 =
+      calibrationFor(S::staticScheme(4, S::Scales::Tensor, false));
+  EXPECT_EQ(int4.format.name(), "int4a");
+  EXPECT_EQ(int4.granularity, ScaleGranularity::Tensor);
+  EXPECT_EQ(int4.method, CalibrationMethod::MinMax);
+}
+} // namespace

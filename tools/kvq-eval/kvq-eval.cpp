@@ -105,20 +105,10 @@ void calibrate(const QuantScheme &s, const std::vector<float> &x,
     for (int h = 0; h < kKvHeads; ++h)
       for (int c = 0; c < kHeadDim; ++c)
         samples.push_back(x[(size_t(h) * kTokens + t) * kHeadDim + c]);
-  CalibrationOptions options;
-  options.format.kind =
-      s.format == QuantScheme::Format::E4M3   ? StaticFormat::Kind::E4M3
-      : s.format == QuantScheme::Format::E5M2 ? StaticFormat::Kind::E5M2
-                                              : StaticFormat::Kind::Integer;
-  options.format.bits = s.bits;
-  options.format.symmetric = s.symmetric;
-  options.granularity = s.scales == QuantScheme::Scales::Head
-                            ? ScaleGranularity::Head
-                            : ScaleGranularity::Tensor;
-  options.method = method;
   std::vector<StaticScale> calibrated;
-  Status status = calibrateScales(samples.data(), kCalibrationTokens, kKvHeads,
-                                  kHeadDim, options, &calibrated);
+  Status status =
+      calibrateScales(samples.data(), kCalibrationTokens, kKvHeads, kHeadDim,
+                      calibrationFor(s, method), &calibrated);
   if (!status.ok()) {
     llvm::errs() << status.message() << "\n";
     std::exit(1);

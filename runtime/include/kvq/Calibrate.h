@@ -71,6 +71,13 @@ float roundTrip(float x, const StaticScale &s, const StaticFormat &format);
 /// or one per head (Head). All-zero samples get scale 1 (vLLM's default).
 /// InvalidArgument names the bad value: a shape or option out of range, a
 /// non-finite sample (by index); `scales` is then left as it was.
+/// The options a static scheme (QuantScheme::isStatic: "e4m3pt", "4tphs",
+/// ...) is calibrated with: its format, bits, mode and granularity, and
+/// `method`.
+CalibrationOptions
+calibrationFor(const QuantScheme &scheme,
+               CalibrationMethod method = CalibrationMethod::MinMax);
+
 Status calibrateScales(const float *samples, size_t tokens, int heads,
                        int headDim, const CalibrationOptions &options,
                        std::vector<StaticScale> *scales);

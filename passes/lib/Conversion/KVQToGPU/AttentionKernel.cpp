@@ -95,8 +95,11 @@ void stageQuantized(KernelBuilder &kb, const AttentionShape &s,
           // group are powers of two: a group spans whole vectors or a vector
           // whole groups. Load each group's scale (and zero) once.
           int64_t wordsPerGroup = group / perWord;
+          // (Static scales: none per group, loaded once above.)
           Value firstGroup =
-              kb.named("first_group", kb.div(w0, kb.i32(wordsPerGroup)));
+              staticScale
+                  ? Value()
+                  : kb.named("first_group", kb.div(w0, kb.i32(wordsPerGroup)));
           Value scale = staticScale, zero = staticZero;
           for (auto [k, word] : llvm::enumerate(loaded)) {
             Value w = kb.add(w0, kb.i32(k));
